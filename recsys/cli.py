@@ -1,0 +1,197 @@
+"""The ``recsys`` command: data, features, models, leaderboard.
+
+Errors a user can cause print one line (``error: ...``) and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from recsys.errors import UserError
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
+    return values
+
+
+def _name_list(text: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
+    return values
+
+
+def _score_range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH, got {text!r}") from None
+    if not lo < hi:
+        raise argparse.ArgumentTypeError(f"LOW must be below HIGH, got {text!r}")
+    return lo, hi
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """--data, --image-features, --holdout, --score-range, --seed: how every command finds its dataset."""
+    parser.add_argument("--data", type=Path, default=None,
+                        help="PAMELA directory or rating table (CSV/Parquet); default: the simulated PAMELA (cached)")  # fmt: skip
+    parser.add_argument("--image-features", type=Path, default=None, help=".npz with image_id and embedding")
+    parser.add_argument("--encoder", default=None,
+                        help="embed images with this encoder (e.g. clip:ViT-B-32/laion2b_s34b_b79k) before fitting")  # fmt: skip
+    parser.add_argument("--checkpoint", type=Path, default=None, help="local open_clip state dict for --encoder")
+    parser.add_argument("--holdout", default=None, help="random:F or users:F for tables without a split column")
+    parser.add_argument("--score-range", type=_score_range, default=None, help="declared score range LOW,HIGH of a table")
+    parser.add_argument("--seed", type=int, default=0, help="seed of holdouts, reference draws and bootstrap")
+
+
+def dataset_from_args(args: argparse.Namespace):
+    """The dataset named by ``add_data_arguments`` flags, embedded through the cache when --encoder is given."""
+    from recsys.data import load_dataset
+
+    if args.encoder and args.image_features:
+        raise UserError("pass either --image-features or --encoder, not both")
+    ds = load_dataset(args.data, image_features=args.image_features, holdout=args.holdout, seed=args.seed,
+                      score_range=args.score_range)  # fmt: skip
+    if args.encoder:
+        from features.embed_dataset import embed_dataset_features
+
+        ds = embed_dataset_features(ds, args.encoder, checkpoint=args.checkpoint)
+    return ds
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from recsys.data.simulate import SimulationConfig, simulate
+
+    config = SimulationConfig(seed=args.seed, users=args.users, images=args.images,
+                              ratings_per_user=args.ratings_per_user, feature_dim=args.feature_dim,
+                              image_size=args.image_size, render_images=not args.no_images)  # fmt: skip
+    out = simulate(args.out, config)
+    report = json.loads((out / "simulation.json").read_text())["calibration"]
+    rms = ", ".join(f"{k} {v['rms_difference']:.3f}" for k, v in report.items())
+    print(f"simulated PAMELA-format data written to {out} (SIMULATED; calibration RMS vs published means: {rms})")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from recsys.data import load_dataset
+
+    problems: list[str] = []
+    ds = load_dataset(args.path, image_features=args.image_features, holdout=args.holdout, seed=args.seed,
+                      score_range=args.score_range, problems=problems)  # fmt: skip
+    if problems:
+        for problem in problems:
+            print(f"problem: {problem}", file=sys.stderr)
+        print(f"{len(problems)} problem(s) found in {args.path}", file=sys.stderr)
+        return 2
+    summary = ds.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"{summary['name']}{'  [SIMULATED]' if ds.simulated else ''}: {summary['users']} users, "
+          f"{summary['images']} images ({summary['train_users']} users and {summary['train_images']} images in train)")  # fmt: skip
+    print(f"{'split':<12} {'ratings':>8} {'users':>6} {'images':>7} {'mean':>6} {'std':>6}  quantiles (0,25,50,75,100%)")
+    for split, s in summary["splits"].items():
+        print(f"{split:<12} {s['ratings']:>8} {s['users']:>6} {s['images']:>7} {s['score_mean']:>6.3f} "
+              f"{s['score_std']:>6.3f}  {s['score_quantiles']}")  # fmt: skip
+    if summary["image_features"]:
+        print(f"image features: {summary['image_features']['dim']}-d from {summary['image_features']['source']}")
+    print("no problems found")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from recsys.models.registry import list_models, model_class
+
+    for name in list_models():
+        cls = model_class(name)
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"{name:<22} {doc}")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from recsys.leaderboard import run_leaderboard
+    from recsys.report import format_table, write_leaderboard
+
+    ds = dataset_from_args(args)
+    params = json.loads(args.params) if args.params else {}
+    if not isinstance(params, dict):
+        raise UserError("--params must be a JSON object: {\"model\": {\"param\": value}}")
+    board = run_leaderboard(ds, args.models, splits=args.splits, shots=args.shots, seed=args.seed, params=params)
+    paths = write_leaderboard(board, args.out)
+    print(format_table(board))
+    print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recsys", description="Personalised image-rating prediction and similar-user search.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="simulate or validate datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    sim = data_sub.add_parser("simulate", help="write simulated PAMELA-format data with a known ground truth")
+    sim.add_argument("--out", type=Path, required=True)
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--users", type=int, default=199)
+    sim.add_argument("--images", type=int, default=5077)
+    sim.add_argument("--ratings-per-user", type=int, default=322, help="training ratings per training user")
+    sim.add_argument("--feature-dim", type=int, default=512)
+    sim.add_argument("--image-size", type=int, default=96)
+    sim.add_argument("--no-images", action="store_true", help="skip rendering PNGs")
+    sim.set_defaults(func=cmd_simulate)
+    val = data_sub.add_parser("validate", help="check a dataset and print a summary or its problems")
+    val.add_argument("path", type=Path)
+    val.add_argument("--image-features", type=Path, default=None)
+    val.add_argument("--holdout", default=None)
+    val.add_argument("--score-range", type=_score_range, default=None)
+    val.add_argument("--seed", type=int, default=0)
+    val.add_argument("--json", action="store_true")
+    val.set_defaults(func=cmd_validate)
+
+    models = sub.add_parser("models", help="list registered models")
+    models.set_defaults(func=cmd_models)
+
+    board = sub.add_parser("leaderboard", help="fit models and evaluate them under one protocol")
+    add_data_arguments(board)
+    board.add_argument("--models", type=_name_list, default=None, help="comma-separated model names (default: baselines)")
+    board.add_argument("--shots", type=_int_list, default=[0, 10], help="reference ratings per new user (default 0,10)")
+    board.add_argument("--splits", type=_name_list, default=["test_seen", "test_unseen"])
+    board.add_argument("--params", default=None, help='JSON hyperparameters per model, e.g. {"ridge": {"alpha": 10}}')
+    board.add_argument("--out", type=Path, default=Path("leaderboard"))
+    board.set_defaults(func=cmd_leaderboard)
+
+    try:
+        from features.cli import add_features_parser
+    except ImportError:  # the features package is optional at import time
+        add_features_parser = None
+    if add_features_parser is not None:
+        add_features_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

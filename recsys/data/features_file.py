@@ -1,0 +1,65 @@
+"""Precomputed image features: an ``.npz`` with ``image_id`` (int64, n) and ``embedding`` (float32, n x d)."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from recsys.errors import UserError
+
+
+def read_image_features(path: str | Path, image_ids: np.ndarray) -> np.ndarray:
+    """The rows of ``path`` aligned to ``image_ids`` (float32, len(image_ids) x d).
+
+    Extra images in the file are ignored; images of the dataset missing from the file are an error that names
+    how many and which (the first few).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such features file; pass an .npz with arrays image_id and embedding")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in ("image_id", "embedding") if k not in data.files]
+            if missing:
+                raise UserError(f"{path}: lacks array(s) {', '.join(missing)}; it needs image_id and embedding")
+            file_ids = data["image_id"]
+            embedding = data["embedding"]
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise UserError(f"{path}: not a readable .npz file ({err}); re-create it with numpy.savez") from None
+    if embedding.ndim != 2 or file_ids.ndim != 1 or len(file_ids) != len(embedding):
+        raise UserError(
+            f"{path}: image_id has shape {file_ids.shape} and embedding {embedding.shape}; "
+            "expected (n,) and (n, d) with rows aligned"
+        )
+    if image_ids.dtype.kind in "iu":
+        if file_ids.dtype.kind not in "iu":
+            raise UserError(f"{path}: image_id must be integers (int64), found {file_ids.dtype}")
+        file_ids = file_ids.astype(np.int64)
+    else:
+        file_ids = file_ids.astype(str)
+    position = {k: i for i, k in enumerate(file_ids.tolist())}
+    if len(position) != len(file_ids):
+        raise UserError(f"{path}: image_id holds duplicates; keep one embedding per image")
+    rows = np.array([position.get(k, -1) for k in image_ids.tolist()], dtype=np.int64)
+    absent = image_ids[rows < 0]
+    if len(absent):
+        first = ", ".join(str(v) for v in absent[:5])
+        raise UserError(
+            f"{path}: {len(absent)} of the dataset's {len(image_ids)} images are missing from the features "
+            f"file (first: {first}); embed them or remove their ratings"
+        )
+    features = embedding[rows].astype(np.float32)
+    if not np.isfinite(features).all():
+        raise UserError(f"{path}: embedding holds NaN or infinite values")
+    return features
+
+
+def write_image_features(path: str | Path, image_ids: np.ndarray, embedding: np.ndarray) -> None:
+    """Write the features file atomically (a reader never sees a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, image_id=np.asarray(image_ids), embedding=np.asarray(embedding, dtype=np.float32))
+    tmp.replace(path)

@@ -1,0 +1,475 @@
+"""A PAMELA-format simulator with a known ground truth, calibrated to PAMELA's published training aggregates.
+
+The generative model (all draws from one seeded generator):
+
+* Each image has a type (Art / Photorealism), a visual group, an art style (Art only) and continuous content
+  attributes ``c`` (colourfulness, brightness, complexity, symmetry, ...), partly set by its group and style.
+* Consensus appeal per image: group, style and type offsets (raked so that mean scores per group, style and
+  type on train match the published ones), a linear effect of ``c``, and an idiosyncratic part.
+* Shared taste groups: a taste vector over the image content per group; a user's group membership depends
+  partly on demographics (age, gender, nationality). Each user adds an individual deviation, a bias, a scale
+  and a noise level.
+* Expected score ``mu = 3 + bias + scale * (appeal + taste . content)``; an observed score is
+  ``clip(mu + noise, 1, 5)`` rounded to 3 decimals. The ground truth is ``E[clip(mu + noise, 1, 5)]``, the
+  noise-free expected observed score.
+* Image features (512-d, unit norm, like CLIP) are a fixed random two-layer tanh map of the image content plus
+  noise; PNGs render the same attributes as colours, brightness, clutter and layout.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import uuid
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.special import ndtr
+from tqdm.auto import tqdm
+
+from recsys.data.features_file import write_image_features
+from recsys.errors import UserError
+
+# PAMELA's published split sizes and shapes (DATASETS.md, train_aggregates.json).
+PAMELA_USERS, PAMELA_TRAIN_USERS = 199, 156
+PAMELA_IMAGES, PAMELA_TRAIN_IMAGES = 5077, 3554
+PAMELA_SPLIT_RATINGS = {
+    "train": 50222,
+    "val_seen": 6551,
+    "val_unseen": 926,
+    "test_seen": 9735,
+    "test_unseen": 2470,
+}
+NATIONALITIES = (
+    "United States", "United Kingdom", "Germany", "Poland", "Portugal", "South Africa", "Italy", "Canada",
+    "Mexico", "Spain", "Netherlands", "France", "Greece", "Hungary", "Chile", "Australia", "Belgium", "India",
+    "Nigeria", "Kenya", "Brazil", "Czech Republic", "Ireland",
+)  # fmt: skip
+GENDERS = ("male", "female", "prefer not to say")
+GENDER_SHARE = (40525 / 69904, 29086 / 69904, 293 / 69904)  # PAMELA's ratings per gender
+AGE_BINS = ((20, "teens"), (30, "twenties"), (40, "thirties"), (50, "forties"), (60, "fifties"), (200, "sixties"))
+QUALITY_LABELS = ("poor", "fair", "good", "great", "excellent")
+N_ATTRIBUTES = 12  # continuous content attributes; the first four are rendered into the PNGs
+N_TASTE_GROUPS = 6
+SUBJECTS = {
+    "abstract": ("interlocking shapes", "a field of colour", "flowing lines"),
+    "animal": ("a fox in the snow", "a heron at dawn", "a sleeping cat"),
+    "architecture": ("a grand palace", "a modern museum", "an old cathedral"),
+    "automotive": ("a vintage roadster", "a sports car on a coastal road", "a classic pickup truck"),
+    "cinematic": ("a lone figure on a rooftop", "a rain-soaked alley", "a desert chase"),
+    "cityscape": ("a city skyline at dusk", "a harbour city", "a busy avenue"),
+    "fashion": ("a model in a flowing gown", "a tailored suit", "a street-style outfit"),
+    "flower painting": ("a vase of peonies", "wild poppies", "a bouquet of lilies"),
+    "food": ("a rustic loaf of bread", "a bowl of ramen", "a fruit tart"),
+    "landscape": ("mountains above a lake", "rolling hills", "a misty forest"),
+    "lifestyle": ("friends at a picnic", "a cosy reading nook", "a morning coffee"),
+    "portrait": ("an elderly fisherman", "a young dancer", "a woman in a red hat"),
+    "product": ("a wristwatch", "a pair of headphones", "a perfume bottle"),
+    "scene": ("a village festival", "a quiet library", "a market square"),
+    "special": ("a surreal floating island", "a clockwork dragon", "a glass forest"),
+    "sports": ("a sprinter at the finish", "a surfer on a wave", "a basketball dunk"),
+    "still life": ("apples and a jug", "books and a candle", "a skull and flowers"),
+    "street": ("a street musician", "a night market", "a cyclist in the rain"),
+    "travel": ("a tropical beach", "a mountain village", "an old bridge"),
+}
+ATTRIBUTE_WORDS = (
+    ("muted colours", "vivid colours"),
+    ("dark mood", "bright light"),
+    ("minimal composition", "intricate detail"),
+    ("asymmetric layout", "symmetric composition"),
+)
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Knobs of the simulator; the defaults reproduce PAMELA's sizes."""
+
+    seed: int = 0
+    users: int = PAMELA_USERS
+    images: int = PAMELA_IMAGES
+    ratings_per_user: int = round(PAMELA_SPLIT_RATINGS["train"] / PAMELA_TRAIN_USERS)  # train ratings per train user
+    feature_dim: int = 512
+    image_size: int = 96
+    render_images: bool = True
+    noise_scale: float = 1.0  # multiplies every user's rating noise
+
+    def validate(self) -> None:
+        if self.users < 10:
+            raise UserError(f"--users {self.users}: the simulator needs at least 10 users")
+        if self.images < 20:
+            raise UserError(f"--images {self.images}: the simulator needs at least 20 images")
+        if self.ratings_per_user < 5:
+            raise UserError(f"--ratings-per-user {self.ratings_per_user}: needs at least 5")
+        if self.feature_dim < 8:
+            raise UserError(f"--feature-dim {self.feature_dim}: needs at least 8")
+        if not 16 <= self.image_size <= 1024:
+            raise UserError(f"--image-size {self.image_size}: choose 16 to 1024 pixels")
+        if self.noise_scale < 0:
+            raise UserError("--noise-scale must be non-negative")
+
+
+def load_aggregates() -> dict:
+    """PAMELA's published training aggregates (CC BY 4.0), shipped with the package."""
+    text = resources.files("recsys.data").joinpath("calibration/pamela_train_aggregates.json").read_text()
+    return json.loads(text)
+
+
+def expected_clipped(mu: np.ndarray, sigma: np.ndarray, lo: float = 1.0, hi: float = 5.0) -> np.ndarray:
+    """E[clip(X, lo, hi)] for X ~ N(mu, sigma^2), elementwise (the noise-free expected observed score)."""
+    sigma = np.maximum(sigma, 1e-9)
+    a, b = (lo - mu) / sigma, (hi - mu) / sigma
+    pdf = lambda x: np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)  # noqa: E731
+    inside = mu * (ndtr(b) - ndtr(a)) + sigma * (pdf(a) - pdf(b))
+    return lo * ndtr(a) + inside + hi * (1.0 - ndtr(b))
+
+
+def age_bin(age: float) -> str:
+    """PAMELA's decade bins ("twenties", ...)."""
+    for upper, label in AGE_BINS:
+        if age < upper:
+            return label
+    return AGE_BINS[-1][1]
+
+
+def quality_label(score: float) -> str:
+    """PAMELA's five labels for a 1-5 score (nearest integer)."""
+    return QUALITY_LABELS[int(np.clip(np.floor(score + 0.5), 1, 5)) - 1]
+
+
+class _World:
+    """All latent draws of one simulation."""
+
+    def __init__(self, config: SimulationConfig, aggregates: dict):
+        self.config = config
+        rng = np.random.default_rng(config.seed)
+        self.rng = rng
+        self.groups = list(aggregates["train_by_group"])
+        self.styles = list(aggregates["train_by_style"])
+        self.types = ["Art", "Photorealism"]
+        n_img, n_users = config.images, config.users
+
+        # ---- images
+        type_images = np.array([aggregates["train_by_type"][t]["images"] for t in self.types], float)
+        group_images = np.array([aggregates["train_by_group"][g]["images"] for g in self.groups], float)
+        style_images = np.array([aggregates["train_by_style"][s]["images"] for s in self.styles], float)
+        self.image_type = rng.choice(2, size=n_img, p=type_images / type_images.sum())
+        self.image_group = rng.choice(len(self.groups), size=n_img, p=group_images / group_images.sum())
+        style = rng.choice(len(self.styles), size=n_img, p=style_images / style_images.sum())
+        self.image_style = np.where(self.image_type == 0, style, -1)
+        group_attr = rng.normal(0, 0.7, (len(self.groups), N_ATTRIBUTES))
+        style_attr = rng.normal(0, 0.7, (len(self.styles) + 1, N_ATTRIBUTES))
+        style_attr[-1] = 0.0
+        self.attributes = (
+            group_attr[self.image_group] + style_attr[self.image_style] + rng.normal(0, 0.8, (n_img, N_ATTRIBUTES))
+        )
+        self.content = self._content_matrix()  # (n_img, n_content): one-hots + attributes
+        n_content = self.content.shape[1]
+
+        # ---- consensus appeal (offsets are raked later to match the published means)
+        self.group_offset = np.zeros(len(self.groups))
+        self.style_offset = np.zeros(len(self.styles) + 1)
+        self.type_offset = np.zeros(2)
+        self.attribute_appeal = rng.normal(0, 0.18, N_ATTRIBUTES)
+        self.idiosyncratic = rng.normal(0, 0.3, n_img)
+
+        # ---- users: demographics, taste groups, individual parameters
+        self.age = np.clip(np.round(19 + rng.gamma(2.0, 6.0, n_users)), 19, 60).astype(int)
+        self.gender = rng.choice(3, size=n_users, p=np.array(GENDER_SHARE) / sum(GENDER_SHARE))
+        nat_weights = 1.0 / np.arange(1, len(NATIONALITIES) + 1) ** 1.1
+        self.nationality = rng.choice(len(NATIONALITIES), size=n_users, p=nat_weights / nat_weights.sum())
+        cover = min(n_users, len(NATIONALITIES))
+        self.nationality[rng.permutation(n_users)[:cover]] = np.arange(cover)  # every nationality appears
+        age_z = (self.age - 30.0) / 10.0
+        nat_region = self.nationality % 4
+        logits = (
+            np.outer(age_z, rng.normal(0, 1.0, N_TASTE_GROUPS))
+            + rng.normal(0, 0.8, (3, N_TASTE_GROUPS))[self.gender]
+            + rng.normal(0, 0.8, (4, N_TASTE_GROUPS))[nat_region]
+            + rng.gumbel(0, 1.0, (n_users, N_TASTE_GROUPS))
+        )
+        self.taste_group = logits.argmax(1)
+        group_taste = rng.normal(0, 0.3, (N_TASTE_GROUPS, n_content))
+        self.taste = group_taste[self.taste_group] + rng.normal(0, 0.13, (n_users, n_content))
+        self.user_bias = rng.normal(0, 0.3, n_users)
+        self.user_scale = np.exp(rng.normal(0, 0.2, n_users))
+        self.user_noise = rng.uniform(0.6, 0.95, n_users) * config.noise_scale
+
+        # ---- image features: a fixed random nonlinear map of the content, plus noise
+        hidden = 96
+        w1 = rng.normal(0, 1.0 / math.sqrt(n_content), (n_content, hidden)) * 1.6
+        b1 = rng.normal(0, 0.3, hidden)
+        w2 = rng.normal(0, 1.0 / math.sqrt(hidden), (hidden, config.feature_dim))
+        signal = np.tanh(self.content @ w1 + b1) @ w2
+        signal /= np.linalg.norm(signal, axis=1, keepdims=True)
+        noise = rng.normal(0, 1.0 / math.sqrt(config.feature_dim), (n_img, config.feature_dim))
+        features = signal + 0.35 * noise
+        self.features = (features / np.linalg.norm(features, axis=1, keepdims=True)).astype(np.float32)
+
+    def _content_matrix(self) -> np.ndarray:
+        n = len(self.image_type)
+        onehot_group = np.eye(len(self.groups))[self.image_group]
+        onehot_style = np.eye(len(self.styles) + 1)[self.image_style][:, :-1]
+        onehot_type = np.eye(2)[self.image_type]
+        return np.hstack([onehot_group, onehot_style, onehot_type, self.attributes / 1.2]).reshape(n, -1)
+
+    def mean_score(self, users: np.ndarray, images: np.ndarray) -> np.ndarray:
+        """mu: the expected score before observation noise and clipping."""
+        appeal = (
+            self.group_offset[self.image_group[images]]
+            + self.style_offset[self.image_style[images]]
+            + self.type_offset[self.image_type[images]]
+            + self.attributes[images] @ self.attribute_appeal
+            + self.idiosyncratic[images]
+        )
+        personal = np.einsum("ij,ij->i", self.taste[users], self.content[images])
+        return 3.0 + self.user_bias[users] + self.user_scale[users] * (appeal + personal)
+
+    def expected_score(self, users: np.ndarray, images: np.ndarray) -> np.ndarray:
+        return expected_clipped(self.mean_score(users, images), self.user_noise[users])
+
+    def calibrate(self, users: np.ndarray, images: np.ndarray, aggregates: dict, rounds: int = 30) -> None:
+        """Rake group, style and type offsets so that expected train means match the published ones."""
+        margins = [
+            (self.group_offset, self.image_group, [aggregates["train_by_group"][g]["mean_score"] for g in self.groups]),
+            (self.style_offset, self.image_style, [aggregates["train_by_style"][s]["mean_score"] for s in self.styles]),
+            (self.type_offset, self.image_type, [aggregates["train_by_type"][t]["mean_score"] for t in self.types]),
+        ]
+        scale = self.user_scale[users]
+        for _ in range(rounds):
+            for offsets, labels, targets in margins:
+                expected = self.expected_score(users, images)
+                label = labels[images]
+                for k, target in enumerate(targets):
+                    mask = label == k
+                    if mask.any():
+                        # Divided by the mean scale (and damped) since clipping flattens the response.
+                        offsets[k] += 0.9 * (target - expected[mask].mean()) / scale[mask].mean()
+
+
+def _draw_ratings(rng: np.random.Generator, users: np.ndarray, pool: np.ndarray, per_user: int):
+    """Each user rates ``per_user`` distinct images of ``pool`` (fewer if the pool is smaller)."""
+    per_user = min(per_user, len(pool))
+    if per_user <= 0 or not len(users):
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    picks = [pool[rng.choice(len(pool), size=per_user, replace=False)] for _ in range(len(users))]
+    return np.repeat(users, per_user), np.concatenate(picks).astype(np.int64)
+
+
+def simulate(out: str | Path, config: SimulationConfig | None = None, *, progress: bool = True) -> Path:
+    """Write a simulated PAMELA directory to ``out`` and return its path.
+
+    The directory holds ``annotations/pamela_*.json``, ``images/*.png`` (unless ``render_images`` is off),
+    ``image_features.npz``, ``simulation.json`` (manifest, config and calibration report) and
+    ``simulation/ground_truth.csv`` / ``simulation/users.csv`` (noise-free expected scores, taste groups).
+    It is written into a temporary sibling directory and moved into place at the end, so an interrupted run
+    never leaves a directory that loads.
+    """
+    config = config or SimulationConfig()
+    config.validate()
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out}: already exists and is not empty; choose another --out or remove it")
+    aggregates = load_aggregates()
+    world = _World(config, aggregates)
+    rng = world.rng
+
+    # ---- users and images per split, with PAMELA's proportions
+    n_train_users = max(2, round(config.users * PAMELA_TRAIN_USERS / PAMELA_USERS))
+    n_unseen = config.users - n_train_users
+    unseen_ratings = PAMELA_SPLIT_RATINGS["val_unseen"] + PAMELA_SPLIT_RATINGS["test_unseen"]
+    n_val_unseen = round(n_unseen * PAMELA_SPLIT_RATINGS["val_unseen"] / unseen_ratings)
+    user_order = rng.permutation(config.users)
+    train_users = np.sort(user_order[:n_train_users])
+    val_unseen_users = np.sort(user_order[n_train_users : n_train_users + n_val_unseen])
+    test_unseen_users = np.sort(user_order[n_train_users + n_val_unseen :])
+    n_train_images = round(config.images * PAMELA_TRAIN_IMAGES / PAMELA_IMAGES)
+    seen_ratings = PAMELA_SPLIT_RATINGS["val_seen"] + PAMELA_SPLIT_RATINGS["test_seen"]
+    n_val_images = round((config.images - n_train_images) * PAMELA_SPLIT_RATINGS["val_seen"] / seen_ratings)
+    image_order = rng.permutation(config.images)
+    train_images = image_order[:n_train_images]
+    val_images = image_order[n_train_images : n_train_images + n_val_images]
+    test_images = image_order[n_train_images + n_val_images :]
+
+    r = config.ratings_per_user / (PAMELA_SPLIT_RATINGS["train"] / PAMELA_TRAIN_USERS)
+    per_user = {
+        "train": config.ratings_per_user,
+        "val_seen": round(r * PAMELA_SPLIT_RATINGS["val_seen"] / PAMELA_TRAIN_USERS),
+        "test_seen": round(r * PAMELA_SPLIT_RATINGS["test_seen"] / PAMELA_TRAIN_USERS),
+        "unseen": max(20, round(r * unseen_ratings / (PAMELA_USERS - PAMELA_TRAIN_USERS))),
+    }
+    pairs = {
+        "train": _draw_ratings(rng, train_users, train_images, per_user["train"]),
+        "val_seen": _draw_ratings(rng, train_users, val_images, per_user["val_seen"]),
+        "test_seen": _draw_ratings(rng, train_users, test_images, per_user["test_seen"]),
+        "val_unseen": _draw_ratings(rng, val_unseen_users, np.arange(config.images), per_user["unseen"]),
+        "test_unseen": _draw_ratings(rng, test_unseen_users, np.arange(config.images), per_user["unseen"]),
+    }
+    world.calibrate(*pairs["train"], aggregates)
+
+    # ---- observed scores and ground truth
+    observed, truth = {}, {}
+    for split, (users, images) in pairs.items():
+        mu = world.mean_score(users, images)
+        sigma = world.user_noise[users]
+        observed[split] = np.round(np.clip(mu + sigma * rng.standard_normal(len(mu)), 1.0, 5.0), 3)
+        truth[split] = expected_clipped(mu, sigma)
+
+    # ---- ids and metadata
+    participant_ids = np.array([f"p_{v:08x}" for v in rng.choice(2**32, size=config.users, replace=False)])
+    image_ids = 1_000_000 + rng.choice(9_000_000, size=config.images, replace=False).astype(np.int64)
+    uuids = [str(uuid.UUID(bytes=rng.bytes(16), version=4)) for _ in range(config.images)]
+    prompts = [_prompt(world, i, rng) for i in range(config.images)]
+    image_meta = [
+        json.dumps(
+            {
+                "group": world.groups[world.image_group[i]],
+                "style": world.styles[world.image_style[i]] if world.image_style[i] >= 0 else None,
+                "category": "AI image",
+                "prompt": prompts[i],
+                "type": world.types[world.image_type[i]],
+            }
+        )
+        for i in range(config.images)
+    ]
+    user_meta = [
+        json.dumps(
+            {
+                "age": int(world.age[u]),
+                "age_binned": age_bin(world.age[u]),
+                "gender": GENDERS[world.gender[u]],
+                "nationality": NATIONALITIES[world.nationality[u]],
+            }
+        )
+        for u in range(config.users)
+    ]
+
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    (tmp / "annotations").mkdir(parents=True)
+    (tmp / "simulation").mkdir()
+    labels = np.array(QUALITY_LABELS)
+    for split, (users, images) in pairs.items():
+        score = observed[split]
+        label = labels[np.clip(np.floor(score + 0.5), 1, 5).astype(int) - 1]
+        with open(tmp / "annotations" / f"pamela_{split}.json", "w") as fh:
+            fh.write("[\n")
+            fh.write(
+                ",\n".join(
+                    f'{{"image_path": "./images/{uuids[i]}.png", "image_id": {image_ids[i]}, '
+                    f'"participant_id": "{participant_ids[u]}", "image_metadata": {image_meta[i]}, '
+                    f'"user_demographics": {user_meta[u]}, "quality_label": "{lab}", "original_score": {s:.3f}}}'
+                    for u, i, lab, s in zip(users.tolist(), images.tolist(), label.tolist(), score.tolist(), strict=True)
+                )
+            )
+            fh.write("\n]\n")
+    frames = [
+        pd.DataFrame(
+            {
+                "split": split,
+                "participant_id": participant_ids[users],
+                "image_id": image_ids[images],
+                "expected_score": np.round(truth[split], 5),
+            }
+        )
+        for split, (users, images) in pairs.items()
+    ]
+    pd.concat(frames).to_csv(tmp / "simulation" / "ground_truth.csv", index=False)
+    pd.DataFrame({"participant_id": participant_ids, "taste_group": world.taste_group}).to_csv(
+        tmp / "simulation" / "users.csv", index=False
+    )
+    write_image_features(tmp / "image_features.npz", image_ids, world.features)
+    if config.render_images:
+        (tmp / "images").mkdir()
+        for i in tqdm(range(config.images), desc="rendering images", unit="img", disable=not progress):
+            _render(world, i, config.image_size).save(tmp / "images" / f"{uuids[i]}.png", compress_level=1)
+
+    manifest = {
+        "name": f"simulated PAMELA (seed {config.seed})",
+        "simulated": True,
+        "note": "Simulated data calibrated to PAMELA's published training aggregates; not ratings by real people.",
+        "config": asdict(config),
+        "image_features": "image_features.npz",
+        "ground_truth": "simulation/ground_truth.csv",
+        "calibration": calibration_report(world, pairs["train"], observed["train"], aggregates),
+    }
+    (tmp / "simulation.json").write_text(json.dumps(manifest, indent=2))
+    if out.exists():
+        out.rmdir()
+    os.replace(tmp, out)
+    return out
+
+
+def calibration_report(world: _World, train_pairs, train_scores: np.ndarray, aggregates: dict) -> dict:
+    """Observed train means per group, style and type against the published ones, with RMS differences."""
+    users, images = train_pairs
+    report = {}
+    for name, labels, names, key in (
+        ("group", world.image_group, world.groups, "train_by_group"),
+        ("style", world.image_style, world.styles, "train_by_style"),
+        ("type", world.image_type, world.types, "train_by_type"),
+    ):
+        rows, errors = {}, []
+        label = labels[images]
+        for k, level in enumerate(names):
+            mask = label == k
+            if not mask.any():
+                continue
+            mean = float(train_scores[mask].mean())
+            target = aggregates[key][level]["mean_score"]
+            rows[level] = {"simulated": round(mean, 3), "published": target, "ratings": int(mask.sum())}
+            errors.append(mean - target)
+        report[name] = {"rms_difference": float(np.sqrt(np.mean(np.square(errors)))), "levels": rows}
+    return report
+
+
+def _prompt(world: _World, i: int, rng: np.random.Generator) -> str:
+    group = world.groups[world.image_group[i]]
+    subject = SUBJECTS.get(group, ("a scene",))[rng.integers(len(SUBJECTS.get(group, ("a scene",))))]
+    words = [pair[int(world.attributes[i, a] > 0)] for a, pair in enumerate(ATTRIBUTE_WORDS)]
+    if world.image_style[i] >= 0:
+        style = world.styles[world.image_style[i]].replace("_", " ")
+        return f"{subject[0].upper()}{subject[1:]}, rendered in the style of {style}, {words[0]}, {words[2]}"
+    return f"A photorealistic photo of {subject}, {words[1]}, {words[3]}, {words[0]}"
+
+
+def _render(world: _World, i: int, size: int):
+    """A small PNG whose colours, brightness, clutter and layout follow the image's latent attributes."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(int(world.config.seed) * 1_000_003 + i)
+    colourful, bright, complexity, symmetry = np.tanh(world.attributes[i, :4] / 1.5)
+    hue = (world.image_group[i] / len(world.groups) + 0.1 * world.attributes[i, 4]) % 1.0
+    saturation = 0.25 + 0.35 * (colourful + 1)
+    value = 0.3 + 0.3 * (bright + 1)
+
+    def colour(h, s, v):
+        import colorsys
+
+        return tuple(int(255 * c) for c in colorsys.hsv_to_rgb(h % 1.0, float(np.clip(s, 0, 1)), float(np.clip(v, 0, 1))))
+
+    img = Image.new("RGB", (size, size), colour(hue, saturation * 0.6, value))
+    draw = ImageDraw.Draw(img)
+    n_shapes = int(2 + 10 * (complexity + 1))
+    for _ in range(n_shapes):
+        w = rng.uniform(0.05, 0.4) * size
+        if symmetry > 0:  # centred, mirrored layout
+            cx = size / 2 + rng.normal(0, 0.1) * size
+        else:
+            cx = rng.uniform(0, size)
+        cy = rng.uniform(0, size)
+        box = [cx - w / 2, cy - w / 2, cx + w / 2, cy + w / 2]
+        fill = colour(hue + rng.normal(0, 0.08 + 0.2 * (colourful + 1)), saturation, value + rng.normal(0, 0.15))
+        if world.image_type[i] == 0:
+            draw.ellipse(box, fill=fill)
+        else:
+            draw.rectangle(box, fill=fill)
+        if symmetry > 0:
+            mirror = [size - box[2], box[1], size - box[0], box[3]]
+            (draw.ellipse if world.image_type[i] == 0 else draw.rectangle)(mirror, fill=fill)
+    return img

@@ -1,0 +1,172 @@
+"""Loader for a generic rating table: CSV or Parquet with ``user_id, item_id, score`` and optional ``split``.
+
+Optional ``users.csv`` (``user_id`` + demographic columns) and ``items.csv`` (``item_id`` + metadata columns)
+beside the table. Without a ``split`` column a seeded holdout is made:
+
+* ``random:F`` holds out a fraction F of ratings as ``test_seen`` and, of the rest, F as ``val_seen``
+  (the classic rating-prediction setting; every held-out user keeps ratings in train);
+* ``users:F`` holds out a fraction F of users as ``test_unseen`` and, of the rest, F as ``val_unseen``
+  (new users, evaluated with k reference ratings each).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recsys.data.dataset import SPLITS, Dataset, Ratings
+from recsys.data.validate import check_duplicates, check_scores, check_splits
+from recsys.errors import UserError
+
+TABLE_NAMES = ("ratings.parquet", "ratings.csv")
+DEFAULT_HOLDOUT = "random:0.2"
+
+
+def parse_holdout(spec: str) -> tuple[str, float]:
+    """``"random:0.2"`` -> ("random", 0.2); a clear error for anything else."""
+    kind, _, value = spec.partition(":")
+    try:
+        fraction = float(value)
+    except ValueError:
+        fraction = -1.0
+    if kind not in ("random", "users") or not 0.0 < fraction < 0.5:
+        raise UserError(f"--holdout {spec!r}: expected random:F or users:F with 0 < F < 0.5, e.g. random:0.2")
+    return kind, fraction
+
+
+def find_table(path: Path) -> Path:
+    if path.is_file():
+        return path
+    for name in TABLE_NAMES:
+        if (path / name).is_file():
+            return path / name
+    raise UserError(f"{path}: no rating table (expected a .csv/.parquet file or a directory with ratings.csv)")
+
+
+def _read(path: Path) -> pd.DataFrame:
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except Exception as err:  # pandas raises many types for unreadable files
+        raise UserError(f"{path}: cannot be read as a table ({type(err).__name__}: {err})") from None
+
+
+def _ids(values: pd.Series) -> np.ndarray:
+    """Integer ids stay int64 (so features files can key on them); anything else becomes str."""
+    if pd.api.types.is_integer_dtype(values):
+        return values.to_numpy(np.int64)
+    return values.astype(str).to_numpy(object)
+
+
+def load_table(
+    path: str | Path,
+    *,
+    holdout: str | None = None,
+    seed: int = 0,
+    score_range: tuple[float, float] | None = None,
+    problems: list[str] | None = None,
+) -> Dataset:
+    """Load a generic rating table into a Dataset (see the module docstring for the layout)."""
+    table_path = find_table(Path(path))
+    collect = problems is not None
+    problems = problems if problems is not None else []
+    table = _read(table_path)
+    missing = [c for c in ("user_id", "item_id", "score") if c not in table.columns]
+    if missing:
+        raise UserError(
+            f"{table_path}: lacks column(s) {', '.join(missing)}; a rating table needs user_id, item_id, score"
+        )
+    if table[["user_id", "item_id"]].isna().any().any():
+        row = int(np.flatnonzero(table[["user_id", "item_id"]].isna().any(axis=1).to_numpy())[0])
+        raise UserError(f"{table_path}: empty user_id or item_id at row {row}; every rating needs both")
+    score = pd.to_numeric(table["score"], errors="coerce").to_numpy(np.float64)
+    rows = np.arange(len(table))
+    if score_range is None:
+        finite = score[np.isfinite(score)]
+        if not len(finite):
+            raise UserError(f"{table_path}: no numeric scores")
+        score_range = (float(finite.min()), float(finite.max()))
+
+    user_ids, user_idx = np.unique(_ids(table["user_id"]), return_inverse=True)
+    item_ids, item_idx = np.unique(_ids(table["item_id"]), return_inverse=True)
+    all_ratings = Ratings(user_idx.astype(np.int64), item_idx.astype(np.int64), score.astype(np.float32))
+    problems.extend(check_scores(score, score_range, str(table_path), rows))
+
+    if "split" in table.columns:
+        if holdout:
+            raise UserError(f"{table_path}: has a split column; drop --holdout (or drop the column to use it)")
+        split_of = table["split"].astype(str).to_numpy()
+        unknown = sorted(set(split_of) - set(SPLITS))
+        if unknown:
+            raise UserError(f"{table_path}: unknown split value(s) {', '.join(unknown[:5])}; use {', '.join(SPLITS)}")
+    else:
+        split_of = make_holdout(all_ratings, holdout or DEFAULT_HOLDOUT, seed)
+
+    ratings = {}
+    for split in SPLITS:
+        mask = split_of == split
+        if mask.any():
+            ratings[split] = all_ratings.subset(mask)
+            problems.extend(check_duplicates(ratings[split], f"{table_path} ({split})", rows[mask], user_ids, item_ids))
+    if "train" not in ratings:
+        raise UserError(f"{table_path}: no training ratings")
+
+    ds = Dataset(
+        name=f"table ({table_path.name})",
+        simulated=False,
+        pamela_semantics=False,
+        user_ids=user_ids,
+        image_ids=item_ids,
+        users=_side_table(table_path.parent / "users.csv", "user_id", user_ids),
+        images=_side_table(table_path.parent / "items.csv", "item_id", item_ids),
+        ratings=ratings,
+        score_range=score_range,
+        root=table_path.parent.resolve(),
+    )
+    problems.extend(check_splits(ds, {s: f"{table_path} ({s})" for s in ratings}))
+    if problems and not collect:
+        more = f" (and {len(problems) - 1} more; run `recsys data validate {path}`)" if len(problems) > 1 else ""
+        raise UserError(problems[0] + more)
+    return ds
+
+
+def make_holdout(ratings: Ratings, spec: str, seed: int) -> np.ndarray:
+    """Split name per rating for a seeded holdout (see the module docstring)."""
+    kind, fraction = parse_holdout(spec)
+    rng = np.random.default_rng(seed)
+    split_of = np.full(len(ratings), "train", dtype=object)
+    if kind == "users":
+        users = rng.permutation(np.unique(ratings.user_idx))
+        n_test = max(1, round(fraction * len(users)))
+        n_val = max(1, round(fraction * (len(users) - n_test)))
+        split_of[np.isin(ratings.user_idx, users[:n_test])] = "test_unseen"
+        split_of[np.isin(ratings.user_idx, users[n_test : n_test + n_val])] = "val_unseen"
+        return split_of
+    order = rng.permutation(len(ratings))
+    n_test = round(fraction * len(ratings))
+    n_val = round(fraction * (len(ratings) - n_test))
+    split_of[order[:n_test]] = "test_seen"
+    split_of[order[n_test : n_test + n_val]] = "val_seen"
+    # A held-out rating of a user left with nothing in train goes back to train (seen users must be known).
+    in_train = np.zeros(ratings.user_idx.max() + 1, dtype=bool)
+    in_train[ratings.user_idx[split_of == "train"]] = True
+    split_of[~in_train[ratings.user_idx]] = "train"
+    return split_of
+
+
+def _side_table(path: Path, key: str, ids: np.ndarray) -> pd.DataFrame:
+    """Rows of ``users.csv`` / ``items.csv`` aligned to ``ids``; absent rows are all-missing."""
+    if not path.is_file():
+        return pd.DataFrame(index=range(len(ids)))
+    side = _read(path)
+    if key not in side.columns:
+        raise UserError(f"{path}: lacks column {key}")
+    side = side.drop_duplicates(key)
+    side.index = _ids(side[key])
+    if ids.dtype.kind not in "iu":
+        side.index = side.index.astype(str)
+    aligned = side.drop(columns=[key]).reindex(ids.tolist())
+    return aligned.reset_index(drop=True)

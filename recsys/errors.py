@@ -1,0 +1,12 @@
+"""Errors a user can cause: the CLI prints them as one line and exits with status 2."""
+
+
+class UserError(Exception):
+    """A problem with the user's input (a file, a flag, a value) that the user can fix.
+
+    The message must say what is wrong, where (file, row, id) and what to do about it.
+    """
+
+
+class ColdStartNotSupported(UserError):
+    """Raised by a model that cannot score users it was not trained on (no fold-in from references)."""

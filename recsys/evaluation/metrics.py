@@ -1,0 +1,168 @@
+"""Metrics as pure functions over arrays. No configuration, no state.
+
+Global metrics take aligned ``y_true`` / ``y_pred``; user-level metrics also take ``user`` (any hashable label
+per rating) and average a per-user value over users. ``per_user_*`` functions return the per-user values
+(for bootstrap intervals and paired tests); ``HIGHER_IS_BETTER`` says which way each metric points.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+MIN_USER_QUERIES = 5  # a user needs at least this many queries to get a user_srocc
+HIGHER_IS_BETTER = {
+    "rmse": False,
+    "mae": False,
+    "plcc": True,
+    "srocc": True,
+    "user_srocc": True,
+    "pairwise_acc": True,
+    "ndcg@10": True,
+}
+
+
+def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Root mean squared error, in score units."""
+    return float(np.sqrt(np.mean((np.asarray(y_true, float) - np.asarray(y_pred, float)) ** 2)))
+
+
+def mae(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean absolute error, in score units."""
+    return float(np.mean(np.abs(np.asarray(y_true, float) - np.asarray(y_pred, float))))
+
+
+def plcc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Pearson correlation over all ratings; 0 when either side is constant."""
+    y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
+    if np.ptp(y_true) == 0 or np.ptp(y_pred) == 0:
+        return 0.0
+    return float(np.corrcoef(y_true, y_pred)[0, 1])
+
+
+def srocc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Spearman rank correlation over all ratings (average ranks for ties); 0 when either side is constant."""
+    y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
+    if np.ptp(y_true) == 0 or np.ptp(y_pred) == 0:
+        return 0.0
+    return plcc(stats.rankdata(y_true), stats.rankdata(y_pred))
+
+
+def _groups(user: np.ndarray):
+    """(label, positions) per user, in order of first appearance."""
+    user = np.asarray(user)
+    _, first, inverse = np.unique(user, return_index=True, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.cumsum(np.bincount(inverse))
+    starts = np.concatenate([[0], bounds[:-1]])
+    for g in np.argsort(first):
+        yield user[first[g]], order[starts[g] : bounds[g]]
+
+
+def per_user_srocc(y_true: np.ndarray, y_pred: np.ndarray, user: np.ndarray) -> dict:
+    """Spearman per user with at least MIN_USER_QUERIES ratings.
+
+    A user whose predictions are constant counts 0 (the model ranks nothing); a user whose true scores are
+    constant is skipped (there is nothing to rank).
+    """
+    y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
+    out = {}
+    for label, idx in _groups(user):
+        if len(idx) < MIN_USER_QUERIES or np.ptp(y_true[idx]) == 0:
+            continue
+        out[label] = 0.0 if np.ptp(y_pred[idx]) == 0 else srocc(y_true[idx], y_pred[idx])
+    return out
+
+
+def per_user_pairwise_acc(y_true: np.ndarray, y_pred: np.ndarray, user: np.ndarray) -> dict:
+    """Per user, the share of pairs with different true scores that the prediction orders correctly.
+
+    Prediction ties count one half. Users with no such pair are skipped.
+    """
+    y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
+    out = {}
+    for label, idx in _groups(user):
+        t, p = y_true[idx], y_pred[idx]
+        dt = np.sign(t[:, None] - t[None, :])
+        dp = np.sign(p[:, None] - p[None, :])
+        upper = np.triu(np.ones_like(dt, dtype=bool), k=1) & (dt != 0)
+        n_pairs = upper.sum()
+        if n_pairs == 0:
+            continue
+        agree = (dt[upper] == dp[upper]).sum() + 0.5 * (dp[upper] == 0).sum()
+        out[label] = float(agree / n_pairs)
+    return out
+
+
+def dcg_at_k(gains_in_rank_order: np.ndarray, k: int) -> float:
+    """Discounted cumulative gain of the first k gains: sum gain_i / log2(i + 2)."""
+    g = np.asarray(gains_in_rank_order, float)[:k]
+    return float(np.sum(g / np.log2(np.arange(2, len(g) + 2))))
+
+
+def per_user_ndcg(y_true: np.ndarray, y_pred: np.ndarray, user: np.ndarray, k: int = 10) -> dict:
+    """NDCG@k per user with true scores as gains.
+
+    Ties in the prediction are broken pessimistically (the lower true score first), so a constant predictor
+    earns no credit from the input order. Users whose ideal DCG is 0 are skipped.
+    """
+    y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
+    out = {}
+    for label, idx in _groups(user):
+        t, p = y_true[idx], y_pred[idx]
+        ideal = dcg_at_k(np.sort(t)[::-1], k)
+        if ideal <= 0:
+            continue
+        order = np.lexsort((t, -p))  # by prediction descending, then true score ascending
+        out[label] = dcg_at_k(t[order], k) / ideal
+    return out
+
+
+def user_srocc(y_true, y_pred, user) -> float:
+    """Per-user Spearman averaged over users (see ``per_user_srocc``); NaN when no user qualifies."""
+    values = list(per_user_srocc(y_true, y_pred, user).values())
+    return float(np.mean(values)) if values else float("nan")
+
+
+def pairwise_acc(y_true, y_pred, user) -> float:
+    """Per-user pairwise accuracy averaged over users (see ``per_user_pairwise_acc``)."""
+    values = list(per_user_pairwise_acc(y_true, y_pred, user).values())
+    return float(np.mean(values)) if values else float("nan")
+
+
+def ndcg_at_10(y_true, y_pred, user) -> float:
+    """Per-user NDCG@10 averaged over users (see ``per_user_ndcg``)."""
+    values = list(per_user_ndcg(y_true, y_pred, user, k=10).values())
+    return float(np.mean(values)) if values else float("nan")
+
+
+def bootstrap_ci(
+    per_user_values: np.ndarray, *, n_resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean over users (users resampled with replacement)."""
+    values = np.asarray(per_user_values, float)
+    if len(values) == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(n_resamples, len(values)))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def all_metrics(y_true: np.ndarray, y_pred: np.ndarray, user: np.ndarray) -> tuple[dict, dict]:
+    """Every metric, and the per-user values of the user-level ones (keyed by metric name)."""
+    per_user = {
+        "user_srocc": per_user_srocc(y_true, y_pred, user),
+        "pairwise_acc": per_user_pairwise_acc(y_true, y_pred, user),
+        "ndcg@10": per_user_ndcg(y_true, y_pred, user, k=10),
+    }
+    metrics = {
+        "rmse": rmse(y_true, y_pred),
+        "mae": mae(y_true, y_pred),
+        "plcc": plcc(y_true, y_pred),
+        "srocc": srocc(y_true, y_pred),
+    }
+    for name, values in per_user.items():
+        metrics[name] = float(np.mean(list(values.values()))) if values else float("nan")
+    return metrics, per_user

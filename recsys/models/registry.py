@@ -1,0 +1,45 @@
+"""One explicit registry: model name -> the class that implements it ("module:Class", imported on use so
+that listing models does not import torch)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from recsys.errors import UserError
+
+_REGISTRY: dict[str, str] = {
+    "global_mean": "recsys.models.baselines:GlobalMean",
+    "metadata_mean": "recsys.models.baselines:MetadataMean",
+    "ridge": "recsys.models.baselines:Ridge",
+    "user_ridge": "recsys.models.baselines:UserRidge",
+    "oracle": "recsys.models.baselines:Oracle",
+}
+
+#: the leaderboard's default model list
+BASELINES = ("global_mean", "metadata_mean", "ridge", "user_ridge", "oracle")
+
+
+def list_models() -> list[str]:
+    """Registered model names, in registry order."""
+    return list(_REGISTRY)
+
+
+def model_class(name: str) -> type:
+    """The class registered under ``name``; a clear error listing the names for an unknown one."""
+    if name not in _REGISTRY:
+        raise UserError(f"unknown model {name!r}; registered models: {', '.join(_REGISTRY)}")
+    module, _, attr = _REGISTRY[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def create_model(name: str, **params: Any):
+    """A new, unfitted model; bad hyperparameters raise a clear error."""
+    cls = model_class(name)
+    unknown = sorted(set(params) - set(cls.param_names()))
+    if unknown:
+        raise UserError(f"{name}: unknown parameter(s) {', '.join(unknown)}; it takes {', '.join(cls.param_names()) or 'none'}")
+    try:
+        return cls(**params)
+    except (ValueError, TypeError) as err:
+        raise UserError(f"{name}: {err}") from None
