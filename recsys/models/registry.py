@@ -14,6 +14,8 @@ _REGISTRY: dict[str, str] = {
     "ridge": "recsys.models.baselines:Ridge",
     "user_ridge": "recsys.models.baselines:UserRidge",
     "oracle": "recsys.models.baselines:Oracle",
+    # classical recommenders (recsys/models/mf.py, implicit_models.py, lightfm_model.py, knn.py)
+    # deep hybrids (recsys/models/two_tower.py, pref_tokens.py, profile.py)
 }
 
 #: the leaderboard's default model list

@@ -1,0 +1,21 @@
+"""Shared fixtures: small simulated datasets, made once per test session."""
+
+from __future__ import annotations
+
+import pytest
+
+from recsys.data import load_dataset
+from recsys.data.simulate import SimulationConfig, simulate
+
+#: a small simulation on which every personalised model must beat the global mean in both settings
+SMALL = SimulationConfig(seed=7, users=80, images=800, ratings_per_user=150, feature_dim=64, render_images=False)
+
+
+@pytest.fixture(scope="session")
+def small_sim_dir(tmp_path_factory):
+    return simulate(tmp_path_factory.mktemp("sim") / "small", SMALL, progress=False)
+
+
+@pytest.fixture(scope="session")
+def small_sim(small_sim_dir):
+    return load_dataset(small_sim_dir)
