@@ -122,6 +122,9 @@ class Model(ABC):
         except (OSError, json.JSONDecodeError) as err:
             raise UserError(f"{path}: not a saved model ({err})") from None
         model = create_model(config["model"], **config["params"])
+        if hasattr(model, "_restore"):  # models with their own state format (torch: model.pt)
+            model._restore(path)
+            return model
         with open(path / "state.pkl", "rb") as fh:
             model.__dict__.update(pickle.load(fh))
         return model

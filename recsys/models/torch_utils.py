@@ -1,0 +1,174 @@
+"""Shared helpers of the deep models: seeding, device choice, demographics, losses, training loop, persistence."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from recsys.data.dataset import Dataset
+from recsys.models.base import SAVE_FORMAT, _atomic_write, _ridge_solve
+from recsys.models.side import image_design
+
+DEMOGRAPHIC_COLUMNS = ("age_binned", "gender", "nationality")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch; returns a CPU torch generator for deterministic sampling."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def choose_device(device: str = "auto") -> torch.device:
+    """``auto``: CUDA when present, else CPU (with the thread count capped by RECSYS_THREADS, default 2)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        torch.set_num_threads(int(os.environ.get("RECSYS_THREADS", "2")))
+    return torch.device(device)
+
+
+def demographic_onehot(users: pd.DataFrame) -> np.ndarray:
+    """One-hot (float32, n_users x levels) of age bin, gender and nationality plus a standardised age.
+
+    Missing columns are skipped; a table with none gives a single constant column.
+    """
+    parts = []
+    for column in DEMOGRAPHIC_COLUMNS:
+        if column in users.columns:
+            parts.append(pd.get_dummies(users[column].astype("string"), dummy_na=False).to_numpy(np.float32))
+    if "age" in users.columns:
+        age = pd.to_numeric(users["age"], errors="coerce").to_numpy(np.float64)
+        mean, std = np.nanmean(age) if np.isfinite(age).any() else 0.0, np.nanstd(age) if np.isfinite(age).any() else 1.0
+        parts.append(np.nan_to_num((age - mean) / (std or 1.0))[:, None].astype(np.float32))
+    parts.append(np.ones((len(users), 1), np.float32))
+    return np.hstack(parts)
+
+
+def metadata_codes(images: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, list[int]]:
+    """Integer codes (int64, n_images x len(columns)) of categorical columns, 0 for missing; and level counts."""
+    codes, sizes = [], []
+    for column in columns:
+        cat = pd.Categorical(images[column].astype("string"))
+        codes.append(cat.codes.astype(np.int64) + 1)
+        sizes.append(len(cat.categories) + 1)
+    if not codes:
+        return np.zeros((len(images), 0), np.int64), []
+    return np.stack(codes, axis=1), sizes
+
+
+def global_ridge_scores(dataset: Dataset, split: str, alpha: float = 3.0) -> np.ndarray:
+    """The global (consensus) ridge score of every image (float64, n_images): the base every deep model refines."""
+    ratings = dataset.fit_ratings(split)
+    design = image_design(dataset)
+    weights, intercept = _ridge_solve(design[ratings.image_idx], ratings.score.astype(float), alpha)
+    return design @ weights + intercept
+
+
+def image_inputs(dataset: Dataset) -> np.ndarray:
+    """Image features (float32, n_images x d); metadata one-hots stand in when there are no features."""
+    if dataset.image_features is not None:
+        return dataset.image_features.astype(np.float32)
+    return image_design(dataset).astype(np.float32)
+
+
+def preference_loss(pred: torch.Tensor, target: torch.Tensor, group: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """Contrastive preference loss: logistic loss on score differences of pairs of one user with different scores.
+
+    For every pair (i, j) in the batch with ``group[i] == group[j]`` and ``target[i] > target[j]`` it is
+    ``log(1 + exp(-(pred[i] - pred[j]) / temperature))``, weighted by the size of the target gap (capped at 1),
+    averaged over pairs. Zero when the batch has no such pair.
+    """
+    same = group[:, None] == group[None, :]
+    gap = target[:, None] - target[None, :]
+    mask = same & (gap > 0)
+    if not mask.any():
+        return pred.sum() * 0.0
+    diff = (pred[:, None] - pred[None, :])[mask] / temperature
+    weight = gap[mask].clamp(max=1.0)
+    return (torch.nn.functional.softplus(-diff) * weight).sum() / weight.sum()
+
+
+def train_loop(
+    step: Callable[[int], torch.Tensor],
+    n_batches: int,
+    parameters,
+    *,
+    epochs: int,
+    lr: float,
+    weight_decay: float = 0.0,
+    validate: Callable[[], float] | None = None,
+    patience: int = 3,
+    desc: str = "train",
+    state: Callable[[], dict] | None = None,
+    restore: Callable[[dict], None] | None = None,
+) -> dict:
+    """Adam over ``epochs`` x ``n_batches`` calls of ``step(batch_index) -> loss``, with early stopping.
+
+    ``validate() -> loss`` (lower is better) runs after each epoch; the best state (``state()``) is restored
+    (``restore``) at the end and training stops after ``patience`` epochs without improvement.
+    Returns a history dict (train and validation losses per epoch, best epoch).
+    """
+    optimiser = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    history = {"train_loss": [], "val_loss": [], "best_epoch": None}
+    best, best_state, waited = math.inf, None, 0
+    bar = tqdm(range(epochs), desc=desc, disable=None, leave=False)
+    for epoch in bar:
+        total = 0.0
+        for b in range(n_batches):
+            optimiser.zero_grad()
+            loss = step(b)
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach())
+        history["train_loss"].append(total / max(n_batches, 1))
+        postfix = {"loss": f"{history['train_loss'][-1]:.4f}"}
+        if validate is not None:
+            val = float(validate())
+            history["val_loss"].append(val)
+            postfix["val"] = f"{val:.4f}"
+            if val < best - 1e-5:
+                best, waited, history["best_epoch"] = val, 0, epoch
+                if state is not None:
+                    best_state = {k: v.detach().clone() for k, v in state().items()}
+            else:
+                waited += 1
+        bar.set_postfix(postfix)
+        if validate is not None and waited >= patience:
+            break
+    if best_state is not None and restore is not None:
+        restore(best_state)
+    return history
+
+
+def save_torch(model, path: str | Path, module: torch.nn.Module, arrays: dict[str, np.ndarray]) -> Path:
+    """Write config.json (the base format) and model.pt (module state dict plus fitted numpy arrays)."""
+    model._check_fitted()
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    config = {"model": model.name, "format": SAVE_FORMAT, "params": model.get_params()}
+    _atomic_write(path / "config.json", json.dumps(config, indent=2).encode())
+    payload = {
+        "module": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+        "arrays": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()},
+        "meta": getattr(model, "meta_", {}),
+    }
+    tmp = path / "model.pt.tmp"
+    torch.save(payload, tmp)
+    tmp.replace(path / "model.pt")
+    return path
+
+
+def load_torch(path: str | Path) -> dict:
+    """The payload written by ``save_torch`` (on CPU)."""
+    return torch.load(Path(path) / "model.pt", map_location="cpu", weights_only=True)

@@ -1,0 +1,88 @@
+"""Metrics against hand-computed values and scipy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from recsys.evaluation import metrics as M
+
+
+def test_rmse_and_mae_by_hand():
+    y, p = np.array([1.0, 2.0, 4.0]), np.array([2.0, 2.0, 1.0])
+    assert M.rmse(y, p) == pytest.approx(math.sqrt((1 + 0 + 9) / 3))
+    assert M.mae(y, p) == pytest.approx((1 + 0 + 3) / 3)
+
+
+def test_plcc_and_srocc_match_scipy():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=200)
+    p = y + rng.normal(size=200)
+    p[:20] = p[0]  # ties
+    assert M.plcc(y, p) == pytest.approx(stats.pearsonr(y, p)[0])
+    assert M.srocc(y, p) == pytest.approx(stats.spearmanr(y, p)[0])
+    assert M.srocc(y, np.ones_like(y)) == 0.0
+
+
+def test_user_srocc_constant_prediction_counts_zero_and_constant_truth_is_skipped():
+    user = np.array([0] * 5 + [1] * 5 + [2] * 5 + [3] * 4)
+    y = np.concatenate([[1, 2, 3, 4, 5], [1, 2, 3, 4, 5], [3, 3, 3, 3, 3], [1, 2, 3, 4]]).astype(float)
+    p = np.concatenate([[1, 2, 3, 4, 5], [2, 2, 2, 2, 2], [1, 2, 3, 4, 5], [4, 3, 2, 1]]).astype(float)
+    per_user = M.per_user_srocc(y, p, user)
+    # user 0 perfect, user 1 constant prediction -> 0, user 2 constant truth skipped, user 3 too few queries
+    assert per_user == pytest.approx({0: 1.0, 1: 0.0})
+    assert M.user_srocc(y, p, user) == pytest.approx(0.5)
+
+
+def test_pairwise_acc_by_hand_with_ties():
+    user = np.zeros(4, dtype=int)
+    y = np.array([1.0, 2.0, 3.0, 3.0])
+    p = np.array([1.0, 3.0, 2.0, 2.0])
+    # pairs with different truth: (0,1) ok, (0,2) ok, (0,3) ok, (1,2) wrong, (1,3) wrong; (2,3) same truth: skipped
+    assert M.pairwise_acc(y, p, user) == pytest.approx(3 / 5)
+    p_tie = np.array([1.0, 1.0, 2.0, 2.0])  # (0,1) tie -> 1/2; (0,2),(0,3) ok; (1,2),(1,3) ok
+    assert M.pairwise_acc(y, p_tie, user) == pytest.approx(4.5 / 5)
+
+
+def test_pairwise_acc_averages_over_users():
+    user = np.array([0, 0, 1, 1])
+    y = np.array([1.0, 2.0, 1.0, 2.0])
+    p = np.array([1.0, 2.0, 2.0, 1.0])
+    assert M.pairwise_acc(y, p, user) == pytest.approx(0.5)
+
+
+def test_ndcg_by_hand():
+    user = np.zeros(3, dtype=int)
+    y = np.array([3.0, 1.0, 2.0])
+    p = np.array([0.1, 0.3, 0.2])  # ranks truth as [1, 2, 3]
+    dcg = 1 / math.log2(2) + 2 / math.log2(3) + 3 / math.log2(4)
+    ideal = 3 / math.log2(2) + 2 / math.log2(3) + 1 / math.log2(4)
+    assert M.ndcg_at_10(y, p, user) == pytest.approx(dcg / ideal)
+    assert M.ndcg_at_10(y, y, user) == pytest.approx(1.0)
+
+
+def test_ndcg_constant_prediction_gets_no_credit_from_input_order():
+    user = np.zeros(3, dtype=int)
+    y = np.array([3.0, 2.0, 1.0])
+    worst = (1 / math.log2(2) + 2 / math.log2(3) + 3 / math.log2(4)) / (3 + 2 / math.log2(3) + 1 / math.log2(4))
+    assert M.ndcg_at_10(y, np.zeros(3), user) == pytest.approx(worst)
+
+
+def test_bootstrap_interval_contains_mean_and_shrinks_with_more_users():
+    rng = np.random.default_rng(1)
+    small = rng.normal(0.5, 0.2, 20)
+    large = rng.normal(0.5, 0.2, 2000)
+    lo_s, hi_s = M.bootstrap_ci(small, seed=0)
+    lo_l, hi_l = M.bootstrap_ci(large, seed=0)
+    assert lo_s < small.mean() < hi_s
+    assert hi_l - lo_l < hi_s - lo_s
+    # the normal-theory half-width 1.96 * sd / sqrt(n) is an independent check of the scale
+    assert (hi_l - lo_l) / 2 == pytest.approx(1.96 * large.std() / math.sqrt(len(large)), rel=0.15)
+
+
+def test_every_metric_declares_a_direction():
+    values, _ = M.all_metrics(np.arange(10.0), np.arange(10.0), np.zeros(10))
+    assert set(values) == set(M.HIGHER_IS_BETTER)

@@ -1,0 +1,97 @@
+"""Baselines against hand values and independent implementations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import Ridge as SkRidge
+
+from recsys.data.dataset import Dataset, Ratings, References
+from recsys.evaluation.evaluator import Evaluator
+from recsys.models import create_model
+
+
+def tiny_dataset(features=None) -> Dataset:
+    images = pd.DataFrame({"type": ["Art", "Art", "Photo", "Photo"], "group": ["a", "b", "a", "a"],
+                           "style": ["s", "s", None, None]})  # fmt: skip
+    r = Ratings(np.array([0, 0, 1, 1, 1]), np.array([0, 1, 0, 2, 3]), np.array([1.0, 3.0, 2.0, 4.0, 5.0], np.float32))
+    return Dataset(name="tiny", simulated=False, pamela_semantics=False, user_ids=np.array(["u0", "u1"], object),
+                   image_ids=np.arange(4), users=pd.DataFrame(index=range(2)), images=images,
+                   ratings={"train": r}, score_range=(1.0, 5.0), image_features=features)  # fmt: skip
+
+
+def test_global_mean():
+    model = create_model("global_mean").fit(tiny_dataset())
+    assert model.predict(np.array([0]), np.array([3]))[0] == pytest.approx(3.0)
+
+
+def test_metadata_mean_shrinks_hierarchically_by_hand():
+    ds = tiny_dataset()
+    model = create_model("metadata_mean", shrinkage=1.0).fit(ds)
+    g = 3.0
+    art = (1 + 3 + 2 + 1 * g) / (3 + 1)  # type Art: ratings of images 0, 1, 0
+    photo = (4 + 5 + g) / (2 + 1)
+    art_a = (1 + 2 + art) / (2 + 1)  # (Art, a): image 0 rated 1 and 2
+    art_a_s = (1 + 2 + art_a) / (2 + 1)
+    photo_a = (4 + 5 + photo) / (2 + 1)
+    photo_a_none = (4 + 5 + photo_a) / (2 + 1)
+    np.testing.assert_allclose(model.predict(np.zeros(4, int), np.arange(4)),
+                               [art_a_s, (3 + ((3 + art) / 2)) / 2, photo_a_none, photo_a_none])  # fmt: skip
+
+
+def test_ridge_matches_scikit_learn():
+    rng = np.random.default_rng(0)
+    ds = tiny_dataset(rng.normal(size=(4, 3)).astype(np.float32))
+    from recsys.models.side import image_design
+
+    x = image_design(ds)
+    r = ds.ratings["train"]
+    reference = SkRidge(alpha=2.0).fit(x[r.image_idx], r.score).predict(x)
+    model = create_model("ridge", alpha=2.0).fit(ds)
+    np.testing.assert_allclose(model.predict(np.zeros(4, int), np.arange(4)), reference, rtol=1e-6)
+
+
+def test_user_ridge_equals_primal_solution_and_new_user_path():
+    rng = np.random.default_rng(1)
+    ds = tiny_dataset(rng.normal(size=(4, 6)).astype(np.float32))
+    model = create_model("user_ridge", alpha=1.0, user_alpha=0.5, bias_shrinkage=2.0).fit(ds)
+    from recsys.models.side import image_design
+
+    x = image_design(ds)
+    images, scores = np.array([0, 2, 3]), np.array([2.0, 4.0, 5.0])
+    residual = scores - model.global_score_[images]
+    bias = residual.sum() / (3 + 2.0)
+    # primal ridge without intercept: (X^T X + a I)^-1 X^T (r - b), an independent route to the dual solution
+    w = np.linalg.solve(x[images].T @ x[images] + 0.5 * np.eye(x.shape[1]), x[images].T @ (residual - bias))
+    expected = model.global_score_ + bias + x @ w
+    np.testing.assert_allclose(model.predict(np.ones(4, int), np.arange(4)), expected, rtol=1e-6)
+    new = model.predict_new([References(1, images, scores)], [np.arange(4)])[0]
+    np.testing.assert_allclose(new, expected, rtol=1e-6)
+    zero_shot = model.predict_new([References(1, np.array([], int), np.array([]))], [np.arange(4)])[0]
+    np.testing.assert_allclose(zero_shot, model.global_score_, rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["metadata_mean", "ridge", "user_ridge"])
+def test_baselines_learn_on_simulated_data(name, small_sim):
+    """Each baseline beats the global mean's user SROCC (0 by definition) on seen and unseen users."""
+    ev = Evaluator(small_sim, shots=(10,), n_bootstrap=10)
+    model = create_model(name).fit(small_sim)
+    assert ev.evaluate(model, "test_seen").metrics["user_srocc"] > 0.15
+    assert ev.evaluate(model, "test_unseen", 10).metrics["user_srocc"] > 0.15
+
+
+def test_personalisation_pays_on_seen_users(small_sim):
+    ev = Evaluator(small_sim, n_bootstrap=10)
+    ridge = ev.evaluate(create_model("ridge").fit(small_sim), "test_seen").metrics["user_srocc"]
+    user_ridge = ev.evaluate(create_model("user_ridge").fit(small_sim), "test_seen").metrics["user_srocc"]
+    assert user_ridge > ridge + 0.1
+
+
+def test_bad_hyperparameters_raise_value_errors():
+    from recsys.errors import UserError
+
+    with pytest.raises(UserError, match="alpha must be positive"):
+        create_model("ridge", alpha=-1)
+    with pytest.raises(UserError, match="unknown model"):
+        create_model("nope")
