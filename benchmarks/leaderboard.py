@@ -22,7 +22,9 @@ from recsys.report import write_leaderboard
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", default=None, help="comma-separated models (default: the baselines)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -49,7 +51,9 @@ def main() -> None:
         print(json.dumps(result))
     else:
         print(f"simulate full-size PAMELA (with PNGs): {simulate_seconds:.1f} s")
-        print(f"leaderboard ({', '.join(models)}; load, fit, evaluate, write): {leaderboard_seconds:.1f} s (target < 60 s)")
+        print(
+            f"leaderboard ({', '.join(models)}; load, fit, evaluate, write): {leaderboard_seconds:.1f} s (target < 60 s)"
+        )
         for model, seconds in result["fit_seconds"].items():
             print(f"  fit {model}: {seconds:.2f} s")
 

@@ -47,9 +47,15 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-features", type=Path, default=None, help=".npz with image_id and embedding")
     parser.add_argument("--encoder", default=None,
                         help="embed images with this encoder (e.g. clip:ViT-B-32/laion2b_s34b_b79k) before fitting")  # fmt: skip
-    parser.add_argument("--checkpoint", type=Path, default=None, help="local open_clip state dict for --encoder")
-    parser.add_argument("--holdout", default=None, help="random:F or users:F for tables without a split column")
-    parser.add_argument("--score-range", type=_score_range, default=None, help="declared score range LOW,HIGH of a table")
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None, help="local open_clip state dict for --encoder"
+    )
+    parser.add_argument(
+        "--holdout", default=None, help="random:F or users:F for tables without a split column"
+    )
+    parser.add_argument(
+        "--score-range", type=_score_range, default=None, help="declared score range LOW,HIGH of a table"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of holdouts, reference draws and bootstrap")
 
 
@@ -78,7 +84,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     out = simulate(args.out, config)
     report = json.loads((out / "simulation.json").read_text())["calibration"]
     rms = ", ".join(f"{k} {v['rms_difference']:.3f}" for k, v in report.items())
-    print(f"simulated PAMELA-format data written to {out} (SIMULATED; calibration RMS vs published means: {rms})")
+    print(
+        f"simulated PAMELA-format data written to {out} (SIMULATED; calibration RMS vs published means: {rms})"
+    )
     return 0
 
 
@@ -99,12 +107,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 0
     print(f"{summary['name']}{'  [SIMULATED]' if ds.simulated else ''}: {summary['users']} users, "
           f"{summary['images']} images ({summary['train_users']} users and {summary['train_images']} images in train)")  # fmt: skip
-    print(f"{'split':<12} {'ratings':>8} {'users':>6} {'images':>7} {'mean':>6} {'std':>6}  quantiles (0,25,50,75,100%)")
+    print(
+        f"{'split':<12} {'ratings':>8} {'users':>6} {'images':>7} {'mean':>6} {'std':>6}  quantiles (0,25,50,75,100%)"
+    )
     for split, s in summary["splits"].items():
         print(f"{split:<12} {s['ratings']:>8} {s['users']:>6} {s['images']:>7} {s['score_mean']:>6.3f} "
               f"{s['score_std']:>6.3f}  {s['score_quantiles']}")  # fmt: skip
     if summary["image_features"]:
-        print(f"image features: {summary['image_features']['dim']}-d from {summary['image_features']['source']}")
+        print(
+            f"image features: {summary['image_features']['dim']}-d from {summary['image_features']['source']}"
+        )
     print("no problems found")
     return 0
 
@@ -126,8 +138,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     ds = dataset_from_args(args)
     params = json.loads(args.params) if args.params else {}
     if not isinstance(params, dict):
-        raise UserError("--params must be a JSON object: {\"model\": {\"param\": value}}")
-    board = run_leaderboard(ds, args.models, splits=args.splits, shots=args.shots, seed=args.seed, params=params)
+        raise UserError('--params must be a JSON object: {"model": {"param": value}}')
+    board = run_leaderboard(
+        ds, args.models, splits=args.splits, shots=args.shots, seed=args.seed, params=params
+    )
     paths = write_leaderboard(board, args.out)
     print(format_table(board))
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
@@ -135,7 +149,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recsys", description="Personalised image-rating prediction and similar-user search.")
+    parser = argparse.ArgumentParser(
+        prog="recsys", description="Personalised image-rating prediction and similar-user search."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="simulate or validate datasets")
@@ -164,10 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     board = sub.add_parser("leaderboard", help="fit models and evaluate them under one protocol")
     add_data_arguments(board)
-    board.add_argument("--models", type=_name_list, default=None, help="comma-separated model names (default: baselines)")
-    board.add_argument("--shots", type=_int_list, default=[0, 10], help="reference ratings per new user (default 0,10)")
+    board.add_argument(
+        "--models", type=_name_list, default=None, help="comma-separated model names (default: baselines)"
+    )
+    board.add_argument(
+        "--shots", type=_int_list, default=[0, 10], help="reference ratings per new user (default 0,10)"
+    )
     board.add_argument("--splits", type=_name_list, default=["test_seen", "test_unseen"])
-    board.add_argument("--params", default=None, help='JSON hyperparameters per model, e.g. {"ridge": {"alpha": 10}}')
+    board.add_argument(
+        "--params", default=None, help='JSON hyperparameters per model, e.g. {"ridge": {"alpha": 10}}'
+    )
     board.add_argument("--out", type=Path, default=Path("leaderboard"))
     board.set_defaults(func=cmd_leaderboard)
 

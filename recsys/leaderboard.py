@@ -67,7 +67,9 @@ def run_leaderboard(
         model_class(name)  # fail fast on an unknown name, before any fitting
     missing = [s for s in splits if s not in dataset.ratings]
     if missing:
-        raise UserError(f"{dataset.name} has no split(s) {', '.join(missing)}; it has {', '.join(dataset.splits)}")
+        raise UserError(
+            f"{dataset.name} has no split(s) {', '.join(missing)}; it has {', '.join(dataset.splits)}"
+        )
     evaluator = Evaluator(dataset, shots=shots, seed=seed)
     board = Leaderboard(dataset=dataset, seed=seed, shots=tuple(shots))
     bar = tqdm(models, desc="models", unit="model", disable=not progress)

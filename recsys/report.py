@@ -72,7 +72,11 @@ def format_table(board: Leaderboard) -> str:
     """A fixed-width table for the terminal."""
     head = f"{'model':<18} {'split':<24} {'users':>5} " + " ".join(f"{m:>12}" for m in TABLE_METRICS)
     head += f" {'fit s':>8} {'pred s':>8}"
-    lines = [f"dataset: {board.dataset.name}" + ("  [SIMULATED data]" if board.dataset.simulated else ""), head, "-" * len(head)]
+    lines = [
+        f"dataset: {board.dataset.name}" + ("  [SIMULATED data]" if board.dataset.simulated else ""),
+        head,
+        "-" * len(head),
+    ]
     for row in board.rows:
         label = _task_label(row.split, row.shots)
         if row.metrics is None:
@@ -86,7 +90,8 @@ def format_table(board: Leaderboard) -> str:
                 value = f"{value}±{_fmt((hi - lo) / 2, 2)[1:]}" if not math.isnan(lo) else value
             values.append(f"{value:>12}")
         lines.append(
-            f"{row.model:<18} {label:<24} {row.n_users:>5} " + " ".join(values)
+            f"{row.model:<18} {label:<24} {row.n_users:>5} "
+            + " ".join(values)
             + f" {row.fit_seconds:>8.2f} {row.predict_seconds:>8.3f}"
         )
     return "\n".join(lines)
@@ -100,8 +105,12 @@ def to_markdown(board: Leaderboard) -> str:
     lines = [
         f"# Leaderboard: {ds.name}",
         "",
-        ("**Simulated data** (calibrated to PAMELA's published statistics; not ratings by real people). "
-         if ds.simulated else "") + f"Fingerprint `{ds.fingerprint()}`, protocol seed {board.seed}, shots {list(board.shots)}.",
+        (
+            "**Simulated data** (calibrated to PAMELA's published statistics; not ratings by real people). "
+            if ds.simulated
+            else ""
+        )
+        + f"Fingerprint `{ds.fingerprint()}`, protocol seed {board.seed}, shots {list(board.shots)}.",
         "",
         "Best measured model per task and metric in **bold** (the oracle, where present, is the simulator's "
         "ground truth and is never marked). `p` is a two-sided Wilcoxon signed-rank test over users of the "
@@ -114,7 +123,10 @@ def to_markdown(board: Leaderboard) -> str:
         lines.append("|---|---:|" + "---:|" * len(METRICS) + "---:|---:|---:|")
         for row in (r for r in board.rows if _task(r) == task):
             if row.metrics is None:
-                lines.append(f"| {row.model} | {row.n_users} | {row.status}: {row.reason} |" + " |" * (len(METRICS) + 2))
+                lines.append(
+                    f"| {row.model} | {row.n_users} | {row.status}: {row.reason} |"
+                    + " |" * (len(METRICS) + 2)
+                )
                 continue
             cells = []
             for m in METRICS:
@@ -125,9 +137,14 @@ def to_markdown(board: Leaderboard) -> str:
                     cell = f"**{cell}**"
                 cells.append(cell)
             p = tests.get(task, {}).get(row.model)
-            p_cell = "best" if best.get(task, {}).get("user_srocc") == row.model else ("-" if p is None or math.isnan(p) else f"{p:.2g}")
+            p_cell = (
+                "best"
+                if best.get(task, {}).get("user_srocc") == row.model
+                else ("-" if p is None or math.isnan(p) else f"{p:.2g}")
+            )
             lines.append(
-                f"| {row.model} | {row.n_users} | " + " | ".join(cells)
+                f"| {row.model} | {row.n_users} | "
+                + " | ".join(cells)
                 + f" | {p_cell} | {row.fit_seconds:.2f} | {row.predict_seconds:.3f} |"
             )
     return "\n".join(lines) + "\n"
@@ -162,7 +179,9 @@ def write_chart(board: Leaderboard, path: Path) -> None:
 
     tasks = list(dict.fromkeys(_task(r) for r in board.rows))
     models = list(dict.fromkeys(r.model for r in board.rows))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 0.45 * len(models) + 1.6), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(tasks), figsize=(4.2 * len(tasks), 0.45 * len(models) + 1.6), sharey=True, squeeze=False
+    )
     for ax, task in zip(axes[0], tasks, strict=True):
         rows = {r.model: r for r in board.rows if _task(r) == task}
         values, errors, colours = [], [[], []], []

@@ -8,7 +8,9 @@ from recsys.data import load_dataset
 from recsys.data.simulate import SimulationConfig, simulate
 
 #: a small simulation on which every personalised model must beat the global mean in both settings
-SMALL = SimulationConfig(seed=7, users=80, images=800, ratings_per_user=150, feature_dim=64, render_images=False)
+SMALL = SimulationConfig(
+    seed=7, users=80, images=800, ratings_per_user=150, feature_dim=64, render_images=False
+)
 
 
 @pytest.fixture(scope="session")

@@ -77,7 +77,11 @@ def load_dataset(
     if image_features is not None:
         features = read_image_features(image_features, ds.image_ids)
         ds = ds.with_image_features(features, str(image_features))
-        bad_list = Path(str(image_features)[: -len(".npz")] + ".bad.json") if str(image_features).endswith(".npz") else None
+        bad_list = (
+            Path(str(image_features)[: -len(".npz")] + ".bad.json")
+            if str(image_features).endswith(".npz")
+            else None
+        )
         if bad_list is not None and bad_list.is_file():
             ds = _drop_bad_images(ds, bad_list)
     return ds
@@ -88,7 +92,15 @@ def _drop_bad_images(ds: Dataset, bad_list: Path) -> Dataset:
     import json
 
     bad = json.loads(bad_list.read_text())
-    ids = [entry["image_id"] if isinstance(entry, dict) else entry for entry in bad.get("images", bad) if entry is not None] if isinstance(bad, dict) else bad
+    ids = (
+        [
+            entry["image_id"] if isinstance(entry, dict) else entry
+            for entry in bad.get("images", bad)
+            if entry is not None
+        ]
+        if isinstance(bad, dict)
+        else bad
+    )
     idx = [ds._image_index[i] for i in ids if i in ds._image_index]
     if not idx:
         return ds

@@ -23,7 +23,9 @@ def read_image_features(path: str | Path, image_ids: np.ndarray) -> np.ndarray:
         with np.load(path, allow_pickle=False) as data:
             missing = [k for k in ("image_id", "embedding") if k not in data.files]
             if missing:
-                raise UserError(f"{path}: lacks array(s) {', '.join(missing)}; it needs image_id and embedding")
+                raise UserError(
+                    f"{path}: lacks array(s) {', '.join(missing)}; it needs image_id and embedding"
+                )
             file_ids = data["image_id"]
             embedding = data["embedding"]
     except (OSError, ValueError, zipfile.BadZipFile) as err:

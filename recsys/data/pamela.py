@@ -58,7 +58,9 @@ def load_pamela(path: str | Path, *, problems: list[str] | None = None) -> Datas
     collect = problems is not None
     problems = problems if problems is not None else []
     if not root.is_dir():
-        raise UserError(f"{root}: no such directory; pass a PAMELA download (with annotations/) or omit --data")
+        raise UserError(
+            f"{root}: no such directory; pass a PAMELA download (with annotations/) or omit --data"
+        )
     train_file = split_file(root, "train")
     if not train_file.is_file():
         raise UserError(f"{train_file}: missing; a PAMELA directory needs annotations/pamela_train.json")
@@ -82,11 +84,15 @@ def load_pamela(path: str | Path, *, problems: list[str] | None = None) -> Datas
                 continue
             missing = [f for f in REQUIRED_FIELDS if f not in entry]
             if missing:
-                problems.append(f"{file}: entry {row} lacks field(s) {', '.join(missing)}; every entry needs {', '.join(REQUIRED_FIELDS)}")
+                problems.append(
+                    f"{file}: entry {row} lacks field(s) {', '.join(missing)}; every entry needs {', '.join(REQUIRED_FIELDS)}"
+                )
                 continue
             try:
                 image_id = int(entry["image_id"])
-                score = float(entry["original_score"]) if entry["original_score"] is not None else float("nan")
+                score = (
+                    float(entry["original_score"]) if entry["original_score"] is not None else float("nan")
+                )
             except (TypeError, ValueError):
                 problems.append(f"{file}: entry {row} has a non-numeric image_id or original_score")
                 continue
@@ -128,7 +134,8 @@ def load_pamela(path: str | Path, *, problems: list[str] | None = None) -> Datas
     images_df = pd.DataFrame(image_rows)
     images_dir = root / "images"
     images_df["path"] = [
-        str((root / p).resolve()) if (p and images_dir.is_dir()) else None for p in images_df.pop("image_path")
+        str((root / p).resolve()) if (p and images_dir.is_dir()) else None
+        for p in images_df.pop("image_path")
     ]
 
     manifest = _read_manifest(root)
@@ -148,7 +155,9 @@ def load_pamela(path: str | Path, *, problems: list[str] | None = None) -> Datas
     if manifest:
         ds.ground_truth = _read_ground_truth(root, ds)
     if problems and not collect:
-        more = f" (and {len(problems) - 1} more; run `recsys data validate {root}`)" if len(problems) > 1 else ""
+        more = (
+            f" (and {len(problems) - 1} more; run `recsys data validate {root}`)" if len(problems) > 1 else ""
+        )
         raise UserError(problems[0] + more)
     return ds
 
@@ -176,14 +185,23 @@ def _read_ground_truth(root: Path, ds: Dataset) -> dict[str, np.ndarray] | None:
         users = part["participant_id"].map(ds._user_index).to_numpy()
         images = part["image_id"].map(ds._image_index).to_numpy()
         if pd.isna(users).any() or pd.isna(images).any():
-            raise UserError(f"{file}: ids not present in the annotations of {split}; re-run `recsys data simulate`")
-        lookup = dict(zip(zip(users.astype(np.int64).tolist(), images.astype(np.int64).tolist(), strict=True),
-                          part["expected_score"].to_numpy(np.float32).tolist(), strict=True))
+            raise UserError(
+                f"{file}: ids not present in the annotations of {split}; re-run `recsys data simulate`"
+            )
+        lookup = dict(
+            zip(
+                zip(users.astype(np.int64).tolist(), images.astype(np.int64).tolist(), strict=True),
+                part["expected_score"].to_numpy(np.float32).tolist(),
+                strict=True,
+            )
+        )
         try:
             truth[split] = np.array(
                 [lookup[(u, i)] for u, i in zip(r.user_idx.tolist(), r.image_idx.tolist(), strict=True)],
                 dtype=np.float32,
             )
         except KeyError:
-            raise UserError(f"{file}: a rating of {split} has no ground truth; re-run `recsys data simulate`") from None
+            raise UserError(
+                f"{file}: a rating of {split} has no ground truth; re-run `recsys data simulate`"
+            ) from None
     return truth

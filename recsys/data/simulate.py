@@ -52,7 +52,14 @@ NATIONALITIES = (
 )  # fmt: skip
 GENDERS = ("male", "female", "prefer not to say")
 GENDER_SHARE = (40525 / 69904, 29086 / 69904, 293 / 69904)  # PAMELA's ratings per gender
-AGE_BINS = ((20, "teens"), (30, "twenties"), (40, "thirties"), (50, "forties"), (60, "fifties"), (200, "sixties"))
+AGE_BINS = (
+    (20, "teens"),
+    (30, "twenties"),
+    (40, "thirties"),
+    (50, "forties"),
+    (60, "fifties"),
+    (200, "sixties"),
+)
 QUALITY_LABELS = ("poor", "fair", "good", "great", "excellent")
 N_ATTRIBUTES = 12  # continuous content attributes; the first four are rendered into the PNGs
 N_TASTE_GROUPS = 6
@@ -92,7 +99,9 @@ class SimulationConfig:
     seed: int = 0
     users: int = PAMELA_USERS
     images: int = PAMELA_IMAGES
-    ratings_per_user: int = round(PAMELA_SPLIT_RATINGS["train"] / PAMELA_TRAIN_USERS)  # train ratings per train user
+    ratings_per_user: int = round(
+        PAMELA_SPLIT_RATINGS["train"] / PAMELA_TRAIN_USERS
+    )  # train ratings per train user
     feature_dim: int = 512
     image_size: int = 96
     render_images: bool = True
@@ -165,7 +174,9 @@ class _World:
         style_attr = rng.normal(0, 0.7, (len(self.styles) + 1, N_ATTRIBUTES))
         style_attr[-1] = 0.0
         self.attributes = (
-            group_attr[self.image_group] + style_attr[self.image_style] + rng.normal(0, 0.8, (n_img, N_ATTRIBUTES))
+            group_attr[self.image_group]
+            + style_attr[self.image_style]
+            + rng.normal(0, 0.8, (n_img, N_ATTRIBUTES))
         )
         self.content = self._content_matrix()  # (n_img, n_content): one-hots + attributes
         n_content = self.content.shape[1]
@@ -235,9 +246,21 @@ class _World:
     def calibrate(self, users: np.ndarray, images: np.ndarray, aggregates: dict, rounds: int = 30) -> None:
         """Rake group, style and type offsets so that expected train means match the published ones."""
         margins = [
-            (self.group_offset, self.image_group, [aggregates["train_by_group"][g]["mean_score"] for g in self.groups]),
-            (self.style_offset, self.image_style, [aggregates["train_by_style"][s]["mean_score"] for s in self.styles]),
-            (self.type_offset, self.image_type, [aggregates["train_by_type"][t]["mean_score"] for t in self.types]),
+            (
+                self.group_offset,
+                self.image_group,
+                [aggregates["train_by_group"][g]["mean_score"] for g in self.groups],
+            ),
+            (
+                self.style_offset,
+                self.image_style,
+                [aggregates["train_by_style"][s]["mean_score"] for s in self.styles],
+            ),
+            (
+                self.type_offset,
+                self.image_type,
+                [aggregates["train_by_type"][t]["mean_score"] for t in self.types],
+            ),
         ]
         scale = self.user_scale[users]
         for _ in range(rounds):
@@ -364,7 +387,9 @@ def simulate(out: str | Path, config: SimulationConfig | None = None, *, progres
                     f'{{"image_path": "./images/{uuids[i]}.png", "image_id": {image_ids[i]}, '
                     f'"participant_id": "{participant_ids[u]}", "image_metadata": {image_meta[i]}, '
                     f'"user_demographics": {user_meta[u]}, "quality_label": "{lab}", "original_score": {s:.3f}}}'
-                    for u, i, lab, s in zip(users.tolist(), images.tolist(), label.tolist(), score.tolist(), strict=True)
+                    for u, i, lab, s in zip(
+                        users.tolist(), images.tolist(), label.tolist(), score.tolist(), strict=True
+                    )
                 )
             )
             fh.write("\n]\n")
@@ -451,7 +476,10 @@ def _render(world: _World, i: int, size: int):
     def colour(h, s, v):
         import colorsys
 
-        return tuple(int(255 * c) for c in colorsys.hsv_to_rgb(h % 1.0, float(np.clip(s, 0, 1)), float(np.clip(v, 0, 1))))
+        return tuple(
+            int(255 * c)
+            for c in colorsys.hsv_to_rgb(h % 1.0, float(np.clip(s, 0, 1)), float(np.clip(v, 0, 1)))
+        )
 
     img = Image.new("RGB", (size, size), colour(hue, saturation * 0.6, value))
     draw = ImageDraw.Draw(img)
@@ -464,7 +492,9 @@ def _render(world: _World, i: int, size: int):
             cx = rng.uniform(0, size)
         cy = rng.uniform(0, size)
         box = [cx - w / 2, cy - w / 2, cx + w / 2, cy + w / 2]
-        fill = colour(hue + rng.normal(0, 0.08 + 0.2 * (colourful + 1)), saturation, value + rng.normal(0, 0.15))
+        fill = colour(
+            hue + rng.normal(0, 0.08 + 0.2 * (colourful + 1)), saturation, value + rng.normal(0, 0.15)
+        )
         if world.image_type[i] == 0:
             draw.ellipse(box, fill=fill)
         else:

@@ -42,7 +42,9 @@ def find_table(path: Path) -> Path:
     for name in TABLE_NAMES:
         if (path / name).is_file():
             return path / name
-    raise UserError(f"{path}: no rating table (expected a .csv/.parquet file or a directory with ratings.csv)")
+    raise UserError(
+        f"{path}: no rating table (expected a .csv/.parquet file or a directory with ratings.csv)"
+    )
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -97,11 +99,15 @@ def load_table(
 
     if "split" in table.columns:
         if holdout:
-            raise UserError(f"{table_path}: has a split column; drop --holdout (or drop the column to use it)")
+            raise UserError(
+                f"{table_path}: has a split column; drop --holdout (or drop the column to use it)"
+            )
         split_of = table["split"].astype(str).to_numpy()
         unknown = sorted(set(split_of) - set(SPLITS))
         if unknown:
-            raise UserError(f"{table_path}: unknown split value(s) {', '.join(unknown[:5])}; use {', '.join(SPLITS)}")
+            raise UserError(
+                f"{table_path}: unknown split value(s) {', '.join(unknown[:5])}; use {', '.join(SPLITS)}"
+            )
     else:
         split_of = make_holdout(all_ratings, holdout or DEFAULT_HOLDOUT, seed)
 
@@ -110,7 +116,9 @@ def load_table(
         mask = split_of == split
         if mask.any():
             ratings[split] = all_ratings.subset(mask)
-            problems.extend(check_duplicates(ratings[split], f"{table_path} ({split})", rows[mask], user_ids, item_ids))
+            problems.extend(
+                check_duplicates(ratings[split], f"{table_path} ({split})", rows[mask], user_ids, item_ids)
+            )
     if "train" not in ratings:
         raise UserError(f"{table_path}: no training ratings")
 
@@ -128,7 +136,9 @@ def load_table(
     )
     problems.extend(check_splits(ds, {s: f"{table_path} ({s})" for s in ratings}))
     if problems and not collect:
-        more = f" (and {len(problems) - 1} more; run `recsys data validate {path}`)" if len(problems) > 1 else ""
+        more = (
+            f" (and {len(problems) - 1} more; run `recsys data validate {path}`)" if len(problems) > 1 else ""
+        )
         raise UserError(problems[0] + more)
     return ds
 

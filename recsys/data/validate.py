@@ -14,12 +14,16 @@ def _first(values, limit: int = 5) -> str:
     return shown + (f" (and {len(values) - limit} more)" if len(values) > limit else "")
 
 
-def check_scores(score: np.ndarray, score_range: tuple[float, float], where: str, rows: np.ndarray) -> list[str]:
+def check_scores(
+    score: np.ndarray, score_range: tuple[float, float], where: str, rows: np.ndarray
+) -> list[str]:
     """Problems with NaN or out-of-range scores; ``rows`` maps positions to the user's row numbers."""
     problems = []
     nan = ~np.isfinite(score)
     if nan.any():
-        problems.append(f"{where}: score is NaN or infinite at row(s) {_first(rows[nan])}; fix or drop those rows")
+        problems.append(
+            f"{where}: score is NaN or infinite at row(s) {_first(rows[nan])}; fix or drop those rows"
+        )
     lo, hi = score_range
     bad = np.isfinite(score) & ((score < lo) | (score > hi))
     if bad.any():
@@ -89,5 +93,9 @@ def check_splits(ds: Dataset, split_files: dict[str, str]) -> list[str]:
 def raise_problems(problems: list[str], source: str) -> None:
     """Raise the first problem as a UserError, counting the rest."""
     if problems:
-        more = f" (and {len(problems) - 1} more problem(s); run `recsys data validate {source}`)" if len(problems) > 1 else ""
+        more = (
+            f" (and {len(problems) - 1} more problem(s); run `recsys data validate {source}`)"
+            if len(problems) > 1
+            else ""
+        )
         raise UserError(problems[0] + more)

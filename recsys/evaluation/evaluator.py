@@ -80,7 +80,9 @@ class Evaluator:
         n_bootstrap: bootstrap resamples for the 95% intervals over users.
     """
 
-    def __init__(self, dataset: Dataset, *, shots: Sequence[int] = (0, 10), seed: int = 0, n_bootstrap: int = 1000):
+    def __init__(
+        self, dataset: Dataset, *, shots: Sequence[int] = (0, 10), seed: int = 0, n_bootstrap: int = 1000
+    ):
         if any(k < 0 for k in shots):
             raise ValueError(f"shots must be non-negative, got {list(shots)}")
         self.dataset = dataset
@@ -153,7 +155,11 @@ class Evaluator:
             raise RuntimeError(f"{name} predicted NaN or infinite scores on {split}")
         metrics, per_user = all_metrics(y_true, y_pred, user)
         ci = {
-            m: list(bootstrap_ci(np.array(list(per_user[m].values())), n_resamples=self.n_bootstrap, seed=self.seed))
+            m: list(
+                bootstrap_ci(
+                    np.array(list(per_user[m].values())), n_resamples=self.n_bootstrap, seed=self.seed
+                )
+            )
             for m in CI_METRICS
         }
         return Result(

@@ -67,7 +67,9 @@ class Model(ABC):
     def predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
         """Scores (float64, n) of aligned (user, image) pairs; users must be among those fitted on."""
 
-    def predict_new(self, references: Sequence[References], image_idx: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def predict_new(
+        self, references: Sequence[References], image_idx: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
         """Scores of new users' candidate images from their reference ratings, one array per user."""
         raise ColdStartNotSupported(f"{self.name} cannot score users it was not fitted on")
 

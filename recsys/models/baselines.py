@@ -33,7 +33,9 @@ class GlobalMean(Model):
         user_idx, image_idx = self._pairs(user_idx, image_idx)
         return np.full(len(user_idx), self.mean_)
 
-    def predict_new(self, references: Sequence[References], image_idx: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def predict_new(
+        self, references: Sequence[References], image_idx: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
         self._check_fitted()
         return [np.full(len(images), self.mean_) for images in image_idx]
 
@@ -91,7 +93,9 @@ class MetadataMean(Model):
         user_idx, image_idx = self._pairs(user_idx, image_idx)
         return self.image_mean_[image_idx]
 
-    def predict_new(self, references: Sequence[References], image_idx: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def predict_new(
+        self, references: Sequence[References], image_idx: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
         self._check_fitted()
         return [self.image_mean_[np.asarray(images, np.int64)] for images in image_idx]
 
@@ -119,7 +123,9 @@ class Ridge(Model):
     def fit(self, dataset: Dataset, split: str = "train") -> Self:
         ratings = dataset.fit_ratings(split)
         design = image_design(dataset)
-        self.weights_, self.intercept_ = _ridge_solve(design[ratings.image_idx], ratings.score.astype(float), self.alpha)
+        self.weights_, self.intercept_ = _ridge_solve(
+            design[ratings.image_idx], ratings.score.astype(float), self.alpha
+        )
         self.image_score_ = design @ self.weights_ + self.intercept_
         self.fitted_ = True
         return self
@@ -129,7 +135,9 @@ class Ridge(Model):
         user_idx, image_idx = self._pairs(user_idx, image_idx)
         return self.image_score_[image_idx]
 
-    def predict_new(self, references: Sequence[References], image_idx: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def predict_new(
+        self, references: Sequence[References], image_idx: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
         self._check_fitted()
         return [self.image_score_[np.asarray(images, np.int64)] for images in image_idx]
 
@@ -156,7 +164,9 @@ class UserRidge(Model):
     def fit(self, dataset: Dataset, split: str = "train") -> Self:
         ratings = dataset.fit_ratings(split)
         self.design_ = image_design(dataset)
-        weights, intercept = _ridge_solve(self.design_[ratings.image_idx], ratings.score.astype(float), self.alpha)
+        weights, intercept = _ridge_solve(
+            self.design_[ratings.image_idx], ratings.score.astype(float), self.alpha
+        )
         self.global_score_ = self.design_ @ weights + intercept
         self.bias_ = np.zeros(dataset.n_users)
         self.weights_ = np.zeros((dataset.n_users, self.design_.shape[1]))
@@ -164,7 +174,9 @@ class UserRidge(Model):
         order = np.argsort(ratings.user_idx, kind="stable")
         users, starts = np.unique(ratings.user_idx[order], return_index=True)
         for user, chunk in zip(users, np.split(order, starts[1:]), strict=True):
-            self.bias_[user], self.weights_[user] = self._fit_user(ratings.image_idx[chunk], ratings.score[chunk])
+            self.bias_[user], self.weights_[user] = self._fit_user(
+                ratings.image_idx[chunk], ratings.score[chunk]
+            )
             self.known_[user] = True
         self.fitted_ = True
         return self
@@ -185,7 +197,9 @@ class UserRidge(Model):
         personal = np.einsum("ij,ij->i", self.design_[image_idx], self.weights_[user_idx])
         return self.global_score_[image_idx] + self.bias_[user_idx] + personal
 
-    def predict_new(self, references: Sequence[References], image_idx: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def predict_new(
+        self, references: Sequence[References], image_idx: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
         self._check_fitted()
         out = []
         for refs, images in zip(references, image_idx, strict=True):
@@ -218,7 +232,9 @@ class Oracle(Model):
         self.truth_ = {}
         for name, truth in dataset.ground_truth.items():
             r = dataset.ratings[name]
-            self.truth_.update(zip(zip(r.user_idx.tolist(), r.image_idx.tolist(), strict=True), truth.tolist(), strict=True))
+            self.truth_.update(
+                zip(zip(r.user_idx.tolist(), r.image_idx.tolist(), strict=True), truth.tolist(), strict=True)
+            )
         self.fitted_ = True
         return self
 
@@ -226,14 +242,18 @@ class Oracle(Model):
         try:
             return np.array([self.truth_[(u, i)] for u, i in zip(users, images, strict=True)], dtype=float)
         except KeyError as err:
-            raise UserError(f"oracle: no ground truth for (user, image) {err.args[0]}; only rated pairs have one") from None
+            raise UserError(
+                f"oracle: no ground truth for (user, image) {err.args[0]}; only rated pairs have one"
+            ) from None
 
     def predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
         self._check_fitted()
         user_idx, image_idx = self._pairs(user_idx, image_idx)
         return self._lookup(user_idx.tolist(), image_idx.tolist())
 
-    def predict_new(self, references: Sequence[References], image_idx: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def predict_new(
+        self, references: Sequence[References], image_idx: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
         self._check_fitted()
         return [
             self._lookup([refs.user_idx] * len(images), np.asarray(images).tolist())

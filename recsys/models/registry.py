@@ -16,6 +16,9 @@ _REGISTRY: dict[str, str] = {
     "oracle": "recsys.models.baselines:Oracle",
     # classical recommenders (recsys/models/mf.py, implicit_models.py, lightfm_model.py, knn.py)
     # deep hybrids (recsys/models/two_tower.py, pref_tokens.py, profile.py)
+    "two_tower": "recsys.models.two_tower:TwoTower",
+    "two_tower_no_prototypes": "recsys.models.two_tower:TwoTowerNoPrototypes",
+    "two_tower_no_contrastive": "recsys.models.two_tower:TwoTowerNoContrastive",
 }
 
 #: the leaderboard's default model list
@@ -40,7 +43,9 @@ def create_model(name: str, **params: Any):
     cls = model_class(name)
     unknown = sorted(set(params) - set(cls.param_names()))
     if unknown:
-        raise UserError(f"{name}: unknown parameter(s) {', '.join(unknown)}; it takes {', '.join(cls.param_names()) or 'none'}")
+        raise UserError(
+            f"{name}: unknown parameter(s) {', '.join(unknown)}; it takes {', '.join(cls.param_names()) or 'none'}"
+        )
     try:
         return cls(**params)
     except (ValueError, TypeError) as err:

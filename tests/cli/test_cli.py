@@ -26,7 +26,11 @@ def test_simulate_then_leaderboard(tmp_path, capsys):
     assert board["dataset"]["simulated"] is True and board["protocol"] == {"seed": 0, "shots": [0, 5]}
     models = {r["model"] for r in board["rows"]}
     assert models == {"global_mean", "metadata_mean", "ridge", "user_ridge", "oracle"}
-    row = next(r for r in board["rows"] if r["model"] == "user_ridge" and r["split"] == "test_unseen" and r["shots"] == 5)
+    row = next(
+        r
+        for r in board["rows"]
+        if r["model"] == "user_ridge" and r["split"] == "test_unseen" and r["shots"] == 5
+    )
     assert set(row["metrics"]) == {"rmse", "mae", "plcc", "srocc", "user_srocc", "pairwise_acc", "ndcg@10"}
     assert row["ci95"]["user_srocc"][0] <= row["metrics"]["user_srocc"] <= row["ci95"]["user_srocc"][1]
     seen = next(r for r in board["rows"] if r["split"] == "test_seen")
@@ -37,9 +41,13 @@ def test_simulate_then_leaderboard(tmp_path, capsys):
 
 
 def test_unknown_model_and_split_are_one_line_errors(small_sim_dir, tmp_path, capsys):
-    assert main(["leaderboard", "--data", str(small_sim_dir), "--models", "nope", "--out", str(tmp_path)]) == 2
+    assert (
+        main(["leaderboard", "--data", str(small_sim_dir), "--models", "nope", "--out", str(tmp_path)]) == 2
+    )
     assert "unknown model 'nope'" in capsys.readouterr().err
-    assert main(["leaderboard", "--data", str(small_sim_dir), "--splits", "test_x", "--out", str(tmp_path)]) == 2
+    assert (
+        main(["leaderboard", "--data", str(small_sim_dir), "--splits", "test_x", "--out", str(tmp_path)]) == 2
+    )
     assert "no split(s) test_x" in capsys.readouterr().err
 
 

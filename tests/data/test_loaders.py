@@ -126,7 +126,11 @@ def test_features_file_alignment_and_missing_images(tmp_path):
 
 def make_table(tmp_path, n_users=30, n_items=40, seed=0):
     rng = np.random.default_rng(seed)
-    rows = [(f"u{u}", i, float(rng.integers(1, 6))) for u in range(n_users) for i in rng.choice(n_items, 15, replace=False)]
+    rows = [
+        (f"u{u}", i, float(rng.integers(1, 6)))
+        for u in range(n_users)
+        for i in rng.choice(n_items, 15, replace=False)
+    ]
     table = pd.DataFrame(rows, columns=["user_id", "item_id", "score"])
     table.to_csv(tmp_path / "ratings.csv", index=False)
     pd.DataFrame({"user_id": [f"u{u}" for u in range(n_users)], "age": rng.integers(18, 70, n_users),
@@ -177,6 +181,8 @@ def test_table_bad_inputs(tmp_path):
     )
     with pytest.raises(UserError, match="duplicate"):
         load_dataset(tmp_path / "dup.csv")
-    pd.DataFrame({"user_id": [1, 2], "item_id": [1, 1], "score": [1, 9]}).to_csv(tmp_path / "rng.csv", index=False)
+    pd.DataFrame({"user_id": [1, 2], "item_id": [1, 1], "score": [1, 9]}).to_csv(
+        tmp_path / "rng.csv", index=False
+    )
     with pytest.raises(UserError, match="outside the declared range"):
         load_dataset(tmp_path / "rng.csv", score_range=(1, 5))

@@ -22,7 +22,9 @@ from recsys.evaluation.metrics import user_srocc
 @pytest.fixture(scope="module")
 def default_sim(tmp_path_factory):
     """Full PAMELA size (no PNGs, to stay fast)."""
-    path = simulate(tmp_path_factory.mktemp("full") / "sim", SimulationConfig(seed=0, render_images=False), progress=False)
+    path = simulate(
+        tmp_path_factory.mktemp("full") / "sim", SimulationConfig(seed=0, render_images=False), progress=False
+    )
     return path, load_dataset(path)
 
 
@@ -64,7 +66,9 @@ def test_taste_has_structure(default_sim):
     # consensus: each image's mean expected score over everyone who rated it (a non-personalised oracle)
     image = np.concatenate([ds.ratings[s].image_idx for s in ds.splits])
     truth = np.concatenate([ds.ground_truth[s] for s in ds.splits])
-    consensus = np.bincount(image, truth, ds.n_images) / np.maximum(1, np.bincount(image, minlength=ds.n_images))
+    consensus = np.bincount(image, truth, ds.n_images) / np.maximum(
+        1, np.bincount(image, minlength=ds.n_images)
+    )
     assert user_srocc(r.score, consensus[r.image_idx], r.user_idx) < oracle - 0.15
 
 

@@ -23,7 +23,10 @@ def test_episodes_are_seeded_disjoint_and_complete(small_sim):
         assert not set(e.references.image_idx) & set(e.query_image_idx)
         total += len(e.references) + len(e.query_image_idx)
     assert total == len(r)
-    assert any(not np.array_equal(a.references.image_idx, b.references.image_idx) for a, b in zip(episodes, other, strict=True))
+    assert any(
+        not np.array_equal(a.references.image_idx, b.references.image_idx)
+        for a, b in zip(episodes, other, strict=True)
+    )
 
 
 def test_users_with_too_few_ratings_are_skipped_and_counted(small_sim):

@@ -67,7 +67,9 @@ def test_ndcg_by_hand():
 def test_ndcg_constant_prediction_gets_no_credit_from_input_order():
     user = np.zeros(3, dtype=int)
     y = np.array([3.0, 2.0, 1.0])
-    worst = (1 / math.log2(2) + 2 / math.log2(3) + 3 / math.log2(4)) / (3 + 2 / math.log2(3) + 1 / math.log2(4))
+    worst = (1 / math.log2(2) + 2 / math.log2(3) + 3 / math.log2(4)) / (
+        3 + 2 / math.log2(3) + 1 / math.log2(4)
+    )
     assert M.ndcg_at_10(y, np.zeros(3), user) == pytest.approx(worst)
 
 

@@ -15,7 +15,9 @@ from recsys.models import create_model
 def tiny_dataset(features=None) -> Dataset:
     images = pd.DataFrame({"type": ["Art", "Art", "Photo", "Photo"], "group": ["a", "b", "a", "a"],
                            "style": ["s", "s", None, None]})  # fmt: skip
-    r = Ratings(np.array([0, 0, 1, 1, 1]), np.array([0, 1, 0, 2, 3]), np.array([1.0, 3.0, 2.0, 4.0, 5.0], np.float32))
+    r = Ratings(
+        np.array([0, 0, 1, 1, 1]), np.array([0, 1, 0, 2, 3]), np.array([1.0, 3.0, 2.0, 4.0, 5.0], np.float32)
+    )
     return Dataset(name="tiny", simulated=False, pamela_semantics=False, user_ids=np.array(["u0", "u1"], object),
                    image_ids=np.arange(4), users=pd.DataFrame(index=range(2)), images=images,
                    ratings={"train": r}, score_range=(1.0, 5.0), image_features=features)  # fmt: skip

@@ -56,7 +56,9 @@ def test_save_load_round_trip(name, small_sim, tmp_path):
     r = small_sim.ratings["test_seen"]
     before = model.predict(r.user_idx[:50], r.image_idx[:50])
     loaded = Model.load(model.save(tmp_path / name))
-    np.testing.assert_allclose(loaded.predict(r.user_idx[:50], r.image_idx[:50]), before, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(r.user_idx[:50], r.image_idx[:50]), before, rtol=1e-6, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("name", MODELS)
