@@ -148,6 +148,50 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_neighbours(neighbours: list[dict], as_json: bool, key: str) -> None:
+    if as_json:
+        print(json.dumps(neighbours, indent=2))
+        return
+    for rank, n in enumerate(neighbours, 1):
+        extra = "  ".join(
+            f"{k}: {', '.join(v) if isinstance(v, list) else v}"
+            for k, v in n.items()
+            if k not in (key, "score") and v not in (None, [])
+        )
+        print(f"{rank:>3}. {n[key]:<14} {n['score']:.3f}  {extra}")
+
+
+def cmd_similar_users(args: argparse.Namespace) -> int:
+    from recsys.retrieval.similar import load_or_fit
+
+    ds = dataset_from_args(args)
+    params = json.loads(args.params) if args.params else {}
+    _, similar = load_or_fit(args.model, ds, params=params, workspace=args.workspace, progress=not args.json)
+    _print_neighbours(similar.by_user(args.user, args.k), args.json, "user_id")
+    return 0
+
+
+def cmd_similar_images(args: argparse.Namespace) -> int:
+    from recsys.retrieval.similar import SimilarImages
+
+    ds = dataset_from_args(args)
+    _print_neighbours(SimilarImages(ds).by_image(args.image, args.k), args.json, "image_id")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from recsys.retrieval.service import create_app
+    from recsys.retrieval.similar import load_or_fit
+
+    ds = dataset_from_args(args)
+    params = json.loads(args.params) if args.params else {}
+    model, similar = load_or_fit(args.model, ds, params=params, workspace=args.workspace)
+    uvicorn.run(create_app(model, ds, similar), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recsys", description="Personalised image-rating prediction and similar-user search."
@@ -192,6 +236,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     board.add_argument("--out", type=Path, default=Path("leaderboard"))
     board.set_defaults(func=cmd_leaderboard)
+
+    for command, func, help_text in (
+        ("similar-users", cmd_similar_users, "the users with the most similar taste to a user"),
+        ("similar-images", cmd_similar_images, "the images most similar to an image (by features)"),
+        ("serve", cmd_serve, "HTTP service: similar users and scores (FastAPI)"),
+    ):
+        p = sub.add_parser(command, help=help_text)
+        add_data_arguments(p)
+        if command == "similar-images":
+            p.add_argument("--image", required=True, help="external image id")
+        else:
+            p.add_argument(
+                "--model", default="user_ridge", help="a model with taste vectors (default user_ridge)"
+            )
+            p.add_argument("--params", default=None, help="JSON hyperparameters of the model")
+            p.add_argument(
+                "--workspace",
+                type=Path,
+                default=Path("runs"),
+                help="where fitted models and indexes are kept",
+            )
+        if command == "serve":
+            p.add_argument("--host", default="127.0.0.1")
+            p.add_argument("--port", type=int, default=8000)
+        else:
+            if command == "similar-users":
+                p.add_argument("--user", required=True, help="external user id")
+            p.add_argument("--k", type=int, default=10)
+            p.add_argument("--json", action="store_true", help="print JSON, most similar first")
+        p.set_defaults(func=func)
 
     try:
         from features.cli import add_features_parser

@@ -10,3 +10,7 @@ class UserError(Exception):
 
 class ColdStartNotSupported(UserError):
     """Raised by a model that cannot score users it was not trained on (no fold-in from references)."""
+
+
+class UnknownId(UserError):
+    """An external user or image id that the dataset does not hold."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys.errors import UserError
+from recsys.errors import UnknownId, UserError
 
 #: Split names, in the order they are reported.
 SPLITS = ("train", "val_seen", "val_unseen", "test_seen", "test_unseen")
@@ -129,14 +129,14 @@ class Dataset:
         """The index of an external user id; a clear error for an unknown one."""
         key = _coerce_id(user_id, self.user_ids)
         if key not in self._user_index:
-            raise UserError(f"unknown user id {user_id!r} in {self.name}")
+            raise UnknownId(f"unknown user id {user_id!r} in {self.name}")
         return self._user_index[key]
 
     def image_index(self, image_id) -> int:
         """The index of an external image id; a clear error for an unknown one."""
         key = _coerce_id(image_id, self.image_ids)
         if key not in self._image_index:
-            raise UserError(f"unknown image id {image_id!r} in {self.name}")
+            raise UnknownId(f"unknown image id {image_id!r} in {self.name}")
         return self._image_index[key]
 
     def train_users(self) -> np.ndarray:

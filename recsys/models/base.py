@@ -77,6 +77,10 @@ class Model(ABC):
         """Taste vectors (float32, n_users x d) of the fitted users, rows indexed by user_idx."""
         raise NotImplementedError(f"{self.name} has no user vectors")
 
+    def fold_in(self, references: Sequence[References]) -> np.ndarray:
+        """Taste vectors (float32, n x d, comparable to ``user_vectors()``) of new users from their references."""
+        raise NotImplementedError(f"{self.name} cannot fold new users into its taste space")
+
     # ------------------------------------------------------------------ helpers for subclasses
     def _check_fitted(self) -> None:
         if not getattr(self, "fitted_", False):

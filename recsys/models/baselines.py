@@ -212,6 +212,13 @@ class UserRidge(Model):
         self._check_fitted()
         return self.weights_.astype(np.float32)
 
+    def fold_in(self, references: Sequence[References]) -> np.ndarray:
+        self._check_fitted()
+        return np.array(
+            [self._fit_user(np.asarray(r.image_idx, np.int64), np.asarray(r.score))[1] for r in references],
+            dtype=np.float32,
+        ).reshape(len(references), self.design_.shape[1])
+
 
 class Oracle(Model):
     """The simulator's noise-free expected score of each rating: the ceiling (simulated data only)."""

@@ -1,0 +1,224 @@
+"""Similar users and similar images: a FAISS index over a model's taste vectors (or image features), with
+explanations from the ratings themselves.
+
+A neighbour comes with its similarity and why: the visual groups and art styles both people rate above their
+own average, and how much they agree on the images both rated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from recsys.data.dataset import Dataset, References
+from recsys.errors import UserError
+from recsys.models.base import Model
+from recsys.retrieval.index import VectorIndex
+
+MIN_AFFINITY = 0.25  # a group or style "rates highly" when its mean centred score is at least this
+MIN_CATEGORY_RATINGS = 2
+MAX_EXPLAINED = 3
+
+
+@dataclass(frozen=True)
+class Taste:
+    """What one person's ratings say: mean score, centred affinity per group/style, rated images."""
+
+    mean: float
+    affinities: dict[str, dict[str, float]]  # column -> level -> mean centred score
+    ratings: dict[int, float]  # image_idx -> score
+
+
+def taste_of(dataset: Dataset, image_idx: np.ndarray, scores: np.ndarray, columns: list[str]) -> Taste:
+    """Summarise ratings as per-category affinities (mean of the user-centred scores)."""
+    image_idx = np.asarray(image_idx, np.int64)
+    scores = np.asarray(scores, float)
+    mean = float(scores.mean()) if len(scores) else 0.0
+    centred = scores - mean
+    affinities: dict[str, dict[str, float]] = {}
+    for column in columns:
+        levels = dataset.images[column].to_numpy()[image_idx]
+        per_level: dict[str, float] = {}
+        for level in {v for v in levels if isinstance(v, str)}:
+            mask = levels == level
+            if mask.sum() >= MIN_CATEGORY_RATINGS:
+                per_level[level] = float(centred[mask].mean())
+        affinities[column] = per_level
+    return Taste(mean, affinities, dict(zip(image_idx.tolist(), scores.tolist(), strict=True)))
+
+
+def explain_pair(a: Taste, b: Taste) -> dict:
+    """Why two people look alike: categories both rate highly, and agreement on co-rated images."""
+    out: dict = {}
+    for column, levels in a.affinities.items():
+        shared = [
+            (min(value, b.affinities.get(column, {}).get(level, -np.inf)), level)
+            for level, value in levels.items()
+            if value >= MIN_AFFINITY and b.affinities.get(column, {}).get(level, -np.inf) >= MIN_AFFINITY
+        ]
+        out[f"shared_{column}"] = [level for _, level in sorted(shared, reverse=True)[:MAX_EXPLAINED]]
+    common = sorted(set(a.ratings) & set(b.ratings))
+    out["co_rated"] = len(common)
+    agreement = None
+    if len(common) >= 3:
+        x = np.array([a.ratings[i] for i in common])
+        y = np.array([b.ratings[i] for i in common])
+        if np.ptp(x) > 0 and np.ptp(y) > 0:
+            agreement = round(float(np.corrcoef(x, y)[0, 1]), 4)
+    out["agreement"] = agreement
+    return out
+
+
+class SimilarUsers:
+    """Nearest neighbours among the fitted users of a model, by taste vector (cosine).
+
+    Args:
+        model: a fitted model with ``user_vectors()`` (and ``fold_in`` for queries by references).
+        dataset: the dataset it was fitted on (for ids and explanations).
+        index: a built index over the model's users, e.g. from :meth:`load`; built when None.
+        index_params: parameters of :class:`VectorIndex` (kind, device, ...).
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        dataset: Dataset,
+        *,
+        index: VectorIndex | None = None,
+        index_params: dict | None = None,
+    ):
+        self.model = model
+        self.dataset = dataset
+        try:
+            vectors = model.user_vectors()
+        except NotImplementedError:
+            raise UserError(
+                f"{model.name} has no taste vectors; pick a model with user vectors (e.g. user_ridge)"
+            ) from None
+        self.users = dataset.train_users()
+        if len(self.users) < 2:
+            raise UserError(f"{dataset.name}: similar users need at least two fitted users")
+        self.index = index or VectorIndex(**(index_params or {})).build(
+            vectors[self.users], dataset.user_ids[self.users]
+        )
+        train = dataset.ratings["train"]
+        self._columns = [c for c in ("type", "group", "style") if c in dataset.images.columns]
+        order = np.argsort(train.user_idx, kind="stable")
+        starts = np.searchsorted(train.user_idx[order], self.users)
+        ends = np.searchsorted(train.user_idx[order], self.users, side="right")
+        self._tastes = {
+            int(u): taste_of(dataset, train.image_idx[order[s:e]], train.score[order[s:e]], self._columns)
+            for u, s, e in zip(self.users, starts, ends, strict=True)
+        }
+
+    def _check_k(self, k: int, exclude: int) -> None:
+        if not 1 <= k <= len(self.users) - exclude:
+            raise UserError(f"k must be between 1 and {len(self.users) - exclude}, got {k}")
+
+    def _neighbours(self, ids: np.ndarray, scores: np.ndarray, taste: Taste) -> list[dict]:
+        out = []
+        for user_id, score in zip(ids.tolist(), scores.tolist(), strict=True):
+            other = self._tastes[self.dataset.user_index(user_id)]
+            out.append({"user_id": str(user_id), "score": float(score), **explain_pair(taste, other)})
+        return out
+
+    def by_user(self, user_id, k: int = 10) -> list[dict]:
+        """The k users most similar to a fitted user, most similar first, never the user itself."""
+        user = self.dataset.user_index(user_id)
+        if user not in self._tastes:
+            raise UserError(f"user {user_id!r} has no training ratings; query by reference ratings instead")
+        self._check_k(k, exclude=1)
+        result = self.index.search_ids([self.dataset.user_ids[user]], k)
+        return self._neighbours(result.ids[0], result.scores[0], self._tastes[user])
+
+    def by_references(self, image_ids, scores, k: int = 10) -> list[dict]:
+        """The k fitted users most similar to a new user described by reference ratings (fold-in, then search)."""
+        if len(image_ids) != len(scores) or len(image_ids) == 0:
+            raise UserError("references need as many scores as image ids, and at least one")
+        image_idx = np.array([self.dataset.image_index(i) for i in image_ids], np.int64)
+        scores = np.asarray(scores, float)
+        lo, hi = self.dataset.score_range
+        if not np.isfinite(scores).all() or (scores < lo).any() or (scores > hi).any():
+            raise UserError(f"reference scores must lie in [{lo:g}, {hi:g}]")
+        self._check_k(k, exclude=0)
+        try:
+            vector = self.model.fold_in([References(-1, image_idx, scores.astype(np.float32))])
+        except NotImplementedError:
+            raise UserError(f"{self.model.name} cannot fold new users into its taste space") from None
+        if not np.any(vector):
+            raise UserError(
+                "these references carry no taste signal (a zero taste vector); add more varied ratings"
+            )
+        result = self.index.search(vector, k)
+        return self._neighbours(
+            result.ids[0], result.scores[0], taste_of(self.dataset, image_idx, scores, self._columns)
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | Path) -> Path:
+        """Save the index beside the model (``directory/user_index.faiss`` + sidecar)."""
+        return self.index.save(Path(directory) / "user_index.faiss")
+
+    @classmethod
+    def load(cls, directory: str | Path, model: Model, dataset: Dataset) -> SimilarUsers:
+        """Reload an index saved by :meth:`save`, without rebuilding it."""
+        return cls(model, dataset, index=VectorIndex.load(Path(directory) / "user_index.faiss"))
+
+
+class SimilarImages:
+    """Nearest images by image features (cosine)."""
+
+    def __init__(self, dataset: Dataset, *, index_params: dict | None = None):
+        if dataset.image_features is None:
+            raise UserError(f"{dataset.name} has no image features; pass --image-features or --encoder")
+        self.dataset = dataset
+        self.index = VectorIndex(**(index_params or {})).build(dataset.image_features, dataset.image_ids)
+
+    def by_image(self, image_id, k: int = 10) -> list[dict]:
+        """The k images most similar to an image, most similar first, never the image itself."""
+        idx = self.dataset.image_index(image_id)
+        if not 1 <= k < self.dataset.n_images:
+            raise UserError(f"k must be between 1 and {self.dataset.n_images - 1}, got {k}")
+        result = self.index.search_ids([self.dataset.image_ids[idx]], k)
+        out = []
+        for iid, score in zip(result.ids[0].tolist(), result.scores[0].tolist(), strict=True):
+            row = self.dataset.images.iloc[self.dataset.image_index(iid)]
+            meta = {
+                c: (None if not isinstance(row[c], str) else row[c])
+                for c in ("type", "group", "style", "prompt")
+                if c in row
+            }
+            out.append({"image_id": iid, "score": float(score), **meta})
+        return out
+
+
+def fitted_model_dir(workspace: Path, model_name: str, params: dict, dataset: Dataset) -> Path:
+    """Where a fitted model and its index are kept: keyed by model, parameters and dataset fingerprint."""
+    key = hashlib.sha256(
+        json.dumps([model_name, params, dataset.fingerprint()], sort_keys=True, default=str).encode()
+    )
+    return workspace / "models" / f"{model_name}-{key.hexdigest()[:12]}"
+
+
+def load_or_fit(model_name: str, dataset: Dataset, *, params: dict | None = None, workspace: Path = Path("runs"),
+                progress: bool = True) -> tuple[Model, SimilarUsers]:  # fmt: skip
+    """A fitted model and its user index: reloaded from the workspace when saved before, else fitted and saved."""
+    from recsys.models.registry import create_model
+
+    params = params or {}
+    model = create_model(model_name, **params)
+    directory = fitted_model_dir(workspace, model_name, model.get_params(), dataset)
+    if (directory / "config.json").is_file() and (directory / "user_index.faiss").is_file():
+        model = Model.load(directory)
+        return model, SimilarUsers.load(directory, model, dataset)
+    if progress:
+        print(f"fitting {model_name} on {dataset.name} (saved to {directory} for next time)")
+    model.fit(dataset)
+    similar = SimilarUsers(model, dataset)
+    model.save(directory)
+    similar.save(directory)
+    return model, similar
