@@ -132,19 +132,40 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from recsys.leaderboard import run_leaderboard
+    from recsys.leaderboard import default_models, run_leaderboard
     from recsys.report import format_table, write_leaderboard
 
     ds = dataset_from_args(args)
     params = json.loads(args.params) if args.params else {}
     if not isinstance(params, dict):
         raise UserError('--params must be a JSON object: {"model": {"param": value}}')
+    models, fit_split = args.models or default_models(ds), "train"
+    if args.tuned:
+        from experiments.tuning import tuned_params
+
+        tuned = tuned_params(
+            [m for m in models if m != "oracle"], storage=args.storage, study_prefix=args.study_prefix
+        )
+        params = {name: tuned.get(name, {}) | params.get(name, {}) for name in models}
+        fit_split = "+".join(
+            s for s in ("train", "val_seen") if s in ds.ratings
+        )  # refit with validation ratings
     board = run_leaderboard(
-        ds, args.models, splits=args.splits, shots=args.shots, seed=args.seed, params=params
+        ds, models, splits=args.splits, shots=args.shots, seed=args.seed, params=params, fit_split=fit_split
     )
     paths = write_leaderboard(board, args.out)
+    from experiments.reported import reported_table_markdown
+
+    paths["md"].write_text(paths["md"].read_text() + "\n" + reported_table_markdown())
     print(format_table(board))
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+    if not args.no_tracking:
+        from experiments.tracking import log_leaderboard, resolve_tracking_uri
+
+        run_id = log_leaderboard(board, paths, tracking_uri=args.tracking_uri)
+        print(
+            f"tracked as MLflow run {run_id} in {resolve_tracking_uri(args.tracking_uri)} (open with `mlflow ui`)"
+        )
     return 0
 
 
@@ -235,6 +256,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--params", default=None, help='JSON hyperparameters per model, e.g. {"ridge": {"alpha": 10}}'
     )
     board.add_argument("--out", type=Path, default=Path("leaderboard"))
+    board.add_argument(
+        "--tuned", action="store_true", help="use each model's best study parameters; refit on train+val_seen"
+    )
+    board.add_argument(
+        "--storage", default=None, help="Optuna storage of the studies (default sqlite:///runs/optuna.db)"
+    )
+    board.add_argument("--study-prefix", default="recsys", help="studies are named PREFIX-MODEL")
+    board.add_argument(
+        "--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///runs/mlflow.db)"
+    )
+    board.add_argument("--no-tracking", action="store_true", help="do not log the leaderboard to MLflow")
     board.set_defaults(func=cmd_leaderboard)
 
     for command, func, help_text in (
@@ -266,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--k", type=int, default=10)
             p.add_argument("--json", action="store_true", help="print JSON, most similar first")
         p.set_defaults(func=func)
+
+    from experiments.cli import add_experiment_parsers
+    from recsys.models.profile import add_explain_parser
+
+    add_experiment_parsers(sub)
+    add_explain_parser(sub)
 
     try:
         from features.cli import add_features_parser

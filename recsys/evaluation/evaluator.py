@@ -127,7 +127,12 @@ class Evaluator:
         if not is_unseen_split(split):
             r = self.dataset.ratings[split]
             start = time.perf_counter()
-            pred = np.asarray(model.predict(r.user_idx, r.image_idx), dtype=float)
+            try:
+                pred = np.asarray(model.predict(r.user_idx, r.image_idx), dtype=float)
+            except ColdStartNotSupported as err:  # e.g. a scorer whose weights are not available here
+                return Result(
+                    name, split, None, 0, 0, None, None, fit_seconds, 0.0, 0, "unsupported", str(err)
+                )
             seconds = time.perf_counter() - start
             return self._result(name, split, None, r.score, pred, r.user_idx, fit_seconds, seconds, 0)
         if shots is None:

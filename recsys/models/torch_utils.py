@@ -15,7 +15,8 @@ import torch
 from tqdm.auto import tqdm
 
 from recsys.data.dataset import Dataset
-from recsys.models.base import SAVE_FORMAT, _atomic_write, _ridge_solve
+from recsys.models.base import SAVE_FORMAT, _atomic_write
+from recsys.models.baselines import _ridge_solve
 from recsys.models.side import image_design
 
 DEMOGRAPHIC_COLUMNS = ("age_binned", "gender", "nationality")
@@ -24,7 +25,7 @@ DEMOGRAPHIC_COLUMNS = ("age_binned", "gender", "nationality")
 def seed_everything(seed: int) -> torch.Generator:
     """Seed python, numpy and torch; returns a CPU torch generator for deterministic sampling."""
     random.seed(seed)
-    np.random.seed(seed % (2**32))
+    np.random.seed(seed % (2**32))  # noqa: NPY002 - seeds third-party code that uses the legacy global state
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
@@ -49,7 +50,10 @@ def demographic_onehot(users: pd.DataFrame) -> np.ndarray:
             parts.append(pd.get_dummies(users[column].astype("string"), dummy_na=False).to_numpy(np.float32))
     if "age" in users.columns:
         age = pd.to_numeric(users["age"], errors="coerce").to_numpy(np.float64)
-        mean, std = np.nanmean(age) if np.isfinite(age).any() else 0.0, np.nanstd(age) if np.isfinite(age).any() else 1.0
+        mean, std = (
+            np.nanmean(age) if np.isfinite(age).any() else 0.0,
+            np.nanstd(age) if np.isfinite(age).any() else 1.0,
+        )
         parts.append(np.nan_to_num((age - mean) / (std or 1.0))[:, None].astype(np.float32))
     parts.append(np.ones((len(users), 1), np.float32))
     return np.hstack(parts)
@@ -82,21 +86,33 @@ def image_inputs(dataset: Dataset) -> np.ndarray:
     return image_design(dataset).astype(np.float32)
 
 
-def preference_loss(pred: torch.Tensor, target: torch.Tensor, group: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+def preference_loss(
+    pred: torch.Tensor, target: torch.Tensor, group: torch.Tensor, temperature: float = 0.5, n_shifts: int = 8
+) -> torch.Tensor:
     """Contrastive preference loss: logistic loss on score differences of pairs of one user with different scores.
 
-    For every pair (i, j) in the batch with ``group[i] == group[j]`` and ``target[i] > target[j]`` it is
-    ``log(1 + exp(-(pred[i] - pred[j]) / temperature))``, weighted by the size of the target gap (capped at 1),
-    averaged over pairs. Zero when the batch has no such pair.
+    The batch is sorted by ``group`` (the user); each item is paired with the next ``n_shifts`` items of the same
+    user (O(batch x n_shifts) pairs rather than all). For a pair with ``target[i] > target[j]`` the loss is
+    ``log(1 + exp(-(pred[i] - pred[j]) / temperature))`` weighted by the target gap (capped at 1), averaged over
+    pairs. Zero when the batch has no such pair.
     """
-    same = group[:, None] == group[None, :]
-    gap = target[:, None] - target[None, :]
-    mask = same & (gap > 0)
-    if not mask.any():
+    order = torch.argsort(group, stable=True)
+    pred, target, group = pred[order], target[order], group[order]
+    losses, weights = [], []
+    for shift in range(1, min(n_shifts, len(pred) - 1) + 1):
+        gap = target[shift:] - target[:-shift]
+        valid = (group[shift:] == group[:-shift]) & (gap != 0)
+        sign = torch.sign(gap)
+        diff = sign * (pred[shift:] - pred[:-shift]) / temperature
+        weight = gap.abs().clamp(max=1.0) * valid
+        losses.append(torch.nn.functional.softplus(-diff) * weight)
+        weights.append(weight)
+    if not weights:
         return pred.sum() * 0.0
-    diff = (pred[:, None] - pred[None, :])[mask] / temperature
-    weight = gap[mask].clamp(max=1.0)
-    return (torch.nn.functional.softplus(-diff) * weight).sum() / weight.sum()
+    total = torch.cat(weights).sum()
+    if total <= 0:
+        return pred.sum() * 0.0
+    return torch.cat(losses).sum() / total
 
 
 def train_loop(

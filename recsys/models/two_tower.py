@@ -101,6 +101,7 @@ class TwoTower(Model):
 
     name = "two_tower"
     use_prototypes = True
+    use_contrastive = True
 
     def __init__(
         self,
@@ -111,9 +112,9 @@ class TwoTower(Model):
         contrastive_weight: float = 0.5,
         temperature: float = 0.5,
         user_reg: float = 0.02,
-        epochs: int = 40,
-        batch_size: int = 1024,
-        lr: float = 3e-3,
+        epochs: int = 30,
+        batch_size: int = 2048,
+        lr: float = 5e-3,
         weight_decay: float = 1e-5,
         dropout: float = 0.1,
         patience: int = 4,
@@ -172,7 +173,9 @@ class TwoTower(Model):
         self.meta_ = {"meta_sizes": meta_sizes}
         self.known_ = np.zeros(dataset.n_users, dtype=bool)
         self.known_[ratings.user_idx] = True
-        net = self._build(self.features_.shape[1], meta_sizes, self.demo_.shape[1], dataset.n_users).to(device)
+        net = self._build(self.features_.shape[1], meta_sizes, self.demo_.shape[1], dataset.n_users).to(
+            device
+        )
         tensors = self._tensors(device)
 
         users = torch.as_tensor(ratings.user_idx, device=device)
@@ -190,7 +193,7 @@ class TwoTower(Model):
             u, i, y = users[idx], images[idx], scores[idx]
             pred, penalty = self._forward(net, tensors, u, i)
             loss = torch.mean((pred - y) ** 2) + self.user_reg * penalty
-            if self.contrastive_weight > 0:
+            if self.use_contrastive and self.contrastive_weight > 0:
                 loss = loss + self.contrastive_weight * preference_loss(pred, y, u, self.temperature)
             return loss
 
@@ -249,7 +252,9 @@ class TwoTower(Model):
             noise = float(torch.mean((pred - torch.as_tensor(ratings.score)) ** 2))
             offset_var = float((self.net_.offset.weight[known] ** 2).mean())
             bias_var = float((self.net_.user_bias.weight[known] ** 2).mean())
-            logit_var = float((self.net_.logit_offset.weight[known] ** 2).mean()) if self.net_.n_prototypes else 1.0
+            logit_var = (
+                float((self.net_.logit_offset.weight[known] ** 2).mean()) if self.net_.n_prototypes else 1.0
+            )
         self.priors_ = np.array([noise, max(offset_var, 1e-4), max(bias_var, 1e-4), max(logit_var, 1e-2)])
 
     # ------------------------------------------------------------------ prediction
@@ -258,7 +263,9 @@ class TwoTower(Model):
         user_idx, image_idx = self._pairs(user_idx, image_idx)
         self._check_known(user_idx, self.known_)
         with torch.no_grad():
-            pred, _ = self._forward(self.net_, self._tensors_cpu, torch.as_tensor(user_idx), torch.as_tensor(image_idx))
+            pred, _ = self._forward(
+                self.net_, self._tensors_cpu, torch.as_tensor(user_idx), torch.as_tensor(image_idx)
+            )
         return pred.double().numpy()
 
     def _fold_in(self, references: Sequence[References]):
@@ -289,7 +296,14 @@ class TwoTower(Model):
             for _ in range(self.foldin_steps):
                 optimiser.zero_grad()
                 taste = net.taste(demo, logit_offset if n_proto else None, offset)
-                pred = net.score(base, z, image_bias, demo[:, None, :].expand(-1, k_max, -1), taste[:, None, :], bias[:, None])
+                pred = net.score(
+                    base,
+                    z,
+                    image_bias,
+                    demo[:, None, :].expand(-1, k_max, -1),
+                    taste[:, None, :],
+                    bias[:, None],
+                )
                 nll = (((pred - target) ** 2) * mask).sum() / noise
                 prior = (offset**2).sum() / offset_var + (bias**2).sum() / bias_var
                 if n_proto:
@@ -298,19 +312,24 @@ class TwoTower(Model):
                 optimiser.step()
         return demo, (logit_offset.detach() if n_proto else None), offset.detach(), bias.detach()
 
-    def predict_new(self, references: Sequence[References], image_idx: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def predict_new(
+        self, references: Sequence[References], image_idx: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
         self._check_fitted()
         if not references:
             return []
         net, t = self.net_, self._tensors_cpu
-        demo, logit_offset, offset, bias = self._fold_in(references)
+        with torch.enable_grad():
+            demo, logit_offset, offset, bias = self._fold_in(references)
         out = []
         with torch.no_grad():
             taste = net.taste(demo, logit_offset, offset)
             for row, images in enumerate(image_idx):
                 i = torch.as_tensor(np.asarray(images, np.int64))
                 z, image_bias = net.image(t["features"][i], t["codes"][i])
-                pred = net.score(t["base"][i], z, image_bias, demo[row : row + 1].expand(len(i), -1), taste[row], bias[row])
+                pred = net.score(
+                    t["base"][i], z, image_bias, demo[row : row + 1].expand(len(i), -1), taste[row], bias[row]
+                )
                 out.append(pred.double().numpy())
         return out
 
@@ -322,19 +341,28 @@ class TwoTower(Model):
         with torch.no_grad():
             known = torch.as_tensor(self.known_)[:, None].float()
             logit_offset = net.logit_offset(u) * known if net.n_prototypes else None
-            return net.taste(self._tensors_cpu["demo"], logit_offset, net.offset(u) * known).numpy().astype(np.float32)
+            return (
+                net.taste(self._tensors_cpu["demo"], logit_offset, net.offset(u) * known)
+                .numpy()
+                .astype(np.float32)
+            )
 
-    def prototype_mixture(self, user_idx: np.ndarray | None = None, references: Sequence[References] | None = None) -> np.ndarray:
+    def prototype_mixture(
+        self, user_idx: np.ndarray | None = None, references: Sequence[References] | None = None
+    ) -> np.ndarray:
         """Mixture weights over the prototypes (float32, n x n_prototypes) of fitted users or of new users' references."""
         self._check_fitted()
         net = self.net_
         if not net.n_prototypes:
             raise ValueError(f"{self.name} has no prototypes")
-        with torch.no_grad():
-            if references is not None:
+        if references is not None:
+            with torch.enable_grad():
                 demo, logit_offset, _, _ = self._fold_in(references)
-            else:
-                u = torch.as_tensor(np.arange(len(self.known_)) if user_idx is None else np.asarray(user_idx, np.int64))
+        with torch.no_grad():
+            if references is None:
+                u = torch.as_tensor(
+                    np.arange(len(self.known_)) if user_idx is None else np.asarray(user_idx, np.int64)
+                )
                 demo = self._tensors_cpu["demo"][u]
                 logit_offset = net.logit_offset(u) * torch.as_tensor(self.known_)[u][:, None].float()
             return torch.softmax(net.demo_logits(demo) + logit_offset, dim=-1).numpy().astype(np.float32)
@@ -350,7 +378,9 @@ class TwoTower(Model):
         for name in self._ARRAYS:
             setattr(self, name, payload["arrays"][name].numpy())
         self.meta_ = payload["meta"]
-        self.net_ = self._build(self.features_.shape[1], self.meta_["meta_sizes"], self.demo_.shape[1], len(self.known_))
+        self.net_ = self._build(
+            self.features_.shape[1], self.meta_["meta_sizes"], self.demo_.shape[1], len(self.known_)
+        )
         self.net_.load_state_dict(payload["module"])
         self.net_.eval()
         self._tensors_cpu = self._tensors(torch.device("cpu"))
@@ -365,12 +395,7 @@ class TwoTowerNoPrototypes(TwoTower):
 
 
 class TwoTowerNoContrastive(TwoTower):
-    """Ablation: regression loss only (``contrastive_weight`` fixed to 0)."""
+    """Ablation: regression loss only (``contrastive_weight`` is ignored)."""
 
     name = "two_tower_no_contrastive"
-
-    def __init__(self, **params) -> None:
-        params.setdefault("contrastive_weight", 0.0)
-        if params["contrastive_weight"] != 0:
-            raise ValueError("two_tower_no_contrastive fixes contrastive_weight to 0")
-        super().__init__(**params)
+    use_contrastive = False

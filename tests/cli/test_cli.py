@@ -19,7 +19,8 @@ def test_simulate_then_leaderboard(tmp_path, capsys):
     assert "SIMULATED" in capsys.readouterr().out
     assert main(["data", "validate", str(data)]) == 0
     out = tmp_path / "board"
-    assert main(["leaderboard", "--data", str(data), "--out", str(out), "--shots", "0,5"]) == 0
+    assert main(["leaderboard", "--data", str(data), "--out", str(out), "--shots", "0,5",
+                 "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]) == 0  # fmt: skip
     printed = capsys.readouterr().out
     assert "SIMULATED" in printed and "user_ridge" in printed
     board = json.loads((out / "leaderboard.json").read_text())
@@ -37,7 +38,9 @@ def test_simulate_then_leaderboard(tmp_path, capsys):
     assert seen["shots"] is None
     for ext in ("csv", "md", "png"):
         assert (out / f"leaderboard.{ext}").stat().st_size > 0
-    assert "Simulated data" in (out / "leaderboard.md").read_text()
+    markdown = (out / "leaderboard.md").read_text()
+    assert "Simulated data" in markdown and "As reported" in markdown
+    assert "tracked as MLflow run" in printed
 
 
 def test_unknown_model_and_split_are_one_line_errors(small_sim_dir, tmp_path, capsys):

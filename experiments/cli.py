@@ -1,0 +1,158 @@
+"""``recsys tune`` and ``recsys study``: hyperparameter search under the one protocol.
+
+``add_experiment_parsers(subparsers)`` adds both commands to the ``recsys`` parser; ``python -m experiments.cli``
+runs them standalone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from experiments.tuning import DEFAULT_STORAGE, DEFAULT_STUDY_PREFIX, Objective, study_name
+from recsys.errors import UserError
+
+
+def _name_list(text: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of model names")
+    return values
+
+
+def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
+    from recsys.cli import add_data_arguments
+
+    add_data_arguments(parser)
+    parser.add_argument("--trials", type=int, default=20, help="trials to add to each study (default 20)")
+    parser.add_argument("--storage", default=None,
+                        help=f"Optuna storage URL (default {DEFAULT_STORAGE}; postgresql://... to share a study)")  # fmt: skip
+    parser.add_argument(
+        "--metric", default="user_srocc", help="validation metric to optimise (default user_srocc)"
+    )
+    parser.add_argument("--split", default="val_seen", choices=["val_seen", "val_unseen"],
+                        help="validation split measured by every trial (default val_seen)")  # fmt: skip
+    parser.add_argument(
+        "--shots", type=int, default=10, help="reference ratings per new user on val_unseen (default 10)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="stop starting trials after this many seconds"
+    )
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db)")  # fmt: skip
+    parser.add_argument("--no-tracking", action="store_true", help="do not log MLflow runs")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_experiment_parsers(subparsers) -> None:
+    """Add the ``tune`` and ``study`` commands to a ``recsys`` sub-parser collection."""
+    tune = subparsers.add_parser("tune", help="search one model's hyperparameters (Optuna TPE; resumable)")
+    tune.add_argument("model", help="registered model name (its space: experiments/spaces/MODEL.toml)")
+    tune.add_argument("--study", default=None, help=f"study name (default {DEFAULT_STUDY_PREFIX}-MODEL)")
+    _add_search_arguments(tune)
+    tune.set_defaults(func=cmd_tune)
+
+    study = subparsers.add_parser("study", help="tune several models with the same trial budget each")
+    study.add_argument("--models", type=_name_list, default=None,
+                       help="comma-separated model names (default: every registered model but the oracle)")  # fmt: skip
+    study.add_argument("--study-prefix", default=DEFAULT_STUDY_PREFIX,
+                       help=f"studies are named PREFIX-MODEL (default {DEFAULT_STUDY_PREFIX})")  # fmt: skip
+    study.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_search_arguments(study)
+    study.set_defaults(func=cmd_study)
+
+
+def _quiet() -> None:
+    for name in ("mlflow", "alembic", "optuna"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _objective(args: argparse.Namespace) -> Objective:
+    return Objective(metric=args.metric, split=args.split, shots=args.shots)
+
+
+def _summary(model: str, handle, added: int, seconds: float) -> dict:
+    import optuna
+
+    done = [t for t in handle.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    best = handle.best_trial if done else None
+    return {
+        "model": model,
+        "study": handle.study_name,
+        "trials_added": added,
+        "trials_total": len(handle.trials),
+        "best_value": None if best is None else best.value,
+        "best_trial": None if best is None else best.number,
+        "best_params": {} if best is None else best.params,
+        "seconds": round(seconds, 2),
+    }
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from experiments.tuning import tune
+    from recsys.cli import dataset_from_args
+
+    _quiet()
+    ds = dataset_from_args(args)
+    start = time.perf_counter()
+    handle = tune(ds, args.model, trials=args.trials, storage=args.storage, study=args.study,
+                  objective=_objective(args), seed=args.seed, tracking_uri=args.tracking_uri,
+                  tracking=not args.no_tracking, timeout=args.timeout, progress=not args.no_progress)  # fmt: skip
+    s = _summary(args.model, handle, args.trials, time.perf_counter() - start)
+    print(f"study {s['study']}: {s['trials_total']} trials ({args.trials} added in {s['seconds']:.1f} s); "
+          f"best {args.metric} on {args.split} = {s['best_value']:.4f} (trial {s['best_trial']}) with {s['best_params']}")  # fmt: skip
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from experiments.spaces import load_space
+    from experiments.tuning import tune
+    from recsys.cli import dataset_from_args
+    from recsys.models.registry import list_models
+
+    _quiet()
+    models = args.models or [m for m in list_models() if m != "oracle"]
+    for model in models:  # fail fast: every space must load before any fitting
+        load_space(model)
+    ds = dataset_from_args(args)
+    summaries = []
+    for model in models:
+        start = time.perf_counter()
+        handle = tune(ds, model, trials=args.trials, storage=args.storage, study=study_name(model, args.study_prefix),
+                      objective=_objective(args), seed=args.seed, tracking_uri=args.tracking_uri,
+                      tracking=not args.no_tracking, timeout=args.timeout, progress=not args.no_progress)  # fmt: skip
+        summaries.append(_summary(model, handle, args.trials, time.perf_counter() - start))
+    if args.json:
+        print(json.dumps(summaries, indent=2))
+        return 0
+    print(
+        f"{'model':<26} {'trials':>6} {args.metric + ' (' + args.split + ')':>26} {'seconds':>8}  best parameters"
+    )
+    for s in summaries:
+        value = "-" if s["best_value"] is None else f"{s['best_value']:.4f}"
+        print(f"{s['model']:<26} {s['trials_total']:>6} {value:>26} {s['seconds']:>8.1f}  {s['best_params']}")
+    print(f"\nrefit and test with: recsys leaderboard --tuned --models {','.join(models)}"
+          + (f" --study-prefix {args.study_prefix}" if args.study_prefix != DEFAULT_STUDY_PREFIX else ""))  # fmt: skip
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point (``python -m experiments.cli tune ...``), same error handling as ``recsys``."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.cli")
+    add_experiment_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

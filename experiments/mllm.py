@@ -1,0 +1,212 @@
+"""Optional adapter: score a candidate with a multimodal LLM from a user's reference pairs.
+
+The approach of Mo et al. (arXiv 2508.08220): the user's history becomes up to eight (disliked, liked) image
+pairs with their prompts; the candidate follows; the score is the probability of a "+" against a "-" token
+at the answer position, ``p(+) = sigmoid(logit(+) - logit(-))``.
+
+Not in the default registry: it needs ``transformers`` and local weights (e.g. Idefics2-8B) and, in practice,
+a GPU. Without them, scoring raises ``MLLMUnavailable`` (a ``ColdStartNotSupported``), whose one-line
+``skipped: ...`` reason the evaluator reports as an ``unsupported`` row.
+
+The pure parts (pairing, prompt text, reading the +/- probability) are tested without any weights.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Sequence
+from typing import Any, Self
+
+import numpy as np
+
+from recsys.data.dataset import Dataset, References
+from recsys.errors import ColdStartNotSupported
+from recsys.models.base import Model
+
+IMAGE_TOKEN = "<image>"
+INSTRUCTION = (
+    "You predict whether one person will like an AI-generated image. In each example the person disliked the "
+    "first image and liked the second."
+)
+QUESTION = "Will this person like the candidate image? Answer + or -."
+
+
+class MLLMUnavailable(ColdStartNotSupported):
+    """The MLLM scorer cannot run here (no transformers, no local weights); the message starts "skipped:"."""
+
+
+def reference_pairs(image_idx: np.ndarray, score: np.ndarray, max_pairs: int = 8) -> list[tuple[int, int]]:
+    """(disliked, liked) image pairs from one user's reference ratings, most contrasting first.
+
+    Likes are ratings above the user's median, dislikes below it (ratings at the median are neither). The
+    most disliked image is paired with the most liked, the next with the next, up to ``max_pairs``; ties
+    are broken by image index so the pairing is deterministic. No likes or no dislikes: no pairs.
+    """
+    image_idx = np.asarray(image_idx, dtype=np.int64)
+    score = np.asarray(score, dtype=float)
+    if len(image_idx) != len(score):
+        raise ValueError(f"{len(image_idx)} images but {len(score)} scores")
+    if len(score) == 0:
+        return []
+    median = float(np.median(score))
+    liked = [i for i in np.lexsort((image_idx, -score)) if score[i] > median]
+    disliked = [i for i in np.lexsort((image_idx, score)) if score[i] < median]
+    return [(int(image_idx[d]), int(image_idx[x])) for d, x in zip(disliked, liked, strict=False)][:max_pairs]
+
+
+def build_prompt(
+    pairs: Sequence[tuple[int, int]], candidate: int, prompts: Callable[[int], str]
+) -> tuple[str, list[int]]:
+    """The prompt text (one ``<image>`` placeholder per image) and the image indices in placeholder order.
+
+    Order: for each pair, its disliked then its liked image; the candidate last.
+    """
+    lines = [INSTRUCTION]
+    images: list[int] = []
+    for number, (disliked, liked) in enumerate(pairs, start=1):
+        lines.append(
+            f'Example {number}: disliked {IMAGE_TOKEN} "{prompts(disliked)}"; liked {IMAGE_TOKEN} "{prompts(liked)}".'
+        )
+        images += [disliked, liked]
+    lines.append(f'Candidate: {IMAGE_TOKEN} "{prompts(candidate)}"')
+    lines.append(QUESTION)
+    lines.append("Answer:")
+    images.append(candidate)
+    return "\n".join(lines), images
+
+
+def plus_probability(logits: np.ndarray, plus_id: int, minus_id: int) -> float:
+    """P("+") renormalised over {"+", "-"} from next-token logits (vocabulary,): sigmoid(l+ - l-)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    diff = logits[plus_id] - logits[minus_id]
+    return float(1.0 / (1.0 + np.exp(-diff))) if diff >= 0 else float(np.exp(diff) / (1.0 + np.exp(diff)))
+
+
+def transformers_available() -> bool:
+    return importlib.util.find_spec("transformers") is not None
+
+
+class MLLMScorer(Model):
+    """A multimodal LLM reads liked/disliked reference pairs and scores a candidate by p("+").
+
+    Args:
+        model_id: a local Hugging Face checkpoint (directory or cached id) of an image-text-to-text model.
+        max_pairs: reference pairs in the prompt (the paper uses 8).
+        device: "auto", "cpu" or "cuda".
+        score_low / score_high: p("+") in [0, 1] is mapped linearly onto this rating range.
+    """
+
+    name = "mllm_scorer"
+
+    def __init__(self, *, model_id: str = "HuggingFaceM4/idefics2-8b", max_pairs: int = 8, device: str = "auto",
+                 score_low: float = 1.0, score_high: float = 5.0) -> None:  # fmt: skip
+        if max_pairs < 1:
+            raise ValueError(f"max_pairs must be at least 1, got {max_pairs!r}")
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+        if not score_low < score_high:
+            raise ValueError(f"score_low ({score_low}) must be below score_high ({score_high})")
+        self.model_id = model_id
+        self.max_pairs = max_pairs
+        self.device = device
+        self.score_low = score_low
+        self.score_high = score_high
+        #: (prompt text, image indices) -> p("+"); set by fit from transformers, or injected in tests
+        self.backend: Callable[[str, list[int]], float] | None = None
+
+    def fit(self, dataset: Dataset, split: str = "train") -> Self:
+        """Nothing is learned (zero-shot); keeps the dataset for prompts and the fit ratings as seen users' refs."""
+        self.dataset_ = dataset
+        ratings = dataset.fit_ratings(split)
+        self.ref_user_, self.ref_image_, self.ref_score_ = ratings.user_idx, ratings.image_idx, ratings.score
+        self.fitted_ = True
+        return self
+
+    # ------------------------------------------------------------------ scoring
+    def _prompt_text(self, image: int) -> str:
+        images = self.dataset_.images
+        if "prompt" in images.columns:
+            return str(images["prompt"].iloc[image]).replace('"', "'")
+        return ""
+
+    def _backend(self) -> Callable[[str, list[int]], float]:
+        if self.backend is None:
+            self.backend = _load_transformers_backend(self)
+        return self.backend
+
+    def score_user(self, refs: References, candidates: np.ndarray) -> np.ndarray:
+        """Ratings (float64, n) of one user's candidate images from their references."""
+        backend = self._backend()
+        pairs = reference_pairs(refs.image_idx, refs.score, self.max_pairs)
+        probs = np.array(
+            [backend(*build_prompt(pairs, int(c), self._prompt_text)) for c in candidates], dtype=float
+        )
+        return self.score_low + probs * (self.score_high - self.score_low)
+
+    def predict_new(
+        self, references: Sequence[References], image_idx: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
+        self._check_fitted()
+        return [
+            self.score_user(refs, np.asarray(images))
+            for refs, images in zip(references, image_idx, strict=True)
+        ]
+
+    def predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
+        """Seen users: their fit ratings are the references (raises ``MLLMUnavailable`` without a backend)."""
+        self._check_fitted()
+        user_idx, image_idx = self._pairs(user_idx, image_idx)
+        out = np.empty(len(user_idx))
+        for user in np.unique(user_idx):
+            mine = self.ref_user_ == user
+            refs = References(int(user), self.ref_image_[mine], self.ref_score_[mine])
+            rows = np.flatnonzero(user_idx == user)
+            out[rows] = self.score_user(refs, image_idx[rows])
+        return out
+
+
+def _load_transformers_backend(model: MLLMScorer) -> Callable[[str, list[int]], float]:
+    """A p("+") function from a local transformers checkpoint; ``MLLMUnavailable`` with the reason otherwise."""
+    if not transformers_available():
+        raise MLLMUnavailable(
+            "skipped: mllm_scorer needs the transformers package (pip install transformers)"
+        )
+    try:
+        import torch
+        from PIL import Image
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+    except ImportError as err:
+        raise MLLMUnavailable(f"skipped: mllm_scorer cannot import its dependencies ({err})") from None
+    device = (
+        "cuda" if model.device == "cuda" or (model.device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
+    if device == "cpu" and model.device == "auto":
+        raise MLLMUnavailable(
+            "skipped: mllm_scorer found no GPU (pass device='cpu' to try on the CPU anyway)"
+        )
+    try:
+        processor = AutoProcessor.from_pretrained(model.model_id, local_files_only=True)
+        net = (
+            AutoModelForImageTextToText.from_pretrained(model.model_id, local_files_only=True)
+            .to(device)
+            .eval()
+        )
+    except (OSError, ValueError) as err:
+        raise MLLMUnavailable(
+            f"skipped: no local weights for {model.model_id} ({str(err).splitlines()[0]})"
+        ) from None
+    tokenizer = processor.tokenizer
+    plus_id = tokenizer.convert_tokens_to_ids("+")
+    minus_id = tokenizer.convert_tokens_to_ids("-")
+    paths = model.dataset_.images["path"] if "path" in model.dataset_.images.columns else None
+    if paths is None:
+        raise MLLMUnavailable("skipped: the dataset has no image paths (images.path) to show the MLLM")
+
+    def p_plus(text: str, images: list[int]) -> float:
+        pictures: list[Any] = [Image.open(paths.iloc[i]).convert("RGB") for i in images]
+        inputs = processor(text=text, images=pictures, return_tensors="pt").to(device)
+        with torch.no_grad():
+            logits = net(**inputs).logits[0, -1].float().cpu().numpy()
+        return plus_probability(logits, plus_id, minus_id)
+
+    return p_plus

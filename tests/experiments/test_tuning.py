@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from experiments import cli as experiments_cli
+from experiments import tuning
+from experiments.spaces import Param, SearchSpace, load_space
+from experiments.tuning import Objective, best_params, run_tuned_leaderboard, study_name, tune, tuned_params
+from recsys.errors import UserError
+
+
+def _storage(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'optuna.db'}"
+
+
+def test_study_resumes_across_two_cli_invocations(tmp_path, small_sim_dir, capsys):
+    storage = _storage(tmp_path)
+    argv = [
+        "tune",
+        "ridge",
+        "--data",
+        str(small_sim_dir),
+        "--storage",
+        storage,
+        "--no-tracking",
+        "--no-progress",
+    ]
+    assert experiments_cli.main([*argv, "--trials", "3"]) == 0
+    assert experiments_cli.main([*argv, "--trials", "2"]) == 0
+    assert "study recsys-ridge: 5 trials" in capsys.readouterr().out
+    study = optuna.load_study(study_name="recsys-ridge", storage=storage)
+    assert len(study.trials) == 5
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert study.trials[0].params == load_space("ridge").default_point() == {"alpha": 3.0}
+    assert study.trials[0].user_attrs["defaults"] is True
+    assert sum(bool(t.user_attrs.get("defaults")) for t in study.trials) == 1  # defaults enqueued once
+    # the resumed sampler is seeded differently: no replay of the first invocation's random draws
+    alphas = [t.params["alpha"] for t in study.trials]
+    assert len(set(alphas)) == 5
+    assert study.user_attrs["split"] == "val_seen" and study.user_attrs["metric"] == "user_srocc"
+
+
+def test_tuning_is_seeded(tmp_path, small_sim):
+    a = tune(small_sim, "ridge", trials=3, storage=_storage(tmp_path / "a"), tracking=False, progress=False)
+    b = tune(small_sim, "ridge", trials=3, storage=_storage(tmp_path / "b"), tracking=False, progress=False)
+    assert [t.params for t in a.trials] == [t.params for t in b.trials]
+    assert [t.value for t in a.trials] == pytest.approx([t.value for t in b.trials])
+
+
+def test_unseen_split_and_resume_mismatch(tmp_path, small_sim):
+    storage = _storage(tmp_path)
+    objective = Objective(metric="rmse", split="val_unseen", shots=5)
+    study = tune(small_sim, "user_ridge", trials=2, storage=storage, objective=objective, tracking=False,
+                 progress=False)  # fmt: skip
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert study.user_attrs["shots"] == 5
+    with pytest.raises(UserError, match="was made for split = 'val_unseen', not 'val_seen'"):
+        tune(small_sim, "user_ridge", trials=1, storage=storage, objective=Objective(metric="rmse"),
+             tracking=False, progress=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("objective", "message"),
+    [
+        (Objective(split="test_seen"), "validation splits only"),
+        (Objective(metric="accuracy"), "unknown metric 'accuracy'"),
+    ],
+)
+def test_bad_objectives_are_user_errors(tmp_path, small_sim, objective, message):
+    with pytest.raises(UserError, match=message):
+        tune(small_sim, "ridge", trials=1, storage=_storage(tmp_path), objective=objective, tracking=False)
+
+
+def test_tuned_params_feed_the_leaderboard(tmp_path, small_sim):
+    storage = _storage(tmp_path)
+    for model in ("ridge", "metadata_mean"):
+        tune(small_sim, model, trials=3, storage=storage, study=study_name(model, "exp"), tracking=False,
+             progress=False)  # fmt: skip
+    best = optuna.load_study(study_name="exp-ridge", storage=storage).best_trial.params
+    assert best_params("ridge", storage, "exp-ridge") == best
+    params = tuned_params(["ridge", "metadata_mean"], storage=storage, study_prefix="exp")
+    assert params["ridge"] == best and set(params["metadata_mean"]) == {"shrinkage"}
+    board = run_tuned_leaderboard(small_sim, ["ridge"], storage=storage, study_prefix="exp", shots=(10,),
+                                  progress=False)  # fmt: skip
+    assert board.params["ridge"]["alpha"] == best["alpha"]
+    assert {r.split for r in board.rows} == {"test_seen", "test_unseen"}
+    with pytest.raises(UserError, match="no study 'exp-user_ridge' for user_ridge"):
+        tuned_params(["ridge", "user_ridge"], storage=storage, study_prefix="exp")
+
+
+def test_study_command_gives_every_model_the_same_budget(tmp_path, small_sim_dir, capsys):
+    storage = _storage(tmp_path)
+    argv = ["study", "--models", "ridge,metadata_mean", "--trials", "2", "--data", str(small_sim_dir),
+            "--storage", storage, "--study-prefix", "cmp", "--no-tracking", "--no-progress", "--json"]  # fmt: skip
+    assert experiments_cli.main(argv) == 0
+    out = capsys.readouterr().out
+    for model in ("ridge", "metadata_mean"):
+        assert len(optuna.load_study(study_name=f"cmp-{model}", storage=storage).trials) == 2
+    assert '"trials_total": 2' in out
+
+
+def test_cli_user_errors_exit_2(tmp_path, small_sim_dir, capsys):
+    argv = [
+        "tune",
+        "no_such_model",
+        "--data",
+        str(small_sim_dir),
+        "--storage",
+        _storage(tmp_path),
+        "--no-tracking",
+    ]
+    assert experiments_cli.main(argv) == 2
+    assert capsys.readouterr().err.startswith("error: unknown model 'no_such_model'")
+
+
+class _EpochModel:
+    """A stand-in deep model: fit reports after each epoch through the on_epoch protocol."""
+
+    name = "epoch_model"
+
+    def __init__(self, *, alpha=3.0):
+        from recsys.models.baselines import Ridge
+
+        self.inner = Ridge(alpha=alpha)
+        self.epochs_seen = 0
+
+    def get_params(self):
+        return {"alpha": self.inner.alpha}
+
+    def fit(self, dataset, split="train", *, on_epoch=None):
+        self.inner.fit(dataset, split)
+        for epoch in range(3):
+            self.epochs_seen += 1
+            if on_epoch is not None:
+                on_epoch(epoch, self)
+        return self
+
+    def predict(self, user_idx, image_idx):
+        return self.inner.predict(user_idx, image_idx)
+
+
+def test_models_with_on_epoch_report_intermediate_values(tmp_path, small_sim, monkeypatch):
+    space = SearchSpace("epoch_model", tmp_path / "epoch_model.toml",
+                        {"alpha": Param("alpha", "float", 0.1, 100.0, log=True)}, {"alpha": 3.0})  # fmt: skip
+    monkeypatch.setattr(tuning, "load_space", lambda name, spaces_dir=None: space)
+    monkeypatch.setattr(tuning, "create_model", lambda name, **params: _EpochModel(**params))
+    study = tune(small_sim, "ridge", trials=2, storage=_storage(tmp_path), study="epochs", tracking=False,
+                 progress=False)  # fmt: skip
+    for trial in study.trials:
+        assert sorted(trial.intermediate_values) == [0, 1, 2]
+        assert trial.intermediate_values[2] == pytest.approx(trial.value)
+
+
+class _FailingFit(_EpochModel):
+    def fit(self, dataset, split="train"):
+        if self.inner.alpha != 3.0:
+            raise ValueError("no training score reaches like_threshold")
+        return super().fit(dataset, split)
+
+
+def test_a_value_error_in_fit_fails_the_trial_not_the_study(tmp_path, small_sim, monkeypatch):
+    space = SearchSpace("failing", tmp_path / "failing.toml",
+                        {"alpha": Param("alpha", "float", 0.1, 100.0, log=True)}, {"alpha": 3.0})  # fmt: skip
+    monkeypatch.setattr(tuning, "load_space", lambda name, spaces_dir=None: space)
+    monkeypatch.setattr(tuning, "create_model", lambda name, **params: _FailingFit(**params))
+    study = tune(small_sim, "ridge", trials=3, storage=_storage(tmp_path), study="failing", tracking=False,
+                 progress=False)  # fmt: skip
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE] + [optuna.trial.TrialState.FAIL] * 2
+    assert "like_threshold" in study.trials[1].user_attrs["invalid"]
+    assert best_params("ridge", _storage(tmp_path), "failing") == {"alpha": 3.0}
