@@ -17,7 +17,8 @@ from pathlib import Path
 
 from recsys.data import load_dataset
 from recsys.data.simulate import SimulationConfig, simulate
-from recsys.leaderboard import default_models, run_leaderboard
+from recsys.leaderboard import run_leaderboard
+from recsys.models.registry import expand_models
 from recsys.report import write_leaderboard
 
 
@@ -25,7 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", default=None, help="comma-separated models (default: the baselines)")
+    parser.add_argument("--models", default="baselines", help="comma-separated models or groups (default: baselines)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -34,7 +35,7 @@ def main() -> None:
         simulate_seconds = time.perf_counter() - start
         start = time.perf_counter()
         ds = load_dataset(path)
-        models = args.models.split(",") if args.models else default_models(ds)
+        models = expand_models(args.models.split(","))
         board = run_leaderboard(ds, models, progress=False)
         write_leaderboard(board, Path(tmp) / "board")
         leaderboard_seconds = time.perf_counter() - start

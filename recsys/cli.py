@@ -133,13 +133,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from recsys.leaderboard import default_models, run_leaderboard
+    from recsys.models.registry import expand_models
     from recsys.report import format_table, write_leaderboard
 
     ds = dataset_from_args(args)
     params = json.loads(args.params) if args.params else {}
     if not isinstance(params, dict):
         raise UserError('--params must be a JSON object: {"model": {"param": value}}')
-    models, fit_split = args.models or default_models(ds), "train"
+    models, fit_split = expand_models(args.models) if args.models else default_models(ds), "train"
     if args.tuned:
         from experiments.tuning import tuned_params
 
@@ -246,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     board = sub.add_parser("leaderboard", help="fit models and evaluate them under one protocol")
     add_data_arguments(board)
     board.add_argument(
-        "--models", type=_name_list, default=None, help="comma-separated model names (default: baselines)"
+        "--models", type=_name_list, default=None, help="comma-separated models or groups (baselines, classical, deep, ablations, all); default all"
     )
     board.add_argument(
         "--shots", type=_int_list, default=[0, 10], help="reference ratings per new user (default 0,10)"

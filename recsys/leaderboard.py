@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from recsys.data.dataset import Dataset
 from recsys.errors import UserError
 from recsys.evaluation.evaluator import Evaluator, Result
-from recsys.models.registry import BASELINES, create_model, model_class
+from recsys.models.registry import GROUPS, create_model, expand_models
 
 DEFAULT_SPLITS = ("test_seen", "test_unseen")
 
@@ -41,8 +41,8 @@ class Leaderboard:
 
 
 def default_models(dataset: Dataset) -> list[str]:
-    """The baselines, with the oracle only where a ground truth exists."""
-    return [m for m in BASELINES if m != "oracle" or dataset.ground_truth is not None]
+    """Every registered model (baselines, classical, deep, ablations), the oracle only where a ground truth exists."""
+    return [m for m in GROUPS["all"] if m != "oracle" or dataset.ground_truth is not None]
 
 
 def run_leaderboard(
@@ -61,10 +61,11 @@ def run_leaderboard(
     A split the dataset lacks is an error naming the splits it has; a model that cannot score new users gets
     an ``unsupported`` row instead of stopping the run.
     """
-    models = list(models) if models else default_models(dataset)
+    models = expand_models(models) if models else default_models(dataset)  # unknown names fail before any fit
+    if "oracle" in models and dataset.ground_truth is None:
+        print(f"oracle skipped: {dataset.name} has no ground truth (only simulated data do)")
+        models.remove("oracle")
     params = params or {}
-    for name in models:
-        model_class(name)  # fail fast on an unknown name, before any fitting
     missing = [s for s in splits if s not in dataset.ratings]
     if missing:
         raise UserError(

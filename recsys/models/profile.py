@@ -47,7 +47,6 @@ class PreferenceProfile(Model):
         direction_alpha: ridge penalty of the personal ridge fits the directions are learned from.
         profile_alpha: penalty of the first-pass profile fits (before the priors are measured).
         demographic_alpha: ridge penalty of the map from demographics to the prior profile.
-        seed: kept for the common interface; the fit is closed form and deterministic.
     """
 
     name = "profile"
@@ -60,7 +59,6 @@ class PreferenceProfile(Model):
         direction_alpha: float = 1.0,
         profile_alpha: float = 3.0,
         demographic_alpha: float = 10.0,
-        seed: int = 0,
     ) -> None:
         check_positive("n_directions", n_directions, allow_zero=True)
         for key, value in {"alpha": alpha, "direction_alpha": direction_alpha, "profile_alpha": profile_alpha,
@@ -71,7 +69,6 @@ class PreferenceProfile(Model):
         self.direction_alpha = direction_alpha
         self.profile_alpha = profile_alpha
         self.demographic_alpha = demographic_alpha
-        self.seed = seed
 
     # ------------------------------------------------------------------ fitting
     def fit(self, dataset: Dataset, split: str = "train") -> Self:
@@ -234,7 +231,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     dataset = dataset_from_args(args)
     user, image = dataset.user_index(args.user), dataset.image_index(args.image)
-    model = PreferenceProfile(seed=args.seed).fit(dataset)
+    model = PreferenceProfile().fit(dataset)
     if model.known_[user]:
         target, how = user, "training history"
     else:

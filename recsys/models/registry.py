@@ -15,14 +15,44 @@ _REGISTRY: dict[str, str] = {
     "user_ridge": "recsys.models.baselines:UserRidge",
     "oracle": "recsys.models.baselines:Oracle",
     # classical recommenders (recsys/models/mf.py, implicit_models.py, lightfm_model.py, knn.py)
+    "mf": "recsys.models.mf:MatrixFactorization",
+    "als": "recsys.models.implicit_models:ALS",
+    "bpr": "recsys.models.implicit_models:BPR",
+    "lightfm": "recsys.models.lightfm_model:LightFMModel",
+    "user_knn": "recsys.models.knn:UserKNN",
+    "item_knn": "recsys.models.knn:ItemKNN",
     # deep hybrids (recsys/models/two_tower.py, pref_tokens.py, profile.py)
     "two_tower": "recsys.models.two_tower:TwoTower",
     "two_tower_no_prototypes": "recsys.models.two_tower:TwoTowerNoPrototypes",
     "two_tower_no_contrastive": "recsys.models.two_tower:TwoTowerNoContrastive",
+    "pref_tokens": "recsys.models.pref_tokens:PrefTokens",
+    "pref_tokens_no_pool": "recsys.models.pref_tokens:PrefTokensNoPool",
+    "pref_tokens_no_contrastive": "recsys.models.pref_tokens:PrefTokensNoContrastive",
+    "profile": "recsys.models.profile:PreferenceProfile",
 }
 
-#: the leaderboard's default model list
-BASELINES = ("global_mean", "metadata_mean", "ridge", "user_ridge", "oracle")
+#: named groups accepted wherever a model list is (``--models baselines,deep``)
+GROUPS = {
+    "baselines": ("global_mean", "metadata_mean", "ridge", "user_ridge", "oracle"),
+    "classical": ("mf", "als", "bpr", "lightfm", "user_knn", "item_knn"),
+    "deep": ("two_tower", "pref_tokens", "profile"),
+    "ablations": ("two_tower_no_prototypes", "two_tower_no_contrastive", "pref_tokens_no_pool",
+                  "pref_tokens_no_contrastive"),
+}  # fmt: skip
+GROUPS["all"] = tuple(name for group in GROUPS.values() for name in group)
+BASELINES = GROUPS["baselines"]
+
+
+def expand_models(names) -> list[str]:
+    """Model names with group names (``baselines``, ``classical``, ``deep``, ``ablations``, ``all``) expanded,
+    duplicates dropped, order kept; unknown names raise a clear error."""
+    out: list[str] = []
+    for name in names:
+        for member in GROUPS.get(name, (name,)):
+            model_class(member)
+            if member not in out:
+                out.append(member)
+    return out
 
 
 def list_models() -> list[str]:

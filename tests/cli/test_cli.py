@@ -19,7 +19,7 @@ def test_simulate_then_leaderboard(tmp_path, capsys):
     assert "SIMULATED" in capsys.readouterr().out
     assert main(["data", "validate", str(data)]) == 0
     out = tmp_path / "board"
-    assert main(["leaderboard", "--data", str(data), "--out", str(out), "--shots", "0,5",
+    assert main(["leaderboard", "--data", str(data), "--out", str(out), "--shots", "0,5", "--models", "baselines",
                  "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]) == 0  # fmt: skip
     printed = capsys.readouterr().out
     assert "SIMULATED" in printed and "user_ridge" in printed

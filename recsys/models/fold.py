@@ -1,0 +1,229 @@
+"""Shared pieces of the classical factor models: a feature-to-factor map for new images, a demographic prior
+for new users, and a calibrated fold-in of new users from their reference ratings.
+
+Every factor model here scores ``rating = a + b * (p_u . q_i + o_i + c_u)``: ``q_i`` item vectors, ``o_i`` item
+offsets (biases), ``p_u`` user vectors, ``c_u`` a user offset, and a linear calibration ``(a, b)`` to the
+rating scale (``a = global mean, b = 1`` for explicit MF). A new user's ``[p, c]`` is a ridge regression of
+its reference ratings on the item vectors, shrunk toward a demographic prior (Gaussian prior and noise, so the
+per-dimension penalty is ``noise variance / prior variance``, estimated from the fitted users).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from recsys.data.dataset import Dataset, References
+from recsys.errors import UserError
+from recsys.models.side import image_design
+
+MAX_LEVELS = 200
+
+
+def ridge(
+    x: np.ndarray, y: np.ndarray, alpha: float, weight: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Multi-target ridge with an unpenalised intercept: (weights (d, t), intercept (t,)).
+
+    ``x`` (n, d), ``y`` (n,) or (n, t), optional row weights ``weight`` (n,). Solved in the dual when n < d.
+    """
+    y2 = y.reshape(len(y), -1).astype(np.float64)
+    w = np.ones(len(x)) if weight is None else np.asarray(weight, np.float64)
+    x_mean = (w[:, None] * x).sum(0) / w.sum()
+    y_mean = (w[:, None] * y2).sum(0) / w.sum()
+    xc, yc = (x - x_mean) * np.sqrt(w)[:, None], (y2 - y_mean) * np.sqrt(w)[:, None]
+    if xc.shape[0] < xc.shape[1]:
+        coef = xc.T @ np.linalg.solve(xc @ xc.T + alpha * np.eye(len(xc)), yc)
+    else:
+        coef = np.linalg.solve(xc.T @ xc + alpha * np.eye(xc.shape[1]), xc.T @ yc)
+    return coef, y_mean - x_mean @ coef
+
+
+def groups(index: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(value, positions) for each distinct value of an integer array, positions in stable order."""
+    order = np.argsort(index, kind="stable")
+    values, starts = np.unique(index[order], return_index=True)
+    return list(zip(values.tolist(), np.split(order, starts[1:]), strict=True))
+
+
+def optional_image_design(dataset: Dataset) -> np.ndarray | None:
+    """``image_design`` of the dataset, or None when it has neither image features nor metadata."""
+    try:
+        return image_design(dataset)
+    except UserError:
+        return None
+
+
+def demographic_design(users: pd.DataFrame) -> np.ndarray:
+    """Demographics as a float design (n_users, d): one-hots of categorical columns, standardised numbers."""
+    parts = []
+    for column in users.columns:
+        values = users[column]
+        if pd.api.types.is_numeric_dtype(values):
+            v = values.to_numpy(np.float64)
+            if np.isfinite(v).sum() < 2:
+                continue
+            mean, std = np.nanmean(v), np.nanstd(v)
+            parts.append(np.nan_to_num((v - mean) / (std if std > 0 else 1.0))[:, None])
+        elif 1 < values.nunique(dropna=True) <= MAX_LEVELS:
+            parts.append(pd.get_dummies(values.astype("string"), dummy_na=False).to_numpy(np.float64))
+    if not parts:
+        return np.zeros((len(users), 0))
+    return np.hstack(parts)
+
+
+class ImageMap:
+    """Ridge from image design rows to item parameters ([offset, vector...]), for images absent from the fit."""
+
+    def __init__(self, design: np.ndarray | None, alpha: float):
+        self.design = design
+        self.alpha = alpha
+        self.coef = self.intercept = None
+
+    def fit(self, images: np.ndarray, targets: np.ndarray, weight: np.ndarray | None = None) -> ImageMap:
+        if self.design is not None:
+            self.coef, self.intercept = ridge(self.design[images], targets, self.alpha, weight)
+        else:
+            self.intercept = np.average(targets.reshape(len(targets), -1), axis=0, weights=weight)
+        return self
+
+    def predict(self, images: np.ndarray | None = None) -> np.ndarray:
+        """Predicted targets of the given images (all images when None)."""
+        if self.design is None:
+            raise RuntimeError("no image design")
+        design = self.design if images is None else self.design[images]
+        return design @ self.coef + self.intercept
+
+
+def complete_items(design: np.ndarray | None, fitted: np.ndarray, params: np.ndarray, alpha: float,
+                   counts: np.ndarray | None = None, blend: float = 0.0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Item parameters for every image: learned ones where ``fitted``, the feature map's prediction elsewhere.
+
+    ``params`` (n_images, t) hold learned rows for fitted images; with ``blend`` > 0 a fitted row becomes
+    ``w * learned + (1 - w) * mapped`` with ``w = counts / (counts + blend)`` (rarely rated images lean on
+    their features). Returns (params (n_images, t), mask (n_images,) of images that can be scored: fitted
+    ones, or all of them when a design exists).
+    """
+    params = params.copy()
+    if design is None:
+        return params, fitted.copy()
+    images = np.flatnonzero(fitted)
+    image_map = ImageMap(design, alpha).fit(images, params[images])
+    missing = np.flatnonzero(~fitted)
+    if len(missing):
+        params[missing] = image_map.predict(missing)
+    if blend > 0 and counts is not None:
+        w = (counts[images] / (counts[images] + blend))[:, None]
+        params[images] = w * params[images] + (1 - w) * image_map.predict(images)
+    return params, np.ones(len(params), dtype=bool)
+
+
+def check_scorable(name: str, known: np.ndarray, image_idx: np.ndarray) -> None:
+    """A clear error for images without learned parameters when the dataset has no design to map them."""
+    bad = ~known[image_idx]
+    if bad.any():
+        raise UserError(
+            f"{name}: {int(bad.sum())} image(s) (e.g. index {int(image_idx[np.argmax(bad)])}) have no training "
+            "ratings and the dataset has no image features or metadata to carry factors to them"
+        )
+
+
+@dataclass
+class FoldIn:
+    """Calibrated factor scoring and the fold-in of new users (see the module docstring).
+
+    Attributes:
+        item_vecs: (n_images, f) item vectors ``q``.
+        item_offset: (n_images,) item offsets ``o``.
+        a, b: calibration of the raw score to the rating scale.
+        prior: (n_users, f + 1) prior ``[p, c]`` of every dataset user (from demographics).
+        penalty: (f + 1,) ridge penalty per dimension of ``[p, c]``.
+    """
+
+    item_vecs: np.ndarray
+    item_offset: np.ndarray
+    a: float
+    b: float
+    prior: np.ndarray
+    penalty: np.ndarray
+
+    def user(self, user_idx: int, images: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """``[p, c]`` (f + 1,) of a user from its rated images: ridge toward the user's demographic prior."""
+        prior = self.prior[user_idx]
+        if len(images) == 0:
+            return prior.copy()
+        x = np.hstack([self.item_vecs[images], np.ones((len(images), 1))])
+        y = (np.asarray(scores, np.float64) - self.a) / self.b - self.item_offset[images]
+        gram = x.T @ x + np.diag(self.penalty)
+        return np.linalg.solve(gram, x.T @ y + self.penalty * prior)
+
+    def score(self, vec: np.ndarray, images: np.ndarray) -> np.ndarray:
+        """Ratings of one user ``[p, c]`` on images."""
+        return self.a + self.b * (self.item_vecs[images] @ vec[:-1] + vec[-1] + self.item_offset[images])
+
+    def score_pairs(self, vecs: np.ndarray, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
+        """Ratings of aligned pairs, user rows ``[p, c]`` in ``vecs`` indexed by user_idx."""
+        u = vecs[user_idx]
+        dot = np.einsum("ij,ij->i", self.item_vecs[image_idx], u[:, :-1])
+        return self.a + self.b * (dot + u[:, -1] + self.item_offset[image_idx])
+
+    def predict_new(
+        self, references: Sequence[References], image_idx: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
+        out = []
+        for refs, images in zip(references, image_idx, strict=True):
+            vec = self.user(refs.user_idx, np.asarray(refs.image_idx, np.int64), np.asarray(refs.score))
+            out.append(self.score(vec, np.asarray(images, np.int64)))
+        return out
+
+
+def build_fold_in(dataset: Dataset, ratings, item_vecs: np.ndarray, item_offset: np.ndarray, user_vecs: np.ndarray,
+                  a: float, b: float, *, user_offset_shrinkage: float, demo_alpha: float,
+                  user_offset: np.ndarray | None = None) -> tuple[FoldIn, np.ndarray]:  # fmt: skip
+    """Fitted users' offsets, the demographic prior and the fold-in penalty, from the training ratings.
+
+    ``user_vecs`` (n_users, f) are the fitted user vectors (rows of users absent from ``ratings`` unused);
+    ``user_offset`` (n_users,) learned offsets, else the shrunk mean residual of each user.
+    Returns the FoldIn and the fitted users' ``[p, c]`` rows (n_users, f + 1).
+    """
+    raw = (
+        np.einsum("ij,ij->i", item_vecs[ratings.image_idx], user_vecs[ratings.user_idx])
+        + item_offset[ratings.image_idx]
+    )
+    resid = (ratings.score.astype(np.float64) - a) / b - raw
+    n_users = dataset.n_users
+    sums = np.bincount(ratings.user_idx, resid, minlength=n_users)
+    counts = np.bincount(ratings.user_idx, minlength=n_users)
+    offset = sums / (counts + user_offset_shrinkage) if user_offset is None else user_offset
+    vecs = np.hstack([user_vecs, offset[:, None]]).astype(np.float64)
+    train_users = np.flatnonzero(counts > 0)
+    demo = demographic_design(dataset.users)
+    prior = np.tile(vecs[train_users].mean(0), (n_users, 1))
+    if demo.shape[1] and len(train_users) > 2:
+        coef, intercept = ridge(demo[train_users], vecs[train_users], demo_alpha)
+        prior = demo @ coef + intercept
+    # Gaussian prior / noise: penalty = noise variance / prior variance per dimension
+    noise = float(np.var(resid - offset[ratings.user_idx])) if len(resid) else 1.0
+    spread = (
+        np.var(vecs[train_users] - prior[train_users], axis=0)
+        if len(train_users) > 1
+        else np.ones(vecs.shape[1])
+    )
+    penalty = noise / np.maximum(spread, 1e-6)
+    fold = FoldIn(
+        item_vecs.astype(np.float64), item_offset.astype(np.float64), float(a), float(b), prior, penalty
+    )
+    return fold, vecs
+
+
+def calibrate(raw: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """Least-squares ``scores ~ a + b * raw``; the slope is kept positive so the map stays monotonic."""
+    raw = np.asarray(raw, np.float64)
+    scores = np.asarray(scores, np.float64)
+    var = raw.var()
+    b = float(np.cov(raw, scores, bias=True)[0, 1] / var) if var > 0 else 1.0
+    b = max(b, 1e-3)
+    return float(scores.mean() - b * raw.mean()), b

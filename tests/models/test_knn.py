@@ -1,0 +1,73 @@
+"""What is special to the kNN models: the weighted neighbour mean, FAISS against brute force, and the
+rating-based fallback on a table without image features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_mf import low_rank_table
+
+from recsys.data import load_dataset
+from recsys.models.knn import ItemKNN, UserKNN, weighted_neighbours
+
+
+def test_weighted_neighbours_by_hand():
+    sim = np.array([[0.9, 0.1, -0.5, 0.5]])
+    values = np.array([1.0, 10.0, 100.0, -1.0])
+    # k = 2 keeps 0.9 and 0.5: (0.9 * 1 - 0.5 * 1) / (1.4 + 0.6)
+    np.testing.assert_allclose(weighted_neighbours(sim, values, 2, 0.6), [(0.9 - 0.5) / 2.0])
+    # negative similarities never contribute
+    np.testing.assert_allclose(weighted_neighbours(sim, values, 4, 0.0), [(0.9 + 1.0 - 0.5) / 1.5])
+
+
+def test_faiss_neighbours_match_brute_force(small_sim):
+    model = UserKNN(k=10).fit(small_sim)
+    user = int(model.train_users_[0])
+    found, sims = model._neighbours(model.taste_[user], None, None, exclude=user)
+    others = model.train_users_[model.train_users_ != user]
+    brute = model.taste_[others] @ model.taste_[user]
+    expected = np.sort(brute)[::-1][:10]
+    np.testing.assert_allclose(np.sort(sims)[::-1], expected, rtol=1e-4, atol=1e-5)
+    assert user not in found
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    path = low_rank_table(tmp_path_factory.mktemp("table") / "ratings.csv", users=100, items=80, per_user=40)
+    return load_dataset(path, holdout="random:0.2")
+
+
+@pytest.mark.parametrize("cls", [ItemKNN, UserKNN])
+def test_rating_based_fallback_without_features(cls, table):
+    assert table.image_features is None
+    model = cls(k=20).fit(table)
+    assert model.embedding_ is None
+    test = table.ratings["test_seen"]
+    pred = model.predict(test.user_idx, test.image_idx)
+    rmse = np.sqrt(np.mean((pred - test.score) ** 2))
+    assert rmse < 0.8 * np.std(test.score), rmse
+    # new users from references, also rating-based
+    train = table.ratings["train"]
+    from recsys.data.dataset import References
+
+    refs = References(int(train.user_idx[0]), train.image_idx[train.user_idx == train.user_idx[0]][:10],
+                      train.score[train.user_idx == train.user_idx[0]][:10])  # fmt: skip
+    out = model.predict_new([refs], [test.image_idx[:5]])[0]
+    assert out.shape == (5,) and np.isfinite(out).all()
+
+
+def test_item_knn_zero_shot_is_the_non_personalised_score(small_sim):
+    from recsys.data.dataset import References
+
+    model = ItemKNN().fit(small_sim)
+    images = np.arange(10)
+    empty = References(0, np.empty(0, np.int64), np.empty(0, np.float32))
+    np.testing.assert_allclose(model.predict_new([empty], [images])[0], model.item_score_[images])
+
+
+@pytest.mark.parametrize("params", [{"k": 0}, {"shrinkage": -1.0}, {"k": 2.5}])
+def test_bad_hyperparameters_raise_value_error(params):
+    with pytest.raises(ValueError):
+        ItemKNN(**params)
+    with pytest.raises(ValueError):
+        UserKNN(**params)

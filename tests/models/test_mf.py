@@ -1,0 +1,93 @@
+"""What is special to mf: the ALS subproblem and fold-in against independent solvers, and a known low-rank table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import Ridge
+
+from recsys.data import load_dataset
+from recsys.data.dataset import References
+from recsys.errors import UserError
+from recsys.models import create_model
+from recsys.models.mf import MatrixFactorization, als_solve
+
+NOISE = 0.3
+
+
+def low_rank_table(path, *, users=150, items=120, rank=3, per_user=60, seed=0):
+    """A ratings CSV from a known biased low-rank model plus Gaussian noise of std NOISE."""
+    rng = np.random.default_rng(seed)
+    p, q = rng.normal(0, 0.6, (users, rank)), rng.normal(0, 0.6, (items, rank))
+    bu, bi = rng.normal(0, 0.3, users), rng.normal(0, 0.5, items)
+    rows = []
+    for u in range(users):
+        for i in rng.choice(items, per_user, replace=False):
+            rows.append((f"u{u}", f"i{i}", 3.0 + bu[u] + bi[i] + p[u] @ q[i] + rng.normal(0, NOISE)))
+    pd.DataFrame(rows, columns=["user_id", "item_id", "score"]).to_csv(path, index=False)
+    return path
+
+
+def test_als_subproblem_matches_sklearn_ridge():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(40, 6)), rng.normal(size=40)
+    ours = als_solve(x, y, np.full(6, 2.5), np.zeros(6))
+    reference = Ridge(alpha=2.5, fit_intercept=False).fit(x, y).coef_
+    np.testing.assert_allclose(ours, reference, rtol=1e-10, atol=1e-10)
+
+
+def test_fold_in_matches_augmented_least_squares(small_sim):
+    model = create_model("mf", seed=0).fit(small_sim)
+    r = small_sim.ratings["test_unseen"]
+    user = int(r.user_idx[0])
+    mask = r.user_idx == user
+    refs = References(user, r.image_idx[mask][:10], r.score[mask][:10])
+    fold = model.fold_
+    # independent formulation: stack sqrt(penalty) rows for the prior and solve by lstsq
+    x = np.hstack([model.item_factors_[refs.image_idx], np.ones((10, 1))])
+    y = refs.score - model.mu_ - model.item_bias_[refs.image_idx]
+    root = np.sqrt(fold.penalty)
+    stacked_x = np.vstack([x, np.diag(root)])
+    stacked_y = np.r_[y, root * fold.prior[user]]
+    reference = np.linalg.lstsq(stacked_x, stacked_y, rcond=None)[0]
+    np.testing.assert_allclose(model.fold_in(refs), reference, rtol=1e-8, atol=1e-10)
+    # k = 0 is the demographic prior, and predictions use exactly the folded vector
+    empty = References(user, np.empty(0, np.int64), np.empty(0, np.float32))
+    np.testing.assert_allclose(model.fold_in(empty), fold.prior[user])
+    images = r.image_idx[mask][10:]
+    expected = (
+        model.mu_ + model.item_bias_[images] + model.item_factors_[images] @ reference[:-1] + reference[-1]
+    )
+    np.testing.assert_allclose(model.predict_new([refs], [images])[0], expected, rtol=1e-8)
+
+
+def test_recovers_a_known_low_rank_table_to_the_noise_level(tmp_path):
+    dataset = load_dataset(low_rank_table(tmp_path / "ratings.csv"), holdout="random:0.2")
+    model = create_model("mf", factors=3, reg=2.0, bias_reg=2.0, epochs=30, seed=0).fit(dataset)
+    test = dataset.ratings["test_seen"]
+    rmse = float(np.sqrt(np.mean((model.predict(test.user_idx, test.image_idx) - test.score) ** 2)))
+    baseline = float(np.std(test.score))
+    assert rmse < 1.2 * NOISE < baseline, (rmse, baseline)
+
+
+def test_table_without_side_information_cannot_score_unrated_items(tmp_path):
+    table = load_dataset(
+        low_rank_table(tmp_path / "ratings.csv", users=30, items=40, per_user=20), holdout="random:0.2"
+    )
+    dataset, _ = table.drop_images(np.array([0]))  # image 0 keeps its index but loses every rating
+    model = create_model("mf", factors=2, epochs=3).fit(dataset)
+    with pytest.raises(UserError, match="no training ratings and the dataset has no image features"):
+        model.predict(dataset.ratings["train"].user_idx[:1], np.array([0]))
+
+
+@pytest.mark.parametrize("params", [{"factors": 0}, {"reg": -1.0}, {"epochs": 0}, {"feature_alpha": 0.0}])
+def test_bad_hyperparameters_raise_value_error(params):
+    with pytest.raises(ValueError):
+        MatrixFactorization(**params)
+
+
+def test_user_vectors_are_user_factors(small_sim):
+    model = create_model("mf", factors=5, seed=0).fit(small_sim)
+    vectors = model.user_vectors()
+    assert vectors.shape == (small_sim.n_users, 5) and vectors.dtype == np.float32
