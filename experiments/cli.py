@@ -1,7 +1,6 @@
 """``recsys tune`` and ``recsys study``: hyperparameter search under the one protocol.
 
-``add_experiment_parsers(subparsers)`` adds both commands to the ``recsys`` parser; ``python -m experiments.cli``
-runs them standalone.
+``add_experiment_parsers(subparsers)`` adds both commands to the ``recsys`` parser.
 """
 
 from __future__ import annotations
@@ -9,23 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 
 from experiments.tuning import DEFAULT_STORAGE, DEFAULT_STUDY_PREFIX, Objective, study_name
-from recsys.errors import UserError
-
-
-def _name_list(text: str) -> list[str]:
-    values = [v.strip() for v in text.split(",") if v.strip()]
-    if not values:
-        raise argparse.ArgumentTypeError("expected a comma-separated list of model names")
-    return values
+from recsys.cli import _name_list, add_data_arguments, dataset_from_args
 
 
 def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
-    from recsys.cli import add_data_arguments
-
     add_data_arguments(parser)
     parser.add_argument("--trials", type=int, default=20, help="trials to add to each study (default 20)")
     parser.add_argument("--storage", default=None,
@@ -93,7 +82,6 @@ def _summary(model: str, handle, added: int, seconds: float) -> dict:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from experiments.tuning import tune
-    from recsys.cli import dataset_from_args
 
     _quiet()
     ds = dataset_from_args(args)
@@ -110,11 +98,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_study(args: argparse.Namespace) -> int:
     from experiments.spaces import load_space
     from experiments.tuning import tune
-    from recsys.cli import dataset_from_args
-    from recsys.models.registry import list_models
+    from recsys.models.registry import expand_models
 
     _quiet()
-    models = args.models or [m for m in list_models() if m != "oracle"]
+    # default: every model but the oracle (nothing to tune) and the ablations (they share their parent's space)
+    models = [m for m in expand_models(args.models or ["baselines", "classical", "deep"]) if m != "oracle"]
     for model in models:  # fail fast: every space must load before any fitting
         load_space(model)
     ds = dataset_from_args(args)
@@ -137,22 +125,3 @@ def cmd_study(args: argparse.Namespace) -> int:
     print(f"\nrefit and test with: recsys leaderboard --tuned --models {','.join(models)}"
           + (f" --study-prefix {args.study_prefix}" if args.study_prefix != DEFAULT_STUDY_PREFIX else ""))  # fmt: skip
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point (``python -m experiments.cli tune ...``), same error handling as ``recsys``."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.cli")
-    add_experiment_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

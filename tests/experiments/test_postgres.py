@@ -78,7 +78,7 @@ def test_two_workers_share_one_study(postgres_url, small_sim, small_sim_dir):
     # this process creates the study (and enqueues the defaults) ...
     tune(small_sim, "ridge", trials=2, storage=postgres_url, study="shared", tracking=False, progress=False)
     # ... then a second process and this one work on it at the same time
-    argv = [sys.executable, "-m", "experiments.cli", "tune", "ridge", "--data", str(small_sim_dir), "--seed", "1",
+    argv = [sys.executable, "-m", "recsys.cli", "tune", "ridge", "--data", str(small_sim_dir), "--seed", "1",
             "--storage", postgres_url, "--study", "shared", "--trials", "3", "--no-tracking", "--no-progress"]  # fmt: skip
     other = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -3,10 +3,10 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from experiments import cli as experiments_cli
 from experiments import tuning
 from experiments.spaces import Param, SearchSpace, load_space
 from experiments.tuning import Objective, best_params, run_tuned_leaderboard, study_name, tune, tuned_params
+from recsys.cli import main as recsys_main
 from recsys.errors import UserError
 
 
@@ -26,8 +26,8 @@ def test_study_resumes_across_two_cli_invocations(tmp_path, small_sim_dir, capsy
         "--no-tracking",
         "--no-progress",
     ]
-    assert experiments_cli.main([*argv, "--trials", "3"]) == 0
-    assert experiments_cli.main([*argv, "--trials", "2"]) == 0
+    assert recsys_main([*argv, "--trials", "3"]) == 0
+    assert recsys_main([*argv, "--trials", "2"]) == 0
     assert "study recsys-ridge: 5 trials" in capsys.readouterr().out
     study = optuna.load_study(study_name="recsys-ridge", storage=storage)
     assert len(study.trials) == 5
@@ -93,7 +93,7 @@ def test_study_command_gives_every_model_the_same_budget(tmp_path, small_sim_dir
     storage = _storage(tmp_path)
     argv = ["study", "--models", "ridge,metadata_mean", "--trials", "2", "--data", str(small_sim_dir),
             "--storage", storage, "--study-prefix", "cmp", "--no-tracking", "--no-progress", "--json"]  # fmt: skip
-    assert experiments_cli.main(argv) == 0
+    assert recsys_main(argv) == 0
     out = capsys.readouterr().out
     for model in ("ridge", "metadata_mean"):
         assert len(optuna.load_study(study_name=f"cmp-{model}", storage=storage).trials) == 2
@@ -110,7 +110,7 @@ def test_cli_user_errors_exit_2(tmp_path, small_sim_dir, capsys):
         _storage(tmp_path),
         "--no-tracking",
     ]
-    assert experiments_cli.main(argv) == 2
+    assert recsys_main(argv) == 2
     assert capsys.readouterr().err.startswith("error: unknown model 'no_such_model'")
 
 
