@@ -68,7 +68,7 @@ def dataset_from_args(args: argparse.Namespace):
     ds = load_dataset(args.data, image_features=args.image_features, holdout=args.holdout, seed=args.seed,
                       score_range=args.score_range)  # fmt: skip
     if args.encoder:
-        from features.embed_dataset import embed_dataset_features
+        from features.embed import embed_dataset_features
 
         ds = embed_dataset_features(ds, args.encoder, checkpoint=args.checkpoint)
     return ds

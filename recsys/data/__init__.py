@@ -3,8 +3,11 @@ integrity checks, and the calibrated simulator."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+
+import numpy as np
 
 from recsys.data.dataset import SPLITS, Dataset, Ratings, References, is_unseen_split
 from recsys.data.features_file import read_image_features
@@ -75,35 +78,27 @@ def load_dataset(
     else:
         ds = load_table(root, holdout=holdout, seed=seed, score_range=score_range, problems=problems)
     if image_features is not None:
-        features = read_image_features(image_features, ds.image_ids)
+        left_out = _left_out_images(Path(image_features), ds)
+        features = read_image_features(image_features, ds.image_ids, allow_missing=left_out)
         ds = ds.with_image_features(features, str(image_features))
-        bad_list = (
-            Path(str(image_features)[: -len(".npz")] + ".bad.json")
-            if str(image_features).endswith(".npz")
-            else None
-        )
-        if bad_list is not None and bad_list.is_file():
-            ds = _drop_bad_images(ds, bad_list)
+        if len(left_out):
+            ds, dropped = ds.drop_images(left_out)
+            print(
+                f"dropped {dropped} ratings of {len(left_out)} image(s) left out of {image_features} (see its .bad.json)"
+            )
     return ds
 
 
-def _drop_bad_images(ds: Dataset, bad_list: Path) -> Dataset:
-    """Drop the ratings of images recorded as undecodable beside a features file (``--skip-bad-images``)."""
-    import json
-
-    bad = json.loads(bad_list.read_text())
-    ids = (
-        [
-            entry["image_id"] if isinstance(entry, dict) else entry
-            for entry in bad.get("images", bad)
-            if entry is not None
-        ]
-        if isinstance(bad, dict)
-        else bad
-    )
-    idx = [ds._image_index[i] for i in ids if i in ds._image_index]
-    if not idx:
-        return ds
-    ds, dropped = ds.drop_images(idx)
-    print(f"dropped {dropped} ratings of {len(idx)} undecodable image(s) listed in {bad_list}")
-    return ds
+def _left_out_images(features_file: Path, ds: Dataset) -> np.ndarray:
+    """Indices of images listed as undecodable in ``X.bad.json`` beside ``X.npz`` (``--skip-bad-images``)."""
+    sidecar = features_file.with_name(features_file.name.removesuffix(".npz") + ".bad.json")
+    if not sidecar.is_file():
+        return np.empty(0, np.int64)
+    try:
+        records = json.loads(sidecar.read_text())["left_out"]
+        ids = [record["image_id"] for record in records]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise UserError(
+            f"{sidecar}: not a list of left-out images; delete it or re-run `recsys features embed`"
+        ) from None
+    return np.array([ds._image_index[i] for i in ids if i in ds._image_index], dtype=np.int64)

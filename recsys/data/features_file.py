@@ -10,11 +10,14 @@ import numpy as np
 from recsys.errors import UserError
 
 
-def read_image_features(path: str | Path, image_ids: np.ndarray) -> np.ndarray:
+def read_image_features(
+    path: str | Path, image_ids: np.ndarray, *, allow_missing: np.ndarray | None = None
+) -> np.ndarray:
     """The rows of ``path`` aligned to ``image_ids`` (float32, len(image_ids) x d).
 
     Extra images in the file are ignored; images of the dataset missing from the file are an error that names
-    how many and which (the first few).
+    how many and which (the first few), except the indices in ``allow_missing`` (images recorded as left out),
+    whose rows are zero.
     """
     path = Path(path)
     if not path.is_file():
@@ -45,14 +48,18 @@ def read_image_features(path: str | Path, image_ids: np.ndarray) -> np.ndarray:
     if len(position) != len(file_ids):
         raise UserError(f"{path}: image_id holds duplicates; keep one embedding per image")
     rows = np.array([position.get(k, -1) for k in image_ids.tolist()], dtype=np.int64)
-    absent = image_ids[rows < 0]
+    excused = np.zeros(len(image_ids), dtype=bool)
+    if allow_missing is not None:
+        excused[np.asarray(allow_missing, dtype=np.int64)] = True
+    absent = image_ids[(rows < 0) & ~excused]
     if len(absent):
         first = ", ".join(str(v) for v in absent[:5])
         raise UserError(
             f"{path}: {len(absent)} of the dataset's {len(image_ids)} images are missing from the features "
             f"file (first: {first}); embed them or remove their ratings"
         )
-    features = embedding[rows].astype(np.float32)
+    features = embedding[np.maximum(rows, 0)].astype(np.float32)
+    features[rows < 0] = 0.0
     if not np.isfinite(features).all():
         raise UserError(f"{path}: embedding holds NaN or infinite values")
     return features

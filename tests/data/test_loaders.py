@@ -186,3 +186,16 @@ def test_table_bad_inputs(tmp_path):
     )
     with pytest.raises(UserError, match="outside the declared range"):
         load_dataset(tmp_path / "rng.csv", score_range=(1, 5))
+
+
+def test_images_left_out_of_a_features_file_drop_their_ratings(tmp_path, capsys):
+    write_pamela(tmp_path, good_splits())
+    ids = np.array([1, 2, 3, 10])  # image 11 could not be decoded
+    write_image_features(tmp_path / "f.npz", ids, np.ones((4, 3), np.float32))
+    (tmp_path / "f.bad.json").write_text(
+        json.dumps({"left_out": [{"image_id": 11, "path": "x.png", "reason": "truncated"}]})
+    )
+    ds = load_dataset(tmp_path, image_features=tmp_path / "f.npz")
+    assert 11 not in ds.image_ids[ds.ratings["test_seen"].image_idx]
+    assert len(ds.ratings["test_seen"]) == 1
+    assert "dropped 1 ratings of 1 image(s)" in capsys.readouterr().out

@@ -1,0 +1,54 @@
+"""Features: image and prompt embeddings from open_clip encoders (cached, resumable), and encoders of user
+demographics and image metadata.
+
+Importing this package is cheap; torch and open_clip load only when an embedding function is used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BadImage",
+    "ClipEncoder",
+    "Embeddings",
+    "PamelaImageEncoder",
+    "PamelaUserEncoder",
+    "TabularEncoder",
+    "embed_dataset",
+    "embed_dataset_features",
+    "embed_images",
+    "embed_texts",
+    "image_feature_encoder_for",
+    "list_encoders",
+    "load_encoder",
+    "parse_encoder_name",
+    "user_feature_encoder_for",
+]
+
+_HOMES = {
+    "BadImage": "features.embed",
+    "Embeddings": "features.embed",
+    "embed_dataset": "features.embed",
+    "embed_dataset_features": "features.embed",
+    "embed_images": "features.embed",
+    "embed_texts": "features.embed",
+    "ClipEncoder": "features.encoders",
+    "list_encoders": "features.encoders",
+    "load_encoder": "features.encoders",
+    "parse_encoder_name": "features.encoders",
+    "PamelaImageEncoder": "features.demographics",
+    "PamelaUserEncoder": "features.demographics",
+    "TabularEncoder": "features.demographics",
+    "image_feature_encoder_for": "features.demographics",
+    "user_feature_encoder_for": "features.demographics",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # lazy: `recsys --help` imports features.cli, which must not pull in torch
+    if name in _HOMES:
+        import importlib
+
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'features' has no attribute {name!r}")

@@ -1,0 +1,488 @@
+"""Embed images and prompts with an encoder, through the chunk cache, into ``.npz`` feature files.
+
+Output format (what ``recsys.data.read_image_features`` reads):
+
+- ``FILE.npz``: ``image_id`` (int64 for PAMELA, else str; n) and ``embedding`` (float32, n x d), rows
+  aligned, each row L2-normalised. Images that could not be read are left out only with
+  ``skip_bad_images``; they are then listed in ``FILE.bad.json`` beside it (ids, paths, reasons).
+- prompt (text) embeddings are a separate file of the same format, ``FILE.text.npz``, keyed by the image
+  whose prompt it is, so either file can be passed wherever image features are accepted. Images without
+  a prompt are left out of it and listed in ``FILE.text.bad.json``.
+
+``embed_dataset`` writes by default to ``<dataset root>/features/<encoder slug>.npz`` (or, for a dataset
+without a root, under the cache directory); the chunk cache lives in ``$RECSYS_HOME/embeddings`` (default
+``~/.cache/recsys/embeddings``) unless ``cache_dir`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import re
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from features.cache import (
+    Chunk,
+    ChunkCache,
+    atomic_write_json,
+    atomic_write_npz,
+    chunk_key,
+    default_cache_dir,
+    file_identity,
+    sha256_file,
+)
+from features.encoders import ClipEncoder, load_encoder
+from recsys.errors import UserError
+
+DEFAULT_CHUNK_SIZE = 1024
+_MAX_NAMED = 3
+
+
+class BadImage(NamedTuple):
+    """An input left out: its image id, its path (None for text) and why."""
+
+    image_id: Any
+    path: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Embeddings of the good inputs and the list of bad ones.
+
+    Attributes:
+        image_id: ids of the embedded images, (n,), in input order without the bad ones.
+        embedding: float32 (n, d), unit L2 norm per row.
+        bad: inputs left out, in input order.
+        encoder: name of the encoder that made them.
+        kind: ``image`` or ``text``.
+        computed_chunks: chunks computed in this call (the rest came from the cache).
+        cached_chunks: chunks served from the cache.
+    """
+
+    image_id: np.ndarray
+    embedding: np.ndarray
+    bad: tuple[BadImage, ...] = ()
+    encoder: str = ""
+    kind: str = "image"
+    computed_chunks: int = 0
+    cached_chunks: int = 0
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path`` (``.npz``) atomically, and ``bad_sidecar_path(path)`` when there are bad inputs."""
+        path = Path(path)
+        try:
+            atomic_write_npz(path, image_id=self.image_id, embedding=self.embedding)
+        except OSError as err:
+            raise UserError(f"{path}: cannot write the features file ({err.strerror or err})") from None
+        sidecar = bad_sidecar_path(path)
+        if self.bad:
+            records = [
+                {"image_id": _jsonable(b.image_id), "path": b.path, "reason": b.reason} for b in self.bad
+            ]
+            atomic_write_json(sidecar, {"encoder": self.encoder, "kind": self.kind, "count": len(records),
+                                        "features_file": path.name, "left_out": records})  # fmt: skip
+        else:
+            sidecar.unlink(missing_ok=True)  # a stale list from an earlier run would mislead
+        return path
+
+
+def bad_sidecar_path(path: str | Path) -> Path:
+    """``X.npz`` -> ``X.bad.json``: the inputs left out of ``X.npz``."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".npz") + ".bad.json")
+
+
+def text_output_path(path: str | Path) -> Path:
+    """``X.npz`` -> ``X.text.npz``: where the prompt embeddings of the image features file ``X.npz`` go."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".npz") + ".text.npz")
+
+
+def _jsonable(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _as_ids(image_ids) -> np.ndarray:
+    ids = np.asarray(image_ids)
+    if ids.ndim != 1:
+        raise ValueError(f"image_ids must be one-dimensional, got shape {ids.shape}")
+    return ids.astype(np.int64) if ids.dtype.kind in "iu" else ids.astype(str)
+
+
+def _resolve_encoder(encoder: ClipEncoder | str, checkpoint, device: str) -> ClipEncoder:
+    if isinstance(encoder, str):
+        # lazy: a run served from the cache never builds the model
+        return load_encoder(encoder, checkpoint=checkpoint, device=device, lazy=True)
+    return encoder
+
+
+def _short(reason: str, limit: int = 80) -> str:
+    reason = " ".join(reason.split())
+    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
+
+
+def _bad_images_error(bad: Sequence[BadImage]) -> UserError:
+    named = "; ".join(f"{b.path or f'image {b.image_id}'} ({_short(b.reason)})" for b in bad[:_MAX_NAMED])
+    more = f" and {len(bad) - _MAX_NAMED} more" if len(bad) > _MAX_NAMED else ""
+    return UserError(f"{len(bad)} image file(s) missing or unreadable: {named}{more}; fix or remove them, "
+                     "or pass --skip-bad-images (skip_bad_images=True) to leave them out")  # fmt: skip
+
+
+def _prefetch(items: Iterable, load: Callable, num_workers: int, lookahead: int) -> Iterator:
+    """``load(item)`` for each item, in order, computed up to ``lookahead`` items ahead by worker threads.
+
+    Threads rather than processes: PIL decoding and resizing and torch's tensor ops release the GIL, and
+    threads share the preprocessing transform without pickling it or paying process start-up per run.
+    """
+    if num_workers <= 0:
+        yield from map(load, items)
+        return
+    pool = ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="recsys-decode")
+    try:
+        source = iter(items)
+        pending = deque(pool.submit(load, item) for item in itertools.islice(source, lookahead))
+        while pending:
+            result = pending.popleft().result()
+            for item in itertools.islice(source, 1):
+                pending.append(pool.submit(load, item))
+            yield result
+    finally:
+        # on interruption, drop queued work instead of decoding the rest of the lookahead
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _load_pixels(preprocess: Callable) -> Callable:
+    def load(path: str | None) -> tuple[torch.Tensor | None, str]:
+        if path is None:
+            return None, "no image file"
+        try:
+            with Image.open(path) as image:
+                image.load()  # decode fully now so a truncated file fails here, not halfway through a batch
+                return preprocess(image), ""
+        except FileNotFoundError:
+            return None, "no such file"
+        except UnidentifiedImageError:
+            return None, "not a readable image (unknown format or damaged header)"
+        except Exception as err:  # PIL raises many types for bad files; each means "this file is unusable"
+            return None, f"{type(err).__name__}: {err}"
+
+    return load
+
+
+def _chunk_bounds(n: int, chunk_size: int) -> list[tuple[int, int]]:
+    return [(start, min(start + chunk_size, n)) for start in range(0, n, chunk_size)]
+
+
+def _cached_chunks(cache: ChunkCache | None, keys: list[str], bounds: list[tuple[int, int]], ids: np.ndarray):
+    """The chunks already in the cache, None where a chunk must be computed."""
+    chunks: list[Chunk | None] = [None] * len(keys)
+    if cache is not None:
+        for i, (key, (start, stop)) in enumerate(zip(keys, bounds, strict=True)):
+            chunks[i] = cache.load(key, ids[start:stop])
+    return chunks
+
+
+def _assemble(ids, paths, chunks: list[Chunk], encoder: ClipEncoder, kind: str, computed: int) -> Embeddings:
+    """Concatenate chunks into one result; collect the bad inputs with their paths."""
+    good_ids, rows, bad = [], [], []
+    offset = 0
+    for chunk in chunks:
+        good_ids.append(chunk.image_id[chunk.ok])
+        rows.append(chunk.embedding)
+        for pos in np.flatnonzero(~chunk.ok):
+            path = paths[offset + pos] if paths is not None else None
+            bad.append(BadImage(_jsonable(ids[offset + pos]), None if path is None else str(path),
+                                str(chunk.reason[pos])))  # fmt: skip
+        offset += len(chunk.image_id)
+    dim = encoder.embed_dim
+    embedding = (
+        np.concatenate(rows).astype(np.float32, copy=False) if rows else np.zeros((0, dim), np.float32)
+    )
+    image_id = np.concatenate(good_ids) if good_ids else ids[:0]
+    return Embeddings(image_id, embedding.reshape(-1, dim), tuple(bad), encoder.name, kind,
+                      computed_chunks=computed, cached_chunks=len(chunks) - computed)  # fmt: skip
+
+
+def embed_images(
+    paths: Sequence[str | Path | None],
+    image_ids: Sequence | np.ndarray,
+    encoder: ClipEncoder | str,
+    *,
+    batch_size: int = 64,
+    device: str = "auto",
+    num_workers: int | None = None,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    skip_bad_images: bool = False,
+    progress: bool = True,
+    checkpoint: str | Path | None = None,
+) -> Embeddings:
+    """Embed image files: decode in worker threads, batch, run the encoder (autocast on a GPU).
+
+    Args:
+        paths: one image file per id (None: the image has no file, which counts as a bad image).
+        image_ids: ids aligned with ``paths``, (n,); int64 or str.
+        encoder: a loaded encoder, or a name for ``load_encoder`` (then ``checkpoint`` and ``device`` apply).
+        batch_size: images per forward pass.
+        num_workers: decoding threads; default min(8, CPU count); 0 decodes in the calling thread.
+        cache_dir: chunk cache root (default ``default_cache_dir()``); ``use_cache=False`` bypasses it.
+        chunk_size: inputs per cache chunk (the unit of resumption).
+        skip_bad_images: leave missing, truncated or undecodable files out (listed in ``result.bad``)
+            instead of raising.
+        progress: show a tqdm bar with images/s.
+
+    Returns:
+        Embeddings: float32 (n_good, d) unit-norm rows, aligned with ``result.image_id``.
+
+    Raises:
+        UserError: bad image files (naming the first few and the count) unless ``skip_bad_images``.
+    """
+    ids = _as_ids(image_ids)
+    if len(paths) != len(ids):
+        raise ValueError(f"got {len(paths)} paths for {len(ids)} image ids")
+    if batch_size < 1 or chunk_size < 1:
+        raise ValueError(f"batch_size and chunk_size must be positive, got {batch_size} and {chunk_size}")
+    path_strs = [None if p is None else str(p) for p in paths]
+    identities = [file_identity(p) for p in path_strs]
+    if not skip_bad_images:
+        # missing files are known from the stat alone: fail before any model work
+        missing = [BadImage(_jsonable(ids[i]), path_strs[i], "no image file" if path_strs[i] is None else "no such file")
+                   for i, identity in enumerate(identities) if identity is None]  # fmt: skip
+        if missing:
+            raise _bad_images_error(missing)
+    encoder = _resolve_encoder(encoder, checkpoint, device)
+    workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
+    cache = ChunkCache(cache_dir or default_cache_dir(), encoder.cache_key, "image") if use_cache else None
+
+    bounds = _chunk_bounds(len(ids), chunk_size)
+    keys = [chunk_key(encoder.cache_key, "image", ids[a:b].tolist(), identities[a:b]) for a, b in bounds]
+    chunks = _cached_chunks(cache, keys, bounds, ids)
+    todo = [i for i, chunk in enumerate(chunks) if chunk is None]
+
+    bar = tqdm(total=len(ids), unit="img", desc=f"embedding images ({encoder.name})", disable=not progress,
+               dynamic_ncols=True, smoothing=0.1)  # fmt: skip
+    bar.update(sum(len(chunk.image_id) for chunk in chunks if chunk is not None))
+    todo_paths = (path_strs[k] for i in todo for k in range(*bounds[i]))
+    # the preprocessing is asked for only when something is left to compute: it builds the model
+    load = _load_pixels(encoder.preprocess) if todo else None
+    decoded = _prefetch(todo_paths, load, workers, max(2 * batch_size, 4 * workers))
+    try:
+        for i in todo:
+            start, stop = bounds[i]
+            ok = np.zeros(stop - start, dtype=bool)
+            reasons = [""] * (stop - start)
+            rows, batch = [], []
+            for pos in range(stop - start):
+                pixels, reason = next(decoded)
+                if pixels is None:
+                    reasons[pos] = reason
+                else:
+                    ok[pos] = True
+                    batch.append(pixels)
+                # batches stay inside a chunk so each chunk file is complete when written
+                if batch and (len(batch) == batch_size or pos == stop - start - 1):
+                    rows.append(encoder.encode_image_batch(torch.stack(batch)))
+                    bar.update(len(batch))
+                    batch = []
+            bar.update(int((~ok).sum()))
+            embedding = np.concatenate(rows) if rows else np.zeros((0, encoder.embed_dim), np.float32)
+            chunks[i] = Chunk(
+                ids[start:stop], ok, embedding.astype(np.float32, copy=False), np.array(reasons, dtype=str)
+            )
+            if cache:
+                cache.store(keys[i], chunks[i])
+    finally:
+        decoded.close()
+        bar.close()
+
+    result = _assemble(ids, path_strs, chunks, encoder, "image", computed=len(todo))
+    if result.bad and not skip_bad_images:
+        raise _bad_images_error(result.bad)
+    return result
+
+
+def embed_texts(
+    texts: Sequence[str | None],
+    image_ids: Sequence | np.ndarray,
+    encoder: ClipEncoder | str,
+    *,
+    batch_size: int = 256,
+    device: str = "auto",
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: bool = True,
+    checkpoint: str | Path | None = None,
+) -> Embeddings:
+    """Embed texts (prompts), one per image id, through the same cache as ``embed_images``.
+
+    Inputs that are None, NaN or blank have no text; they are left out and listed in ``result.bad``.
+
+    Returns:
+        Embeddings: float32 (n_with_text, d) unit-norm rows, aligned with ``result.image_id``.
+    """
+    ids = _as_ids(image_ids)
+    if len(texts) != len(ids):
+        raise ValueError(f"got {len(texts)} texts for {len(ids)} image ids")
+    if batch_size < 1 or chunk_size < 1:
+        raise ValueError(f"batch_size and chunk_size must be positive, got {batch_size} and {chunk_size}")
+    clean = [t if isinstance(t, str) and t.strip() else None for t in texts]
+    encoder = _resolve_encoder(encoder, checkpoint, device)
+    cache = ChunkCache(cache_dir or default_cache_dir(), encoder.cache_key, "text") if use_cache else None
+    bounds = _chunk_bounds(len(ids), chunk_size)
+    keys = [chunk_key(encoder.cache_key, "text", ids[a:b].tolist(), clean[a:b]) for a, b in bounds]
+    chunks = _cached_chunks(cache, keys, bounds, ids)
+    todo = [i for i, chunk in enumerate(chunks) if chunk is None]
+    bar = tqdm(total=len(ids), unit="text", desc=f"embedding prompts ({encoder.name})", disable=not progress,
+               dynamic_ncols=True)  # fmt: skip
+    bar.update(sum(len(chunk.image_id) for chunk in chunks if chunk is not None))
+    try:
+        for i in todo:
+            start, stop = bounds[i]
+            ok = np.array([t is not None for t in clean[start:stop]], dtype=bool)
+            present = [t for t in clean[start:stop] if t is not None]
+            rows = [
+                encoder.encode_text_batch(present[b : b + batch_size])
+                for b in range(0, len(present), batch_size)
+            ]
+            embedding = np.concatenate(rows) if rows else np.zeros((0, encoder.embed_dim), np.float32)
+            reasons = np.array(["" if k else "no prompt" for k in ok], dtype=str)
+            chunks[i] = Chunk(ids[start:stop], ok, embedding.astype(np.float32, copy=False), reasons)
+            if cache:
+                cache.store(keys[i], chunks[i])
+            bar.update(stop - start)
+    finally:
+        bar.close()
+    return _assemble(ids, None, chunks, encoder, "text", computed=len(todo))
+
+
+def encoder_slug(encoder_name: str, checkpoint: str | Path | None = None) -> str:
+    """A file-name-safe form of an encoder name; with a checkpoint, its content hash is appended."""
+    slug = re.sub(r"[^A-Za-z0-9_.+-]+", "_", encoder_name).strip("_")
+    if checkpoint is not None:
+        slug += f"-ckpt{sha256_file(checkpoint)[:10]}"
+    return slug
+
+
+def default_output_path(ds, encoder_name: str, checkpoint: str | Path | None = None) -> Path:
+    """``<ds.root>/features/<slug>.npz``; for a dataset without a root, under the cache directory."""
+    slug = encoder_slug(encoder_name, checkpoint)
+    root = getattr(ds, "root", None)
+    if root is not None:
+        return Path(root) / "features" / f"{slug}.npz"
+    joined_ids = "\0".join(map(str, np.asarray(ds.image_ids).tolist()))
+    ids_digest = hashlib.sha256(joined_ids.encode()).hexdigest()[:12]
+    return default_cache_dir() / "datasets" / ids_digest / f"{slug}.npz"
+
+
+def _dataset_column(ds, column: str) -> list:
+    images = ds.images
+    if column not in images.columns:
+        return [None] * len(ds.image_ids)
+    values = images[column].tolist()
+    if len(values) != len(ds.image_ids):
+        raise UserError(f"dataset has {len(ds.image_ids)} image ids but {len(values)} rows of image metadata")
+    return [v if isinstance(v, str) and v else None for v in values]
+
+
+def embed_dataset(
+    ds,
+    encoder_name: str,
+    *,
+    checkpoint: str | Path | None = None,
+    out: str | Path | None = None,
+    text: bool = False,
+    batch_size: int = 64,
+    device: str = "auto",
+    num_workers: int | None = None,
+    cache_dir: str | Path | None = None,
+    skip_bad_images: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Embed every image of a dataset (and with ``text`` its prompts) and write the features file(s).
+
+    Args:
+        ds: a dataset with ``image_ids`` (n,), ``images`` (DataFrame with ``path`` and ``prompt`` columns, one
+            row per image index) and ``root`` (Path or None).
+        encoder_name: ``clip:ARCH/TAG``.
+        out: the image features file; default ``default_output_path(ds, encoder_name, checkpoint)``.
+        text: also write the prompt embeddings to ``text_output_path(out)``.
+
+    Returns:
+        The path of the image features file (``.npz``: image_id, embedding).
+
+    Raises:
+        UserError: no image files at all, bad image files (unless ``skip_bad_images``), encoder problems.
+    """
+    paths = _dataset_column(ds, "path")
+    if all(p is None for p in paths):
+        where = f" in {ds.root}" if getattr(ds, "root", None) else ""
+        raise UserError(f"the dataset{where} has no image files to embed (no 'path' per image); "
+                        "pass precomputed features with --image-features instead")  # fmt: skip
+    out = Path(out) if out is not None else default_output_path(ds, encoder_name, checkpoint)
+    if out.suffix != ".npz":
+        raise UserError(f"{out}: the output must be an .npz file")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(
+            f"{out.parent}: cannot create the output directory ({err.strerror}); pass --out"
+        ) from None
+    # lazy: a run served from the cache never builds the model or reads its weights
+    encoder = load_encoder(encoder_name, checkpoint=checkpoint, device=device, lazy=True)
+    images = embed_images(paths, ds.image_ids, encoder, batch_size=batch_size, num_workers=num_workers,
+                          cache_dir=cache_dir, skip_bad_images=skip_bad_images, progress=progress)  # fmt: skip
+    images.save(out)
+    if text:
+        prompts = embed_texts(_dataset_column(ds, "prompt"), ds.image_ids, encoder, batch_size=max(batch_size, 256),
+                              cache_dir=cache_dir, progress=progress)  # fmt: skip
+        prompts.save(text_output_path(out))
+    return out
+
+
+def embed_dataset_features(
+    ds,
+    encoder_name: str,
+    *,
+    checkpoint: str | Path | None = None,
+    skip_bad_images: bool = False,
+    **kwargs,
+):
+    """A copy of a ``recsys.data.Dataset`` whose ``image_features`` are the encoder's image embeddings.
+
+    With ``skip_bad_images``, bad images get zero rows and their ratings are dropped (``ds.drop_images``), with
+    a warning naming how many. Other keyword arguments go to ``embed_dataset``.
+    """
+    from recsys.data.features_file import read_image_features
+
+    out = embed_dataset(ds, encoder_name, checkpoint=checkpoint, skip_bad_images=skip_bad_images, **kwargs)
+    sidecar = bad_sidecar_path(out)
+    if not sidecar.is_file():
+        features = read_image_features(out, np.asarray(ds.image_ids))
+        return ds.with_image_features(features, encoder_name)
+    bad_ids = {b["image_id"] for b in json.loads(sidecar.read_text())["left_out"]}
+    ids = np.asarray(ds.image_ids)
+    bad_mask = np.array([v in bad_ids for v in ids.tolist()], dtype=bool)
+    good = read_image_features(out, ids[~bad_mask])
+    features = np.zeros((len(ids), good.shape[1]), np.float32)
+    features[~bad_mask] = good
+    ds = ds.with_image_features(features, encoder_name)
+    ds, dropped = ds.drop_images(np.flatnonzero(bad_mask))
+    warnings.warn(f"{int(bad_mask.sum())} unreadable images left out ({dropped} ratings dropped); see {sidecar}",
+                  stacklevel=2)  # fmt: skip
+    return ds
