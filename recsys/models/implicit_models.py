@@ -13,6 +13,7 @@ from typing import Self
 
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from recsys.data.dataset import Dataset, Ratings, References
 from recsys.models.base import Model, check_positive
@@ -160,8 +161,9 @@ class ALS(_LikesFactorModel):
         )  # fmt: skip
 
     def _train(self, matrix):
-        model = self.build()
-        model.fit(matrix, show_progress=False)
+        with threadpool_limits(1, "blas"):  # implicit's own threads; a BLAS pool inside them oversubscribes
+            model = self.build()
+            model.fit(matrix, show_progress=False)
         items = np.asarray(model.item_factors, np.float64)
         return np.asarray(model.user_factors, np.float64), items, np.zeros(len(items))
 
@@ -202,8 +204,9 @@ class BPR(_LikesFactorModel):
         )  # fmt: skip
 
     def _train(self, matrix):
-        model = self.build()
-        model.fit(matrix, show_progress=False)
+        with threadpool_limits(1, "blas"):  # implicit's own threads; a BLAS pool inside them oversubscribes
+            model = self.build()
+            model.fit(matrix, show_progress=False)
         users = np.asarray(model.user_factors, np.float64)
         items = np.asarray(model.item_factors, np.float64)
         # implicit appends a bias column to item factors and a column of ones to user factors
