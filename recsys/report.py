@@ -70,7 +70,7 @@ def paired_tests(rows: list[Result], metric: str = "user_srocc") -> dict[tuple, 
 
 def format_table(board: Leaderboard) -> str:
     """A fixed-width table for the terminal."""
-    head = f"{'model':<18} {'split':<24} {'users':>5} " + " ".join(f"{m:>12}" for m in TABLE_METRICS)
+    head = f"{'model':<27} {'split':<24} {'users':>5} " + " ".join(f"{m:>12}" for m in TABLE_METRICS)
     head += f" {'fit s':>8} {'pred s':>8}"
     lines = [
         f"dataset: {board.dataset.name}" + ("  [SIMULATED data]" if board.dataset.simulated else ""),
@@ -80,7 +80,7 @@ def format_table(board: Leaderboard) -> str:
     for row in board.rows:
         label = _task_label(row.split, row.shots)
         if row.metrics is None:
-            lines.append(f"{row.model:<18} {label:<24} {row.n_users:>5}  {row.status}: {row.reason}")
+            lines.append(f"{row.model:<27} {label:<24} {row.n_users:>5}  {row.status}: {row.reason}")
             continue
         values = []
         for m in TABLE_METRICS:
@@ -90,7 +90,7 @@ def format_table(board: Leaderboard) -> str:
                 value = f"{value}±{_fmt((hi - lo) / 2, 2)[1:]}" if not math.isnan(lo) else value
             values.append(f"{value:>12}")
         lines.append(
-            f"{row.model:<18} {label:<24} {row.n_users:>5} "
+            f"{row.model:<27} {label:<24} {row.n_users:>5} "
             + " ".join(values)
             + f" {row.fit_seconds:>8.2f} {row.predict_seconds:>8.3f}"
         )

@@ -33,7 +33,9 @@ def _threads_from_environment() -> int:
         # OMP_NUM_THREADS may be a list such as "4,2" (nested levels): the first level is ours.
         first = raw.split(",")[0].strip()
         if not first.isdigit() or int(first) < 1:
-            raise ValueError(f"environment variable {name}={raw!r} must be a positive integer number of threads")
+            raise ValueError(
+                f"environment variable {name}={raw!r} must be a positive integer number of threads"
+            )
         return int(first)
     return available_cores()
 
