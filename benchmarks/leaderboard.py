@@ -26,7 +26,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", default="baselines", help="comma-separated models or groups (default: baselines)")
+    parser.add_argument(
+        "--models", default="baselines", help="comma-separated models or groups (default: baselines)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -247,7 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     board = sub.add_parser("leaderboard", help="fit models and evaluate them under one protocol")
     add_data_arguments(board)
     board.add_argument(
-        "--models", type=_name_list, default=None, help="comma-separated models or groups (baselines, classical, deep, ablations, all); default all"
+        "--models",
+        type=_name_list,
+        default=None,
+        help="comma-separated models or groups (baselines, classical, deep, ablations, all); default all",
     )
     board.add_argument(
         "--shots", type=_int_list, default=[0, 10], help="reference ratings per new user (default 0,10)"
