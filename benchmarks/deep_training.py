@@ -14,14 +14,16 @@ import torch
 
 from recsys.data import load_dataset
 from recsys.models import create_model
+from recsys.models.registry import model_class
 
 DEEP_MODELS = ("two_tower", "pref_tokens", "profile")
 
 
 def time_fit(name: str, dataset, device: str, seed: int) -> dict:
     """Fit one model once; seconds and the epochs actually run (early stopping)."""
-    params = {"seed": seed}
-    if device != "none":
+    cls = model_class(name)
+    params = {"seed": seed} if "seed" in cls.param_names() else {}
+    if device != "none" and "device" in cls.param_names():
         params["device"] = device
     model = create_model(name, **params)
     if device == "cuda":
