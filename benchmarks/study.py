@@ -22,7 +22,7 @@ from experiments.spaces import load_space
 from experiments.tuning import Objective, study_name, tune
 from recsys.data import load_dataset
 from recsys.data.simulate import SimulationConfig, simulate
-from recsys.models.registry import list_models
+from recsys.models.registry import expand_models
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--no-tracking", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    models = args.models.split(",") if args.models else [m for m in list_models() if m != "oracle"]
+    models = [m for m in expand_models(args.models.split(",") if args.models else ["all"]) if m != "oracle"]
     for model in models:
         load_space(model)
     with tempfile.TemporaryDirectory() as tmp:
