@@ -88,7 +88,7 @@ def main() -> None:
     model = create_model("lightfm", seed=0)
     interactions = model.interactions(dataset)
     items = item_feature_matrix(dataset, model.cluster_sizes, model.seed)
-    users = user_feature_matrix(dataset.users)
+    users = user_feature_matrix(dataset.users, dataset.ratings["train"].user_idx)
 
     def direct_lightfm():
         model.build().fit(

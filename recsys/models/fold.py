@@ -14,11 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from recsys.data.dataset import Dataset, References
 from recsys.errors import UserError
-from recsys.models.side import image_design
+from recsys.models.side import image_design, user_design
 
 MAX_LEVELS = 200
 
@@ -55,24 +54,6 @@ def optional_image_design(dataset: Dataset) -> np.ndarray | None:
         return image_design(dataset)
     except UserError:
         return None
-
-
-def demographic_design(users: pd.DataFrame) -> np.ndarray:
-    """Demographics as a float design (n_users, d): one-hots of categorical columns, standardised numbers."""
-    parts = []
-    for column in users.columns:
-        values = users[column]
-        if pd.api.types.is_numeric_dtype(values):
-            v = values.to_numpy(np.float64)
-            if np.isfinite(v).sum() < 2:
-                continue
-            mean, std = np.nanmean(v), np.nanstd(v)
-            parts.append(np.nan_to_num((v - mean) / (std if std > 0 else 1.0))[:, None])
-        elif 1 < values.nunique(dropna=True) <= MAX_LEVELS:
-            parts.append(pd.get_dummies(values.astype("string"), dummy_na=False).to_numpy(np.float64))
-    if not parts:
-        return np.zeros((len(users), 0))
-    return np.hstack(parts)
 
 
 class ImageMap:
@@ -200,7 +181,7 @@ def build_fold_in(dataset: Dataset, ratings, item_vecs: np.ndarray, item_offset:
     offset = sums / (counts + user_offset_shrinkage) if user_offset is None else user_offset
     vecs = np.hstack([user_vecs, offset[:, None]]).astype(np.float64)
     train_users = np.flatnonzero(counts > 0)
-    demo = demographic_design(dataset.users)
+    demo = user_design(dataset.users, train_users).astype(np.float64)
     prior = np.tile(vecs[train_users].mean(0), (n_users, 1))
     if demo.shape[1] and len(train_users) > 2:
         coef, intercept = ridge(demo[train_users], vecs[train_users], demo_alpha)

@@ -16,9 +16,9 @@ import scipy.sparse as sp
 
 from recsys.data.dataset import Dataset, References
 from recsys.models.base import Model, check_positive
-from recsys.models.fold import build_fold_in, calibrate, demographic_design
+from recsys.models.fold import build_fold_in, calibrate
 from recsys.models.implicit_models import likes_matrix
-from recsys.models.side import metadata_onehot
+from recsys.models.side import metadata_onehot, user_design
 
 LOSSES = ("warp", "bpr", "logistic")
 
@@ -48,10 +48,11 @@ def item_feature_matrix(dataset: Dataset, cluster_sizes: Sequence[int], seed: in
     return sp.csr_matrix(dense.astype(np.float32))
 
 
-def user_feature_matrix(users: pd.DataFrame) -> sp.csr_matrix:
-    """Identity plus categorical demographic one-hots (numeric columns are left out), rows normalised."""
+def user_feature_matrix(users: pd.DataFrame, fitted_users: np.ndarray) -> sp.csr_matrix:
+    """Identity plus categorical demographic one-hots (numeric columns are left out: LightFM's features are
+    non-negative weights), encoded on the fitted users; rows normalised."""
     categorical = users[[c for c in users.columns if not pd.api.types.is_numeric_dtype(users[c])]]
-    demo = demographic_design(categorical) if categorical.shape[1] else np.zeros((len(users), 0))
+    demo = user_design(categorical, fitted_users)
     dense = np.hstack([np.eye(len(users)), demo])
     return sp.csr_matrix((dense / dense.sum(1, keepdims=True)).astype(np.float32))
 
@@ -133,7 +134,7 @@ class LightFMModel(Model):
         if interactions.nnz == 0 or (interactions.data > 0).sum() == 0:
             raise ValueError(f"lightfm: no training score reaches like_threshold={self.like_threshold}")
         item_features = item_feature_matrix(dataset, self.cluster_sizes, self.seed)
-        user_features = user_feature_matrix(dataset.users)
+        user_features = user_feature_matrix(dataset.users, ratings.user_idx)
         model = self.build()
         model.fit(interactions, user_features=user_features, item_features=item_features, epochs=self.epochs,
                   num_threads=1)  # fmt: skip

@@ -26,9 +26,9 @@ from torch import nn
 
 from recsys.data.dataset import Dataset, References
 from recsys.models.base import Model, check_positive
+from recsys.models.side import user_design, with_intercept
 from recsys.models.torch_utils import (
     choose_device,
-    demographic_onehot,
     global_ridge_scores,
     image_inputs,
     load_torch,
@@ -193,7 +193,7 @@ class PrefTokens(Model):
         ratings = dataset.fit_ratings(split)
         self.base_ = global_ridge_scores(dataset, split, self.base_alpha).astype(np.float32)
         self.features_ = image_inputs(dataset)
-        self.demo_ = demographic_onehot(dataset.users)
+        self.demo_ = with_intercept(user_design(dataset.users, dataset.fit_ratings(split).user_idx))
         net = self._build(self.features_.shape[1], self.demo_.shape[1]).to(device)
         feats = torch.as_tensor(self.features_, device=device)
         demo_all = torch.as_tensor(self.demo_, device=device)

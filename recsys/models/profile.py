@@ -25,17 +25,7 @@ import pandas as pd
 from recsys.data.dataset import Dataset, References
 from recsys.models.base import Model, check_positive
 from recsys.models.baselines import _ridge_solve
-from recsys.models.side import image_design, metadata_columns
-
-_DEMO_COLUMNS = ("age_binned", "gender", "nationality")
-
-
-def _demographics(users: pd.DataFrame) -> np.ndarray:
-    parts = [
-        pd.get_dummies(users[c].astype("string")).to_numpy(np.float64) for c in _DEMO_COLUMNS if c in users
-    ]
-    parts.append(np.ones((len(users), 1)))
-    return np.hstack(parts)
+from recsys.models.side import image_design, metadata_columns, user_design, with_intercept
 
 
 class PreferenceProfile(Model):
@@ -113,7 +103,9 @@ class PreferenceProfile(Model):
         flat_precision[0] = 1.0
         first = np.array([self._solve(ratings.image_idx[c], residual[c], np.zeros(n_dim + 1), flat_precision, 1.0)
                           for c in chunks])  # fmt: skip
-        self.demo_ = _demographics(dataset.users)
+        self.demo_ = with_intercept(user_design(dataset.users, dataset.fit_ratings(split).user_idx)).astype(
+            np.float64
+        )
         demo = self.demo_[users]
         gram = demo.T @ demo + self.demographic_alpha * np.eye(demo.shape[1])
         self.demo_map_ = np.linalg.solve(gram, demo.T @ first)

@@ -53,3 +53,23 @@ def image_design(dataset: Dataset, *, metadata_weight: float = 0.5) -> np.ndarra
             "or --encoder NAME"
         )
     return np.hstack(parts)
+
+
+def user_design(users: pd.DataFrame, fitted_users: np.ndarray) -> np.ndarray:
+    """Demographics of every user (float32, n_users x d), encoded by ``features.demographics`` fitted on the
+    rows ``fitted_users`` only (the users of the fit) and reapplied to every row, new users included.
+
+    Numbers are standardised with a missing indicator; categories are one-hot with "other" and "unknown"
+    columns. A table without user columns gives an (n_users, 0) array.
+    """
+    from features.demographics import user_feature_encoder_for
+
+    if users.shape[1] == 0:
+        return np.zeros((len(users), 0), np.float32)
+    encoder = user_feature_encoder_for(users).fit(users.iloc[np.unique(fitted_users)].reset_index(drop=True))
+    return encoder.transform(users)
+
+
+def with_intercept(design: np.ndarray) -> np.ndarray:
+    """``design`` with a constant column of ones appended (so an empty design still carries a bias)."""
+    return np.hstack([design, np.ones((len(design), 1), design.dtype)])

@@ -19,8 +19,6 @@ from recsys.models.base import SAVE_FORMAT, _atomic_write
 from recsys.models.baselines import _ridge_solve
 from recsys.models.side import image_design
 
-DEMOGRAPHIC_COLUMNS = ("age_binned", "gender", "nationality")
-
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed python, numpy and torch; returns a CPU torch generator for deterministic sampling."""
@@ -37,26 +35,6 @@ def choose_device(device: str = "auto") -> torch.device:
     if device == "cpu":
         torch.set_num_threads(int(os.environ.get("RECSYS_THREADS", "2")))
     return torch.device(device)
-
-
-def demographic_onehot(users: pd.DataFrame) -> np.ndarray:
-    """One-hot (float32, n_users x levels) of age bin, gender and nationality plus a standardised age.
-
-    Missing columns are skipped; a table with none gives a single constant column.
-    """
-    parts = []
-    for column in DEMOGRAPHIC_COLUMNS:
-        if column in users.columns:
-            parts.append(pd.get_dummies(users[column].astype("string"), dummy_na=False).to_numpy(np.float32))
-    if "age" in users.columns:
-        age = pd.to_numeric(users["age"], errors="coerce").to_numpy(np.float64)
-        mean, std = (
-            np.nanmean(age) if np.isfinite(age).any() else 0.0,
-            np.nanstd(age) if np.isfinite(age).any() else 1.0,
-        )
-        parts.append(np.nan_to_num((age - mean) / (std or 1.0))[:, None].astype(np.float32))
-    parts.append(np.ones((len(users), 1), np.float32))
-    return np.hstack(parts)
 
 
 def metadata_codes(images: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, list[int]]:

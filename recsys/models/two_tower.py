@@ -26,10 +26,9 @@ from torch import nn
 
 from recsys.data.dataset import Dataset, References
 from recsys.models.base import Model, check_positive
-from recsys.models.side import metadata_columns
+from recsys.models.side import metadata_columns, user_design, with_intercept
 from recsys.models.torch_utils import (
     choose_device,
-    demographic_onehot,
     global_ridge_scores,
     image_inputs,
     load_torch,
@@ -169,7 +168,7 @@ class TwoTower(Model):
         self.base_ = global_ridge_scores(dataset, split, self.base_alpha).astype(np.float32)
         self.features_ = image_inputs(dataset)
         self.codes_, meta_sizes = metadata_codes(dataset.images, metadata_columns(dataset.images))
-        self.demo_ = demographic_onehot(dataset.users)
+        self.demo_ = with_intercept(user_design(dataset.users, dataset.fit_ratings(split).user_idx))
         self.meta_ = {"meta_sizes": meta_sizes}
         self.known_ = np.zeros(dataset.n_users, dtype=bool)
         self.known_[ratings.user_idx] = True
