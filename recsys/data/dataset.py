@@ -61,7 +61,7 @@ class Ratings:
 class References:
     """A new user's reference ratings: what a model may learn from before scoring the user's queries."""
 
-    user_idx: int  # the user's index in the dataset (demographics live there); not a train user
+    user_idx: int  # the user's index in the dataset (demographics live there), or -1 for someone not in it
     image_idx: np.ndarray  # int64, (k,)
     score: np.ndarray  # float32, (k,)
 

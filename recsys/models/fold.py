@@ -56,6 +56,23 @@ def optional_image_design(dataset: Dataset) -> np.ndarray | None:
         return None
 
 
+class FoldInTaste:
+    """``fold_in`` for models whose taste vectors are the factors of a ``FoldIn`` (``fold_``): mf, als, bpr, lightfm."""
+
+    fold_: FoldIn
+
+    def fold_in(self, references: Sequence[References]) -> np.ndarray:
+        """Factors (float32, n x f) of new users from their references, comparable to ``user_vectors``."""
+        self._check_fitted()
+        vectors = []
+        for r in references:
+            images = np.asarray(r.image_idx, np.int64)
+            if getattr(self, "scorable_", None) is not None:
+                check_scorable(self.name, self.scorable_, images)
+            vectors.append(self.fold_.user(r.user_idx, images, np.asarray(r.score))[:-1])
+        return np.array(vectors, np.float32).reshape(len(references), -1)
+
+
 class ImageMap:
     """Ridge from image design rows to item parameters ([offset, vector...]), for images absent from the fit."""
 
@@ -182,7 +199,7 @@ def build_fold_in(dataset: Dataset, ratings, item_vecs: np.ndarray, item_offset:
     vecs = np.hstack([user_vecs, offset[:, None]]).astype(np.float64)
     train_users = np.flatnonzero(counts > 0)
     demo = user_design(dataset.users, train_users).astype(np.float64)
-    prior = np.tile(vecs[train_users].mean(0), (n_users, 1))
+    prior = np.tile(vecs[train_users].mean(0), (n_users + 1, 1))  # last row: a person not in the dataset
     if demo.shape[1] and len(train_users) > 2:
         coef, intercept = ridge(demo[train_users], vecs[train_users], demo_alpha)
         prior = demo @ coef + intercept

@@ -19,6 +19,7 @@ from recsys.data.dataset import Dataset, Ratings, References
 from recsys.models.base import Model, check_positive
 from recsys.models.fold import (
     FoldIn,
+    FoldInTaste,
     build_fold_in,
     calibrate,
     check_scorable,
@@ -39,7 +40,7 @@ def likes_matrix(ratings: Ratings, n_users: int, n_images: int, like_threshold: 
     return matrix
 
 
-class _LikesFactorModel(Model):
+class _LikesFactorModel(FoldInTaste, Model):
     """Shared fit/predict of the likes-based factor models; subclasses build and run the wrapped model."""
 
     def _check_common(self, factors, iterations, like_threshold, feature_alpha, demo_alpha, offset_shrinkage,

@@ -284,3 +284,15 @@ class UserKNN(_KNNBase):
         if self.taste_ is None:
             raise NotImplementedError("user_knn has taste vectors only on datasets with image features")
         return self.taste_.copy()
+
+    def fold_in(self, references: Sequence[References]) -> np.ndarray:
+        """Taste vectors (float32, n x d) of new users from their references (zeros without references)."""
+        self._check_fitted()
+        if self.taste_ is None:
+            raise NotImplementedError("user_knn has taste vectors only on datasets with image features")
+        out = np.zeros((len(references), self.taste_.shape[1]), np.float32)
+        for row, refs in enumerate(references):
+            if len(refs):
+                scores = np.asarray(refs.score, np.float64)
+                out[row] = self._taste(np.asarray(refs.image_idx, np.int64), scores - self._user_mean(scores))
+        return out

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 from recsys.data.dataset import Dataset, References
 from recsys.models.base import Model, check_positive
-from recsys.models.fold import build_fold_in, calibrate
+from recsys.models.fold import FoldInTaste, build_fold_in, calibrate
 from recsys.models.implicit_models import likes_matrix
 from recsys.models.side import metadata_onehot, user_design
 
@@ -52,12 +52,12 @@ def user_feature_matrix(users: pd.DataFrame, fitted_users: np.ndarray) -> sp.csr
     """Identity plus categorical demographic one-hots (numeric columns are left out: LightFM's features are
     non-negative weights), encoded on the fitted users; rows normalised."""
     categorical = users[[c for c in users.columns if not pd.api.types.is_numeric_dtype(users[c])]]
-    demo = user_design(categorical, fitted_users)
+    demo = user_design(categorical, fitted_users)[:-1]  # LightFM scores known users only
     dense = np.hstack([np.eye(len(users)), demo])
     return sp.csr_matrix((dense / dense.sum(1, keepdims=True)).astype(np.float32))
 
 
-class LightFMModel(Model):
+class LightFMModel(FoldInTaste, Model):
     """LightFM hybrid (see the module docstring).
 
     Args:

@@ -15,7 +15,14 @@ import numpy as np
 
 from recsys.data.dataset import Dataset, References
 from recsys.models.base import Model, check_positive
-from recsys.models.fold import ImageMap, build_fold_in, check_scorable, groups, optional_image_design
+from recsys.models.fold import (
+    FoldInTaste,
+    ImageMap,
+    build_fold_in,
+    check_scorable,
+    groups,
+    optional_image_design,
+)
 
 
 def als_solve(x: np.ndarray, y: np.ndarray, penalty: np.ndarray, prior: np.ndarray) -> np.ndarray:
@@ -24,7 +31,7 @@ def als_solve(x: np.ndarray, y: np.ndarray, penalty: np.ndarray, prior: np.ndarr
     return np.linalg.solve(gram, x.T @ y + penalty * prior)
 
 
-class MatrixFactorization(Model):
+class MatrixFactorization(FoldInTaste, Model):
     """Biased MF by ALS with a feature prior on items (see the module docstring).
 
     Args:
@@ -146,7 +153,7 @@ class MatrixFactorization(Model):
         dot = np.einsum("ij,ij->i", self.user_factors_[user_idx], self.item_factors_[image_idx])
         return self.mu_ + self.user_bias_[user_idx] + self.item_bias_[image_idx] + dot
 
-    def fold_in(self, references: References) -> np.ndarray:
+    def fold_in_user(self, references: References) -> np.ndarray:
         """``[p, b_u]`` (factors + 1,) of a new user from its reference ratings (the demographic prior at k = 0)."""
         self._check_fitted()
         images = np.asarray(references.image_idx, np.int64)
@@ -161,7 +168,7 @@ class MatrixFactorization(Model):
         for refs, images in zip(references, image_idx, strict=True):
             images = np.asarray(images, np.int64)
             check_scorable(self.name, self.scorable_, images)
-            out.append(self.fold_.score(self.fold_in(refs), images))
+            out.append(self.fold_.score(self.fold_in_user(refs), images))
         return out
 
     def user_vectors(self) -> np.ndarray:

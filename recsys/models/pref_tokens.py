@@ -375,14 +375,29 @@ class PrefTokens(Model):
         """The query (history summary) of each fitted user (float32, n_users x dim); zeros for others."""
         self._check_fitted()
         out = np.zeros((len(self.known_), self.dim), np.float32)
+        for user in np.flatnonzero(self.known_):
+            out[user] = self._history_summary(*self._references_of(int(user)))
+        return out
+
+    def fold_in(self, references: Sequence[References]) -> np.ndarray:
+        """History summaries (float32, n x dim) of new users' references, comparable to ``user_vectors``."""
+        self._check_fitted()
+        out = np.zeros((len(references), self.dim), np.float32)
+        for row, refs in enumerate(references):
+            imgs = np.asarray(refs.image_idx, np.int64)[: self.max_references]
+            if len(imgs):
+                out[row] = self._history_summary(
+                    imgs, np.asarray(refs.score, np.float32)[: self.max_references]
+                )
+        return out
+
+    def _history_summary(self, imgs: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Mean reference token (image + centred rating) of one user's history (float32, dim)."""
         feats = torch.as_tensor(self.features_)
         with torch.no_grad():
-            for user in np.flatnonzero(self.known_):
-                imgs, scores = self._references_of(int(user))
-                x, r = feats[torch.as_tensor(imgs)], torch.as_tensor(scores - self.base_[imgs])[:, None]
-                tok = self.net_.image(x) + self.net_.rating(r) + self.net_.rating_gate(r) * self.net_.image(x)
-                out[user] = tok.mean(0).numpy()
-        return out
+            x, r = feats[torch.as_tensor(imgs)], torch.as_tensor(scores - self.base_[imgs])[:, None]
+            tok = self.net_.image(x) + self.net_.rating(r) + self.net_.rating_gate(r) * self.net_.image(x)
+            return tok.mean(0).numpy()
 
     # ------------------------------------------------------------------ persistence
     _ARRAYS = ("base_", "features_", "demo_", "known_", "ref_start_", "ref_image_", "ref_score_")

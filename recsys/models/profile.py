@@ -169,7 +169,12 @@ class PreferenceProfile(Model):
     def user_vectors(self) -> np.ndarray:
         """Profiles (float32, n_users x (1 + dimensions)): bias then affinities; demographic prior for others."""
         self._check_fitted()
-        return self.profiles_.astype(np.float32)
+        return self.profiles_[: len(self.known_)].astype(np.float32)
+
+    def fold_in(self, references: Sequence[References]) -> np.ndarray:
+        """Profiles (float32, n x (1 + dimensions)) of new users from their references."""
+        self._check_fitted()
+        return np.array([self.profile_of(r) for r in references], np.float32).reshape(len(references), -1)
 
     def explain(self, user: int | References, image_idx: int) -> dict:
         """The profile of ``user`` (a fitted user index or a new user's References) and how it scores one image.

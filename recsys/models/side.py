@@ -56,18 +56,20 @@ def image_design(dataset: Dataset, *, metadata_weight: float = 0.5) -> np.ndarra
 
 
 def user_design(users: pd.DataFrame, fitted_users: np.ndarray) -> np.ndarray:
-    """Demographics of every user (float32, n_users x d), encoded by ``features.demographics`` fitted on the
-    rows ``fitted_users`` only (the users of the fit) and reapplied to every row, new users included.
+    """Demographics of every user (float32, (n_users + 1) x d), encoded by ``features.demographics`` fitted on
+    the rows ``fitted_users`` only (the users of the fit) and reapplied to every row, new users included.
 
-    Numbers are standardised with a missing indicator; categories are one-hot with "other" and "unknown"
-    columns. A table without user columns gives an (n_users, 0) array.
+    The extra last row is a person with no recorded demographics (every value unknown), so that index -1,
+    which ``References`` use for someone absent from the dataset, reads it. Numbers are standardised with a
+    missing indicator; categories are one-hot with "other" and "unknown" columns.
     """
     from features.demographics import user_feature_encoder_for
 
     if users.shape[1] == 0:
-        return np.zeros((len(users), 0), np.float32)
+        return np.zeros((len(users) + 1, 0), np.float32)
     encoder = user_feature_encoder_for(users).fit(users.iloc[np.unique(fitted_users)].reset_index(drop=True))
-    return encoder.transform(users)
+    with_unknown = users.reindex(range(len(users) + 1))  # the new last row: every value missing
+    return encoder.transform(with_unknown)
 
 
 def with_intercept(design: np.ndarray) -> np.ndarray:

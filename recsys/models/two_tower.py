@@ -341,10 +341,20 @@ class TwoTower(Model):
             known = torch.as_tensor(self.known_)[:, None].float()
             logit_offset = net.logit_offset(u) * known if net.n_prototypes else None
             return (
-                net.taste(self._tensors_cpu["demo"], logit_offset, net.offset(u) * known)
+                net.taste(self._tensors_cpu["demo"][u], logit_offset, net.offset(u) * known)
                 .numpy()
                 .astype(np.float32)
             )
+
+    def fold_in(self, references: Sequence[References]) -> np.ndarray:
+        """Taste vectors (float32, n x dim) of new users from their references, comparable to ``user_vectors``."""
+        self._check_fitted()
+        if not references:
+            return np.zeros((0, self.dim), np.float32)
+        with torch.enable_grad():
+            demo, logit_offset, offset, _ = self._fold_in(references)
+        with torch.no_grad():
+            return self.net_.taste(demo, logit_offset, offset).numpy().astype(np.float32)
 
     def prototype_mixture(
         self, user_idx: np.ndarray | None = None, references: Sequence[References] | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from recsys.data.dataset import References
 from recsys.errors import ColdStartNotSupported, UserError
 from recsys.evaluation.evaluator import Evaluator
 from recsys.models import create_model, list_models
@@ -96,3 +97,40 @@ def test_predicting_an_unfitted_user_is_a_clear_error(small_sim):
     unseen_user = small_sim.ratings["test_unseen"].user_idx[:1]
     with pytest.raises(UserError, match="predict_new"):
         model.predict(unseen_user, np.array([0]))
+
+
+def _has(cls, method: str) -> bool:
+    return getattr(cls, method) is not getattr(Model, method)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_taste_vectors_and_fold_in_share_one_space(name, small_sim):
+    """user_vectors() has a row per user; fold_in() of references (also of someone absent from the dataset,
+    user_idx -1) gives finite vectors of the same width; a model with one has the other."""
+    cls = model_class(name)
+    if not _has(cls, "user_vectors"):
+        assert not _has(cls, "fold_in")
+        pytest.skip("no taste vectors")
+    assert _has(cls, "fold_in"), f"{name} has user_vectors but no fold_in: new users cannot be searched"
+    model = fitted(name, small_sim)
+    vectors = model.user_vectors()
+    assert vectors.shape[0] == small_sim.n_users and np.isfinite(vectors).all()
+    r = small_sim.ratings["test_unseen"]
+    mask = r.user_idx == r.user_idx[0]
+    refs = [
+        References(int(r.user_idx[0]), r.image_idx[mask][:10], r.score[mask][:10]),
+        References(-1, r.image_idx[mask][:10], r.score[mask][:10]),
+        References(-1, r.image_idx[:0], r.score[:0]),
+    ]
+    folded = model.fold_in(refs)
+    assert folded.shape == (3, vectors.shape[1]) and np.isfinite(folded).all()
+
+
+@pytest.mark.parametrize("name", [m for m in MODELS if m != "oracle"])
+def test_new_user_absent_from_the_dataset_is_scored(name, small_sim):
+    """References with user_idx -1 (a person with no recorded demographics) are scored like any new user."""
+    model = fitted(name, small_sim)
+    r = small_sim.ratings["test_unseen"]
+    refs = References(-1, r.image_idx[:10], r.score[:10])
+    scores = model.predict_new([refs], [r.image_idx[10:20]])[0]
+    assert scores.shape == (10,) and np.isfinite(scores).all()

@@ -51,10 +51,10 @@ def test_fold_in_matches_augmented_least_squares(small_sim):
     stacked_x = np.vstack([x, np.diag(root)])
     stacked_y = np.r_[y, root * fold.prior[user]]
     reference = np.linalg.lstsq(stacked_x, stacked_y, rcond=None)[0]
-    np.testing.assert_allclose(model.fold_in(refs), reference, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(model.fold_in_user(refs), reference, rtol=1e-8, atol=1e-10)
     # k = 0 is the demographic prior, and predictions use exactly the folded vector
     empty = References(user, np.empty(0, np.int64), np.empty(0, np.float32))
-    np.testing.assert_allclose(model.fold_in(empty), fold.prior[user])
+    np.testing.assert_allclose(model.fold_in_user(empty), fold.prior[user])
     images = r.image_idx[mask][10:]
     expected = (
         model.mu_ + model.item_bias_[images] + model.item_factors_[images] @ reference[:-1] + reference[-1]
