@@ -10,6 +10,7 @@ import numpy as np
 from recsys.data.dataset import Dataset, References
 from recsys.errors import UserError
 from recsys.models.base import Model, check_positive
+from recsys.models.linear import consensus_scores
 from recsys.models.side import image_design, metadata_columns
 
 
@@ -100,15 +101,6 @@ class MetadataMean(Model):
         return [self.image_mean_[np.asarray(images, np.int64)] for images in image_idx]
 
 
-def _ridge_solve(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
-    """Ridge with an unpenalised intercept: (weights (d,), intercept)."""
-    x_mean, y_mean = x.mean(axis=0), y.mean()
-    xc = x - x_mean
-    gram = xc.T @ xc + alpha * np.eye(x.shape[1])
-    weights = np.linalg.solve(gram, xc.T @ (y - y_mean))
-    return weights, float(y_mean - x_mean @ weights)
-
-
 class Ridge(Model):
     """One ridge regression of the score on image features and metadata one-hots. Not personalised."""
 
@@ -123,10 +115,7 @@ class Ridge(Model):
     def fit(self, dataset: Dataset, split: str = "train") -> Self:
         ratings = dataset.fit_ratings(split)
         design = image_design(dataset)
-        self.weights_, self.intercept_ = _ridge_solve(
-            design[ratings.image_idx], ratings.score.astype(float), self.alpha
-        )
-        self.image_score_ = design @ self.weights_ + self.intercept_
+        self.image_score_ = consensus_scores(design, ratings, self.alpha)
         self.fitted_ = True
         return self
 
@@ -164,10 +153,7 @@ class UserRidge(Model):
     def fit(self, dataset: Dataset, split: str = "train") -> Self:
         ratings = dataset.fit_ratings(split)
         self.design_ = image_design(dataset)
-        weights, intercept = _ridge_solve(
-            self.design_[ratings.image_idx], ratings.score.astype(float), self.alpha
-        )
-        self.global_score_ = self.design_ @ weights + intercept
+        self.global_score_ = consensus_scores(self.design_, ratings, self.alpha)
         self.bias_ = np.zeros(dataset.n_users)
         self.weights_ = np.zeros((dataset.n_users, self.design_.shape[1]))
         self.known_ = np.zeros(dataset.n_users, dtype=bool)

@@ -17,28 +17,10 @@ import numpy as np
 
 from recsys.data.dataset import Dataset, References
 from recsys.errors import UserError
+from recsys.models.linear import ridge
 from recsys.models.side import image_design, user_design
 
 MAX_LEVELS = 200
-
-
-def ridge(
-    x: np.ndarray, y: np.ndarray, alpha: float, weight: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Multi-target ridge with an unpenalised intercept: (weights (d, t), intercept (t,)).
-
-    ``x`` (n, d), ``y`` (n,) or (n, t), optional row weights ``weight`` (n,). Solved in the dual when n < d.
-    """
-    y2 = y.reshape(len(y), -1).astype(np.float64)
-    w = np.ones(len(x)) if weight is None else np.asarray(weight, np.float64)
-    x_mean = (w[:, None] * x).sum(0) / w.sum()
-    y_mean = (w[:, None] * y2).sum(0) / w.sum()
-    xc, yc = (x - x_mean) * np.sqrt(w)[:, None], (y2 - y_mean) * np.sqrt(w)[:, None]
-    if xc.shape[0] < xc.shape[1]:
-        coef = xc.T @ np.linalg.solve(xc @ xc.T + alpha * np.eye(len(xc)), yc)
-    else:
-        coef = np.linalg.solve(xc.T @ xc + alpha * np.eye(xc.shape[1]), xc.T @ yc)
-    return coef, y_mean - x_mean @ coef
 
 
 def groups(index: np.ndarray) -> list[tuple[int, np.ndarray]]:

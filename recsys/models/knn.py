@@ -15,7 +15,8 @@ import scipy.sparse as sp
 
 from recsys.data.dataset import Dataset, Ratings, References
 from recsys.models.base import Model, check_positive
-from recsys.models.fold import groups, optional_image_design, ridge
+from recsys.models.fold import groups, optional_image_design
+from recsys.models.linear import consensus_scores
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -69,8 +70,7 @@ class _KNNBase(Model):
         # non-personalised fallback for k = 0: a global ridge on the image design, else the image mean
         design = optional_image_design(dataset)
         if design is not None:
-            coef, intercept = ridge(design[ratings.image_idx], score, 3.0)
-            self.item_score_ = (design @ coef + intercept).ravel()
+            self.item_score_ = consensus_scores(design, ratings, 3.0)
         else:
             isum = np.bincount(ratings.image_idx, score, minlength=dataset.n_images)
             icount = np.bincount(ratings.image_idx, minlength=dataset.n_images)

@@ -24,7 +24,7 @@ import pandas as pd
 
 from recsys.data.dataset import Dataset, References
 from recsys.models.base import Model, check_positive
-from recsys.models.baselines import _ridge_solve
+from recsys.models.linear import consensus_scores
 from recsys.models.side import image_design, metadata_columns, user_design, with_intercept
 
 
@@ -64,8 +64,7 @@ class PreferenceProfile(Model):
     def fit(self, dataset: Dataset, split: str = "train") -> Self:
         ratings = dataset.fit_ratings(split)
         design = image_design(dataset)
-        weights, intercept = _ridge_solve(design[ratings.image_idx], ratings.score.astype(float), self.alpha)
-        self.consensus_ = design @ weights + intercept
+        self.consensus_ = consensus_scores(design, ratings, self.alpha)
         residual = ratings.score.astype(float) - self.consensus_[ratings.image_idx]
         order = np.argsort(ratings.user_idx, kind="stable")
         users, starts = np.unique(ratings.user_idx[order], return_index=True)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from recsys.data.dataset import Dataset
 from recsys.models.base import SAVE_FORMAT, _atomic_write
-from recsys.models.baselines import _ridge_solve
+from recsys.models.linear import consensus_scores
 from recsys.models.side import image_design
 
 
@@ -51,10 +51,7 @@ def metadata_codes(images: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray
 
 def global_ridge_scores(dataset: Dataset, split: str, alpha: float = 3.0) -> np.ndarray:
     """The global (consensus) ridge score of every image (float64, n_images): the base every deep model refines."""
-    ratings = dataset.fit_ratings(split)
-    design = image_design(dataset)
-    weights, intercept = _ridge_solve(design[ratings.image_idx], ratings.score.astype(float), alpha)
-    return design @ weights + intercept
+    return consensus_scores(image_design(dataset), dataset.fit_ratings(split), alpha)
 
 
 def image_inputs(dataset: Dataset) -> np.ndarray:
