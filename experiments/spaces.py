@@ -16,11 +16,15 @@ Each top-level table names a constructor hyperparameter of the model::
 Parameters not listed keep the model's defaults. A model without hyperparameters has an empty file. Files are
 validated on load against ``model_class(name).param_names()`` and the model's defaults (trial 0 of every study
 is the defaults, so they must lie inside the space).
+
+A preset (an ablation, see ``recsys.models.registry.PRESETS``) extends its parent's space instead of copying
+it: ``extends = "two_tower"`` takes the parent's tables, ``drop = ["n_prototypes"]`` removes parameters the
+preset leaves unused, and tables in the file add or replace parameters. The values a preset fixes are never
+searched.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 import tomllib
 from dataclasses import dataclass
@@ -28,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.errors import UserError
-from recsys.models.registry import model_class
+from recsys.models.registry import model_class, preset_of
 
 SPACES_DIR = Path(__file__).resolve().parent / "spaces"
 TYPES = ("float", "int", "categorical")
@@ -81,14 +85,8 @@ def space_path(model: str, spaces_dir: Path | None = None) -> Path:
 
 
 def model_defaults(model: str) -> dict[str, Any]:
-    """The default values of a model's keyword-only constructor parameters (no default: missing)."""
-    cls = model_class(model)
-    signature = inspect.signature(cls.__init__)
-    return {
-        p.name: p.default
-        for p in signature.parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty
-    }
+    """The default values of a model's hyperparameters (a preset's fixed values included)."""
+    return model_class(model).Params.defaults() | preset_of(model)[1]
 
 
 def load_space(model: str, spaces_dir: Path | None = None) -> SearchSpace:
@@ -101,10 +99,21 @@ def load_space(model: str, spaces_dir: Path | None = None) -> SearchSpace:
     path = space_path(model, spaces_dir)
     if not path.is_file():
         raise UserError(f"no search space for model {model!r}: create {path} (one table per hyperparameter)")
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise UserError(f"{path}: not valid TOML ({err})") from None
+    data = _read_toml(path)
+    extends, drop = data.pop("extends", None), data.pop("drop", [])
+    if extends is not None:
+        if extends != preset_of(model)[0] or extends == model:
+            raise UserError(f"{path}: extends = {extends!r}, but {model} is a preset of {preset_of(model)[0]!r}")
+        if not isinstance(drop, list) or not all(isinstance(d, str) for d in drop):
+            raise UserError(f"{path}: drop must be a list of parameter names")
+        parent = _read_toml(space_path(extends, spaces_dir))
+        unknown = sorted(set(drop) - set(parent))
+        if unknown:
+            raise UserError(f"{path}: drop names {', '.join(unknown)}, which {extends}'s space does not search")
+        fixed = preset_of(model)[1]
+        data = {k: v for k, v in parent.items() if k not in drop and k not in fixed} | data
+    elif drop:
+        raise UserError(f"{path}: drop needs extends = PARENT")
     names = cls.param_names()
     defaults = model_defaults(model)
     params: dict[str, Param] = {}
@@ -127,6 +136,15 @@ def load_space(model: str, spaces_dir: Path | None = None) -> SearchSpace:
                 "defaults) is a point of the search"
             )
     return SearchSpace(model=model, path=path, params=params, defaults=defaults)
+
+
+def _read_toml(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"no search space file {path}")
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise UserError(f"{path}: not valid TOML ({err})") from None
 
 
 def _param(name: str, table: dict, where: str) -> Param:

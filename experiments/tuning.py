@@ -9,17 +9,13 @@
 * Studies persist in a storage URL: a SQLite file under ``./runs`` by default; a PostgreSQL URL
   (``postgresql://user@host:port/db``, needs ``psycopg2-binary``) lets several workers share a study.
   Re-running the same command resumes the study and adds ``trials`` more.
-* Pruning: a model whose ``fit`` accepts an ``on_epoch`` keyword gets a callable ``on_epoch(epoch, model)``; the
-  model calls it after each epoch with itself in a predictable state. The objective then scores the model on
-  the validation split, reports the value to Optuna and raises ``optuna.TrialPruned`` (which the model must
-  let propagate) when the median pruner says so. Models without ``on_epoch`` are simply not pruned.
+* No pruning: every trial runs its fit to the end (the deep models stop early on their own validation loss).
 * A study records the model, metric, split, shots and dataset fingerprint it was made for; resuming it with
   different ones is an error (pass another ``--study`` name).
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 import socket
 import time
@@ -165,16 +161,15 @@ def tune(
     name = study or study_name(model)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = resolve_storage(storage)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
     spec = {"model": model, "metric": objective.metric, "split": objective.split,
             "shots": objective.task_shots, "dataset_fingerprint": dataset.fingerprint()}  # fmt: skip
     try:
         handle = optuna.create_study(
-            storage=store, study_name=name, direction=objective.direction, pruner=pruner
+            storage=store, study_name=name, direction=objective.direction
         )
         created = True
     except optuna.exceptions.DuplicatedStudyError:
-        handle = optuna.load_study(storage=store, study_name=name, pruner=pruner)
+        handle = optuna.load_study(storage=store, study_name=name)
         created = False
     sampler_seed = seed + len(handle.trials)  # counted before trial 0 is enqueued
     if created:
@@ -263,8 +258,6 @@ class _TrialRunner:
         return float(result.metrics[self.objective.metric])
 
     def __call__(self, trial) -> float:
-        import optuna
-
         params = suggest(trial, self.space)
         trial.set_user_attr("worker", self.worker)
         try:
@@ -281,12 +274,9 @@ class _TrialRunner:
             )  # fmt: skip
         status = "FAILED"
         try:
-            fit_kwargs = {}
-            if "on_epoch" in inspect.signature(model.fit).parameters:
-                fit_kwargs["on_epoch"] = self._epoch_reporter(trial, run_id)
             start = time.perf_counter()
             try:
-                model.fit(self.dataset, "train", **fit_kwargs)
+                model.fit(self.dataset, "train")
             except ValueError as err:  # a combination this data cannot fit (e.g. no rating above a threshold)
                 trial.set_user_attr("invalid", str(err))
                 raise InvalidTrialParams(str(err)) from None
@@ -297,25 +287,9 @@ class _TrialRunner:
                 self.tracker.log_metrics(run_id, {self.objective.metric: value, "fit_seconds": fit_seconds})
             status = "FINISHED"
             return value
-        except optuna.TrialPruned:
-            status = "KILLED"
-            raise
         finally:
             if self.tracker is not None:
                 self.tracker.end_run(run_id, status)
-
-    def _epoch_reporter(self, trial, run_id):
-        import optuna
-
-        def on_epoch(epoch: int, fitted) -> None:
-            value = self.score(fitted)
-            trial.report(value, epoch)
-            if self.tracker is not None:
-                self.tracker.log_metrics(run_id, {self.objective.metric: value}, step=epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {epoch} ({self.objective.metric} {value:.4f})")
-
-        return on_epoch
 
 
 # ---------------------------------------------------------------------- best parameters

@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from recsys.data import encodings
 from recsys.errors import UnknownId, UserError
 
 #: Split names, in the order they are reported.
@@ -23,6 +25,14 @@ SPLITS = ("train", "val_seen", "val_unseen", "test_seen", "test_unseen")
 def is_unseen_split(split: str) -> bool:
     """Unseen splits hold users absent from train; they are evaluated with k reference ratings."""
     return split.endswith("_unseen")
+
+
+def group_by(index: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(value, positions) for each distinct value of an integer array, values ascending, positions in order."""
+    index = np.asarray(index)
+    order = np.argsort(index, kind="stable")
+    values, starts = np.unique(index[order], return_index=True)
+    return list(zip(values.tolist(), np.split(order, starts[1:]), strict=True))
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,10 @@ class Ratings:
 
     def __len__(self) -> int:
         return len(self.user_idx)
+
+    def by_user(self) -> list[tuple[int, np.ndarray]]:
+        """(user_idx, positions of that user's ratings) per user, users ascending."""
+        return group_by(self.user_idx)
 
     def subset(self, mask: np.ndarray) -> Ratings:
         """The ratings selected by a boolean mask or an index array."""
@@ -104,6 +118,8 @@ class Dataset:
     root: Path | None = None
     _user_index: dict = field(default_factory=dict, repr=False)
     _image_index: dict = field(default_factory=dict, repr=False)
+    #: encodings built once per dataset (a copy made with ``replace`` starts empty)
+    _encodings: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._user_index = {uid: i for i, uid in enumerate(self.user_ids.tolist())}
@@ -154,6 +170,49 @@ class Dataset:
             if part not in self.ratings:
                 raise UserError(f"{self.name} has no split {part!r}; it has {', '.join(self.splits)}")
         return Ratings.concat([self.ratings[p] for p in parts])
+
+    # ----------------------------------------------------------------- encodings (built once)
+    def _cached(self, key, build):
+        if key not in self._encodings:
+            value = build()
+            if isinstance(value, np.ndarray):
+                value.setflags(write=False)  # shared by every model: nobody may change it in place
+            self._encodings[key] = value
+        return self._encodings[key]
+
+    def metadata(self) -> encodings.Metadata:
+        """The categorical image metadata as one-hots and codes (see ``recsys.data.encodings.Metadata``)."""
+        return self._cached("metadata", lambda: encodings.encode_metadata(self.images))
+
+    def image_design(self, metadata_weight: float = 0.5, *, required: bool = True) -> np.ndarray | None:
+        """Image features (rows as given) beside metadata one-hots scaled by ``metadata_weight`` (float64,
+        n_images x d). Without features and metadata: a clear error, or None when not ``required``."""
+        design = self._cached(
+            ("image_design", metadata_weight),
+            lambda: encodings.image_design(self.image_features, self.metadata(), metadata_weight),
+        )
+        if design is None and required:
+            raise UserError(
+                f"{self.name} has no image features and no categorical metadata; pass --image-features FILE.npz "
+                "or --encoder NAME"
+            )
+        return design
+
+    def image_inputs(self) -> np.ndarray:
+        """Image features (float32, n_images x d); the image design stands in when there are no features."""
+        if self.image_features is not None:
+            return self.image_features.astype(np.float32)
+        return self.image_design().astype(np.float32)
+
+    def user_design(self, fitted_users: np.ndarray, *, categorical_only: bool = False) -> np.ndarray:
+        """Demographics of every user, encoded on ``fitted_users`` only (float32, (n_users + 1) x d; the last
+        row is a person with no recorded demographics, read by user_idx -1). See ``encodings.user_design``."""
+        fitted = np.unique(np.asarray(fitted_users, np.int64))
+        key = ("user_design", categorical_only, hashlib.sha1(fitted.tobytes()).hexdigest())
+        users = self.users
+        if categorical_only:
+            users = users[[c for c in users.columns if not pd.api.types.is_numeric_dtype(users[c])]]
+        return self._cached(key, lambda: encodings.user_design(users, fitted))
 
     # ----------------------------------------------------------------- derived datasets
     def with_image_features(self, features: np.ndarray, source: str) -> Dataset:

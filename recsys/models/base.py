@@ -1,101 +1,193 @@
-"""The one interface every model shares.
+"""The one interface every model shares; the base class does the checks and the persistence.
 
-* Hyperparameters are keyword-only constructor arguments, stored unchanged under their own names; nothing is
-  learned in the constructor. ``get_params`` / ``clone`` read the signature (as scikit-learn does).
-* ``fit(dataset, split="train") -> self`` reads ratings, features and side information from the dataset.
-* ``predict(user_idx, image_idx) -> scores`` scores aligned (user, image) pairs of users the model was fitted
-  on. Batch first: one pair is a batch of one.
-* ``predict_new(references, image_idx) -> [scores]`` scores users absent from the fit from their reference
-  ratings (k may be 0). A model that cannot raises ``ColdStartNotSupported``.
-* Optional: ``user_vectors()`` (taste vectors for retrieval), ``save(path)`` / ``load(path)``.
+* Hyperparameters are declared once, as a nested frozen dataclass ``Params`` (see ``recsys.models.params``):
+  keyword-only constructor arguments, validated with clear messages, read back as attributes
+  (``model.factors``), by ``get_params`` and by ``clone``. Nothing is learned in the constructor.
+* ``fit(dataset, split="train") -> self`` records which users the fit saw (``known_``) and calls the model's
+  ``_fit(dataset, ratings, split)``.
+* ``predict(user_idx, image_idx)`` checks that the model is fitted, the pairs aligned and (for personalised
+  models) the users known, then calls ``_predict``. Batch first: one pair is a batch of one.
+* ``predict_new(references, image_idx)`` scores users absent from the fit from their reference ratings. A model
+  with taste vectors writes ``_fold`` (references -> per-user state) and ``_score_folded`` (state -> scores);
+  ``fold_in`` and ``predict_new`` both follow from them. Others write ``_predict_new`` or stay unsupported
+  (``ColdStartNotSupported``, which the evaluator reports).
+* ``user_vectors()`` / ``fold_in(references)``: taste vectors for retrieval, from ``_user_vectors`` and
+  ``_taste`` (the taste part of a folded state; the state itself by default).
+* ``save(path)`` / ``Model.load(path)``: ``recsys.models.persistence`` (JSON, ``.npz``, torch state dicts).
+  Fitted state is every public attribute ending with ``_``; a model with a torch module writes
+  ``_build_module`` to make the empty module that the saved weights are loaded into, and ``_after_load`` for
+  anything it keeps only in memory.
 """
 
 from __future__ import annotations
 
-import inspect
-import json
-import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from recsys.data.dataset import Dataset, References
+from recsys.data.dataset import Dataset, Ratings, References
 from recsys.errors import ColdStartNotSupported, UserError
-
-SAVE_FORMAT = 1
+from recsys.models.params import Hyperparameters
+from recsys.models.persistence import SAVE_FORMAT, fitted_state, write_model_dir
 
 
 class Model(ABC):
     """Base class of every model; see the module docstring for the contract."""
 
-    #: registry name (set by each subclass)
+    #: registry name (presets of the same class get their own name from the registry)
     name: ClassVar[str] = "model"
-    #: True when predictions for new users use their reference ratings (not only demographics)
-    uses_references: ClassVar[bool] = True
-    #: True when the model is personalised (predictions differ between users)
-    personalised: ClassVar[bool] = True
+
+    @dataclass(frozen=True)
+    class Params(Hyperparameters):
+        """No hyperparameters."""
+
+    #: False for models that score any user the same way (``predict`` then accepts users outside the fit)
+    needs_known_users: ClassVar[bool] = True
+
+    def __init__(self, **params: Any) -> None:
+        unknown = sorted(set(params) - set(self.param_names()))
+        if unknown:
+            raise TypeError(
+                f"unknown parameter(s) {', '.join(unknown)}; it takes {', '.join(self.param_names()) or 'none'}"
+            )
+        self.params = self.Params(**params)
+
+    def __getattr__(self, key: str) -> Any:
+        params = self.__dict__.get("params")
+        if params is not None and key in type(params).__dataclass_fields__:
+            return getattr(params, key)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {key!r}")
 
     # ------------------------------------------------------------------ parameters
     @classmethod
     def param_names(cls) -> list[str]:
-        """Names of the keyword-only hyperparameters of the constructor."""
-        signature = inspect.signature(cls.__init__)
-        return [p.name for p in signature.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        """Names of the hyperparameters, in declaration order."""
+        return cls.Params.names()
 
     def get_params(self) -> dict[str, Any]:
-        """The hyperparameters, as passed to the constructor."""
-        return {name: getattr(self, name) for name in self.param_names()}
+        """The hyperparameters (every one, defaults included)."""
+        return self.params.as_dict()
 
     def clone(self, **overrides: Any) -> Self:
-        """An unfitted copy with the same hyperparameters (and ``overrides``)."""
-        params = self.get_params() | overrides
-        return type(self)(**params)
+        """An unfitted copy with the same hyperparameters (and ``overrides``) and the same name."""
+        copy = type(self)(**(self.get_params() | overrides))
+        copy.name = self.name
+        return copy
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
 
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why the model cannot run on this machine (a missing extra, weights, a GPU), or None when it can."""
+        return None
+
+    @classmethod
+    def has_taste_vectors(cls) -> bool:
+        """True when the model gives ``user_vectors()`` and ``fold_in()`` (for similar-user search)."""
+        return cls._user_vectors is not Model._user_vectors
+
     # ------------------------------------------------------------------ the contract
-    @abstractmethod
     def fit(self, dataset: Dataset, split: str = "train") -> Self:
         """Learn from the ratings of ``split`` (``train`` or e.g. ``train+val_seen``); returns self."""
+        ratings = dataset.fit_ratings(split)
+        self.known_ = np.zeros(dataset.n_users, dtype=bool)
+        self.known_[ratings.user_idx] = True
+        self._fit(dataset, ratings, split)
+        self.fitted_ = True
+        return self
 
-    @abstractmethod
     def predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
         """Scores (float64, n) of aligned (user, image) pairs; users must be among those fitted on."""
+        self._check_fitted()
+        user_idx, image_idx = _pairs(user_idx, image_idx)
+        if self.needs_known_users:
+            self._check_known(user_idx)
+        return np.asarray(self._predict(user_idx, image_idx), dtype=np.float64)
 
-    def predict_new(
-        self, references: Sequence[References], image_idx: Sequence[np.ndarray]
-    ) -> list[np.ndarray]:
+    def predict_new(self, references: Sequence[References], image_idx: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Scores of new users' candidate images from their reference ratings, one array per user."""
-        raise ColdStartNotSupported(f"{self.name} cannot score users it was not fitted on")
+        self._check_fitted()
+        references = list(references)
+        images = [np.atleast_1d(np.asarray(i, dtype=np.int64)) for i in image_idx]
+        if len(references) != len(images):
+            raise ValueError(f"{len(references)} users' references but {len(images)} candidate lists")
+        return [np.asarray(s, dtype=np.float64) for s in self._predict_new(references, images)]
 
     def user_vectors(self) -> np.ndarray:
-        """Taste vectors (float32, n_users x d) of the fitted users, rows indexed by user_idx."""
-        raise NotImplementedError(f"{self.name} has no user vectors")
+        """Taste vectors (float32, n_users x d) of the dataset's users, rows indexed by user_idx."""
+        if not self.has_taste_vectors():
+            raise NotImplementedError(f"{self.name} has no user vectors")
+        self._check_fitted()
+        return np.asarray(self._user_vectors(), dtype=np.float32)
 
     def fold_in(self, references: Sequence[References]) -> np.ndarray:
         """Taste vectors (float32, n x d, comparable to ``user_vectors()``) of new users from their references."""
-        raise NotImplementedError(f"{self.name} cannot fold new users into its taste space")
+        if not self.has_taste_vectors():
+            raise NotImplementedError(f"{self.name} cannot fold new users into its taste space")
+        self._check_fitted()
+        references = list(references)
+        if not references:
+            return np.zeros((0, self.user_vectors().shape[1]), np.float32)
+        return np.asarray(self._taste(self._fold(references)), dtype=np.float32).reshape(len(references), -1)
 
-    # ------------------------------------------------------------------ helpers for subclasses
+    # ------------------------------------------------------------------ hooks a model writes
+    @abstractmethod
+    def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
+        """Learn from ``ratings`` (the fit split's) and the dataset's side information."""
+
+    @abstractmethod
+    def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
+        """Scores of checked, aligned int64 pairs."""
+
+    def _predict_new(self, references: list[References], images: list[np.ndarray]) -> list[np.ndarray]:
+        if type(self)._fold is Model._fold:
+            raise ColdStartNotSupported(f"{self.name} cannot score users it was not fitted on")
+        return self._score_folded(self._fold(references), images)
+
+    def _fold(self, references: list[References]) -> Any:
+        """Per-user state (whatever ``_score_folded`` and ``_taste`` read) of new users from their references."""
+        raise NotImplementedError
+
+    def _score_folded(self, states: Any, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Scores of each new user's candidates from the states ``_fold`` made."""
+        raise NotImplementedError
+
+    def _taste(self, states: Any) -> np.ndarray:
+        """Taste vectors (n x d) from folded states (the states themselves by default)."""
+        return np.asarray(states)
+
+    def _user_vectors(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _build_module(self, key: str, state: dict[str, Any]) -> Any:
+        """An empty torch module for the saved weights of attribute ``key``, shaped from the other ``state``."""
+        raise TypeError(f"{self.name} saved a module {key} but cannot build one")
+
+    def _after_load(self) -> None:
+        """Rebuild what the model keeps only in memory (caches), after its state was loaded."""
+
+    @staticmethod
+    def _validation(dataset: Dataset, split: str, name: str = "val_seen") -> Ratings | None:
+        """The ratings of validation split ``name`` for early stopping or calibration: None when the fit
+        includes it (e.g. ``train+val_seen``), or the dataset lacks it or it is empty."""
+        if name in split.split("+") or name not in dataset.ratings or not len(dataset.ratings[name]):
+            return None
+        return dataset.ratings[name]
+
+    # ------------------------------------------------------------------ checks
     def _check_fitted(self) -> None:
         if not getattr(self, "fitted_", False):
             raise RuntimeError(f"{self.name} is not fitted; call fit(dataset) first")
 
-    @staticmethod
-    def _pairs(user_idx: np.ndarray, image_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        user_idx = np.atleast_1d(np.asarray(user_idx, dtype=np.int64))
-        image_idx = np.atleast_1d(np.asarray(image_idx, dtype=np.int64))
-        if user_idx.shape != image_idx.shape:
-            raise ValueError(f"user_idx {user_idx.shape} and image_idx {image_idx.shape} must be aligned")
-        return user_idx, image_idx
-
-    def _check_known(self, user_idx: np.ndarray, known: np.ndarray) -> None:
-        """Raise a clear error for users the model was not fitted on (``known``: boolean mask by user_idx)."""
+    def _check_known(self, user_idx: np.ndarray) -> None:
+        """A clear error for users the model was not fitted on."""
+        known = self.known_
         bad = (user_idx < 0) | (user_idx >= len(known))
         if not bad.any():
             bad = ~known[user_idx]
@@ -107,43 +199,27 @@ class Model(ABC):
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Save hyperparameters (config.json) and fitted state (state.pkl) into directory ``path``."""
+        """Save hyperparameters and fitted state into directory ``path`` (see ``recsys.models.persistence``)."""
         self._check_fitted()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        config = {"model": self.name, "format": SAVE_FORMAT, "params": self.get_params()}
-        _atomic_write(path / "config.json", json.dumps(config, indent=2).encode())
-        state = {k: v for k, v in self.__dict__.items() if k.endswith("_")}
-        _atomic_write(path / "state.pkl", pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
-        return path
+        config = {
+            "model": self.name,
+            "class": type(self).__name__,
+            "format": SAVE_FORMAT,
+            "params": self.get_params(),
+        }
+        return write_model_dir(path, config, fitted_state(self))
 
     @classmethod
     def load(cls, path: str | Path) -> Model:
-        """Load a model saved by ``save``; no refitting."""
-        from recsys.models.registry import create_model
+        """Load a model saved by ``save``, without refitting; ``SavedModelError`` if it cannot be used."""
+        from recsys.models.registry import load_model
 
-        path = Path(path)
-        try:
-            config = json.loads((path / "config.json").read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise UserError(f"{path}: not a saved model ({err})") from None
-        model = create_model(config["model"], **config["params"])
-        if hasattr(model, "_restore"):  # models with their own state format (torch: model.pt)
-            model._restore(path)
-            return model
-        with open(path / "state.pkl", "rb") as fh:
-            model.__dict__.update(pickle.load(fh))
-        return model
+        return load_model(path)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
-def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    """Raise ValueError for a hyperparameter that must be positive."""
-    ok = value >= 0 if allow_zero else value > 0
-    if not ok or not np.isfinite(value):
-        raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'}, got {value!r}")
+def _pairs(user_idx: np.ndarray, image_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    user_idx = np.atleast_1d(np.asarray(user_idx, dtype=np.int64))
+    image_idx = np.atleast_1d(np.asarray(image_idx, dtype=np.int64))
+    if user_idx.shape != image_idx.shape:
+        raise ValueError(f"user_idx {user_idx.shape} and image_idx {image_idx.shape} must be aligned")
+    return user_idx, image_idx

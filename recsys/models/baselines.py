@@ -2,46 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Self
+from dataclasses import dataclass
 
 import numpy as np
 
-from recsys.data.dataset import Dataset, References
+from recsys.data.dataset import Dataset, Ratings, References
 from recsys.errors import UserError
-from recsys.models.base import Model, check_positive
+from recsys.models.base import Model
 from recsys.models.linear import consensus_scores
-from recsys.models.side import image_design, metadata_columns
+from recsys.models.params import Hyperparameters, non_negative, positive
 
 
-class GlobalMean(Model):
+class _ImageScoreModel(Model):
+    """A non-personalised model: one fitted score per image (``image_score_``), the same for every user."""
+
+    needs_known_users = False
+
+    def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
+        return self.image_score_[image_idx]
+
+    def _predict_new(self, references: list[References], images: list[np.ndarray]) -> list[np.ndarray]:
+        return [self.image_score_[candidates] for candidates in images]
+
+
+class GlobalMean(_ImageScoreModel):
     """The mean training score for every pair: the floor every model must clear."""
 
     name = "global_mean"
-    uses_references = False
-    personalised = False
 
-    def __init__(self) -> None:
-        pass
-
-    def fit(self, dataset: Dataset, split: str = "train") -> Self:
-        self.mean_ = float(dataset.fit_ratings(split).score.mean())
-        self.fitted_ = True
-        return self
-
-    def predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
-        self._check_fitted()
-        user_idx, image_idx = self._pairs(user_idx, image_idx)
-        return np.full(len(user_idx), self.mean_)
-
-    def predict_new(
-        self, references: Sequence[References], image_idx: Sequence[np.ndarray]
-    ) -> list[np.ndarray]:
-        self._check_fitted()
-        return [np.full(len(images), self.mean_) for images in image_idx]
+    def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
+        self.image_score_ = np.full(dataset.n_images, float(ratings.score.mean()))
 
 
-class MetadataMean(Model):
+class MetadataMean(_ImageScoreModel):
     """Hierarchically shrunk mean score per metadata cell (PAMELA: type, then group, then style).
 
     Each level's cell mean is shrunk toward its parent cell: ``(sum + shrinkage * parent) / (n + shrinkage)``;
@@ -49,86 +42,39 @@ class MetadataMean(Model):
     """
 
     name = "metadata_mean"
-    uses_references = False
-    personalised = False
 
-    def __init__(self, *, shrinkage: float = 10.0) -> None:
-        check_positive("shrinkage", shrinkage, allow_zero=True)
-        self.shrinkage = shrinkage
+    @dataclass(frozen=True)
+    class Params(Hyperparameters):
+        shrinkage: float = non_negative(10.0, "pseudo-ratings at the parent cell's mean")
 
-    def fit(self, dataset: Dataset, split: str = "train") -> Self:
-        ratings = dataset.fit_ratings(split)
-        self.columns_ = metadata_columns(dataset.images)
-        keys = [tuple(row) for row in dataset.images[self.columns_].astype(str).itertuples(index=False)]
-        self.image_keys_ = keys
+    def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
+        codes = dataset.metadata().codes  # (n_images, depth): a cell is a prefix of an image's codes
         score = ratings.score.astype(float)
-        self.global_ = float(score.mean())
-        self.levels_: list[dict] = []
-        parent_of = lambda key, depth: self._value(key[:depth])  # noqa: E731
-        for depth in range(1, len(self.columns_) + 1):
-            sums: dict[tuple, float] = {}
-            counts: dict[tuple, int] = {}
-            for image, value in zip(ratings.image_idx.tolist(), score.tolist(), strict=True):
-                key = keys[image][:depth]
-                sums[key] = sums.get(key, 0.0) + value
-                counts[key] = counts.get(key, 0) + 1
-            level = {
-                key: (sums[key] + self.shrinkage * parent_of(key, depth - 1)) / (counts[key] + self.shrinkage)
-                for key in sums
-            }
-            self.levels_.append(level)
-        self.image_mean_ = np.array([self._value(k) for k in keys])
-        self.fitted_ = True
-        return self
-
-    def _value(self, key: tuple) -> float:
-        """The deepest fitted estimate for a key prefix."""
-        for depth in range(len(key), 0, -1):
-            value = self.levels_[depth - 1].get(key[:depth]) if depth <= len(self.levels_) else None
-            if value is not None:
-                return value
-        return self.global_
-
-    def predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
-        self._check_fitted()
-        user_idx, image_idx = self._pairs(user_idx, image_idx)
-        return self.image_mean_[image_idx]
-
-    def predict_new(
-        self, references: Sequence[References], image_idx: Sequence[np.ndarray]
-    ) -> list[np.ndarray]:
-        self._check_fitted()
-        return [self.image_mean_[np.asarray(images, np.int64)] for images in image_idx]
+        cell_mean = np.full(dataset.n_images, float(score.mean()))  # each image's deepest estimate so far
+        for depth in range(1, codes.shape[1] + 1):
+            _, cell = np.unique(codes[:, :depth], axis=0, return_inverse=True)
+            cell = cell.ravel()
+            sums = np.bincount(cell[ratings.image_idx], score, minlength=cell.max() + 1)
+            counts = np.bincount(cell[ratings.image_idx], minlength=cell.max() + 1)
+            parent = np.zeros(cell.max() + 1)
+            parent[cell] = cell_mean  # the parent estimate is shared by every image of a cell
+            fitted = counts > 0
+            value = (sums + self.shrinkage * parent) / np.maximum(counts + self.shrinkage, 1e-300)
+            cell_mean = np.where(fitted[cell], value[cell], cell_mean)
+        self.image_score_ = cell_mean
 
 
-class Ridge(Model):
+class Ridge(_ImageScoreModel):
     """One ridge regression of the score on image features and metadata one-hots. Not personalised."""
 
     name = "ridge"
-    uses_references = False
-    personalised = False
 
-    def __init__(self, *, alpha: float = 3.0) -> None:
-        check_positive("alpha", alpha)
-        self.alpha = alpha
+    @dataclass(frozen=True)
+    class Params(Hyperparameters):
+        alpha: float = positive(3.0, "ridge penalty")
 
-    def fit(self, dataset: Dataset, split: str = "train") -> Self:
-        ratings = dataset.fit_ratings(split)
-        design = image_design(dataset)
-        self.image_score_ = consensus_scores(design, ratings, self.alpha)
-        self.fitted_ = True
-        return self
-
-    def predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
-        self._check_fitted()
-        user_idx, image_idx = self._pairs(user_idx, image_idx)
-        return self.image_score_[image_idx]
-
-    def predict_new(
-        self, references: Sequence[References], image_idx: Sequence[np.ndarray]
-    ) -> list[np.ndarray]:
-        self._check_fitted()
-        return [self.image_score_[np.asarray(images, np.int64)] for images in image_idx]
+    def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
+        self.image_score_ = consensus_scores(dataset.image_design(), ratings, self.alpha)
 
 
 class UserRidge(Model):
@@ -142,113 +88,90 @@ class UserRidge(Model):
 
     name = "user_ridge"
 
-    def __init__(self, *, alpha: float = 3.0, user_alpha: float = 1.0, bias_shrinkage: float = 3.0) -> None:
-        check_positive("alpha", alpha)
-        check_positive("user_alpha", user_alpha)
-        check_positive("bias_shrinkage", bias_shrinkage, allow_zero=True)
-        self.alpha = alpha
-        self.user_alpha = user_alpha
-        self.bias_shrinkage = bias_shrinkage
+    @dataclass(frozen=True)
+    class Params(Hyperparameters):
+        alpha: float = positive(3.0, "ridge penalty of the global (consensus) ridge")
+        user_alpha: float = positive(1.0, "ridge penalty of each user's weights")
+        bias_shrinkage: float = non_negative(3.0, "pseudo-ratings at zero residual in each user's bias")
 
-    def fit(self, dataset: Dataset, split: str = "train") -> Self:
-        ratings = dataset.fit_ratings(split)
-        self.design_ = image_design(dataset)
+    def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
+        self.design_ = dataset.image_design()
         self.global_score_ = consensus_scores(self.design_, ratings, self.alpha)
+        states = self._fold(
+            [References(user, ratings.image_idx[rows], ratings.score[rows]) for user, rows in ratings.by_user()]
+        )
         self.bias_ = np.zeros(dataset.n_users)
         self.weights_ = np.zeros((dataset.n_users, self.design_.shape[1]))
-        self.known_ = np.zeros(dataset.n_users, dtype=bool)
-        order = np.argsort(ratings.user_idx, kind="stable")
-        users, starts = np.unique(ratings.user_idx[order], return_index=True)
-        for user, chunk in zip(users, np.split(order, starts[1:]), strict=True):
-            self.bias_[user], self.weights_[user] = self._fit_user(
-                ratings.image_idx[chunk], ratings.score[chunk]
-            )
-            self.known_[user] = True
-        self.fitted_ = True
-        return self
+        users = np.flatnonzero(self.known_)
+        self.bias_[users], self.weights_[users] = states
 
-    def _fit_user(self, images: np.ndarray, scores: np.ndarray) -> tuple[float, np.ndarray]:
-        if len(images) == 0:
-            return 0.0, np.zeros(self.design_.shape[1])
-        residual = scores.astype(float) - self.global_score_[images]
-        bias = residual.sum() / (len(images) + self.bias_shrinkage)
-        x = self.design_[images]
-        dual = np.linalg.solve(x @ x.T + self.user_alpha * np.eye(len(images)), residual - bias)
-        return float(bias), x.T @ dual
+    def _fold(self, references: list[References]) -> tuple[np.ndarray, np.ndarray]:
+        """(biases (n,), weights (n, d)) of users from their rated images."""
+        bias, weights = np.zeros(len(references)), np.zeros((len(references), self.design_.shape[1]))
+        for row, refs in enumerate(references):
+            images = np.asarray(refs.image_idx, np.int64)
+            if len(images) == 0:
+                continue
+            residual = np.asarray(refs.score).astype(float) - self.global_score_[images]
+            bias[row] = residual.sum() / (len(images) + self.bias_shrinkage)
+            x = self.design_[images]
+            dual = np.linalg.solve(x @ x.T + self.user_alpha * np.eye(len(images)), residual - bias[row])
+            weights[row] = x.T @ dual
+        return bias, weights
 
-    def predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
-        self._check_fitted()
-        user_idx, image_idx = self._pairs(user_idx, image_idx)
-        self._check_known(user_idx, self.known_)
+    def _score_folded(self, states, images: list[np.ndarray]) -> list[np.ndarray]:
+        bias, weights = states
+        return [
+            self.global_score_[candidates] + bias[row] + self.design_[candidates] @ weights[row]
+            for row, candidates in enumerate(images)
+        ]
+
+    def _taste(self, states) -> np.ndarray:
+        return states[1]
+
+    def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
         personal = np.einsum("ij,ij->i", self.design_[image_idx], self.weights_[user_idx])
         return self.global_score_[image_idx] + self.bias_[user_idx] + personal
 
-    def predict_new(
-        self, references: Sequence[References], image_idx: Sequence[np.ndarray]
-    ) -> list[np.ndarray]:
-        self._check_fitted()
-        out = []
-        for refs, images in zip(references, image_idx, strict=True):
-            bias, weights = self._fit_user(np.asarray(refs.image_idx, np.int64), np.asarray(refs.score))
-            images = np.asarray(images, np.int64)
-            out.append(self.global_score_[images] + bias + self.design_[images] @ weights)
-        return out
-
-    def user_vectors(self) -> np.ndarray:
-        self._check_fitted()
-        return self.weights_.astype(np.float32)
-
-    def fold_in(self, references: Sequence[References]) -> np.ndarray:
-        self._check_fitted()
-        return np.array(
-            [self._fit_user(np.asarray(r.image_idx, np.int64), np.asarray(r.score))[1] for r in references],
-            dtype=np.float32,
-        ).reshape(len(references), self.design_.shape[1])
+    def _user_vectors(self) -> np.ndarray:
+        return self.weights_
 
 
 class Oracle(Model):
     """The simulator's noise-free expected score of each rating: the ceiling (simulated data only)."""
 
     name = "oracle"
-    uses_references = False
+    needs_known_users = False
 
-    def __init__(self) -> None:
-        pass
-
-    @staticmethod
-    def available(dataset: Dataset) -> bool:
-        return dataset.ground_truth is not None
-
-    def fit(self, dataset: Dataset, split: str = "train") -> Self:
+    def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
         if dataset.ground_truth is None:
             raise UserError("oracle needs the ground truth of simulated data; this dataset has none")
-        self.truth_ = {}
+        keys, values = [], []
         for name, truth in dataset.ground_truth.items():
             r = dataset.ratings[name]
-            self.truth_.update(
-                zip(zip(r.user_idx.tolist(), r.image_idx.tolist(), strict=True), truth.tolist(), strict=True)
-            )
-        self.fitted_ = True
-        return self
+            keys.append(r.user_idx * dataset.n_images + r.image_idx)
+            values.append(np.asarray(truth, np.float64))
+        keys, values = np.concatenate(keys), np.concatenate(values)
+        # the last value of a repeated (user, image) wins, as in a dict built split by split
+        last = len(keys) - 1 - np.unique(keys[::-1], return_index=True)[1]
+        order = np.argsort(keys[last], kind="stable")
+        self.truth_key_, self.truth_value_ = keys[last][order], values[last][order]
+        self.n_images_ = dataset.n_images
 
-    def _lookup(self, users, images) -> np.ndarray:
-        try:
-            return np.array([self.truth_[(u, i)] for u, i in zip(users, images, strict=True)], dtype=float)
-        except KeyError as err:
-            raise UserError(
-                f"oracle: no ground truth for (user, image) {err.args[0]}; only rated pairs have one"
-            ) from None
+    def _lookup(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
+        keys = user_idx * self.n_images_ + image_idx
+        at = np.minimum(np.searchsorted(self.truth_key_, keys), len(self.truth_key_) - 1)
+        missing = self.truth_key_[at] != keys
+        if missing.any():
+            pair = (int(user_idx[np.argmax(missing)]), int(image_idx[np.argmax(missing)]))
+            raise UserError(f"oracle: no ground truth for (user, image) {pair}; only rated pairs have one")
+        return self.truth_value_[at]
 
-    def predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
-        self._check_fitted()
-        user_idx, image_idx = self._pairs(user_idx, image_idx)
-        return self._lookup(user_idx.tolist(), image_idx.tolist())
+    def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
+        return self._lookup(user_idx, image_idx)
 
-    def predict_new(
-        self, references: Sequence[References], image_idx: Sequence[np.ndarray]
-    ) -> list[np.ndarray]:
-        self._check_fitted()
+    def _predict_new(self, references: list[References], images: list[np.ndarray]) -> list[np.ndarray]:
         return [
-            self._lookup([refs.user_idx] * len(images), np.asarray(images).tolist())
-            for refs, images in zip(references, image_idx, strict=True)
+            self._lookup(np.full(len(candidates), refs.user_idx, np.int64), candidates)
+            for refs, candidates in zip(references, images, strict=True)
         ]

@@ -7,25 +7,19 @@ cosine over co-ratings, shrunk by ``n_common / (n_common + shrinkage)``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Self
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.data.dataset import Dataset, Ratings, References
-from recsys.models.base import Model, check_positive
-from recsys.models.fold import groups, optional_image_design
+from recsys.data.dataset import Dataset, Ratings, References, group_by
+from recsys.models.base import Model
 from recsys.models.linear import consensus_scores
+from recsys.models.params import Hyperparameters, at_least_one, non_negative
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def _check_k(name: str, value) -> None:
-    if not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def rating_similarity(rows: sp.csr_matrix, shrinkage: float) -> np.ndarray:
@@ -55,29 +49,47 @@ def weighted_neighbours(sim: np.ndarray, values: np.ndarray, k: int, shrinkage: 
     return (sim * values).sum(1) / (sim.sum(1) + shrinkage)
 
 
+@dataclass(frozen=True)
+class KNNParams(Hyperparameters):
+    """Hyperparameters both neighbourhood models share."""
+
+    k: int = at_least_one(30, "neighbours")
+    shrinkage: float = non_negative(1.0, "added to the sum of neighbour similarities (shrinks toward the baseline)")
+    mean_shrinkage: float = non_negative(5.0, "pseudo-ratings at the global mean in each user's mean")
+    similarity_shrinkage: float = non_negative(10.0, "co-ratings at which a rating similarity is halved")
+
+
 class _KNNBase(Model):
-    def _prepare(self, dataset: Dataset, split: str) -> Ratings:
-        ratings = dataset.fit_ratings(split)
+    """What both kNNs keep: user means, the non-personalised image score, and each user's ratings."""
+
+    def _prepare(self, dataset: Dataset, ratings: Ratings) -> None:
         score = ratings.score.astype(np.float64)
         self.global_ = float(score.mean())
         sums = np.bincount(ratings.user_idx, score, minlength=dataset.n_users)
         counts = np.bincount(ratings.user_idx, minlength=dataset.n_users)
         self.user_mean_ = (sums + self.mean_shrinkage * self.global_) / (counts + self.mean_shrinkage)
-        self.known_ = counts > 0
         self.embedding_ = (
             None if dataset.image_features is None else _unit(dataset.image_features.astype(np.float32))
         )
         # non-personalised fallback for k = 0: a global ridge on the image design, else the image mean
-        design = optional_image_design(dataset)
+        design = dataset.image_design(required=False)
         if design is not None:
             self.item_score_ = consensus_scores(design, ratings, 3.0)
         else:
             isum = np.bincount(ratings.image_idx, score, minlength=dataset.n_images)
             icount = np.bincount(ratings.image_idx, minlength=dataset.n_images)
             self.item_score_ = (isum + 5.0 * self.global_) / (icount + 5.0)
-        self.user_rated_ = {u: (ratings.image_idx[rows], score[rows]) for u, rows in groups(ratings.user_idx)}
+        # each user's ratings, grouped: user u's are rated_image_[rated_start_[u]:rated_start_[u + 1]]
+        order = np.argsort(ratings.user_idx, kind="stable")
+        self.rated_start_ = np.r_[0, np.cumsum(counts)]
+        self.rated_image_ = ratings.image_idx[order]
+        self.rated_score_ = score[order]
         self.n_images_ = dataset.n_images
-        return ratings
+
+    def _rated(self, user: int) -> tuple[np.ndarray, np.ndarray]:
+        """(images, scores) of a fitted user's ratings."""
+        lo, hi = self.rated_start_[user], self.rated_start_[user + 1]
+        return self.rated_image_[lo:hi], self.rated_score_[lo:hi]
 
     def _user_mean(self, scores: np.ndarray) -> float:
         return float(
@@ -92,28 +104,17 @@ class ItemKNN(_KNNBase):
     the non-personalised image score."""
 
     name = "item_knn"
+    Params = KNNParams
 
-    def __init__(self, *, k: int = 30, shrinkage: float = 1.0, mean_shrinkage: float = 5.0,
-                 similarity_shrinkage: float = 10.0) -> None:  # fmt: skip
-        _check_k("k", k)
-        check_positive("shrinkage", shrinkage, allow_zero=True)
-        check_positive("mean_shrinkage", mean_shrinkage, allow_zero=True)
-        check_positive("similarity_shrinkage", similarity_shrinkage, allow_zero=True)
-        self.k = k
-        self.shrinkage = shrinkage
-        self.mean_shrinkage = mean_shrinkage
-        self.similarity_shrinkage = similarity_shrinkage
-
-    def fit(self, dataset: Dataset, split: str = "train") -> Self:
-        ratings = self._prepare(dataset, split)
+    def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
+        self._prepare(dataset, ratings)
         self.item_sim_ = None
         if self.embedding_ is None:
             centred = ratings.score - self.user_mean_[ratings.user_idx]
-            matrix = sp.csr_matrix((centred, (ratings.image_idx, ratings.user_idx)),
-                                   shape=(dataset.n_images, dataset.n_users))  # fmt: skip
+            matrix = sp.csr_matrix(
+                (centred, (ratings.image_idx, ratings.user_idx)), shape=(dataset.n_images, dataset.n_users)
+            )
             self.item_sim_ = rating_similarity(matrix, self.similarity_shrinkage).astype(np.float32)
-        self.fitted_ = True
-        return self
 
     def _similarity(self, candidates: np.ndarray, rated: np.ndarray) -> np.ndarray:
         if self.embedding_ is not None:
@@ -133,89 +134,74 @@ class ItemKNN(_KNNBase):
             + weighted_neighbours(sim, residual - offset, self.k, self.shrinkage)
         )
 
-    def predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
-        self._check_fitted()
-        user_idx, image_idx = self._pairs(user_idx, image_idx)
-        self._check_known(user_idx, self.known_)
+    def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
         out = np.empty(len(user_idx))
-        for user, rows in groups(user_idx):
-            rated, scores = self.user_rated_[user]
-            out[rows] = self._score(rated, scores, image_idx[rows])
+        for user, rows in group_by(user_idx):
+            out[rows] = self._score(*self._rated(user), image_idx[rows])
         return out
 
-    def predict_new(
-        self, references: Sequence[References], image_idx: Sequence[np.ndarray]
-    ) -> list[np.ndarray]:
-        self._check_fitted()
-        out = []
-        for refs, images in zip(references, image_idx, strict=True):
-            scores = np.asarray(refs.score, np.float64)
-            rated = np.asarray(refs.image_idx, np.int64)
-            out.append(self._score(rated, scores, np.asarray(images, np.int64)))
-        return out
+    def _predict_new(self, references: list[References], images: list[np.ndarray]) -> list[np.ndarray]:
+        return [
+            self._score(np.asarray(refs.image_idx, np.int64), np.asarray(refs.score, np.float64), candidates)
+            for refs, candidates in zip(references, images, strict=True)
+        ]
 
 
 class UserKNN(_KNNBase):
     """User kNN: user mean + similarity-weighted mean over the k most similar users of their centred ratings
     near the candidate (the mean of a neighbour's centred ratings on its ``image_k`` rated images nearest the
     candidate by embedding). Users are compared by cosine of taste vectors (mean-centred ratings projected on
-    image features) with a FAISS inner-product index; without features, by co-rating cosine."""
+    image features), searched in one exact FAISS inner-product index over the fitted users; without features,
+    by co-rating cosine."""
 
     name = "user_knn"
 
-    def __init__(self, *, k: int = 30, image_k: int = 5, shrinkage: float = 0.5, mean_shrinkage: float = 5.0,
-                 similarity_shrinkage: float = 10.0) -> None:  # fmt: skip
-        _check_k("k", k)
-        _check_k("image_k", image_k)
-        check_positive("shrinkage", shrinkage, allow_zero=True)
-        check_positive("mean_shrinkage", mean_shrinkage, allow_zero=True)
-        check_positive("similarity_shrinkage", similarity_shrinkage, allow_zero=True)
-        self.k = k
-        self.image_k = image_k
-        self.shrinkage = shrinkage
-        self.mean_shrinkage = mean_shrinkage
-        self.similarity_shrinkage = similarity_shrinkage
+    @dataclass(frozen=True)
+    class Params(KNNParams):
+        image_k: int = at_least_one(5, "a neighbour's rated images nearest the candidate that it is judged by")
+        shrinkage: float = non_negative(0.5, "added to the sum of neighbour similarities")
 
-    def fit(self, dataset: Dataset, split: str = "train") -> Self:
-        ratings = self._prepare(dataset, split)
+    def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
+        self._prepare(dataset, ratings)
         self.train_users_ = np.flatnonzero(self.known_)
         centred = ratings.score - self.user_mean_[ratings.user_idx]
-        self.centred_ = sp.csr_matrix((centred, (ratings.user_idx, ratings.image_idx)),
-                                      shape=(dataset.n_users, dataset.n_images))  # fmt: skip
+        self.centred_ = sp.csr_matrix(
+            (centred, (ratings.user_idx, ratings.image_idx)), shape=(dataset.n_users, dataset.n_images)
+        )
+        self.taste_ = None
         if self.embedding_ is not None:
             self.taste_ = np.zeros((dataset.n_users, self.embedding_.shape[1]), np.float32)
             for user in self.train_users_:
-                rated, scores = self.user_rated_[user]
-                self.taste_[user] = self._taste(rated, scores - self.user_mean_[user])
-        else:
-            self.taste_ = None
-        self.fitted_ = True
-        return self
+                rated, scores = self._rated(user)
+                self.taste_[user] = self._taste_of(rated, scores - self.user_mean_[user])
+        self._after_load()
 
-    def _taste(self, rated: np.ndarray, centred: np.ndarray) -> np.ndarray:
+    def _after_load(self) -> None:
+        self._index = None
+        if self.taste_ is not None:
+            from recsys.retrieval.index import VectorIndex
+
+            self._index = VectorIndex(metric="inner_product", kind="exact").build(self.taste_[self.train_users_])
+
+    def _taste_of(self, rated: np.ndarray, centred: np.ndarray) -> np.ndarray:
         vec = (centred[:, None] * self.embedding_[rated]).mean(0)
         return (vec / max(np.linalg.norm(vec), 1e-12)).astype(np.float32)
 
-    def _neighbours(
-        self, taste: np.ndarray | None, rated: np.ndarray, centred: np.ndarray, exclude: int | None
-    ):
+    def _neighbours(self, taste: np.ndarray | None, rated: np.ndarray, centred: np.ndarray, exclude: int | None):
         """(neighbour user indices, similarities) of the k most similar training users."""
         if taste is not None:
-            import faiss
-
-            index = faiss.IndexFlatIP(taste.shape[0])
-            index.add(self.taste_[self.train_users_])
-            sims, found = index.search(taste[None, :], min(self.k + 1, len(self.train_users_)))
-            users, sims = self.train_users_[found[0]], sims[0].astype(np.float64)
+            found = self._index.search(taste[None, :], min(self.k + 1, len(self.train_users_)))
+            positions, scores = found
+            users, sims = self.train_users_[positions[0]], scores[0].astype(np.float64)
         else:
             row = sp.csr_matrix((centred, (np.zeros(len(rated), np.int64), rated)), shape=(1, self.n_images_))
             gram = (self.centred_ @ row.T).toarray().ravel()
             binary = self.centred_.copy()
             binary.data[:] = 1.0
             common = np.asarray(binary[:, rated].sum(1)).ravel()
-            norms = np.sqrt(
-                np.asarray(self.centred_.multiply(self.centred_).sum(1)).ravel()
-            ) * np.linalg.norm(centred)
+            norms = np.sqrt(np.asarray(self.centred_.multiply(self.centred_).sum(1)).ravel()) * np.linalg.norm(
+                centred
+            )
             sims_all = gram / np.maximum(norms, 1e-12) * common / (common + self.similarity_shrinkage)
             sims_all[~self.known_] = -np.inf
             users = np.argsort(-sims_all, kind="stable")[: self.k + 1]
@@ -225,7 +211,7 @@ class UserKNN(_KNNBase):
 
     def _neighbour_estimates(self, neighbour: int, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(estimate, available) of a neighbour's centred rating of each candidate."""
-        rated, scores = self.user_rated_[neighbour]
+        rated, scores = self._rated(neighbour)
         centred = scores - self.user_mean_[neighbour]
         if self.embedding_ is not None:
             sim = (self.embedding_[candidates] @ self.embedding_[rated].T).astype(np.float64)
@@ -248,51 +234,42 @@ class UserKNN(_KNNBase):
             den += sim * has
         return mean + num / den
 
-    def predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
-        self._check_fitted()
-        user_idx, image_idx = self._pairs(user_idx, image_idx)
-        self._check_known(user_idx, self.known_)
+    def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
         out = np.empty(len(user_idx))
-        for user, rows in groups(user_idx):
-            rated, scores = self.user_rated_[user]
+        for user, rows in group_by(user_idx):
+            rated, scores = self._rated(user)
             mean = self.user_mean_[user]
             taste = None if self.taste_ is None else self.taste_[user]
             neighbours, sims = self._neighbours(taste, rated, scores - mean, exclude=user)
             out[rows] = self._score(neighbours, sims, mean, image_idx[rows])
         return out
 
-    def predict_new(
-        self, references: Sequence[References], image_idx: Sequence[np.ndarray]
-    ) -> list[np.ndarray]:
-        self._check_fitted()
+    def _predict_new(self, references: list[References], images: list[np.ndarray]) -> list[np.ndarray]:
         out = []
-        for refs, images in zip(references, image_idx, strict=True):
-            images = np.asarray(images, np.int64)
+        for refs, candidates in zip(references, images, strict=True):
             scores = np.asarray(refs.score, np.float64)
             rated = np.asarray(refs.image_idx, np.int64)
             if len(rated) == 0:
-                out.append(self.item_score_[images].copy())
+                out.append(self.item_score_[candidates].copy())
                 continue
             mean = self._user_mean(scores)
-            taste = None if self.taste_ is None else self._taste(rated, scores - mean)
+            taste = None if self.taste_ is None else self._taste_of(rated, scores - mean)
             neighbours, sims = self._neighbours(taste, rated, scores - mean, exclude=None)
-            out.append(self._score(neighbours, sims, mean, images))
+            out.append(self._score(neighbours, sims, mean, candidates))
         return out
 
-    def user_vectors(self) -> np.ndarray:
-        self._check_fitted()
+    def _user_vectors(self) -> np.ndarray:
         if self.taste_ is None:
             raise NotImplementedError("user_knn has taste vectors only on datasets with image features")
         return self.taste_.copy()
 
-    def fold_in(self, references: Sequence[References]) -> np.ndarray:
+    def _fold(self, references: list[References]) -> np.ndarray:
         """Taste vectors (float32, n x d) of new users from their references (zeros without references)."""
-        self._check_fitted()
         if self.taste_ is None:
             raise NotImplementedError("user_knn has taste vectors only on datasets with image features")
         out = np.zeros((len(references), self.taste_.shape[1]), np.float32)
         for row, refs in enumerate(references):
             if len(refs):
                 scores = np.asarray(refs.score, np.float64)
-                out[row] = self._taste(np.asarray(refs.image_idx, np.int64), scores - self._user_mean(scores))
+                out[row] = self._taste_of(np.asarray(refs.image_idx, np.int64), scores - self._user_mean(scores))
         return out

@@ -17,26 +17,17 @@ references are a seeded fixed sample of up to ``max_references`` of its training
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Self
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from recsys.data.dataset import Dataset, References
-from recsys.models.base import Model, check_positive
-from recsys.models.side import user_design, with_intercept
-from recsys.models.torch_utils import (
-    choose_device,
-    global_ridge_scores,
-    image_inputs,
-    load_torch,
-    preference_loss,
-    save_torch,
-    seed_everything,
-    train_loop,
-)
+from recsys.data.dataset import Dataset, Ratings, References, group_by
+from recsys.data.encodings import with_intercept
+from recsys.models.base import Model
+from recsys.models.params import DEVICES, Hyperparameters, at_least_one, hyper, non_negative, positive
+from recsys.models.torch_utils import choose_device, global_ridge_scores, preference_loss, seed_everything, train_loop
 
 _CHUNK = 256  # candidates scored per forward pass
 
@@ -98,86 +89,39 @@ class _PrefTokenNet(nn.Module):
 
 
 class PrefTokens(Model):
-    """Transformer over [demographics, selected preference tokens, k rated references, candidates].
-
-    Args:
-        dim, heads, layers, dropout: transformer size.
-        pool_size, n_selected: preference-token pool and tokens selected per user (0 turns the pool off).
-        key_weight: weight of the key-matching loss.
-        contrastive_weight, temperature: contrastive preference loss.
-        max_references: most references per episode (and per fitted user at prediction).
-        n_queries, episodes_per_user, batch_users: episodic training (queries per episode, episodes per training
-            user per epoch, episodes per step).
-        epochs, lr, weight_decay, patience: training; early stopping on val_unseen 10-shot episodes.
-        base_alpha: ridge penalty of the consensus base score.
-        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
-        seed: seed of initialisation, episodes and fitted users' reference samples.
-    """
+    """Transformer over [demographics, selected preference tokens, k rated references, candidates]."""
 
     name = "pref_tokens"
-    use_pool = True
-    use_contrastive = True
 
-    def __init__(
-        self,
-        *,
-        dim: int = 64,
-        heads: int = 4,
-        layers: int = 2,
-        dropout: float = 0.0,
-        pool_size: int = 16,
-        n_selected: int = 4,
-        key_weight: float = 0.1,
-        contrastive_weight: float = 0.5,
-        temperature: float = 0.5,
-        max_references: int = 32,
-        n_queries: int = 32,
-        episodes_per_user: int = 8,
-        batch_users: int = 32,
-        epochs: int = 12,
-        lr: float = 2e-3,
-        weight_decay: float = 1e-5,
-        patience: int = 3,
-        base_alpha: float = 3.0,
-        device: str = "auto",
-        seed: int = 0,
-    ) -> None:
-        for key, value in {"dim": dim, "heads": heads, "layers": layers, "pool_size": pool_size, "lr": lr,
-                           "temperature": temperature, "max_references": max_references, "n_queries": n_queries,
-                           "episodes_per_user": episodes_per_user, "batch_users": batch_users, "epochs": epochs,
-                           "patience": patience, "base_alpha": base_alpha}.items():  # fmt: skip
-            check_positive(key, value)
-        for key, value in {"n_selected": n_selected, "key_weight": key_weight, "weight_decay": weight_decay,
-                           "contrastive_weight": contrastive_weight}.items():  # fmt: skip
-            check_positive(key, value, allow_zero=True)
-        if dim % heads:
-            raise ValueError(f"dim ({dim}) must be a multiple of heads ({heads})")
-        if n_selected > pool_size:
-            raise ValueError(f"n_selected ({n_selected}) cannot exceed pool_size ({pool_size})")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        if device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-        self.dim = dim
-        self.heads = heads
-        self.layers = layers
-        self.dropout = dropout
-        self.pool_size = pool_size
-        self.n_selected = n_selected
-        self.key_weight = key_weight
-        self.contrastive_weight = contrastive_weight
-        self.temperature = temperature
-        self.max_references = max_references
-        self.n_queries = n_queries
-        self.episodes_per_user = episodes_per_user
-        self.batch_users = batch_users
-        self.epochs = epochs
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.patience = patience
-        self.base_alpha = base_alpha
-        self.device = device
-        self.seed = seed
+    @dataclass(frozen=True)
+    class Params(Hyperparameters):
+        dim: int = at_least_one(64, "transformer width (a multiple of heads)")
+        heads: int = at_least_one(4, "attention heads")
+        layers: int = at_least_one(2, "transformer layers")
+        dropout: float = hyper(0.0, low=0, high=1, high_open=True, doc="transformer dropout")
+        pool_size: int = at_least_one(16, "learnable preference tokens in the pool")
+        n_selected: int = non_negative(4, "preference tokens selected per user")
+        use_pool: bool = hyper(True, doc="select preference tokens from the pool (else none)")
+        key_weight: float = non_negative(0.1, "weight of the key-matching loss")
+        contrastive_weight: float = non_negative(0.5, "weight of the contrastive preference loss (0 turns it off)")
+        temperature: float = positive(0.5, "temperature of the preference loss (score units)")
+        max_references: int = at_least_one(32, "most references per episode (and per fitted user at prediction)")
+        n_queries: int = at_least_one(32, "queries per training episode")
+        episodes_per_user: int = at_least_one(8, "episodes per training user per epoch")
+        batch_users: int = at_least_one(32, "episodes per step")
+        epochs: int = at_least_one(12, "maximum training epochs")
+        lr: float = positive(2e-3, "Adam learning rate")
+        weight_decay: float = non_negative(1e-5, "Adam weight decay")
+        patience: int = at_least_one(3, "epochs without val_unseen improvement before stopping")
+        base_alpha: float = positive(3.0, "ridge penalty of the consensus base score")
+        device: str = hyper("auto", choices=DEVICES, doc="auto (CUDA when present), cpu or cuda")
+        seed: int = hyper(0, doc="seed of initialisation, episodes and fitted users' reference samples")
+
+        def validate(self) -> None:
+            if self.dim % self.heads:
+                raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
+            if self.n_selected > self.pool_size:
+                raise ValueError(f"n_selected ({self.n_selected}) cannot exceed pool_size ({self.pool_size})")
 
     def _build(self, n_features: int, n_demo: int) -> _PrefTokenNet:
         return _PrefTokenNet(
@@ -185,25 +129,25 @@ class PrefTokens(Model):
             n_selected=self.n_selected if self.use_pool else 0, dropout=self.dropout,
         )  # fmt: skip
 
+    def _build_module(self, key: str, state: dict) -> _PrefTokenNet:
+        return self._build(state["features_"].shape[1], state["demo_"].shape[1])
+
     # ------------------------------------------------------------------ fitting
-    def fit(self, dataset: Dataset, split: str = "train") -> Self:
+    def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
         generator = seed_everything(self.seed)
         rng = np.random.default_rng(self.seed)
         device = choose_device(self.device)
-        ratings = dataset.fit_ratings(split)
-        self.base_ = global_ridge_scores(dataset, split, self.base_alpha).astype(np.float32)
-        self.features_ = image_inputs(dataset)
-        self.demo_ = with_intercept(user_design(dataset.users, dataset.fit_ratings(split).user_idx))
+        self.base_ = global_ridge_scores(dataset, ratings, self.base_alpha).astype(np.float32)
+        self.features_ = dataset.image_inputs()
+        self.demo_ = with_intercept(dataset.user_design(ratings.user_idx))
         net = self._build(self.features_.shape[1], self.demo_.shape[1]).to(device)
         feats = torch.as_tensor(self.features_, device=device)
         demo_all = torch.as_tensor(self.demo_, device=device)
         base = torch.as_tensor(self.base_, device=device)
 
-        order = np.argsort(ratings.user_idx, kind="stable")
-        users, starts = np.unique(ratings.user_idx[order], return_index=True)
-        per_user = [(ratings.image_idx[c], ratings.score[c]) for c in np.split(order, starts[1:])]
-        self.known_ = np.zeros(dataset.n_users, dtype=bool)
-        self.known_[users] = True
+        grouped = ratings.by_user()
+        users = np.array([user for user, _ in grouped], np.int64)
+        per_user = [(ratings.image_idx[rows], ratings.score[rows]) for _, rows in grouped]
         # a fitted user's references: a seeded fixed sample of its training ratings
         self.ref_start_ = np.zeros(dataset.n_users + 1, np.int64)
         ref_images, ref_scores = [[] for _ in range(dataset.n_users)], [[] for _ in range(dataset.n_users)]
@@ -246,7 +190,7 @@ class PrefTokens(Model):
             loss = torch.mean((pred - target) ** 2)
             if train:
                 loss = loss + self.key_weight * key_loss
-                if self.use_contrastive and self.contrastive_weight > 0:
+                if self.contrastive_weight > 0:
                     group = torch.arange(len(cand_i), device=device)[:, None].expand_as(cand_i)[cand_m]
                     loss = loss + self.contrastive_weight * preference_loss(
                         pred, target, group, self.temperature
@@ -266,7 +210,7 @@ class PrefTokens(Model):
             return loss_of(batch_tensors(episodes, k, self.n_queries), True)
 
         validate = None
-        val_episodes = self._validation_episodes(dataset) if split == "train" else []
+        val_episodes = self._validation_episodes(self._validation(dataset, split, "val_unseen"))
         if val_episodes:
             k_max = max(len(e[1]) for e in val_episodes)
             q_max = max(len(e[3]) for e in val_episodes)
@@ -285,17 +229,14 @@ class PrefTokens(Model):
         )  # fmt: skip
         net.eval()
         self.net_ = net.cpu()
-        self.fitted_ = True
-        return self
 
-    def _validation_episodes(self, dataset: Dataset, shots: int = 10) -> list:
-        if "val_unseen" not in dataset.ratings or not len(dataset.ratings["val_unseen"]):
+    def _validation_episodes(self, r: Ratings | None, shots: int = 10) -> list:
+        """Seeded ``shots``-reference episodes of the validation users (early stopping)."""
+        if r is None:
             return []
-        r = dataset.ratings["val_unseen"]
         rng = np.random.default_rng([self.seed, 2])
         episodes = []
-        for user in np.unique(r.user_idx):
-            rows = np.flatnonzero(r.user_idx == user)
+        for user, rows in r.by_user():
             if len(rows) < 3:
                 continue
             rows = rng.permutation(rows)
@@ -329,23 +270,16 @@ class PrefTokens(Model):
         lo, hi = self.ref_start_[user], self.ref_start_[user + 1]
         return self.ref_image_[lo:hi], self.ref_score_[lo:hi]
 
-    def predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
-        self._check_fitted()
-        user_idx, image_idx = self._pairs(user_idx, image_idx)
-        self._check_known(user_idx, self.known_)
+    def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
         out = np.zeros(len(user_idx))
-        for user in np.unique(user_idx):
-            rows = np.flatnonzero(user_idx == user)
-            out[rows] = self._score_user(int(user), *self._references_of(int(user)), image_idx[rows])
+        for user, rows in group_by(user_idx):
+            out[rows] = self._score_user(user, *self._references_of(user), image_idx[rows])
         return out
 
-    def predict_new(
-        self, references: Sequence[References], image_idx: Sequence[np.ndarray]
-    ) -> list[np.ndarray]:
-        self._check_fitted()
+    def _predict_new(self, references: list[References], images: list[np.ndarray]) -> list[np.ndarray]:
         return [
-            self._score_user(int(refs.user_idx), refs.image_idx, refs.score, np.asarray(images, np.int64))
-            for refs, images in zip(references, image_idx, strict=True)
+            self._score_user(int(refs.user_idx), refs.image_idx, refs.score, candidates)
+            for refs, candidates in zip(references, images, strict=True)
         ]
 
     def active_tokens(self, references: Sequence[References]) -> list[np.ndarray]:
@@ -371,17 +305,15 @@ class PrefTokens(Model):
                 out.append(self.net_.select(query[None])[0][0].numpy())
         return out
 
-    def user_vectors(self) -> np.ndarray:
+    def _user_vectors(self) -> np.ndarray:
         """The query (history summary) of each fitted user (float32, n_users x dim); zeros for others."""
-        self._check_fitted()
         out = np.zeros((len(self.known_), self.dim), np.float32)
         for user in np.flatnonzero(self.known_):
             out[user] = self._history_summary(*self._references_of(int(user)))
         return out
 
-    def fold_in(self, references: Sequence[References]) -> np.ndarray:
+    def _fold(self, references: list[References]) -> np.ndarray:
         """History summaries (float32, n x dim) of new users' references, comparable to ``user_vectors``."""
-        self._check_fitted()
         out = np.zeros((len(references), self.dim), np.float32)
         for row, refs in enumerate(references):
             imgs = np.asarray(refs.image_idx, np.int64)[: self.max_references]
@@ -398,32 +330,3 @@ class PrefTokens(Model):
             x, r = feats[torch.as_tensor(imgs)], torch.as_tensor(scores - self.base_[imgs])[:, None]
             tok = self.net_.image(x) + self.net_.rating(r) + self.net_.rating_gate(r) * self.net_.image(x)
             return tok.mean(0).numpy()
-
-    # ------------------------------------------------------------------ persistence
-    _ARRAYS = ("base_", "features_", "demo_", "known_", "ref_start_", "ref_image_", "ref_score_")
-
-    def save(self, path: str | Path) -> Path:
-        return save_torch(self, path, self.net_, {name: getattr(self, name) for name in self._ARRAYS})
-
-    def _restore(self, path: str | Path) -> None:
-        payload = load_torch(path)
-        for name in self._ARRAYS:
-            setattr(self, name, payload["arrays"][name].numpy())
-        self.net_ = self._build(self.features_.shape[1], self.demo_.shape[1])
-        self.net_.load_state_dict(payload["module"])
-        self.net_.eval()
-        self.fitted_ = True
-
-
-class PrefTokensNoPool(PrefTokens):
-    """Ablation: no preference-token pool (demographic token, references and candidates only)."""
-
-    name = "pref_tokens_no_pool"
-    use_pool = False
-
-
-class PrefTokensNoContrastive(PrefTokens):
-    """Ablation: regression (and key-matching) loss only; ``contrastive_weight`` is ignored."""
-
-    name = "pref_tokens_no_contrastive"
-    use_contrastive = False

@@ -15,68 +15,41 @@ score(u, i) = consensus(i) + bias(u) + sum_d affinity(u, d) * x(i, d)
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Sequence
-from typing import Self
+from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
-from recsys.data.dataset import Dataset, References
-from recsys.models.base import Model, check_positive
+from recsys.data.dataset import Dataset, Ratings, References
+from recsys.data.encodings import with_intercept
+from recsys.models.base import Model
 from recsys.models.linear import consensus_scores
-from recsys.models.side import image_design, metadata_columns, user_design, with_intercept
+from recsys.models.params import Hyperparameters, non_negative, positive
 
 
 class PreferenceProfile(Model):
-    """Interpretable preference profiles (type / group / style / visual-direction affinities) scored additively.
-
-    Args:
-        n_directions: learned visual directions (principal directions of personal ridge weights).
-        alpha: ridge penalty of the consensus base score.
-        direction_alpha: ridge penalty of the personal ridge fits the directions are learned from.
-        profile_alpha: penalty of the first-pass profile fits (before the priors are measured).
-        demographic_alpha: ridge penalty of the map from demographics to the prior profile.
-    """
+    """Interpretable preference profiles (type / group / style / visual-direction affinities) scored additively."""
 
     name = "profile"
 
-    def __init__(
-        self,
-        *,
-        n_directions: int = 6,
-        alpha: float = 3.0,
-        direction_alpha: float = 1.0,
-        profile_alpha: float = 3.0,
-        demographic_alpha: float = 10.0,
-    ) -> None:
-        check_positive("n_directions", n_directions, allow_zero=True)
-        for key, value in {"alpha": alpha, "direction_alpha": direction_alpha, "profile_alpha": profile_alpha,
-                           "demographic_alpha": demographic_alpha}.items():  # fmt: skip
-            check_positive(key, value)
-        self.n_directions = n_directions
-        self.alpha = alpha
-        self.direction_alpha = direction_alpha
-        self.profile_alpha = profile_alpha
-        self.demographic_alpha = demographic_alpha
+    @dataclass(frozen=True)
+    class Params(Hyperparameters):
+        n_directions: int = non_negative(6, "learned visual directions (principal directions of personal ridges)")
+        alpha: float = positive(3.0, "ridge penalty of the consensus base score")
+        direction_alpha: float = positive(1.0, "ridge penalty of the personal fits the directions come from")
+        profile_alpha: float = positive(3.0, "penalty of the first-pass profile fits (before priors are measured)")
+        demographic_alpha: float = positive(10.0, "ridge penalty of the demographics -> prior profile map")
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, dataset: Dataset, split: str = "train") -> Self:
-        ratings = dataset.fit_ratings(split)
-        design = image_design(dataset)
-        self.consensus_ = consensus_scores(design, ratings, self.alpha)
+    def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
+        self.consensus_ = consensus_scores(dataset.image_design(), ratings, self.alpha)
         residual = ratings.score.astype(float) - self.consensus_[ratings.image_idx]
-        order = np.argsort(ratings.user_idx, kind="stable")
-        users, starts = np.unique(ratings.user_idx[order], return_index=True)
-        chunks = np.split(order, starts[1:])
+        grouped = ratings.by_user()
+        users = np.array([user for user, _ in grouped], np.int64)
+        chunks = [rows for _, rows in grouped]
 
         # metadata dimensions
-        columns = metadata_columns(dataset.images)
-        names, blocks = [], []
-        for column in columns:
-            onehot = pd.get_dummies(dataset.images[column].astype("string"))
-            names += [f"{column}={level}" for level in onehot.columns]
-            blocks.append(onehot.to_numpy(np.float64))
+        metadata = dataset.metadata()
+        names, blocks = list(metadata.names), [metadata.onehot]
         # visual directions: principal directions of the users' personal ridge weights in feature space
         if self.n_directions and dataset.image_features is not None:
             features = dataset.image_features.astype(np.float64)
@@ -91,8 +64,6 @@ class PreferenceProfile(Model):
             projection = (projection - projection.mean(axis=0)) / (projection.std(axis=0) + 1e-12)
             names += [f"visual_{j + 1}" for j in range(projection.shape[1])]
             blocks.append(projection)
-        if not blocks:
-            blocks.append(np.zeros((dataset.n_images, 0)))
         self.dimensions_ = np.hstack(blocks)
         self.dimension_names_ = names
 
@@ -100,11 +71,9 @@ class PreferenceProfile(Model):
         n_dim = self.dimensions_.shape[1]
         flat_precision = np.full(n_dim + 1, self.profile_alpha)
         flat_precision[0] = 1.0
-        first = np.array([self._solve(ratings.image_idx[c], residual[c], np.zeros(n_dim + 1), flat_precision, 1.0)
-                          for c in chunks])  # fmt: skip
-        self.demo_ = with_intercept(user_design(dataset.users, dataset.fit_ratings(split).user_idx)).astype(
-            np.float64
-        )
+        prior = np.zeros(n_dim + 1)
+        first = np.array([self._solve(ratings.image_idx[c], residual[c], prior, flat_precision, 1.0) for c in chunks])
+        self.demo_ = with_intercept(dataset.user_design(ratings.user_idx)).astype(np.float64)
         demo = self.demo_[users]
         gram = demo.T @ demo + self.demographic_alpha * np.eye(demo.shape[1])
         self.demo_map_ = np.linalg.solve(gram, demo.T @ first)
@@ -114,13 +83,9 @@ class PreferenceProfile(Model):
         self.noise_ = float(np.mean(fitted_resid**2))
         spread = first - demo @ self.demo_map_
         self.prior_precision_ = self.noise_ / np.maximum(np.mean(spread**2, axis=0), 1e-4)
-        self.profiles_ = np.tile(self.demo_ @ self.demo_map_, 1)
-        self.known_ = np.zeros(dataset.n_users, dtype=bool)
+        self.profiles_ = self.demo_ @ self.demo_map_
         for user, chunk in zip(users, chunks, strict=True):
-            self.profiles_[user] = self._fold(int(user), ratings.image_idx[chunk], ratings.score[chunk])
-            self.known_[user] = True
-        self.fitted_ = True
-        return self
+            self.profiles_[user] = self._profile(int(user), ratings.image_idx[chunk], ratings.score[chunk])
 
     def _design(self, images: np.ndarray) -> np.ndarray:
         return np.hstack([np.ones((len(images), 1)), self.dimensions_[images]])
@@ -130,50 +95,37 @@ class PreferenceProfile(Model):
         lhs = x.T @ x / noise + np.diag(precision)
         return np.linalg.solve(lhs, x.T @ residual / noise + precision * prior_mean)
 
-    def _fold(self, user_idx: int, images: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    def _profile(self, user_idx: int, images: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """Profile (bias, affinities) of a user from rated images; the demographic prior when there are none."""
         prior = self.demo_[user_idx] @ self.demo_map_
         images = np.asarray(images, np.int64)
         if len(images) == 0:
             return prior
         residual = np.asarray(scores, np.float64) - self.consensus_[images]
-        return self._solve(images, residual, prior, self.prior_precision_ * 1.0, self.noise_) * 1.0
+        return self._solve(images, residual, prior, self.prior_precision_, self.noise_)
 
     # ------------------------------------------------------------------ prediction
-    def _score(self, profile: np.ndarray, images: np.ndarray) -> np.ndarray:
-        return self.consensus_[images] + self._design(images) @ profile
-
-    def predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
-        self._check_fitted()
-        user_idx, image_idx = self._pairs(user_idx, image_idx)
-        self._check_known(user_idx, self.known_)
-        return self.consensus_[image_idx] + np.einsum(
-            "ij,ij->i", self._design(image_idx), self.profiles_[user_idx]
-        )
+    def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
+        return self.consensus_[image_idx] + np.einsum("ij,ij->i", self._design(image_idx), self.profiles_[user_idx])
 
     def profile_of(self, references: References) -> np.ndarray:
         """The predicted profile (bias, then one affinity per dimension) of a new user from its references."""
         self._check_fitted()
-        return self._fold(int(references.user_idx), references.image_idx, references.score)
+        return self._profile(int(references.user_idx), references.image_idx, references.score)
 
-    def predict_new(
-        self, references: Sequence[References], image_idx: Sequence[np.ndarray]
-    ) -> list[np.ndarray]:
-        self._check_fitted()
+    def _fold(self, references: list[References]) -> np.ndarray:
+        """Profiles (n x (1 + dimensions)) of new users from their references."""
+        return np.array([self.profile_of(r) for r in references]).reshape(len(references), -1)
+
+    def _score_folded(self, states: np.ndarray, images: list[np.ndarray]) -> list[np.ndarray]:
         return [
-            self._score(self.profile_of(refs), np.asarray(images, np.int64))
-            for refs, images in zip(references, image_idx, strict=True)
+            self.consensus_[candidates] + self._design(candidates) @ profile
+            for profile, candidates in zip(states, images, strict=True)
         ]
 
-    def user_vectors(self) -> np.ndarray:
-        """Profiles (float32, n_users x (1 + dimensions)): bias then affinities; demographic prior for others."""
-        self._check_fitted()
-        return self.profiles_[: len(self.known_)].astype(np.float32)
-
-    def fold_in(self, references: Sequence[References]) -> np.ndarray:
-        """Profiles (float32, n x (1 + dimensions)) of new users from their references."""
-        self._check_fitted()
-        return np.array([self.profile_of(r) for r in references], np.float32).reshape(len(references), -1)
+    def _user_vectors(self) -> np.ndarray:
+        """Profiles (n_users x (1 + dimensions)): bias then affinities; demographic prior for others."""
+        return self.profiles_[: len(self.known_)]
 
     def explain(self, user: int | References, image_idx: int) -> dict:
         """The profile of ``user`` (a fitted user index or a new user's References) and how it scores one image.
@@ -185,7 +137,7 @@ class PreferenceProfile(Model):
         if isinstance(user, References):
             profile = self.profile_of(user)
         else:
-            self._check_known(np.array([int(user)]), self.known_)
+            self._check_known(np.array([int(user)]))
             profile = self.profiles_[int(user)]
         image_idx = int(image_idx)
         values = self.dimensions_[image_idx]
@@ -200,51 +152,3 @@ class PreferenceProfile(Model):
             "profile": {name: float(a) for name, a in zip(self.dimension_names_, profile[1:], strict=True)},
             "contributions": contributions,
         }
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-def add_explain_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``recsys explain --user ID --image IMAGE_ID`` to a CLI's subparsers (data flags as elsewhere)."""
-    from recsys.cli import add_data_arguments
-
-    parser = subparsers.add_parser("explain", help="a user's preference profile and why it scores an image")
-    add_data_arguments(parser)
-    parser.add_argument(
-        "--user", required=True, help="user id (a training user; others use --shots references)"
-    )
-    parser.add_argument("--image", required=True, help="image id")
-    parser.add_argument(
-        "--shots", type=int, default=10, help="references drawn for a user absent from training"
-    )
-    parser.add_argument("--top", type=int, default=8, help="contributions to print")
-    parser.set_defaults(func=cmd_explain)
-    return parser
-
-
-def cmd_explain(args: argparse.Namespace) -> int:
-    """Fit the profile model and print a user's profile and the top contributions to one image's score."""
-    from recsys.cli import dataset_from_args
-
-    dataset = dataset_from_args(args)
-    user, image = dataset.user_index(args.user), dataset.image_index(args.image)
-    model = PreferenceProfile().fit(dataset)
-    if model.known_[user]:
-        target, how = user, "training history"
-    else:
-        rated = [r for r in dataset.ratings.values() if (r.user_idx == user).any()]
-        chosen = np.concatenate([np.flatnonzero(r.user_idx == user) for r in rated[:1]])
-        rng = np.random.default_rng(args.seed)
-        chosen = rng.permutation(chosen)[: args.shots]
-        target = References(user, rated[0].image_idx[chosen], rated[0].score[chosen]) if rated else References(
-            user, np.zeros(0, np.int64), np.zeros(0, np.float32))  # fmt: skip
-        how = f"{len(target)} reference ratings"
-    out = model.explain(target, image)
-    print(f"user {args.user} ({how}), image {args.image}: predicted score {out['score']:.3f}")
-    print(f"  consensus {out['consensus']:+.3f}   user bias {out['bias']:+.3f}")
-    print("  profile (largest affinities):")
-    for name, value in sorted(out["profile"].items(), key=lambda kv: -abs(kv[1]))[: args.top]:
-        print(f"    {name:32s} {value:+.3f}")
-    print("  top contributions to this image:")
-    for name, value in sorted(out["contributions"].items(), key=lambda kv: -abs(kv[1]))[: args.top]:
-        print(f"    {name:32s} {value:+.3f}")
-    return 0

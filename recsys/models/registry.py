@@ -1,12 +1,14 @@
-"""One explicit registry: model name -> the class that implements it ("module:Class", imported on use so
-that listing models does not import torch)."""
+"""One explicit registry: model name -> the class that implements it ("module:Class", imported on use so that
+listing models does not import torch), plus named presets of a class's hyperparameters (the ablations)."""
 
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 from recsys.errors import UserError
+from recsys.models.persistence import SavedModelError, read_config, read_state
 
 _REGISTRY: dict[str, str] = {
     "global_mean": "recsys.models.baselines:GlobalMean",
@@ -14,38 +16,42 @@ _REGISTRY: dict[str, str] = {
     "ridge": "recsys.models.baselines:Ridge",
     "user_ridge": "recsys.models.baselines:UserRidge",
     "oracle": "recsys.models.baselines:Oracle",
-    # classical recommenders (recsys/models/mf.py, implicit_models.py, lightfm_model.py, knn.py)
     "mf": "recsys.models.mf:MatrixFactorization",
     "als": "recsys.models.implicit_models:ALS",
     "bpr": "recsys.models.implicit_models:BPR",
     "lightfm": "recsys.models.lightfm_model:LightFMModel",
     "user_knn": "recsys.models.knn:UserKNN",
     "item_knn": "recsys.models.knn:ItemKNN",
-    # deep hybrids (recsys/models/two_tower.py, pref_tokens.py, profile.py)
     "two_tower": "recsys.models.two_tower:TwoTower",
-    "two_tower_no_prototypes": "recsys.models.two_tower:TwoTowerNoPrototypes",
-    "two_tower_no_contrastive": "recsys.models.two_tower:TwoTowerNoContrastive",
     "pref_tokens": "recsys.models.pref_tokens:PrefTokens",
-    "pref_tokens_no_pool": "recsys.models.pref_tokens:PrefTokensNoPool",
-    "pref_tokens_no_contrastive": "recsys.models.pref_tokens:PrefTokensNoContrastive",
     "profile": "recsys.models.profile:PreferenceProfile",
+    "mllm_scorer": "recsys.models.mllm:MLLMScorer",
+}
+
+#: named presets: (registered model, the hyperparameters it fixes); the ablations of the deep models
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "two_tower_no_prototypes": ("two_tower", {"use_prototypes": False}),
+    "two_tower_no_contrastive": ("two_tower", {"contrastive_weight": 0.0}),
+    "pref_tokens_no_pool": ("pref_tokens", {"use_pool": False}),
+    "pref_tokens_no_contrastive": ("pref_tokens", {"contrastive_weight": 0.0}),
 }
 
 #: named groups accepted wherever a model list is (``--models baselines,deep``)
-GROUPS = {
+GROUPS: dict[str, tuple[str, ...]] = {
     "baselines": ("global_mean", "metadata_mean", "ridge", "user_ridge", "oracle"),
     "classical": ("mf", "als", "bpr", "lightfm", "user_knn", "item_knn"),
     "deep": ("two_tower", "pref_tokens", "profile"),
-    "ablations": ("two_tower_no_prototypes", "two_tower_no_contrastive", "pref_tokens_no_pool",
-                  "pref_tokens_no_contrastive"),
-}  # fmt: skip
-GROUPS["all"] = tuple(name for group in GROUPS.values() for name in group)
+    "ablations": tuple(PRESETS),
+    "mllm": ("mllm_scorer",),
+}
+#: the default set: everything but the MLLM scorer, which needs weights and a GPU
+GROUPS["all"] = tuple(name for group in ("baselines", "classical", "deep", "ablations") for name in GROUPS[group])
 BASELINES = GROUPS["baselines"]
 
 
 def expand_models(names) -> list[str]:
-    """Model names with group names (``baselines``, ``classical``, ``deep``, ``ablations``, ``all``) expanded,
-    duplicates dropped, order kept; unknown names raise a clear error."""
+    """Model names with group names (``baselines``, ``classical``, ``deep``, ``ablations``, ``mllm``, ``all``)
+    expanded, duplicates dropped, order kept; unknown names raise a clear error."""
     out: list[str] = []
     for name in names:
         for member in GROUPS.get(name, (name,)):
@@ -56,27 +62,53 @@ def expand_models(names) -> list[str]:
 
 
 def list_models() -> list[str]:
-    """Registered model names, in registry order."""
-    return list(_REGISTRY)
+    """Registered model names and presets, in registry order."""
+    return [*_REGISTRY, *PRESETS]
+
+
+def preset_of(name: str) -> tuple[str, dict[str, Any]]:
+    """(registered base model, fixed hyperparameters) of a name; a plain model fixes none."""
+    return PRESETS.get(name, (name, {}))
 
 
 def model_class(name: str) -> type:
-    """The class registered under ``name``; a clear error listing the names for an unknown one."""
-    if name not in _REGISTRY:
-        raise UserError(f"unknown model {name!r}; registered models: {', '.join(_REGISTRY)}")
-    module, _, attr = _REGISTRY[name].partition(":")
+    """The class registered under ``name`` (a preset's base class); a clear error listing names otherwise."""
+    base, _ = preset_of(name)
+    if base not in _REGISTRY:
+        raise UserError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
+    module, _, attr = _REGISTRY[base].partition(":")
     return getattr(importlib.import_module(module), attr)
 
 
 def create_model(name: str, **params: Any):
-    """A new, unfitted model; bad hyperparameters raise a clear error."""
+    """A new, unfitted model (a preset's fixed values under ``params``); bad hyperparameters raise a clear error."""
     cls = model_class(name)
+    _, fixed = preset_of(name)
     unknown = sorted(set(params) - set(cls.param_names()))
     if unknown:
         raise UserError(
             f"{name}: unknown parameter(s) {', '.join(unknown)}; it takes {', '.join(cls.param_names()) or 'none'}"
         )
     try:
-        return cls(**params)
+        model = cls(**(fixed | params))
     except (ValueError, TypeError) as err:
         raise UserError(f"{name}: {err}") from None
+    model.name = name
+    return model
+
+
+def load_model(path: str | Path):
+    """A model saved by ``Model.save``, without refitting; ``SavedModelError`` (one line) if it is unusable."""
+    path = Path(path)
+    config = read_config(path)
+    try:
+        model = create_model(str(config["model"]), **config["params"])
+    except UserError as err:
+        raise SavedModelError(f"{path}: {err}") from None
+    if config.get("class") != type(model).__name__:
+        raise SavedModelError(f"{path}: holds a {config.get('class')} model, not {config['model']} ({type(model).__name__})")
+    state = read_state(path, model._build_module)
+    vars(model).update(state)
+    model._after_load()
+    model.fitted_ = True
+    return model

@@ -1,23 +1,18 @@
-"""Shared helpers of the deep models: seeding, device choice, demographics, losses, training loop, persistence."""
+"""Shared helpers of the deep models: seeding, device choice, the consensus base score, losses, training loop."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from recsys.data.dataset import Dataset
-from recsys.models.base import SAVE_FORMAT, _atomic_write
+from recsys.data.dataset import Dataset, Ratings
 from recsys.models.linear import consensus_scores
-from recsys.models.side import image_design
+from recsys.threads import configure_torch_threads
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -29,36 +24,17 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def choose_device(device: str = "auto") -> torch.device:
-    """``auto``: CUDA when present, else CPU (with the thread count capped by RECSYS_THREADS, default 2)."""
+    """``auto``: CUDA when present, else CPU (threads as ``recsys.threads.configure_torch_threads`` says)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
-        torch.set_num_threads(int(os.environ.get("RECSYS_THREADS", "2")))
+        configure_torch_threads()
     return torch.device(device)
 
 
-def metadata_codes(images: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, list[int]]:
-    """Integer codes (int64, n_images x len(columns)) of categorical columns, 0 for missing; and level counts."""
-    codes, sizes = [], []
-    for column in columns:
-        cat = pd.Categorical(images[column].astype("string"))
-        codes.append(cat.codes.astype(np.int64) + 1)
-        sizes.append(len(cat.categories) + 1)
-    if not codes:
-        return np.zeros((len(images), 0), np.int64), []
-    return np.stack(codes, axis=1), sizes
-
-
-def global_ridge_scores(dataset: Dataset, split: str, alpha: float = 3.0) -> np.ndarray:
+def global_ridge_scores(dataset: Dataset, ratings: Ratings, alpha: float = 3.0) -> np.ndarray:
     """The global (consensus) ridge score of every image (float64, n_images): the base every deep model refines."""
-    return consensus_scores(image_design(dataset), dataset.fit_ratings(split), alpha)
-
-
-def image_inputs(dataset: Dataset) -> np.ndarray:
-    """Image features (float32, n_images x d); metadata one-hots stand in when there are no features."""
-    if dataset.image_features is not None:
-        return dataset.image_features.astype(np.float32)
-    return image_design(dataset).astype(np.float32)
+    return consensus_scores(dataset.image_design(), ratings, alpha)
 
 
 def preference_loss(
@@ -140,26 +116,3 @@ def train_loop(
     if best_state is not None and restore is not None:
         restore(best_state)
     return history
-
-
-def save_torch(model, path: str | Path, module: torch.nn.Module, arrays: dict[str, np.ndarray]) -> Path:
-    """Write config.json (the base format) and model.pt (module state dict plus fitted numpy arrays)."""
-    model._check_fitted()
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    config = {"model": model.name, "format": SAVE_FORMAT, "params": model.get_params()}
-    _atomic_write(path / "config.json", json.dumps(config, indent=2).encode())
-    payload = {
-        "module": {k: v.detach().cpu() for k, v in module.state_dict().items()},
-        "arrays": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()},
-        "meta": getattr(model, "meta_", {}),
-    }
-    tmp = path / "model.pt.tmp"
-    torch.save(payload, tmp)
-    tmp.replace(path / "model.pt")
-    return path
-
-
-def load_torch(path: str | Path) -> dict:
-    """The payload written by ``save_torch`` (on CPU)."""
-    return torch.load(Path(path) / "model.pt", map_location="cpu", weights_only=True)

@@ -17,27 +17,17 @@ score(u, i) = consensus(i) + image_bias(i) + demographic_bias(u) + user_bias(u) 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Self
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from recsys.data.dataset import Dataset, References
-from recsys.models.base import Model, check_positive
-from recsys.models.side import metadata_columns, user_design, with_intercept
-from recsys.models.torch_utils import (
-    choose_device,
-    global_ridge_scores,
-    image_inputs,
-    load_torch,
-    metadata_codes,
-    preference_loss,
-    save_torch,
-    seed_everything,
-    train_loop,
-)
+from recsys.data.dataset import Dataset, Ratings, References
+from recsys.data.encodings import with_intercept
+from recsys.models.base import Model
+from recsys.models.params import DEVICES, Hyperparameters, at_least_one, hyper, non_negative, positive
+from recsys.models.torch_utils import choose_device, global_ridge_scores, preference_loss, seed_everything, train_loop
 
 
 class _TwoTowerNet(nn.Module):
@@ -82,99 +72,62 @@ class _TwoTowerNet(nn.Module):
 
 
 class TwoTower(Model):
-    """Two-tower hybrid: image MLP x user mixture of shared taste prototypes, on top of the global ridge.
-
-    Args:
-        dim: taste / image embedding size.
-        hidden: hidden width of the image tower.
-        n_prototypes: shared taste prototypes (``use_prototypes=False`` replaces them by a linear map).
-        contrastive_weight: weight of the contrastive preference loss (0 turns it off).
-        temperature: temperature of the preference loss (score units).
-        user_reg: L2 weight on per-user parameters (offsets, biases, mixture-logit offsets).
-        epochs, batch_size, lr, weight_decay, dropout, patience: training; early stopping on ``val_seen``.
-        foldin_steps, foldin_lr: gradient steps fitting a new user's parameters to its references.
-        base_alpha: ridge penalty of the consensus base score.
-        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
-        seed: seed of initialisation and batch order.
-    """
+    """Two-tower hybrid: image MLP x user mixture of shared taste prototypes, on top of the global ridge."""
 
     name = "two_tower"
-    use_prototypes = True
-    use_contrastive = True
 
-    def __init__(
-        self,
-        *,
-        dim: int = 32,
-        hidden: int = 128,
-        n_prototypes: int = 8,
-        contrastive_weight: float = 0.5,
-        temperature: float = 0.5,
-        user_reg: float = 0.02,
-        epochs: int = 30,
-        batch_size: int = 2048,
-        lr: float = 5e-3,
-        weight_decay: float = 1e-5,
-        dropout: float = 0.1,
-        patience: int = 4,
-        foldin_steps: int = 150,
-        foldin_lr: float = 0.05,
-        base_alpha: float = 3.0,
-        device: str = "auto",
-        seed: int = 0,
-    ) -> None:
-        for key, value in {"dim": dim, "hidden": hidden, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                           "temperature": temperature, "base_alpha": base_alpha, "patience": patience}.items():  # fmt: skip
-            check_positive(key, value)
-        for key, value in {"n_prototypes": n_prototypes, "contrastive_weight": contrastive_weight,
-                           "user_reg": user_reg, "weight_decay": weight_decay, "foldin_steps": foldin_steps,
-                           "foldin_lr": foldin_lr}.items():  # fmt: skip
-            check_positive(key, value, allow_zero=True)
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        if device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-        if self.use_prototypes and n_prototypes < 1:
-            raise ValueError("n_prototypes must be at least 1 (use two_tower_no_prototypes for none)")
-        self.dim = dim
-        self.hidden = hidden
-        self.n_prototypes = n_prototypes
-        self.contrastive_weight = contrastive_weight
-        self.temperature = temperature
-        self.user_reg = user_reg
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.dropout = dropout
-        self.patience = patience
-        self.foldin_steps = foldin_steps
-        self.foldin_lr = foldin_lr
-        self.base_alpha = base_alpha
-        self.device = device
-        self.seed = seed
+    @dataclass(frozen=True)
+    class Params(Hyperparameters):
+        dim: int = at_least_one(32, "taste / image embedding size")
+        hidden: int = at_least_one(128, "hidden width of the image tower")
+        n_prototypes: int = non_negative(8, "shared taste prototypes")
+        use_prototypes: bool = hyper(True, doc="a mixture of shared prototypes (else a linear map from demographics)")
+        contrastive_weight: float = non_negative(0.5, "weight of the contrastive preference loss (0 turns it off)")
+        temperature: float = positive(0.5, "temperature of the preference loss (score units)")
+        user_reg: float = non_negative(0.02, "L2 weight on per-user parameters")
+        epochs: int = at_least_one(30, "maximum training epochs")
+        batch_size: int = at_least_one(2048, "ratings per batch")
+        lr: float = positive(5e-3, "Adam learning rate")
+        weight_decay: float = non_negative(1e-5, "Adam weight decay")
+        dropout: float = hyper(0.1, low=0, high=1, high_open=True, doc="dropout in the image tower")
+        patience: int = at_least_one(4, "epochs without val_seen improvement before stopping")
+        foldin_steps: int = non_negative(150, "gradient steps fitting a new user's parameters to its references")
+        foldin_lr: float = non_negative(0.05, "learning rate of those steps")
+        base_alpha: float = positive(3.0, "ridge penalty of the consensus base score")
+        device: str = hyper("auto", choices=DEVICES, doc="auto (CUDA when present), cpu or cuda")
+        seed: int = hyper(0, doc="seed of initialisation and batch order")
+
+        def validate(self) -> None:
+            if self.use_prototypes and self.n_prototypes < 1:
+                raise ValueError("n_prototypes must be at least 1 (set use_prototypes=false for none)")
 
     # ------------------------------------------------------------------ fitting
     def _build(self, n_features, meta_sizes, n_demo, n_users) -> _TwoTowerNet:
         return _TwoTowerNet(
-            n_features, meta_sizes, n_demo, n_users, dim=self.dim, hidden=self.hidden,
-            n_prototypes=self.n_prototypes if self.use_prototypes else 0, dropout=self.dropout,
-        )  # fmt: skip
+            n_features,
+            meta_sizes,
+            n_demo,
+            n_users,
+            dim=self.dim,
+            hidden=self.hidden,
+            n_prototypes=self.n_prototypes if self.use_prototypes else 0,
+            dropout=self.dropout,
+        )
 
-    def fit(self, dataset: Dataset, split: str = "train") -> Self:
+    def _build_module(self, key: str, state: dict) -> _TwoTowerNet:
+        features, demo = state["features_"], state["demo_"]
+        return self._build(features.shape[1], state["meta_"]["meta_sizes"], demo.shape[1], len(state["known_"]))
+
+    def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
         generator = seed_everything(self.seed)
         device = choose_device(self.device)
-        ratings = dataset.fit_ratings(split)
-        self.base_ = global_ridge_scores(dataset, split, self.base_alpha).astype(np.float32)
-        self.features_ = image_inputs(dataset)
-        self.codes_, meta_sizes = metadata_codes(dataset.images, metadata_columns(dataset.images))
-        self.demo_ = with_intercept(user_design(dataset.users, dataset.fit_ratings(split).user_idx))
-        self.meta_ = {"meta_sizes": meta_sizes}
-        self.known_ = np.zeros(dataset.n_users, dtype=bool)
-        self.known_[ratings.user_idx] = True
-        net = self._build(self.features_.shape[1], meta_sizes, self.demo_.shape[1], dataset.n_users).to(
-            device
-        )
+        self.base_ = global_ridge_scores(dataset, ratings, self.base_alpha).astype(np.float32)
+        self.features_ = dataset.image_inputs()
+        metadata = dataset.metadata()
+        self.codes_ = metadata.codes.copy()
+        self.demo_ = with_intercept(dataset.user_design(ratings.user_idx))
+        self.meta_ = {"meta_sizes": metadata.sizes}
+        net = self._build(self.features_.shape[1], metadata.sizes, self.demo_.shape[1], dataset.n_users).to(device)
         tensors = self._tensors(device)
 
         users = torch.as_tensor(ratings.user_idx, device=device)
@@ -192,13 +145,13 @@ class TwoTower(Model):
             u, i, y = users[idx], images[idx], scores[idx]
             pred, penalty = self._forward(net, tensors, u, i)
             loss = torch.mean((pred - y) ** 2) + self.user_reg * penalty
-            if self.use_contrastive and self.contrastive_weight > 0:
+            if self.contrastive_weight > 0:
                 loss = loss + self.contrastive_weight * preference_loss(pred, y, u, self.temperature)
             return loss
 
         validate = None
-        if split == "train" and "val_seen" in dataset.ratings and len(dataset.ratings["val_seen"]):
-            val = dataset.ratings["val_seen"]
+        val = self._validation(dataset, split, "val_seen")
+        if val is not None:
             val = val.subset(self.known_[val.user_idx])
             vu = torch.as_tensor(val.user_idx, device=device)
             vi = torch.as_tensor(val.image_idx, device=device)
@@ -210,17 +163,25 @@ class TwoTower(Model):
                     return float(torch.mean((self._forward(net, tensors, vu, vi)[0] - vy) ** 2))
 
         self.history_ = train_loop(
-            step, n_batches, net.parameters(), epochs=self.epochs, lr=self.lr, weight_decay=self.weight_decay,
-            validate=validate, patience=self.patience, desc=self.name, state=net.state_dict,
+            step,
+            n_batches,
+            net.parameters(),
+            epochs=self.epochs,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            validate=validate,
+            patience=self.patience,
+            desc=self.name,
+            state=net.state_dict,
             restore=net.load_state_dict,
-        )  # fmt: skip
+        )
         net.eval()
         self.net_ = net.cpu()
-        self._device = torch.device("cpu")
-        self._tensors_cpu = self._tensors(torch.device("cpu"))
+        self._after_load()
         self._measure_priors(ratings)
-        self.fitted_ = True
-        return self
+
+    def _after_load(self) -> None:
+        self._cpu = self._tensors(torch.device("cpu"))
 
     def _tensors(self, device) -> dict[str, torch.Tensor]:
         return {
@@ -246,8 +207,8 @@ class TwoTower(Model):
         """Prior variances of new users' parameters and the noise variance, measured on the training users."""
         known = torch.as_tensor(np.flatnonzero(self.known_))
         with torch.no_grad():
-            pred, _ = self._forward(self.net_, self._tensors_cpu, torch.as_tensor(ratings.user_idx),
-                                    torch.as_tensor(ratings.image_idx))  # fmt: skip
+            users, images = torch.as_tensor(ratings.user_idx), torch.as_tensor(ratings.image_idx)
+            pred, _ = self._forward(self.net_, self._cpu, users, images)
             noise = float(torch.mean((pred - torch.as_tensor(ratings.score)) ** 2))
             offset_var = float((self.net_.offset.weight[known] ** 2).mean())
             bias_var = float((self.net_.user_bias.weight[known] ** 2).mean())
@@ -257,19 +218,20 @@ class TwoTower(Model):
         self.priors_ = np.array([noise, max(offset_var, 1e-4), max(bias_var, 1e-4), max(logit_var, 1e-2)])
 
     # ------------------------------------------------------------------ prediction
-    def predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
-        self._check_fitted()
-        user_idx, image_idx = self._pairs(user_idx, image_idx)
-        self._check_known(user_idx, self.known_)
+    def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             pred, _ = self._forward(
-                self.net_, self._tensors_cpu, torch.as_tensor(user_idx), torch.as_tensor(image_idx)
+                self.net_, self._cpu, torch.as_tensor(user_idx), torch.as_tensor(image_idx)
             )
         return pred.double().numpy()
 
-    def _fold_in(self, references: Sequence[References]):
+    def _fold(self, references: list[References]):
         """MAP fit of (logit offsets, offsets, biases) of new users to their references, towers frozen."""
-        net, t = self.net_, self._tensors_cpu
+        with torch.enable_grad():
+            return self._map_fit(references)
+
+    def _map_fit(self, references: list[References]):
+        net, t = self.net_, self._cpu
         n_users, k_max = len(references), max([len(r) for r in references] + [1])
         images = torch.zeros(n_users, k_max, dtype=torch.long)
         target = torch.zeros(n_users, k_max)
@@ -311,20 +273,14 @@ class TwoTower(Model):
                 optimiser.step()
         return demo, (logit_offset.detach() if n_proto else None), offset.detach(), bias.detach()
 
-    def predict_new(
-        self, references: Sequence[References], image_idx: Sequence[np.ndarray]
-    ) -> list[np.ndarray]:
-        self._check_fitted()
-        if not references:
-            return []
-        net, t = self.net_, self._tensors_cpu
-        with torch.enable_grad():
-            demo, logit_offset, offset, bias = self._fold_in(references)
+    def _score_folded(self, states, images: list[np.ndarray]) -> list[np.ndarray]:
+        net, t = self.net_, self._cpu
+        demo, logit_offset, offset, bias = states
         out = []
         with torch.no_grad():
             taste = net.taste(demo, logit_offset, offset)
-            for row, images in enumerate(image_idx):
-                i = torch.as_tensor(np.asarray(images, np.int64))
+            for row, candidates in enumerate(images):
+                i = torch.as_tensor(candidates)
                 z, image_bias = net.image(t["features"][i], t["codes"][i])
                 pred = net.score(
                     t["base"][i], z, image_bias, demo[row : row + 1].expand(len(i), -1), taste[row], bias[row]
@@ -332,29 +288,19 @@ class TwoTower(Model):
                 out.append(pred.double().numpy())
         return out
 
-    def user_vectors(self) -> np.ndarray:
-        """Taste vectors (float32, n_users x dim); users absent from the fit get their demographic taste."""
-        self._check_fitted()
+    def _taste(self, states) -> np.ndarray:
+        demo, logit_offset, offset, _ = states
+        with torch.no_grad():
+            return self.net_.taste(demo, logit_offset, offset).numpy()
+
+    def _user_vectors(self) -> np.ndarray:
+        """Taste vectors (n_users x dim); users absent from the fit get their demographic taste."""
         net = self.net_
         u = torch.arange(len(self.known_))
         with torch.no_grad():
             known = torch.as_tensor(self.known_)[:, None].float()
             logit_offset = net.logit_offset(u) * known if net.n_prototypes else None
-            return (
-                net.taste(self._tensors_cpu["demo"][u], logit_offset, net.offset(u) * known)
-                .numpy()
-                .astype(np.float32)
-            )
-
-    def fold_in(self, references: Sequence[References]) -> np.ndarray:
-        """Taste vectors (float32, n x dim) of new users from their references, comparable to ``user_vectors``."""
-        self._check_fitted()
-        if not references:
-            return np.zeros((0, self.dim), np.float32)
-        with torch.enable_grad():
-            demo, logit_offset, offset, _ = self._fold_in(references)
-        with torch.no_grad():
-            return self.net_.taste(demo, logit_offset, offset).numpy().astype(np.float32)
+            return net.taste(self._cpu["demo"][u], logit_offset, net.offset(u) * known).numpy()
 
     def prototype_mixture(
         self, user_idx: np.ndarray | None = None, references: Sequence[References] | None = None
@@ -365,46 +311,12 @@ class TwoTower(Model):
         if not net.n_prototypes:
             raise ValueError(f"{self.name} has no prototypes")
         if references is not None:
-            with torch.enable_grad():
-                demo, logit_offset, _, _ = self._fold_in(references)
+            demo, logit_offset, _, _ = self._fold(list(references))
         with torch.no_grad():
             if references is None:
                 u = torch.as_tensor(
                     np.arange(len(self.known_)) if user_idx is None else np.asarray(user_idx, np.int64)
                 )
-                demo = self._tensors_cpu["demo"][u]
+                demo = self._cpu["demo"][u]
                 logit_offset = net.logit_offset(u) * torch.as_tensor(self.known_)[u][:, None].float()
             return torch.softmax(net.demo_logits(demo) + logit_offset, dim=-1).numpy().astype(np.float32)
-
-    # ------------------------------------------------------------------ persistence
-    _ARRAYS = ("base_", "features_", "codes_", "demo_", "known_", "priors_")
-
-    def save(self, path: str | Path) -> Path:
-        return save_torch(self, path, self.net_, {name: getattr(self, name) for name in self._ARRAYS})
-
-    def _restore(self, path: str | Path) -> None:
-        payload = load_torch(path)
-        for name in self._ARRAYS:
-            setattr(self, name, payload["arrays"][name].numpy())
-        self.meta_ = payload["meta"]
-        self.net_ = self._build(
-            self.features_.shape[1], self.meta_["meta_sizes"], self.demo_.shape[1], len(self.known_)
-        )
-        self.net_.load_state_dict(payload["module"])
-        self.net_.eval()
-        self._tensors_cpu = self._tensors(torch.device("cpu"))
-        self.fitted_ = True
-
-
-class TwoTowerNoPrototypes(TwoTower):
-    """Ablation: the user tower without shared prototypes (demographics map linearly to taste)."""
-
-    name = "two_tower_no_prototypes"
-    use_prototypes = False
-
-
-class TwoTowerNoContrastive(TwoTower):
-    """Ablation: regression loss only (``contrastive_weight`` is ignored)."""
-
-    name = "two_tower_no_contrastive"
-    use_contrastive = False

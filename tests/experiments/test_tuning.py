@@ -114,45 +114,28 @@ def test_cli_user_errors_exit_2(tmp_path, small_sim_dir, capsys):
     assert capsys.readouterr().err.startswith("error: unknown model 'no_such_model'")
 
 
-class _EpochModel:
-    """A stand-in deep model: fit reports after each epoch through the on_epoch protocol."""
+class _StandIn:
+    """A stand-in model around a ridge, to make a fit fail on purpose."""
 
-    name = "epoch_model"
+    name = "stand_in"
 
     def __init__(self, *, alpha=3.0):
         from recsys.models.baselines import Ridge
 
         self.inner = Ridge(alpha=alpha)
-        self.epochs_seen = 0
 
     def get_params(self):
         return {"alpha": self.inner.alpha}
 
-    def fit(self, dataset, split="train", *, on_epoch=None):
+    def fit(self, dataset, split="train"):
         self.inner.fit(dataset, split)
-        for epoch in range(3):
-            self.epochs_seen += 1
-            if on_epoch is not None:
-                on_epoch(epoch, self)
         return self
 
     def predict(self, user_idx, image_idx):
         return self.inner.predict(user_idx, image_idx)
 
 
-def test_models_with_on_epoch_report_intermediate_values(tmp_path, small_sim, monkeypatch):
-    space = SearchSpace("epoch_model", tmp_path / "epoch_model.toml",
-                        {"alpha": Param("alpha", "float", 0.1, 100.0, log=True)}, {"alpha": 3.0})  # fmt: skip
-    monkeypatch.setattr(tuning, "load_space", lambda name, spaces_dir=None: space)
-    monkeypatch.setattr(tuning, "create_model", lambda name, **params: _EpochModel(**params))
-    study = tune(small_sim, "ridge", trials=2, storage=_storage(tmp_path), study="epochs", tracking=False,
-                 progress=False)  # fmt: skip
-    for trial in study.trials:
-        assert sorted(trial.intermediate_values) == [0, 1, 2]
-        assert trial.intermediate_values[2] == pytest.approx(trial.value)
-
-
-class _FailingFit(_EpochModel):
+class _FailingFit(_StandIn):
     def fit(self, dataset, split="train"):
         if self.inner.alpha != 3.0:
             raise ValueError("no training score reaches like_threshold")

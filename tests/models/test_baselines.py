@@ -45,9 +45,8 @@ def test_metadata_mean_shrinks_hierarchically_by_hand():
 def test_ridge_matches_scikit_learn():
     rng = np.random.default_rng(0)
     ds = tiny_dataset(rng.normal(size=(4, 3)).astype(np.float32))
-    from recsys.models.side import image_design
 
-    x = image_design(ds)
+    x = ds.image_design()
     r = ds.ratings["train"]
     reference = SkRidge(alpha=2.0).fit(x[r.image_idx], r.score).predict(x)
     model = create_model("ridge", alpha=2.0).fit(ds)
@@ -58,9 +57,8 @@ def test_user_ridge_equals_primal_solution_and_new_user_path():
     rng = np.random.default_rng(1)
     ds = tiny_dataset(rng.normal(size=(4, 6)).astype(np.float32))
     model = create_model("user_ridge", alpha=1.0, user_alpha=0.5, bias_shrinkage=2.0).fit(ds)
-    from recsys.models.side import image_design
 
-    x = image_design(ds)
+    x = ds.image_design()
     images, scores = np.array([0, 2, 3]), np.array([2.0, 4.0, 5.0])
     residual = scores - model.global_score_[images]
     bias = residual.sum() / (3 + 2.0)
@@ -93,7 +91,7 @@ def test_personalisation_pays_on_seen_users(small_sim):
 def test_bad_hyperparameters_raise_value_errors():
     from recsys.errors import UserError
 
-    with pytest.raises(UserError, match="alpha must be positive"):
+    with pytest.raises(UserError, match="alpha must be > 0, got -1"):
         create_model("ridge", alpha=-1)
     with pytest.raises(UserError, match="unknown model"):
         create_model("nope")

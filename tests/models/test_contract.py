@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import sys
+import types
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -10,9 +15,31 @@ from recsys.errors import ColdStartNotSupported, UserError
 from recsys.evaluation.evaluator import Evaluator
 from recsys.models import create_model, list_models
 from recsys.models.base import Model
+from recsys.models import registry
 from recsys.models.registry import model_class
 
-MODELS = list_models()
+
+def _contributing_example() -> str:
+    """Load the worked example model of CONTRIBUTING.md as a module; returns its registry target."""
+    text = (Path(__file__).resolve().parents[2] / "CONTRIBUTING.md").read_text()
+    code = next(block for block in re.findall(r"```python\n(.*?)```", text, re.S) if "class MetadataAffinity" in block)
+    module = types.ModuleType("contributing_example")
+    sys.modules[module.__name__] = module  # dataclasses look their module up while the code runs
+    exec(compile(code, "CONTRIBUTING.md", "exec"), module.__dict__)  # noqa: S102 - our own documentation
+    return "contributing_example:MetadataAffinity"
+
+
+EXAMPLE = "metadata_affinity"
+_EXAMPLE_TARGET = _contributing_example()
+#: every registered model and preset that can run here (the MLLM scorer needs its extra, weights and a GPU),
+#: and the worked example of CONTRIBUTING.md
+MODELS = [m for m in list_models() if model_class(m).unavailable_reason() is None] + [EXAMPLE]
+
+
+@pytest.fixture(autouse=True)
+def _example_registered(monkeypatch):
+    """The CONTRIBUTING.md example is registered for these tests only, as its one registry line would."""
+    monkeypatch.setitem(registry._REGISTRY, EXAMPLE, _EXAMPLE_TARGET)
 NON_PERSONALISED = {"global_mean", "metadata_mean", "ridge"}
 _fitted: dict[str, Model] = {}
 
@@ -53,13 +80,20 @@ def test_batch_equals_one_by_one(name, small_sim):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_save_load_round_trip(name, small_sim, tmp_path):
+    """The loaded model predicts the same, for seen and new users, and keeps its name and parameters."""
     model = fitted(name, small_sim)
     r = small_sim.ratings["test_seen"]
     before = model.predict(r.user_idx[:50], r.image_idx[:50])
     loaded = Model.load(model.save(tmp_path / name))
-    np.testing.assert_allclose(
-        loaded.predict(r.user_idx[:50], r.image_idx[:50]), before, rtol=1e-6, atol=1e-6
-    )
+    assert loaded.name == name and loaded.get_params() == model.get_params()
+    np.testing.assert_allclose(loaded.predict(r.user_idx[:50], r.image_idx[:50]), before, rtol=1e-6, atol=1e-6)
+    u = small_sim.ratings["test_unseen"]
+    refs, queries = [References(int(u.user_idx[0]), u.image_idx[:10], u.score[:10])], [u.image_idx[10:20]]
+    if name != "oracle":
+        np.testing.assert_allclose(
+            loaded.predict_new(refs, queries)[0], model.predict_new(refs, queries)[0], rtol=1e-6, atol=1e-6
+        )
+    assert not list(tmp_path.glob(".*.tmp")), "the temporary directory must be renamed into place"
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -99,19 +133,14 @@ def test_predicting_an_unfitted_user_is_a_clear_error(small_sim):
         model.predict(unseen_user, np.array([0]))
 
 
-def _has(cls, method: str) -> bool:
-    return getattr(cls, method) is not getattr(Model, method)
-
-
 @pytest.mark.parametrize("name", MODELS)
 def test_taste_vectors_and_fold_in_share_one_space(name, small_sim):
     """user_vectors() has a row per user; fold_in() of references (also of someone absent from the dataset,
     user_idx -1) gives finite vectors of the same width; a model with one has the other."""
-    cls = model_class(name)
-    if not _has(cls, "user_vectors"):
-        assert not _has(cls, "fold_in")
+    if not model_class(name).has_taste_vectors():
+        with pytest.raises(NotImplementedError):
+            fitted(name, small_sim).fold_in([])
         pytest.skip("no taste vectors")
-    assert _has(cls, "fold_in"), f"{name} has user_vectors but no fold_in: new users cannot be searched"
     model = fitted(name, small_sim)
     vectors = model.user_vectors()
     assert vectors.shape[0] == small_sim.n_users and np.isfinite(vectors).all()
@@ -124,6 +153,7 @@ def test_taste_vectors_and_fold_in_share_one_space(name, small_sim):
     ]
     folded = model.fold_in(refs)
     assert folded.shape == (3, vectors.shape[1]) and np.isfinite(folded).all()
+    assert model.fold_in([]).shape == (0, vectors.shape[1])
 
 
 @pytest.mark.parametrize("name", [m for m in MODELS if m != "oracle"])

@@ -27,7 +27,7 @@ def test_item_features_hold_metadata_and_one_cluster_per_granularity(small_sim):
 
 
 def test_user_features_are_identity_plus_demographics(small_sim):
-    users = user_feature_matrix(small_sim.users, small_sim.ratings["train"].user_idx).toarray()
+    users = user_feature_matrix(small_sim, small_sim.ratings["train"].user_idx).toarray()
     assert users.shape[0] == small_sim.n_users and users.shape[1] > small_sim.n_users
     np.testing.assert_allclose(users.sum(1), 1.0, rtol=1e-5)
 
@@ -41,7 +41,7 @@ def test_each_loss_fits_and_predicts_unseen_images(loss, small_sim):
 
 
 def test_logistic_interactions_mark_non_likes_negative(small_sim):
-    matrix = LightFMModel(loss="logistic").interactions(small_sim)
+    matrix = LightFMModel(loss="logistic").interactions(small_sim, small_sim.ratings["train"])
     assert set(np.unique(matrix.data)) == {-1.0, 1.0}
     assert matrix.nnz == len(small_sim.ratings["train"])
 

@@ -45,19 +45,19 @@ def test_fold_in_matches_augmented_least_squares(small_sim):
     refs = References(user, r.image_idx[mask][:10], r.score[mask][:10])
     fold = model.fold_
     # independent formulation: stack sqrt(penalty) rows for the prior and solve by lstsq
-    x = np.hstack([model.item_factors_[refs.image_idx], np.ones((10, 1))])
-    y = refs.score - model.mu_ - model.item_bias_[refs.image_idx]
+    x = np.hstack([model.fold_.item_vecs[refs.image_idx], np.ones((10, 1))])
+    y = refs.score - model.fold_.a - model.fold_.item_offset[refs.image_idx]
     root = np.sqrt(fold.penalty)
     stacked_x = np.vstack([x, np.diag(root)])
     stacked_y = np.r_[y, root * fold.prior[user]]
     reference = np.linalg.lstsq(stacked_x, stacked_y, rcond=None)[0]
-    np.testing.assert_allclose(model.fold_in_user(refs), reference, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(model._fold([refs])[0], reference, rtol=1e-8, atol=1e-10)
     # k = 0 is the demographic prior, and predictions use exactly the folded vector
     empty = References(user, np.empty(0, np.int64), np.empty(0, np.float32))
-    np.testing.assert_allclose(model.fold_in_user(empty), fold.prior[user])
+    np.testing.assert_allclose(model._fold([empty])[0], fold.prior[user])
     images = r.image_idx[mask][10:]
     expected = (
-        model.mu_ + model.item_bias_[images] + model.item_factors_[images] @ reference[:-1] + reference[-1]
+        model.fold_.a + model.fold_.item_offset[images] + model.fold_.item_vecs[images] @ reference[:-1] + reference[-1]
     )
     np.testing.assert_allclose(model.predict_new([refs], [images])[0], expected, rtol=1e-8)
 

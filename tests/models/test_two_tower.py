@@ -60,14 +60,14 @@ def test_save_load_gives_identical_predictions_for_new_users(model, small_sim, t
     refs = References(int(r.user_idx[0]), r.image_idx[:5], r.score[:5])
     before = model.predict_new([refs], [r.image_idx[5:40]])[0]
     loaded = Model.load(model.save(tmp_path / "tt"))
-    assert (tmp_path / "tt" / "model.pt").exists()
+    assert (tmp_path / "tt" / "modules.pt").exists()
     np.testing.assert_allclose(
         loaded.predict_new([refs], [r.image_idx[5:40]])[0], before, rtol=1e-6, atol=1e-6
     )
 
 
 def test_ablations_fix_their_flag(small_sim):
-    assert not create_model("two_tower_no_contrastive").use_contrastive
+    assert create_model("two_tower_no_contrastive").contrastive_weight == 0.0
     model = create_model("two_tower_no_prototypes", epochs=2).fit(small_sim)
     with pytest.raises(ValueError, match="no prototypes"):
         model.prototype_mixture(np.arange(2))

@@ -15,44 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys.data.dataset import Dataset, References
+from recsys.data.dataset import Dataset, Ratings, References
 from recsys.errors import UserError
+from recsys.models.base import Model
 from recsys.models.linear import ridge
-from recsys.models.side import image_design, user_design
-
-MAX_LEVELS = 200
-
-
-def groups(index: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """(value, positions) for each distinct value of an integer array, positions in stable order."""
-    order = np.argsort(index, kind="stable")
-    values, starts = np.unique(index[order], return_index=True)
-    return list(zip(values.tolist(), np.split(order, starts[1:]), strict=True))
-
-
-def optional_image_design(dataset: Dataset) -> np.ndarray | None:
-    """``image_design`` of the dataset, or None when it has neither image features nor metadata."""
-    try:
-        return image_design(dataset)
-    except UserError:
-        return None
-
-
-class FoldInTaste:
-    """``fold_in`` for models whose taste vectors are the factors of a ``FoldIn`` (``fold_``): mf, als, bpr, lightfm."""
-
-    fold_: FoldIn
-
-    def fold_in(self, references: Sequence[References]) -> np.ndarray:
-        """Factors (float32, n x f) of new users from their references, comparable to ``user_vectors``."""
-        self._check_fitted()
-        vectors = []
-        for r in references:
-            images = np.asarray(r.image_idx, np.int64)
-            if getattr(self, "scorable_", None) is not None:
-                check_scorable(self.name, self.scorable_, images)
-            vectors.append(self.fold_.user(r.user_idx, images, np.asarray(r.score))[:-1])
-        return np.array(vectors, np.float32).reshape(len(references), -1)
+from recsys.models.persistence import state_record
 
 
 class ImageMap:
@@ -78,8 +45,14 @@ class ImageMap:
         return design @ self.coef + self.intercept
 
 
-def complete_items(design: np.ndarray | None, fitted: np.ndarray, params: np.ndarray, alpha: float,
-                   counts: np.ndarray | None = None, blend: float = 0.0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def complete_items(
+    design: np.ndarray | None,
+    fitted: np.ndarray,
+    params: np.ndarray,
+    alpha: float,
+    counts: np.ndarray | None = None,
+    blend: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Item parameters for every image: learned ones where ``fitted``, the feature map's prediction elsewhere.
 
     ``params`` (n_images, t) hold learned rows for fitted images; with ``blend`` > 0 a fitted row becomes
@@ -111,6 +84,7 @@ def check_scorable(name: str, known: np.ndarray, image_idx: np.ndarray) -> None:
         )
 
 
+@state_record
 @dataclass
 class FoldIn:
     """Calibrated factor scoring and the fold-in of new users (see the module docstring).
@@ -150,19 +124,21 @@ class FoldIn:
         dot = np.einsum("ij,ij->i", self.item_vecs[image_idx], u[:, :-1])
         return self.a + self.b * (dot + u[:, -1] + self.item_offset[image_idx])
 
-    def predict_new(
-        self, references: Sequence[References], image_idx: Sequence[np.ndarray]
-    ) -> list[np.ndarray]:
-        out = []
-        for refs, images in zip(references, image_idx, strict=True):
-            vec = self.user(refs.user_idx, np.asarray(refs.image_idx, np.int64), np.asarray(refs.score))
-            out.append(self.score(vec, np.asarray(images, np.int64)))
-        return out
 
 
-def build_fold_in(dataset: Dataset, ratings, item_vecs: np.ndarray, item_offset: np.ndarray, user_vecs: np.ndarray,
-                  a: float, b: float, *, user_offset_shrinkage: float, demo_alpha: float,
-                  user_offset: np.ndarray | None = None) -> tuple[FoldIn, np.ndarray]:  # fmt: skip
+def build_fold_in(
+    dataset: Dataset,
+    ratings: Ratings,
+    item_vecs: np.ndarray,
+    item_offset: np.ndarray,
+    user_vecs: np.ndarray,
+    a: float,
+    b: float,
+    *,
+    user_offset_shrinkage: float,
+    demo_alpha: float,
+    user_offset: np.ndarray | None = None,
+) -> tuple[FoldIn, np.ndarray]:
     """Fitted users' offsets, the demographic prior and the fold-in penalty, from the training ratings.
 
     ``user_vecs`` (n_users, f) are the fitted user vectors (rows of users absent from ``ratings`` unused);
@@ -180,7 +156,7 @@ def build_fold_in(dataset: Dataset, ratings, item_vecs: np.ndarray, item_offset:
     offset = sums / (counts + user_offset_shrinkage) if user_offset is None else user_offset
     vecs = np.hstack([user_vecs, offset[:, None]]).astype(np.float64)
     train_users = np.flatnonzero(counts > 0)
-    demo = user_design(dataset.users, train_users).astype(np.float64)
+    demo = dataset.user_design(train_users).astype(np.float64)
     prior = np.tile(vecs[train_users].mean(0), (n_users + 1, 1))  # last row: a person not in the dataset
     if demo.shape[1] and len(train_users) > 2:
         coef, intercept = ridge(demo[train_users], vecs[train_users], demo_alpha)
@@ -207,3 +183,81 @@ def calibrate(raw: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     b = float(np.cov(raw, scores, bias=True)[0, 1] / var) if var > 0 else 1.0
     b = max(b, 1e-3)
     return float(scores.mean() - b * raw.mean()), b
+
+
+class FactorModel(Model):
+    """Base of the factor models (mf, als, bpr, lightfm): calibrated factor scoring, factors for images absent
+    from the fit through the image design, and the fold-in of new users (see the module docstring).
+
+    A subclass's ``_fit`` sets ``fold_`` (a ``FoldIn``), ``user_vecs_`` (n_users, f + 1: ``[p_u, c_u]``) and
+    ``scorable_`` (n_images, bool: images with parameters), usually through ``_calibrate_and_fold``.
+    """
+
+    fold_: FoldIn
+
+    def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
+        check_scorable(self.name, self.scorable_, image_idx)
+        return self.fold_.score_pairs(self.user_vecs_, user_idx, image_idx)
+
+    def _fold(self, references: list[References]) -> list[np.ndarray]:
+        states = []
+        for refs in references:
+            images = np.asarray(refs.image_idx, np.int64)
+            check_scorable(self.name, self.scorable_, images)
+            states.append(self.fold_.user(refs.user_idx, images, np.asarray(refs.score)))
+        return states
+
+    def _score_folded(self, states: list[np.ndarray], images: list[np.ndarray]) -> list[np.ndarray]:
+        out = []
+        for vec, candidates in zip(states, images, strict=True):
+            check_scorable(self.name, self.scorable_, candidates)
+            out.append(self.fold_.score(vec, candidates))
+        return out
+
+    def _taste(self, states: list[np.ndarray]) -> np.ndarray:
+        return np.array([vec[:-1] for vec in states]).reshape(len(states), -1)
+
+    def _user_vectors(self) -> np.ndarray:
+        return self.user_vecs_[:, :-1]
+
+    @property
+    def calibration(self) -> tuple[float, float]:
+        """(a, b): rating = a + b * (raw score + user offset)."""
+        return self.fold_.a, self.fold_.b
+
+    def _calibrate_and_fold(
+        self,
+        dataset: Dataset,
+        ratings: Ratings,
+        split: str,
+        user_vecs: np.ndarray,
+        item_vecs: np.ndarray,
+        item_offset: np.ndarray,
+        fitted: np.ndarray,
+    ) -> None:
+        """Calibrate raw scores to the rating scale and build the fold-in, for models trained on likes.
+
+        Images with learned factors and images given factors by the feature map score on different scales
+        (fitted vs shrunk): the first are calibrated on the fit ratings, the second on ``val_seen`` (when it
+        holds known users rating only such images), and the mapped ones are rescaled onto the first.
+        """
+        raw = np.einsum("ij,ij->i", user_vecs[ratings.user_idx], item_vecs[ratings.image_idx])
+        a, b = calibrate(raw + item_offset[ratings.image_idx], ratings.score)
+        val = self._validation(dataset, split, "val_seen")
+        mapped = self.scorable_ & ~fitted
+        if val is not None and len(val) > 10 and self.known_[val.user_idx].all() and mapped[val.image_idx].all():
+            raw = np.einsum("ij,ij->i", user_vecs[val.user_idx], item_vecs[val.image_idx])
+            a_map, b_map = calibrate(raw + item_offset[val.image_idx], val.score)
+            item_vecs[mapped] *= b_map / b
+            item_offset[mapped] = item_offset[mapped] * b_map / b + (a_map - a) / b
+        self.fold_, self.user_vecs_ = build_fold_in(
+            dataset,
+            ratings,
+            item_vecs,
+            item_offset,
+            user_vecs,
+            a,
+            b,
+            user_offset_shrinkage=self.offset_shrinkage,
+            demo_alpha=self.demo_alpha,
+        )

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from experiments.mllm import (
+from recsys.models.mllm import (
     IMAGE_TOKEN,
     MLLMScorer,
     MLLMUnavailable,

@@ -4,8 +4,8 @@ The approach of Mo et al. (arXiv 2508.08220): the user's history becomes up to e
 pairs with their prompts; the candidate follows; the score is the probability of a "+" against a "-" token
 at the answer position, ``p(+) = sigmoid(logit(+) - logit(-))``.
 
-Not in the default registry: it needs ``transformers`` and local weights (e.g. Idefics2-8B) and, in practice,
-a GPU. Without them, scoring raises ``MLLMUnavailable`` (a ``ColdStartNotSupported``), whose one-line
+Registered as ``mllm_scorer`` (group ``mllm``, not in the default set): it needs the ``mllm`` extra
+(``transformers``), local weights (e.g. Idefics2-8B) and, in practice, a GPU. Without them, scoring raises ``MLLMUnavailable`` (a ``ColdStartNotSupported``), whose one-line
 ``skipped: ...`` reason the evaluator reports as an ``unsupported`` row.
 
 The pure parts (pairing, prompt text, reading the +/- probability) are tested without any weights.
@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable, Sequence
-from typing import Any, Self
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from recsys.data.dataset import Dataset, References
+from recsys.data.dataset import Dataset, Ratings, References, group_by
 from recsys.errors import ColdStartNotSupported
 from recsys.models.base import Model
+from recsys.models.params import DEVICES, Hyperparameters, at_least_one, hyper
 
 IMAGE_TOKEN = "<image>"
 INSTRUCTION = (
@@ -87,47 +89,46 @@ def transformers_available() -> bool:
 
 
 class MLLMScorer(Model):
-    """A multimodal LLM reads liked/disliked reference pairs and scores a candidate by p("+").
-
-    Args:
-        model_id: a local Hugging Face checkpoint (directory or cached id) of an image-text-to-text model.
-        max_pairs: reference pairs in the prompt (the paper uses 8).
-        device: "auto", "cpu" or "cuda".
-        score_low / score_high: p("+") in [0, 1] is mapped linearly onto this rating range.
-    """
+    """A multimodal LLM reads liked/disliked reference pairs and scores a candidate by p("+") (needs the
+    ``mllm`` extra, local weights and a GPU; otherwise reported as unsupported)."""
 
     name = "mllm_scorer"
 
-    def __init__(self, *, model_id: str = "HuggingFaceM4/idefics2-8b", max_pairs: int = 8, device: str = "auto",
-                 score_low: float = 1.0, score_high: float = 5.0) -> None:  # fmt: skip
-        if max_pairs < 1:
-            raise ValueError(f"max_pairs must be at least 1, got {max_pairs!r}")
-        if device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-        if not score_low < score_high:
-            raise ValueError(f"score_low ({score_low}) must be below score_high ({score_high})")
-        self.model_id = model_id
-        self.max_pairs = max_pairs
-        self.device = device
-        self.score_low = score_low
-        self.score_high = score_high
-        #: (prompt text, image indices) -> p("+"); set by fit from transformers, or injected in tests
+    @dataclass(frozen=True)
+    class Params(Hyperparameters):
+        model_id: str = hyper("HuggingFaceM4/idefics2-8b", doc="a local image-text-to-text checkpoint (dir or id)")
+        max_pairs: int = at_least_one(8, "reference pairs in the prompt (the paper uses 8)")
+        device: str = hyper("auto", choices=DEVICES, doc="auto (a GPU is required), cpu or cuda")
+        score_low: float = hyper(1.0, doc="p(+) = 0 maps to this rating")
+        score_high: float = hyper(5.0, doc="p(+) = 1 maps to this rating")
+
+        def validate(self) -> None:
+            if not self.score_low < self.score_high:
+                raise ValueError(f"score_low ({self.score_low}) must be below score_high ({self.score_high})")
+
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        #: (prompt text, image indices) -> p("+"); loaded from transformers on first use, or injected in tests
         self.backend: Callable[[str, list[int]], float] | None = None
 
-    def fit(self, dataset: Dataset, split: str = "train") -> Self:
-        """Nothing is learned (zero-shot); keeps the dataset for prompts and the fit ratings as seen users' refs."""
-        self.dataset_ = dataset
-        ratings = dataset.fit_ratings(split)
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        if not transformers_available():
+            return "needs the transformers package (pip install 'recsys-pamela[mllm]')"
+        return None
+
+    def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
+        """Nothing is learned (zero-shot): keeps prompts and image paths, and the fit ratings as seen users' refs."""
+        images = dataset.images
+        self.prompts_ = (
+            [str(p).replace('"', "'") for p in images["prompt"]] if "prompt" in images.columns else None
+        )
+        self.image_paths_ = [str(p) for p in images["path"]] if "path" in images.columns else None
         self.ref_user_, self.ref_image_, self.ref_score_ = ratings.user_idx, ratings.image_idx, ratings.score
-        self.fitted_ = True
-        return self
 
     # ------------------------------------------------------------------ scoring
     def _prompt_text(self, image: int) -> str:
-        images = self.dataset_.images
-        if "prompt" in images.columns:
-            return str(images["prompt"].iloc[image]).replace('"', "'")
-        return ""
+        return self.prompts_[image] if self.prompts_ is not None else ""
 
     def _backend(self) -> Callable[[str, list[int]], float]:
         if self.backend is None:
@@ -143,24 +144,15 @@ class MLLMScorer(Model):
         )
         return self.score_low + probs * (self.score_high - self.score_low)
 
-    def predict_new(
-        self, references: Sequence[References], image_idx: Sequence[np.ndarray]
-    ) -> list[np.ndarray]:
-        self._check_fitted()
-        return [
-            self.score_user(refs, np.asarray(images))
-            for refs, images in zip(references, image_idx, strict=True)
-        ]
+    def _predict_new(self, references: list[References], images: list[np.ndarray]) -> list[np.ndarray]:
+        return [self.score_user(refs, candidates) for refs, candidates in zip(references, images, strict=True)]
 
-    def predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
+    def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
         """Seen users: their fit ratings are the references (raises ``MLLMUnavailable`` without a backend)."""
-        self._check_fitted()
-        user_idx, image_idx = self._pairs(user_idx, image_idx)
         out = np.empty(len(user_idx))
-        for user in np.unique(user_idx):
+        for user, rows in group_by(user_idx):
             mine = self.ref_user_ == user
-            refs = References(int(user), self.ref_image_[mine], self.ref_score_[mine])
-            rows = np.flatnonzero(user_idx == user)
+            refs = References(user, self.ref_image_[mine], self.ref_score_[mine])
             out[rows] = self.score_user(refs, image_idx[rows])
         return out
 
@@ -198,12 +190,12 @@ def _load_transformers_backend(model: MLLMScorer) -> Callable[[str, list[int]], 
     tokenizer = processor.tokenizer
     plus_id = tokenizer.convert_tokens_to_ids("+")
     minus_id = tokenizer.convert_tokens_to_ids("-")
-    paths = model.dataset_.images["path"] if "path" in model.dataset_.images.columns else None
+    paths = model.image_paths_
     if paths is None:
         raise MLLMUnavailable("skipped: the dataset has no image paths (images.path) to show the MLLM")
 
     def p_plus(text: str, images: list[int]) -> float:
-        pictures: list[Any] = [Image.open(paths.iloc[i]).convert("RGB") for i in images]
+        pictures: list[Any] = [Image.open(paths[i]).convert("RGB") for i in images]
         inputs = processor(text=text, images=pictures, return_tensors="pt").to(device)
         with torch.no_grad():
             logits = net(**inputs).logits[0, -1].float().cpu().numpy()

@@ -1,0 +1,105 @@
+"""Side information as float arrays: the one image design (features + metadata) and the one user design
+(demographics). ``Dataset`` builds each once and caches it (``Dataset.image_design``, ``Dataset.user_design``,
+``Dataset.metadata``); models read them from there."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+#: columns that describe an image but are not categories (free text, file locations)
+NON_CATEGORICAL = {"path", "prompt", "image_path", "category"}
+PAMELA_HIERARCHY = ("type", "group", "style")
+#: a text column with more distinct values than this is free text, not a category
+MAX_CATEGORY_LEVELS = 200
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """Categorical image metadata, encoded once.
+
+    Attributes:
+        columns: the categorical columns, coarse to fine (PAMELA: type, group, style).
+        onehot: (n_images, levels) float64 one-hots, columns in order, levels sorted; a missing value has none.
+        names: ``column=level`` of each one-hot column.
+        codes: (n_images, len(columns)) int64 level codes, 0 for missing, 1.. for the sorted levels.
+        sizes: levels per column, plus one (the missing code).
+    """
+
+    columns: list[str]
+    onehot: np.ndarray
+    names: list[str]
+    codes: np.ndarray
+    sizes: list[int]
+
+
+def metadata_columns(images: pd.DataFrame) -> list[str]:
+    """Categorical metadata columns, coarse to fine: PAMELA's type, group, style, else the table's own."""
+    if all(c in images.columns for c in PAMELA_HIERARCHY):
+        return list(PAMELA_HIERARCHY)
+    columns = []
+    for column in images.columns:
+        if column in NON_CATEGORICAL or pd.api.types.is_numeric_dtype(images[column]):
+            continue
+        levels = images[column].nunique(dropna=True)
+        if 1 < levels <= MAX_CATEGORY_LEVELS:
+            columns.append((levels, column))
+    return [c for _, c in sorted(columns)]
+
+
+def encode_metadata(images: pd.DataFrame) -> Metadata:
+    """One-hots and integer codes of the categorical metadata columns."""
+    columns = metadata_columns(images)
+    blocks, names, codes, sizes = [], [], [], []
+    for column in columns:
+        category = pd.Categorical(images[column].astype("string"))
+        levels = [str(level) for level in category.categories]
+        code = category.codes.astype(np.int64)
+        onehot = np.zeros((len(images), len(levels)))
+        present = code >= 0
+        onehot[np.flatnonzero(present), code[present]] = 1.0
+        blocks.append(onehot)
+        names += [f"{column}={level}" for level in levels]
+        codes.append(code + 1)
+        sizes.append(len(levels) + 1)
+    return Metadata(
+        columns=columns,
+        onehot=np.hstack(blocks) if blocks else np.zeros((len(images), 0)),
+        names=names,
+        codes=np.stack(codes, axis=1) if codes else np.zeros((len(images), 0), np.int64),
+        sizes=sizes,
+    )
+
+
+def image_design(features: np.ndarray | None, metadata: Metadata, metadata_weight: float) -> np.ndarray | None:
+    """Image features beside metadata one-hots scaled by ``metadata_weight`` (float64); None without either."""
+    parts = []
+    if features is not None:
+        parts.append(features.astype(np.float64))
+    if metadata.onehot.shape[1]:
+        parts.append(metadata_weight * metadata.onehot)
+    return np.hstack(parts) if parts else None
+
+
+def user_design(users: pd.DataFrame, fitted_users: np.ndarray) -> np.ndarray:
+    """Demographics of every user (float32, (n_users + 1) x d), encoded by ``features.demographics`` fitted on
+    the rows ``fitted_users`` only (the users of the fit) and reapplied to every row, new users included.
+
+    The extra last row is a person with no recorded demographics (every value unknown), so that index -1,
+    which ``References`` use for someone absent from the dataset, reads it. Numbers are standardised with a
+    missing indicator; categories are one-hot with "other" and "unknown" columns.
+    """
+    from features.demographics import user_feature_encoder_for
+
+    if users.shape[1] == 0:
+        return np.zeros((len(users) + 1, 0), np.float32)
+    encoder = user_feature_encoder_for(users).fit(users.iloc[np.unique(fitted_users)].reset_index(drop=True))
+    with_unknown = users.reindex(range(len(users) + 1))  # the new last row: every value missing
+    return encoder.transform(with_unknown)
+
+
+def with_intercept(design: np.ndarray) -> np.ndarray:
+    """``design`` with a constant column of ones appended (so an empty design still carries a bias)."""
+    return np.hstack([design, np.ones((len(design), 1), design.dtype)])
