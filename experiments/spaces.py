@@ -103,13 +103,17 @@ def load_space(model: str, spaces_dir: Path | None = None) -> SearchSpace:
     extends, drop = data.pop("extends", None), data.pop("drop", [])
     if extends is not None:
         if extends != preset_of(model)[0] or extends == model:
-            raise UserError(f"{path}: extends = {extends!r}, but {model} is a preset of {preset_of(model)[0]!r}")
+            raise UserError(
+                f"{path}: extends = {extends!r}, but {model} is a preset of {preset_of(model)[0]!r}"
+            )
         if not isinstance(drop, list) or not all(isinstance(d, str) for d in drop):
             raise UserError(f"{path}: drop must be a list of parameter names")
         parent = _read_toml(space_path(extends, spaces_dir))
         unknown = sorted(set(drop) - set(parent))
         if unknown:
-            raise UserError(f"{path}: drop names {', '.join(unknown)}, which {extends}'s space does not search")
+            raise UserError(
+                f"{path}: drop names {', '.join(unknown)}, which {extends}'s space does not search"
+            )
         fixed = preset_of(model)[1]
         data = {k: v for k, v in parent.items() if k not in drop and k not in fixed} | data
     elif drop:

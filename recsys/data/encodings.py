@@ -73,7 +73,9 @@ def encode_metadata(images: pd.DataFrame) -> Metadata:
     )
 
 
-def image_design(features: np.ndarray | None, metadata: Metadata, metadata_weight: float) -> np.ndarray | None:
+def image_design(
+    features: np.ndarray | None, metadata: Metadata, metadata_weight: float
+) -> np.ndarray | None:
     """Image features beside metadata one-hots scaled by ``metadata_weight`` (float64); None without either."""
     parts = []
     if features is not None:

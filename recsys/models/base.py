@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -41,7 +40,6 @@ class Model(ABC):
     #: registry name (presets of the same class get their own name from the registry)
     name: ClassVar[str] = "model"
 
-    @dataclass(frozen=True)
     class Params(Hyperparameters):
         """No hyperparameters."""
 
@@ -110,7 +108,9 @@ class Model(ABC):
             self._check_known(user_idx)
         return np.asarray(self._predict(user_idx, image_idx), dtype=np.float64)
 
-    def predict_new(self, references: Sequence[References], image_idx: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def predict_new(
+        self, references: Sequence[References], image_idx: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
         """Scores of new users' candidate images from their reference ratings, one array per user."""
         self._check_fitted()
         references = list(references)
@@ -169,7 +169,7 @@ class Model(ABC):
         """An empty torch module for the saved weights of attribute ``key``, shaped from the other ``state``."""
         raise TypeError(f"{self.name} saved a module {key} but cannot build one")
 
-    def _after_load(self) -> None:
+    def _after_load(self) -> None:  # noqa: B027 - optional hook; most models keep nothing in memory only
         """Rebuild what the model keeps only in memory (caches), after its state was loaded."""
 
     @staticmethod

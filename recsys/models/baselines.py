@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from recsys.data.dataset import Dataset, Ratings, References
@@ -43,7 +41,6 @@ class MetadataMean(_ImageScoreModel):
 
     name = "metadata_mean"
 
-    @dataclass(frozen=True)
     class Params(Hyperparameters):
         shrinkage: float = non_negative(10.0, "pseudo-ratings at the parent cell's mean")
 
@@ -69,7 +66,6 @@ class Ridge(_ImageScoreModel):
 
     name = "ridge"
 
-    @dataclass(frozen=True)
     class Params(Hyperparameters):
         alpha: float = positive(3.0, "ridge penalty")
 
@@ -88,7 +84,6 @@ class UserRidge(Model):
 
     name = "user_ridge"
 
-    @dataclass(frozen=True)
     class Params(Hyperparameters):
         alpha: float = positive(3.0, "ridge penalty of the global (consensus) ridge")
         user_alpha: float = positive(1.0, "ridge penalty of each user's weights")
@@ -98,7 +93,10 @@ class UserRidge(Model):
         self.design_ = dataset.image_design()
         self.global_score_ = consensus_scores(self.design_, ratings, self.alpha)
         states = self._fold(
-            [References(user, ratings.image_idx[rows], ratings.score[rows]) for user, rows in ratings.by_user()]
+            [
+                References(user, ratings.image_idx[rows], ratings.score[rows])
+                for user, rows in ratings.by_user()
+            ]
         )
         self.bias_ = np.zeros(dataset.n_users)
         self.weights_ = np.zeros((dataset.n_users, self.design_.shape[1]))

@@ -10,7 +10,6 @@ per-dimension penalty is ``noise variance / prior variance``, estimated from the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,7 +122,6 @@ class FoldIn:
         u = vecs[user_idx]
         dot = np.einsum("ij,ij->i", self.item_vecs[image_idx], u[:, :-1])
         return self.a + self.b * (dot + u[:, -1] + self.item_offset[image_idx])
-
 
 
 def build_fold_in(
@@ -245,7 +243,12 @@ class FactorModel(Model):
         a, b = calibrate(raw + item_offset[ratings.image_idx], ratings.score)
         val = self._validation(dataset, split, "val_seen")
         mapped = self.scorable_ & ~fitted
-        if val is not None and len(val) > 10 and self.known_[val.user_idx].all() and mapped[val.image_idx].all():
+        if (
+            val is not None
+            and len(val) > 10
+            and self.known_[val.user_idx].all()
+            and mapped[val.image_idx].all()
+        ):
             raw = np.einsum("ij,ij->i", user_vecs[val.user_idx], item_vecs[val.image_idx])
             a_map, b_map = calibrate(raw + item_offset[val.image_idx], val.score)
             item_vecs[mapped] *= b_map / b

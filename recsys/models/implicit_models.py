@@ -8,8 +8,6 @@ shrunk per-user offset. New users: calibrated fold-in on the item factors toward
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import scipy.sparse as sp
 
@@ -32,7 +30,6 @@ def likes_matrix(
     return matrix
 
 
-@dataclass(frozen=True)
 class LikesParams(Hyperparameters):
     """Hyperparameters every likes-based factor model shares."""
 
@@ -42,16 +39,41 @@ class LikesParams(Hyperparameters):
     feature_alpha: float = positive(10.0, "ridge penalty of the image-design -> factors map")
     demo_alpha: float = positive(10.0, "ridge penalty of the demographics -> user prior map")
     offset_shrinkage: float = non_negative(5.0, "shrinkage of each user's calibration offset")
-    blend: float = non_negative(100.0, "ratings at which a fitted image's own factors and its mapped ones weigh equally")
+    blend: float = non_negative(
+        100.0, "ratings at which a fitted image's own factors and its mapped ones weigh equally"
+    )
     seed: int = hyper(0, doc="seed of the wrapped model")
 
 
 class _LikesFactorModel(FactorModel):
     """Shared fit of the implicit models: train on likes, complete items from features, calibrate, fold in."""
 
+    def build(self):
+        """The wrapped implicit model with this model's hyperparameters (CPU, one thread, seeded)."""
+        cls, specific = self._implicit_model()
+        return cls(
+            factors=self.factors,
+            iterations=self.iterations,
+            num_threads=1,
+            random_state=self.seed,
+            **specific,
+        )
+
+    def _implicit_model(self) -> tuple[type, dict]:
+        """The implicit class and the hyperparameters it takes beyond factors, iterations, threads and seed."""
+        raise NotImplementedError
+
     def _train(self, matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(user vectors (n_users, f), item vectors (n_images, f), item offsets (n_images,))."""
-        raise NotImplementedError
+        model = self.build()
+        model.fit(matrix, show_progress=False)
+        return self._factors(
+            np.asarray(model.user_factors, np.float64), np.asarray(model.item_factors, np.float64)
+        )
+
+    def _factors(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The wrapped model's factors as (user vectors, item vectors, item offsets)."""
+        return users, items, np.zeros(len(items))
 
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
         matrix = likes_matrix(
@@ -85,30 +107,15 @@ class ALS(_LikesFactorModel):
 
     name = "als"
 
-    @dataclass(frozen=True)
     class Params(LikesParams):
         regularization: float = positive(0.05, "L2 penalty of the factors")
         alpha: float = positive(2.0, "confidence scale")
         confidence_weighted: bool = hyper(True, doc="confidence from the score (else every like counts 1)")
 
-    def build(self):
-        """The wrapped implicit model with this model's hyperparameters (CPU, one thread, seeded)."""
+    def _implicit_model(self):
         from implicit.cpu.als import AlternatingLeastSquares
 
-        return AlternatingLeastSquares(
-            factors=self.factors,
-            regularization=self.regularization,
-            alpha=self.alpha,
-            iterations=self.iterations,
-            num_threads=1,
-            random_state=self.seed,
-        )
-
-    def _train(self, matrix):
-        model = self.build()
-        model.fit(matrix, show_progress=False)
-        items = np.asarray(model.item_factors, np.float64)
-        return np.asarray(model.user_factors, np.float64), items, np.zeros(len(items))
+        return AlternatingLeastSquares, {"regularization": self.regularization, "alpha": self.alpha}
 
 
 class BPR(_LikesFactorModel):
@@ -116,29 +123,19 @@ class BPR(_LikesFactorModel):
 
     name = "bpr"
 
-    @dataclass(frozen=True)
     class Params(LikesParams):
         iterations: int = at_least_one(100, "training epochs")
         learning_rate: float = positive(0.05, "SGD learning rate")
         regularization: float = non_negative(0.01, "L2 penalty of the factors")
 
-    def build(self):
-        """The wrapped implicit model with this model's hyperparameters (CPU, one thread, seeded)."""
+    def _implicit_model(self):
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
-        return BayesianPersonalizedRanking(
-            factors=self.factors,
-            learning_rate=self.learning_rate,
-            regularization=self.regularization,
-            iterations=self.iterations,
-            num_threads=1,
-            random_state=self.seed,
-        )
+        return BayesianPersonalizedRanking, {
+            "learning_rate": self.learning_rate,
+            "regularization": self.regularization,
+        }
 
-    def _train(self, matrix):
-        model = self.build()
-        model.fit(matrix, show_progress=False)
-        users = np.asarray(model.user_factors, np.float64)
-        items = np.asarray(model.item_factors, np.float64)
+    def _factors(self, users, items):
         # implicit appends a bias column to item factors and a column of ones to user factors
         return users[:, :-1], items[:, :-1], items[:, -1]

@@ -7,8 +7,6 @@ cosine over co-ratings, shrunk by ``n_common / (n_common + shrinkage)``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import scipy.sparse as sp
 
@@ -49,12 +47,13 @@ def weighted_neighbours(sim: np.ndarray, values: np.ndarray, k: int, shrinkage: 
     return (sim * values).sum(1) / (sim.sum(1) + shrinkage)
 
 
-@dataclass(frozen=True)
 class KNNParams(Hyperparameters):
     """Hyperparameters both neighbourhood models share."""
 
     k: int = at_least_one(30, "neighbours")
-    shrinkage: float = non_negative(1.0, "added to the sum of neighbour similarities (shrinks toward the baseline)")
+    shrinkage: float = non_negative(
+        1.0, "added to the sum of neighbour similarities (shrinks toward the baseline)"
+    )
     mean_shrinkage: float = non_negative(5.0, "pseudo-ratings at the global mean in each user's mean")
     similarity_shrinkage: float = non_negative(10.0, "co-ratings at which a rating similarity is halved")
 
@@ -156,9 +155,10 @@ class UserKNN(_KNNBase):
 
     name = "user_knn"
 
-    @dataclass(frozen=True)
     class Params(KNNParams):
-        image_k: int = at_least_one(5, "a neighbour's rated images nearest the candidate that it is judged by")
+        image_k: int = at_least_one(
+            5, "a neighbour's rated images nearest the candidate that it is judged by"
+        )
         shrinkage: float = non_negative(0.5, "added to the sum of neighbour similarities")
 
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
@@ -181,13 +181,17 @@ class UserKNN(_KNNBase):
         if self.taste_ is not None:
             from recsys.retrieval.index import VectorIndex
 
-            self._index = VectorIndex(metric="inner_product", kind="exact").build(self.taste_[self.train_users_])
+            self._index = VectorIndex(metric="inner_product", kind="exact").build(
+                self.taste_[self.train_users_]
+            )
 
     def _taste_of(self, rated: np.ndarray, centred: np.ndarray) -> np.ndarray:
         vec = (centred[:, None] * self.embedding_[rated]).mean(0)
         return (vec / max(np.linalg.norm(vec), 1e-12)).astype(np.float32)
 
-    def _neighbours(self, taste: np.ndarray | None, rated: np.ndarray, centred: np.ndarray, exclude: int | None):
+    def _neighbours(
+        self, taste: np.ndarray | None, rated: np.ndarray, centred: np.ndarray, exclude: int | None
+    ):
         """(neighbour user indices, similarities) of the k most similar training users."""
         if taste is not None:
             found = self._index.search(taste[None, :], min(self.k + 1, len(self.train_users_)))
@@ -199,9 +203,9 @@ class UserKNN(_KNNBase):
             binary = self.centred_.copy()
             binary.data[:] = 1.0
             common = np.asarray(binary[:, rated].sum(1)).ravel()
-            norms = np.sqrt(np.asarray(self.centred_.multiply(self.centred_).sum(1)).ravel()) * np.linalg.norm(
-                centred
-            )
+            norms = np.sqrt(
+                np.asarray(self.centred_.multiply(self.centred_).sum(1)).ravel()
+            ) * np.linalg.norm(centred)
             sims_all = gram / np.maximum(norms, 1e-12) * common / (common + self.similarity_shrinkage)
             sims_all[~self.known_] = -np.inf
             users = np.argsort(-sims_all, kind="stable")[: self.k + 1]
@@ -271,5 +275,7 @@ class UserKNN(_KNNBase):
         for row, refs in enumerate(references):
             if len(refs):
                 scores = np.asarray(refs.score, np.float64)
-                out[row] = self._taste_of(np.asarray(refs.image_idx, np.int64), scores - self._user_mean(scores))
+                out[row] = self._taste_of(
+                    np.asarray(refs.image_idx, np.int64), scores - self._user_mean(scores)
+                )
         return out

@@ -8,7 +8,6 @@ users are folded in on the item representations toward a demographic prior, as f
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -57,17 +56,22 @@ class LightFMModel(FactorModel):
 
     name = "lightfm"
 
-    @dataclass(frozen=True)
     class Params(Hyperparameters):
         factors: int = at_least_one(32, "embedding dimension (LightFM no_components)")
-        loss: str = hyper("warp", choices=("warp", "bpr", "logistic"), doc="warp, bpr (likes) or logistic (+1/-1)")
+        loss: str = hyper(
+            "warp", choices=("warp", "bpr", "logistic"), doc="warp, bpr (likes) or logistic (+1/-1)"
+        )
         epochs: int = at_least_one(30, "training epochs")
         learning_rate: float = positive(0.05, "LightFM's (adagrad) learning rate")
         item_alpha: float = non_negative(1e-6, "L2 penalty on item feature embeddings")
         user_alpha: float = non_negative(1e-6, "L2 penalty on user feature embeddings")
         like_threshold: float = hyper(4.0, doc="scores at or above it are likes")
-        cluster_sizes: tuple[int, ...] = hyper((16, 64, 256), low=2, doc="k-means granularities of the features")
-        demo_alpha: float = positive(10.0, "ridge penalty of the demographics -> user prior map for new users")
+        cluster_sizes: tuple[int, ...] = hyper(
+            (16, 64, 256), low=2, doc="k-means granularities of the features"
+        )
+        demo_alpha: float = positive(
+            10.0, "ridge penalty of the demographics -> user prior map for new users"
+        )
         offset_shrinkage: float = non_negative(5.0, "shrinkage of each user's calibration offset")
         seed: int = hyper(0, doc="seed of LightFM and k-means")
 
@@ -86,7 +90,9 @@ class LightFMModel(FactorModel):
 
     def interactions(self, dataset: Dataset, ratings: Ratings) -> sp.coo_matrix:
         """The training matrix LightFM sees: likes (1), and for logistic loss other ratings as -1."""
-        likes = likes_matrix(ratings, dataset.n_users, dataset.n_images, self.like_threshold, confidence=False)
+        likes = likes_matrix(
+            ratings, dataset.n_users, dataset.n_images, self.like_threshold, confidence=False
+        )
         if self.loss == "logistic":
             values = np.where(ratings.score >= self.like_threshold, 1.0, -1.0).astype(np.float32)
             likes = sp.csr_matrix((values, (ratings.user_idx, ratings.image_idx)), shape=likes.shape)
@@ -112,7 +118,9 @@ class LightFMModel(FactorModel):
         item_bias, item_vecs = model.get_item_representations(item_features)
         fitted = np.zeros(dataset.n_images, dtype=bool)
         fitted[ratings.image_idx] = True
-        self.scorable_ = np.ones(dataset.n_images, dtype=bool)  # item features give every image a representation
+        self.scorable_ = np.ones(
+            dataset.n_images, dtype=bool
+        )  # item features give every image a representation
         # user biases shift a user's scores uniformly: they only matter for calibration, folded into offsets
         self._calibrate_and_fold(
             dataset,

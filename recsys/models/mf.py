@@ -8,8 +8,6 @@ New users: fold-in of ``[p, b_u]`` from their references, toward a demographic p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from recsys.data.dataset import Dataset, Ratings, group_by
@@ -28,7 +26,6 @@ class MatrixFactorization(FactorModel):
 
     name = "mf"
 
-    @dataclass(frozen=True)
     class Params(Hyperparameters):
         factors: int = at_least_one(16, "latent dimensions")
         reg: float = positive(5.0, "L2 penalty on user and item factors")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -94,9 +93,10 @@ class MLLMScorer(Model):
 
     name = "mllm_scorer"
 
-    @dataclass(frozen=True)
     class Params(Hyperparameters):
-        model_id: str = hyper("HuggingFaceM4/idefics2-8b", doc="a local image-text-to-text checkpoint (dir or id)")
+        model_id: str = hyper(
+            "HuggingFaceM4/idefics2-8b", doc="a local image-text-to-text checkpoint (dir or id)"
+        )
         max_pairs: int = at_least_one(8, "reference pairs in the prompt (the paper uses 8)")
         device: str = hyper("auto", choices=DEVICES, doc="auto (a GPU is required), cpu or cuda")
         score_low: float = hyper(1.0, doc="p(+) = 0 maps to this rating")
@@ -145,7 +145,9 @@ class MLLMScorer(Model):
         return self.score_low + probs * (self.score_high - self.score_low)
 
     def _predict_new(self, references: list[References], images: list[np.ndarray]) -> list[np.ndarray]:
-        return [self.score_user(refs, candidates) for refs, candidates in zip(references, images, strict=True)]
+        return [
+            self.score_user(refs, candidates) for refs, candidates in zip(references, images, strict=True)
+        ]
 
     def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
         """Seen users: their fit ratings are the references (raises ``MLLMUnavailable`` without a backend)."""

@@ -1,8 +1,8 @@
 """Hyperparameters declared once: a frozen dataclass per model gives defaults, validation and get_params.
 
-A model declares its hyperparameters as a nested ``Params`` dataclass whose fields use :func:`hyper`::
+A model declares its hyperparameters as a nested ``Params`` class (made a frozen dataclass on definition) whose
+fields use :func:`hyper` and its shorthands::
 
-    @dataclass(frozen=True)
     class Params(Hyperparameters):
         factors: int = hyper(16, low=1, doc="latent dimensions")
         reg: float = hyper(5.0, low=0, low_open=True)
@@ -33,13 +33,28 @@ def hyper(
     doc: str = "",
 ) -> Any:
     """A hyperparameter field: its default, its valid range or choices, and a one-line description."""
-    meta = {"low": low, "high": high, "low_open": low_open, "high_open": high_open, "choices": choices, "doc": doc}
+    meta = {
+        "low": low,
+        "high": high,
+        "low_open": low_open,
+        "high_open": high_open,
+        "choices": choices,
+        "doc": doc,
+    }
     return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
 class Hyperparameters:
-    """Base of every model's ``Params``: checks and normalises each value after construction."""
+    """Base of every model's ``Params``: checks and normalises each value after construction.
+
+    A subclass is made a frozen dataclass when it is defined, so a model writes ``class Params(Hyperparameters)``
+    and its fields only.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        dataclass(frozen=True)(cls)
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -83,7 +98,9 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
             raise ValueError(f"{name} must be an integer, got {value!r}")
         return int(value)
     if kind is float:
-        if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.integer | np.floating):
+        if isinstance(value, bool | np.bool_) or not isinstance(
+            value, int | float | np.integer | np.floating
+        ):
             raise ValueError(f"{name} must be a number, got {value!r}")
         if not math.isfinite(value):
             raise ValueError(f"{name} must be finite, got {value!r}")

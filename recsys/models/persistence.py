@@ -89,7 +89,9 @@ def _encode(key: str, value: Any, arrays: dict, modules: dict) -> Any:
     """A JSON description of one fitted attribute; arrays and module weights are set aside."""
     if isinstance(value, np.ndarray):
         if value.dtype.hasobject:
-            raise TypeError(f"fitted attribute {key} is an object array; store numbers or fixed-width strings")
+            raise TypeError(
+                f"fitted attribute {key} is an object array; store numbers or fixed-width strings"
+            )
         arrays[key] = value
         return {"array": key}
     if sp.issparse(value):
@@ -148,7 +150,9 @@ def read_config(path: str | Path) -> dict:
             "upgrade, or refit"
         )
     if version < SAVE_FORMAT:
-        raise SavedModelError(f"{path}: saved in the old format {version} (this version reads {SAVE_FORMAT}); refit")
+        raise SavedModelError(
+            f"{path}: saved in the old format {version} (this version reads {SAVE_FORMAT}); refit"
+        )
     return config
 
 
@@ -219,7 +223,9 @@ def _read_torch(file: Path) -> dict:
         data = file.read_bytes()
         modules = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # the weights-only unpickler refuses anything but tensors, with its own errors
-        raise SavedModelError(f"{file.parent}: {file.name} is unreadable or unsafe ({_first_line(err)})") from None
+        raise SavedModelError(
+            f"{file.parent}: {file.name} is unreadable or unsafe ({_first_line(err)})"
+        ) from None
     if not isinstance(modules, dict) or not all(isinstance(v, dict) for v in modules.values()):
         raise SavedModelError(f"{file.parent}: {file.name} holds no module weights")
     return modules

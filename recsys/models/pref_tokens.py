@@ -17,7 +17,6 @@ references are a seeded fixed sample of up to ``max_references`` of its training
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,8 +25,15 @@ from torch import nn
 from recsys.data.dataset import Dataset, Ratings, References, group_by
 from recsys.data.encodings import with_intercept
 from recsys.models.base import Model
-from recsys.models.params import DEVICES, Hyperparameters, at_least_one, hyper, non_negative, positive
-from recsys.models.torch_utils import choose_device, global_ridge_scores, preference_loss, seed_everything, train_loop
+from recsys.models.params import at_least_one, hyper, non_negative, positive
+from recsys.models.torch_utils import (
+    DeepParams,
+    choose_device,
+    fit_module,
+    global_ridge_scores,
+    preference_loss,
+    seed_everything,
+)
 
 _CHUNK = 256  # candidates scored per forward pass
 
@@ -93,8 +99,7 @@ class PrefTokens(Model):
 
     name = "pref_tokens"
 
-    @dataclass(frozen=True)
-    class Params(Hyperparameters):
+    class Params(DeepParams):
         dim: int = at_least_one(64, "transformer width (a multiple of heads)")
         heads: int = at_least_one(4, "attention heads")
         layers: int = at_least_one(2, "transformer layers")
@@ -103,19 +108,15 @@ class PrefTokens(Model):
         n_selected: int = non_negative(4, "preference tokens selected per user")
         use_pool: bool = hyper(True, doc="select preference tokens from the pool (else none)")
         key_weight: float = non_negative(0.1, "weight of the key-matching loss")
-        contrastive_weight: float = non_negative(0.5, "weight of the contrastive preference loss (0 turns it off)")
-        temperature: float = positive(0.5, "temperature of the preference loss (score units)")
-        max_references: int = at_least_one(32, "most references per episode (and per fitted user at prediction)")
+        max_references: int = at_least_one(
+            32, "most references per episode (and per fitted user at prediction)"
+        )
         n_queries: int = at_least_one(32, "queries per training episode")
         episodes_per_user: int = at_least_one(8, "episodes per training user per epoch")
         batch_users: int = at_least_one(32, "episodes per step")
         epochs: int = at_least_one(12, "maximum training epochs")
         lr: float = positive(2e-3, "Adam learning rate")
-        weight_decay: float = non_negative(1e-5, "Adam weight decay")
-        patience: int = at_least_one(3, "epochs without val_unseen improvement before stopping")
-        base_alpha: float = positive(3.0, "ridge penalty of the consensus base score")
-        device: str = hyper("auto", choices=DEVICES, doc="auto (CUDA when present), cpu or cuda")
-        seed: int = hyper(0, doc="seed of initialisation, episodes and fitted users' reference samples")
+        patience: int = at_least_one(3, "epochs without validation improvement before stopping")
 
         def validate(self) -> None:
             if self.dim % self.heads:
@@ -125,9 +126,15 @@ class PrefTokens(Model):
 
     def _build(self, n_features: int, n_demo: int) -> _PrefTokenNet:
         return _PrefTokenNet(
-            n_features, n_demo, dim=self.dim, heads=self.heads, layers=self.layers, pool_size=self.pool_size,
-            n_selected=self.n_selected if self.use_pool else 0, dropout=self.dropout,
-        )  # fmt: skip
+            n_features,
+            n_demo,
+            dim=self.dim,
+            heads=self.heads,
+            layers=self.layers,
+            pool_size=self.pool_size,
+            n_selected=self.n_selected if self.use_pool else 0,
+            dropout=self.dropout,
+        )
 
     def _build_module(self, key: str, state: dict) -> _PrefTokenNet:
         return self._build(state["features_"].shape[1], state["demo_"].shape[1])
@@ -222,13 +229,7 @@ class PrefTokens(Model):
                     return float(loss_of(val_batch, False))
 
         del generator
-        self.history_ = train_loop(
-            step, n_steps, net.parameters(), epochs=self.epochs, lr=self.lr, weight_decay=self.weight_decay,
-            validate=validate, patience=self.patience, desc=self.name, state=net.state_dict,
-            restore=net.load_state_dict,
-        )  # fmt: skip
-        net.eval()
-        self.net_ = net.cpu()
+        fit_module(self, net, step, n_steps, validate)
 
     def _validation_episodes(self, r: Ratings | None, shots: int = 10) -> list:
         """Seeded ``shots``-reference episodes of the validation users (early stopping)."""

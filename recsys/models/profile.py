@@ -15,8 +15,6 @@ score(u, i) = consensus(i) + bias(u) + sum_d affinity(u, d) * x(i, d)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from recsys.data.dataset import Dataset, Ratings, References
@@ -31,12 +29,15 @@ class PreferenceProfile(Model):
 
     name = "profile"
 
-    @dataclass(frozen=True)
     class Params(Hyperparameters):
-        n_directions: int = non_negative(6, "learned visual directions (principal directions of personal ridges)")
+        n_directions: int = non_negative(
+            6, "learned visual directions (principal directions of personal ridges)"
+        )
         alpha: float = positive(3.0, "ridge penalty of the consensus base score")
         direction_alpha: float = positive(1.0, "ridge penalty of the personal fits the directions come from")
-        profile_alpha: float = positive(3.0, "penalty of the first-pass profile fits (before priors are measured)")
+        profile_alpha: float = positive(
+            3.0, "penalty of the first-pass profile fits (before priors are measured)"
+        )
         demographic_alpha: float = positive(10.0, "ridge penalty of the demographics -> prior profile map")
 
     # ------------------------------------------------------------------ fitting
@@ -72,7 +73,9 @@ class PreferenceProfile(Model):
         flat_precision = np.full(n_dim + 1, self.profile_alpha)
         flat_precision[0] = 1.0
         prior = np.zeros(n_dim + 1)
-        first = np.array([self._solve(ratings.image_idx[c], residual[c], prior, flat_precision, 1.0) for c in chunks])
+        first = np.array(
+            [self._solve(ratings.image_idx[c], residual[c], prior, flat_precision, 1.0) for c in chunks]
+        )
         self.demo_ = with_intercept(dataset.user_design(ratings.user_idx)).astype(np.float64)
         demo = self.demo_[users]
         gram = demo.T @ demo + self.demographic_alpha * np.eye(demo.shape[1])
@@ -106,7 +109,9 @@ class PreferenceProfile(Model):
 
     # ------------------------------------------------------------------ prediction
     def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
-        return self.consensus_[image_idx] + np.einsum("ij,ij->i", self._design(image_idx), self.profiles_[user_idx])
+        return self.consensus_[image_idx] + np.einsum(
+            "ij,ij->i", self._design(image_idx), self.profiles_[user_idx]
+        )
 
     def profile_of(self, references: References) -> np.ndarray:
         """The predicted profile (bias, then one affinity per dimension) of a new user from its references."""

@@ -45,7 +45,9 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "mllm": ("mllm_scorer",),
 }
 #: the default set: everything but the MLLM scorer, which needs weights and a GPU
-GROUPS["all"] = tuple(name for group in ("baselines", "classical", "deep", "ablations") for name in GROUPS[group])
+GROUPS["all"] = tuple(
+    name for group in ("baselines", "classical", "deep", "ablations") for name in GROUPS[group]
+)
 BASELINES = GROUPS["baselines"]
 
 
@@ -106,7 +108,9 @@ def load_model(path: str | Path):
     except UserError as err:
         raise SavedModelError(f"{path}: {err}") from None
     if config.get("class") != type(model).__name__:
-        raise SavedModelError(f"{path}: holds a {config.get('class')} model, not {config['model']} ({type(model).__name__})")
+        raise SavedModelError(
+            f"{path}: holds a {config.get('class')} model, not {config['model']} ({type(model).__name__})"
+        )
     state = read_state(path, model._build_module)
     vars(model).update(state)
     model._after_load()

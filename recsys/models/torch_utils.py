@@ -12,7 +12,24 @@ from tqdm.auto import tqdm
 
 from recsys.data.dataset import Dataset, Ratings
 from recsys.models.linear import consensus_scores
+from recsys.models.params import DEVICES, Hyperparameters, at_least_one, hyper, non_negative, positive
 from recsys.threads import configure_torch_threads
+
+
+class DeepParams(Hyperparameters):
+    """Hyperparameters every deep model shares: the loss, training, the consensus base, device and seed."""
+
+    contrastive_weight: float = non_negative(
+        0.5, "weight of the contrastive preference loss (0 turns it off)"
+    )
+    temperature: float = positive(0.5, "temperature of the preference loss (score units)")
+    epochs: int = at_least_one(30, "maximum training epochs")
+    lr: float = positive(5e-3, "Adam learning rate")
+    weight_decay: float = non_negative(1e-5, "Adam weight decay")
+    patience: int = at_least_one(4, "epochs without validation improvement before stopping")
+    base_alpha: float = positive(3.0, "ridge penalty of the consensus base score")
+    device: str = hyper("auto", choices=DEVICES, doc="auto (CUDA when present), cpu or cuda")
+    seed: int = hyper(0, doc="seed of initialisation and of the training order")
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -64,6 +81,26 @@ def preference_loss(
     if total <= 0:
         return pred.sum() * 0.0
     return torch.cat(losses).sum() / total
+
+
+def fit_module(model, net: torch.nn.Module, step, n_batches: int, validate=None) -> None:
+    """Train ``net`` with ``train_loop`` under the model's ``DeepParams``; keeps the best state and the history
+    (``model.history_``), and leaves the module on the CPU in eval mode as ``model.net_``."""
+    model.history_ = train_loop(
+        step,
+        n_batches,
+        net.parameters(),
+        epochs=model.epochs,
+        lr=model.lr,
+        weight_decay=model.weight_decay,
+        validate=validate,
+        patience=model.patience,
+        desc=model.name,
+        state=net.state_dict,
+        restore=net.load_state_dict,
+    )
+    net.eval()
+    model.net_ = net.cpu()
 
 
 def train_loop(

@@ -17,7 +17,6 @@ score(u, i) = consensus(i) + image_bias(i) + demographic_bias(u) + user_bias(u) 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,8 +25,15 @@ from torch import nn
 from recsys.data.dataset import Dataset, Ratings, References
 from recsys.data.encodings import with_intercept
 from recsys.models.base import Model
-from recsys.models.params import DEVICES, Hyperparameters, at_least_one, hyper, non_negative, positive
-from recsys.models.torch_utils import choose_device, global_ridge_scores, preference_loss, seed_everything, train_loop
+from recsys.models.params import at_least_one, hyper, non_negative
+from recsys.models.torch_utils import (
+    DeepParams,
+    choose_device,
+    fit_module,
+    global_ridge_scores,
+    preference_loss,
+    seed_everything,
+)
 
 
 class _TwoTowerNet(nn.Module):
@@ -76,26 +82,20 @@ class TwoTower(Model):
 
     name = "two_tower"
 
-    @dataclass(frozen=True)
-    class Params(Hyperparameters):
+    class Params(DeepParams):
         dim: int = at_least_one(32, "taste / image embedding size")
         hidden: int = at_least_one(128, "hidden width of the image tower")
         n_prototypes: int = non_negative(8, "shared taste prototypes")
-        use_prototypes: bool = hyper(True, doc="a mixture of shared prototypes (else a linear map from demographics)")
-        contrastive_weight: float = non_negative(0.5, "weight of the contrastive preference loss (0 turns it off)")
-        temperature: float = positive(0.5, "temperature of the preference loss (score units)")
+        use_prototypes: bool = hyper(
+            True, doc="a mixture of shared prototypes (else a linear map from demographics)"
+        )
         user_reg: float = non_negative(0.02, "L2 weight on per-user parameters")
-        epochs: int = at_least_one(30, "maximum training epochs")
         batch_size: int = at_least_one(2048, "ratings per batch")
-        lr: float = positive(5e-3, "Adam learning rate")
-        weight_decay: float = non_negative(1e-5, "Adam weight decay")
         dropout: float = hyper(0.1, low=0, high=1, high_open=True, doc="dropout in the image tower")
-        patience: int = at_least_one(4, "epochs without val_seen improvement before stopping")
-        foldin_steps: int = non_negative(150, "gradient steps fitting a new user's parameters to its references")
+        foldin_steps: int = non_negative(
+            150, "gradient steps fitting a new user's parameters to its references"
+        )
         foldin_lr: float = non_negative(0.05, "learning rate of those steps")
-        base_alpha: float = positive(3.0, "ridge penalty of the consensus base score")
-        device: str = hyper("auto", choices=DEVICES, doc="auto (CUDA when present), cpu or cuda")
-        seed: int = hyper(0, doc="seed of initialisation and batch order")
 
         def validate(self) -> None:
             if self.use_prototypes and self.n_prototypes < 1:
@@ -116,7 +116,9 @@ class TwoTower(Model):
 
     def _build_module(self, key: str, state: dict) -> _TwoTowerNet:
         features, demo = state["features_"], state["demo_"]
-        return self._build(features.shape[1], state["meta_"]["meta_sizes"], demo.shape[1], len(state["known_"]))
+        return self._build(
+            features.shape[1], state["meta_"]["meta_sizes"], demo.shape[1], len(state["known_"])
+        )
 
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
         generator = seed_everything(self.seed)
@@ -127,7 +129,9 @@ class TwoTower(Model):
         self.codes_ = metadata.codes.copy()
         self.demo_ = with_intercept(dataset.user_design(ratings.user_idx))
         self.meta_ = {"meta_sizes": metadata.sizes}
-        net = self._build(self.features_.shape[1], metadata.sizes, self.demo_.shape[1], dataset.n_users).to(device)
+        net = self._build(self.features_.shape[1], metadata.sizes, self.demo_.shape[1], dataset.n_users).to(
+            device
+        )
         tensors = self._tensors(device)
 
         users = torch.as_tensor(ratings.user_idx, device=device)
@@ -162,21 +166,7 @@ class TwoTower(Model):
                 with torch.no_grad():
                     return float(torch.mean((self._forward(net, tensors, vu, vi)[0] - vy) ** 2))
 
-        self.history_ = train_loop(
-            step,
-            n_batches,
-            net.parameters(),
-            epochs=self.epochs,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            validate=validate,
-            patience=self.patience,
-            desc=self.name,
-            state=net.state_dict,
-            restore=net.load_state_dict,
-        )
-        net.eval()
-        self.net_ = net.cpu()
+        fit_module(self, net, step, n_batches, validate)
         self._after_load()
         self._measure_priors(ratings)
 

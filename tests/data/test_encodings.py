@@ -10,7 +10,11 @@ from recsys.data.encodings import encode_metadata, user_design, with_intercept
 
 def test_user_design_is_fitted_on_the_fitted_users_only():
     users = pd.DataFrame(
-        {"age": [20.0, 40.0, 99.0], "gender": ["male", "female", "female"], "nationality": ["Italy", "Italy", "Chile"]}
+        {
+            "age": [20.0, 40.0, 99.0],
+            "gender": ["male", "female", "female"],
+            "nationality": ["Italy", "Italy", "Chile"],
+        }
     )
     design = user_design(users, np.array([0, 1, 1]))
     assert design.dtype == np.float32 and design.shape[0] == 4 and np.isfinite(design).all()

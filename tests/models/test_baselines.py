@@ -13,14 +13,28 @@ from recsys.models import create_model
 
 
 def tiny_dataset(features=None) -> Dataset:
-    images = pd.DataFrame({"type": ["Art", "Art", "Photo", "Photo"], "group": ["a", "b", "a", "a"],
-                           "style": ["s", "s", None, None]})  # fmt: skip
+    images = pd.DataFrame(
+        {
+            "type": ["Art", "Art", "Photo", "Photo"],
+            "group": ["a", "b", "a", "a"],
+            "style": ["s", "s", None, None],
+        }
+    )
     r = Ratings(
         np.array([0, 0, 1, 1, 1]), np.array([0, 1, 0, 2, 3]), np.array([1.0, 3.0, 2.0, 4.0, 5.0], np.float32)
     )
-    return Dataset(name="tiny", simulated=False, pamela_semantics=False, user_ids=np.array(["u0", "u1"], object),
-                   image_ids=np.arange(4), users=pd.DataFrame(index=range(2)), images=images,
-                   ratings={"train": r}, score_range=(1.0, 5.0), image_features=features)  # fmt: skip
+    return Dataset(
+        name="tiny",
+        simulated=False,
+        pamela_semantics=False,
+        user_ids=np.array(["u0", "u1"], object),
+        image_ids=np.arange(4),
+        users=pd.DataFrame(index=range(2)),
+        images=images,
+        ratings={"train": r},
+        score_range=(1.0, 5.0),
+        image_features=features,
+    )
 
 
 def test_global_mean():
@@ -38,8 +52,10 @@ def test_metadata_mean_shrinks_hierarchically_by_hand():
     art_a_s = (1 + 2 + art_a) / (2 + 1)
     photo_a = (4 + 5 + photo) / (2 + 1)
     photo_a_none = (4 + 5 + photo_a) / (2 + 1)
-    np.testing.assert_allclose(model.predict(np.zeros(4, int), np.arange(4)),
-                               [art_a_s, (3 + ((3 + art) / 2)) / 2, photo_a_none, photo_a_none])  # fmt: skip
+    np.testing.assert_allclose(
+        model.predict(np.zeros(4, int), np.arange(4)),
+        [art_a_s, (3 + ((3 + art) / 2)) / 2, photo_a_none, photo_a_none],
+    )
 
 
 def test_ridge_matches_scikit_learn():

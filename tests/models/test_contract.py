@@ -13,16 +13,17 @@ import pytest
 from recsys.data.dataset import References
 from recsys.errors import ColdStartNotSupported, UserError
 from recsys.evaluation.evaluator import Evaluator
-from recsys.models import create_model, list_models
+from recsys.models import create_model, list_models, registry
 from recsys.models.base import Model
-from recsys.models import registry
 from recsys.models.registry import model_class
 
 
 def _contributing_example() -> str:
     """Load the worked example model of CONTRIBUTING.md as a module; returns its registry target."""
     text = (Path(__file__).resolve().parents[2] / "CONTRIBUTING.md").read_text()
-    code = next(block for block in re.findall(r"```python\n(.*?)```", text, re.S) if "class MetadataAffinity" in block)
+    code = next(
+        block for block in re.findall(r"```python\n(.*?)```", text, re.S) if "class MetadataAffinity" in block
+    )
     module = types.ModuleType("contributing_example")
     sys.modules[module.__name__] = module  # dataclasses look their module up while the code runs
     exec(compile(code, "CONTRIBUTING.md", "exec"), module.__dict__)  # noqa: S102 - our own documentation
@@ -40,6 +41,8 @@ MODELS = [m for m in list_models() if model_class(m).unavailable_reason() is Non
 def _example_registered(monkeypatch):
     """The CONTRIBUTING.md example is registered for these tests only, as its one registry line would."""
     monkeypatch.setitem(registry._REGISTRY, EXAMPLE, _EXAMPLE_TARGET)
+
+
 NON_PERSONALISED = {"global_mean", "metadata_mean", "ridge"}
 _fitted: dict[str, Model] = {}
 
@@ -86,7 +89,9 @@ def test_save_load_round_trip(name, small_sim, tmp_path):
     before = model.predict(r.user_idx[:50], r.image_idx[:50])
     loaded = Model.load(model.save(tmp_path / name))
     assert loaded.name == name and loaded.get_params() == model.get_params()
-    np.testing.assert_allclose(loaded.predict(r.user_idx[:50], r.image_idx[:50]), before, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(r.user_idx[:50], r.image_idx[:50]), before, rtol=1e-6, atol=1e-6
+    )
     u = small_sim.ratings["test_unseen"]
     refs, queries = [References(int(u.user_idx[0]), u.image_idx[:10], u.score[:10])], [u.image_idx[10:20]]
     if name != "oracle":

@@ -5,6 +5,8 @@ import math
 import numpy as np
 import pytest
 
+from recsys.errors import ColdStartNotSupported
+from recsys.evaluation.evaluator import Evaluator
 from recsys.models.mllm import (
     IMAGE_TOKEN,
     MLLMScorer,
@@ -14,8 +16,6 @@ from recsys.models.mllm import (
     reference_pairs,
     transformers_available,
 )
-from recsys.errors import ColdStartNotSupported
-from recsys.evaluation.evaluator import Evaluator
 
 
 def test_pairs_most_disliked_with_most_liked():

@@ -6,7 +6,7 @@ import pytest
 
 from recsys.errors import UserError
 from recsys.models import create_model, list_models
-from recsys.models.registry import PRESETS, create_model as create, model_class
+from recsys.models.registry import PRESETS, model_class
 
 
 @pytest.mark.parametrize(
@@ -43,13 +43,13 @@ def test_values_are_normalised_and_read_as_attributes():
 
 def test_presets_are_named_parameter_sets_of_their_base_model():
     assert set(PRESETS) <= set(list_models())
-    model = create("two_tower_no_prototypes", dim=8)
+    model = create_model("two_tower_no_prototypes", dim=8)
     assert model.name == "two_tower_no_prototypes" and type(model) is model_class("two_tower")
     assert model.use_prototypes is False and model.dim == 8
     assert model.clone().name == "two_tower_no_prototypes"
-    assert create("pref_tokens_no_contrastive").contrastive_weight == 0.0
+    assert create_model("pref_tokens_no_contrastive").contrastive_weight == 0.0
     # a preset's fixed value may still be overridden explicitly
-    assert create("two_tower_no_contrastive", contrastive_weight=0.1).contrastive_weight == 0.1
+    assert create_model("two_tower_no_contrastive", contrastive_weight=0.1).contrastive_weight == 0.1
 
 
 def test_every_parameter_has_a_description():

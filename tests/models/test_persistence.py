@@ -48,7 +48,12 @@ def _copy(src: Path, dst: Path) -> Path:
 
 def test_saved_model_has_no_pickle(saved, saved_torch):
     assert sorted(p.name for p in saved.iterdir()) == ["arrays.npz", "config.json", "state.json"]
-    assert sorted(p.name for p in saved_torch.iterdir()) == ["arrays.npz", "config.json", "modules.pt", "state.json"]
+    assert sorted(p.name for p in saved_torch.iterdir()) == [
+        "arrays.npz",
+        "config.json",
+        "modules.pt",
+        "state.json",
+    ]
     config = json.loads((saved / "config.json").read_text())
     assert config["format"] == SAVE_FORMAT and config["model"] == "user_ridge"
 
@@ -94,12 +99,18 @@ def test_a_stray_state_pkl_is_ignored(saved, tmp_path):
     [
         (lambda d: (d / "config.json").unlink(), "config.json is missing"),
         (lambda d: (d / "config.json").write_text("{not json"), "config.json is unreadable"),
-        (lambda d: (d / "arrays.npz").write_bytes((d / "arrays.npz").read_bytes()[:100]), "arrays.npz is unreadable"),
+        (
+            lambda d: (d / "arrays.npz").write_bytes((d / "arrays.npz").read_bytes()[:100]),
+            "arrays.npz is unreadable",
+        ),
         (lambda d: (d / "state.json").write_text("[]"), "state.json is not a state index"),
         (lambda d: _set_config(d, format=999), "format 999 by a newer version"),
         (lambda d: _set_config(d, format=1), "old format 1"),
         (lambda d: _set_config(d, model="no_such_model"), "unknown model"),
-        (lambda d: _set_config(d, model="ridge", params={"alpha": 3.0}), "holds a UserRidge model, not ridge"),
+        (
+            lambda d: _set_config(d, model="ridge", params={"alpha": 3.0}),
+            "holds a UserRidge model, not ridge",
+        ),
         (lambda d: (d / "state.json").write_text('{"bias_": {"array": "nope"}}'), "does not match the model"),
     ],
 )
