@@ -1,6 +1,7 @@
-"""User demographics and image metadata as float32 feature matrices, fitted on training rows only.
+"""User demographics as float32 feature matrices, fitted on training rows only (``Dataset.user_design`` uses
+them; image metadata is encoded once by ``recsys.data.encodings``).
 
-``TabularEncoder`` handles any table (``users.csv``, ``items.csv``):
+``TabularEncoder`` handles any table (``users.csv``, or any other table of attributes):
 
 - numeric columns: standardised with the training mean and (population, ddof=0) standard deviation, plus a
   ``COLUMN:missing`` indicator; a missing value becomes 0 (the training mean) with the indicator set to 1;
@@ -9,12 +10,10 @@
   ``COLUMN=unknown`` for missing ones. These two columns are always present, so new users and items never
   produce a NaN or a shape change.
 
-``PamelaUserEncoder`` and ``PamelaImageEncoder`` add PAMELA's treatment: age standardised and binned by decade
-with PAMELA's words (``twenties``, ``thirties``, ...; the given ``age_binned`` is used only when age is
-missing), gender with every seen value kept, nationality with the frequent ones kept; image ``type``,
-``group`` and ``style``, where a null style of a Photorealism image is the category ``none``.
-``user_feature_encoder_for``/``image_feature_encoder_for`` pick the PAMELA treatment when its columns are
-there.
+``PamelaUserEncoder`` adds PAMELA's treatment: age standardised and binned by decade with PAMELA's words
+(``twenties``, ``thirties``, ...; the given ``age_binned`` is used only when age is missing), gender with every
+seen value kept, nationality with the frequent ones kept. ``user_feature_encoder_for`` picks it when PAMELA's
+columns are there.
 
 Missing means None, NaN, an empty string or one of ``MISSING_TOKENS`` (case-insensitive).
 """
@@ -48,7 +47,6 @@ DECADE_WORDS = {
 }
 
 PAMELA_USER_COLUMNS = ("age", "gender", "nationality")
-PAMELA_IMAGE_COLUMNS = ("type", "group", "style")
 OTHER, UNKNOWN = "other", "unknown"
 
 
@@ -271,45 +269,8 @@ class PamelaUserEncoder(TabularEncoder):
         return 1 if column in ("gender", "age_bin") else self.min_count
 
 
-class PamelaImageEncoder(TabularEncoder):
-    """PAMELA images: type, group and style one-hot (null style of a Photorealism image -> ``none``).
-
-    The vocabularies are small and fixed (2 types, 19 groups, 26 styles), so every value seen in training keeps
-    its own column; unseen values go to ``other``.
-    """
-
-    def _prepare(self, df: pd.DataFrame) -> pd.DataFrame:
-        absent = [c for c in PAMELA_IMAGE_COLUMNS if c not in df.columns]
-        if absent:
-            raise ValueError(
-                f"image table lacks PAMELA column(s) {absent}; use TabularEncoder for other tables"
-            )
-        out = pd.DataFrame(index=df.index)
-        out["type"] = df["type"]
-        out["group"] = df["group"]
-        styles = []
-        for image_type, style in zip(df["type"].tolist(), df["style"].tolist(), strict=True):
-            photo = (_category(image_type) or "").lower() == "photorealism"
-            styles.append("none" if _is_missing(style) and photo else style)
-        out["style"] = pd.Series(styles, index=df.index, dtype=object)
-        return out
-
-    def _kinds(self, df: pd.DataFrame) -> dict[str, str]:
-        return {column: "categorical" for column in PAMELA_IMAGE_COLUMNS}
-
-    def _min_count_for(self, column: str) -> int:
-        return 1
-
-
 def user_feature_encoder_for(df: pd.DataFrame, **params: Any) -> TabularEncoder:
     """An unfitted encoder for a users table: PAMELA's treatment when it has age, gender and nationality."""
     if all(c in df.columns for c in PAMELA_USER_COLUMNS):
         return PamelaUserEncoder(**params)
-    return TabularEncoder(**params)
-
-
-def image_feature_encoder_for(df: pd.DataFrame, **params: Any) -> TabularEncoder:
-    """An unfitted encoder for an images/items table: PAMELA's when it has type, group and style."""
-    if all(c in df.columns for c in PAMELA_IMAGE_COLUMNS):
-        return PamelaImageEncoder(**params)
     return TabularEncoder(**params)

@@ -9,11 +9,9 @@ import pandas as pd
 import pytest
 
 from features.demographics import (
-    PamelaImageEncoder,
     PamelaUserEncoder,
     TabularEncoder,
     age_bin,
-    image_feature_encoder_for,
     user_feature_encoder_for,
 )
 
@@ -178,39 +176,10 @@ def test_age_bins_by_decade():
         )
 
 
-def test_pamela_images_style_none_for_photorealism():
-    train = pd.DataFrame(
-        {
-            "type": ["Art", "Art", "Photorealism", "Photorealism"],
-            "group": ["landscape", "abstract", "landscape", "product"],
-            "style": ["Baroque", "Minimalism", None, np.nan],
-            "prompt": ["p1", "p2", "p3", "p4"],
-            "path": ["a.png", "b.png", "c.png", "d.png"],
-        }
-    )
-    encoder = image_feature_encoder_for(train)
-    assert isinstance(encoder, PamelaImageEncoder)
-    features = encoder.fit_transform(train)
-    assert "style=none" in encoder.feature_names and not any(
-        n.startswith(("prompt", "path")) for n in encoder.feature_names
-    )
-    assert _column(encoder, features, "style=none").tolist() == [0, 0, 1, 1]
-    new = pd.DataFrame(
-        {"type": ["Art", "Photorealism"], "group": ["animal", "landscape"], "style": [None, None]}
-    )
-    new_features = encoder.transform(new)
-    # a null style on an Art image is missing information, not the Photorealism "none"
-    assert _column(encoder, new_features, "style=unknown").tolist() == [1, 0]
-    assert _column(encoder, new_features, "style=none").tolist() == [0, 1]
-    assert _column(encoder, new_features, "group=other").tolist() == [1, 0]
-    assert new_features.shape == (2, len(encoder.feature_names))
-
-
 def test_generic_tables_get_the_generic_encoder():
     items = pd.DataFrame({"item_id": ["a", "b"], "genre": ["x", "y"], "year": [1990, 2000]})
-    assert type(image_feature_encoder_for(items)) is TabularEncoder
     assert type(user_feature_encoder_for(pd.DataFrame({"age": [1], "gender": ["f"]}))) is TabularEncoder
-    encoder = image_feature_encoder_for(items, min_count=1).fit(items)
+    encoder = TabularEncoder(min_count=1).fit(items)
     assert encoder.feature_names == [
         "genre=x",
         "genre=y",
