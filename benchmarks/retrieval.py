@@ -12,7 +12,7 @@ What it does:
    per-user anisotropic noise).
 2. Builds ``VectorIndex`` with the suite's defaults (or ``--kind`` and the tuning flags), timing the build.
 3. Asks for the k users most similar to each of ``--queries`` random users, excluding the user
-   themself (``VectorIndex.search_ids``), in one batch; queries/s is the best of ``--repeats`` runs,
+   themself (``VectorIndex.search_positions``), in one batch; queries/s is the best of ``--repeats`` runs,
    wall clock.
 4. Times raw FAISS on the same index and the same query vectors (``index.search`` for k + 1
    neighbours, nothing else), so ``overhead_ratio`` = suite qps / raw qps shows what the suite adds.
@@ -36,12 +36,8 @@ import time
 import faiss
 import numpy as np
 
-from recsys.retrieval import (
-    VectorIndex,
-    clustered_taste_vectors,
-    configure_faiss_threads,
-    tie_tolerant_recall,
-)
+from recsys.retrieval import VectorIndex, clustered_taste_vectors, tie_tolerant_recall
+from recsys.threads import configure_faiss_threads
 
 
 def exact_neighbour_scores(vectors: np.ndarray, query_rows: np.ndarray, k: int) -> np.ndarray:
@@ -120,7 +116,6 @@ def run(args: argparse.Namespace) -> dict:
 
     rng = np.random.default_rng(args.seed + 1)
     query_rows = rng.choice(args.users, size=min(args.queries, args.users), replace=False)
-    query_ids = index.ids[query_rows]
     query_vectors = np.ascontiguousarray(vectors[query_rows])
     raw = index.faiss_index
 
@@ -128,7 +123,7 @@ def run(args: argparse.Namespace) -> dict:
 
     def suite_search() -> None:
         nonlocal result
-        result = index.search_ids(query_ids, args.k)
+        result = index.search_positions(query_rows, args.k)
 
     def raw_search() -> None:
         raw.search(query_vectors, args.k + 1)
@@ -142,7 +137,7 @@ def run(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     exact_scores = exact_neighbour_scores(vectors, query_rows, args.k)
     truth_seconds = time.perf_counter() - start
-    found_rows = result.ids  # ids are 0 .. n-1, so ids are rows
+    found_rows = result.positions
     found_scores = np.einsum("qd,qkd->qk", query_vectors, vectors[found_rows])
     recall = tie_tolerant_recall(found_scores, exact_scores)
     self_returned = int((found_rows == query_rows[:, None]).sum())
@@ -194,7 +189,7 @@ def print_report(report: dict) -> None:
         f"{report['queries']:,} queries, self excluded)"
     )
     print(
-        f"suite qps        {report['qps']:,.0f}  (VectorIndex.search_ids, one batch, best of {report['repeats']})"
+        f"suite qps        {report['qps']:,.0f}  (VectorIndex.search_positions, one batch, best of {report['repeats']})"
     )
     print(
         f"raw faiss qps    {report['raw_faiss_qps']:,.0f}  (index.search for k + 1 on the same index and queries)"

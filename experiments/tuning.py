@@ -164,9 +164,7 @@ def tune(
     spec = {"model": model, "metric": objective.metric, "split": objective.split,
             "shots": objective.task_shots, "dataset_fingerprint": dataset.fingerprint()}  # fmt: skip
     try:
-        handle = optuna.create_study(
-            storage=store, study_name=name, direction=objective.direction
-        )
+        handle = optuna.create_study(storage=store, study_name=name, direction=objective.direction)
         created = True
     except optuna.exceptions.DuplicatedStudyError:
         handle = optuna.load_study(storage=store, study_name=name)
@@ -324,13 +322,42 @@ def tuned_params(
     return {model: best_params(model, storage, study_name(model, study_prefix)) for model in models}
 
 
-def run_tuned_leaderboard(dataset: Dataset, models, *, storage: str | None = None,
-                          study_prefix: str = DEFAULT_STUDY_PREFIX, **kwargs):  # fmt: skip
-    """Refit every model with its best parameters on ``train+val_seen`` and evaluate once on the test splits.
+def run_tuned_leaderboard(
+    dataset: Dataset,
+    models=None,
+    *,
+    storage: str | None = None,
+    study_prefix: str = DEFAULT_STUDY_PREFIX,
+    params: dict[str, dict] | None = None,
+    splits=None,
+    shots=(0, 10),
+    seed: int = 0,
+    progress: bool = True,
+    **options,
+):
+    """Refit every model with its best study parameters on train+val_seen and evaluate once on the test splits.
 
-    val_unseen users are never in a fit: refitting on train+val_seen keeps the unseen protocol intact.
+    ``models``: names or groups (default: every model, as ``recsys leaderboard``); the oracle has no study and
+    runs with its defaults. ``params`` override the tuned values per model (``{"ridge": {"alpha": 10}}``).
+    The fit split is ``train+val_seen``, or ``train`` where the dataset has no ``val_seen``; val_unseen users
+    are never in a fit, so the unseen protocol stays intact. Other ``options`` go to ``run_leaderboard``.
     """
-    from recsys.leaderboard import run_leaderboard
+    from recsys.leaderboard import DEFAULT_SPLITS, default_models, run_leaderboard
+    from recsys.models.registry import expand_models
 
-    params = tuned_params(models, storage=storage, study_prefix=study_prefix)
-    return run_leaderboard(dataset, models, params=params, fit_split="train+val_seen", **kwargs)
+    models = expand_models(models) if models else default_models(dataset)  # unknown names fail first
+    tuned = tuned_params([m for m in models if m != "oracle"], storage=storage, study_prefix=study_prefix)
+    overrides = params or {}
+    merged = {name: tuned.get(name, {}) | overrides.get(name, {}) for name in models}
+    fit_split = "+".join(s for s in ("train", "val_seen") if s in dataset.ratings)
+    return run_leaderboard(
+        dataset,
+        models,
+        splits=DEFAULT_SPLITS if splits is None else splits,
+        shots=shots,
+        seed=seed,
+        params=merged,
+        fit_split=fit_split,
+        progress=progress,
+        **options,
+    )

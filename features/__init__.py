@@ -42,7 +42,7 @@ _HOMES = {
 
 
 def __getattr__(name: str) -> Any:
-    # lazy: `recsys --help` imports features.cli, which must not pull in torch
+    # lazy: importing `features` (e.g. for `recsys --help`) must not pull in torch
     if name in _HOMES:
         import importlib
 

@@ -1,4 +1,7 @@
-"""Finding similar vectors (e.g. people with similar taste) with FAISS: exact, HNSW or IVF, CPU or GPU."""
+"""Finding similar vectors (e.g. people with similar taste) with FAISS: exact, HNSW or IVF, CPU or GPU.
+
+The index works on row positions; :mod:`recsys.retrieval.similar` maps them to the dataset's user and image ids.
+"""
 
 from recsys.retrieval.evaluation import clustered_taste_vectors, tie_tolerant_recall
 from recsys.retrieval.index import (
@@ -6,25 +9,24 @@ from recsys.retrieval.index import (
     GPU_EXACT_MAX_VECTORS,
     IndexInputError,
     SearchResult,
-    UnknownIdError,
     VectorIndex,
     default_nlist,
     gpu_available,
     vectors_fingerprint,
 )
-from recsys.retrieval.threads import configure_faiss_threads
+from recsys.retrieval.index_io import load_index, save_index
 
 __all__ = [
     "EXACT_MAX_VECTORS",
     "GPU_EXACT_MAX_VECTORS",
     "IndexInputError",
     "SearchResult",
-    "UnknownIdError",
     "VectorIndex",
     "clustered_taste_vectors",
-    "configure_faiss_threads",
     "default_nlist",
     "gpu_available",
+    "load_index",
+    "save_index",
     "tie_tolerant_recall",
     "vectors_fingerprint",
 ]

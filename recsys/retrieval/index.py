@@ -1,7 +1,11 @@
-"""Nearest-neighbour search over taste vectors (or any vectors) with external ids, on FAISS.
+"""Nearest-neighbour search over the rows of a matrix (taste vectors or any vectors), on FAISS.
 
-``VectorIndex`` answers "which stored vectors are most similar to these queries?" in one batched call.
-Similarity is cosine (inner product of L2-normalised vectors) by default, or the raw inner product.
+``VectorIndex`` answers "which stored rows are most similar to these queries?" in one batched call. It
+knows rows only by their position 0 .. n-1 in the matrix given to :meth:`VectorIndex.build`; turning
+positions into user or image ids is the caller's job (:mod:`recsys.retrieval.similar` does it with the
+``Dataset``, which owns the ids). Similarity is cosine (inner product of L2-normalised vectors) by
+default, or the raw inner product. Under cosine a zero vector, stored or queried, has similarity 0 to
+everything (it cannot be normalised, so it is left as it is).
 
 Which FAISS index is built (``kind="auto"``):
 
@@ -27,32 +31,27 @@ and then copied to the device.
 Every kind stores the full vectors (no compression), so the scores returned are exact similarities
 of the neighbours found; only the choice of neighbours is approximate for HNSW and IVF.
 
-FAISS threads are set once per process from ``RECSYS_FAISS_THREADS``, else ``OMP_NUM_THREADS``, else
-the cores this process may use (:mod:`recsys.retrieval.threads`).
+Saving and loading: :mod:`recsys.retrieval.index_io`. FAISS threads are set once per process from
+``RECSYS_FAISS_THREADS``, else ``OMP_NUM_THREADS``, else the cores this process may use
+(:mod:`recsys.threads`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
-import uuid
 import warnings
-from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import faiss
 import numpy as np
 
-from recsys.errors import UnknownId, UserError
-from recsys.retrieval.threads import ensure_faiss_threads_configured
+from recsys.errors import UserError
+from recsys.threads import ensure_faiss_threads_configured
 
 Metric = Literal["cosine", "inner_product"]
 Kind = Literal["auto", "exact", "hnsw", "ivf"]
 Device = Literal["auto", "cpu", "cuda"]
-ExternalId = int | str
 
 #: ``kind="auto"`` on the CPU searches exactly up to this many vectors, and builds HNSW above it.
 EXACT_MAX_VECTORS = 50_000
@@ -65,37 +64,32 @@ _MIN_TRAINING_POINTS_PER_LIST = 39
 #: Vectors added per step when building, so that progress can be shown.
 _ADD_CHUNK = 100_000
 
-SIDECAR_SUFFIX = ".json"
-_SIDECAR_FORMAT = "recsys.retrieval.VectorIndex"
-_SIDECAR_VERSION = 1
-
 _METRICS = ("cosine", "inner_product")
 _KINDS = ("auto", "exact", "hnsw", "ivf")
 _DEVICES = ("auto", "cpu", "cuda")
+#: The FAISS CPU index class of each built kind (all with METRIC_INNER_PRODUCT).
+_FAISS_CLASSES = {"exact": faiss.IndexFlat, "hnsw": faiss.IndexHNSWFlat, "ivf": faiss.IndexIVFFlat}
 
 _gpu_resources: Any = None
 
 
 class IndexInputError(UserError, ValueError):
-    """Vectors, ids, queries, ``k`` or a saved index that cannot be used; the message says which and why."""
-
-
-class UnknownIdError(UnknownId, KeyError):
-    """An id that is not stored in the index (a KeyError, and the suite's ``UnknownId``)."""
-
-    def __str__(self) -> str:  # KeyError would otherwise print the message in quotes
-        return str(self.args[0]) if self.args else ""
+    """Vectors, positions, queries, ``k`` or a saved index that cannot be used; the message says which and why."""
 
 
 class SearchResult(NamedTuple):
     """Neighbours of each query, most similar first.
 
     Attributes:
-        ids: (n_queries, k) external ids of the neighbours; int64 for integer ids, str for string ids.
+        positions: (n_queries, k) int64 row positions of the neighbours in the matrix given to
+            :meth:`VectorIndex.build`, distinct along a row.
         scores: (n_queries, k) float32 similarities (cosine or inner product), non-increasing along a row.
+
+    Every row is full: ``k`` is checked against the number of stored rows, and a row that an approximate
+    index leaves short is searched again exhaustively, so no position is ever -1.
     """
 
-    ids: np.ndarray
+    positions: np.ndarray
     scores: np.ndarray
 
 
@@ -128,12 +122,24 @@ def vectors_fingerprint(vectors: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def resolve_device(device: Device) -> str:
+    """Where ``device`` (``"auto"``, ``"cpu"`` or ``"cuda"``) searches on this machine: ``"cpu"`` or ``"cuda"``.
+
+    Raises:
+        IndexInputError: an unknown device, or ``"cuda"`` where FAISS sees no GPU.
+    """
+    _check_choice("device", device, _DEVICES)
+    if device == "cpu":
+        return "cpu"
+    if gpu_available():
+        return "cuda"
+    if device == "cuda":
+        support = "present" if hasattr(faiss, "StandardGpuResources") else "absent"
+        raise IndexInputError(
+            f"device='cuda' was requested but FAISS sees no GPU (faiss {faiss.__version__}: GPU support "
+            f"{support}, {faiss.get_num_gpus()} GPUs); install faiss-gpu on a CUDA machine or use device='cpu'"
+        )
+    return "cpu"
 
 
 def _check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
@@ -154,59 +160,20 @@ def default_nlist(n_vectors: int) -> int:
     return max(1, min(target, n_vectors // _MIN_TRAINING_POINTS_PER_LIST))
 
 
-def _normalise_ids(ids: Iterable[Any] | None, n_vectors: int) -> np.ndarray:
-    """Return ids as a 1-D int64 or str array of length ``n_vectors``, checked for type and duplicates."""
-    if ids is None:
-        return np.arange(n_vectors, dtype=np.int64)
-    if isinstance(ids, str | bytes):
-        raise IndexInputError("ids must be a sequence with one id per vector row, not a single string")
-    array = ids if isinstance(ids, np.ndarray) else np.asarray(list(ids), dtype=object)
-    if array.ndim != 1:
-        raise IndexInputError(f"ids must be one-dimensional, got shape {array.shape}")
-    if len(array) != n_vectors:
-        raise IndexInputError(
-            f"got {len(array)} ids for {n_vectors} vectors; pass exactly one id per vector row"
-        )
-    if array.dtype.kind in "iu":
-        array = array.astype(np.int64)
-    elif array.dtype.kind == "U":
-        array = array.astype(str)
-    elif array.dtype.kind == "O" and all(isinstance(value, str) for value in array):
-        array = array.astype(str)
-    elif array.dtype.kind == "O" and all(
-        isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_) for value in array
-    ):
-        array = array.astype(np.int64)
-    else:
-        raise IndexInputError(
-            f"ids must be all strings or all integers, got {sorted({type(value).__name__ for value in array.tolist()})}"
-        )
-    values = array.tolist()
-    if len(set(values)) != len(values):
-        first_row: dict[ExternalId, int] = {}
-        for row, value in enumerate(values):
-            if value in first_row:
-                raise IndexInputError(
-                    f"ids contain duplicates: {value!r} at rows {first_row[value]} and {row}; "
-                    "every vector needs a distinct id"
-                )
-            first_row[value] = row
-    return array
-
-
 class VectorIndex:
-    """Exact or approximate nearest-neighbour search over vectors with external ids.
+    """Exact or approximate nearest-neighbour search over the rows of a matrix, by row position.
 
-    Build with ``VectorIndex(**params).build(vectors, ids)``; search with :meth:`search` (any query
-    vectors) or :meth:`search_ids` (stored vectors by id, never returning the query itself).
+    Build with ``VectorIndex(**params).build(vectors)``; search with :meth:`search` (any query vectors)
+    or :meth:`search_positions` (stored rows as queries, never returning the query's own row). Save and
+    load with :func:`recsys.retrieval.index_io.save_index` / :func:`~recsys.retrieval.index_io.load_index`.
 
     Args:
-        metric: ``"cosine"`` (vectors and queries are L2-normalised; zero vectors are rejected) or
-            ``"inner_product"`` (raw dot products, e.g. when a vector's norm carries meaning).
+        metric: ``"cosine"`` (vectors and queries are L2-normalised; a zero vector has similarity 0 to
+            everything) or ``"inner_product"`` (raw dot products, e.g. when a vector's norm carries meaning).
         kind: ``"auto"`` (by size and device, see the module docstring), ``"exact"`` (``IndexFlatIP``),
             ``"hnsw"`` (``IndexHNSWFlat``) or ``"ivf"`` (``IndexIVFFlat``).
         device: ``"auto"`` (a GPU when FAISS has GPU support and sees a CUDA device, else the CPU),
-            ``"cpu"`` or ``"cuda"`` (a ValueError without a usable GPU).
+            ``"cpu"`` or ``"cuda"`` (an IndexInputError without a usable GPU).
         exact_max_vectors: with ``kind="auto"`` on the CPU, the largest size searched exactly.
         hnsw_m: HNSW links per node (M); more gives higher recall, slower builds and more memory.
         ef_construction: HNSW candidate list size while building.
@@ -215,7 +182,7 @@ class VectorIndex:
         nprobe: IVF lists visited per query (capped at ``nlist``).
         seed: seed of the IVF k-means training.
 
-    Attributes set by :meth:`build` or :meth:`load`:
+    Attributes set by :meth:`build` (or by loading):
         kind_: the kind built (``"exact"``, ``"hnsw"`` or ``"ivf"``).
         device_: where searches run (``"cpu"`` or ``"cuda"``).
         dim_: vector dimension d.
@@ -258,11 +225,7 @@ class VectorIndex:
         self.nprobe = nprobe
         self.seed = seed
         self._index: Any = None
-        self._ids: np.ndarray | None = None
-        # Ids sorted, with their row positions: vectorised lookups, and far less memory than a dict.
-        self._sorted_ids: np.ndarray | None = None
-        self._sorted_positions: np.ndarray | None = None
-        self._host_vectors: np.ndarray | None = None  # GPU indexes only: stored vectors for search_ids
+        self._host_vectors: np.ndarray | None = None  # GPU indexes only: the stored (prepared) vectors
 
     # ------------------------------------------------------------------ parameters and state
 
@@ -288,19 +251,11 @@ class VectorIndex:
 
     @property
     def is_built(self) -> bool:
-        """True once :meth:`build` or :meth:`load` has run."""
+        """True once the index holds vectors (built, or loaded)."""
         return self._index is not None
 
     def __len__(self) -> int:
-        return 0 if self._ids is None else len(self._ids)
-
-    @property
-    def ids(self) -> np.ndarray:
-        """(n,) stored external ids, in the row order of the vectors given to :meth:`build` (read-only)."""
-        self._check_built()
-        view = self._ids.view()
-        view.flags.writeable = False
-        return view
+        return 0 if self._index is None else int(self._index.ntotal)
 
     @property
     def faiss_index(self) -> Any:
@@ -308,8 +263,10 @@ class VectorIndex:
         self._check_built()
         return self._index
 
-    def __contains__(self, external_id: object) -> bool:
-        return self._is_stored(external_id)
+    def cpu_faiss_index(self) -> Any:
+        """The FAISS index on the CPU: the live one, or a CPU copy of a GPU index (what is saved)."""
+        self._check_built()
+        return faiss.index_gpu_to_cpu(self._index) if self.device_ == "cuda" else self._index
 
     def set_search_params(self, *, ef_search: int | None = None, nprobe: int | None = None) -> VectorIndex:
         """Change the speed/recall trade-off of a built index without rebuilding it; returns self."""
@@ -325,66 +282,76 @@ class VectorIndex:
 
     # ------------------------------------------------------------------ building
 
-    def build(
-        self,
-        vectors: np.ndarray,
-        ids: Sequence[ExternalId] | np.ndarray | None = None,
-        *,
-        progress: bool = False,
-    ) -> VectorIndex:
-        """Index ``vectors`` under ``ids``; returns self.
+    def build(self, vectors: np.ndarray, *, progress: bool = False) -> VectorIndex:
+        """Index the rows of ``vectors`` under their positions 0 .. n-1; returns self.
 
         Args:
-            vectors: (n, d) finite real array, one row per item (for example a user's taste vector).
-            ids: n distinct external ids, all strings or all integers; ``None`` uses 0 .. n-1.
+            vectors: (n, d) finite real array, one row per item (for example a user's taste vector);
+                all-zero rows are allowed under both metrics.
             progress: show a progress bar while vectors are added.
 
         Raises:
-            IndexInputError: (a ValueError) bad shape, NaN or infinite values, zero vectors under the
-                cosine metric, wrong or duplicate ids, or a GPU requested where there is none.
+            IndexInputError: (a ValueError) bad shape, NaN or infinite values, or a GPU requested where
+                there is none.
         """
         array = self._prepare_vectors(vectors, what="vectors")
         n_vectors, dim = array.shape
-        external_ids = _normalise_ids(ids, n_vectors)
-        if self.metric == "cosine":
-            self._check_nonzero(array, external_ids, what="vectors")
         fingerprint = vectors_fingerprint(array)
         if self.metric == "cosine":
             array = array.copy()
-            faiss.normalize_L2(array)
+            faiss.normalize_L2(array)  # leaves zero rows as they are
         ensure_faiss_threads_configured()
         device = self._resolve_device()
         kind = self._resolve_kind(n_vectors, device)
-        if kind == "hnsw" and device == "cuda":
-            if self.device == "cuda":
-                warnings.warn(
-                    "FAISS has no GPU HNSW index: building HNSW on the CPU; "
-                    "use kind='ivf' or kind='exact' to search on the GPU",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-            device = "cpu"
+        device = self._device_for_kind(kind, device)
         cpu_index = self._new_cpu_index(kind, n_vectors, dim)
         if kind == "ivf":
             cpu_index.train(array)
         self._add_in_chunks(cpu_index, array, progress=progress)
         if kind == "ivf":
-            cpu_index.make_direct_map()  # lets search_ids reconstruct stored vectors by position
-        self._install(cpu_index, external_ids, kind=kind, device=device, fingerprint=fingerprint)
+            cpu_index.make_direct_map()  # lets search_positions reconstruct stored vectors
+        self._install(cpu_index, kind=kind, device=device, fingerprint=fingerprint)
         return self
 
-    def _resolve_device(self) -> str:
-        if self.device == "cpu":
-            return "cpu"
-        if gpu_available():
-            return "cuda"
-        if self.device == "cuda":
+    @classmethod
+    def from_faiss(
+        cls, cpu_index: Any, *, params: dict[str, Any], kind: str, fingerprint: str, device: Device = "auto"
+    ) -> VectorIndex:
+        """Wrap a filled FAISS CPU index (as read from a file by :mod:`recsys.retrieval.index_io`).
+
+        Args:
+            cpu_index: an ``IndexFlat``, ``IndexHNSWFlat`` or ``IndexIVFFlat`` with the inner-product
+                metric, holding the prepared (for cosine: normalised) vectors.
+            params: the constructor parameters it was built with (:meth:`get_params`); ``device`` replaces
+                the saved device.
+            kind: ``"exact"``, ``"hnsw"`` or ``"ivf"``, as built.
+            fingerprint: :func:`vectors_fingerprint` of the vectors it was built from.
+            device: where to search; HNSW always runs on the CPU.
+
+        Raises:
+            IndexInputError: unknown parameters or kind, or a FAISS index that is not of that kind.
+        """
+        try:
+            index = cls(**{**params, "device": device})
+        except TypeError as error:
+            raise IndexInputError(f"unknown index parameters ({error})") from None
+        expected = _FAISS_CLASSES.get(kind)
+        if expected is None:
+            raise IndexInputError(f"unknown index kind {kind!r}; expected one of 'exact', 'hnsw', 'ivf'")
+        if not isinstance(cpu_index, expected) or cpu_index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise IndexInputError(
-                "device='cuda' was requested but FAISS sees no GPU "
-                f"(faiss {faiss.__version__}: GPU support {'present' if hasattr(faiss, 'StandardGpuResources') else 'absent'}, "
-                f"{faiss.get_num_gpus()} GPUs); install faiss-gpu on a CUDA machine or use device='cpu'"
+                f"the FAISS index is {type(cpu_index).__name__} (metric {cpu_index.metric_type}), "
+                f"not the inner-product {expected.__name__} of a {kind!r} index"
             )
-        return "cpu"
+        if kind == "ivf" and cpu_index.direct_map.type == faiss.DirectMap.NoMap:
+            cpu_index.make_direct_map()
+        ensure_faiss_threads_configured()
+        resolved = index._device_for_kind(kind, index._resolve_device(), action="loading")
+        index._install(cpu_index, kind=kind, device=resolved, fingerprint=fingerprint)
+        return index
+
+    def _resolve_device(self) -> str:
+        return resolve_device(self.device)
 
     def _resolve_kind(self, n_vectors: int, device: str) -> str:
         if self.kind != "auto":
@@ -392,6 +359,19 @@ class VectorIndex:
         if device == "cuda":
             return "exact" if n_vectors <= GPU_EXACT_MAX_VECTORS else "ivf"
         return "exact" if n_vectors <= self.exact_max_vectors else "hnsw"
+
+    def _device_for_kind(self, kind: str, device: str, *, action: str = "building") -> str:
+        """HNSW runs on the CPU (FAISS has no GPU HNSW); warn when the GPU was asked for explicitly."""
+        if kind != "hnsw" or device != "cuda":
+            return device
+        if self.device == "cuda":
+            warnings.warn(
+                f"FAISS has no GPU HNSW index: {action} HNSW on the CPU; "
+                "use kind='ivf' or kind='exact' to search on the GPU",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return "cpu"
 
     def _new_cpu_index(self, kind: str, n_vectors: int, dim: int) -> Any:
         if kind == "exact":
@@ -420,9 +400,7 @@ class VectorIndex:
         for start in starts:
             index.add(array[start : start + _ADD_CHUNK])
 
-    def _install(
-        self, cpu_index: Any, external_ids: np.ndarray, *, kind: str, device: str, fingerprint: str
-    ) -> None:
+    def _install(self, cpu_index: Any, *, kind: str, device: str, fingerprint: str) -> None:
         """Make ``cpu_index`` (already filled) the live index, on ``device``."""
         if device == "cuda":
             self._host_vectors = cpu_index.reconstruct_n(0, cpu_index.ntotal)
@@ -430,9 +408,6 @@ class VectorIndex:
         else:
             self._host_vectors = None
             self._index = cpu_index
-        self._ids = external_ids
-        self._sorted_positions = np.argsort(external_ids, kind="stable")
-        self._sorted_ids = external_ids[self._sorted_positions]
         self.kind_ = kind
         self.device_ = device
         self.dim_ = int(cpu_index.d)
@@ -453,72 +428,66 @@ class VectorIndex:
 
     # ------------------------------------------------------------------ searching
 
-    def search(self, queries: np.ndarray, k: int, exclude_ids: Sequence[Any] | None = None) -> SearchResult:
-        """The ``k`` stored vectors most similar to each query, most similar first.
+    def search(self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None) -> SearchResult:
+        """The ``k`` stored rows most similar to each query, most similar first.
 
         Args:
             queries: (n_queries, d) finite real array; a single query is a batch of one, ``q[None, :]``.
-            k: neighbours per query, 1 <= k <= n minus the most ids excluded from any one query.
-            exclude_ids: ``None``, or one entry per query: ``None``, one stored id, or a list/tuple/set
-                of stored ids never to return for that query (e.g. the user the query stands for).
+            k: neighbours per query, 1 <= k <= n minus the most positions excluded from any one query.
+            exclude: ``None``, or integer positions never to return, one row per query: shape
+                (n_queries,) for one position each, or (n_queries, e) for up to e each; -1 excludes nothing
+                (padding), and repeats count once.
 
         Returns:
-            :class:`SearchResult` with ``ids`` and ``scores`` of shape (n_queries, k).
+            :class:`SearchResult` with ``positions`` and ``scores`` of shape (n_queries, k).
 
         Raises:
-            IndexInputError: (a ValueError) wrong shape or dimension, NaN/inf, a zero query under the
-                cosine metric, ``k`` out of range, or ``exclude_ids`` of the wrong length.
-            UnknownIdError: (a KeyError) an id in ``exclude_ids`` that is not stored.
+            IndexInputError: (a ValueError) wrong shape or dimension, NaN/inf, ``k`` out of range, or an
+                ``exclude`` of the wrong shape or type or with a position outside 0 .. n-1.
         """
         self._check_built()
         prepared = self._prepare_queries(queries)
-        excluded = self._excluded_positions(exclude_ids, len(prepared))
-        positions, scores = self._search_positions(prepared, k, excluded)
-        return SearchResult(self._ids[positions], scores)
+        excluded, n_excluded = self._prepare_exclude(exclude, len(prepared))
+        return self._search_rows(prepared, k, excluded, n_excluded)
 
-    def search_ids(self, ids: Sequence[ExternalId] | np.ndarray, k: int) -> SearchResult:
-        """The ``k`` stored vectors most similar to the stored vectors of ``ids``, each excluding itself.
+    def search_positions(self, positions: np.ndarray, k: int) -> SearchResult:
+        """The ``k`` stored rows most similar to the stored rows at ``positions``, each excluding itself.
 
         Args:
-            ids: n_queries stored ids ("users similar to user X").
+            positions: (n_queries,) integer row positions ("users similar to the user in row p").
             k: neighbours per query, 1 <= k <= n - 1.
 
         Returns:
-            :class:`SearchResult` with ``ids`` and ``scores`` of shape (n_queries, k); row i never
-            contains ``ids[i]``.
+            :class:`SearchResult` with ``positions`` and ``scores`` of shape (n_queries, k); row i never
+            contains ``positions[i]`` (an identical twin in another row may come first, with score 1).
 
         Raises:
-            UnknownIdError: (a KeyError) an id that is not stored.
-            IndexInputError: (a ValueError) ``k`` out of range.
+            IndexInputError: (a ValueError) ``positions`` empty, not 1-D integers or outside 0 .. n-1, or
+                ``k`` out of range.
         """
         self._check_built()
-        query_positions = self._positions_of(ids)
-        if len(query_positions) == 0:
-            raise IndexInputError("ids is empty: pass at least one stored id")
-        excluded = query_positions[:, None]
+        rows = self._prepare_positions(positions)
         self._check_k(k, n_excluded=1)
         if self._host_vectors is not None:
-            queries = self._host_vectors[query_positions]
+            queries = self._host_vectors[rows]
         else:
-            queries = self._index.reconstruct_batch(query_positions)
-        positions, scores = self._search_positions(queries, k, excluded)
-        return SearchResult(self._ids[positions], scores)
+            queries = self._index.reconstruct_batch(rows)
+        return self._search_rows(queries, k, rows[:, None], 1)
 
-    def _search_positions(
-        self, queries: np.ndarray, k: int, excluded: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Search prepared queries; return (n_queries, k) row positions and scores, excluded rows removed.
+    def _search_rows(
+        self, queries: np.ndarray, k: int, excluded: np.ndarray | None, n_excluded: int
+    ) -> SearchResult:
+        """Search prepared queries; (n_queries, k) positions and scores with the excluded rows removed.
 
-        ``excluded`` is (n_queries, e) positions to drop, padded with -1. We fetch k + e neighbours so
-        that k remain after dropping; rows an approximate index still leaves short are searched again
-        exhaustively.
+        ``excluded`` is (n_queries, e) positions to drop, padded with -1, at most ``n_excluded`` valid
+        ones per row. We fetch k + n_excluded neighbours so that k remain after dropping; rows an
+        approximate index still leaves short are searched again exhaustively.
         """
-        n_excluded = 0 if excluded is None else excluded.shape[1]
         self._check_k(k, n_excluded=n_excluded)
         fetch = k + n_excluded
         scores, positions = self._index.search(queries, fetch)
-        if n_excluded == 0 and positions[:, -1].min() >= 0:
-            return positions, scores  # fast path: nothing to drop, nothing missing
+        if excluded is None and positions[:, -1].min() >= 0:
+            return SearchResult(positions, scores)  # fast path: nothing to drop, nothing missing
         keep = self._keep_mask(positions, excluded)
         short = np.flatnonzero(keep.sum(axis=1) < k)
         if len(short):
@@ -531,21 +500,22 @@ class VectorIndex:
                 )
         # Stable sort puts kept entries first in their original (most similar first) order.
         order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(positions, order, axis=1), np.take_along_axis(scores, order, axis=1)
+        return SearchResult(
+            np.take_along_axis(positions, order, axis=1), np.take_along_axis(scores, order, axis=1)
+        )
 
     @staticmethod
     def _keep_mask(positions: np.ndarray, excluded: np.ndarray | None) -> np.ndarray:
         keep = positions >= 0
         if excluded is not None and excluded.shape[1] <= 4:
-            # Few ids per query (the usual "not the user themself"): compare directly.
+            # Few positions per query (the usual "not the user themself"): compare directly.
             keep &= ~(positions[:, :, None] == excluded[:, None, :]).any(axis=2)
         elif excluded is not None:
             # Compare (row, position) pairs as single integers: linear memory for any number excluded.
             n_positions = int(max(positions.max(initial=0), excluded.max(initial=0))) + 2
             rows = np.arange(len(positions), dtype=np.int64)[:, None]
             found_keys = rows * n_positions + positions
-            valid_excluded = excluded >= 0
-            excluded_keys = (rows * n_positions + excluded)[valid_excluded]
+            excluded_keys = (rows * n_positions + excluded)[excluded >= 0]
             keep &= ~np.isin(found_keys, excluded_keys)
         return keep
 
@@ -564,7 +534,7 @@ class VectorIndex:
     def _check_built(self) -> None:
         if self._index is None:
             raise IndexInputError(
-                "the index is empty: call build(vectors, ids) or VectorIndex.load(path) first"
+                "the index is empty: call build(vectors) or recsys.retrieval.index_io.load_index(path) first"
             )
 
     def _check_k(self, k: Any, *, n_excluded: int) -> None:
@@ -572,7 +542,7 @@ class VectorIndex:
             raise IndexInputError(f"k must be an integer, got {k!r}")
         largest = len(self) - n_excluded
         if k < 1 or k > largest:
-            reason = f" after excluding up to {n_excluded} id(s) per query" if n_excluded else ""
+            reason = f" after excluding up to {n_excluded} position(s) per query" if n_excluded else ""
             raise IndexInputError(
                 f"k={k} is out of range: the index holds {len(self)} vectors, so k must be between 1 and "
                 f"{largest}{reason}"
@@ -580,7 +550,8 @@ class VectorIndex:
         if self.device_ == "cuda" and k + n_excluded > GPU_MAX_K:
             raise IndexInputError(f"GPU indexes return at most {GPU_MAX_K} neighbours; k={k} is too large")
 
-    def _prepare_vectors(self, vectors: Any, *, what: str) -> np.ndarray:
+    @staticmethod
+    def _prepare_vectors(vectors: Any, *, what: str) -> np.ndarray:
         """(n, d) float32 C-ordered copy-or-view of ``vectors``, checked for shape and finiteness."""
         array = np.asarray(vectors)
         if array.ndim != 2:
@@ -609,232 +580,61 @@ class VectorIndex:
                 f"queries have dimension {array.shape[1]} but the index holds {self.dim_}-dimensional vectors"
             )
         if self.metric == "cosine":
-            self._check_nonzero(array, None, what="queries")
             if np.may_share_memory(array, original):
                 array = array.copy()  # normalise a copy, never the caller's array
             faiss.normalize_L2(array)
         return array
 
-    @staticmethod
-    def _check_nonzero(array: np.ndarray, external_ids: np.ndarray | None, *, what: str) -> None:
-        zero_rows = np.flatnonzero(~np.any(array != 0, axis=1))
-        if len(zero_rows):
-            row = int(zero_rows[0])
-            label = f" (id {external_ids[row].item()!r})" if external_ids is not None else ""
+    def _check_in_range(self, array: np.ndarray, what: str) -> None:
+        bad = (array < 0) | (array >= len(self))
+        if bad.any():
+            value = int(array[np.unravel_index(np.argmax(bad), array.shape)])
             raise IndexInputError(
-                f"{what} row {row}{label} is all zeros: cosine similarity is undefined for it; "
-                "drop it or use metric='inner_product'"
+                f"{what} holds position {value}, but the index holds {len(self)} vectors (positions 0 .. "
+                f"{len(self) - 1})"
             )
 
-    def _positions_of(self, ids: Sequence[Any] | np.ndarray) -> np.ndarray:
-        """(len(ids),) int64 row positions of stored ids; UnknownIdError names the first unknown one."""
-        if isinstance(ids, str | bytes) or (isinstance(ids, np.ndarray) and ids.ndim != 1):
-            raise IndexInputError("ids must be a one-dimensional sequence of stored ids; pass one id as [id]")
-        if not isinstance(ids, np.ndarray):
-            try:
-                ids = list(ids)
-            except TypeError:
-                raise IndexInputError(
-                    "ids must be a one-dimensional sequence of stored ids; pass one id as [id]"
-                ) from None
-        if len(ids) == 0:
-            return np.empty(0, dtype=np.int64)
-        try:
-            query = np.asarray(ids) if not isinstance(ids, np.ndarray) else ids
-        except ValueError:
-            query = np.asarray(ids, dtype=object)
-        string_ids = self._ids.dtype.kind == "U"
-        if (
-            query.ndim != 1
-            or query.dtype.kind != ("U" if string_ids else "i")
-            and not (not string_ids and query.dtype.kind == "u")
-        ):
-            self._raise_unknown(ids, matches=np.zeros(len(ids), dtype=bool))
-        query = query.astype(str if string_ids else np.int64, copy=False)
-        slots = np.minimum(np.searchsorted(self._sorted_ids, query), len(self._sorted_ids) - 1)
-        matches = self._sorted_ids[slots] == query
-        if not matches.all():
-            self._raise_unknown(ids, matches=matches)
-        return self._sorted_positions[slots]
-
-    def _raise_unknown(self, ids: Sequence[Any] | np.ndarray, *, matches: np.ndarray) -> None:
-        missing = ids[int(np.argmin(matches))]
-        if isinstance(missing, np.generic):
-            missing = missing.item()
-        raise UnknownIdError(
-            f"id {missing!r} is not in the index ({len(self)} ids of type {self._id_type()})"
-        )
-
-    def _is_stored(self, key: object) -> bool:
-        try:
-            self._positions_of([key])
-        except (UnknownIdError, IndexInputError):
-            return False
-        return True
-
-    def _id_type(self) -> str:
-        return "str" if self._ids is not None and self._ids.dtype.kind == "U" else "int"
-
-    def _excluded_positions(self, exclude_ids: Sequence[Any] | None, n_queries: int) -> np.ndarray | None:
-        """(n_queries, e) positions to exclude per query, padded with -1; None when nothing is excluded."""
-        if exclude_ids is None:
-            return None
-        try:
-            if isinstance(exclude_ids, str | bytes):
-                raise TypeError
-            entries = list(exclude_ids)
-        except TypeError:
+    def _prepare_positions(self, positions: Any) -> np.ndarray:
+        """(n_queries,) int64 stored row positions, checked for shape, type and range."""
+        array = np.asarray(positions)
+        if array.ndim != 1:
             raise IndexInputError(
-                "exclude_ids must have one entry per query (None, an id, or a list of ids)"
+                f"positions must be a one-dimensional array of row positions, got shape {array.shape}; "
+                "pass one position as [p]"
+            )
+        if len(array) == 0:
+            raise IndexInputError("positions is empty: pass at least one stored row position")
+        if array.dtype.kind not in "iu":
+            raise IndexInputError(f"positions must be integers, got dtype {array.dtype}")
+        array = array.astype(np.int64, copy=False)
+        self._check_in_range(array, "positions")
+        return array
+
+    def _prepare_exclude(self, exclude: Any, n_queries: int) -> tuple[np.ndarray | None, int]:
+        """(n_queries, e) positions to exclude, -1 padded and each repeat made -1, and the most valid per row."""
+        if exclude is None:
+            return None, 0
+        try:
+            array = np.asarray(exclude)
+        except ValueError:  # ragged nested lists
+            raise IndexInputError(
+                "exclude rows have different lengths; give one row per query, all of one length, "
+                "padded with -1"
             ) from None
-        if len(entries) != n_queries:
+        if array.ndim not in (1, 2) or len(array) != n_queries:
             raise IndexInputError(
-                f"exclude_ids has {len(entries)} entries for {n_queries} queries; give one entry per query"
+                f"exclude has shape {array.shape} for {n_queries} queries; give one row per query: "
+                "(n_queries,) or (n_queries, e) positions, -1 for none"
             )
-        per_query: list[list[int]] = []
-        for entry in entries:
-            if entry is None:
-                group: list[Any] = []
-            elif isinstance(entry, list | tuple | set | frozenset | np.ndarray):
-                group = list(entry.tolist() if isinstance(entry, np.ndarray) else entry)
-            else:
-                group = [entry]
-            per_query.append(sorted(set(self._positions_of(group).tolist())) if group else [])
-        width = max((len(group) for group in per_query), default=0)
-        if width == 0:
-            return None
-        excluded = np.full((n_queries, width), -1, dtype=np.int64)
-        for row, group in enumerate(per_query):
-            excluded[row, : len(group)] = group
-        return excluded
-
-    # ------------------------------------------------------------------ persistence
-
-    @staticmethod
-    def sidecar_path(path: str | os.PathLike[str]) -> Path:
-        """Where the JSON sidecar of an index saved at ``path`` lives: ``path`` + ``.json``."""
-        path = Path(path)
-        return path.with_name(path.name + SIDECAR_SUFFIX)
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the FAISS index to ``path`` and its JSON sidecar to ``path.json``, each atomically.
-
-        The sidecar (ids, metric, kind, parameters, dimension, vector fingerprint and the SHA-256 of
-        the index file) is written last, so a reader never pairs it with another save's index file.
-        GPU indexes are copied to the CPU first; the file loads on either device.
-
-        Returns:
-            ``path`` as a Path.
-        """
-        self._check_built()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cpu_index = faiss.index_gpu_to_cpu(self._index) if self.device_ == "cuda" else self._index
-        token = f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
-        index_tmp = path.with_name(path.name + token)
-        sidecar = self.sidecar_path(path)
-        sidecar_tmp = sidecar.with_name(sidecar.name + token)
-        try:
-            faiss.write_index(cpu_index, str(index_tmp))
-            _fsync(index_tmp)
-            metadata = {
-                "format": _SIDECAR_FORMAT,
-                "format_version": _SIDECAR_VERSION,
-                "faiss_version": faiss.__version__,
-                "metric": self.metric,
-                "kind": self.kind_,
-                "params": self.get_params(),
-                "dimension": self.dim_,
-                "n_vectors": len(self),
-                "id_type": self._id_type(),
-                "ids": self._ids.tolist(),
-                "vectors_sha256": self.fingerprint_,
-                "index_file": path.name,
-                "index_file_sha256": _file_sha256(index_tmp),
-            }
-            with sidecar_tmp.open("w", encoding="utf-8") as handle:
-                json.dump(metadata, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(index_tmp, path)
-            os.replace(sidecar_tmp, sidecar)
-        finally:
-            for leftover in (index_tmp, sidecar_tmp):
-                leftover.unlink(missing_ok=True)
-        return path
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str], *, device: Device = "auto") -> VectorIndex:
-        """Read an index written by :meth:`save`; nothing is rebuilt or retrained.
-
-        Args:
-            path: the index file given to :meth:`save` (the sidecar is ``path.json``).
-            device: ``"auto"``, ``"cpu"`` or ``"cuda"``; HNSW always loads on the CPU.
-
-        Raises:
-            FileNotFoundError: the index file or its sidecar is missing.
-            IndexInputError: (a ValueError) the sidecar is unreadable or does not match the index file.
-        """
-        path = Path(path)
-        sidecar = cls.sidecar_path(path)
-        for required in (path, sidecar):
-            if not required.is_file():
-                raise FileNotFoundError(
-                    f"{required}: no such file; save the index with VectorIndex.save first"
-                )
-        try:
-            metadata = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        if array.size == 0:
+            return None, 0
+        if array.dtype.kind not in "iu":
             raise IndexInputError(
-                f"{sidecar}: not a readable JSON sidecar ({error}); save the index again"
-            ) from None
-        if not isinstance(metadata, dict) or metadata.get("format") != _SIDECAR_FORMAT:
-            raise IndexInputError(f"{sidecar}: not a VectorIndex sidecar; save the index again")
-        if metadata.get("format_version") != _SIDECAR_VERSION:
-            raise IndexInputError(
-                f"{sidecar}: sidecar format version {metadata.get('format_version')!r}, expected {_SIDECAR_VERSION}; "
-                "save the index again with this version of the suite"
+                f"exclude must hold integer positions (-1 for none), got dtype {array.dtype}"
             )
-        try:
-            expected_sha256 = metadata["index_file_sha256"]
-            kind = metadata["kind"]
-            dimension = metadata["dimension"]
-            stored_ids = metadata["ids"]
-            id_type = metadata["id_type"]
-            fingerprint = metadata["vectors_sha256"]
-            index = cls(**{**metadata["params"], "device": device})
-        except (KeyError, TypeError) as error:
-            raise IndexInputError(
-                f"{sidecar}: incomplete or unknown sidecar fields ({error}); save the index again"
-            ) from None
-        if kind not in ("exact", "hnsw", "ivf") or id_type not in ("int", "str"):
-            raise IndexInputError(
-                f"{sidecar}: unknown kind {kind!r} or id type {id_type!r}; save the index again"
-            )
-        if _file_sha256(path) != expected_sha256:
-            raise IndexInputError(
-                f"{path}: the index file does not match its sidecar {sidecar.name} "
-                "(changed or written by another save); save the index again"
-            )
-        ensure_faiss_threads_configured()
-        cpu_index = faiss.read_index(str(path))
-        if cpu_index.d != dimension or cpu_index.ntotal != len(stored_ids):
-            raise IndexInputError(
-                f"{path}: index holds {cpu_index.ntotal} x {cpu_index.d} vectors but the sidecar lists "
-                f"{len(stored_ids)} ids of dimension {dimension}; save the index again"
-            )
-        resolved_device = index._resolve_device()
-        if kind == "hnsw" and resolved_device == "cuda":
-            if device == "cuda":
-                warnings.warn(
-                    "FAISS has no GPU HNSW index: loading HNSW on the CPU", RuntimeWarning, stacklevel=2
-                )
-            resolved_device = "cpu"
-        external_ids = np.asarray(stored_ids, dtype=str if id_type == "str" else np.int64)
-        index._install(cpu_index, external_ids, kind=kind, device=resolved_device, fingerprint=fingerprint)
-        return index
-
-
-def _fsync(path: Path) -> None:
-    with path.open("rb") as handle:
-        os.fsync(handle.fileno())
+        array = array.astype(np.int64).reshape(n_queries, -1)
+        self._check_in_range(array[array != -1], "exclude")
+        array = np.sort(array, axis=1)
+        array[:, 1:][array[:, 1:] == array[:, :-1]] = -1  # a position excluded twice counts once
+        n_excluded = int((array >= 0).sum(axis=1).max())
+        return (array, n_excluded) if n_excluded else (None, 0)

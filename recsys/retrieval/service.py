@@ -78,8 +78,14 @@ def create_app(model: Model, dataset: Dataset, similar: SimilarUsers | None = No
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "model": model.name, "dataset": dataset.name, "simulated": dataset.simulated,
-                "users": int(known.sum()), "images": dataset.n_images}  # fmt: skip
+        return {
+            "status": "ok",
+            "model": model.name,
+            "dataset": dataset.name,
+            "simulated": dataset.simulated,
+            "users": int(known.sum()),
+            "images": dataset.n_images,
+        }
 
     @app.get("/users/{user_id}/similar")
     def similar_to_user(user_id: str, k: int = Query(10, ge=1, le=MAX_K)) -> list[dict]:
@@ -112,7 +118,11 @@ def create_app(model: Model, dataset: Dataset, similar: SimilarUsers | None = No
         else:
             refs = references_of(body.references)
             scores = run(lambda: model.predict_new([refs], [images])[0])
-        return {"model": model.name,
-                "scores": [{"image_id": i, "score": float(s)} for i, s in zip(body.image_ids, scores, strict=True)]}  # fmt: skip
+        return {
+            "model": model.name,
+            "scores": [
+                {"image_id": i, "score": float(s)} for i, s in zip(body.image_ids, scores, strict=True)
+            ],
+        }
 
     return app

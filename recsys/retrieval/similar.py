@@ -3,12 +3,17 @@ explanations from the ratings themselves.
 
 A neighbour comes with its similarity and why: the visual groups and art styles both people rate above their
 own average, and how much they agree on the images both rated.
+
+Ids live at the edges. The index knows rows by position only: for users, position p is row p of the fitted
+users' vectors, that is user index ``users[p]`` and id ``dataset.user_ids[users[p]]``; for images, position
+p is image index p.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,11 +22,14 @@ import numpy as np
 from recsys.data.dataset import Dataset, References
 from recsys.errors import UserError
 from recsys.models.base import Model
-from recsys.retrieval.index import VectorIndex
+from recsys.retrieval.index import IndexInputError, VectorIndex, vectors_fingerprint
+from recsys.retrieval.index_io import load_index, save_index
 
 MIN_AFFINITY = 0.25  # a group or style "rates highly" when its mean centred score is at least this
 MIN_CATEGORY_RATINGS = 2
 MAX_EXPLAINED = 3
+#: File name of the saved user index in a fitted model's directory (its sidecar adds ``.json``).
+USER_INDEX_FILE = "user_index.faiss"
 
 
 @dataclass(frozen=True)
@@ -79,8 +87,13 @@ class SimilarUsers:
     Args:
         model: a fitted model with ``user_vectors()`` (and ``fold_in`` for queries by references).
         dataset: the dataset it was fitted on (for ids and explanations).
-        index: a built index over the model's users, e.g. from :meth:`load`; built when None.
+        index: a built index over the fitted users' taste vectors (row p: user ``users[p]``), e.g. from
+            :meth:`load`; built when None.
         index_params: parameters of :class:`VectorIndex` (kind, device, ...).
+
+    Raises:
+        UserError: the model has no taste vectors, fewer than two users were fitted, or (an
+            ``IndexInputError``) ``index`` was not built from these users' vectors.
     """
 
     def __init__(
@@ -99,12 +112,20 @@ class SimilarUsers:
             raise UserError(
                 f"{model.name} has no taste vectors; pick a model with user vectors (e.g. user_ridge)"
             ) from None
-        self.users = dataset.train_users()
+        self.users = dataset.train_users()  # index position -> user index
         if len(self.users) < 2:
             raise UserError(f"{dataset.name}: similar users need at least two fitted users")
-        self.index = index or VectorIndex(**(index_params or {})).build(
-            vectors[self.users], dataset.user_ids[self.users]
-        )
+        fitted_vectors = vectors[self.users]
+        if index is None:
+            index = VectorIndex(**(index_params or {})).build(fitted_vectors)
+        elif len(index) != len(self.users) or index.fingerprint_ != vectors_fingerprint(fitted_vectors):
+            raise IndexInputError(
+                f"the user index ({len(index)} vectors) was not built from the taste vectors of {model.name}'s "
+                f"{len(self.users)} fitted users on {dataset.name}; rebuild it"
+            )
+        self.index = index
+        self._position = np.full(dataset.n_users, -1, np.int64)  # user index -> index position
+        self._position[self.users] = np.arange(len(self.users))
         train = dataset.ratings["train"]
         self._columns = [c for c in ("type", "group", "style") if c in dataset.images.columns]
         order = np.argsort(train.user_idx, kind="stable")
@@ -119,11 +140,13 @@ class SimilarUsers:
         if not 1 <= k <= len(self.users) - exclude:
             raise UserError(f"k must be between 1 and {len(self.users) - exclude}, got {k}")
 
-    def _neighbours(self, ids: np.ndarray, scores: np.ndarray, taste: Taste) -> list[dict]:
+    def _neighbours(self, positions: np.ndarray, scores: np.ndarray, taste: Taste) -> list[dict]:
         out = []
-        for user_id, score in zip(ids.tolist(), scores.tolist(), strict=True):
-            other = self._tastes[self.dataset.user_index(user_id)]
-            out.append({"user_id": str(user_id), "score": float(score), **explain_pair(taste, other)})
+        for user, score in zip(self.users[positions].tolist(), scores.tolist(), strict=True):
+            user_id = self.dataset.user_ids[user]
+            out.append(
+                {"user_id": str(user_id), "score": float(score), **explain_pair(taste, self._tastes[user])}
+            )
         return out
 
     def by_user(self, user_id, k: int = 10) -> list[dict]:
@@ -132,8 +155,8 @@ class SimilarUsers:
         if user not in self._tastes:
             raise UserError(f"user {user_id!r} has no training ratings; query by reference ratings instead")
         self._check_k(k, exclude=1)
-        result = self.index.search_ids([self.dataset.user_ids[user]], k)
-        return self._neighbours(result.ids[0], result.scores[0], self._tastes[user])
+        result = self.index.search_positions(self._position[[user]], k)
+        return self._neighbours(result.positions[0], result.scores[0], self._tastes[user])
 
     def by_references(self, image_ids, scores, k: int = 10) -> list[dict]:
         """The k fitted users most similar to a new user described by reference ratings (fold-in, then search)."""
@@ -155,18 +178,23 @@ class SimilarUsers:
             )
         result = self.index.search(vector, k)
         return self._neighbours(
-            result.ids[0], result.scores[0], taste_of(self.dataset, image_idx, scores, self._columns)
+            result.positions[0], result.scores[0], taste_of(self.dataset, image_idx, scores, self._columns)
         )
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
         """Save the index beside the model (``directory/user_index.faiss`` + sidecar)."""
-        return self.index.save(Path(directory) / "user_index.faiss")
+        return save_index(self.index, Path(directory) / USER_INDEX_FILE)
 
     @classmethod
     def load(cls, directory: str | Path, model: Model, dataset: Dataset) -> SimilarUsers:
-        """Reload an index saved by :meth:`save`, without rebuilding it."""
-        return cls(model, dataset, index=VectorIndex.load(Path(directory) / "user_index.faiss"))
+        """Reload an index saved by :meth:`save`, without rebuilding it.
+
+        Raises:
+            IndexInputError: the saved index is missing or unusable, or was built from other vectors than
+                this model's fitted users.
+        """
+        return cls(model, dataset, index=load_index(Path(directory) / USER_INDEX_FILE))
 
 
 class SimilarImages:
@@ -176,17 +204,24 @@ class SimilarImages:
         if dataset.image_features is None:
             raise UserError(f"{dataset.name} has no image features; pass --image-features or --encoder")
         self.dataset = dataset
-        self.index = VectorIndex(**(index_params or {})).build(dataset.image_features, dataset.image_ids)
+        # Position p is image index p. Under cosine an all-zero feature row has similarity 0 to every image.
+        self.index = VectorIndex(**(index_params or {})).build(dataset.image_features)
 
     def by_image(self, image_id, k: int = 10) -> list[dict]:
         """The k images most similar to an image, most similar first, never the image itself."""
         idx = self.dataset.image_index(image_id)
         if not 1 <= k < self.dataset.n_images:
             raise UserError(f"k must be between 1 and {self.dataset.n_images - 1}, got {k}")
-        result = self.index.search_ids([self.dataset.image_ids[idx]], k)
+        result = self.index.search_positions([idx], k)
         out = []
-        for iid, score in zip(result.ids[0].tolist(), result.scores[0].tolist(), strict=True):
-            row = self.dataset.images.iloc[self.dataset.image_index(iid)]
+        positions = result.positions[0]
+        for image, iid, score in zip(
+            positions.tolist(),
+            self.dataset.image_ids[positions].tolist(),
+            result.scores[0].tolist(),
+            strict=True,
+        ):
+            row = self.dataset.images.iloc[image]
             meta = {
                 c: (None if not isinstance(row[c], str) else row[c])
                 for c in ("type", "group", "style", "prompt")
@@ -204,17 +239,40 @@ def fitted_model_dir(workspace: Path, model_name: str, params: dict, dataset: Da
     return workspace / "models" / f"{model_name}-{key.hexdigest()[:12]}"
 
 
-def load_or_fit(model_name: str, dataset: Dataset, *, params: dict | None = None, workspace: Path = Path("runs"),
-                progress: bool = True) -> tuple[Model, SimilarUsers]:  # fmt: skip
-    """A fitted model and its user index: reloaded from the workspace when saved before, else fitted and saved."""
+def load_or_fit(
+    model_name: str,
+    dataset: Dataset,
+    *,
+    params: dict | None = None,
+    workspace: Path = Path("runs"),
+    progress: bool = True,
+) -> tuple[Model, SimilarUsers]:
+    """A fitted model and its user index: reloaded from the workspace when saved before, else fitted and saved.
+
+    A saved model that cannot be loaded is refitted, and a saved index that cannot be used (or belongs to other
+    vectors) is rebuilt; either says so in one line on stderr.
+    """
     from recsys.models.registry import create_model
 
     params = params or {}
     model = create_model(model_name, **params)
     directory = fitted_model_dir(workspace, model_name, model.get_params(), dataset)
-    if (directory / "config.json").is_file() and (directory / "user_index.faiss").is_file():
-        model = Model.load(directory)
-        return model, SimilarUsers.load(directory, model, dataset)
+    if (directory / "config.json").is_file():
+        try:
+            loaded = Model.load(directory)
+        except UserError as error:
+            print(f"saved model in {directory} is unusable ({error}); refitting", file=sys.stderr)
+        else:
+            if (directory / USER_INDEX_FILE).is_file():
+                try:
+                    return loaded, SimilarUsers.load(directory, loaded, dataset)
+                except IndexInputError as error:
+                    print(
+                        f"saved user index in {directory} is unusable ({error}); rebuilding", file=sys.stderr
+                    )
+            similar = SimilarUsers(loaded, dataset)
+            similar.save(directory)
+            return loaded, similar
     if progress:
         print(f"fitting {model_name} on {dataset.name} (saved to {directory} for next time)")
     model.fit(dataset)

@@ -58,10 +58,10 @@ def test_save_load_round_trip(model, small_sim, tmp_path):
 def test_explain_cli(small_sim_dir, small_sim, capsys):
     import argparse
 
-    from recsys.models.profile import add_explain_parser
+    from recsys.cli.models import add_parsers
 
     parser = argparse.ArgumentParser()
-    add_explain_parser(parser.add_subparsers(dest="command"))
+    add_parsers(parser.add_subparsers(dest="command"))
     r = small_sim.ratings["train"]
     user, image = small_sim.user_ids[r.user_idx[0]], small_sim.image_ids[r.image_idx[0]]
     args = parser.parse_args(

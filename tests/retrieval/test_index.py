@@ -5,23 +5,23 @@ from __future__ import annotations
 import json
 import os
 
-import faiss
 import numpy as np
 import pytest
 
-from recsys.errors import UnknownId, UserError
+from recsys.errors import UserError
 from recsys.retrieval import (
     EXACT_MAX_VECTORS,
     IndexInputError,
-    UnknownIdError,
+    SearchResult,
     VectorIndex,
     clustered_taste_vectors,
-    configure_faiss_threads,
     gpu_available,
+    load_index,
+    save_index,
     tie_tolerant_recall,
     vectors_fingerprint,
 )
-from recsys.retrieval.threads import THREADS_ENV_VAR
+from recsys.retrieval.index_io import FORMAT_VERSION, sidecar_path
 
 DIM = 16
 RECALL_USERS = 20_000
@@ -77,7 +77,7 @@ def clustered_truth(clustered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("metric", ["cosine", "inner_product"])
 def test_exact_search_matches_numpy_brute_force(small_vectors: np.ndarray, metric: str) -> None:
-    index = VectorIndex(metric=metric, kind="exact").build(small_vectors, [f"u{i}" for i in range(300)])
+    index = VectorIndex(metric=metric, kind="exact").build(small_vectors)
     database = unit_rows(small_vectors) if metric == "cosine" else small_vectors
     queries = np.random.default_rng(4).standard_normal((40, DIM)).astype(np.float32)
     queries = np.vstack([queries, small_vectors[[11]]])  # a query with tied neighbours (rows 10, 11, 12)
@@ -86,14 +86,46 @@ def test_exact_search_matches_numpy_brute_force(small_vectors: np.ndarray, metri
     found = index.search(queries, 7)
     _, expected_scores = brute_force(database, normalised_queries, 7)
 
-    assert found.ids.shape == found.scores.shape == (41, 7)
-    assert found.scores.dtype == np.float32
-    # Ties may come in any order, so compare the scores, then check every id really has its score.
+    assert isinstance(found, SearchResult)
+    assert found.positions.shape == found.scores.shape == (41, 7)
+    assert found.positions.dtype == np.int64 and found.scores.dtype == np.float32
+    # Ties may come in any order, so compare the scores, then check every position really has its score.
     np.testing.assert_allclose(found.scores, expected_scores, rtol=0, atol=1e-4)
-    positions = np.vectorize(lambda value: int(value[1:]))(found.ids)
-    np.testing.assert_allclose(true_scores(database, normalised_queries, positions), found.scores, atol=1e-4)
-    assert {"u10", "u11", "u12"} <= set(found.ids[-1, :3])
-    assert all(len(set(row)) == 7 for row in found.ids)
+    np.testing.assert_allclose(
+        true_scores(database, normalised_queries, found.positions), found.scores, atol=1e-4
+    )
+    assert {10, 11, 12} <= set(found.positions[-1, :3].tolist())
+    assert all(len(set(row)) == 7 for row in found.positions.tolist())
+
+
+def test_knn_usage_inner_product_with_zero_rows_matches_brute_force() -> None:
+    """The call UserKNN makes: inner product, exact, float32 taste vectors of which some are all zeros."""
+    rng = np.random.default_rng(8)
+    vectors = unit_rows(rng.standard_normal((50, DIM))).astype(np.float32)
+    vectors[[3, 17]] = 0.0  # users whose taste carries no signal
+    queries = np.vstack([vectors[:5], np.zeros((1, DIM), np.float32)])
+
+    positions, scores = VectorIndex(metric="inner_product", kind="exact").build(vectors).search(queries, 10)
+
+    _, expected = brute_force(vectors, queries, 10)
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    np.testing.assert_allclose(true_scores(vectors, queries, positions), scores, atol=1e-5)
+    assert (positions[[0, 1, 2, 4], 0] == [0, 1, 2, 4]).all()  # a unit vector is its own best match
+    np.testing.assert_array_equal(scores[5], 0.0)  # a zero query scores 0 against everything
+
+
+def test_cosine_zero_vectors_have_similarity_zero_to_everything(small_vectors: np.ndarray) -> None:
+    vectors = small_vectors[:20].copy()
+    vectors[5] = 0.0
+    index = VectorIndex(kind="exact").build(vectors)
+    everything = index.search(np.zeros((1, DIM), np.float32), 20)
+    np.testing.assert_array_equal(everything.scores, 0.0)
+    assert sorted(everything.positions[0].tolist()) == list(range(20))
+    by_row = index.search_positions([5], 19)
+    np.testing.assert_array_equal(by_row.scores, 0.0)
+    found = index.search(vectors[:4], 19)  # the zero row scores exactly 0 for any query
+    for row in range(4):
+        np.testing.assert_array_equal(found.scores[row][found.positions[row] == 5], 0.0)
 
 
 def test_cosine_does_not_modify_the_callers_arrays(small_vectors: np.ndarray) -> None:
@@ -101,7 +133,7 @@ def test_cosine_does_not_modify_the_callers_arrays(small_vectors: np.ndarray) ->
     queries = vectors[:5].copy()
     index = VectorIndex(kind="exact").build(vectors)
     index.search(queries, 3)
-    index.search_ids([0, 1], 3)
+    index.search_positions([0, 1], 3)
     np.testing.assert_array_equal(vectors, small_vectors)
     np.testing.assert_array_equal(queries, small_vectors[:5])
 
@@ -131,11 +163,11 @@ def test_recall_at_10_on_clustered_users(
     index = VectorIndex(device="cpu", **params).build(clustered)
     assert index.kind_ == expected_kind
 
-    found = index.search_ids(query_rows, 10)
+    found = index.search_positions(query_rows, 10)
 
-    assert not (found.ids == query_rows[:, None]).any()
-    assert all(len(set(row)) == 10 for row in found.ids.tolist())
-    recomputed = true_scores(clustered, clustered[query_rows], found.ids)
+    assert not (found.positions == query_rows[:, None]).any()
+    assert all(len(set(row)) == 10 for row in found.positions.tolist())
+    recomputed = true_scores(clustered, clustered[query_rows], found.positions)
     np.testing.assert_allclose(recomputed, found.scores, atol=1e-4)  # scores are exact similarities
     recall = tie_tolerant_recall(recomputed, exact_scores)
     assert recall >= (1.0 if expected_kind == "exact" else 0.95), f"{expected_kind} recall@10 {recall:.4f}"
@@ -149,12 +181,13 @@ def test_ivf_rows_left_short_are_searched_exhaustively() -> None:
     k = max(invlists.list_size(i) for i in range(50)) + 5
     exact = VectorIndex(kind="exact").build(vectors)
 
-    found = index.search_ids(np.arange(30), k)
-    expected = exact.search_ids(np.arange(30), k)
+    found = index.search_positions(np.arange(30), k)
+    expected = exact.search_positions(np.arange(30), k)
 
     np.testing.assert_allclose(found.scores, expected.scores, atol=1e-5)
-    assert not (found.ids == np.arange(30)[:, None]).any()
-    assert all(len(set(row)) == k for row in found.ids.tolist())
+    assert not (found.positions == np.arange(30)[:, None]).any()
+    assert all(len(set(row)) == k for row in found.positions.tolist())
+    assert (found.positions >= 0).all()
 
 
 def test_set_search_params_changes_a_built_index() -> None:
@@ -165,44 +198,60 @@ def test_set_search_params_changes_a_built_index() -> None:
     assert ivf.faiss_index.nprobe == 20  # capped at nlist
 
 
-# ---------------------------------------------------------------- exclusion and search by id
+# ---------------------------------------------------------------- exclusion and search by position
 
 
 @pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
-def test_search_ids_never_returns_the_query_even_with_identical_twins(
+def test_search_positions_never_returns_the_query_even_with_identical_twins(
     small_vectors: np.ndarray, kind: str
 ) -> None:
-    ids = [f"u{i}" for i in range(300)]
-    index = VectorIndex(kind=kind, nlist=4).build(small_vectors, ids)
+    index = VectorIndex(kind=kind, nlist=4).build(small_vectors)
 
-    found = index.search_ids(["u11", "u10", "u5"], 5)
+    found = index.search_positions([11, 10, 5], 5)
 
-    for query, row in zip(["u11", "u10", "u5"], found.ids.tolist(), strict=True):
+    for query, row in zip([11, 10, 5], found.positions.tolist(), strict=True):
         assert query not in row
-    assert {"u10", "u12"} <= set(found.ids[0, :2])  # u11's twins come first, with score 1
+    assert {10, 12} <= set(found.positions[0, :2].tolist())  # row 11's twins come first, with score 1
     np.testing.assert_allclose(found.scores[0, :2], 1.0, atol=1e-5)
 
 
-def test_search_ids_accepts_every_id_and_k_up_to_n_minus_one(small_vectors: np.ndarray) -> None:
-    index = VectorIndex(kind="exact").build(small_vectors[:20], list(range(100, 120)))
-    found = index.search_ids(np.arange(100, 120), 19)
-    assert found.ids.shape == (20, 19)
-    for query, row in zip(range(100, 120), found.ids.tolist(), strict=True):
-        assert sorted(row) == [i for i in range(100, 120) if i != query]
+def test_search_positions_accepts_every_position_and_k_up_to_n_minus_one(small_vectors: np.ndarray) -> None:
+    index = VectorIndex(kind="exact").build(small_vectors[:20])
+    found = index.search_positions(np.arange(20, dtype=np.uint16), 19)  # any integer dtype
+    assert found.positions.shape == (20, 19)
+    for query, row in enumerate(found.positions.tolist()):
+        assert sorted(row) == [i for i in range(20) if i != query]
 
 
-def test_search_exclude_ids_per_query(small_vectors: np.ndarray) -> None:
-    index = VectorIndex(kind="exact").build(small_vectors, [f"u{i}" for i in range(300)])
+def test_search_exclude_per_query(small_vectors: np.ndarray) -> None:
+    index = VectorIndex(kind="exact").build(small_vectors)
     queries = small_vectors[[11, 11, 11, 40]]
-    plain = index.search(queries[:1], 6).ids[0].tolist()
+    plain = index.search(queries[:1], 6).positions[0].tolist()
 
-    found = index.search(queries, 3, exclude_ids=["u11", ["u11", "u10"], None, {"u40"}])
+    found = index.search(queries, 3, exclude=[[11, -1], [11, 10], [-1, -1], [40, 40]])
 
-    assert "u11" not in found.ids[0]
-    assert not {"u10", "u11"} & set(found.ids[1])
-    assert found.ids[2].tolist() == plain[:3]
-    assert "u40" not in found.ids[3]
-    assert found.ids[1].tolist() == [value for value in plain if value not in ("u10", "u11")][:3]
+    assert 11 not in found.positions[0]
+    assert not {10, 11} & set(found.positions[1].tolist())
+    assert found.positions[2].tolist() == plain[:3]
+    assert 40 not in found.positions[3]
+    assert found.positions[1].tolist() == [value for value in plain if value not in (10, 11)][:3]
+    one_each = index.search(queries, 3, exclude=np.array([11, 11, -1, 40]))  # (n_queries,): one each
+    np.testing.assert_array_equal(one_each.positions[[0, 2, 3]], found.positions[[0, 2, 3]])
+    # k may reach n minus the excluded positions, a repeat counting once
+    assert index.search(queries[3:], 299, exclude=[[40, 40]]).positions.shape == (1, 299)
+
+
+def test_search_exclude_many_per_query_matches_brute_force() -> None:
+    rng = np.random.default_rng(6)
+    vectors = rng.standard_normal((300, DIM)).astype(np.float32)  # no ties
+    index = VectorIndex(kind="exact").build(vectors)
+    queries = rng.standard_normal((5, DIM)).astype(np.float32)
+    order, _ = brute_force(unit_rows(vectors), unit_rows(queries), 40)
+    exclude = order[:, :30]  # the 30 best of each query, more than the direct comparison handles
+
+    found = index.search(queries, 10, exclude=exclude)
+
+    np.testing.assert_array_equal(found.positions, order[:, 30:40])
 
 
 # ---------------------------------------------------------------- bad input
@@ -210,7 +259,7 @@ def test_search_exclude_ids_per_query(small_vectors: np.ndarray) -> None:
 
 @pytest.fixture(scope="module")
 def built(small_vectors: np.ndarray) -> VectorIndex:
-    return VectorIndex(kind="exact").build(small_vectors, [f"u{i}" for i in range(300)])
+    return VectorIndex(kind="exact").build(small_vectors)
 
 
 @pytest.mark.parametrize(
@@ -220,64 +269,51 @@ def built(small_vectors: np.ndarray) -> VectorIndex:
         (lambda index: index.search(np.ones(DIM, np.float32), 3), r"v\[None, :\]"),
         (lambda index: index.search(np.full((1, DIM), np.nan, np.float32), 3), "NaN"),
         (lambda index: index.search(np.full((1, DIM), np.inf, np.float32), 3), "NaN or infinity"),
-        (lambda index: index.search(np.zeros((1, DIM), np.float32), 3), "all zeros"),
         (lambda index: index.search(np.ones((1, DIM), np.float32), 0), "k=0"),
         (lambda index: index.search(np.ones((1, DIM), np.float32), 301), "between 1 and 300"),
         (lambda index: index.search(np.ones((1, DIM), np.float32), 2.5), "integer"),
+        (lambda index: index.search(np.ones((2, DIM), np.float32), 3, exclude=[1]), "one row per query"),
         (
-            lambda index: index.search(np.ones((2, DIM), np.float32), 3, exclude_ids=["u1"]),
-            "one entry per query",
+            lambda index: index.search(np.ones((2, DIM), np.float32), 3, exclude=[[1], [2, 3]]),
+            "padded with -1",
         ),
+        (lambda index: index.search(np.ones((1, DIM), np.float32), 3, exclude=[300]), "position 300"),
+        (lambda index: index.search(np.ones((1, DIM), np.float32), 3, exclude=[-2]), "position -2"),
+        (lambda index: index.search(np.ones((1, DIM), np.float32), 3, exclude=[1.0]), "integer positions"),
         (
-            lambda index: index.search(np.ones((1, DIM), np.float32), 300, exclude_ids=["u1"]),
+            lambda index: index.search(np.ones((1, DIM), np.float32), 300, exclude=[1]),
             "between 1 and 299",
         ),
-        (lambda index: index.search_ids(["u1"], 300), "between 1 and 299"),
-        (lambda index: index.search_ids(["u1"], -1), "k=-1"),
-        (lambda index: index.search_ids("u1", 3), r"\[id\]"),
-        (lambda index: index.search_ids([], 3), "at least one stored id"),
+        (lambda index: index.search_positions([1], 300), "between 1 and 299"),
+        (lambda index: index.search_positions([1], -1), "k=-1"),
+        (lambda index: index.search_positions(1, 3), r"\[p\]"),
+        (lambda index: index.search_positions([], 3), "at least one"),
+        (lambda index: index.search_positions([300], 3), "position 300.*positions 0 .. 299"),
+        (lambda index: index.search_positions([-1], 3), "position -1"),
+        (lambda index: index.search_positions([1.0], 3), "integers"),
+        (lambda index: index.search_positions([True], 3), "integers"),
     ],
 )
 def test_bad_queries_raise_value_errors_with_clear_messages(built: VectorIndex, call, message: str) -> None:
     with pytest.raises(ValueError, match=message) as raised:
         call(built)
     assert isinstance(raised.value, IndexInputError) and isinstance(raised.value, UserError)
+    assert "\n" not in str(raised.value)
 
 
 @pytest.mark.parametrize(
-    "call",
+    ("vectors", "message"),
     [
-        lambda index: index.search_ids(["u1", "nobody"], 3),
-        lambda index: index.search_ids([1], 3),  # the ids are strings
-        lambda index: index.search(np.ones((1, DIM), np.float32), 3, exclude_ids=["nobody"]),
+        (np.ones((3, 4, 2)), "2-D"),
+        (np.ones((0, 4)), "at least one row"),
+        (np.array([["a", "b"]]), "real numbers"),
+        (np.array([[1.0, np.nan], [1.0, 2.0]]), "row 0 contains NaN"),
+        (np.array([[1.0, 2.0], [np.inf, 2.0]]), "row 1 contains NaN or infinity"),
     ],
 )
-def test_unknown_ids_raise_key_errors(built: VectorIndex, call) -> None:
-    with pytest.raises(KeyError, match="not in the index") as raised:
-        call(built)
-    assert isinstance(raised.value, UnknownIdError) and isinstance(raised.value, UnknownId)
-    assert "not in the index" in str(raised.value) and not str(raised.value).startswith("'")
-
-
-@pytest.mark.parametrize(
-    ("vectors", "ids", "message"),
-    [
-        (np.ones((3, 4, 2)), None, "2-D"),
-        (np.ones((0, 4)), None, "at least one row"),
-        (np.array([["a", "b"]]), None, "real numbers"),
-        (np.array([[1.0, np.nan], [1.0, 2.0]]), None, "row 0 contains NaN"),
-        (np.array([[1.0, 2.0], [np.inf, 2.0]]), None, "row 1 contains NaN or infinity"),
-        (np.array([[1.0, 2.0], [0.0, 0.0]]), ["a", "b"], "row 1 \\(id 'b'\\) is all zeros"),
-        (np.ones((3, 2)), ["a", "b", "a"], "duplicates: 'a' at rows 0 and 2"),
-        (np.ones((3, 2)), [1, 2, 1], "duplicates: 1 at rows 0 and 2"),
-        (np.ones((3, 2)), ["a", "b"], "2 ids for 3 vectors"),
-        (np.ones((2, 2)), ["a", 1], "all strings or all integers"),
-        (np.ones((2, 2)), [1.5, 2.5], "all strings or all integers"),
-    ],
-)
-def test_bad_vectors_and_ids_raise_value_errors(vectors, ids, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        VectorIndex().build(vectors, ids)
+def test_bad_vectors_raise_value_errors(vectors, message: str) -> None:
+    with pytest.raises(IndexInputError, match=message):
+        VectorIndex().build(vectors)
 
 
 @pytest.mark.parametrize(
@@ -305,13 +341,8 @@ def test_ivf_with_more_lists_than_vectors_is_rejected() -> None:
 def test_searching_an_unbuilt_index_says_what_to_do() -> None:
     with pytest.raises(ValueError, match="call build"):
         VectorIndex().search(np.ones((1, 4)), 1)
-
-
-def test_integer_ids_of_any_numpy_type(small_vectors: np.ndarray) -> None:
-    index = VectorIndex().build(small_vectors[:10], np.arange(10, 20, dtype=np.uint16))
-    found = index.search_ids([np.int32(12), 13], 2)
-    assert found.ids.dtype == np.int64
-    assert 12 in index and 99 not in index and "12" not in index
+    with pytest.raises(ValueError, match="call build"):
+        save_index(VectorIndex(), "never-written.faiss")
 
 
 # ---------------------------------------------------------------- persistence
@@ -322,13 +353,12 @@ def test_save_load_round_trip_gives_identical_results_without_rebuilding(
     tmp_path, monkeypatch, clustered: np.ndarray, kind: str
 ) -> None:
     vectors = clustered[:3_000]
-    ids = [f"user-{i}" for i in range(3_000)]
-    index = VectorIndex(kind=kind, ef_search=48, nprobe=8).build(vectors, ids)
+    index = VectorIndex(kind=kind, ef_search=48, nprobe=8).build(vectors)
     queries = clustered[3_000:3_200]
     before = index.search(queries, 10)
-    before_by_id = index.search_ids(ids[:50], 10)
+    before_by_position = index.search_positions(np.arange(50), 10)
 
-    path = index.save(tmp_path / "users.faiss")
+    path = save_index(index, tmp_path / "users.faiss")
 
     def no_rebuild(*args, **kwargs):
         raise AssertionError("load must not rebuild the index")
@@ -336,54 +366,121 @@ def test_save_load_round_trip_gives_identical_results_without_rebuilding(
     monkeypatch.setattr(VectorIndex, "build", no_rebuild)
     monkeypatch.setattr(VectorIndex, "_new_cpu_index", no_rebuild)
     monkeypatch.setattr(VectorIndex, "_add_in_chunks", no_rebuild)
-    loaded = VectorIndex.load(path, device="cpu")
+    loaded = load_index(path, device="cpu")
 
     after = loaded.search(queries, 10)
-    after_by_id = loaded.search_ids(ids[:50], 10)
-    np.testing.assert_array_equal(after.ids, before.ids)
+    after_by_position = loaded.search_positions(np.arange(50), 10)
+    np.testing.assert_array_equal(after.positions, before.positions)
     np.testing.assert_array_equal(after.scores, before.scores)
-    np.testing.assert_array_equal(after_by_id.ids, before_by_id.ids)
+    np.testing.assert_array_equal(after_by_position.positions, before_by_position.positions)
     assert loaded.kind_ == kind and loaded.get_params() == {**index.get_params(), "device": "cpu"}
     assert loaded.fingerprint_ == index.fingerprint_ == vectors_fingerprint(vectors)
-    assert list(loaded.ids) == ids
+    assert len(loaded) == 3_000
     assert sorted(os.listdir(tmp_path)) == ["users.faiss", "users.faiss.json"]  # no temporary files left
 
 
 def test_sidecar_records_what_the_index_is(tmp_path, small_vectors: np.ndarray) -> None:
-    index = VectorIndex(metric="inner_product", kind="exact").build(small_vectors[:5], [7, 8, 9, 10, 11])
-    index.save(tmp_path / "x.faiss")
+    index = VectorIndex(metric="inner_product", kind="exact").build(small_vectors[:5])
+    save_index(index, tmp_path / "x.faiss")
     sidecar = json.loads((tmp_path / "x.faiss.json").read_text())
-    assert sidecar["ids"] == [7, 8, 9, 10, 11] and sidecar["id_type"] == "int"
+    assert sidecar["format_version"] == FORMAT_VERSION and "ids" not in sidecar
     assert sidecar["metric"] == "inner_product" and sidecar["kind"] == "exact"
     assert sidecar["dimension"] == DIM and sidecar["n_vectors"] == 5
     assert sidecar["vectors_sha256"] == vectors_fingerprint(small_vectors[:5])
     assert sidecar["params"]["hnsw_m"] == index.hnsw_m
-    loaded = VectorIndex.load(tmp_path / "x.faiss")
-    assert loaded.search_ids([7], 2).ids.dtype == np.int64
+    loaded = load_index(tmp_path / "x.faiss")
+    assert loaded.metric == "inner_product"
+    assert loaded.search_positions([0], 2).positions.dtype == np.int64
 
 
 def test_load_refuses_a_mismatched_or_missing_pair(tmp_path, small_vectors: np.ndarray) -> None:
-    VectorIndex(kind="exact").build(small_vectors[:5]).save(tmp_path / "a.faiss")
-    VectorIndex(kind="exact").build(small_vectors[:6]).save(tmp_path / "b.faiss")
+    save_index(VectorIndex(kind="exact").build(small_vectors[:5]), tmp_path / "a.faiss")
+    save_index(VectorIndex(kind="exact").build(small_vectors[:6]), tmp_path / "b.faiss")
     os.replace(tmp_path / "b.faiss", tmp_path / "a.faiss")  # index file from another save
-    with pytest.raises(ValueError, match="does not match its sidecar"):
-        VectorIndex.load(tmp_path / "a.faiss")
-    with pytest.raises(FileNotFoundError, match="b.faiss"):
-        VectorIndex.load(tmp_path / "b.faiss")
-    (tmp_path / "c.faiss").write_bytes(b"")
-    (tmp_path / "c.faiss.json").write_text("{not json")
-    with pytest.raises(ValueError, match="not a readable JSON sidecar"):
-        VectorIndex.load(tmp_path / "c.faiss")
+    with pytest.raises(IndexInputError, match="does not match the checksum"):
+        load_index(tmp_path / "a.faiss")
+    with pytest.raises(IndexInputError, match="b.faiss: no such file"):
+        load_index(tmp_path / "b.faiss")
 
 
-# ---------------------------------------------------------------- devices and threads
+def _rewrite_sidecar(path, **changes) -> None:
+    sidecar = sidecar_path(path)
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), **changes}))
+
+
+def _truncate_index(path) -> None:
+    path.write_bytes(path.read_bytes()[:-40])
+
+
+def _corrupt_index_with_matching_checksum(path) -> None:
+    import hashlib
+
+    data = bytearray(path.read_bytes())
+    data[:4] = b"XXXX"  # FAISS's fourcc header
+    path.write_bytes(bytes(data))
+    _rewrite_sidecar(path, index_file_sha256=hashlib.sha256(bytes(data)).hexdigest())
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (
+            lambda path: _rewrite_sidecar(path, format_version=FORMAT_VERSION + 1),
+            "newer than this suite reads",
+        ),
+        (lambda path: _rewrite_sidecar(path, format_version=1), "format version 1 is no longer read"),
+        (lambda path: _rewrite_sidecar(path, format_version="2"), "unknown index format version"),
+        (lambda path: _rewrite_sidecar(path, format="pickle"), "not a VectorIndex sidecar"),
+        (lambda path: _rewrite_sidecar(path, kind="hnsw"), "not the inner-product IndexHNSWFlat"),
+        (lambda path: _rewrite_sidecar(path, n_vectors=7), "sidecar says 7 x 16"),
+        (lambda path: _rewrite_sidecar(path, params={"colour": "red"}), "unknown index parameters"),
+        (lambda path: _drop_field(path), "incomplete sidecar"),
+        (_truncate_index, "does not match the checksum"),
+        (_corrupt_index_with_matching_checksum, "FAISS cannot read the index file"),
+        (
+            lambda path: sidecar_path(path).write_text('{"format": "recsys.retrieval.Vec'),
+            "not a readable JSON",
+        ),
+        (lambda path: sidecar_path(path).write_bytes(b"\xff\xfe\x00"), "not a readable JSON"),
+    ],
+)
+def test_a_corrupt_truncated_or_newer_saved_index_is_an_index_input_error(
+    tmp_path, small_vectors: np.ndarray, damage, message: str
+) -> None:
+    path = save_index(VectorIndex(kind="exact").build(small_vectors[:6]), tmp_path / "x.faiss")
+    damage(path)
+    with pytest.raises(IndexInputError, match=message) as raised:
+        load_index(path)
+    assert isinstance(raised.value, UserError)
+    assert "\n" not in str(raised.value) and "x.faiss" in str(raised.value)
+
+
+def _drop_field(path) -> None:
+    sidecar = sidecar_path(path)
+    metadata = json.loads(sidecar.read_text())
+    del metadata["vectors_sha256"]
+    sidecar.write_text(json.dumps(metadata))
+
+
+def test_saved_files_hold_no_pickle(tmp_path, small_vectors: np.ndarray) -> None:
+    path = save_index(VectorIndex(kind="hnsw").build(small_vectors), tmp_path / "x.faiss")
+    for file in (path, sidecar_path(path)):
+        assert not file.read_bytes().startswith(b"\x80")  # a pickle stream's PROTO opcode
+    json.loads(sidecar_path(path).read_text())
+
+
+# ---------------------------------------------------------------- devices
 
 
 @pytest.mark.skipif(gpu_available(), reason="this machine has a GPU")
-def test_cuda_without_a_gpu_is_a_clear_value_error(small_vectors: np.ndarray) -> None:
+def test_cuda_without_a_gpu_is_a_clear_value_error(tmp_path, small_vectors: np.ndarray) -> None:
     with pytest.raises(ValueError, match="device='cuda' was requested but FAISS sees no GPU"):
         VectorIndex(device="cuda").build(small_vectors)
-    assert VectorIndex(device="auto").build(small_vectors).device_ == "cpu"
+    index = VectorIndex(device="auto").build(small_vectors)
+    assert index.device_ == "cpu"
+    path = save_index(index, tmp_path / "x.faiss")
+    with pytest.raises(IndexInputError, match="device='cuda' was requested"):
+        load_index(path, device="cuda")
 
 
 @pytest.mark.skipif(not gpu_available(), reason="needs the FAISS GPU build and a CUDA device")
@@ -395,31 +492,25 @@ def test_gpu_results_match_cpu(tmp_path, clustered: np.ndarray, kind: str) -> No
     assert gpu.device_ == "cuda"
     queries = clustered[5_000:5_500]
     np.testing.assert_allclose(gpu.search(queries, 10).scores, cpu.search(queries, 10).scores, atol=1e-4)
-    by_id = gpu.search_ids(np.arange(100), 10)
-    assert not (by_id.ids == np.arange(100)[:, None]).any()
-    reloaded = VectorIndex.load(gpu.save(tmp_path / "gpu.faiss"), device="cpu")
+    by_position = gpu.search_positions(np.arange(100), 10)
+    assert not (by_position.positions == np.arange(100)[:, None]).any()
+    excluded = gpu.search(queries[:3], 10, exclude=np.arange(3 * 40).reshape(3, 40))
+    assert not np.isin(excluded.positions, np.arange(120)).any()
+    reloaded = load_index(save_index(gpu, tmp_path / "gpu.faiss"), device="cpu")
     np.testing.assert_allclose(reloaded.search(queries, 10).scores, cpu.search(queries, 10).scores, atol=1e-4)
+    on_gpu = load_index(tmp_path / "gpu.faiss", device="cuda")
+    assert on_gpu.device_ == "cuda"
+    np.testing.assert_allclose(on_gpu.search(queries, 10).scores, cpu.search(queries, 10).scores, atol=1e-4)
 
 
 @pytest.mark.skipif(not gpu_available(), reason="needs the FAISS GPU build and a CUDA device")
-def test_hnsw_asked_for_on_cuda_runs_on_the_cpu_with_a_warning(small_vectors: np.ndarray) -> None:
+def test_hnsw_asked_for_on_cuda_runs_on_the_cpu_with_a_warning(tmp_path, small_vectors: np.ndarray) -> None:
     with pytest.warns(RuntimeWarning, match="no GPU HNSW"):
         index = VectorIndex(kind="hnsw", device="cuda").build(small_vectors)
     assert index.device_ == "cpu"
-
-
-def test_thread_count_comes_from_the_environment(monkeypatch) -> None:
-    previous = faiss.omp_get_max_threads()
-    try:
-        monkeypatch.setenv(THREADS_ENV_VAR, "1")
-        assert configure_faiss_threads() == 1 and faiss.omp_get_max_threads() == 1
-        monkeypatch.setenv(THREADS_ENV_VAR, "many")
-        with pytest.raises(ValueError, match="RECSYS_FAISS_THREADS"):
-            configure_faiss_threads()
-        with pytest.raises(ValueError, match="positive integer"):
-            configure_faiss_threads(0)
-    finally:
-        configure_faiss_threads(previous)
+    path = save_index(index, tmp_path / "h.faiss")
+    with pytest.warns(RuntimeWarning, match="no GPU HNSW"):
+        assert load_index(path, device="cuda").device_ == "cpu"
 
 
 # ---------------------------------------------------------------- the recall measure itself

@@ -10,8 +10,17 @@ from fastapi.testclient import TestClient
 from recsys.cli import main
 from recsys.errors import UserError
 from recsys.models import create_model
+from recsys.retrieval import IndexInputError, VectorIndex
 from recsys.retrieval.service import create_app
-from recsys.retrieval.similar import SimilarImages, SimilarUsers, explain_pair, load_or_fit, taste_of
+from recsys.retrieval.similar import (
+    USER_INDEX_FILE,
+    SimilarImages,
+    SimilarUsers,
+    explain_pair,
+    fitted_model_dir,
+    load_or_fit,
+    taste_of,
+)
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +102,58 @@ def test_persistence_round_trip_without_refitting(small_sim, tmp_path, monkeypat
     assert again.by_user(user, 4) == expected
 
 
+def test_an_index_over_other_vectors_is_refused(small_sim, fitted):
+    model, similar = fitted
+    n_users = len(small_sim.train_users())
+    other = np.random.default_rng(0).standard_normal((n_users, model.user_vectors().shape[1]))
+    with pytest.raises(IndexInputError, match="was not built from the taste vectors"):
+        SimilarUsers(model, small_sim, index=VectorIndex().build(other))
+    with pytest.raises(IndexInputError, match="was not built from the taste vectors"):
+        SimilarUsers(model, small_sim, index=VectorIndex().build(other[:-1]))
+    user = small_sim.user_ids[small_sim.train_users()[0]]
+    assert SimilarUsers(model, small_sim, index=similar.index).by_user(user, 3) == similar.by_user(user, 3)
+
+
+def test_load_or_fit_refits_a_broken_saved_model(small_sim, tmp_path, capsys):
+    model, first = load_or_fit("user_ridge", small_sim, workspace=tmp_path, progress=False)
+    user = small_sim.user_ids[small_sim.train_users()[2]]
+    expected = first.by_user(user, 4)
+    directory = fitted_model_dir(tmp_path, "user_ridge", model.get_params(), small_sim)
+    (directory / "config.json").write_text("{not json")
+    capsys.readouterr()
+
+    _, again = load_or_fit("user_ridge", small_sim, workspace=tmp_path, progress=False)
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"saved model in {directory} is unusable (")
+    assert err[0].endswith("); refitting")
+    assert again.by_user(user, 4) == expected
+    _, third = load_or_fit("user_ridge", small_sim, workspace=tmp_path, progress=False)  # saved again
+    assert capsys.readouterr().err == "" and third.by_user(user, 4) == expected
+
+
+def test_load_or_fit_rebuilds_a_broken_index_without_refitting(small_sim, tmp_path, monkeypatch, capsys):
+    model, first = load_or_fit("user_ridge", small_sim, workspace=tmp_path, progress=False)
+    user = small_sim.user_ids[small_sim.train_users()[5]]
+    expected = first.by_user(user, 4)
+    directory = fitted_model_dir(tmp_path, "user_ridge", model.get_params(), small_sim)
+    index_file = directory / USER_INDEX_FILE
+    index_file.write_bytes(index_file.read_bytes()[:-10])  # truncated
+    monkeypatch.setattr(type(model), "fit", lambda *a, **k: pytest.fail("refitted instead of loading"))
+    capsys.readouterr()
+
+    _, again = load_or_fit("user_ridge", small_sim, workspace=tmp_path, progress=False)
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "saved user index" in err[0] and "checksum" in err[0]
+    assert err[0].endswith("; rebuilding")
+    assert again.by_user(user, 4) == expected
+    index_file.unlink()  # a missing index is rebuilt quietly
+    _, third = load_or_fit("user_ridge", small_sim, workspace=tmp_path, progress=False)
+    assert capsys.readouterr().err == "" and index_file.is_file()
+    assert third.by_user(user, 4) == expected
+
+
 def test_similar_images(small_sim):
     got = SimilarImages(small_sim).by_image(small_sim.image_ids[0], 3)
     assert len(got) == 3 and small_sim.image_ids[0] not in [g["image_id"] for g in got]
@@ -106,8 +167,8 @@ def test_cli_json(small_sim, small_sim_dir, tmp_path, capsys):
     import json
 
     user = small_sim.user_ids[small_sim.train_users()[0]]
-    assert main(["similar-users", "--data", str(small_sim_dir), "--user", user, "--k", "4", "--json",
-                 "--workspace", str(tmp_path)]) == 0  # fmt: skip
+    argv = ["similar-users", "--data", str(small_sim_dir), "--user", user, "--k", "4", "--json"]
+    assert main([*argv, "--workspace", str(tmp_path)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [set(n) >= {"user_id", "score"} for n in out] == [True] * 4
     assert [n["score"] for n in out] == sorted((n["score"] for n in out), reverse=True)

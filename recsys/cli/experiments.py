@@ -1,7 +1,4 @@
-"""``recsys tune`` and ``recsys study``: hyperparameter search under the one protocol.
-
-``add_experiment_parsers(subparsers)`` adds both commands to the ``recsys`` parser.
-"""
+"""``recsys tune`` and ``recsys study``: hyperparameter search under the one protocol."""
 
 from __future__ import annotations
 
@@ -11,44 +8,63 @@ import logging
 import time
 
 from experiments.tuning import DEFAULT_STORAGE, DEFAULT_STUDY_PREFIX, Objective, study_name
-from recsys.cli import _name_list, add_data_arguments, dataset_from_args
+from recsys.cli.common import add_command, add_data_arguments, dataset_from_args, name_list
 
 
 def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
-    parser.add_argument("--trials", type=int, default=20, help="trials to add to each study (default 20)")
-    parser.add_argument("--storage", default=None,
-                        help=f"Optuna storage URL (default {DEFAULT_STORAGE}; postgresql://... to share a study)")  # fmt: skip
+    parser.add_argument("--trials", type=int, default=20, help="trials to add to each study")
     parser.add_argument(
-        "--metric", default="user_srocc", help="validation metric to optimise (default user_srocc)"
+        "--storage",
+        default=None,
+        help=f"Optuna storage URL (postgresql://... to share a study); default: {DEFAULT_STORAGE}",
     )
-    parser.add_argument("--split", default="val_seen", choices=["val_seen", "val_unseen"],
-                        help="validation split measured by every trial (default val_seen)")  # fmt: skip
+    parser.add_argument("--metric", default="user_srocc", help="validation metric to optimise")
     parser.add_argument(
-        "--shots", type=int, default=10, help="reference ratings per new user on val_unseen (default 10)"
+        "--split",
+        default="val_seen",
+        choices=["val_seen", "val_unseen"],
+        help="validation split measured by every trial",
     )
+    parser.add_argument("--shots", type=int, default=10, help="reference ratings per new user on val_unseen")
     parser.add_argument(
         "--timeout", type=float, default=None, help="stop starting trials after this many seconds"
     )
-    parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db)")  # fmt: skip
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db",
+    )
     parser.add_argument("--no-tracking", action="store_true", help="do not log MLflow runs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def add_experiment_parsers(subparsers) -> None:
-    """Add the ``tune`` and ``study`` commands to a ``recsys`` sub-parser collection."""
-    tune = subparsers.add_parser("tune", help="search one model's hyperparameters (Optuna TPE; resumable)")
+def add_parsers(subparsers) -> None:
+    """Add the ``tune`` and ``study`` commands."""
+    tune = add_command(
+        subparsers,
+        "tune",
+        help="search one model's hyperparameters (Optuna TPE; resumable)",
+        example="recsys tune ridge --data data/sim --trials 50",
+    )
     tune.add_argument("model", help="registered model name (its space: experiments/spaces/MODEL.toml)")
-    tune.add_argument("--study", default=None, help=f"study name (default {DEFAULT_STUDY_PREFIX}-MODEL)")
+    tune.add_argument("--study", default=None, help=f"study name; default: {DEFAULT_STUDY_PREFIX}-MODEL")
     _add_search_arguments(tune)
     tune.set_defaults(func=cmd_tune)
 
-    study = subparsers.add_parser("study", help="tune several models with the same trial budget each")
-    study.add_argument("--models", type=_name_list, default=None,
-                       help="comma-separated model names (default: every registered model but the oracle)")  # fmt: skip
-    study.add_argument("--study-prefix", default=DEFAULT_STUDY_PREFIX,
-                       help=f"studies are named PREFIX-MODEL (default {DEFAULT_STUDY_PREFIX})")  # fmt: skip
+    study = add_command(
+        subparsers,
+        "study",
+        help="tune several models with the same trial budget each",
+        example="recsys study --data data/sim --models ridge,mf,user_knn --trials 20",
+    )
+    study.add_argument(
+        "--models",
+        type=name_list,
+        default=None,
+        help="comma-separated model names or groups; default: baselines, classical and deep but the oracle",
+    )
+    study.add_argument("--study-prefix", default=DEFAULT_STUDY_PREFIX, help="studies are named PREFIX-MODEL")
     study.add_argument("--json", action="store_true", help="print the summary as JSON")
     _add_search_arguments(study)
     study.set_defaults(func=cmd_study)
@@ -80,24 +96,40 @@ def _summary(model: str, handle, added: int, seconds: float) -> dict:
     }
 
 
-def cmd_tune(args: argparse.Namespace) -> int:
+def _tune(args: argparse.Namespace, ds, model: str, study: str | None):
     from experiments.tuning import tune
 
+    return tune(
+        ds,
+        model,
+        trials=args.trials,
+        storage=args.storage,
+        study=study,
+        objective=_objective(args),
+        seed=args.seed,
+        tracking_uri=args.tracking_uri,
+        tracking=not args.no_tracking,
+        timeout=args.timeout,
+        progress=not args.no_progress,
+    )
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
     _quiet()
     ds = dataset_from_args(args)
     start = time.perf_counter()
-    handle = tune(ds, args.model, trials=args.trials, storage=args.storage, study=args.study,
-                  objective=_objective(args), seed=args.seed, tracking_uri=args.tracking_uri,
-                  tracking=not args.no_tracking, timeout=args.timeout, progress=not args.no_progress)  # fmt: skip
+    handle = _tune(args, ds, args.model, args.study)
     s = _summary(args.model, handle, args.trials, time.perf_counter() - start)
-    print(f"study {s['study']}: {s['trials_total']} trials ({args.trials} added in {s['seconds']:.1f} s); "
-          f"best {args.metric} on {args.split} = {s['best_value']:.4f} (trial {s['best_trial']}) with {s['best_params']}")  # fmt: skip
+    print(
+        f"study {s['study']}: {s['trials_total']} trials ({args.trials} added in {s['seconds']:.1f} s); "
+        f"best {args.metric} on {args.split} = {s['best_value']:.4f} (trial {s['best_trial']}) "
+        f"with {s['best_params']}"
+    )
     return 0
 
 
 def cmd_study(args: argparse.Namespace) -> int:
     from experiments.spaces import load_space
-    from experiments.tuning import tune
     from recsys.models.registry import expand_models
 
     _quiet()
@@ -109,9 +141,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     summaries = []
     for model in models:
         start = time.perf_counter()
-        handle = tune(ds, model, trials=args.trials, storage=args.storage, study=study_name(model, args.study_prefix),
-                      objective=_objective(args), seed=args.seed, tracking_uri=args.tracking_uri,
-                      tracking=not args.no_tracking, timeout=args.timeout, progress=not args.no_progress)  # fmt: skip
+        handle = _tune(args, ds, model, study_name(model, args.study_prefix))
         summaries.append(_summary(model, handle, args.trials, time.perf_counter() - start))
     if args.json:
         print(json.dumps(summaries, indent=2))
@@ -122,6 +152,6 @@ def cmd_study(args: argparse.Namespace) -> int:
     for s in summaries:
         value = "-" if s["best_value"] is None else f"{s['best_value']:.4f}"
         print(f"{s['model']:<26} {s['trials_total']:>6} {value:>26} {s['seconds']:>8.1f}  {s['best_params']}")
-    print(f"\nrefit and test with: recsys leaderboard --tuned --models {','.join(models)}"
-          + (f" --study-prefix {args.study_prefix}" if args.study_prefix != DEFAULT_STUDY_PREFIX else ""))  # fmt: skip
+    prefix = f" --study-prefix {args.study_prefix}" if args.study_prefix != DEFAULT_STUDY_PREFIX else ""
+    print(f"\nrefit and test with: recsys leaderboard --tuned --models {','.join(models)}{prefix}")
     return 0

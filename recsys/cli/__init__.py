@@ -1,0 +1,86 @@
+"""The ``recsys`` command: one module per command group, each with ``add_parsers(subparsers)``.
+
+    common       argument types, the data flags, ``--params``, the help formatter
+    data         data simulate | validate
+    models       models, explain
+    leaderboard  leaderboard (--tuned through experiments.tuning.run_tuned_leaderboard)
+    retrieval    similar-users, similar-images, serve
+    experiments  tune, study
+    features     features embed | encoders
+
+Only this package imports the command groups' libraries; nothing outside it imports ``recsys.cli``.
+Errors a user can cause (``recsys.errors.UserError``) print one line (``error: ...``) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from recsys.cli import data, experiments, features, leaderboard, models, retrieval
+from recsys.cli.common import HelpFormatter
+from recsys.errors import UserError
+
+#: the command groups, in the order ``recsys --help`` lists them
+COMMAND_GROUPS = (data, models, leaderboard, retrieval, experiments, features)
+
+
+def version() -> str:
+    """The installed version of the ``recsys-pamela`` distribution (pyproject's when not installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("recsys-pamela")
+    except metadata.PackageNotFoundError:
+        return "0.1.0"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``recsys`` parser with every command."""
+    parser = argparse.ArgumentParser(
+        prog="recsys",
+        description="Personalised image-rating prediction and similar-user search.",
+        epilog="example:\n  recsys data simulate --out data/sim\n  recsys leaderboard --data data/sim --models baselines",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"recsys {version()}")
+    sub = parser.add_subparsers(
+        dest="command",
+        required=True,
+        title="commands",
+        metavar="COMMAND",
+        help="`recsys COMMAND --help` describes a command and its options",
+    )
+    for group in COMMAND_GROUPS:
+        group.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status (2 for an error the user can fix, 130 when interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # the reader went away (`recsys features encoders | head -1`): no traceback; stdout goes to devnull
+        # so that the interpreter's final flush does not fail again (as the Python docs on SIGPIPE advise)
+        _stdout_to_devnull()
+        return 0
+
+
+def _stdout_to_devnull() -> None:
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # a replaced stdout (tests) has no descriptor
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)

@@ -1,0 +1,174 @@
+"""What every command group shares: argument types, the data flags, ``--params``, the help formatter."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import textwrap
+from pathlib import Path
+
+from recsys.errors import UserError
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and examples as written; every option's help ends with its default when it has one.
+
+    Like ``argparse.ArgumentDefaultsHelpFormatter``, but a default of None or False (a flag, or "computed
+    when absent", which the help text explains) is not printed, and lists print as ``a,b`` as typed.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default:" in text
+            or "%(default)" in text
+            or not action.option_strings
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+        ):
+            return text
+        if isinstance(default, list | tuple):
+            shown = ",".join(str(v) for v in default)
+        else:
+            shown = str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+def add_command(subparsers, name: str, *, help: str, example: str, description: str | None = None):
+    """A sub-command with the shared formatter, ``help`` in the parent's list and ``example`` as its epilog.
+
+    ``example`` is one or more invocations, one a line.
+    """
+    lines = "\n".join(f"  {line}" for line in example.strip().splitlines())
+    return subparsers.add_parser(
+        name,
+        help=help,
+        description=textwrap.fill(description or help[0].upper() + help[1:] + ".", width=78),
+        epilog=f"example:\n{lines}",
+        formatter_class=HelpFormatter,
+    )
+
+
+# ---------------------------------------------------------------------- argument types
+def int_list(text: str) -> list[int]:
+    """``0,10`` -> [0, 10]: comma-separated non-negative integers."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
+    return values
+
+
+def name_list(text: str) -> list[str]:
+    """``a, b`` -> ["a", "b"]: a non-empty comma-separated list of names."""
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
+    return values
+
+
+def score_range(text: str) -> tuple[float, float]:
+    """``1,5`` -> (1.0, 5.0): LOW,HIGH with LOW < HIGH."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH, got {text!r}") from None
+    if not lo < hi:
+        raise argparse.ArgumentTypeError(f"LOW must be below HIGH, got {text!r}")
+    return lo, hi
+
+
+def int_at_least(minimum: int, wording: str):
+    """An argparse type for integers >= ``minimum``; ``wording`` names the expectation in the error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {wording}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = int_at_least(1, "a positive integer")
+non_negative_int = int_at_least(0, "an integer >= 0")
+
+
+# ---------------------------------------------------------------------- --params
+def parse_params(text: str | None, *, per_model: bool = False) -> dict:
+    """The ``--params`` JSON: hyperparameters of one model, or (``per_model``) an object of them per model.
+
+    Invalid JSON, a non-object, or (``per_model``) a model's value that is not an object is a one-line
+    ``UserError``.
+    """
+    if not text:
+        return {}
+    example = '{"ridge": {"alpha": 10}}' if per_model else '{"alpha": 10}'
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"--params is not valid JSON: {err}; e.g. {example}") from None
+    if not isinstance(params, dict):
+        raise UserError(f"--params must be a JSON object, e.g. {example}; got {text!r}")
+    if per_model:
+        for model, values in params.items():
+            if not isinstance(values, dict):
+                raise UserError(
+                    f"--params value of {model!r} must be a JSON object of its hyperparameters, "
+                    f"e.g. {example}; got {json.dumps(values)}"
+                )
+    return params
+
+
+# ---------------------------------------------------------------------- the dataset
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """--data, --image-features, --encoder, --checkpoint, --holdout, --score-range, --seed: the dataset."""
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="PAMELA directory or rating table (CSV/Parquet); default: the simulated PAMELA (cached)",
+    )
+    parser.add_argument("--image-features", type=Path, default=None, help=".npz with image_id and embedding")
+    parser.add_argument(
+        "--encoder",
+        default=None,
+        help="embed images with this encoder (e.g. clip:ViT-B-32/laion2b_s34b_b79k) before fitting",
+    )
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None, help="local open_clip state dict for --encoder"
+    )
+    parser.add_argument(
+        "--holdout", default=None, help="random:F or users:F for tables without a split column"
+    )
+    parser.add_argument(
+        "--score-range", type=score_range, default=None, help="declared score range LOW,HIGH of a table"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of holdouts, reference draws and bootstrap")
+
+
+def dataset_from_args(args: argparse.Namespace):
+    """The dataset named by ``add_data_arguments`` flags, embedded through the cache when --encoder is given."""
+    from recsys.data import load_dataset
+
+    if args.encoder and args.image_features:
+        raise UserError("pass either --image-features or --encoder, not both")
+    ds = load_dataset(
+        args.data,
+        image_features=args.image_features,
+        holdout=args.holdout,
+        seed=args.seed,
+        score_range=args.score_range,
+    )
+    if args.encoder:
+        from features.embed import embed_dataset_features
+
+        ds = embed_dataset_features(ds, args.encoder, checkpoint=args.checkpoint)
+    return ds

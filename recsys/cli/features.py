@@ -1,0 +1,139 @@
+"""``recsys features embed`` and ``recsys features encoders``: image-text encoder embeddings.
+
+Nothing here imports torch until a command runs: ``recsys --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from recsys.cli.common import add_command, non_negative_int, positive_int
+
+
+def add_parsers(subparsers) -> None:
+    """Add the ``features`` command group (``embed``, ``encoders``)."""
+    features = add_command(
+        subparsers,
+        "features",
+        help="embed images and prompts with an image-text encoder",
+        example="recsys features encoders\n"
+        "recsys features embed --data /data/PAMELA --encoder clip:ViT-B-32/laion2b_s34b_b79k --text",
+    )
+    sub = features.add_subparsers(
+        dest="features_command",
+        required=True,
+        title="commands",
+        metavar="COMMAND",
+        help="`recsys features COMMAND --help` describes a command and its options",
+    )
+
+    embed = add_command(
+        sub,
+        "embed",
+        help="write image (and prompt) embeddings of a dataset to an .npz features file",
+        description="Embed every image of a dataset; results are cached per chunk, so a second run is "
+        "served from the cache and an interrupted run resumes.",
+        example="recsys features embed --data /data/PAMELA --encoder clip:ViT-B-32/laion2b_s34b_b79k --text\n"
+        "recsys features embed --data DIR --encoder clip:ViT-L-14/openai --checkpoint vit_l14.pt",
+    )
+    embed.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="PAMELA directory or rating table; default: the simulated PAMELA",
+    )
+    embed.add_argument(
+        "--encoder",
+        required=True,
+        help="clip:ARCH/TAG, e.g. clip:ViT-B-32/laion2b_s34b_b79k (TAG random: untrained)",
+    )
+    embed.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="local open_clip state dict to load instead of fetching the tag's weights",
+    )
+    embed.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output .npz, prompts beside it as NAME.text.npz; default: DATA/features/ENCODER.npz",
+    )
+    embed.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass")
+    embed.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda or cuda:N")
+    embed.add_argument("--text", action="store_true", help="also embed the prompts")
+    embed.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="leave unreadable images out, listed beside the output as NAME.bad.json, instead of failing",
+    )
+    embed.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="chunk cache; default: $RECSYS_HOME/embeddings or ~/.cache/recsys/embeddings",
+    )
+    embed.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=None,
+        help="image decoding threads (0: decode in the main thread); default: min(8, CPUs)",
+    )
+    embed.add_argument("--no-progress", action="store_true", help="no progress bar")
+    embed.set_defaults(func=cmd_features_embed)
+
+    encoders = add_command(
+        sub,
+        "encoders",
+        help="list the encoder names open_clip can fetch weights for",
+        example="recsys features encoders --random",
+    )
+    encoders.add_argument(
+        "--random", action="store_true", help="also list clip:ARCH/random for every architecture"
+    )
+    encoders.set_defaults(func=cmd_features_encoders)
+
+
+def cmd_features_embed(args: argparse.Namespace) -> int:
+    """Load the dataset, embed it, print where the files went."""
+    import json
+
+    import numpy as np
+
+    from features.embed import bad_sidecar_path, embed_dataset, text_output_path
+    from recsys.data import load_dataset
+
+    ds = load_dataset(args.data)
+    out = embed_dataset(
+        ds,
+        args.encoder,
+        checkpoint=args.checkpoint,
+        out=args.out,
+        text=args.text,
+        batch_size=args.batch_size,
+        device=args.device,
+        num_workers=args.workers,
+        cache_dir=args.cache_dir,
+        skip_bad_images=args.skip_bad_images,
+        progress=not args.no_progress,
+    )
+    outputs = [out, text_output_path(out)] if args.text else [out]
+    for path in outputs:
+        with np.load(path, allow_pickle=False) as data:
+            n, dim = data["embedding"].shape
+        print(f"wrote {n} embeddings ({dim}-d, {args.encoder}) to {path}")
+        sidecar = bad_sidecar_path(path)
+        if sidecar.is_file():
+            count = json.loads(sidecar.read_text())["count"]
+            print(f"  {count} left out (unreadable image or no prompt), listed in {sidecar}")
+    return 0
+
+
+def cmd_features_encoders(args: argparse.Namespace) -> int:
+    """One encoder name per line."""
+    from features.encoders import list_encoders
+
+    for name in list_encoders(include_random=args.random):
+        print(name)
+    return 0

@@ -1,0 +1,90 @@
+"""``recsys leaderboard``: fit models and evaluate them under one protocol."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from experiments.tuning import DEFAULT_STORAGE, DEFAULT_STUDY_PREFIX
+from recsys.cli.common import (
+    add_command,
+    add_data_arguments,
+    dataset_from_args,
+    int_list,
+    name_list,
+    parse_params,
+)
+
+
+def add_parsers(subparsers) -> None:
+    """Add the ``leaderboard`` command."""
+    board = add_command(
+        subparsers,
+        "leaderboard",
+        help="fit models and evaluate them under one protocol",
+        example="recsys leaderboard --data data/sim --models baselines,classical --shots 0,10\n"
+        "recsys leaderboard --tuned --models ridge,mf",
+    )
+    add_data_arguments(board)
+    board.add_argument(
+        "--models",
+        type=name_list,
+        default=None,
+        help="comma-separated models or groups (baselines, classical, deep, ablations, all); default: all",
+    )
+    board.add_argument("--shots", type=int_list, default=[0, 10], help="reference ratings per new user")
+    board.add_argument(
+        "--splits", type=name_list, default=["test_seen", "test_unseen"], help="splits to evaluate on"
+    )
+    board.add_argument(
+        "--params", default=None, help='JSON hyperparameters per model, e.g. {"ridge": {"alpha": 10}}'
+    )
+    board.add_argument(
+        "--out", type=Path, default=Path("leaderboard"), help="directory of the tables and plot"
+    )
+    board.add_argument(
+        "--tuned",
+        action="store_true",
+        help="use each model's best study parameters (--params override them); refit on train+val_seen",
+    )
+    board.add_argument(
+        "--storage", default=None, help=f"Optuna storage of the studies; default: {DEFAULT_STORAGE}"
+    )
+    board.add_argument("--study-prefix", default=DEFAULT_STUDY_PREFIX, help="studies are named PREFIX-MODEL")
+    board.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db",
+    )
+    board.add_argument("--no-tracking", action="store_true", help="do not log the leaderboard to MLflow")
+    board.set_defaults(func=cmd_leaderboard)
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from experiments.reported import reported_table_markdown
+    from recsys.leaderboard import run_leaderboard
+    from recsys.report import format_table, write_leaderboard
+
+    params = parse_params(args.params, per_model=True)
+    ds = dataset_from_args(args)
+    protocol = {"splits": args.splits, "shots": args.shots, "seed": args.seed, "params": params}
+    if args.tuned:
+        from experiments.tuning import run_tuned_leaderboard
+
+        board = run_tuned_leaderboard(
+            ds, args.models, storage=args.storage, study_prefix=args.study_prefix, **protocol
+        )
+    else:
+        board = run_leaderboard(ds, args.models, **protocol)
+    paths = write_leaderboard(board, args.out)
+    paths["md"].write_text(paths["md"].read_text() + "\n" + reported_table_markdown())
+    print(format_table(board))
+    print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+    if not args.no_tracking:
+        from experiments.tracking import log_leaderboard, resolve_tracking_uri
+
+        run_id = log_leaderboard(board, paths, tracking_uri=args.tracking_uri)
+        print(
+            f"tracked as MLflow run {run_id} in {resolve_tracking_uri(args.tracking_uri)} (open with `mlflow ui`)"
+        )
+    return 0

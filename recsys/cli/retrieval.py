@@ -1,0 +1,103 @@
+"""``recsys similar-users``, ``recsys similar-images`` and ``recsys serve``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from recsys.cli.common import add_command, add_data_arguments, dataset_from_args, parse_params
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="user_ridge", help="a model with taste vectors")
+    parser.add_argument(
+        "--params", default=None, help='JSON hyperparameters of the model, e.g. {"alpha": 10}'
+    )
+    parser.add_argument(
+        "--workspace", type=Path, default=Path("runs"), help="where fitted models and indexes are kept"
+    )
+
+
+def add_parsers(subparsers) -> None:
+    """Add the ``similar-users``, ``similar-images`` and ``serve`` commands."""
+    users = add_command(
+        subparsers,
+        "similar-users",
+        help="the users with the most similar taste to a user",
+        example="recsys similar-users --user p_00856a24 --k 5 --json",
+    )
+    add_data_arguments(users)
+    _add_model_arguments(users)
+    users.add_argument("--user", required=True, help="external user id")
+    users.add_argument("--k", type=int, default=10, help="number of users to print")
+    users.add_argument("--json", action="store_true", help="print JSON, most similar first")
+    users.set_defaults(func=cmd_similar_users)
+
+    images = add_command(
+        subparsers,
+        "similar-images",
+        help="the images most similar to an image (by features)",
+        example="recsys similar-images --image 1494357 --k 5",
+    )
+    add_data_arguments(images)
+    images.add_argument("--image", required=True, help="external image id")
+    images.add_argument("--k", type=int, default=10, help="number of images to print")
+    images.add_argument("--json", action="store_true", help="print JSON, most similar first")
+    images.set_defaults(func=cmd_similar_images)
+
+    serve = add_command(
+        subparsers,
+        "serve",
+        help="HTTP service: similar users and scores (FastAPI)",
+        example="recsys serve --model user_ridge --port 8000",
+    )
+    add_data_arguments(serve)
+    _add_model_arguments(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.set_defaults(func=cmd_serve)
+
+
+def _print_neighbours(neighbours: list[dict], as_json: bool, key: str) -> None:
+    if as_json:
+        print(json.dumps(neighbours, indent=2))
+        return
+    for rank, n in enumerate(neighbours, 1):
+        extra = "  ".join(
+            f"{k}: {', '.join(v) if isinstance(v, list) else v}"
+            for k, v in n.items()
+            if k not in (key, "score") and v not in (None, [])
+        )
+        print(f"{rank:>3}. {n[key]:<14} {n['score']:.3f}  {extra}")
+
+
+def cmd_similar_users(args: argparse.Namespace) -> int:
+    from recsys.retrieval.similar import load_or_fit
+
+    params = parse_params(args.params)
+    ds = dataset_from_args(args)
+    _, similar = load_or_fit(args.model, ds, params=params, workspace=args.workspace, progress=not args.json)
+    _print_neighbours(similar.by_user(args.user, args.k), args.json, "user_id")
+    return 0
+
+
+def cmd_similar_images(args: argparse.Namespace) -> int:
+    from recsys.retrieval.similar import SimilarImages
+
+    ds = dataset_from_args(args)
+    _print_neighbours(SimilarImages(ds).by_image(args.image, args.k), args.json, "image_id")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from recsys.retrieval.service import create_app
+    from recsys.retrieval.similar import load_or_fit
+
+    params = parse_params(args.params)
+    ds = dataset_from_args(args)
+    model, similar = load_or_fit(args.model, ds, params=params, workspace=args.workspace)
+    uvicorn.run(create_app(model, ds, similar), host=args.host, port=args.port, log_level="info")
+    return 0
