@@ -1,9 +1,25 @@
-"""A bounded load test of the HTTP service on loopback: requests/s and p50/p99 latency.
+"""A bounded load test of the HTTP service on loopback: requests/s and p50/p99 latency, alone and beside
+oversized requests.
 
-    python benchmarks/service_load.py [--data DIR] [--model user_ridge] [--requests 2000] [--concurrency 8] [--json]
+    python benchmarks/service_load.py [--data DIR] [--model user_ridge] [--requests 2000] [--concurrency 8]
+                                      [--oversized 0.25] [--rounds 6] [--check] [--json]
 
-Starts `recsys serve`'s app with uvicorn on 127.0.0.1 (a free port) in this process, sends a fixed number of
-requests (a mix of GET /users/{id}/similar and POST /score) from a thread pool, and stops by itself.
+Starts `recsys serve`'s app with uvicorn on 127.0.0.1 (a free port) in this process, with the default
+limits (recsys.retrieval.service.ServiceLimits), and stops by itself. Two phases on the same server, from
+--concurrency client threads, alternating --rounds times (--requests normal requests per phase in all):
+
+  normal  normal requests only: GET /users/{id}/similar?k=10 and POST /score (a fitted user, 20 images),
+          alternating.
+  mixed   as many normal requests, with --oversized oversized ones per normal one spread evenly among them,
+          cycling through: a body of twice --max-body-bytes (with Content-Length), the same without one
+          (chunked), 10,000 references (the request of issue 13, 370 KB), as many references as fit in
+          --max-body-bytes (over --max-references: the most a client can make the server parse) and 20,000
+          image ids. Each must be answered 413.
+
+It reports p50/p99 of the normal requests in each phase and their ratio (mixed / normal), which should stay
+within 2x; --check exits with status 1 when it does not, or when a request got an unexpected status. The
+oversized bodies are encoded once, before timing, so that the client's own work (in this process) stays
+small. `--oversized 0` runs the normal phase only.
 """
 
 from __future__ import annotations
@@ -14,6 +30,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,8 +39,10 @@ import numpy as np
 import uvicorn
 
 from recsys.data import load_dataset
-from recsys.retrieval.service import create_app
+from recsys.retrieval.service import ServiceLimits, create_app
 from recsys.retrieval.similar import load_or_fit
+
+JSON = {"content-type": "application/json"}
 
 
 def free_port() -> int:
@@ -32,23 +51,135 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def main() -> None:
+def oversized_requests(ds, limits: ServiceLimits, user: str) -> list[tuple[str, dict]]:
+    """(kind, httpx keyword arguments of a POST /score) of each oversized request, bodies encoded once."""
+    ids = [int(v) for v in ds.image_ids]
+
+    def references(n: int) -> list[dict]:
+        return [{"image_id": ids[i % len(ids)], "score": 3.0} for i in range(n)]
+
+    issue = json.dumps({"references": references(10_000), "image_ids": ids[:20]}).encode()
+    # as many references as fit in the byte limit: the most a client can make the server parse
+    per_reference = len(json.dumps(references(1000))) / 1000
+    n = int(limits.max_body_bytes / per_reference)
+    while len(filling := json.dumps({"references": references(n), "image_ids": ids[:20]}).encode()) > (
+        limits.max_body_bytes
+    ):
+        n -= 10
+    too_many_images = json.dumps({"user_id": user, "image_ids": (ids * 20_000)[:20_000]}).encode()
+    filler = json.dumps({"references": references(1)})[:-2].encode()  # unfinished: never parsed anyway
+    too_large = filler + b" " * (2 * limits.max_body_bytes - len(filler))
+    chunks = [too_large[i : i + 65_536] for i in range(0, len(too_large), 65_536)]
+    return [
+        (f"{len(too_large)} B body", {"content": too_large, "headers": JSON}),
+        (f"{len(too_large)} B chunked body", {"content": chunks, "headers": JSON}),
+        (f"10,000 references ({len(issue)} B)", {"content": issue, "headers": JSON}),
+        (f"{n} references ({len(filling)} B)", {"content": filling, "headers": JSON}),
+        (f"20,000 image ids ({len(too_many_images)} B)", {"content": too_many_images, "headers": JSON}),
+    ]
+
+
+class Phase:
+    """Latencies (s) and statuses of one phase's normal and oversized requests, over its rounds."""
+
+    def __init__(self) -> None:
+        self.normal: list[float] = []
+        self.oversized: list[float] = []
+        self.normal_status: Counter = Counter()
+        self.oversized_status: Counter = Counter()
+        self.wall = 0.0
+
+    def summary(self) -> dict:
+        ms = np.array(self.normal) * 1000
+        out = {
+            "normal_requests": len(self.normal),
+            "oversized_requests": len(self.oversized),
+            "normal_requests_per_second": round(len(self.normal) / self.wall, 1),
+            "p50_ms": round(float(np.percentile(ms, 50)), 2),
+            "p99_ms": round(float(np.percentile(ms, 99)), 2),
+            "normal_errors": len(self.normal) - self.normal_status[200],
+        }
+        if self.oversized:
+            out["oversized_p50_ms"] = round(float(np.percentile(np.array(self.oversized) * 1000, 50)), 2)
+            out["oversized_statuses"] = dict(sorted(self.oversized_status.items()))
+            out["oversized_not_413"] = sum(
+                v for k, v in self.oversized_status.items() if not k.endswith(": 413")
+            )
+        return out
+
+
+def run_phase(
+    phase: Phase, base: str, ds, n_normal: int, n_oversized: int, oversized, concurrency: int, seed: int
+) -> None:
+    """Send one round of a phase: ``n_normal`` normal requests with ``n_oversized`` oversized ones spread
+    evenly among them, from ``concurrency`` client threads."""
+    rng = np.random.default_rng(seed)
+    users = ds.user_ids[ds.train_users()]
+    lock = threading.Lock()
+    plan: list[str | int] = ["normal"] * n_normal
+    for j in range(n_oversized):
+        plan.insert(round((j + 0.5) * len(plan) / n_oversized), j % len(oversized))
+
+    def one(i: int, kind: str | int, client: httpx.Client) -> None:
+        with lock:
+            user = str(users[rng.integers(len(users))])
+            images = [int(v) for v in ds.image_ids[rng.integers(0, ds.n_images, 20)]]
+        start = time.perf_counter()
+        if kind != "normal":
+            name, kwargs = oversized[kind]
+            if isinstance(kwargs["content"], list):  # a fresh iterator: no Content-Length
+                kwargs = {**kwargs, "content": iter(kwargs["content"])}
+            response = client.post(f"{base}/score", **kwargs)
+        elif i % 2:
+            response = client.get(f"{base}/users/{user}/similar", params={"k": 10})
+        else:
+            response = client.post(f"{base}/score", json={"user_id": user, "image_ids": images})
+        elapsed = time.perf_counter() - start
+        with lock:
+            if kind != "normal":
+                phase.oversized.append(elapsed)
+                phase.oversized_status[f"{name}: {response.status_code}"] += 1
+            else:
+                phase.normal.append(elapsed)
+                phase.normal_status[response.status_code] += 1
+
+    with httpx.Client(timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(lambda item: one(item[0], item[1], client), enumerate(plan)))
+        phase.wall += time.perf_counter() - start
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", type=Path, default=None, help="dataset (default: the simulated PAMELA)")
     parser.add_argument("--model", default="user_ridge")
-    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--requests", type=int, default=2000, help="normal requests per phase")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--oversized", type=float, default=0.25, help="oversized requests per normal one in the mixed phase"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=6,
+        help="the phases alternate this many times (drifts in a shared machine's load then weigh on both alike)",
+    )
+    parser.add_argument("--check", action="store_true", help="exit 1 unless within 2x and all statuses right")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     ds = load_dataset(args.data)
     with tempfile.TemporaryDirectory() as workspace:
         model, similar = load_or_fit(args.model, ds, workspace=Path(workspace), progress=False)
+    limits = ServiceLimits()
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(model, ds, similar), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(model, ds, similar, limits), host="127.0.0.1", port=port, log_level="warning"
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -57,42 +188,52 @@ def main() -> None:
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
 
-    rng = np.random.default_rng(0)
-    users = ds.user_ids[ds.train_users()]
-    latencies: list[float] = []
-    errors = 0
+    user = str(ds.user_ids[ds.train_users()[0]])
+    oversized = oversized_requests(ds, limits, user)
+    per_round = [len(r) for r in np.array_split(np.arange(args.requests), args.rounds)]
+    phases = {"normal": Phase()}
+    if args.oversized > 0:
+        phases["mixed"] = Phase()
+    try:
+        run_phase(
+            Phase(), base, ds, min(50, args.requests), 0, oversized, args.concurrency, seed=99
+        )  # warm-up
+        for r, n in enumerate(per_round):
+            run_phase(phases["normal"], base, ds, n, 0, oversized, args.concurrency, seed=r)
+            if "mixed" in phases:
+                extra = round(args.oversized * n)
+                run_phase(phases["mixed"], base, ds, n, extra, oversized, args.concurrency, seed=r)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
-    def one(i: int, client: httpx.Client) -> None:
-        nonlocal errors
-        user = str(users[rng.integers(len(users))])
-        start = time.perf_counter()
-        if i % 2:
-            response = client.get(f"{base}/users/{user}/similar", params={"k": 10})
-        else:
-            images = [int(v) for v in ds.image_ids[rng.integers(0, ds.n_images, 20)]]
-            response = client.post(f"{base}/score", json={"user_id": user, "image_ids": images})
-        latencies.append(time.perf_counter() - start)
-        errors += response.status_code != 200
-
-    with httpx.Client(timeout=10) as client:
-        start = time.perf_counter()
-        with ThreadPoolExecutor(args.concurrency) as pool:
-            list(pool.map(lambda i: one(i, client), range(args.requests)))
-        wall = time.perf_counter() - start
-    server.should_exit = True
-    thread.join(timeout=10)
-    ms = np.array(latencies) * 1000
-    result = {
-        "model": args.model, "dataset": ds.name, "requests": args.requests, "concurrency": args.concurrency,
-        "errors": errors, "requests_per_second": round(args.requests / wall, 1),
-        "p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
-    }  # fmt: skip
+    summaries = {name: phase.summary() for name, phase in phases.items()}
+    result: dict = {
+        "model": args.model,
+        "dataset": ds.name,
+        "concurrency": args.concurrency,
+        "rounds": args.rounds,
+        "limits": {"max_body_bytes": limits.max_body_bytes, "max_references": limits.max_references},
+        **summaries,
+    }
+    ok = all(p["normal_errors"] == 0 and p.get("oversized_not_413", 0) == 0 for p in summaries.values())
+    if "mixed" in summaries:
+        for q in ("p50", "p99"):
+            result[f"{q}_ratio"] = round(summaries["mixed"][f"{q}_ms"] / summaries["normal"][f"{q}_ms"], 2)
+        result["within_2x"] = result["p50_ratio"] <= 2 and result["p99_ratio"] <= 2
+        ok = ok and result["within_2x"]
     if args.json:
         print(json.dumps(result))
     else:
         for key, value in result.items():
-            print(f"{key}: {value}")
+            if isinstance(value, dict):
+                print(f"{key}:")
+                for k, v in value.items():
+                    print(f"  {k}: {v}")
+            else:
+                print(f"{key}: {value}")
+    return 1 if args.check and not ok else 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 from pathlib import Path
 
-from recsys.cli.common import add_command, add_data_arguments, dataset_from_args, parse_params
+from recsys.cli.common import add_command, add_data_arguments, check_params, dataset_from_args, parse_params
+from recsys.errors import UserError
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,12 +52,37 @@ def add_parsers(subparsers) -> None:
         subparsers,
         "serve",
         help="HTTP service: similar users and scores (FastAPI)",
-        example="recsys serve --model user_ridge --port 8000",
+        example="recsys serve --model user_ridge --port 8000\n"
+        "recsys serve --max-references 500 --workers 8 --timeout 5",
     )
     add_data_arguments(serve)
     _add_model_arguments(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on, 1-65535")
+    serve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=1 << 18,
+        help="largest request body; a larger one is answered 413 before it is parsed",
+    )
+    serve.add_argument(
+        "--max-references",
+        type=int,
+        default=1000,
+        help="most reference ratings in one request (fold-in time grows with their cube); more is a 413",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=4,
+        help="threads that run model calls side by side (1 runs them one at a time)",
+    )
+    serve.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds a request may wait for its model call (queueing included) before it is answered 504",
+    )
     serve.set_defaults(func=cmd_serve)
 
 
@@ -76,6 +103,7 @@ def cmd_similar_users(args: argparse.Namespace) -> int:
     from recsys.retrieval.similar import load_or_fit
 
     params = parse_params(args.params)
+    check_params({args.model: params})  # before the data is read
     ds = dataset_from_args(args)
     _, similar = load_or_fit(args.model, ds, params=params, workspace=args.workspace, progress=not args.json)
     _print_neighbours(similar.by_user(args.user, args.k), args.json, "user_id")
@@ -90,14 +118,45 @@ def cmd_similar_images(args: argparse.Namespace) -> int:
     return 0
 
 
+def _listen_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to (host, port), as uvicorn binds one; a one-line UserError when that fails."""
+    if not 1 <= port <= 65535:
+        raise UserError(f"--port must be between 1 and 65535, got {port}")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except (OSError, OverflowError, UnicodeError) as err:
+        sock.close()
+        reason = getattr(err, "strerror", None) or str(err)
+        raise UserError(f"cannot listen on {host}:{port} ({reason}); pick another --host or --port") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from recsys.retrieval.service import create_app
+    from recsys.retrieval.service import ServiceLimits, create_app
     from recsys.retrieval.similar import load_or_fit
 
     params = parse_params(args.params)
-    ds = dataset_from_args(args)
-    model, similar = load_or_fit(args.model, ds, params=params, workspace=args.workspace)
-    uvicorn.run(create_app(model, ds, similar), host=args.host, port=args.port, log_level="info")
+    check_params({args.model: params})  # before the data is read
+    limits = ServiceLimits(
+        max_body_bytes=args.max_body_bytes,
+        max_references=args.max_references,
+        workers=args.workers,
+        timeout_s=args.timeout,
+    )
+    sock = _listen_socket(args.host, args.port)  # before loading: a busy port fails fast
+    try:
+        ds = dataset_from_args(args)
+        model, similar = load_or_fit(args.model, ds, params=params, workspace=args.workspace)
+        app = create_app(model, ds, similar, limits)
+        config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info")
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C stops the server, as with uvicorn.run
+        pass
+    finally:
+        sock.close()
     return 0

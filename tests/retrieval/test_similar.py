@@ -1,17 +1,16 @@
-"""Similar users: neighbours share the simulator's true taste group; explanations, persistence, the HTTP API."""
+"""Similar users: neighbours share the simulator's true taste group; explanations, persistence (the HTTP API:
+test_service.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
-from fastapi.testclient import TestClient
 
 from recsys.cli import main
 from recsys.errors import UserError
 from recsys.models import create_model
 from recsys.retrieval import IndexInputError, VectorIndex
-from recsys.retrieval.service import create_app
 from recsys.retrieval.similar import (
     USER_INDEX_FILE,
     SimilarImages,
@@ -173,45 +172,3 @@ def test_cli_json(small_sim, small_sim_dir, tmp_path, capsys):
     assert [set(n) >= {"user_id", "score"} for n in out] == [True] * 4
     assert [n["score"] for n in out] == sorted((n["score"] for n in out), reverse=True)
     assert user not in [n["user_id"] for n in out]
-
-
-def test_http_api(small_sim, fitted):
-    model, similar = fitted
-    client = TestClient(create_app(model, small_sim, similar))
-    user = small_sim.user_ids[small_sim.train_users()[0]]
-    images = small_sim.image_ids[:3].tolist()
-    assert client.get("/health").json()["simulated"] is True
-    assert len(client.get(f"/users/{user}/similar", params={"k": 3}).json()) == 3
-    refs = [
-        {"image_id": int(i), "score": 4.0 if n % 2 else 2.0} for n, i in enumerate(small_sim.image_ids[:10])
-    ]
-    assert len(client.post("/users/similar", json={"references": refs, "k": 2}).json()) == 2
-    scored = client.post("/score", json={"user_id": user, "image_ids": images}).json()["scores"]
-    u = small_sim.user_index(user)
-    np.testing.assert_allclose(
-        [s["score"] for s in scored], model.predict(np.full(3, u), np.arange(3)), rtol=1e-6
-    )
-    new = client.post("/score", json={"references": refs, "image_ids": images}).json()["scores"]
-    assert len(new) == 3
-    assert "paths" in client.get("/openapi.json").json()
-    # bad input: 4xx with a clear message
-    assert client.get("/users/nobody/similar").status_code == 404
-    assert client.get(f"/users/{user}/similar", params={"k": 0}).status_code == 422
-    assert client.get(f"/users/{user}/similar", params={"k": 10_000}).status_code == 422
-    assert client.post("/score", json={"user_id": user, "image_ids": [-5]}).status_code == 404
-    assert client.post("/score", json={"image_ids": images}).status_code == 422
-    assert client.post("/score", json={"user_id": "nobody", "image_ids": images}).status_code == 404
-    assert client.post("/users/similar", json={"references": []}).status_code == 422
-    assert (
-        client.post(
-            "/users/similar", json={"references": [{"image_id": int(images[0]), "score": 99}]}
-        ).status_code
-        == 422
-    )
-    assert (
-        client.post("/score", content=b"{not json", headers={"content-type": "application/json"}).status_code
-        == 422
-    )
-    unseen = small_sim.user_ids[small_sim.ratings["test_unseen"].user_idx[0]]
-    response = client.post("/score", json={"user_id": unseen, "image_ids": images})
-    assert response.status_code == 404 and "references" in response.json()["detail"]
