@@ -11,12 +11,14 @@ then ``sqlite:///runs/mlflow.db`` in the working directory (the folder is create
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import re
 import subprocess
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -48,6 +50,76 @@ def sqlite_path(uri: str) -> Path | None:
         return None
     path = uri[len("sqlite:///") :].split("?", 1)[0]
     return Path(path) if path and path != ":memory:" else None
+
+
+#: the PostgreSQL advisory lock that workers hold while they create or migrate a database's tables
+_PG_FIRST_USE_LOCK = 0x7265637379730001
+
+
+def _has_flock() -> bool:
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:  # Windows
+        return False
+    return True
+
+
+def _is_postgresql(uri: str) -> bool:
+    return uri.startswith(("postgresql:", "postgresql+"))
+
+
+@contextlib.contextmanager
+def first_use_lock(uri: str) -> Iterator[None]:
+    """Let one process at a time create or migrate the tables of the store at ``uri``. A SQLite database
+    ``DB`` is locked through ``DB.lock`` beside it (``flock``: the processes of this machine), a PostgreSQL
+    database with an advisory lock (those of every machine); other stores are not locked."""
+    db = sqlite_path(uri)
+    if db is not None and _has_flock():
+        import fcntl
+
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with open(db.with_name(db.name + ".lock"), "a") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    elif _is_postgresql(uri):
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect() as conn:  # an advisory lock lasts as long as its session
+                key = {"key": _PG_FIRST_USE_LOCK}
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), key)
+                try:
+                    yield
+                finally:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), key)
+        finally:
+            engine.dispose()
+    else:
+        yield
+
+
+def retry_first_use(open_store: Callable[[], Any], uri: str, *, attempts: int = 5, wait: float = 1.0) -> Any:
+    """``open_store()`` under ``first_use_lock(uri)``. A store that cannot be locked is tried up to
+    ``attempts`` times, ``wait``, 2 x ``wait``, ... seconds apart: a database whose tables another worker is
+    creating right now (a first run on a new database) is usable once that worker is done. The last error is
+    raised."""
+    if (sqlite_path(uri) is not None and _has_flock()) or _is_postgresql(uri):
+        attempts = 1  # locked: an error is not a race, and trying again would only delay it
+    for attempt in range(1, attempts + 1):
+        try:
+            with first_use_lock(uri):
+                return open_store()
+        except ImportError:  # a missing driver does not come back
+            raise
+        except Exception:
+            if attempt == attempts:
+                raise
+            time.sleep(wait * attempt)
+    raise AssertionError("unreachable")
 
 
 def metric_key(*parts: Any) -> str:
@@ -115,10 +187,15 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
-        try:
+
+        def open_store() -> str:
             self.client = MlflowClient(tracking_uri=self.tracking_uri)
-            self.experiment_id = self._experiment(experiment, MlflowException)
-        except MlflowException as err:
+            return self._experiment(experiment, MlflowException)
+
+        try:
+            # the first use creates and migrates the tables: one process at a time, retried
+            self.experiment_id = retry_first_use(open_store, self.tracking_uri)
+        except Exception as err:  # sqlalchemy and alembic errors too: a bad URL, a server down, a lost race
             raise UserError(
                 f"MLflow tracking at {self.tracking_uri} failed: {str(err).splitlines()[0]}"
             ) from None
@@ -176,6 +253,19 @@ class Tracker:
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 
+    def end_if_running(self, run_id: str, status: str = "KILLED") -> bool:
+        """End a run that is still RUNNING (one whose process died) as ``status``; False if it was not
+        running or is not in this tracking store."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            if self.client.get_run(run_id).info.status != "RUNNING":
+                return False
+            self.client.set_terminated(run_id, status=status)
+        except MlflowException:  # deleted, or logged to another store
+            return False
+        return True
+
 
 def row_metrics(row, prefix: str = "") -> dict[str, float | None]:
     """One leaderboard row's metrics as ``{split}_{shots}_{metric}`` keys (seen splits have no shots part)."""
@@ -186,27 +276,56 @@ def row_metrics(row, prefix: str = "") -> dict[str, float | None]:
     return out
 
 
-def log_leaderboard(board, files: Mapping[str, Path], *, tracking_uri: str | None = None,
-                    run_name: str | None = None, tags: Mapping[str, Any] | None = None) -> str:  # fmt: skip
+def log_leaderboard(
+    board,
+    files: Mapping[str, Path],
+    *,
+    tracking_uri: str | None = None,
+    run_name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> str:
     """Log a leaderboard as a parent run (all metrics prefixed by model, the files as artifacts) with one
-    child run per model (its hyperparameters, fit seconds and per-row metrics). Returns the parent run id."""
+    child run per model (its hyperparameters, fit seconds, per-row metrics, and whether and from which study it
+    was tuned). The leaderboard's own ``run_id`` (in its files) is a parameter of both. Returns the parent run
+    id."""
     tracker = Tracker(tracking_uri)
     models = list(dict.fromkeys(r.model for r in board.rows)) or list(board.params)
-    params = dataset_params(board.dataset, board.seed) | {
-        "shots": ",".join(map(str, board.shots)),
-        "splits": ",".join(dict.fromkeys(r.split for r in board.rows)),
-        "models": ",".join(models),
+    protocol = {
+        "leaderboard_run_id": board.run_id,
+        "draws": board.draws,
+        "fit_split": board.fit_split,
     }
-    parent = tracker.start_run(run_name or f"leaderboard {board.dataset.name}", params=params,
-                               tags={"kind": "leaderboard"} | dict(tags or {}))  # fmt: skip
+    params = (
+        dataset_params(board.dataset, board.seed)
+        | protocol
+        | {
+            "shots": ",".join(map(str, board.shots)),
+            "splits": ",".join(dict.fromkeys(r.split for r in board.rows)),
+            "models": ",".join(models),
+            "tuned_models": ",".join(board.tuned) or "none",
+        }
+    )
+    parent = tracker.start_run(
+        run_name or f"leaderboard {board.dataset.name}",
+        params=params,
+        tags={"kind": "leaderboard", "leaderboard_run_id": board.run_id} | dict(tags or {}),
+    )
     try:
         parent_metrics: dict[str, float | None] = {}
         for model in models:
             rows = [r for r in board.rows if r.model == model]
+            study = board.tuned.get(model, {}).get("study")
+            validation = next((r.validation_split for r in rows if r.validation_split), None)
             child = tracker.start_run(
-                model, parent_id=parent, params=dataset_params(board.dataset, board.seed) | board.params.get(model, {}),
-                tags={"kind": "fit", "model": model},
-            )  # fmt: skip
+                model,
+                parent_id=parent,
+                params=dataset_params(board.dataset, board.seed)
+                | protocol
+                | {"validation_split": validation or "none", "tuned_study": study or "none"}
+                | board.params.get(model, {}),
+                tags={"kind": "fit", "model": model, "tuned": str(study is not None).lower()}
+                | ({"study": study} if study else {}),
+            )
             metrics: dict[str, float | None] = {"fit_seconds": rows[0].fit_seconds if rows else None}
             for row in rows:
                 metrics |= row_metrics(row)

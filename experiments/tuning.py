@@ -4,37 +4,54 @@
 * Every trial fits on ``train`` and is measured on one validation split (``val_seen``, or ``val_unseen`` at k
   shots); test splits are never seen while tuning.
 * Trial 0 of a new study is the model's defaults (enqueued only by the worker that created the study).
-* The sampler is a seeded TPE. Its seed is ``seed + number of trials already in the study``, so a resumed
-  study is reproducible yet does not replay the random start-up draws of the previous invocation.
+* The sampler is a seeded TPE whose random draws for trial n are seeded from ``(seed, n)``
+  (``trial_seeded_sampler``). The storage hands out trial numbers, one per trial, so workers sharing a study
+  never draw from the same random stream (they do not propose the same parameters), a resumed study does
+  not replay the start-up draws of the previous invocation, and a study run by one worker is reproducible.
+* A running trial beats a heartbeat into the storage every ``HEARTBEAT_INTERVAL`` seconds. A trial whose
+  worker died (SIGKILL, a lost machine) stops beating: after ``GRACE_PERIOD`` seconds the next trial any
+  worker starts marks it failed, ends its MLflow runs (the trial's and its worker's tuning run) as KILLED and
+  enqueues its parameters again (``retry_of``; at most ``MAX_RETRIES`` times), so a resumed study retries it.
 * Studies persist in a storage URL: a SQLite file under ``./runs`` by default; a PostgreSQL URL
   (``postgresql://user@host:port/db``, needs ``psycopg2-binary``) lets several workers share a study.
   Re-running the same command resumes the study and adds ``trials`` more.
 * No pruning: every trial runs its fit to the end (the deep models stop early on their own validation loss).
-* A study records the model, metric, split, shots and dataset fingerprint it was made for; resuming it with
-  different ones is an error (pass another ``--study`` name).
+* A study records the model, metric, split, shots, draws, protocol seed and dataset fingerprint it was made
+  for; resuming it with different ones is an error (pass another ``--study`` name), and so is using it for a
+  leaderboard on other data or under another protocol (``tuned_models``).
+* Every trial records the epoch its validation split chose (``stop_epoch``, for models that stop early); the
+  tuned refit on train+val_seen, which has nothing left to stop on, trains the best trial's number of epochs.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import socket
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from experiments.spaces import SearchSpace, load_space
-from experiments.tracking import Tracker, dataset_params, sqlite_path
+from experiments.tracking import Tracker, dataset_params, retry_first_use, sqlite_path
 from recsys.data.dataset import Dataset, is_unseen_split
 from recsys.errors import UserError
-from recsys.evaluation.evaluator import Evaluator
+from recsys.evaluation.evaluator import DEFAULT_DRAWS, Evaluator
 from recsys.evaluation.metrics import HIGHER_IS_BETTER
-from recsys.models.registry import create_model
+from recsys.models.registry import create_model, model_class
 
 DEFAULT_STORAGE = "sqlite:///runs/optuna.db"
 DEFAULT_STUDY_PREFIX = "recsys"
 #: evaluation bootstrap resamples while tuning (the objective uses the point value, not the interval)
 _TUNING_BOOTSTRAP = 50
+#: seconds between a running trial's heartbeats, and without one after which the trial counts as dead
+HEARTBEAT_INTERVAL = 10
+GRACE_PERIOD = 30
+#: times a dead worker's trial is enqueued again (a trial that keeps killing its worker is given up)
+MAX_RETRIES = 2
 
 
 class InvalidTrialParams(Exception):
@@ -48,8 +65,13 @@ def study_name(model: str, prefix: str = DEFAULT_STUDY_PREFIX) -> str:
     return f"{prefix}-{model}"
 
 
-def resolve_storage(storage: str | None = None):
-    """An Optuna storage for ``storage`` (default: ``sqlite:///runs/optuna.db``; the folder is created)."""
+def resolve_storage(storage: str | None = None, *, on_stale_trial=None):
+    """An Optuna storage for ``storage`` (default: ``sqlite:///runs/optuna.db``; the folder is created).
+
+    With ``on_stale_trial`` (a callback ``(study, frozen_trial)``) running trials beat a heartbeat, and a
+    trial without one for ``GRACE_PERIOD`` seconds is failed and handed to the callback. The first use of a
+    new database (creating its tables) is safe when several workers start at once.
+    """
     import optuna
 
     url = storage or DEFAULT_STORAGE
@@ -58,8 +80,24 @@ def resolve_storage(storage: str | None = None):
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}  # several local workers may write at once
+    heartbeat: dict[str, Any] = {}
+    if on_stale_trial is not None:
+        # Optuna 4.9 renamed failed_trial_callback
+        takes = inspect.signature(optuna.storages.RDBStorage).parameters
+        callback = next(k for k in ("heartbeat_stale_trial_callback", "failed_trial_callback") if k in takes)
+        heartbeat = {
+            "heartbeat_interval": HEARTBEAT_INTERVAL,
+            "grace_period": GRACE_PERIOD,
+            callback: on_stale_trial,
+        }
+
+    def open_storage():
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        return retry_first_use(open_storage, url)
     except ModuleNotFoundError as err:
         raise UserError(
             f"storage {_redact(url)} needs the {err.name} package: pip install psycopg2-binary"
@@ -98,6 +136,7 @@ class Objective:
     metric: str = "user_srocc"
     split: str = "val_seen"
     shots: int = 10
+    draws: int = DEFAULT_DRAWS
 
     def check(self, dataset: Dataset) -> None:
         if self.metric not in HIGHER_IS_BETTER:
@@ -111,6 +150,8 @@ class Objective:
             raise UserError(f"{dataset.name} has no split {self.split!r}; it has {', '.join(dataset.splits)}")
         if self.shots < 0:
             raise UserError(f"--shots must be non-negative, got {self.shots}")
+        if self.draws < 1:
+            raise UserError(f"--draws must be at least 1, got {self.draws}")
 
     @property
     def direction(self) -> str:
@@ -119,6 +160,11 @@ class Objective:
     @property
     def task_shots(self) -> int | None:
         return self.shots if is_unseen_split(self.split) else None
+
+    @property
+    def task_draws(self) -> int | None:
+        """Reference draws, which matter on unseen splits only."""
+        return self.draws if is_unseen_split(self.split) else None
 
 
 def tune(
@@ -145,7 +191,7 @@ def tune(
         storage: Optuna storage URL (default ``sqlite:///runs/optuna.db``).
         study: study name (default ``study_name(model)``).
         objective: metric, validation split and shots.
-        seed: sampler seed (offset by the number of trials already in the study) and protocol seed.
+        seed: protocol seed, and the sampler's (trial n draws from a stream seeded with (seed, n)).
         tracking_uri / tracking: where MLflow runs go; ``tracking=False`` logs nothing.
         timeout: stop starting new trials after this many seconds.
 
@@ -160,16 +206,15 @@ def tune(
     space = load_space(model, spaces_dir)
     name = study or study_name(model)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    store = resolve_storage(storage)
-    spec = {"model": model, "metric": objective.metric, "split": objective.split,
-            "shots": objective.task_shots, "dataset_fingerprint": dataset.fingerprint()}  # fmt: skip
+    stale = StaleTrials()
+    store = resolve_storage(storage, on_stale_trial=stale)
+    spec = study_spec(dataset, model, objective, seed)
     try:
         handle = optuna.create_study(storage=store, study_name=name, direction=objective.direction)
         created = True
     except optuna.exceptions.DuplicatedStudyError:
         handle = optuna.load_study(storage=store, study_name=name)
         created = False
-    sampler_seed = seed + len(handle.trials)  # counted before trial 0 is enqueued
     if created:
         for key, value in spec.items():
             handle.set_user_attr(key, value)
@@ -177,9 +222,10 @@ def tune(
         handle.enqueue_trial(space.default_point(), user_attrs={"defaults": True})
     else:
         _check_resumable(handle, spec, name, objective)
-    handle.sampler = optuna.samplers.TPESampler(seed=sampler_seed)
+    handle.sampler = trial_seeded_sampler(seed)
 
     tracker = Tracker(tracking_uri) if tracking else None
+    stale.tracker = tracker  # a dead worker's runs are ended in the store this worker logs to
     parent = None
     if tracker is not None:
         parent = tracker.start_run(
@@ -191,13 +237,16 @@ def tune(
                 "metric": objective.metric,
                 "split": objective.split,
                 "shots": objective.task_shots,
+                "draws": objective.task_draws,
                 "trials": trials,
-                "sampler": "TPE",
-                "sampler_seed": sampler_seed,
-            },  # fmt: skip
+                "sampler": "TPE, seeded per trial from (seed, trial number)",
+                "sampler_seed": seed,
+            },
             tags={"kind": "tune", "model": model, "study": name},
         )
-    evaluator = Evaluator(dataset, shots=[objective.shots], seed=seed, n_bootstrap=_TUNING_BOOTSTRAP)
+    evaluator = Evaluator(
+        dataset, shots=[objective.shots], seed=seed, n_bootstrap=_TUNING_BOOTSTRAP, draws=objective.draws
+    )
     worker = f"{socket.gethostname()}:{os.getpid()}"
     run = _TrialRunner(dataset, model, space, objective, evaluator, tracker, parent, worker, seed)
     status = "FAILED"
@@ -206,6 +255,9 @@ def tune(
             run, n_trials=trials, timeout=timeout, show_progress_bar=progress, catch=(InvalidTrialParams,)
         )
         status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
     finally:
         if tracker is not None and parent is not None:
             done = [t for t in handle.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -219,17 +271,112 @@ def tune(
     return handle
 
 
+def study_spec(dataset: Dataset, model: str, objective: Objective, seed: int) -> dict[str, Any]:
+    """What a study was made for: model, objective, protocol (draws on unseen splits, seed) and data."""
+    return {
+        "model": model,
+        "metric": objective.metric,
+        "split": objective.split,
+        "shots": objective.task_shots,
+        "draws": objective.task_draws,
+        "protocol_seed": seed,
+        "dataset_fingerprint": dataset.fingerprint(),
+    }
+
+
 def _check_resumable(handle, spec: dict, name: str, objective: Objective) -> None:
     if handle.direction.name.lower() != objective.direction:
-        raise UserError(f"study {name!r} is to {handle.direction.name.lower()}; {objective.metric} needs "
-                        f"{objective.direction}: pass another --study name")  # fmt: skip
+        raise UserError(
+            f"study {name!r} is to {handle.direction.name.lower()}; {objective.metric} needs "
+            f"{objective.direction}: pass another --study name"
+        )
     stored = handle.user_attrs
     for key, value in spec.items():
         if key in stored and stored[key] != value:
             raise UserError(
                 f"study {name!r} was made for {key} = {stored[key]!r}, not {value!r}; resume it with the same "
-                "model, data, metric, split and shots, or pass another --study name"
+                "model, data, metric, split, shots, draws and seed, or pass another --study name"
             )
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The seed of trial ``number``'s random draws in a study tuned with ``seed``."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+@functools.cache
+def _trial_seeded_sampler_class() -> type:
+    import optuna  # imported on first use: `recsys --help` does not pay for it
+
+    class TrialSeededSampler(optuna.samplers.BaseSampler):
+        """Optuna's TPE, made afresh for each trial with the seed ``trial_seed(seed, trial.number)``."""
+
+        def __init__(self, seed: int = 0) -> None:
+            self.seed = seed
+            self._tpe = optuna.samplers.TPESampler(seed=seed)
+
+        def before_trial(self, study, trial) -> None:
+            self._tpe = optuna.samplers.TPESampler(seed=trial_seed(self.seed, trial.number))
+            self._tpe.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study, trial):
+            return self._tpe.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self._tpe.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self._tpe.sample_independent(study, trial, param_name, param_distribution)
+
+        def after_trial(self, study, trial, state, values) -> None:
+            self._tpe.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:
+            self._tpe.reseed_rng()
+
+    return TrialSeededSampler
+
+
+def trial_seeded_sampler(seed: int = 0):
+    """An Optuna TPE sampler whose draws for trial n are seeded with ``trial_seed(seed, n)``.
+
+    The storage hands every trial its own number, so two workers on one study never share a random stream
+    (they do not propose the same parameters), and trial n of a study draws the same numbers however many
+    workers and invocations ran the trials before it.
+    """
+    return _trial_seeded_sampler_class()(seed)
+
+
+class StaleTrials:
+    """What happens to a trial whose worker stopped beating (Optuna has just marked it failed): its MLflow
+    runs (the trial's and its worker's tuning run) are ended as KILLED in ``tracker``'s store, and its
+    parameters are enqueued again (user attribute ``retry_of``), at most ``MAX_RETRIES`` times over."""
+
+    def __init__(self, tracker: Tracker | None = None) -> None:
+        self.tracker = tracker
+
+    def __call__(self, study, trial) -> None:
+        import optuna
+
+        if self.tracker is not None:
+            for key in ("mlflow_run_id", "mlflow_parent_run_id"):
+                run_id = trial.user_attrs.get(key)
+                if run_id:
+                    self.tracker.end_if_running(str(run_id), "KILLED")
+        history = [*trial.system_attrs.get("retry_history", []), trial.number]
+        if len(history) > MAX_RETRIES:
+            return
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState.WAITING,
+                params=trial.params,
+                distributions=trial.distributions,
+                user_attrs={"retry_of": trial.number},
+                system_attrs={"failed_trial": trial.number, "retry_history": history},
+            )
+        )
 
 
 class _TrialRunner:
@@ -258,6 +405,8 @@ class _TrialRunner:
     def __call__(self, trial) -> float:
         params = suggest(trial, self.space)
         trial.set_user_attr("worker", self.worker)
+        if self.parent is not None:  # so that a worker that dies can have its runs ended (StaleTrials)
+            trial.set_user_attr("mlflow_parent_run_id", self.parent)
         try:
             model = create_model(self.model, **params)
         except UserError as err:
@@ -266,10 +415,12 @@ class _TrialRunner:
         run_id = None
         if self.tracker is not None:
             run_id = self.tracker.start_run(
-                f"{self.model} trial {trial.number}", parent_id=self.parent,
+                f"{self.model} trial {trial.number}",
+                parent_id=self.parent,
                 params=dataset_params(self.dataset, self.seed) | model.get_params(),
                 tags={"kind": "trial", "model": self.model, "trial": trial.number, "worker": self.worker},
-            )  # fmt: skip
+            )
+            trial.set_user_attr("mlflow_run_id", run_id)
         status = "FAILED"
         try:
             start = time.perf_counter()
@@ -281,6 +432,9 @@ class _TrialRunner:
             fit_seconds = time.perf_counter() - start
             value = self.score(model, fit_seconds)
             trial.set_user_attr("fit_seconds", round(fit_seconds, 4))
+            stop_epoch = stopping_epoch(model)
+            if stop_epoch is not None:  # the epochs val_seen chose: the tuned refit trains this many
+                trial.set_user_attr("stop_epoch", stop_epoch)
             if self.tracker is not None:
                 self.tracker.log_metrics(run_id, {self.objective.metric: value, "fit_seconds": fit_seconds})
             status = "FINISHED"
@@ -290,12 +444,15 @@ class _TrialRunner:
                 self.tracker.end_run(run_id, status)
 
 
-# ---------------------------------------------------------------------- best parameters
-def best_params(model: str, storage: str | None, study_name: str) -> dict[str, Any]:
-    """The hyperparameters of the best completed trial of ``study_name`` (searched ones; the rest are defaults).
+def stopping_epoch(model) -> int | None:
+    """The epochs a fitted model's validation split chose, for models that stop early (None for the rest)."""
+    method = getattr(model, "stopping_epoch", None)
+    return method() if callable(method) else None
 
-    Raises ``UserError`` naming the study when it is missing or has no completed trial.
-    """
+
+# ---------------------------------------------------------------------- best parameters
+def _load_study(model: str, storage: str | None, study_name: str):
+    """The study ``study_name`` of ``model`` with at least one completed trial, or a ``UserError`` naming it."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -312,14 +469,105 @@ def best_params(model: str, storage: str | None, study_name: str) -> dict[str, A
         raise UserError(f"study {study_name!r} tuned {stored_model}, not {model}")
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in handle.trials):
         raise UserError(f"study {study_name!r} has no completed trial; run `recsys tune {model}` again")
-    return dict(handle.best_trial.params)
+    return handle
+
+
+def best_params(model: str, storage: str | None, study_name: str) -> dict[str, Any]:
+    """The hyperparameters of the best completed trial of ``study_name`` (searched ones; the rest are defaults).
+
+    Raises ``UserError`` naming the study when it is missing or has no completed trial.
+    """
+    return dict(_load_study(model, storage, study_name).best_trial.params)
+
+
+@dataclass(frozen=True)
+class TunedModel:
+    """A model's best trial, checked against the data and protocol of the leaderboard that uses it.
+
+    ``params`` are what the refit takes: the searched values, plus ``epochs`` = the best trial's stopping epoch
+    for a model that stopped early (the refit on train+val_seen has nothing left to stop on).
+    """
+
+    model: str
+    study: str
+    params: dict[str, Any]
+    stop_epoch: int | None
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """What a leaderboard keeps about the study (leaderboard.json ``tuned``)."""
+        return {"study": self.study, "params": self.params, "stop_epoch": self.stop_epoch} | self.spec
+
+
+def needs_study(model: str) -> bool:
+    """Models without hyperparameters (global_mean, the oracle) have nothing to tune and need no study."""
+    return bool(model_class(model).param_names())
+
+
+def tuned_models(
+    models,
+    dataset: Dataset,
+    *,
+    storage: str | None = None,
+    study_prefix: str = DEFAULT_STUDY_PREFIX,
+    seed: int = 0,
+    draws: int = DEFAULT_DRAWS,
+) -> dict[str, TunedModel]:
+    """The best trial of the study ``{study_prefix}-{model}`` of each model that has hyperparameters.
+
+    A study is refused, naming both values, when it was made on other data (dataset fingerprint), with another
+    protocol seed, another number of draws (on an unseen split), or for another split or shots than the first
+    study: every tuned row must have been tuned for the same objective on the same data.
+    """
+    out: dict[str, TunedModel] = {}
+    objective: dict[str, Any] | None = None
+    first = ""
+    for model in models:
+        if not needs_study(model):
+            continue
+        name = study_name(model, study_prefix)
+        handle = _load_study(model, storage, name)
+        stored = handle.user_attrs
+        wanted: dict[str, Any] = {"dataset_fingerprint": dataset.fingerprint(), "protocol_seed": seed}
+        if is_unseen_split(str(stored.get("split", ""))):
+            wanted["draws"] = draws
+        if objective is None:
+            objective, first = {"split": stored.get("split"), "shots": stored.get("shots")}, name
+        for key, value in (wanted | objective).items():
+            if key not in stored:
+                raise UserError(
+                    f"study {name!r} does not record its {key} (made by an older version); tune again under "
+                    "a new --study-prefix"
+                )
+            if stored[key] != value:
+                source = f"study {first!r}" if key in objective else "this leaderboard"
+                raise UserError(
+                    f"study {name!r} was made with {key} = {stored[key]!r} but {source} has {value!r}; tune on "
+                    "the same data and protocol (--data, --seed, --draws, --split, --shots) or pass another "
+                    "--study-prefix"
+                )
+        best = handle.best_trial
+        stop_epoch = best.user_attrs.get("stop_epoch")
+        params = dict(best.params)
+        if stop_epoch is not None and "epochs" in model_class(model).param_names():
+            params["epochs"] = int(stop_epoch)
+        spec = {k: stored.get(k) for k in ("metric", "split", "shots", "draws", "protocol_seed")}
+        out[model] = TunedModel(model, name, params, stop_epoch, spec)
+    return out
 
 
 def tuned_params(
-    models, *, storage: str | None = None, study_prefix: str = DEFAULT_STUDY_PREFIX
+    models,
+    dataset: Dataset,
+    *,
+    storage: str | None = None,
+    study_prefix: str = DEFAULT_STUDY_PREFIX,
+    seed: int = 0,
+    draws: int = DEFAULT_DRAWS,
 ) -> dict[str, dict]:
-    """Best parameters per model from the studies ``{study_prefix}-{model}`` (for ``leaderboard --tuned``)."""
-    return {model: best_params(model, storage, study_name(model, study_prefix)) for model in models}
+    """The refit parameters per tuned model (see ``tuned_models``; models without hyperparameters are left out)."""
+    found = tuned_models(models, dataset, storage=storage, study_prefix=study_prefix, seed=seed, draws=draws)
+    return {model: tuned.params for model, tuned in found.items()}
 
 
 def run_tuned_leaderboard(
@@ -332,23 +580,29 @@ def run_tuned_leaderboard(
     splits=None,
     shots=(0, 10),
     seed: int = 0,
+    draws: int = DEFAULT_DRAWS,
     progress: bool = True,
     **options,
 ):
     """Refit every model with its best study parameters on train+val_seen and evaluate once on the test splits.
 
-    ``models``: names or groups (default: every model, as ``recsys leaderboard``); the oracle has no study and
-    runs with its defaults. ``params`` override the tuned values per model (``{"ridge": {"alpha": 10}}``).
+    ``models``: names or groups (default: every model, as ``recsys leaderboard``); models without
+    hyperparameters (global_mean, the oracle) need no study and run as they are. A study made on other data or
+    under another protocol is refused (``tuned_models``). A model that stopped early in its best trial trains
+    that many epochs in the refit. ``params`` override the tuned values per model (``{"ridge": {"alpha": 10}}``).
     The fit split is ``train+val_seen``, or ``train`` where the dataset has no ``val_seen``; val_unseen users
-    are never in a fit, so the unseen protocol stays intact. Other ``options`` go to ``run_leaderboard``.
+    are never in a fit, so the unseen protocol stays intact. Tuned rows carry their study's name. Other
+    ``options`` go to ``run_leaderboard``.
     """
     from recsys.leaderboard import DEFAULT_SPLITS, default_models, run_leaderboard
     from recsys.models.registry import expand_models
 
     models = expand_models(models) if models else default_models(dataset)  # unknown names fail first
-    tuned = tuned_params([m for m in models if m != "oracle"], storage=storage, study_prefix=study_prefix)
+    found = tuned_models(models, dataset, storage=storage, study_prefix=study_prefix, seed=seed, draws=draws)
     overrides = params or {}
-    merged = {name: tuned.get(name, {}) | overrides.get(name, {}) for name in models}
+    merged = {
+        name: (found[name].params if name in found else {}) | overrides.get(name, {}) for name in models
+    }
     fit_split = "+".join(s for s in ("train", "val_seen") if s in dataset.ratings)
     return run_leaderboard(
         dataset,
@@ -356,8 +610,10 @@ def run_tuned_leaderboard(
         splits=DEFAULT_SPLITS if splits is None else splits,
         shots=shots,
         seed=seed,
+        draws=draws,
         params=merged,
         fit_split=fit_split,
+        tuned={name: tuned.record() for name, tuned in found.items()},
         progress=progress,
         **options,
     )

@@ -38,10 +38,25 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("RECSYS_HOME", Path.home() / ".cache" / "recsys")) / "embeddings"
 
 
+def _umask() -> int:
+    """The process's umask: from /proc where it is there, else set and restored."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, write) -> None:
     """Write through ``write(file_object)`` into a temp file in the same directory, then rename over ``path``.
 
     os.replace is atomic within a file system, so a reader sees the old file or the new one, never a part.
+    The file gets the permissions of any new file (``0o666`` less the umask), not the temp file's ``0o600``.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -50,6 +65,7 @@ def _atomic_write(path: Path, write) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

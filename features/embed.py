@@ -12,11 +12,16 @@ Output format (what ``recsys.data.read_image_features`` reads):
 ``embed_dataset`` writes by default to ``<dataset root>/features/<encoder slug>.npz`` (or, for a dataset
 without a root, under the cache directory); the chunk cache lives in ``$RECSYS_HOME/embeddings`` (default
 ``~/.cache/recsys/embeddings``) unless ``cache_dir`` says otherwise.
+
+Images given as bytes rather than files (Pick-a-Pic's ``jpg_0``/``jpg_1`` columns) go through
+``embed_image_bytes``: the same chunks, cache and encoder, each image keyed by the SHA-256 of its bytes.
+``embed_dataset`` takes that path by itself for a Pick-a-Pic dataset (``embed_pickapic``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -135,11 +140,13 @@ def _short(reason: str, limit: int = 80) -> str:
     return reason if len(reason) <= limit else reason[: limit - 3] + "..."
 
 
-def _bad_images_error(bad: Sequence[BadImage]) -> UserError:
+def _bad_images_error(bad: Sequence[BadImage], noun: str = "image file(s)") -> UserError:
     named = "; ".join(f"{b.path or f'image {b.image_id}'} ({_short(b.reason)})" for b in bad[:_MAX_NAMED])
     more = f" and {len(bad) - _MAX_NAMED} more" if len(bad) > _MAX_NAMED else ""
-    return UserError(f"{len(bad)} image file(s) missing or unreadable: {named}{more}; fix or remove them, "
-                     "or pass --skip-bad-images (skip_bad_images=True) to leave them out")  # fmt: skip
+    return UserError(
+        f"{len(bad)} {noun} missing or unreadable: {named}{more}; fix or remove them, "
+        "or pass --skip-bad-images (skip_bad_images=True) to leave them out"
+    )
 
 
 def _prefetch(items: Iterable, load: Callable, num_workers: int, lookahead: int) -> Iterator:
@@ -183,6 +190,29 @@ def _load_pixels(preprocess: Callable) -> Callable:
     return load
 
 
+def _load_pixels_from_bytes(preprocess: Callable) -> Callable:
+    def load(blob: bytes | None) -> tuple[torch.Tensor | None, str]:
+        if not blob:
+            return None, "no image bytes"
+        try:
+            with Image.open(io.BytesIO(blob)) as image:
+                image.load()  # decode fully now so truncated bytes fail here, not halfway through a batch
+                return preprocess(image), ""
+        except UnidentifiedImageError:
+            return None, "not a readable image (unknown format or damaged header)"
+        except Exception as err:  # PIL raises many types for bad data; each means "this image is unusable"
+            return None, f"{type(err).__name__}: {err}"
+
+    return load
+
+
+def bytes_identity(blob: bytes | None) -> str | None:
+    """``sha256:<hex>:<length>`` of an image's bytes (its identity in the cache), None without bytes."""
+    if not blob:
+        return None
+    return f"sha256:{hashlib.sha256(blob).hexdigest()}:{len(blob)}"
+
+
 def _chunk_bounds(n: int, chunk_size: int) -> list[tuple[int, int]]:
     return [(start, min(start + chunk_size, n)) for start in range(0, n, chunk_size)]
 
@@ -215,6 +245,31 @@ def _assemble(ids, paths, chunks: list[Chunk], encoder: ClipEncoder, kind: str, 
     image_id = np.concatenate(good_ids) if good_ids else ids[:0]
     return Embeddings(image_id, embedding.reshape(-1, dim), tuple(bad), encoder.name, kind,
                       computed_chunks=computed, cached_chunks=len(chunks) - computed)  # fmt: skip
+
+
+def _compute_chunk(
+    chunk_ids: np.ndarray, decoded: Iterator, encoder: ClipEncoder, batch_size: int, bar
+) -> Chunk:
+    """Embed the next ``len(chunk_ids)`` items of ``decoded`` ((pixels or None, reason) each) into one chunk."""
+    n = len(chunk_ids)
+    ok = np.zeros(n, dtype=bool)
+    reasons = [""] * n
+    rows, batch = [], []
+    for pos in range(n):
+        pixels, reason = next(decoded)
+        if pixels is None:
+            reasons[pos] = reason
+        else:
+            ok[pos] = True
+            batch.append(pixels)
+        # batches stay inside a chunk so each chunk file is complete when written
+        if batch and (len(batch) == batch_size or pos == n - 1):
+            rows.append(encoder.encode_image_batch(torch.stack(batch)))
+            bar.update(len(batch))
+            batch = []
+    bar.update(int((~ok).sum()))
+    embedding = np.concatenate(rows) if rows else np.zeros((0, encoder.embed_dim), np.float32)
+    return Chunk(chunk_ids, ok, embedding.astype(np.float32, copy=False), np.array(reasons, dtype=str))
 
 
 def embed_images(
@@ -284,26 +339,7 @@ def embed_images(
     try:
         for i in todo:
             start, stop = bounds[i]
-            ok = np.zeros(stop - start, dtype=bool)
-            reasons = [""] * (stop - start)
-            rows, batch = [], []
-            for pos in range(stop - start):
-                pixels, reason = next(decoded)
-                if pixels is None:
-                    reasons[pos] = reason
-                else:
-                    ok[pos] = True
-                    batch.append(pixels)
-                # batches stay inside a chunk so each chunk file is complete when written
-                if batch and (len(batch) == batch_size or pos == stop - start - 1):
-                    rows.append(encoder.encode_image_batch(torch.stack(batch)))
-                    bar.update(len(batch))
-                    batch = []
-            bar.update(int((~ok).sum()))
-            embedding = np.concatenate(rows) if rows else np.zeros((0, encoder.embed_dim), np.float32)
-            chunks[i] = Chunk(
-                ids[start:stop], ok, embedding.astype(np.float32, copy=False), np.array(reasons, dtype=str)
-            )
+            chunks[i] = _compute_chunk(ids[start:stop], decoded, encoder, batch_size, bar)
             if cache:
                 cache.store(keys[i], chunks[i])
     finally:
@@ -314,6 +350,105 @@ def embed_images(
     if result.bad and not skip_bad_images:
         raise _bad_images_error(result.bad)
     return result
+
+
+def _batched(items: Iterable, size: int) -> Iterator[list]:
+    source = iter(items)
+    while block := list(itertools.islice(source, size)):
+        yield block
+
+
+def embed_image_bytes(
+    items: Iterable[tuple[Any, bytes | None, str]],
+    encoder: ClipEncoder | str,
+    *,
+    total: int | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    num_workers: int | None = None,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    skip_bad_images: bool = False,
+    progress: bool = True,
+    checkpoint: str | Path | None = None,
+) -> Embeddings:
+    """Embed images given as encoded bytes (JPEG, PNG, ...), streamed, through the chunk cache of ``embed_images``.
+
+    Args:
+        items: (image id, bytes or None, where) per image; ``where`` says where the bytes came from (e.g. a
+            parquet shard, row and column) for messages about bad images. Consumed one chunk at a time, so only
+            ``chunk_size`` images' bytes are held at once.
+        total: the number of items, for the progress bar.
+        Other arguments as for ``embed_images``; a chunk's cache key holds its ids and the SHA-256 of each
+        image's bytes (``bytes_identity``).
+
+    Returns:
+        Embeddings: float32 (n_good, d) unit-norm rows, aligned with ``result.image_id`` (in input order).
+
+    Raises:
+        UserError: bad images (naming the first few by ``where``, and the count) unless ``skip_bad_images``.
+    """
+    if batch_size < 1 or chunk_size < 1:
+        raise ValueError(f"batch_size and chunk_size must be positive, got {batch_size} and {chunk_size}")
+    encoder = _resolve_encoder(encoder, checkpoint, device)
+    workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
+    cache = ChunkCache(cache_dir or default_cache_dir(), encoder.cache_key, "image") if use_cache else None
+    bar = tqdm(
+        total=total,
+        unit="img",
+        desc=f"embedding images ({encoder.name})",
+        disable=not progress,
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
+    good_ids, rows, bad = [], [], []
+    computed = cached = 0
+    load = None
+    try:
+        for block in _batched(items, chunk_size):
+            ids = _as_ids([item[0] for item in block])
+            blobs = [item[1] for item in block]
+            key = chunk_key(encoder.cache_key, "image", ids.tolist(), [bytes_identity(b) for b in blobs])
+            chunk = cache.load(key, ids) if cache is not None else None
+            if chunk is None:
+                # the preprocessing is asked for only when something is left to compute: it builds the model
+                load = load or _load_pixels_from_bytes(encoder.preprocess)
+                decoded = _prefetch(blobs, load, workers, max(2 * batch_size, 4 * workers))
+                try:
+                    chunk = _compute_chunk(ids, decoded, encoder, batch_size, bar)
+                finally:
+                    decoded.close()
+                if cache is not None:
+                    cache.store(key, chunk)
+                computed += 1
+            else:
+                bar.update(len(ids))
+                cached += 1
+            good_ids.append(chunk.image_id[chunk.ok])
+            rows.append(chunk.embedding)
+            bad += [
+                BadImage(_jsonable(ids[p]), block[p][2], str(chunk.reason[p]))
+                for p in np.flatnonzero(~chunk.ok)
+            ]
+    finally:
+        bar.close()
+    dim = encoder.embed_dim
+    embedding = (
+        np.concatenate(rows).astype(np.float32, copy=False) if rows else np.zeros((0, dim), np.float32)
+    )
+    image_id = np.concatenate(good_ids) if good_ids else np.array([], dtype=str)
+    if bad and not skip_bad_images:
+        raise _bad_images_error(bad, noun="image(s)")
+    return Embeddings(
+        image_id,
+        embedding.reshape(-1, dim),
+        tuple(bad),
+        encoder.name,
+        "image",
+        computed_chunks=computed,
+        cached_chunks=cached,
+    )
 
 
 def embed_texts(
@@ -411,6 +546,7 @@ def embed_dataset(
     device: str = "auto",
     num_workers: int | None = None,
     cache_dir: str | Path | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
     skip_bad_images: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -422,6 +558,8 @@ def embed_dataset(
         encoder_name: ``clip:ARCH/TAG``.
         out: the image features file; default ``default_output_path(ds, encoder_name, checkpoint)``.
         text: also write the prompt embeddings to ``text_output_path(out)``.
+        chunk_size: images (and prompts) per cache chunk: an interrupted run resumes from its last whole chunk.
+            The chunks of another size are not reused.
 
     Returns:
         The path of the image features file (``.npz``: image_id, embedding).
@@ -429,8 +567,11 @@ def embed_dataset(
     Raises:
         UserError: no image files at all, bad image files (unless ``skip_bad_images``), encoder problems.
     """
+    if chunk_size < 1:
+        raise UserError(f"--chunk-size must be at least 1, got {chunk_size}")
     paths = _dataset_column(ds, "path")
-    if all(p is None for p in paths):
+    pickapic_root = _pickapic_root(ds) if all(p is None for p in paths) else None
+    if all(p is None for p in paths) and pickapic_root is None:
         where = f" in {ds.root}" if getattr(ds, "root", None) else ""
         raise UserError(f"the dataset{where} has no image files to embed (no 'path' per image); "
                         "pass precomputed features with --image-features instead")  # fmt: skip
@@ -445,14 +586,65 @@ def embed_dataset(
         ) from None
     # lazy: a run served from the cache never builds the model or reads its weights
     encoder = load_encoder(encoder_name, checkpoint=checkpoint, device=device, lazy=True)
-    images = embed_images(paths, ds.image_ids, encoder, batch_size=batch_size, num_workers=num_workers,
-                          cache_dir=cache_dir, skip_bad_images=skip_bad_images, progress=progress)  # fmt: skip
+    if pickapic_root is not None:
+        from recsys.data.pickapic import iter_pickapic_images
+
+        images = embed_image_bytes(
+            iter_pickapic_images(pickapic_root, ds.image_ids),
+            encoder,
+            total=len(ds.image_ids),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            cache_dir=cache_dir,
+            chunk_size=chunk_size,
+            skip_bad_images=skip_bad_images,
+            progress=progress,
+        )
+    else:
+        images = embed_images(
+            paths,
+            ds.image_ids,
+            encoder,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            cache_dir=cache_dir,
+            chunk_size=chunk_size,
+            skip_bad_images=skip_bad_images,
+            progress=progress,
+        )
     images.save(out)
     if text:
-        prompts = embed_texts(_dataset_column(ds, "prompt"), ds.image_ids, encoder, batch_size=max(batch_size, 256),
-                              cache_dir=cache_dir, progress=progress)  # fmt: skip
+        prompts = embed_texts(
+            _dataset_column(ds, "prompt"),
+            ds.image_ids,
+            encoder,
+            batch_size=max(batch_size, 256),
+            cache_dir=cache_dir,
+            chunk_size=chunk_size,
+            progress=progress,
+        )
         prompts.save(text_output_path(out))
     return out
+
+
+def _pickapic_root(ds) -> Path | None:
+    """The dataset's root when it is a Pick-a-Pic directory (images as bytes in its shards), else None."""
+    from recsys.data.pickapic import is_pickapic_dir
+
+    root = getattr(ds, "root", None)
+    return Path(root) if root is not None and is_pickapic_dir(Path(root)) else None
+
+
+def embed_pickapic(root: str | Path, encoder_name: str, *, out: str | Path | None = None, **kwargs) -> Path:
+    """Embed every image of a Pick-a-Pic directory from the JPEG bytes of its shards (``jpg_0``/``jpg_1``,
+    streamed) and write the features file; returns its path (default ``<root>/features/<encoder slug>.npz``).
+
+    The images are those of ``recsys.data.pickapic.load_pickapic(root)``; with ``text=True`` the captions are
+    embedded too. Other keyword arguments go to ``embed_dataset``.
+    """
+    from recsys.data.pickapic import load_pickapic
+
+    return embed_dataset(load_pickapic(root), encoder_name, out=out, **kwargs)
 
 
 def embed_dataset_features(

@@ -1,12 +1,14 @@
 """Image-text encoders by name: ``clip:ARCH/TAG`` as open_clip names architectures and pretrained tags.
 
-Examples: ``clip:ViT-B-32/laion2b_s34b_b79k``, ``clip:ViT-L-14/openai``. Weights come three ways:
+Examples: ``clip:ViT-B-32/laion2b_s34b_b79k``, ``clip:ViT-L-14/openai``; with a checkpoint, ``clip:ViT-B-32``.
+Weights come three ways:
 
 - a pretrained tag (``laion2b_s34b_b79k``): open_clip fetches them into its hub cache, the ordinary way;
 - ``checkpoint=PATH``: a state dict saved from an open_clip model (``torch.save(model.state_dict(), PATH)``,
   an open_clip training checkpoint with a ``state_dict`` entry, or a ``.safetensors`` file); the model is
   built with ``pretrained=None`` and the file loaded with ``load_state_dict``. The tag then only picks the
-  preprocessing (mean, std, resize mode) that the tag would use, and may be any label;
+  preprocessing (mean, std, resize mode) that the tag would use, may be any label, and may be left out
+  (``clip:ARCH``: open_clip's default preprocessing);
 - the tag ``random`` (alias ``none``): a seeded random initialisation, for tests and benchmarks.
 
 Everything in the suite that touches open_clip lives in this package.
@@ -51,7 +53,7 @@ TINY_ARCHITECTURE: dict[str, Any] = {
 #: bump when the way embeddings are computed changes, so old cache entries are not served
 CACHE_FORMAT = 1
 
-_NAME_PATTERN = re.compile(r"^(?P<family>[a-z]+):(?P<arch>[^/\s:]+)/(?P<tag>[^/\s]+)$")
+_NAME_PATTERN = re.compile(r"^(?P<family>[a-z]+):(?P<arch>[^/\s:]+)(?:/(?P<tag>[^/\s]+))?$")
 _config_dir_lock = threading.Lock()
 _config_dir: Path | None = None
 
@@ -66,7 +68,8 @@ class EncoderSpec:
 
     @property
     def name(self) -> str:
-        return f"{self.family}:{self.architecture}/{self.tag}"
+        base = f"{self.family}:{self.architecture}"
+        return f"{base}/{self.tag}" if self.tag else base
 
     @property
     def random_init(self) -> bool:
@@ -80,15 +83,19 @@ def _open_clip():
     return open_clip
 
 
-def parse_encoder_name(name: str) -> EncoderSpec:
-    """Split ``clip:ARCH/TAG`` into its parts; a UserError for a malformed name or an unknown architecture."""
+def parse_encoder_name(name: str, *, checkpoint: bool = False) -> EncoderSpec:
+    """Split ``clip:ARCH/TAG`` into its parts; a UserError for a malformed name or an unknown architecture.
+
+    With ``checkpoint`` (the weights come from a local file) the tag may be left out: ``clip:ARCH``.
+    """
     match = _NAME_PATTERN.match(name.strip()) if isinstance(name, str) else None
-    if match is None:
+    if match is None or (match["tag"] is None and not checkpoint):
         raise UserError(
             f"encoder name {name!r} is malformed; expected FAMILY:ARCH/TAG, e.g. clip:ViT-B-32/laion2b_s34b_b79k "
-            "(TAG 'random' for an untrained model); `recsys features encoders` lists them"
+            "(TAG 'random' for an untrained model; FAMILY:ARCH alone with --checkpoint); "
+            "`recsys features encoders` lists them"
         )
-    family, arch, tag = match["family"], match["arch"], match["tag"]
+    family, arch, tag = match["family"], match["arch"], match["tag"] or ""
     if family not in ENCODER_FAMILIES:
         raise UserError(f"encoder {name!r}: unknown family {family!r}; known: {', '.join(ENCODER_FAMILIES)}")
     known = _open_clip().list_models()
@@ -282,8 +289,11 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             # weights_only: a checkpoint is data, never code to run
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a bad file; all mean the same to the user
-        raise UserError(f"{path}: cannot read checkpoint ({type(err).__name__}: {err}); "
-                        "save it with torch.save(model.state_dict(), PATH)") from None  # fmt: skip
+        reason = next((line.strip() for line in str(err).splitlines() if line.strip()), "")[:200]
+        raise UserError(
+            f"{path}: cannot read checkpoint ({type(err).__name__}: {reason}); "
+            "save it with torch.save(model.state_dict(), PATH)"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # an open_clip training checkpoint
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -295,8 +305,10 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _build_parts(encoder: ClipEncoder) -> tuple:
-    """(model, preprocess, tokenizer) of an encoder: open_clip builds it, then the checkpoint is loaded."""
+    """(model, preprocess, tokenizer) of an encoder: open_clip builds it, then the checkpoint is loaded (read
+    first: an unreadable file fails before a large model is built for it)."""
     open_clip = _open_clip()
+    state = _read_state_dict(encoder.checkpoint) if encoder.checkpoint is not None else None
     # seeded so that a random initialisation is the same model every time (and can be cached by name)
     with torch.random.fork_rng(devices=[]), _quiet_random_init_warning():
         torch.manual_seed(RANDOM_INIT_SEED)
@@ -315,8 +327,7 @@ def _build_parts(encoder: ClipEncoder) -> tuple:
                 "check the network or pass --checkpoint with a local state dict"
             ) from None
 
-    if encoder.checkpoint is not None:
-        state = _read_state_dict(encoder.checkpoint)
+    if state is not None:
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as err:
@@ -336,7 +347,8 @@ def load_encoder(
     """The encoder ``name`` (``clip:ARCH/TAG``) on ``device``.
 
     Args:
-        name: ``clip:ARCH/TAG``; TAG ``random`` gives a seeded random initialisation.
+        name: ``clip:ARCH/TAG``; TAG ``random`` gives a seeded random initialisation; with ``checkpoint`` the
+            tag only picks the preprocessing and may be left out (``clip:ARCH``).
         checkpoint: local state dict to load instead of fetching the tag's weights.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         lazy: build the model on first use instead of now (name, tag, device and checkpoint file are still
@@ -346,7 +358,7 @@ def load_encoder(
         UserError: malformed name, unknown architecture or tag, unreadable or mismatched checkpoint,
             weights that cannot be fetched.
     """
-    spec = parse_encoder_name(name)
+    spec = parse_encoder_name(name, checkpoint=checkpoint is not None)
     open_clip = _open_clip()
     target = resolve_device(device)
     known_tags = open_clip.list_pretrained_tags_by_model(spec.architecture)

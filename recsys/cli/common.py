@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import textwrap
 from pathlib import Path
@@ -125,6 +126,33 @@ def parse_params(text: str | None, *, per_model: bool = False) -> dict:
                     f"e.g. {example}; got {json.dumps(values)}"
                 )
     return params
+
+
+def check_params(params: dict, models: list[str] | None = None) -> None:
+    """Check a per-model ``--params`` before any data is read or anything is written.
+
+    Every key must be a registered model (a typo is an error naming the known models), one of ``models``
+    when they are given, and its values hyperparameters that model takes, of the right types.
+    """
+    from recsys.models.registry import create_model, list_models
+
+    known = list_models()
+    for name, values in params.items():
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UserError(
+                f"--params names an unknown model {name!r}{hint}; known models: {', '.join(known)}"
+            )
+        if models is not None and name not in models:
+            raise UserError(
+                f"--params has values for {name}, which is not among the models to run "
+                f"({', '.join(models)}); add it to --models or drop it from --params"
+            )
+        try:
+            create_model(name, **values)
+        except UserError as err:
+            raise UserError(f"--params: {err}") from None
 
 
 # ---------------------------------------------------------------------- the dataset

@@ -8,7 +8,8 @@ import logging
 import time
 
 from experiments.tuning import DEFAULT_STORAGE, DEFAULT_STUDY_PREFIX, Objective, study_name
-from recsys.cli.common import add_command, add_data_arguments, dataset_from_args, name_list
+from recsys.cli.common import add_command, add_data_arguments, dataset_from_args, name_list, positive_int
+from recsys.evaluation.evaluator import DEFAULT_DRAWS
 
 
 def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +28,9 @@ def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
         help="validation split measured by every trial",
     )
     parser.add_argument("--shots", type=int, default=10, help="reference ratings per new user on val_unseen")
+    parser.add_argument(
+        "--draws", type=positive_int, default=DEFAULT_DRAWS, help="reference draws per new user on val_unseen"
+    )
     parser.add_argument(
         "--timeout", type=float, default=None, help="stop starting trials after this many seconds"
     )
@@ -76,7 +80,7 @@ def _quiet() -> None:
 
 
 def _objective(args: argparse.Namespace) -> Objective:
-    return Objective(metric=args.metric, split=args.split, shots=args.shots)
+    return Objective(metric=args.metric, split=args.split, shots=args.shots, draws=args.draws)
 
 
 def _summary(model: str, handle, added: int, seconds: float) -> dict:
@@ -120,9 +124,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     handle = _tune(args, ds, args.model, args.study)
     s = _summary(args.model, handle, args.trials, time.perf_counter() - start)
+    head = f"study {s['study']}: {s['trials_total']} trials ({args.trials} added in {s['seconds']:.1f} s); "
+    if s["best_value"] is None:
+        print(head + "no trial completed (see the failed trials' `invalid` reasons in the study)")
+        return 0
     print(
-        f"study {s['study']}: {s['trials_total']} trials ({args.trials} added in {s['seconds']:.1f} s); "
-        f"best {args.metric} on {args.split} = {s['best_value']:.4f} (trial {s['best_trial']}) "
+        head + f"best {args.metric} on {args.split} = {s['best_value']:.4f} (trial {s['best_trial']}) "
         f"with {s['best_params']}"
     )
     return 0

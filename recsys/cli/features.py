@@ -10,6 +10,9 @@ from pathlib import Path
 
 from recsys.cli.common import add_command, non_negative_int, positive_int
 
+#: features.embed.DEFAULT_CHUNK_SIZE, without importing torch for `recsys --help`
+DEFAULT_CHUNK_SIZE = 1024
+
 
 def add_parsers(subparsers) -> None:
     """Add the ``features`` command group (``embed``, ``encoders``)."""
@@ -46,7 +49,8 @@ def add_parsers(subparsers) -> None:
     embed.add_argument(
         "--encoder",
         required=True,
-        help="clip:ARCH/TAG, e.g. clip:ViT-B-32/laion2b_s34b_b79k (TAG random: untrained)",
+        help="clip:ARCH/TAG, e.g. clip:ViT-B-32/laion2b_s34b_b79k (TAG random: untrained; with --checkpoint "
+        "clip:ARCH will do)",
     )
     embed.add_argument(
         "--checkpoint",
@@ -61,6 +65,13 @@ def add_parsers(subparsers) -> None:
         help="output .npz, prompts beside it as NAME.text.npz; default: DATA/features/ENCODER.npz",
     )
     embed.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass")
+    embed.add_argument(
+        "--chunk-size",
+        type=positive_int,
+        default=DEFAULT_CHUNK_SIZE,
+        help="images per cache file: an interrupted run resumes from its last whole chunk (a run with another "
+        "size recomputes)",
+    )
     embed.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda or cuda:N")
     embed.add_argument("--text", action="store_true", help="also embed the prompts")
     embed.add_argument(
@@ -112,6 +123,7 @@ def cmd_features_embed(args: argparse.Namespace) -> int:
         out=args.out,
         text=args.text,
         batch_size=args.batch_size,
+        chunk_size=args.chunk_size,
         device=args.device,
         num_workers=args.workers,
         cache_dir=args.cache_dir,

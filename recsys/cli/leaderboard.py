@@ -9,11 +9,14 @@ from experiments.tuning import DEFAULT_STORAGE, DEFAULT_STUDY_PREFIX
 from recsys.cli.common import (
     add_command,
     add_data_arguments,
+    check_params,
     dataset_from_args,
     int_list,
     name_list,
     parse_params,
+    positive_int,
 )
+from recsys.evaluation.evaluator import DEFAULT_DRAWS
 
 
 def add_parsers(subparsers) -> None:
@@ -32,7 +35,18 @@ def add_parsers(subparsers) -> None:
         default=None,
         help="comma-separated models or groups (baselines, classical, deep, ablations, all); default: all",
     )
-    board.add_argument("--shots", type=int_list, default=[0, 10], help="reference ratings per new user")
+    board.add_argument(
+        "--shots",
+        type=int_list,
+        default=[0, 10],
+        help="reference ratings per new user; with three or more values curve.csv and curve.png are written",
+    )
+    board.add_argument(
+        "--draws",
+        type=positive_int,
+        default=DEFAULT_DRAWS,
+        help="reference draws per new user, the same for every model (per-user values are averaged over them)",
+    )
     board.add_argument(
         "--splits", type=name_list, default=["test_seen", "test_unseen"], help="splits to evaluate on"
     )
@@ -45,7 +59,8 @@ def add_parsers(subparsers) -> None:
     board.add_argument(
         "--tuned",
         action="store_true",
-        help="use each model's best study parameters (--params override them); refit on train+val_seen",
+        help="use each model's best study parameters and stopping epoch (--params override them); refit on "
+        "train+val_seen; a study made on other data or under another protocol is refused",
     )
     board.add_argument(
         "--storage", default=None, help=f"Optuna storage of the studies; default: {DEFAULT_STORAGE}"
@@ -63,11 +78,19 @@ def add_parsers(subparsers) -> None:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from experiments.reported import reported_table_markdown
     from recsys.leaderboard import run_leaderboard
+    from recsys.models.registry import expand_models
     from recsys.report import format_table, write_leaderboard
 
     params = parse_params(args.params, per_model=True)
+    check_params(params, expand_models(args.models) if args.models else None)  # before the data is read
     ds = dataset_from_args(args)
-    protocol = {"splits": args.splits, "shots": args.shots, "seed": args.seed, "params": params}
+    protocol = {
+        "splits": args.splits,
+        "shots": args.shots,
+        "seed": args.seed,
+        "draws": args.draws,
+        "params": params,
+    }
     if args.tuned:
         from experiments.tuning import run_tuned_leaderboard
 
@@ -77,13 +100,14 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     else:
         board = run_leaderboard(ds, args.models, **protocol)
     paths = write_leaderboard(board, args.out)
-    paths["md"].write_text(paths["md"].read_text() + "\n" + reported_table_markdown())
+    if ds.pamela_semantics:  # published numbers are context for PAMELA-format data only
+        paths["md"].write_text(paths["md"].read_text() + "\n" + reported_table_markdown())
     print(format_table(board))
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
     if not args.no_tracking:
         from experiments.tracking import log_leaderboard, resolve_tracking_uri
 
-        run_id = log_leaderboard(board, paths, tracking_uri=args.tracking_uri)
+        run_id = log_leaderboard(board, paths, tracking_uri=args.tracking_uri)  # tagged with board.run_id
         print(
             f"tracked as MLflow run {run_id} in {resolve_tracking_uri(args.tracking_uri)} (open with `mlflow ui`)"
         )

@@ -1,4 +1,8 @@
-"""Precomputed image features: an ``.npz`` with ``image_id`` (int64, n) and ``embedding`` (float32, n x d)."""
+"""Precomputed image features: an ``.npz`` with ``image_id`` (n) and ``embedding`` (float32, n x d).
+
+``image_id`` is int64 (PAMELA) or fixed-width unicode strings (``dtype '<U36'`` for Pick-a-Pic's UUIDs, file names
+for PARA): ``np.array(ids, dtype=str)``. An object array would be pickled by ``np.savez`` and is refused.
+"""
 
 from __future__ import annotations
 
@@ -32,18 +36,34 @@ def read_image_features(
             file_ids = data["image_id"]
             embedding = data["embedding"]
     except (OSError, ValueError, zipfile.BadZipFile) as err:
+        if "allow_pickle" in str(err):
+            raise UserError(
+                f"{path}: image_id or embedding is stored as pickled Python objects; save string ids as fixed-width "
+                "unicode, numpy.savez(path, image_id=numpy.array(ids, dtype=str), embedding=...)"
+            ) from None
         raise UserError(f"{path}: not a readable .npz file ({err}); re-create it with numpy.savez") from None
     if embedding.ndim != 2 or file_ids.ndim != 1 or len(file_ids) != len(embedding):
         raise UserError(
             f"{path}: image_id has shape {file_ids.shape} and embedding {embedding.shape}; "
             "expected (n,) and (n, d) with rows aligned"
         )
+    if embedding.dtype.kind not in "iuf":  # bool, complex, strings, dates: not a point in feature space
+        raise UserError(
+            f"{path}: embedding holds {_kind_name(embedding.dtype)} values ({embedding.dtype}); it must be "
+            "real numbers: save numpy.asarray(embedding, dtype=numpy.float32)"
+        )
+    if embedding.shape[1] == 0:
+        raise UserError(
+            f"{path}: embedding has shape {embedding.shape}, no dimensions; expected (n, d) with d >= 1"
+        )
     if image_ids.dtype.kind in "iu":
         if file_ids.dtype.kind not in "iu":
             raise UserError(f"{path}: image_id must be integers (int64), found {file_ids.dtype}")
         file_ids = file_ids.astype(np.int64)
+    elif file_ids.dtype.kind in "iuUS":
+        file_ids = file_ids.astype(str)  # integer ids of a table are matched as their text
     else:
-        file_ids = file_ids.astype(str)
+        raise UserError(f"{path}: image_id must be strings or integers, found {file_ids.dtype}")
     position = {k: i for i, k in enumerate(file_ids.tolist())}
     if len(position) != len(file_ids):
         raise UserError(f"{path}: image_id holds duplicates; keep one embedding per image")
@@ -62,7 +82,19 @@ def read_image_features(
     features[rows < 0] = 0.0
     if not np.isfinite(features).all():
         raise UserError(f"{path}: embedding holds NaN or infinite values")
+    zero = (rows >= 0) & ~features.any(axis=1)
+    if zero.any():
+        first = ", ".join(str(v) for v in image_ids[zero][:5])
+        raise UserError(
+            f"{path}: {int(zero.sum())} embedding row(s) are all zeros (images {first}), which is no embedding; "
+            "re-embed those images, or leave them out of the file and their ratings out of the data"
+        )
     return features
+
+
+def _kind_name(dtype: np.dtype) -> str:
+    names = {"b": "boolean", "c": "complex", "U": "string", "S": "byte-string", "O": "object"}
+    return names.get(dtype.kind, "non-numeric")
 
 
 def write_image_features(path: str | Path, image_ids: np.ndarray, embedding: np.ndarray) -> None:
@@ -70,5 +102,8 @@ def write_image_features(path: str | Path, image_ids: np.ndarray, embedding: np.
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, image_id=np.asarray(image_ids), embedding=np.asarray(embedding, dtype=np.float32))
+    ids = np.asarray(image_ids)
+    if ids.dtype.kind == "O":  # string ids as fixed-width unicode: an object array would be pickled
+        ids = ids.astype(str)
+    np.savez(tmp, image_id=ids, embedding=np.asarray(embedding, dtype=np.float32))
     tmp.replace(path)

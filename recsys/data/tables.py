@@ -63,6 +63,22 @@ def _ids(values: pd.Series) -> np.ndarray:
     return values.astype(str).to_numpy(object)
 
 
+def check_id_whitespace(values: pd.Series, column: str, where: str) -> list[str]:
+    """A problem when ids in ``column`` have leading or trailing whitespace: they are rejected, not stripped
+    (``"u1 "`` and ``"u1"`` would otherwise be two users, or an id that matches nothing in a side table)."""
+    if pd.api.types.is_numeric_dtype(values):
+        return []
+    text = values.astype(str)
+    padded = np.flatnonzero((text != text.str.strip()).to_numpy())
+    if not len(padded):
+        return []
+    row = int(padded[0])
+    return [
+        f"{where}: {column} {text.iloc[row]!r} at row {row} has leading or trailing whitespace "
+        f"({len(padded)} {column} value(s) do); ids are rejected, not stripped: remove the whitespace"
+    ]
+
+
 def load_table(
     path: str | Path,
     *,
@@ -86,6 +102,8 @@ def load_table(
         raise UserError(f"{table_path}: empty user_id or item_id at row {row}; every rating needs both")
     score = pd.to_numeric(table["score"], errors="coerce").to_numpy(np.float64)
     rows = np.arange(len(table))
+    for column in ("user_id", "item_id"):
+        problems.extend(check_id_whitespace(table[column], column, str(table_path)))
     if score_range is None:
         finite = score[np.isfinite(score)]
         if not len(finite):
@@ -96,6 +114,8 @@ def load_table(
     item_ids, item_idx = np.unique(_ids(table["item_id"]), return_inverse=True)
     all_ratings = Ratings(user_idx.astype(np.int64), item_idx.astype(np.int64), score.astype(np.float32))
     problems.extend(check_scores(score, score_range, str(table_path), rows))
+    # on the whole table, before any holdout: a pair rated twice must not land in two splits unnoticed
+    problems.extend(check_duplicates(all_ratings, str(table_path), rows, user_ids, item_ids))
 
     if "split" in table.columns:
         if holdout:
@@ -116,9 +136,6 @@ def load_table(
         mask = split_of == split
         if mask.any():
             ratings[split] = all_ratings.subset(mask)
-            problems.extend(
-                check_duplicates(ratings[split], f"{table_path} ({split})", rows[mask], user_ids, item_ids)
-            )
     if "train" not in ratings:
         raise UserError(f"{table_path}: no training ratings")
 
@@ -174,6 +191,8 @@ def _side_table(path: Path, key: str, ids: np.ndarray) -> pd.DataFrame:
     side = _read(path)
     if key not in side.columns:
         raise UserError(f"{path}: lacks column {key}")
+    for problem in check_id_whitespace(side[key], key, str(path)):
+        raise UserError(problem)
     side = side.drop_duplicates(key)
     side.index = _ids(side[key])
     if ids.dtype.kind not in "iu":

@@ -112,6 +112,22 @@ def test_checkpoint_gives_the_embeddings_of_the_saved_model(tmp_path):
     )
 
 
+def test_with_a_checkpoint_the_tag_may_be_left_out(tmp_path):
+    source = load_encoder(TINY, device="cpu")
+    source.model.load_state_dict(_perturbed_state(source))
+    path = tmp_path / "mine.pt"
+    torch.save(source.model.state_dict(), path)
+
+    loaded = load_encoder("clip:recsys-test-tiny", checkpoint=path, device="cpu")
+    assert loaded.name == "clip:recsys-test-tiny" and loaded.spec.tag == ""
+    pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    expected = _direct_image_embedding(source.model, pixels)
+    np.testing.assert_allclose(loaded.encode_image_batch(pixels), expected, rtol=0, atol=1e-6)
+    # without a checkpoint the tag names the weights, so it is still required
+    with pytest.raises(UserError, match="malformed.*FAMILY:ARCH alone with --checkpoint"):
+        load_encoder("clip:recsys-test-tiny", device="cpu")
+
+
 def test_training_checkpoint_with_module_prefix_loads(tmp_path):
     source = load_encoder(TINY, device="cpu")
     state = _perturbed_state(source)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import warnings
 
 import numpy as np
@@ -96,6 +98,54 @@ def test_missing_checkpoint_is_one_line(sim_dir, tmp_path, capsys):
             str(tmp_path / "absent.pt"), "--out", str(tmp_path / "x.npz"), "--no-progress"]  # fmt: skip
     assert main(args) == 2
     assert "absent.pt: no such checkpoint file" in capsys.readouterr().err
+
+
+def _embed_args(sim_dir, out, cache, *extra: str) -> list[str]:
+    paths = ["--data", str(sim_dir), "--out", str(out), "--cache-dir", str(cache)]
+    options = ["--encoder", TINY, *"--device cpu --workers 0 --no-progress".split()]
+    return ["features", "embed", *paths, *options, *extra]
+
+
+def test_chunk_size_is_the_unit_of_resumption(sim_dir, tmp_path, monkeypatch, capsys):
+    from features.embed import DEFAULT_CHUNK_SIZE
+    from features.encoders import ClipEncoder
+    from recsys.cli import features as features_cli
+
+    assert features_cli.DEFAULT_CHUNK_SIZE == DEFAULT_CHUNK_SIZE
+    batches, encode = [], ClipEncoder.encode_image_batch
+
+    def interrupted_in_third_chunk(self, pixels):
+        batches.append(len(pixels))
+        if len(batches) == 3 and interrupt:
+            raise KeyboardInterrupt
+        return encode(self, pixels)
+
+    monkeypatch.setattr(ClipEncoder, "encode_image_batch", interrupted_in_third_chunk)
+    cache, out = tmp_path / "cache", tmp_path / "clip.npz"
+    args = _embed_args(sim_dir, out, cache, "--batch-size", "4", "--chunk-size", "4")
+    interrupt = True
+    assert main(args) == 130
+    assert len(list(cache.rglob("*.npz"))) == 2 and not out.exists()  # two whole chunks of 4 images kept
+    batches.clear()
+    interrupt = False
+    assert main(args) == 0
+    assert batches == [4, 4, 4, 4]  # 24 images: 6 chunks, the first 2 from the cache
+    assert len(list(cache.rglob("*.npz"))) == 6
+    assert "wrote 24 embeddings" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask-022", "umask-027"])
+def test_written_files_follow_the_umask(sim_dir, tmp_path, umask):
+    cache, out = tmp_path / "cache", tmp_path / "clip.npz"
+    args = _embed_args(sim_dir, out, cache, "--text")
+    previous = os.umask(umask)
+    try:
+        assert main(args) == 0
+    finally:
+        os.umask(previous)
+    written = [out, text_output_path(out), *cache.rglob("*.npz")]
+    assert len(written) > 2
+    assert {oct(stat.S_IMODE(path.stat().st_mode)) for path in written} == {oct(0o666 & ~umask)}
 
 
 def test_simulated_users_get_the_pamela_treatment(sim_dir):
