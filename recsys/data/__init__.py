@@ -1,5 +1,6 @@
-"""The data layer: one Dataset object, loaders for PAMELA directories, feature files and rating tables,
-integrity checks, and the calibrated simulator."""
+"""The data layer: one Dataset object, loaders for PAMELA directories, Pick-a-Pic shards and pairs tables,
+the PIAA datasets (PARA, LAPIS, FLICKR-AES), feature files and rating tables, integrity checks, and the
+calibrated simulators."""
 
 from __future__ import annotations
 
@@ -11,13 +12,24 @@ import numpy as np
 
 from recsys.data.dataset import SPLITS, Dataset, Ratings, References, is_unseen_split
 from recsys.data.features_file import read_image_features
+from recsys.data.pairs import Pairs
 from recsys.data.pamela import is_pamela_dir, load_pamela
+from recsys.data.piaa import (
+    find_flickr_aes_csv,
+    find_lapis_csv,
+    is_para_dir,
+    load_flickr_aes,
+    load_lapis,
+    load_para,
+)
+from recsys.data.pickapic import is_pairs_table, is_pickapic_dir, load_pairs_table, load_pickapic
 from recsys.data.tables import load_table
 from recsys.errors import UserError
 
 __all__ = [
     "SPLITS",
     "Dataset",
+    "Pairs",
     "Ratings",
     "References",
     "is_unseen_split",
@@ -54,14 +66,19 @@ def load_dataset(
     score_range: tuple[float, float] | None = None,
     problems: list[str] | None = None,
 ) -> Dataset:
-    """Load a dataset: a PAMELA directory (real or simulated) or a generic rating table.
+    """Load a dataset: a PAMELA directory (real or simulated), a Pick-a-Pic directory (real or simulated), a
+    PARA directory, a LAPIS or FLICKR-AES ratings CSV, a pairs table or a generic rating table.
 
     Args:
-        path: PAMELA directory, rating table (CSV/Parquet) or a directory holding ``ratings.csv``; None means the
-            simulated default (simulated once into a cache directory).
+        path: PAMELA directory, Pick-a-Pic directory (``data/<split>-*.parquet``), PARA directory
+            (``annotation/PARA-Images.csv``), LAPIS or FLICKR-AES CSV (or its folder), pairs table (CSV/Parquet
+            with user_id, item_a, item_b, choice; or a directory with ``pairs.csv``), rating table (CSV/Parquet)
+            or a directory holding ``ratings.csv``; None means the simulated default (simulated once into a
+            cache directory).
         image_features: an ``.npz`` with ``image_id`` and ``embedding``; simulated data use their own file
             when this is None.
-        holdout: ``random:F`` or ``users:F`` for tables without a split column.
+        holdout: ``random:F`` or ``users:F`` for data without splits (tables without a split column, Pick-a-Pic,
+            PARA, LAPIS, FLICKR-AES; see each loader for its rule and default).
         seed: seed of the holdout.
         score_range: declared score range of a table (default: the observed range).
         problems: collect data problems here instead of raising on the first (used by ``data validate``).
@@ -75,6 +92,18 @@ def load_dataset(
         ds = load_pamela(root, problems=problems)
         if image_features is None and ds.simulated and (root / "image_features.npz").is_file():
             image_features = root / "image_features.npz"
+    elif is_pickapic_dir(root):
+        ds = load_pickapic(root, holdout=holdout, seed=seed, problems=problems)
+        if image_features is None and ds.simulated and (root / "image_features.npz").is_file():
+            image_features = root / "image_features.npz"
+    elif is_para_dir(root):
+        ds = load_para(root, holdout=holdout, seed=seed, problems=problems)
+    elif find_lapis_csv(root) is not None:
+        ds = load_lapis(root, holdout=holdout, seed=seed, problems=problems)
+    elif find_flickr_aes_csv(root) is not None:
+        ds = load_flickr_aes(root, holdout=holdout, seed=seed, problems=problems)
+    elif is_pairs_table(root):
+        ds = load_pairs_table(root, holdout=holdout, seed=seed, problems=problems)
     else:
         ds = load_table(root, holdout=holdout, seed=seed, score_range=score_range, problems=problems)
     if image_features is not None:

@@ -1,0 +1,79 @@
+"""Pairwise choices: a person was shown two images and chose one of them, or called it a tie.
+
+``Pairs`` is to choice data what ``Ratings`` is to rating data: the aligned arrays of one split, in the
+dataset's contiguous indices. ``choice`` is the outcome seen from image a: 1.0 when a was chosen, 0.0 when b
+was chosen, 0.5 for a tie (Pick-a-Pic's ``label_0``). A model of choices predicts P(a chosen over b) for a
+pair; a tie counts half for each side. Loaders that produce pairs live in ``recsys.data.pickapic``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: the value of ``Pairs.choice`` for each outcome
+CHOSE_A, CHOSE_B, TIE = 1.0, 0.0, 0.5
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Aligned arrays of one split: ``user_idx[i]`` compared ``image_a[i]`` with ``image_b[i]`` and chose
+    ``choice[i]`` (1.0: a, 0.0: b, 0.5: a tie)."""
+
+    user_idx: np.ndarray  # int64, (n,)
+    image_a: np.ndarray  # int64, (n,)
+    image_b: np.ndarray  # int64, (n,)
+    choice: np.ndarray  # float32, (n,)
+
+    def __post_init__(self) -> None:
+        n = len(self.user_idx)
+        if len(self.image_a) != n or len(self.image_b) != n or len(self.choice) != n:
+            raise ValueError("Pairs arrays must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.user_idx)
+
+    def by_user(self) -> list[tuple[int, np.ndarray]]:
+        """(user_idx, positions of that user's pairs) per user, users ascending, positions in order."""
+        order = np.argsort(self.user_idx, kind="stable")
+        users, starts = np.unique(self.user_idx[order], return_index=True)
+        return list(zip(users.tolist(), np.split(order, starts[1:]), strict=True))
+
+    def subset(self, mask: np.ndarray) -> Pairs:
+        """The pairs selected by a boolean mask or an index array."""
+        return Pairs(self.user_idx[mask], self.image_a[mask], self.image_b[mask], self.choice[mask])
+
+    def images(self) -> np.ndarray:
+        """Sorted indices of the images shown on either side."""
+        return np.unique(np.concatenate([self.image_a, self.image_b]))
+
+    def keys(self) -> np.ndarray:
+        """One row per pair, (n, 3) int64: user, lower image index, higher image index. Two rows are the same
+        comparison when their keys are equal, whichever side each image was shown on."""
+        low = np.minimum(self.image_a, self.image_b)
+        high = np.maximum(self.image_a, self.image_b)
+        return np.stack([self.user_idx, low, high], axis=1).astype(np.int64)
+
+    def comparison_codes(self, n_images: int) -> np.ndarray:
+        """One int64 per pair, ordered like its ``keys()`` row: equal codes are the same comparison. A single
+        integer (user, low, high) in base ``n_images`` when it fits, which sorts much faster than key rows."""
+        low = np.minimum(self.image_a, self.image_b).astype(np.int64)
+        high = np.maximum(self.image_a, self.image_b).astype(np.int64)
+        users = int(self.user_idx.max(initial=0)) + 1
+        if users * n_images * n_images < 2**62:
+            return (self.user_idx.astype(np.int64) * n_images + low) * n_images + high
+        return np.unique(self.keys(), axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
+
+    @staticmethod
+    def concat(parts: list[Pairs]) -> Pairs:
+        """All pairs of ``parts``, in order."""
+        if not parts:
+            empty = np.empty(0, np.int64)
+            return Pairs(empty, empty, empty, np.empty(0, np.float32))
+        return Pairs(
+            np.concatenate([p.user_idx for p in parts]),
+            np.concatenate([p.image_a for p in parts]),
+            np.concatenate([p.image_b for p in parts]),
+            np.concatenate([p.choice for p in parts]),
+        )

@@ -1,0 +1,130 @@
+"""The Pick-a-Pic simulator: published format, readable by the loader, choices drawn from its probabilities."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from scipy.special import ndtr
+
+from recsys.data import load_dataset
+from recsys.data.pickapic import PICKAPIC_COLUMNS
+from recsys.data.simulate_pairs import (
+    PICKAPIC_SCHEMA,
+    PickapicSimulationConfig,
+    choice_probabilities,
+    simulate_pickapic,
+)
+from recsys.errors import UserError
+
+SMALL = PickapicSimulationConfig(
+    seed=5,
+    users=40,
+    prompts_per_user=30,
+    max_comparisons=3,
+    feature_dim=16,
+    image_size=16,
+    detailed_images=False,
+)
+
+
+@pytest.fixture(scope="module")
+def sim_dir(tmp_path_factory):
+    return simulate_pickapic(tmp_path_factory.mktemp("pickapic") / "sim", SMALL, progress=False)
+
+
+def test_choice_probabilities_by_hand():
+    # equal means, no tie band: a coin flip
+    p_a, p_tie, p_b = choice_probabilities(np.array([3.0]), np.array([3.0]), np.array([0.5]), 0.0)
+    np.testing.assert_allclose([p_a[0], p_tie[0], p_b[0]], [0.5, 0.0, 0.5])
+    # sigma = 1/sqrt(2) so the difference has sd 1; d = 0.5, band 0.5: P(a) = Phi(0), P(b) = Phi(-1)
+    p_a, p_tie, p_b = choice_probabilities(np.array([3.5]), np.array([3.0]), np.array([2**-0.5]), 0.5)
+    np.testing.assert_allclose([p_a[0], p_b[0]], [0.5, 0.15865525], atol=1e-7)
+    np.testing.assert_allclose(p_tie[0], 1 - 0.5 - 0.15865525, atol=1e-7)
+    assert ndtr(0.0) == 0.5
+
+
+def test_writes_the_published_layout_and_types(sim_dir):
+    names = sorted(p.name for p in (sim_dir / "data").iterdir())
+    assert names == [
+        "test-00000-of-00001.parquet",
+        "test_unique-00000-of-00001.parquet",
+        "train-00000-of-00002.parquet",
+        "train-00001-of-00002.parquet",
+        "validation-00000-of-00001.parquet",
+        "validation_unique-00000-of-00001.parquet",
+    ]
+    assert tuple(PICKAPIC_SCHEMA.names) == PICKAPIC_COLUMNS
+    table = pq.read_table(sim_dir / "data" / "train-00000-of-00002.parquet")
+    assert table.schema.equals(PICKAPIC_SCHEMA)
+    frame = table.to_pandas()
+    with Image.open(io.BytesIO(frame["jpg_0"].iloc[0])) as image:
+        assert image.format == "JPEG" and image.size == (16, 16)
+    labelled = frame[frame["has_label"] & frame["are_different"]]
+    pairs = set(zip(labelled["label_0"], labelled["label_1"], strict=True))
+    assert pairs == {(1.0, 0.0), (0.0, 1.0), (0.5, 0.5)}  # including ties
+    won = labelled["label_0"] == 1.0
+    assert (labelled.loc[won, "best_image_uid"] == labelled.loc[won, "image_0_uid"]).all()
+    assert (labelled.loc[labelled["label_0"] == 0.5, "best_image_uid"] == "").all()
+    assert (~frame["has_label"]).any() and (~frame["are_different"]).any()
+    same = frame[~frame["are_different"]]
+    assert (same["image_0_uid"] == same["image_1_uid"]).all()
+    test = pq.read_table(sim_dir / "data" / "test-00000-of-00001.parquet").to_pandas()
+    unique = pq.read_table(sim_dir / "data" / "test_unique-00000-of-00001.parquet").to_pandas()
+    assert set(unique["ranking_id"]) < set(test["ranking_id"])  # one row per prompt of the test users
+    assert unique["num_example_per_prompt"].sum() == len(test)  # each prompt's rows, counted once per prompt
+    manifest = json.loads((sim_dir / "simulation.json").read_text())
+    assert manifest["simulated"] and manifest["rows"]["train"] == sum(
+        pq.read_metadata(sim_dir / "data" / f"train-0000{i}-of-00002.parquet").num_rows for i in range(2)
+    )
+
+
+def test_the_loader_reads_it_with_ground_truth_and_features(sim_dir):
+    ds = load_dataset(sim_dir)
+    assert ds.simulated and ds.name == "simulated Pick-a-Pic (seed 5)"
+    assert ds.pair_splits == ["train", "val_seen", "val_unseen", "test_seen", "test_unseen"]
+    assert set(ds.ground_truth_pairs) == set(ds.pair_splits)
+    for split in ds.pair_splits:
+        assert ds.ground_truth_pairs[split].shape == ds.pairs[split].choice.shape
+    assert ds.image_features is not None and ds.image_features.shape == (ds.n_images, 16)
+    # the ground truth file names each row's probabilities; they sum to one
+    truth = pd.read_csv(sim_dir / "simulation" / "choice_probabilities.csv")
+    np.testing.assert_allclose(truth[["p_image_0", "p_tie", "p_image_1"]].sum(axis=1), 1.0, atol=3e-6)
+    np.testing.assert_allclose(truth["expected_label_0"], truth["p_image_0"] + truth["p_tie"] / 2, atol=2e-6)
+
+
+def test_choice_frequencies_match_the_ground_truth(sim_dir):
+    ds = load_dataset(sim_dir)
+    choice = np.concatenate([ds.pairs[s].choice for s in ds.pair_splits]).astype(np.float64)
+    expected = np.concatenate([ds.ground_truth_pairs[s] for s in ds.pair_splits]).astype(np.float64)
+    truth = pd.read_csv(sim_dir / "simulation" / "choice_probabilities.csv")
+    p_tie = truth["p_tie"].to_numpy()
+    assert len(choice) > 2000
+    # the outcome of a row is 1, 0 or 0.5 with probabilities P(a), P(b), P(tie): its variance is bounded by
+    # E[c^2] - E[c]^2 = P(a) + P(tie) / 4 - expected^2; z-scores of the sums stay within 4 standard errors
+    variance = (expected - expected**2).sum()
+    assert abs((choice - expected).sum()) < 4 * np.sqrt(variance)
+    ties = (choice == 0.5).sum()
+    assert abs(ties - p_tie.sum()) < 4 * np.sqrt((p_tie * (1 - p_tie)).sum())
+    # and within each decile of the expected choice
+    edges = np.quantile(expected, np.linspace(0, 1, 11))
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        inside = (expected >= low) & (expected <= high)
+        gap = choice[inside].mean() - expected[inside].mean()
+        assert abs(gap) < 4 * np.sqrt((expected[inside] * (1 - expected[inside])).sum()) / inside.sum()
+
+
+def test_same_seed_same_data_and_config_checks(tmp_path, sim_dir):
+    again = simulate_pickapic(tmp_path / "again", SMALL, progress=False)
+    for name in ("train-00000-of-00002.parquet", "test-00000-of-00001.parquet"):
+        first, second = (pq.read_table(d / "data" / name) for d in (sim_dir, again))
+        assert first.equals(second)
+    with pytest.raises(UserError, match="already exists"):
+        simulate_pickapic(again, SMALL, progress=False)
+    with pytest.raises(UserError, match="--users 3"):
+        simulate_pickapic(tmp_path / "x", PickapicSimulationConfig(users=3), progress=False)
