@@ -1,8 +1,8 @@
 """Numbers other papers report on other data, shown apart from the suite's measured rows.
 
-They come from /work/shared/ANCHORS.md. They are never compared cell by cell with measured rows: the data,
-the users, the metric and the protocol all differ. ``reported_table_markdown()`` is a separate, clearly
-labelled section to append after a measured leaderboard.
+They are never compared cell by cell with measured rows: the data, the users, the metric and the protocol all
+differ. ``reported_table_markdown()`` is a separate, clearly labelled section that ``recsys leaderboard``
+appends for PAMELA-format data only. Each row cites an arXiv id or a venue.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ class Reported:
 
 
 _PREFERTHINKER = "arXiv 2511.00609 (PreferThinker)"
-_PIAA = "ANCHORS.md survey table (arXiv id not recorded)"
+_TASK_VECTOR = "arXiv 2407.07176 (task-vector PIAA, ECCV 2024)"
+_SURVEY = "; figure from a survey table, not re-checked against the paper"
 
 #: pairwise choice accuracy (%) as reported by PreferThinker for itself and the baselines it compares with
 PAIRWISE: tuple[Reported, ...] = tuple(
@@ -48,22 +49,22 @@ PAIRWISE: tuple[Reported, ...] = tuple(
 PIAA: tuple[Reported, ...] = tuple(
     Reported(method, data, "user SROCC", f"{shots}-shot", value, source)
     for method, data, ten, hundred, source in (
-        ("PA-IAA", "FLICKR-AES", "0.543", "0.639", _PIAA),
-        ("BLG-PIAA", "FLICKR-AES", "0.561", "0.669", _PIAA),
-        ("TAPP-PIAA", "FLICKR-AES", "0.591", "0.685", _PIAA),
-        ("task-vector PIAA", "FLICKR-AES", "0.668", "0.748", "ECCV 2024 (" + _PIAA + ")"),
-        ("task-vector PIAA", "REAL-CUR", "0.577", "0.621", "ECCV 2024 (" + _PIAA + ")"),
-        ("per-user ridge on frozen VLM features", "PARA", "-", "0.611", _PIAA),
+        ("PA-IAA", "FLICKR-AES", "0.543", "0.639", "IEEE TIP 2020" + _SURVEY),
+        ("BLG-PIAA", "FLICKR-AES", "0.561", "0.669", "IEEE Trans. Cybernetics 2022" + _SURVEY),
+        ("TAPP-PIAA", "FLICKR-AES", "0.591", "0.685", "venue not checked" + _SURVEY),
+        ("task-vector PIAA", "FLICKR-AES", "0.668", "0.748", _TASK_VECTOR),
+        ("task-vector PIAA", "REAL-CUR", "0.577", "0.621", _TASK_VECTOR),
     )
     for shots, value in ((10, ten), (100, hundred))
-    if value != "-"
 )
 
 NOTES = (
     "Mo et al., arXiv 2508.08220 (Idefics2-8B with QLoRA, preference tokens, contrastive preference loss) "
     "report over 15% better preference-prediction accuracy than their baselines (a relative gain, no "
     "absolute number to tabulate).",
-    "PAMELA's own predictor: code not public at the time of writing.",
+    "PAL (Chen et al., ICLR 2025), a mixture of prototypes over frozen CLIP embeddings, is the small-model peer "
+    "of the two-tower with prototypes; its Pick-a-Pic figure is the one PreferThinker reports above.",
+    "PAMELA's own predictor (arXiv 2604.07427): code and tables not public at the time of writing.",
 )
 
 

@@ -1,41 +1,76 @@
-"""The leaderboard: fit each model once on train, score it with the one evaluator on every split."""
+"""The leaderboard: fit each model once under the one data policy, score it with the one evaluator on every split."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
 from recsys.data.dataset import Dataset
 from recsys.errors import UserError
-from recsys.evaluation.evaluator import Evaluator, Result
+from recsys.evaluation.evaluator import DEFAULT_DRAWS, Evaluator, Result
+from recsys.models.base import DATA_POLICY
 from recsys.models.registry import GROUPS, create_model, expand_models
 
 DEFAULT_SPLITS = ("test_seen", "test_unseen")
 
 
+def new_run_id() -> str:
+    """A short random id that ties a leaderboard's files (json, csv, per-user, predictions) together."""
+    return uuid.uuid4().hex[:12]
+
+
 @dataclass
 class Leaderboard:
-    """Rows of results plus what is needed to reproduce them."""
+    """Rows of results plus what is needed to reproduce them.
+
+    ``tuned`` maps each tuned model to its study (name, objective and stopping epoch); ``fit_split`` is the split
+    every model fitted on (``train``, or ``train+val_seen`` for a tuned refit).
+    """
 
     dataset: Dataset
     seed: int
     shots: tuple[int, ...]
+    draws: int = DEFAULT_DRAWS
+    fit_split: str = DATA_POLICY.fit_split
     rows: list[Result] = field(default_factory=list)
     params: dict[str, dict] = field(default_factory=dict)
+    tuned: dict[str, dict] = field(default_factory=dict)
+    run_id: str = field(default_factory=new_run_id)
+
+    def provenance(self) -> dict:
+        """Run id, dataset name and simulated flag: the columns every per-row file carries."""
+        return {
+            "run_id": self.run_id,
+            "dataset": self.dataset.name,
+            "simulated": bool(self.dataset.simulated),
+        }
 
     def to_json(self) -> dict:
         return {
+            "run_id": self.run_id,
             "dataset": {
                 "name": self.dataset.name,
                 "simulated": self.dataset.simulated,
                 "fingerprint": self.dataset.fingerprint(),
                 "image_features": self.dataset.feature_source,
             },
-            "protocol": {"seed": self.seed, "shots": list(self.shots)},
+            "protocol": {
+                "seed": self.seed,
+                "shots": list(self.shots),
+                "draws": self.draws,
+                "queries": "the same for every k: all but max(shots) ratings of each new user, per draw",
+            },
+            "data_policy": {
+                "fit_split": self.fit_split,
+                "validation_split": None if "val_seen" in self.fit_split else DATA_POLICY.validation_split,
+                "statement": DATA_POLICY.describe(),
+            },
             "params": self.params,
+            "tuned": self.tuned,
             "rows": [r.to_json() for r in self.rows],
         }
 
@@ -52,27 +87,36 @@ def run_leaderboard(
     splits: Sequence[str] = DEFAULT_SPLITS,
     shots: Sequence[int] = (0, 10),
     seed: int = 0,
+    draws: int = DEFAULT_DRAWS,
     params: dict[str, dict] | None = None,
-    fit_split: str = "train",
+    fit_split: str = DATA_POLICY.fit_split,
+    tuned: Mapping[str, dict] | None = None,
     progress: bool = True,
 ) -> Leaderboard:
-    """Fit every model on ``fit_split`` and evaluate it on ``splits``.
+    """Fit every model on ``fit_split`` (validating, where a model does, on the policy's validation split) and
+    evaluate it on ``splits`` with ``draws`` reference draws per new user.
 
     A split the dataset lacks is an error naming the splits it has; a model that cannot score new users gets
-    an ``unsupported`` row instead of stopping the run.
+    an ``unsupported`` row instead of stopping the run. ``tuned`` (model -> study record, from
+    ``experiments.tuning``) marks the rows of tuned models with their study.
     """
     models = expand_models(models) if models else default_models(dataset)  # unknown names fail before any fit
     if "oracle" in models and dataset.ground_truth is None:
         print(f"oracle skipped: {dataset.name} has no ground truth (only simulated data do)")
         models.remove("oracle")
     params = params or {}
+    tuned = dict(tuned or {})
     missing = [s for s in splits if s not in dataset.ratings]
     if missing:
         raise UserError(
             f"{dataset.name} has no split(s) {', '.join(missing)}; it has {', '.join(dataset.splits)}"
         )
-    evaluator = Evaluator(dataset, shots=shots, seed=seed)
-    board = Leaderboard(dataset=dataset, seed=seed, shots=tuple(shots))
+    if draws < 1:
+        raise UserError(f"--draws must be at least 1, got {draws}")
+    evaluator = Evaluator(dataset, shots=shots, seed=seed, draws=draws)
+    board = Leaderboard(
+        dataset=dataset, seed=seed, shots=tuple(shots), draws=draws, fit_split=fit_split, tuned=tuned
+    )
     bar = tqdm(models, desc="models", unit="model", disable=not progress)
     for name in bar:
         bar.set_postfix_str(f"fitting {name}")
@@ -82,7 +126,10 @@ def run_leaderboard(
         model.fit(dataset, fit_split)
         fit_seconds = time.perf_counter() - start
         bar.set_postfix_str(f"scoring {name}")
+        study = tuned.get(name, {}).get("study")
         for split in splits:
             for k in evaluator.tasks(split):
-                board.rows.append(evaluator.evaluate(model, split, k, fit_seconds=fit_seconds))
+                row = evaluator.evaluate(model, split, k, fit_seconds=fit_seconds)
+                row.tuned_study = study
+                board.rows.append(row)
     return board

@@ -1,4 +1,8 @@
-"""Leaderboard files: JSON, CSV, Markdown (best marked, paired tests) and a PNG chart of user_srocc."""
+"""Leaderboard files: JSON, CSV, Markdown (best marked, paired tests), PNG charts, per-user values, predictions.
+
+Every per-row file (leaderboard.csv, per_user.csv, predictions.parquet, curve.csv) carries the run id, the
+dataset name and the simulated flag, so a file read on its own still says what it measured.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,37 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
-from recsys.evaluation.evaluator import Result
-from recsys.evaluation.metrics import HIGHER_IS_BETTER
+from recsys.evaluation.evaluator import CI_METRICS, USER_METRICS, Result
+from recsys.evaluation.metrics import HIGHER_IS_BETTER, NDCG_K
 from recsys.leaderboard import Leaderboard
+from recsys.models.base import DATA_POLICY
 
 METRICS = ("user_srocc", "pairwise_acc", "ndcg@10", "srocc", "plcc", "rmse", "mae")
 TABLE_METRICS = ("user_srocc", "pairwise_acc", "ndcg@10", "rmse")
+#: the metrics drawn against k in curve.png (with their 95% bands)
+CURVE_METRICS = ("user_srocc", "pairwise_acc")
+#: the columns that say which run, data and simulation a per-row file belongs to
+PROVENANCE = ("run_id", "dataset", "simulated")
+CSV_HEAD = (
+    *PROVENANCE,
+    "model",
+    "tuned",
+    "tuned_study",
+    "split",
+    "shots",
+    "draws",
+    "fit_split",
+    "validation_split",
+    "n_users",
+    "n_ratings",
+    "skipped_users",
+    "status",
+)
+#: a k-curve is drawn (and the bar chart shows only the end points of k) from this many k values on
+CURVE_MIN_SHOTS = 3
 
 
 def _task(row: Result) -> tuple[str, int | None]:
@@ -26,8 +53,19 @@ def _task_label(split: str, shots: int | None) -> str:
     return split if shots is None else f"{split} ({shots}-shot)"
 
 
+def _label(row: Result) -> str:
+    """The model's name, marked when its hyperparameters come from a study."""
+    return f"{row.model} (tuned)" if row.tuned else row.model
+
+
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _interval(row: Result, metric: str) -> str:
+    """``[lo, hi]`` of a metric's 95% bootstrap interval over users, or empty when there is none."""
+    lo, hi = (row.ci95 or {}).get(metric, (float("nan"), float("nan")))
+    return "" if math.isnan(lo) else f"[{lo:.3f}, {hi:.3f}]"
 
 
 def best_models(rows: list[Result]) -> dict[tuple, dict[str, str]]:
@@ -45,7 +83,8 @@ def best_models(rows: list[Result]) -> dict[tuple, dict[str, str]]:
 
 
 def paired_tests(rows: list[Result], metric: str = "user_srocc") -> dict[tuple, dict[str, float]]:
-    """Wilcoxon signed-rank p-values over users between the best model of each task and each other model."""
+    """Wilcoxon signed-rank p-values over users (per-user values averaged over draws) between the best model of
+    each task and each other model."""
     out: dict[tuple, dict[str, float]] = {}
     best = best_models(rows)
     for task, winners in best.items():
@@ -68,33 +107,62 @@ def paired_tests(rows: list[Result], metric: str = "user_srocc") -> dict[tuple, 
     return out
 
 
+def _protocol_line(board: Leaderboard) -> str:
+    unseen = any(r.shots is not None for r in board.rows)
+    draws = (
+        f"{board.draws} reference draw(s) per new user (per-user values averaged over draws before the interval "
+        f"and the test), the same queries at every k (all but {max(board.shots)} ratings of each new user)"
+        if unseen
+        else "seen splits only"
+    )
+    return f"protocol seed {board.seed}, shots {list(board.shots)}, {draws}"
+
+
 def format_table(board: Leaderboard) -> str:
-    """A fixed-width table for the terminal."""
-    head = f"{'model':<27} {'split':<24} {'users':>5} " + " ".join(f"{m:>12}" for m in TABLE_METRICS)
+    """A fixed-width table for the terminal: ``users`` is the number of users averaged by user_srocc."""
+    width = max([27] + [len(_label(r)) + 1 for r in board.rows])
+    head = f"{'model':<{width}} {'split':<24} {'users':>5} "
+    head += " ".join(f"{m + ' [95% CI]':>26}" if m in CI_METRICS else f"{m:>8}" for m in TABLE_METRICS)
     head += f" {'fit s':>8} {'pred s':>8}"
     lines = [
         f"dataset: {board.dataset.name}" + ("  [SIMULATED data]" if board.dataset.simulated else ""),
+        f"run {board.run_id}: {_protocol_line(board)}; fit on {board.fit_split}",
         head,
         "-" * len(head),
     ]
     for row in board.rows:
         label = _task_label(row.split, row.shots)
+        users = row.metric_users.get("user_srocc", row.n_users)
         if row.metrics is None:
-            lines.append(f"{row.model:<27} {label:<24} {row.n_users:>5}  {row.status}: {row.reason}")
+            lines.append(f"{_label(row):<{width}} {label:<24} {users:>5}  {row.status}: {row.reason}")
             continue
         values = []
         for m in TABLE_METRICS:
             value = _fmt(row.metrics[m])
-            if m in (row.ci95 or {}):
-                lo, hi = row.ci95[m]
-                value = f"{value}±{_fmt((hi - lo) / 2, 2)[1:]}" if not math.isnan(lo) else value
-            values.append(f"{value:>12}")
+            values.append(f"{value + ' ' + _interval(row, m):>26}" if m in CI_METRICS else f"{value:>8}")
         lines.append(
-            f"{row.model:<27} {label:<24} {row.n_users:>5} "
+            f"{_label(row):<{width}} {label:<24} {users:>5} "
             + " ".join(values)
             + f" {row.fit_seconds:>8.2f} {row.predict_seconds:>8.3f}"
         )
     return "\n".join(lines)
+
+
+def _users_line(rows: list[Result]) -> str:
+    """How many users each metric averaged in one task (and who was left out)."""
+    ok = [r for r in rows if r.metrics]
+    if not ok:
+        return ""
+    first = ok[0]
+    parts = [f"{m} {first.metric_users.get(m, 0)}" for m in USER_METRICS]
+    text = "Users averaged: " + ", ".join(parts)
+    if first.ndcg_left_out:
+        text += f" ({first.ndcg_left_out} user(s) with {NDCG_K} or fewer queries left out of ndcg@10)"
+    if first.skipped_users:
+        text += f"; {first.skipped_users} user(s) skipped for too few ratings for the largest k"
+    if first.shots is not None:
+        text += f"; {first.n_ratings} queries per draw, {first.draws} draw(s)"
+    return text + ". A cell marked (n=...) averaged a different number of users."
 
 
 def to_markdown(board: Leaderboard) -> str:
@@ -102,6 +170,7 @@ def to_markdown(board: Leaderboard) -> str:
     best = best_models(board.rows)
     tests = paired_tests(board.rows)
     ds = board.dataset
+    validation = "none (the tuned refit includes it)" if "val_seen" in board.fit_split else "val_seen"
     lines = [
         f"# Leaderboard: {ds.name}",
         "",
@@ -110,29 +179,48 @@ def to_markdown(board: Leaderboard) -> str:
             if ds.simulated
             else ""
         )
-        + f"Fingerprint `{ds.fingerprint()}`, protocol seed {board.seed}, shots {list(board.shots)}.",
+        + f"Fingerprint `{ds.fingerprint()}`, run `{board.run_id}`, {_protocol_line(board)}.",
+        "",
+        f"**Data policy.** {DATA_POLICY.describe()} This run fits on `{board.fit_split}`; validation split: "
+        f"{validation}. Each row's `validation_split` is in leaderboard.json.",
+    ]
+    if board.tuned:
+        studies = ", ".join(f"{m}: `{t['study']}`" for m, t in board.tuned.items())
+        lines += [
+            "",
+            f"**Tuned** rows take their hyperparameters (and stopping epoch) from a study: {studies}.",
+        ]
+    lines += [
         "",
         "Best measured model per task and metric in **bold** (the oracle, where present, is the simulator's "
         "ground truth and is never marked). `p` is a two-sided Wilcoxon signed-rank test over users of the "
-        "per-user SROCC against the best model by user_srocc. ± is half the 95% bootstrap interval over users.",
+        "per-user SROCC against the best model by user_srocc. [lo, hi] is the 95% bootstrap interval over users "
+        f"(percentile, not symmetric). ndcg@10 gains are scores minus the scale's minimum "
+        f"({ds.score_range[0]:g}).",
     ]
     for task in dict.fromkeys(_task(r) for r in board.rows):
         split, shots = task
-        lines += ["", f"## {_task_label(split, shots)}", ""]
+        rows = [r for r in board.rows if _task(r) == task]
+        lines += ["", f"## {_task_label(split, shots)}", "", _users_line(rows), ""]
         lines.append("| model | users | " + " | ".join(METRICS) + " | p (user_srocc) | fit s | predict s |")
         lines.append("|---|---:|" + "---:|" * len(METRICS) + "---:|---:|---:|")
-        for row in (r for r in board.rows if _task(r) == task):
+        reference = next((r for r in rows if r.metrics), None)
+        for row in rows:
+            users = row.metric_users.get("user_srocc", row.n_users)
             if row.metrics is None:
                 lines.append(
-                    f"| {row.model} | {row.n_users} | {row.status}: {row.reason} |"
-                    + " |" * (len(METRICS) + 2)
+                    f"| {_label(row)} | {users} | {row.status}: {row.reason} |" + " |" * (len(METRICS) + 2)
                 )
                 continue
             cells = []
             for m in METRICS:
                 cell = _fmt(row.metrics[m])
-                if m in (row.ci95 or {}) and not math.isnan(row.ci95[m][0]):
-                    cell += f" ± {_fmt((row.ci95[m][1] - row.ci95[m][0]) / 2)}"
+                if m in CI_METRICS and _interval(row, m):
+                    cell += " " + _interval(row, m)
+                if m in USER_METRICS and reference is not None:
+                    n = row.metric_users.get(m)
+                    if n is not None and n != reference.metric_users.get(m):
+                        cell += f" (n={n})"
                 if best.get(task, {}).get(m) == row.model:
                     cell = f"**{cell}**"
                 cells.append(cell)
@@ -143,7 +231,7 @@ def to_markdown(board: Leaderboard) -> str:
                 else ("-" if p is None or math.isnan(p) else f"{p:.2g}")
             )
             lines.append(
-                f"| {row.model} | {row.n_users} | "
+                f"| {_label(row)} | {users} | "
                 + " | ".join(cells)
                 + f" | {p_cell} | {row.fit_seconds:.2f} | {row.predict_seconds:.3f} |"
             )
@@ -151,41 +239,74 @@ def to_markdown(board: Leaderboard) -> str:
 
 
 def write_csv(board: Leaderboard, path: Path) -> None:
-    fields = ["model", "split", "shots", "n_users", "n_ratings", "status", *METRICS,
-              "user_srocc_lo", "user_srocc_hi", "pairwise_acc_lo", "pairwise_acc_hi", "fit_seconds", "predict_seconds"]  # fmt: skip
+    """One line per row: provenance, protocol, every metric with its user count, intervals and timings."""
+    fields = [*CSV_HEAD, *METRICS, *(f"{m}_users" for m in USER_METRICS), "ndcg_left_out"]
+    fields += [f"{m}_{end}" for m in CI_METRICS for end in ("lo", "hi")] + ["fit_seconds", "predict_seconds"]
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         for row in board.rows:
-            record = {
-                "model": row.model, "split": row.split, "shots": "" if row.shots is None else row.shots,
-                "n_users": row.n_users, "n_ratings": row.n_ratings, "status": row.status,
-                "fit_seconds": f"{row.fit_seconds:.4f}", "predict_seconds": f"{row.predict_seconds:.4f}",
-            }  # fmt: skip
+            record = board.provenance() | {
+                "model": row.model,
+                "tuned": row.tuned,
+                "tuned_study": row.tuned_study or "",
+                "split": row.split,
+                "shots": "" if row.shots is None else row.shots,
+                "draws": row.draws,
+                "fit_split": row.fit_split,
+                "validation_split": row.validation_split or "",
+                "n_users": row.n_users,
+                "n_ratings": row.n_ratings,
+                "skipped_users": row.skipped_users,
+                "status": row.status,
+                "ndcg_left_out": row.ndcg_left_out,
+                "fit_seconds": f"{row.fit_seconds:.4f}",
+                "predict_seconds": f"{row.predict_seconds:.4f}",
+            }
             for m in METRICS:
                 record[m] = "" if row.metrics is None else f"{row.metrics[m]:.6f}"
-            for m in ("user_srocc", "pairwise_acc"):
+            for m in USER_METRICS:
+                record[f"{m}_users"] = row.metric_users.get(m, "")
+            for m in CI_METRICS:
                 lo, hi = row.ci95[m] if row.ci95 else ("", "")
                 record[f"{m}_lo"], record[f"{m}_hi"] = lo, hi
             writer.writerow(record)
 
 
-def write_chart(board: Leaderboard, path: Path) -> None:
-    """Horizontal bars of user_srocc with 95% intervals, one panel per task."""
+def _chart_tasks(board: Leaderboard) -> list[tuple[str, int | None]]:
+    """The bar chart's panels: every seen split, and for an unseen split with many k only the smallest and the
+    largest (curve.png draws them all)."""
+    tasks = list(dict.fromkeys(_task(r) for r in board.rows))
+    out = []
+    for split in dict.fromkeys(s for s, _ in tasks):
+        shots = [k for s, k in tasks if s == split]
+        if len(shots) >= CURVE_MIN_SHOTS and None not in shots:
+            shots = [min(shots), max(shots)]
+        out += [(split, k) for k in shots]
+    return out
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = list(dict.fromkeys(_task(r) for r in board.rows))
-    models = list(dict.fromkeys(r.model for r in board.rows))
+    return plt
+
+
+def write_chart(board: Leaderboard, path: Path) -> None:
+    """Horizontal bars of user_srocc with 95% intervals, one panel per task (see ``_chart_tasks``)."""
+    plt = _pyplot()
+    tasks = _chart_tasks(board)
+    labels = list(dict.fromkeys(_label(r) for r in board.rows))
     fig, axes = plt.subplots(
-        1, len(tasks), figsize=(4.2 * len(tasks), 0.45 * len(models) + 1.6), sharey=True, squeeze=False
+        1, len(tasks), figsize=(4.2 * len(tasks) + 1.5, 0.32 * len(labels) + 1.8), sharey=True, squeeze=False
     )
     for ax, task in zip(axes[0], tasks, strict=True):
-        rows = {r.model: r for r in board.rows if _task(r) == task}
+        rows = {_label(r): r for r in board.rows if _task(r) == task}
         values, errors, colours = [], [[], []], []
-        for m in models:
+        for m in labels:
             r = rows.get(m)
             v = r.metrics["user_srocc"] if r and r.metrics else float("nan")
             lo, hi = r.ci95["user_srocc"] if r and r.ci95 else (v, v)
@@ -193,22 +314,189 @@ def write_chart(board: Leaderboard, path: Path) -> None:
             errors[0].append(max(0.0, v - lo) if not math.isnan(v) else 0)
             errors[1].append(max(0.0, hi - v) if not math.isnan(v) else 0)
             colours.append("#999999" if m == "oracle" else "#3b75af")
-        ax.barh(range(len(models)), np.nan_to_num(values), xerr=errors, color=colours, capsize=3)
+        ax.barh(range(len(labels)), np.nan_to_num(values), xerr=errors, color=colours, capsize=2)
         ax.set_title(_task_label(*task), fontsize=10)
         ax.set_xlabel("user SROCC (95% CI)")
         ax.set_xlim(min(0.0, np.nanmin(values) if not all(map(math.isnan, values)) else 0), 1.0)
         ax.grid(axis="x", alpha=0.3)
-    axes[0][0].set_yticks(range(len(models)), models)
+    axes[0][0].set_yticks(range(len(labels)), labels, fontsize=8)
     axes[0][0].invert_yaxis()
     title = board.dataset.name + (" — SIMULATED data" if board.dataset.simulated else "")
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(f"{title}; {board.draws} draw(s) per new user", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
+# ---------------------------------------------------------------------- k-curves
+def curve_rows(board: Leaderboard) -> list[dict]:
+    """One record per (model, unseen split, k, metric) of the splits evaluated at CURVE_MIN_SHOTS or more k."""
+    out = []
+    for split in dict.fromkeys(r.split for r in board.rows if r.shots is not None):
+        rows = [r for r in board.rows if r.split == split and r.shots is not None]
+        if len({r.shots for r in rows}) < CURVE_MIN_SHOTS:
+            continue
+        for row in rows:
+            for metric in CURVE_METRICS:
+                lo, hi = (row.ci95 or {}).get(metric, (float("nan"), float("nan")))
+                value = row.metrics[metric] if row.metrics else float("nan")
+                out.append(
+                    board.provenance()
+                    | {
+                        "model": row.model,
+                        "tuned_study": row.tuned_study or "",
+                        "split": split,
+                        "shots": row.shots,
+                        "draws": row.draws,
+                        "metric": metric,
+                        "value": value,
+                        "lo": lo,
+                        "hi": hi,
+                        "n_users": row.metric_users.get(metric, 0),
+                        "n_queries": row.n_ratings,
+                    }
+                )
+    return out
+
+
+def write_curve(board: Leaderboard, csv_path: Path, png_path: Path) -> bool:
+    """curve.csv and curve.png (user SROCC and pairwise accuracy against k, a line per model with its 95%
+    band); False (nothing written) with fewer than CURVE_MIN_SHOTS k values."""
+    records = curve_rows(board)
+    if not records:
+        return False
+    table = pd.DataFrame(records)
+    table.to_csv(csv_path, index=False)
+    title = board.dataset.name + (" — SIMULATED data" if board.dataset.simulated else "")
+    plot_curve(table, f"{title}; {board.draws} reference draw(s) per new user, seed {board.seed}", png_path)
+    return True
+
+
+def plot_curve(table: pd.DataFrame, title: str, png_path: Path) -> None:
+    """Draw a curve.csv table: a row of panels per unseen split, one panel per metric, k on evenly spaced
+    positions (0 and 1 stay apart). Models are ranked by their first metric at the largest k; each keeps one
+    colour and line style in every panel, the oracle a grey dotted line."""
+    plt = _pyplot()
+    splits = list(dict.fromkeys(table["split"]))
+    metrics = list(dict.fromkeys(table["metric"]))
+    palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7]  # grey is the oracle's
+    styles = ("-", "--", "-.")
+    fig, axes = plt.subplots(
+        len(splits), len(metrics), figsize=(6.6 * len(metrics) + 3.4, 5.6 * len(splits)), squeeze=False
+    )
+    for i, split in enumerate(splits):
+        rows = table[table["split"] == split]
+        shots = sorted(rows["shots"].unique())
+        position = {k: p for p, k in enumerate(shots)}
+        at_end = rows[(rows["shots"] == shots[-1]) & (rows["metric"] == metrics[0])].set_index("model")[
+            "value"
+        ]
+        ranked = sorted(dict.fromkeys(rows["model"]), key=lambda name: -np.nan_to_num(at_end.get(name, -1)))
+        others = [m for m in ranked if m != "oracle"]
+        for j, metric in enumerate(metrics):
+            ax = axes[i][j]
+            part = rows[rows["metric"] == metric]
+            for model in ranked:
+                line = part[part["model"] == model].sort_values("shots")
+                x = [position[k] for k in line["shots"]]
+                if model == "oracle":
+                    colour, style = "#777777", ":"
+                else:
+                    rank = others.index(model)
+                    colour, style = palette[rank % len(palette)], styles[(rank // len(palette)) % len(styles)]
+                label = f"{model} ({at_end.get(model, float('nan')):.3f})"
+                ax.plot(
+                    x,
+                    line["value"],
+                    style,
+                    color=colour,
+                    marker="o",
+                    markersize=3,
+                    linewidth=1.5,
+                    label=label,
+                )
+                ax.fill_between(x, line["lo"], line["hi"], color=colour, alpha=0.06, linewidth=0)
+            ax.set_xticks(range(len(shots)), [str(k) for k in shots])
+            ax.set_xlabel("k (reference ratings per new user)")
+            ax.set_ylabel(f"{metric} (lines: mean; bands: 95% over users)")
+            n_users, n_queries = int(part["n_users"].max()), int(part["n_queries"].max())
+            ax.set_title(
+                f"{split}: {metric} — {n_users} users, {n_queries} queries per draw at every k", fontsize=10
+            )
+            ax.grid(alpha=0.3)
+        heading = f"model ({metrics[0]} at k = {shots[-1]})"
+        axes[i][-1].legend(
+            loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, title=heading
+        )
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------- per-user values and predictions
+def write_per_user(board: Leaderboard, path: Path) -> None:
+    """Per-user values (averaged over draws) of every row: the inputs of the intervals and the tests."""
+    ids = board.dataset.user_ids
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(
+            [*PROVENANCE, "model", "tuned_study", "split", "shots", "draws", "user_id", "metric", "value"]
+        )
+        head = list(board.provenance().values())
+        for row in board.rows:
+            shots = "" if row.shots is None else row.shots
+            for metric, values in row.per_user.items():
+                for user, value in values.items():
+                    record = [
+                        row.model,
+                        row.tuned_study or "",
+                        row.split,
+                        shots,
+                        row.draws,
+                        ids[user],
+                        metric,
+                    ]
+                    writer.writerow([*head, *record, f"{value:.6f}"])
+
+
+def predictions_table(board: Leaderboard) -> pd.DataFrame:
+    """Every scored query of every row: run_id, dataset, simulated, model, tuned_study, split, shots, draw,
+    user_id, image_id, score (observed), prediction. ``shots`` and ``draw`` are null on seen splits."""
+    ds = board.dataset
+    parts = []
+    for row in board.rows:
+        p = row.predictions
+        if p is None:
+            continue
+        n = len(p.prediction)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "model": np.full(n, row.model, dtype=object),
+                    "tuned_study": np.full(n, row.tuned_study or "", dtype=object),
+                    "split": np.full(n, row.split, dtype=object),
+                    "shots": pd.array(np.full(n, -1 if row.shots is None else row.shots), dtype="Int64"),
+                    "draw": pd.array(p.draw, dtype="Int64"),
+                    "user_id": ds.user_ids[p.user_idx].astype(str),
+                    "image_id": ds.image_ids[p.image_idx],
+                    "score": p.score.astype(np.float32),
+                    "prediction": p.prediction.astype(np.float64),
+                }
+            )
+        )
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if len(table):
+        table.loc[table["shots"] < 0, "shots"] = pd.NA
+        table.loc[table["draw"] < 0, "draw"] = pd.NA
+    for position, (key, value) in enumerate(board.provenance().items()):
+        table.insert(position, key, value)
+    return table
+
+
 def write_leaderboard(board: Leaderboard, out: str | Path) -> dict[str, Path]:
-    """Write leaderboard.json, .csv, .md and .png (plus per_user.csv) into ``out``; returns the paths."""
+    """Write leaderboard.json, .csv, .md and .png, per_user.csv, predictions.parquet and, with three or more k
+    values, curve.csv and curve.png into ``out``; returns the paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {ext: out / f"leaderboard.{ext}" for ext in ("json", "csv", "md", "png")}
@@ -216,16 +504,12 @@ def write_leaderboard(board: Leaderboard, out: str | Path) -> dict[str, Path]:
     write_csv(board, paths["csv"])
     paths["md"].write_text(to_markdown(board))
     write_chart(board, paths["png"])
-    per_user = out / "per_user.csv"
-    with open(per_user, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["model", "split", "shots", "user_id", "metric", "value"])
-        for row in board.rows:
-            for metric, values in row.per_user.items():
-                for user, value in values.items():
-                    writer.writerow([row.model, row.split, "" if row.shots is None else row.shots,
-                                     board.dataset.user_ids[user], metric, f"{value:.6f}"])  # fmt: skip
-    paths["per_user"] = per_user
+    paths["per_user"] = out / "per_user.csv"
+    write_per_user(board, paths["per_user"])
+    paths["predictions"] = out / "predictions.parquet"
+    predictions_table(board).to_parquet(paths["predictions"], index=False)
+    if write_curve(board, out / "curve.csv", out / "curve.png"):
+        paths["curve_csv"], paths["curve_png"] = out / "curve.csv", out / "curve.png"
     return paths
 
 

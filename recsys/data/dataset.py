@@ -8,7 +8,7 @@ Models and the evaluator see contiguous integer indices only: ``user_idx`` index
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data import encodings
+from recsys.data.pairs import Pairs
 from recsys.errors import UnknownId, UserError
 
 #: Split names, in the order they are reported.
@@ -95,12 +96,15 @@ class Dataset:
         image_ids: external image ids (int64 for PAMELA, else str), index = image_idx.
         users: one row per user: demographic columns (any names; PAMELA: age, age_binned, gender, nationality).
         images: one row per image: metadata columns (PAMELA: type, group, style, prompt, path).
-        ratings: split name -> Ratings. Always has ``train``.
+        ratings: split name -> Ratings. Has ``train`` unless the data are pairwise choices only.
         score_range: (low, high) of valid scores.
         image_features: float32 (n_images, d) or None; rows aligned to image_idx.
         feature_source: what made ``image_features`` (file path or encoder name).
         ground_truth: split name -> float32 noise-free expected score per rating (simulated data only).
         root: the directory the data were loaded from, if any.
+        pairs: split name -> Pairs (pairwise choices; same split names as ``ratings``). A dataset has a
+            ``train`` split in ``ratings`` or in ``pairs``.
+        ground_truth_pairs: split name -> float32 expected choice per pair, P(a) + P(tie) / 2 (simulated only).
     """
 
     name: str
@@ -116,6 +120,8 @@ class Dataset:
     feature_source: str | None = None
     ground_truth: dict[str, np.ndarray] | None = None
     root: Path | None = None
+    pairs: dict[str, Pairs] = field(default_factory=dict)
+    ground_truth_pairs: dict[str, np.ndarray] | None = None
     _user_index: dict = field(default_factory=dict, repr=False)
     _image_index: dict = field(default_factory=dict, repr=False)
     #: encodings built once per dataset (a copy made with ``replace`` starts empty)
@@ -124,8 +130,8 @@ class Dataset:
     def __post_init__(self) -> None:
         self._user_index = {uid: i for i, uid in enumerate(self.user_ids.tolist())}
         self._image_index = {iid: i for i, iid in enumerate(self.image_ids.tolist())}
-        if "train" not in self.ratings:
-            raise UserError(f"{self.name}: no training ratings; a dataset needs a 'train' split")
+        if "train" not in self.ratings and "train" not in self.pairs:
+            raise UserError(f"{self.name}: no training ratings or choices; a dataset needs a 'train' split")
 
     # ----------------------------------------------------------------- sizes and lookups
     @property
@@ -140,6 +146,11 @@ class Dataset:
     def splits(self) -> list[str]:
         """The splits present, in reporting order."""
         return [s for s in SPLITS if s in self.ratings]
+
+    @property
+    def pair_splits(self) -> list[str]:
+        """The splits with pairwise choices, in reporting order."""
+        return [s for s in SPLITS if s in self.pairs]
 
     def user_index(self, user_id) -> int:
         """The index of an external user id; a clear error for an unknown one."""
@@ -156,20 +167,87 @@ class Dataset:
         return self._image_index[key]
 
     def train_users(self) -> np.ndarray:
-        """Sorted indices of the users with at least one training rating."""
-        return np.unique(self.ratings["train"].user_idx)
+        """Sorted indices of the users with at least one training rating or choice."""
+        users = [self.ratings["train"].user_idx] if "train" in self.ratings else []
+        users += [self.pairs["train"].user_idx] if "train" in self.pairs else []
+        return np.unique(np.concatenate(users))
 
     def train_images(self) -> np.ndarray:
-        """Sorted indices of the images with at least one training rating."""
-        return np.unique(self.ratings["train"].image_idx)
+        """Sorted indices of the images with at least one training rating or shown in a training choice."""
+        images = [self.ratings["train"].image_idx] if "train" in self.ratings else []
+        images += [self.pairs["train"].images()] if "train" in self.pairs else []
+        return np.unique(np.concatenate(images))
 
     def fit_ratings(self, split: str = "train") -> Ratings:
         """The ratings a model fits on: ``train``, or several splits joined with '+' (e.g. ``train+val_seen``)."""
         parts = split.split("+")
         for part in parts:
             if part not in self.ratings:
+                if part in self.pairs:
+                    raise UserError(
+                        f"{self.name} holds pairwise choices, not ratings, in {part!r}; use a model that "
+                        "learns from choices"
+                    )
                 raise UserError(f"{self.name} has no split {part!r}; it has {', '.join(self.splits)}")
         return Ratings.concat([self.ratings[p] for p in parts])
+
+    def fit_pairs(self, split: str = "train") -> Pairs:
+        """The pairwise choices a model fits on: ``train``, or several splits joined with '+'."""
+        parts = split.split("+")
+        for part in parts:
+            if part not in self.pairs:
+                kind = "ratings, not pairwise choices," if part in self.ratings else "no pairwise choices"
+                raise UserError(
+                    f"{self.name} has {kind} in split {part!r}; its choices are in: "
+                    f"{', '.join(self.pair_splits) or 'none'}"
+                )
+        return Pairs.concat([self.pairs[p] for p in parts])
+
+    def fit_view(
+        self, fit_split: str = "train", validation_split: str | None = None, *, ground_truth: bool = False
+    ) -> FitView:
+        """What a model may see while it fits (see ``FitView``): the ratings of ``fit_split`` (splits joined with
+        '+'), those of ``validation_split`` unless the fit includes it or the dataset lacks it, and the side
+        information. With ``ground_truth`` (the oracle only) the view also holds ``expected_scores()``."""
+        parts = fit_split.split("+")
+        if any(part not in self.ratings for part in parts) and all(part in self.pairs for part in parts):
+            self.fit_pairs(fit_split)  # choices only: the view holds the pairs of the fit
+        else:
+            self.fit_ratings(fit_split)  # a clear error for a split the dataset lacks
+        ratings = {part: self.ratings[part] for part in parts if part in self.ratings}
+        pairs = {part: self.pairs[part] for part in parts if part in self.pairs}
+        held = None
+        if validation_split and validation_split not in parts and len(self.ratings.get(validation_split, ())):
+            ratings[validation_split] = self.ratings[validation_split]
+            held = validation_split
+        if validation_split and validation_split not in parts and len(self.pairs.get(validation_split, ())):
+            pairs[validation_split] = self.pairs[validation_split]
+            held = validation_split
+        shared = {f.name: getattr(self, f.name) for f in fields(Dataset) if f.init}
+        view = FitView(
+            **(
+                shared
+                | {"ratings": ratings, "ground_truth": None, "root": None}
+                | {"pairs": pairs, "ground_truth_pairs": None}
+            ),
+            fit_split=fit_split,
+            validation_split=held,
+            expected=self.expected_scores() if ground_truth else None,
+        )
+        view._encodings = self._encodings  # encodings do not depend on ratings: built once, shared
+        return view
+
+    def expected_scores(self) -> Ratings | None:
+        """Every rated pair of every split with the simulator's noise-free expected score as its score (the
+        last split wins for a pair rated twice), or None without a ground truth (real data)."""
+        if self.ground_truth is None:
+            return None
+        parts = [
+            Ratings(self.ratings[s].user_idx, self.ratings[s].image_idx, np.asarray(truth, np.float32))
+            for s, truth in self.ground_truth.items()
+            if s in self.ratings
+        ]
+        return Ratings.concat(parts)
 
     # ----------------------------------------------------------------- encodings (built once)
     def _cached(self, key, build):
@@ -227,9 +305,10 @@ class Dataset:
         return replace(self, image_features=features, feature_source=source)
 
     def drop_images(self, image_idx: np.ndarray) -> tuple[Dataset, int]:
-        """A copy without the ratings of the given images (e.g. undecodable files); returns it and the count.
+        """A copy without the ratings (and choices) of the given images (e.g. undecodable files); returns it and
+        the count of ratings and choices dropped.
 
-        Images keep their indices (features stay aligned); only their ratings go.
+        Images keep their indices (features stay aligned); only their ratings and the pairs that show them go.
         """
         drop = np.zeros(self.n_images, dtype=bool)
         drop[np.asarray(image_idx, dtype=np.int64)] = True
@@ -240,11 +319,24 @@ class Dataset:
             ratings[split] = r.subset(keep)
             if self.ground_truth is not None and split in self.ground_truth:
                 truth[split] = self.ground_truth[split][keep]
-        return replace(self, ratings=ratings, ground_truth=truth if self.ground_truth else None), dropped
+        pairs, pair_truth = {}, {}
+        for split, p in self.pairs.items():
+            keep = ~(drop[p.image_a] | drop[p.image_b])
+            dropped += int((~keep).sum())
+            pairs[split] = p.subset(keep)
+            if self.ground_truth_pairs is not None and split in self.ground_truth_pairs:
+                pair_truth[split] = self.ground_truth_pairs[split][keep]
+        return replace(
+            self,
+            ratings=ratings,
+            ground_truth=truth if self.ground_truth else None,
+            pairs=pairs,
+            ground_truth_pairs=pair_truth if self.ground_truth_pairs else None,
+        ), dropped
 
     # ----------------------------------------------------------------- identity
     def fingerprint(self) -> str:
-        """A short hash of the ratings, ids and features: two runs on equal fingerprints saw equal data."""
+        """A short hash of the ratings, choices, ids and features: two runs on equal fingerprints saw equal data."""
         digest = hashlib.sha256()
         digest.update(self.name.encode())
         for split in self.splits:
@@ -253,6 +345,11 @@ class Dataset:
             digest.update(np.ascontiguousarray(r.user_idx).tobytes())
             digest.update(np.ascontiguousarray(r.image_idx).tobytes())
             digest.update(np.ascontiguousarray(r.score).tobytes())
+        for split in self.pair_splits:  # nothing added without pairs: rating datasets keep their fingerprints
+            p = self.pairs[split]
+            digest.update(f"pairs:{split}".encode())
+            for values in (p.user_idx, p.image_a, p.image_b, p.choice):
+                digest.update(np.ascontiguousarray(values).tobytes())
         digest.update("\x00".join(map(str, self.user_ids.tolist())).encode())
         digest.update("\x00".join(map(str, self.image_ids.tolist())).encode())
         if self.image_features is not None:
@@ -260,8 +357,9 @@ class Dataset:
         return digest.hexdigest()[:16]
 
     def summary(self) -> dict:
-        """Counts per split, users, images and the score distribution (for ``recsys data validate``)."""
-        train = self.ratings["train"]
+        """Counts per split, users, images and the score distribution (for ``recsys data validate``); choices
+        per split under ``pairs`` when the dataset has them."""
+        train = self.ratings.get("train", ())
         out = {
             "name": self.name,
             "simulated": self.simulated,
@@ -287,7 +385,41 @@ class Dataset:
                 "score_quantiles": [round(float(v), 3) for v in q],
             }
         out["train_ratings_per_user"] = float(len(train) / max(1, len(self.train_users())))
+        if self.pairs:
+            out["pairs"] = {
+                split: {
+                    "pairs": int(len(p)),
+                    "users": int(len(np.unique(p.user_idx))),
+                    "images": int(len(p.images())),
+                    "chose_a": int((p.choice == 1.0).sum()),
+                    "chose_b": int((p.choice == 0.0).sum()),
+                    "ties": int((p.choice == 0.5).sum()),
+                }
+                for split, p in ((s, self.pairs[s]) for s in self.pair_splits)
+            }
+            out["train_pairs_per_user"] = float(
+                len(self.pairs.get("train", ())) / max(1, len(self.train_users()))
+            )
         return out
+
+
+@dataclass
+class FitView(Dataset):
+    """The part of a dataset a model may use while it fits, and nothing else.
+
+    It holds the ratings of the fit split (``fit_split``), those of the declared validation split
+    (``validation_split``, for early stopping or calibration; None when there is none to hold) and all side
+    information: users, images, features, metadata. Test ratings, the ground truth and the data directory are
+    not in it. ``expected`` (the simulator's expected score of every rated pair) is set only for a model
+    that declares it needs the ground truth: the oracle.
+    """
+
+    fit_split: str = "train"
+    validation_split: str | None = None
+    expected: Ratings | None = field(default=None, repr=False)
+
+    def expected_scores(self) -> Ratings | None:
+        return self.expected
 
 
 def _coerce_id(value, ids: np.ndarray):

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.dataset import SPLITS, Dataset, Ratings
-from recsys.data.validate import check_duplicates, check_scores, check_splits
+from recsys.data.validate import check_duplicates, check_not_empty, check_scores, check_splits
 from recsys.errors import UserError
 
 PAMELA_SCORE_RANGE = (1.0, 5.0)
@@ -123,6 +123,7 @@ def load_pamela(path: str | Path, *, problems: list[str] | None = None) -> Datas
         file = str(split_file(root, split))
         split_files[split] = file
         rows_arr = np.array(rows, np.int64)
+        problems.extend(check_not_empty(r, file))
         problems.extend(check_scores(r.score, PAMELA_SCORE_RANGE, file, rows_arr))
         problems.extend(check_duplicates(r, file, rows_arr, user_id_arr, image_id_arr))
         ratings[split] = r

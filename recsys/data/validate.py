@@ -52,13 +52,19 @@ def check_duplicates(r: Ratings, where: str, rows: np.ndarray, user_ids, image_i
 
 
 def check_splits(ds: Dataset, split_files: dict[str, str]) -> list[str]:
-    """Cross-split problems: unseen users in train, seen users missing from train, seen images in train."""
+    """Cross-split problems, leaks first: the same (user, image) pair in two splits; unseen users in train or in
+    both unseen splits; PAMELA's seen-split images in train or in both seen splits; seen users without
+    training ratings."""
     problems = []
     train = ds.ratings["train"]
     train_users = np.zeros(ds.n_users, dtype=bool)
     train_users[train.user_idx] = True
     train_images = np.zeros(ds.n_images, dtype=bool)
     train_images[train.image_idx] = True
+    problems += check_pair_leaks(ds, split_files)
+    problems += _check_disjoint(ds, split_files, ("val_unseen", "test_unseen"), "user")
+    if ds.pamela_semantics:
+        problems += _check_disjoint(ds, split_files, ("val_seen", "test_seen"), "image")
     for split in ds.splits:
         if split == "train":
             continue
@@ -88,6 +94,50 @@ def check_splits(ds: Dataset, split_files: dict[str, str]) -> list[str]:
                         f"{_first(ds.image_ids[leaked])}; PAMELA's seen splits hold only images absent from train"
                     )
     return problems
+
+
+def check_pair_leaks(ds: Dataset, split_files: dict[str, str]) -> list[str]:
+    """Problems with a (user, image) pair rated in two splits: a model fitted on one would have seen the
+    other's answer."""
+    problems = []
+    keys = {s: np.unique(ds.ratings[s].user_idx * ds.n_images + ds.ratings[s].image_idx) for s in ds.splits}
+    for i, first in enumerate(ds.splits):
+        for second in ds.splits[i + 1 :]:
+            shared = np.intersect1d(keys[first], keys[second], assume_unique=True)
+            if len(shared):
+                pairs = [
+                    f"user {ds.user_ids[k // ds.n_images]} / image {ds.image_ids[k % ds.n_images]}"
+                    for k in shared[:3].tolist()
+                ]
+                problems.append(
+                    f"{split_files.get(second, second)}: {len(shared)} (user, image) pair(s) of {second} also in "
+                    f"{first}: {_first(pairs, 3)}; a rating belongs to one split only"
+                )
+    return problems
+
+
+def _check_disjoint(
+    ds: Dataset, split_files: dict[str, str], splits: tuple[str, str], kind: str
+) -> list[str]:
+    """A problem when two splits share users (``kind="user"``) or images (``kind="image"``)."""
+    first, second = splits
+    if first not in ds.ratings or second not in ds.ratings:
+        return []
+    column, ids = ("user_idx", ds.user_ids) if kind == "user" else ("image_idx", ds.image_ids)
+    shared = np.intersect1d(getattr(ds.ratings[first], column), getattr(ds.ratings[second], column))
+    if not len(shared):
+        return []
+    return [
+        f"{split_files.get(second, second)}: {len(shared)} {kind}(s) of {second} also in {first}: "
+        f"{_first(ids[shared])}; {first} and {second} must not share {kind}s"
+    ]
+
+
+def check_not_empty(r: Ratings, where: str) -> list[str]:
+    """A problem for a split file or table part with no ratings at all."""
+    if len(r):
+        return []
+    return [f"{where}: no ratings (an empty split); add ratings or remove the file"]
 
 
 def raise_problems(problems: list[str], source: str) -> None:

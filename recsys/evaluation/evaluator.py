@@ -1,9 +1,14 @@
 """One protocol, one evaluator for every model.
 
 * Seen splits: the model predicts every rating of the split (its users were in the fit).
-* Unseen splits: for each user, k reference ratings are drawn (seeded by the protocol seed and the user's
-  external id, so every model sees the same draw) and handed to the model as the user's history; the other
-  ratings are the queries. Users with fewer than k + MIN_USER_QUERIES ratings are skipped and counted.
+* Unseen splits: repeated, nested reference draws. For each user and each of ``draws`` draws (seeded by the
+  protocol seed, the user's external id and the draw, so every model sees the same draws) one permutation of
+  the user's ratings is drawn: all but the first K (the largest k evaluated) are the queries, the same for
+  every k; the references at k are the first k of the permutation. So every k scores the same users on the same
+  queries, and a k-curve compares like with like. Users with fewer than K + MIN_USER_QUERIES ratings are skipped
+  for every k, and counted.
+* Per-user metrics are averaged over the draws before they are averaged over users, bootstrapped and tested,
+  so an interval covers the users and the draw no longer decides a claim on its own.
 
 The evaluator is the only place where reference ratings are separated from queries.
 """
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import time
 import zlib
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -19,23 +25,46 @@ import numpy as np
 
 from recsys.data.dataset import Dataset, References, is_unseen_split
 from recsys.errors import ColdStartNotSupported
-from recsys.evaluation.metrics import MIN_USER_QUERIES, all_metrics, bootstrap_ci
+from recsys.evaluation.metrics import MIN_USER_QUERIES, NDCG_K, all_metrics, bootstrap_ci, ndcg_left_out
 
 CI_METRICS = ("user_srocc", "pairwise_acc")
+USER_METRICS = ("user_srocc", "pairwise_acc", "ndcg@10")
+GLOBAL_METRICS = ("rmse", "mae", "plcc", "srocc")
+#: reference draws per new user (the README's numbers use this many)
+DEFAULT_DRAWS = 5
 
 
 @dataclass(frozen=True)
 class Episode:
-    """The references and queries of one new user."""
+    """The references and queries of one new user in one draw."""
 
     references: References
     query_image_idx: np.ndarray
     query_score: np.ndarray
+    draw: int = 0
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Every scored query of a row, aligned: ``prediction[i]`` for ``user_idx[i]`` on ``image_idx[i]``, whose
+    observed score is ``score[i]``, in reference draw ``draw[i]`` (-1 on seen splits: no draw)."""
+
+    user_idx: np.ndarray
+    image_idx: np.ndarray
+    score: np.ndarray
+    prediction: np.ndarray
+    draw: np.ndarray
 
 
 @dataclass
 class Result:
-    """One row of the leaderboard: a model on a split (and a number of shots for unseen splits)."""
+    """One row of the leaderboard: a model on a split (and a number of shots for unseen splits).
+
+    ``metrics`` of user-level metrics are means over users of per-user values averaged over draws (global ones:
+    means over draws); ``metric_users`` says how many users each one averaged; ``by_draw`` holds the user-level
+    means of each draw (the draw-to-draw spread); ``ndcg_left_out`` counts users with too few queries for
+    ndcg@10. ``n_ratings`` is the number of queries of one draw (the same in every draw and at every k).
+    """
 
     model: str
     split: str
@@ -49,17 +78,37 @@ class Result:
     skipped_users: int = 0
     status: str = "ok"
     reason: str | None = None
+    draws: int = 1
+    metric_users: dict[str, int] = field(default_factory=dict)
+    ndcg_left_out: int = 0
+    by_draw: dict[str, list[float]] = field(default_factory=dict)
+    fit_split: str = "train"
+    validation_split: str | None = None
+    tuned_study: str | None = None
     per_user: dict[str, dict] = field(default_factory=dict, repr=False)
+    predictions: Predictions | None = field(default=None, repr=False)
+
+    @property
+    def tuned(self) -> bool:
+        return self.tuned_study is not None
 
     def to_json(self) -> dict:
         out = {
             "model": self.model,
             "split": self.split,
             "shots": self.shots,
+            "draws": self.draws,
+            "tuned": self.tuned,
+            "tuned_study": self.tuned_study,
+            "fit_split": self.fit_split,
+            "validation_split": self.validation_split,
             "n_users": self.n_users,
             "n_ratings": self.n_ratings,
             "metrics": _finite_or_none(self.metrics),
+            "metric_users": self.metric_users,
+            "ndcg_left_out": self.ndcg_left_out,
             "ci95": _finite_or_none(self.ci95),
+            "by_draw": _finite_or_none(self.by_draw),
             "fit_seconds": round(self.fit_seconds, 4),
             "predict_seconds": round(self.predict_seconds, 4),
             "skipped_users": self.skipped_users,
@@ -75,45 +124,63 @@ class Evaluator:
 
     Args:
         dataset: the data (the model must have been fitted on it).
-        shots: numbers of reference ratings per new user on unseen splits.
+        shots: numbers of reference ratings per new user on unseen splits; the largest fixes the queries.
         seed: seed of the reference draws and of the bootstrap.
         n_bootstrap: bootstrap resamples for the 95% intervals over users.
+        draws: reference draws per new user (seen splits have none: every rating is scored once).
     """
 
     def __init__(
-        self, dataset: Dataset, *, shots: Sequence[int] = (0, 10), seed: int = 0, n_bootstrap: int = 1000
+        self,
+        dataset: Dataset,
+        *,
+        shots: Sequence[int] = (0, 10),
+        seed: int = 0,
+        n_bootstrap: int = 1000,
+        draws: int = DEFAULT_DRAWS,
     ):
-        if any(k < 0 for k in shots):
+        if not len(shots) or any(k < 0 for k in shots):
             raise ValueError(f"shots must be non-negative, got {list(shots)}")
+        if draws < 1:
+            raise ValueError(f"draws must be at least 1, got {draws}")
         self.dataset = dataset
         self.shots = tuple(int(k) for k in shots)
         self.seed = seed
         self.n_bootstrap = n_bootstrap
+        self.draws = int(draws)
+
+    @property
+    def max_shots(self) -> int:
+        """The largest k: every user keeps this many ratings out of its queries, whatever k is scored."""
+        return max(self.shots)
 
     # ------------------------------------------------------------------ protocol
     def tasks(self, split: str) -> list[int | None]:
         """The shot counts evaluated on a split: None for seen splits."""
         return list(self.shots) if is_unseen_split(split) else [None]
 
-    def episodes(self, split: str, shots: int) -> tuple[list[Episode], int]:
-        """The new-user episodes of an unseen split at k = ``shots``, and the number of users skipped."""
+    def episodes(self, split: str, shots: int, draw: int = 0) -> tuple[list[Episode], int]:
+        """The new-user episodes of an unseen split at k = ``shots`` in reference draw ``draw``, and the number
+        of users skipped (too few ratings for the largest k plus MIN_USER_QUERIES queries)."""
+        if not 0 <= shots <= self.max_shots:
+            raise ValueError(f"shots = {shots} is not within the evaluator's 0..{self.max_shots}")
         r = self.dataset.ratings[split]
         order = np.argsort(r.user_idx, kind="stable")
         users, starts = np.unique(r.user_idx[order], return_index=True)
         episodes, skipped = [], 0
         for user, chunk in zip(users, np.split(order, starts[1:]), strict=True):
-            if len(chunk) < shots + MIN_USER_QUERIES:
+            if len(chunk) < self.max_shots + MIN_USER_QUERIES:
                 skipped += 1
                 continue
             user_key = zlib.crc32(str(self.dataset.user_ids[user]).encode())
-            rng = np.random.default_rng([self.seed, user_key])
-            chosen = rng.permutation(len(chunk))
-            refs, queries = chunk[chosen[:shots]], np.sort(chunk[chosen[shots:]])
+            permutation = chunk[np.random.default_rng([self.seed, user_key, draw]).permutation(len(chunk))]
+            refs, queries = permutation[:shots], np.sort(permutation[self.max_shots :])
             episodes.append(
                 Episode(
                     References(int(user), r.image_idx[refs], r.score[refs]),
                     r.image_idx[queries],
                     r.score[queries],
+                    draw,
                 )
             )
         return episodes, skipped
@@ -124,41 +191,88 @@ class Evaluator:
         if split not in self.dataset.ratings:
             raise ValueError(f"no split {split!r} in {self.dataset.name}")
         name = getattr(model, "name", type(model).__name__)
+        context = {
+            "fit_seconds": fit_seconds,
+            "fit_split": getattr(model, "fit_split_", "train"),
+            "validation_split": getattr(model, "validation_split_", None),
+        }
         if not is_unseen_split(split):
             r = self.dataset.ratings[split]
             start = time.perf_counter()
             try:
                 pred = np.asarray(model.predict(r.user_idx, r.image_idx), dtype=float)
             except ColdStartNotSupported as err:  # e.g. a scorer whose weights are not available here
-                return Result(
-                    name, split, None, 0, 0, None, None, fit_seconds, 0.0, 0, "unsupported", str(err)
-                )
+                return self._failed(name, split, None, "unsupported", str(err), context)
             seconds = time.perf_counter() - start
-            return self._result(name, split, None, r.score, pred, r.user_idx, fit_seconds, seconds, 0)
+            draw = np.full(len(pred), -1, np.int64)
+            scored = Predictions(r.user_idx, r.image_idx, r.score, pred, draw)
+            return self._result(name, split, None, scored, seconds, 0, 1, context)
         if shots is None:
             raise ValueError(f"{split} is an unseen split: pass shots")
-        episodes, skipped = self.episodes(split, shots)
+        episodes, skipped = [], 0
+        for draw in range(self.draws):
+            drawn, skipped = self.episodes(split, shots, draw)
+            episodes += drawn
+        n_users = len(episodes) // self.draws
         if not episodes:
-            return Result(name, split, shots, 0, 0, None, None, fit_seconds, 0.0, skipped, "empty",
-                          f"no user has at least {shots + MIN_USER_QUERIES} ratings")  # fmt: skip
+            reason = f"no user has at least {self.max_shots + MIN_USER_QUERIES} ratings"
+            return self._failed(name, split, shots, "empty", reason, context, skipped=skipped)
         start = time.perf_counter()
         try:
             preds = model.predict_new([e.references for e in episodes], [e.query_image_idx for e in episodes])
         except ColdStartNotSupported as err:
-            return Result(name, split, shots, len(episodes), 0, None, None, fit_seconds, 0.0, skipped,
-                          "unsupported", str(err))  # fmt: skip
+            return self._failed(name, split, shots, "unsupported", str(err), context, n_users, skipped)
         seconds = time.perf_counter() - start
-        y_true = np.concatenate([e.query_score for e in episodes])
-        y_pred = np.concatenate([np.asarray(p, dtype=float) for p in preds])
-        user = np.concatenate([np.full(len(e.query_score), e.references.user_idx) for e in episodes])
-        if len(y_pred) != len(y_true):
-            raise RuntimeError(f"{name} returned {len(y_pred)} scores for {len(y_true)} queries")
-        return self._result(name, split, shots, y_true, y_pred, user, fit_seconds, seconds, skipped)
+        y_pred = np.concatenate([np.asarray(p, dtype=float).ravel() for p in preds])
+        sizes = [len(e.query_score) for e in episodes]
+        if len(y_pred) != sum(sizes) or any(len(np.ravel(p)) != n for p, n in zip(preds, sizes, strict=True)):
+            raise RuntimeError(f"{name} returned {len(y_pred)} scores for {sum(sizes)} queries")
+        scored = Predictions(
+            np.repeat([e.references.user_idx for e in episodes], sizes).astype(np.int64),
+            np.concatenate([e.query_image_idx for e in episodes]),
+            np.concatenate([e.query_score for e in episodes]),
+            y_pred,
+            np.repeat([e.draw for e in episodes], sizes).astype(np.int64),
+        )
+        return self._result(name, split, shots, scored, seconds, skipped, self.draws, context)
 
-    def _result(self, name, split, shots, y_true, y_pred, user, fit_seconds, seconds, skipped) -> Result:
-        if not np.isfinite(y_pred).all():
+    def _failed(self, name, split, shots, status, reason, context, n_users=0, skipped=0) -> Result:
+        """A row without metrics: the model cannot score the split (``unsupported``) or nobody qualifies."""
+        return Result(
+            model=name,
+            split=split,
+            shots=shots,
+            n_users=n_users,
+            n_ratings=0,
+            metrics=None,
+            ci95=None,
+            predict_seconds=0.0,
+            skipped_users=skipped,
+            status=status,
+            reason=reason,
+            draws=1 if shots is None else self.draws,
+            **context,
+        )
+
+    def _result(self, name, split, shots, scored: Predictions, seconds, skipped, draws, context) -> Result:
+        if not np.isfinite(scored.prediction).all():
             raise RuntimeError(f"{name} predicted NaN or infinite scores on {split}")
-        metrics, per_user = all_metrics(y_true, y_pred, user)
+        min_score = float(self.dataset.score_range[0])
+        per_draw: list[dict[str, float]] = []
+        collected: dict[str, dict[int, list[float]]] = {m: defaultdict(list) for m in USER_METRICS}
+        for draw in np.unique(scored.draw):
+            at = scored.draw == draw
+            metrics, per_user = all_metrics(
+                scored.score[at], scored.prediction[at], scored.user_idx[at], min_score=min_score
+            )
+            per_draw.append(metrics)
+            for metric, values in per_user.items():
+                for user, value in values.items():
+                    collected[metric][int(user)].append(value)
+        per_user = {m: {u: float(np.mean(v)) for u, v in values.items()} for m, values in collected.items()}
+        metrics = {m: float(np.mean([d[m] for d in per_draw])) for m in GLOBAL_METRICS}
+        for m in USER_METRICS:
+            metrics[m] = float(np.mean(list(per_user[m].values()))) if per_user[m] else float("nan")
         ci = {
             m: list(
                 bootstrap_ci(
@@ -167,18 +281,24 @@ class Evaluator:
             )
             for m in CI_METRICS
         }
+        first = scored.draw == scored.draw[0]
         return Result(
             model=name,
             split=split,
             shots=shots,
-            n_users=int(len(np.unique(user))),
-            n_ratings=int(len(y_true)),
+            n_users=int(len(np.unique(scored.user_idx))),
+            n_ratings=int(first.sum()),
             metrics=metrics,
             ci95=ci,
-            fit_seconds=fit_seconds,
             predict_seconds=seconds,
             skipped_users=skipped,
-            per_user={m: {int(k): v for k, v in values.items()} for m, values in per_user.items()},
+            draws=draws,
+            metric_users={m: len(per_user[m]) for m in USER_METRICS},
+            ndcg_left_out=ndcg_left_out(scored.user_idx[first], NDCG_K),
+            by_draw={m: [d[m] for d in per_draw] for m in CI_METRICS} if draws > 1 else {},
+            per_user=per_user,
+            predictions=scored,
+            **context,
         )
 
 

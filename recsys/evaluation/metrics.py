@@ -11,6 +11,7 @@ import numpy as np
 from scipy import stats
 
 MIN_USER_QUERIES = 5  # a user needs at least this many queries to get a user_srocc
+NDCG_K = 10  # the cut-off of ndcg@10; a user needs more queries than this to get one
 HIGHER_IS_BETTER = {
     "rmse": False,
     "mae": False,
@@ -100,22 +101,35 @@ def dcg_at_k(gains_in_rank_order: np.ndarray, k: int) -> float:
     return float(np.sum(g / np.log2(np.arange(2, len(g) + 2))))
 
 
-def per_user_ndcg(y_true: np.ndarray, y_pred: np.ndarray, user: np.ndarray, k: int = 10) -> dict:
-    """NDCG@k per user with true scores as gains.
+def per_user_ndcg(
+    y_true: np.ndarray, y_pred: np.ndarray, user: np.ndarray, k: int = NDCG_K, *, min_score: float = 0.0
+) -> dict:
+    """NDCG@k per user with gains ``true score - min_score`` (pass the scale's minimum: the lowest rating gains
+    nothing, and a shift of the scale does not change the metric).
 
-    Ties in the prediction are broken pessimistically (the lower true score first), so a constant predictor
-    earns no credit from the input order. Users whose ideal DCG is 0 are skipped.
+    Users with k or fewer ratings are skipped: all their items are in the top k, so the metric says little about
+    the ranking (``ndcg_left_out`` counts them). Ties in the prediction are broken pessimistically (the lower
+    true score first), so a constant predictor earns no credit from the input order. Users whose ideal DCG is 0
+    are skipped.
     """
     y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
     out = {}
     for label, idx in _groups(user):
-        t, p = y_true[idx], y_pred[idx]
+        if len(idx) <= k:
+            continue
+        t, p = y_true[idx] - min_score, y_pred[idx]
         ideal = dcg_at_k(np.sort(t)[::-1], k)
         if ideal <= 0:
             continue
         order = np.lexsort((t, -p))  # by prediction descending, then true score ascending
         out[label] = dcg_at_k(t[order], k) / ideal
     return out
+
+
+def ndcg_left_out(user: np.ndarray, k: int = NDCG_K) -> int:
+    """How many users have k or fewer ratings, and so no NDCG@k (see ``per_user_ndcg``)."""
+    _, counts = np.unique(np.asarray(user), return_counts=True)
+    return int((counts <= k).sum())
 
 
 def user_srocc(y_true, y_pred, user) -> float:
@@ -130,9 +144,9 @@ def pairwise_acc(y_true, y_pred, user) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def ndcg_at_10(y_true, y_pred, user) -> float:
+def ndcg_at_10(y_true, y_pred, user, min_score: float = 0.0) -> float:
     """Per-user NDCG@10 averaged over users (see ``per_user_ndcg``)."""
-    values = list(per_user_ndcg(y_true, y_pred, user, k=10).values())
+    values = list(per_user_ndcg(y_true, y_pred, user, k=NDCG_K, min_score=min_score).values())
     return float(np.mean(values)) if values else float("nan")
 
 
@@ -150,12 +164,15 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
-def all_metrics(y_true: np.ndarray, y_pred: np.ndarray, user: np.ndarray) -> tuple[dict, dict]:
-    """Every metric, and the per-user values of the user-level ones (keyed by metric name)."""
+def all_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, user: np.ndarray, *, min_score: float = 0.0
+) -> tuple[dict, dict]:
+    """Every metric, and the per-user values of the user-level ones (keyed by metric name). ``min_score`` is the
+    scale's minimum (the zero of NDCG gains)."""
     per_user = {
         "user_srocc": per_user_srocc(y_true, y_pred, user),
         "pairwise_acc": per_user_pairwise_acc(y_true, y_pred, user),
-        "ndcg@10": per_user_ndcg(y_true, y_pred, user, k=10),
+        "ndcg@10": per_user_ndcg(y_true, y_pred, user, k=NDCG_K, min_score=min_score),
     }
     metrics = {
         "rmse": rmse(y_true, y_pred),

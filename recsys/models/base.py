@@ -3,8 +3,11 @@
 * Hyperparameters are declared once, as a nested frozen dataclass ``Params`` (see ``recsys.models.params``):
   keyword-only constructor arguments, validated with clear messages, read back as attributes
   (``model.factors``), by ``get_params`` and by ``clone``. Nothing is learned in the constructor.
-* ``fit(dataset, split="train") -> self`` records which users the fit saw (``known_``) and calls the model's
-  ``_fit(dataset, ratings, split)``.
+* ``fit(dataset, split="train") -> self`` hands the model a ``FitView`` of the data (the fit split, the
+  validation split of the one ``DATA_POLICY``, side information; never test ratings or, but for the oracle,
+  the ground truth), records which users the fit saw (``known_``) and calls the model's
+  ``_fit(view, ratings, split)``. A model that early-stops or calibrates reads the validation ratings with
+  ``self._validation(view, split)``; ``validation_split_`` then records it.
 * ``predict(user_idx, image_idx)`` checks that the model is fitted, the pairs aligned and (for personalised
   models) the users known, then calls ``_predict``. Batch first: one pair is a batch of one.
 * ``predict_new(references, image_idx)`` scores users absent from the fit from their reference ratings. A model
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -32,6 +36,33 @@ from recsys.data.dataset import Dataset, Ratings, References
 from recsys.errors import ColdStartNotSupported, UserError
 from recsys.models.params import Hyperparameters
 from recsys.models.persistence import SAVE_FORMAT, fitted_state, write_model_dir
+
+
+@dataclass(frozen=True)
+class DataPolicy:
+    """Which data every model fits on, declared once for all of them.
+
+    Every model fits on ``fit_split``. Every model that early-stops or calibrates does so on the same
+    ``validation_split``: val_seen, because every model can score it as it scores test_seen (known users,
+    their fit state), because the tuned refit folds it into the fit (train+val_seen) and then uses the stopping
+    epoch it chose, and because val_unseen users then stay out of every fit and every stopping rule.
+    Models that neither stop early nor calibrate use the fit split only.
+    """
+
+    fit_split: str = "train"
+    validation_split: str = "val_seen"
+
+    def describe(self) -> str:
+        return (
+            f"Every model fits on {self.fit_split}; every model that stops early or calibrates uses "
+            f"{self.validation_split} (the same split for all of them; recorded per row as validation_split), "
+            f"the others {self.fit_split} only. No model sees test ratings while it fits; the oracle alone reads "
+            "the simulator's ground truth."
+        )
+
+
+#: The one data policy of every fit (a tuned refit fits on train+val_seen and then validates on nothing).
+DATA_POLICY = DataPolicy()
 
 
 class Model(ABC):
@@ -45,6 +76,8 @@ class Model(ABC):
 
     #: False for models that score any user the same way (``predict`` then accepts users outside the fit)
     needs_known_users: ClassVar[bool] = True
+    #: True only for the oracle: its fit view holds the simulator's expected score of every rated pair
+    needs_ground_truth: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.param_names()))
@@ -91,14 +124,34 @@ class Model(ABC):
         return cls._user_vectors is not Model._user_vectors
 
     # ------------------------------------------------------------------ the contract
-    def fit(self, dataset: Dataset, split: str = "train") -> Self:
-        """Learn from the ratings of ``split`` (``train`` or e.g. ``train+val_seen``); returns self."""
-        ratings = dataset.fit_ratings(split)
+    def fit(self, dataset: Dataset, split: str = DATA_POLICY.fit_split) -> Self:
+        """Learn from the ratings of ``split`` (``train`` or e.g. ``train+val_seen``); returns self.
+
+        The model sees a ``FitView``: ``split``'s ratings, the policy's validation split (unless ``split``
+        includes it) and the side information, nothing else.
+        """
+        view = dataset.fit_view(split, DATA_POLICY.validation_split, ground_truth=self.needs_ground_truth)
+        ratings = view.fit_ratings(split)
         self.known_ = np.zeros(dataset.n_users, dtype=bool)
         self.known_[ratings.user_idx] = True
-        self._fit(dataset, ratings, split)
+        self.fit_split_, self.validation_split_ = split, None
+        self._fit(view, ratings, split)
         self.fitted_ = True
         return self
+
+    def stopping_epoch(self) -> int | None:
+        """Epochs the validation split chose when the last fit stopped early on it (best epoch + 1), else None.
+
+        Read from ``history_``: a dict with ``best_epoch`` (``torch_utils.train_loop``) or a list of validation
+        losses per epoch, lower is better. A tuned refit without validation trains that many epochs.
+        """
+        history = getattr(self, "history_", None)
+        if self.validation_split_ is None or not history:
+            return None
+        if isinstance(history, dict):
+            best = history.get("best_epoch")
+            return None if best is None else int(best) + 1
+        return int(np.argmin(np.asarray(history, dtype=float))) + 1
 
     def predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
         """Scores (float64, n) of aligned (user, image) pairs; users must be among those fitted on."""
@@ -172,13 +225,20 @@ class Model(ABC):
     def _after_load(self) -> None:  # noqa: B027 - optional hook; most models keep nothing in memory only
         """Rebuild what the model keeps only in memory (caches), after its state was loaded."""
 
-    @staticmethod
-    def _validation(dataset: Dataset, split: str, name: str = "val_seen") -> Ratings | None:
-        """The ratings of validation split ``name`` for early stopping or calibration: None when the fit
-        includes it (e.g. ``train+val_seen``), or the dataset lacks it or it is empty."""
-        if name in split.split("+") or name not in dataset.ratings or not len(dataset.ratings[name]):
+    def _validation(self, dataset: Dataset, split: str, name: str | None = None) -> Ratings | None:
+        """The ratings of the policy's validation split, for early stopping or calibration: None when the fit
+        includes it (e.g. ``train+val_seen``), or the dataset lacks it or it is empty. Records
+        ``validation_split_``. ``name``, if given, must be the policy's split: every model validates on one."""
+        declared = DATA_POLICY.validation_split
+        if name is not None and name != declared:
+            raise RuntimeError(
+                f"{self.name} asks for validation split {name!r}; the data policy validates every model on "
+                f"{declared!r} (recsys.models.base.DATA_POLICY)"
+            )
+        if declared in split.split("+") or not len(dataset.ratings.get(declared, ())):
             return None
-        return dataset.ratings[name]
+        self.validation_split_ = declared
+        return dataset.ratings[declared]
 
     # ------------------------------------------------------------------ checks
     def _check_fitted(self) -> None:

@@ -140,16 +140,14 @@ class Oracle(Model):
 
     name = "oracle"
     needs_known_users = False
+    needs_ground_truth = True  # the one model whose fit view holds the ground truth
 
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
-        if dataset.ground_truth is None:
+        truth = dataset.expected_scores()
+        if truth is None:
             raise UserError("oracle needs the ground truth of simulated data; this dataset has none")
-        keys, values = [], []
-        for name, truth in dataset.ground_truth.items():
-            r = dataset.ratings[name]
-            keys.append(r.user_idx * dataset.n_images + r.image_idx)
-            values.append(np.asarray(truth, np.float64))
-        keys, values = np.concatenate(keys), np.concatenate(values)
+        keys = truth.user_idx * dataset.n_images + truth.image_idx
+        values = truth.score.astype(np.float64)
         # the last value of a repeated (user, image) wins, as in a dict built split by split
         last = len(keys) - 1 - np.unique(keys[::-1], return_index=True)[1]
         order = np.argsort(keys[last], kind="stable")

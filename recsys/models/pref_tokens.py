@@ -10,8 +10,10 @@ Preference-token selection (prompt-pool style): the mean reference token (plus t
 the ``n_selected`` pool entries whose keys are most cosine-similar are prepended, and a key-matching loss pulls the
 selected keys toward the query. Training is episodic on the training users (k references drawn uniformly in
 0..``max_references``, ``n_queries`` queries) with MSE + a contrastive preference loss; early stopping on
-10-shot episodes of ``val_unseen``. New users need no retraining: references in, scores out. A fitted user's
-references are a seeded fixed sample of up to ``max_references`` of its training ratings.
+``val_seen`` (the validation split of every model, ``recsys.models.base.DATA_POLICY``), scored as any fitted user
+is: its fixed training references in, its val_seen ratings as queries. New users need no retraining:
+references in, scores out. A fitted user's references are a seeded fixed sample of up to ``max_references`` of
+its training ratings.
 """
 
 from __future__ import annotations
@@ -217,7 +219,7 @@ class PrefTokens(Model):
             return loss_of(batch_tensors(episodes, k, self.n_queries), True)
 
         validate = None
-        val_episodes = self._validation_episodes(self._validation(dataset, split, "val_unseen"))
+        val_episodes = self._validation_episodes(self._validation(dataset, split))
         if val_episodes:
             k_max = max(len(e[1]) for e in val_episodes)
             q_max = max(len(e[3]) for e in val_episodes)
@@ -231,19 +233,17 @@ class PrefTokens(Model):
         del generator
         fit_module(self, net, step, n_steps, validate)
 
-    def _validation_episodes(self, r: Ratings | None, shots: int = 10) -> list:
-        """Seeded ``shots``-reference episodes of the validation users (early stopping)."""
+    def _validation_episodes(self, r: Ratings | None) -> list:
+        """One episode per fitted user of the validation ratings: its fixed references (as ``predict`` uses
+        them) and its validation ratings as queries (early stopping)."""
         if r is None:
             return []
-        rng = np.random.default_rng([self.seed, 2])
         episodes = []
         for user, rows in r.by_user():
-            if len(rows) < 3:
+            ref_images, ref_scores = self._references_of(user)
+            if not self.known_[user] or not len(ref_images):
                 continue
-            rows = rng.permutation(rows)
-            k = min(shots, len(rows) - 2)
-            ref, query = rows[:k], rows[k:]
-            episodes.append((user, r.image_idx[ref], r.score[ref], r.image_idx[query], r.score[query]))
+            episodes.append((user, ref_images, ref_scores, r.image_idx[rows], r.score[rows]))
         return episodes
 
     # ------------------------------------------------------------------ prediction

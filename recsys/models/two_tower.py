@@ -154,7 +154,7 @@ class TwoTower(Model):
             return loss
 
         validate = None
-        val = self._validation(dataset, split, "val_seen")
+        val = self._validation(dataset, split)
         if val is not None:
             val = val.subset(self.known_[val.user_idx])
             vu = torch.as_tensor(val.user_idx, device=device)

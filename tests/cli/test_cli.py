@@ -24,7 +24,12 @@ def test_simulate_then_leaderboard(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "SIMULATED" in printed and "user_ridge" in printed
     board = json.loads((out / "leaderboard.json").read_text())
-    assert board["dataset"]["simulated"] is True and board["protocol"] == {"seed": 0, "shots": [0, 5]}
+    assert board["dataset"]["simulated"] is True
+    assert {k: board["protocol"][k] for k in ("seed", "shots", "draws")} == {
+        "seed": 0,
+        "shots": [0, 5],
+        "draws": 5,
+    }
     models = {r["model"] for r in board["rows"]}
     assert models == {"global_mean", "metadata_mean", "ridge", "user_ridge", "oracle"}
     row = next(

@@ -17,9 +17,10 @@ def recorded(monkeypatch):
     """run_tuned_leaderboard with the studies and the leaderboard replaced by recorders."""
     calls: dict = {}
 
-    def tuned_params(models, *, storage=None, study_prefix="recsys"):
-        calls["studied"] = list(models)
-        return {m: {"alpha": 1.5, "tuned": True} for m in models}
+    def tuned_models(models, dataset, *, storage=None, study_prefix="recsys", seed=0, draws=5):
+        calls["studied"], calls["protocol"] = list(models), (seed, draws)
+        params = {"alpha": 1.5, "tuned": True}
+        return {m: tuning.TunedModel(m, f"{study_prefix}-{m}", params, None) for m in models if m != "oracle"}
 
     def run_leaderboard(dataset, models, **kwargs):
         calls["models"], calls["kwargs"] = models, kwargs
@@ -27,7 +28,7 @@ def recorded(monkeypatch):
 
     import recsys.leaderboard
 
-    monkeypatch.setattr(tuning, "tuned_params", tuned_params)
+    monkeypatch.setattr(tuning, "tuned_models", tuned_models)
     monkeypatch.setattr(recsys.leaderboard, "run_leaderboard", run_leaderboard)
     return calls
 
@@ -44,11 +45,12 @@ def test_refit_on_train_and_val_seen_with_overrides(recorded):
         draws=2,
     )
     assert board == "board"
-    assert recorded["studied"] == ["ridge"]  # the oracle has no study
+    assert recorded["studied"] == ["ridge", "oracle"] and recorded["protocol"] == (3, 2)
     assert recorded["models"] == ["ridge", "oracle"]
     kwargs = recorded["kwargs"]
     assert kwargs["fit_split"] == "train+val_seen"
     assert kwargs["params"] == {"ridge": {"alpha": 7.0, "tuned": True}, "oracle": {}}
+    assert set(kwargs["tuned"]) == {"ridge"} and kwargs["tuned"]["ridge"]["study"] == "recsys-ridge"
     assert (kwargs["splits"], kwargs["shots"], kwargs["seed"], kwargs["draws"]) == (["test_seen"], [5], 3, 2)
 
 

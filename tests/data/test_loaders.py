@@ -199,3 +199,95 @@ def test_images_left_out_of_a_features_file_drop_their_ratings(tmp_path, capsys)
     assert 11 not in ds.image_ids[ds.ratings["test_seen"].image_idx]
     assert len(ds.ratings["test_seen"]) == 1
     assert "dropped 1 ratings of 1 image(s)" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------- leaks across splits (issue 11)
+def _val(splits: dict, split: str, *entries) -> None:
+    splits.setdefault(split, []).extend(entries)
+
+
+LEAKS = {
+    "same pair in val_seen and test_seen": (
+        ("val_seen", entry("a", 10, 3.0)),
+        "pair(s) of test_seen also in val_seen: user a / image 10",
+    ),
+    "val_seen image also in test_seen": (
+        ("val_seen", entry("b", 10, 3.0)),
+        "image(s) of test_seen also in val_seen: 10",
+    ),
+    "val_seen image in train": (
+        ("val_seen", entry("a", 3, 3.0)),
+        "image(s) of seen split val_seen also appear in train",
+    ),
+    "val_unseen user also in test_unseen": (
+        ("val_unseen", entry("c", 2, 3.0)),
+        "user(s) of test_unseen also in val_unseen: c",
+    ),
+    "val_unseen user in train": (
+        ("val_unseen", entry("a", 20, 3.0)),
+        "user(s) of unseen split val_unseen also rate in train",
+    ),
+}
+
+
+@pytest.mark.parametrize("leak", list(LEAKS))
+def test_every_leak_across_splits_fails_validation(tmp_path, leak, capsys):
+    (split, extra), message = LEAKS[leak]
+    splits = good_splits()
+    _val(splits, split, extra)
+    write_pamela(tmp_path, splits)
+    problems: list[str] = []
+    load_dataset(tmp_path, problems=problems)
+    assert any(message in p for p in problems), problems
+    with pytest.raises(UserError):
+        load_dataset(tmp_path)
+    assert main(["data", "validate", str(tmp_path)]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_the_good_fixture_has_no_leak(tmp_path):
+    splits = good_splits()
+    _val(splits, "val_seen", entry("a", 12, 3.0), entry("b", 13, 2.0))
+    _val(splits, "val_unseen", entry("d", 1, 3.0))
+    write_pamela(tmp_path, splits)
+    problems: list[str] = []
+    load_dataset(tmp_path, problems=problems)
+    assert problems == []
+
+
+@pytest.mark.parametrize("split", ["test_seen", "val_seen", "test_unseen"])
+def test_an_empty_split_file_is_one_line_exit_2(tmp_path, capsys, split):
+    splits = good_splits()
+    splits[split] = []
+    write_pamela(tmp_path, splits)
+    assert main(["data", "validate", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"pamela_{split}.json: no ratings (an empty split)" in err and "Traceback" not in err
+    argv = ["leaderboard", "--data", str(tmp_path), "--models", "global_mean", "--no-tracking"]
+    assert main([*argv, "--out", str(tmp_path / "board")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "no ratings" in err
+
+
+def test_a_table_pair_in_train_and_test_seen_fails(tmp_path):
+    rows = {
+        "user_id": ["u", "u", "u", "v"],
+        "item_id": [1, 2, 1, 3],
+        "score": [1.0, 2.0, 3.0, 4.0],
+        "split": ["train", "train", "test_seen", "train"],
+    }
+    pd.DataFrame(rows).to_csv(tmp_path / "leak.csv", index=False)
+    problems: list[str] = []
+    load_dataset(tmp_path / "leak.csv", problems=problems)
+    assert any("pair(s) of test_seen also in train: user u / image 1" in p for p in problems), problems
+
+
+def test_table_duplicates_are_checked_before_the_holdout(tmp_path):
+    """A pair rated twice fails on the whole table, whichever splits a holdout would put its ratings in."""
+    table = make_table(tmp_path)
+    duplicated = pd.concat([table, table.iloc[[0]]], ignore_index=True)
+    duplicated.to_csv(tmp_path / "ratings.csv", index=False)
+    for seed in range(3):
+        problems: list[str] = []
+        load_dataset(tmp_path, holdout="random:0.3", seed=seed, problems=problems)
+        assert any("duplicate (user, image) pair" in p and "ratings.csv:" in p for p in problems), problems

@@ -58,19 +58,39 @@ def test_ndcg_by_hand():
     user = np.zeros(3, dtype=int)
     y = np.array([3.0, 1.0, 2.0])
     p = np.array([0.1, 0.3, 0.2])  # ranks truth as [1, 2, 3]
-    dcg = 1 / math.log2(2) + 2 / math.log2(3) + 3 / math.log2(4)
-    ideal = 3 / math.log2(2) + 2 / math.log2(3) + 1 / math.log2(4)
-    assert M.ndcg_at_10(y, p, user) == pytest.approx(dcg / ideal)
-    assert M.ndcg_at_10(y, y, user) == pytest.approx(1.0)
+    dcg = 1 / math.log2(2) + 2 / math.log2(3)
+    ideal = 3 / math.log2(2) + 2 / math.log2(3)
+    assert M.per_user_ndcg(y, p, user, k=2) == pytest.approx({0: dcg / ideal})
+    assert M.per_user_ndcg(y, y, user, k=2) == pytest.approx({0: 1.0})
+
+
+def test_ndcg_gains_start_at_the_scale_minimum():
+    """On a 1-5 scale the lowest rating gains nothing: gains are score - 1."""
+    user = np.zeros(3, dtype=int)
+    y = np.array([3.0, 1.0, 2.0])
+    p = np.array([0.1, 0.3, 0.2])  # ranks truth as [1, 2, 3]: gains [0, 1, 2]
+    dcg = 0 / math.log2(2) + 1 / math.log2(3)
+    ideal = 2 / math.log2(2) + 1 / math.log2(3)
+    assert M.per_user_ndcg(y, p, user, k=2, min_score=1.0) == pytest.approx({0: dcg / ideal})
+    # shifting the scale and its minimum together changes nothing
+    shifted = M.per_user_ndcg(y + 10, p, user, k=2, min_score=11.0)
+    assert shifted == pytest.approx(M.per_user_ndcg(y, p, user, k=2, min_score=1.0))
 
 
 def test_ndcg_constant_prediction_gets_no_credit_from_input_order():
     user = np.zeros(3, dtype=int)
     y = np.array([3.0, 2.0, 1.0])
-    worst = (1 / math.log2(2) + 2 / math.log2(3) + 3 / math.log2(4)) / (
-        3 + 2 / math.log2(3) + 1 / math.log2(4)
-    )
-    assert M.ndcg_at_10(y, np.zeros(3), user) == pytest.approx(worst)
+    worst = (1 / math.log2(2) + 2 / math.log2(3)) / (3 + 2 / math.log2(3))
+    assert M.per_user_ndcg(y, np.zeros(3), user, k=2) == pytest.approx({0: worst})
+
+
+def test_ndcg_leaves_out_users_with_k_or_fewer_ratings():
+    user = np.array([0] * 10 + [1] * 11)
+    y = np.arange(21.0) % 5 + 1
+    values = M.per_user_ndcg(y, y, user, k=10, min_score=1.0)
+    assert values == pytest.approx({1: 1.0})
+    assert M.ndcg_left_out(user, 10) == 1
+    assert M.ndcg_at_10(y, y, user, min_score=1.0) == pytest.approx(1.0)
 
 
 def test_bootstrap_interval_contains_mean_and_shrinks_with_more_users():

@@ -57,6 +57,21 @@ def test_leaderboard_is_a_parent_run_with_a_child_per_model(tracking_db, small_s
     assert "test_unseen_10_pairwise_acc" in ridge.metrics
 
 
+def test_tuned_rows_are_marked_in_mlflow(tracking_db, small_sim, tmp_path):
+    tuned = {"ridge": {"study": "exp-ridge", "params": {"alpha": 3.0}, "stop_epoch": None}}
+    board = run_leaderboard(small_sim, ["ridge", "mf"], shots=(0,), draws=1, tuned=tuned, progress=False)
+    parent_id = log_leaderboard(board, write_leaderboard(board, tmp_path / "board"), run_name="lb-tuned")
+    parent = MlflowClient(tracking_db).get_run(parent_id).data
+    assert parent.params["leaderboard_run_id"] == board.run_id and parent.params["draws"] == "1"
+    assert parent.params["tuned_models"] == "ridge"
+    children = {
+        r.info.run_name: r.data for r in _runs(tracking_db, f"tags.mlflow.parentRunId = '{parent_id}'")
+    }
+    assert children["ridge"].tags["tuned"] == "true" and children["ridge"].tags["study"] == "exp-ridge"
+    assert children["ridge"].params["tuned_study"] == "exp-ridge"
+    assert children["mf"].tags["tuned"] == "false" and children["mf"].params["validation_split"] == "val_seen"
+
+
 def test_every_tuning_trial_is_a_child_run(tracking_db, small_sim, tmp_path):
     study = tune(small_sim, "ridge", trials=2, storage=f"sqlite:///{tmp_path / 'o.db'}", study="tracked",
                  progress=False)  # fmt: skip

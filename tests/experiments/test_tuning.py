@@ -1,13 +1,26 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 import optuna
 import pytest
 
 from experiments import tuning
 from experiments.spaces import Param, SearchSpace, load_space
-from experiments.tuning import Objective, best_params, run_tuned_leaderboard, study_name, tune, tuned_params
+from experiments.tuning import (
+    Objective,
+    best_params,
+    run_tuned_leaderboard,
+    study_name,
+    tune,
+    tuned_models,
+    tuned_params,
+)
 from recsys.cli import main as recsys_main
+from recsys.data.dataset import Ratings
 from recsys.errors import UserError
+from recsys.models import create_model
 
 
 def _storage(tmp_path) -> str:
@@ -79,14 +92,93 @@ def test_tuned_params_feed_the_leaderboard(tmp_path, small_sim):
              progress=False)  # fmt: skip
     best = optuna.load_study(study_name="exp-ridge", storage=storage).best_trial.params
     assert best_params("ridge", storage, "exp-ridge") == best
-    params = tuned_params(["ridge", "metadata_mean"], storage=storage, study_prefix="exp")
+    params = tuned_params(["ridge", "metadata_mean"], small_sim, storage=storage, study_prefix="exp")
     assert params["ridge"] == best and set(params["metadata_mean"]) == {"shrinkage"}
-    board = run_tuned_leaderboard(small_sim, ["ridge"], storage=storage, study_prefix="exp", shots=(10,),
-                                  progress=False)  # fmt: skip
+    board = run_tuned_leaderboard(small_sim, ["ridge"], shots=(10,), **_exp(storage))
     assert board.params["ridge"]["alpha"] == best["alpha"]
     assert {r.split for r in board.rows} == {"test_seen", "test_unseen"}
+    assert all(r.tuned_study == "exp-ridge" and r.fit_split == "train+val_seen" for r in board.rows)
+    assert board.tuned["ridge"]["study"] == "exp-ridge" and board.tuned["ridge"]["split"] == "val_seen"
     with pytest.raises(UserError, match="no study 'exp-user_ridge' for user_ridge"):
-        tuned_params(["ridge", "user_ridge"], storage=storage, study_prefix="exp")
+        tuned_params(["ridge", "user_ridge"], small_sim, storage=storage, study_prefix="exp")
+
+
+def test_a_study_records_its_protocol(tmp_path, small_sim):
+    objective = Objective(split="val_unseen", shots=5, draws=2)
+    quiet = {"tracking": False, "progress": False}
+    study = tune(
+        small_sim, "ridge", trials=1, storage=_storage(tmp_path), objective=objective, seed=3, **quiet
+    )
+    attrs = study.user_attrs
+    assert (attrs["split"], attrs["shots"], attrs["draws"], attrs["protocol_seed"]) == ("val_unseen", 5, 2, 3)
+    assert attrs["dataset_fingerprint"] == small_sim.fingerprint()
+
+
+def _exp(storage: str) -> dict:
+    """Arguments of a quiet tuned leaderboard over the studies named exp-MODEL."""
+    return {"storage": storage, "study_prefix": "exp", "progress": False}
+
+
+def _other_data(dataset):
+    """The same data with one training score changed: another fingerprint."""
+    r = dataset.ratings["train"]
+    score = r.score.copy()
+    score[0] = 5.0 if score[0] != 5.0 else 1.0
+    return replace(dataset, ratings=dataset.ratings | {"train": Ratings(r.user_idx, r.image_idx, score)})
+
+
+def test_tuned_refuses_a_study_made_on_other_data_or_under_another_protocol(tmp_path, small_sim):
+    storage = _storage(tmp_path)
+    quiet = {"tracking": False, "progress": False}
+    tune(small_sim, "ridge", trials=1, storage=storage, study="exp-ridge", **quiet)
+    other = _other_data(small_sim)
+    message = (
+        f"dataset_fingerprint = '{small_sim.fingerprint()}' but this leaderboard has '{other.fingerprint()}'"
+    )
+    with pytest.raises(UserError, match=message):
+        run_tuned_leaderboard(other, ["ridge"], **_exp(storage))
+    with pytest.raises(UserError, match="protocol_seed = 0 but this leaderboard has 1"):
+        run_tuned_leaderboard(small_sim, ["ridge"], seed=1, **_exp(storage))
+    # draws matter for a study tuned on an unseen split
+    unseen = Objective(split="val_unseen", shots=5, draws=2)
+    tune(
+        small_sim,
+        "user_ridge",
+        trials=1,
+        storage=storage,
+        study="unseen-user_ridge",
+        objective=unseen,
+        **quiet,
+    )
+    with pytest.raises(UserError, match="draws = 2 but this leaderboard has 5"):
+        tuned_models(["user_ridge"], small_sim, storage=storage, study_prefix="unseen")
+    # every tuned model was tuned for the same split and shots
+    tune(small_sim, "ridge", trials=1, storage=storage, study="unseen-ridge", **quiet)
+    with pytest.raises(UserError, match="split = 'val_seen' but study 'unseen-user_ridge' has 'val_unseen'"):
+        tuned_models(["user_ridge", "ridge"], small_sim, storage=storage, study_prefix="unseen", draws=2)
+
+
+def test_models_without_hyperparameters_need_no_study(tmp_path, small_sim):
+    storage = _storage(tmp_path)
+    tune(small_sim, "ridge", trials=1, storage=storage, study="exp-ridge", tracking=False, progress=False)
+    models = ["global_mean", "ridge", "oracle"]
+    board = run_tuned_leaderboard(small_sim, models, shots=(0,), draws=1, **_exp(storage))
+    assert set(board.tuned) == {"ridge"}
+    studies = {r.model: r.tuned_study for r in board.rows}
+    assert studies == {"global_mean": None, "ridge": "exp-ridge", "oracle": None}
+
+
+def test_the_refit_trains_the_epochs_the_best_trial_stopped_at(tmp_path, small_sim):
+    storage = _storage(tmp_path)
+    study = tune(small_sim, "mf", trials=1, storage=storage, study="exp-mf", tracking=False, progress=False)
+    fitted = create_model("mf", **study.best_trial.params).fit(small_sim)  # trial 0: the defaults
+    stop = study.best_trial.user_attrs["stop_epoch"]
+    assert stop == fitted.stopping_epoch() == int(np.argmin(fitted.history_)) + 1
+    assert stop < create_model("mf").epochs  # it did stop early, so the refit differs from the maximum
+    found = tuned_models(["mf"], small_sim, storage=storage, study_prefix="exp")
+    assert found["mf"].params["epochs"] == stop and found["mf"].stop_epoch == stop
+    board = run_tuned_leaderboard(small_sim, ["mf"], shots=(0,), draws=1, **_exp(storage))
+    assert board.params["mf"]["epochs"] == stop and board.tuned["mf"]["stop_epoch"] == stop
 
 
 def test_study_command_gives_every_model_the_same_budget(tmp_path, small_sim_dir, capsys):

@@ -5,16 +5,17 @@ from __future__ import annotations
 import re
 import sys
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from recsys.data.dataset import References
+from recsys.data.dataset import Ratings, References
 from recsys.errors import ColdStartNotSupported, UserError
 from recsys.evaluation.evaluator import Evaluator
 from recsys.models import create_model, list_models, registry
-from recsys.models.base import Model
+from recsys.models.base import DATA_POLICY, Model
 from recsys.models.registry import model_class
 
 
@@ -169,3 +170,70 @@ def test_new_user_absent_from_the_dataset_is_scored(name, small_sim):
     refs = References(-1, r.image_idx[:10], r.score[:10])
     scores = model.predict_new([refs], [r.image_idx[10:20]])[0]
     assert scores.shape == (10,) and np.isfinite(scores).all()
+
+
+# ---------------------------------------------------------------------- what a fit may see (issue 11)
+def _scrambled(dataset, *, keep_truth: bool):
+    """A copy whose test scores are random (and, unless ``keep_truth``, every ground-truth value too)."""
+    rng = np.random.default_rng(99)
+    low, high = dataset.score_range
+    ratings = dict(dataset.ratings)
+    for split in ("test_seen", "test_unseen"):
+        r = dataset.ratings[split]
+        ratings[split] = Ratings(r.user_idx, r.image_idx, rng.uniform(low, high, len(r)).astype(np.float32))
+    truth = dataset.ground_truth
+    if not keep_truth:
+        truth = {s: rng.uniform(low, high, len(v)).astype(np.float32) for s, v in truth.items()}
+    return replace(dataset, ratings=ratings, ground_truth=truth)
+
+
+#: short fits (each model is fitted twice here); they still read the validation split where a model does
+_QUICK = {
+    "seed": 0,
+    "epochs": 2,
+    "iterations": 5,
+    "episodes_per_user": 1,
+    "max_references": 8,
+    "n_queries": 8,
+}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_scrambled_test_scores_leave_test_seen_predictions_identical(name, small_sim):
+    """Test ratings (and, but for the oracle, the ground truth) are not reachable from a fit: a model fitted on
+    data whose test scores are random predicts test_seen exactly as one fitted on the real data."""
+    cls = model_class(name)
+    params = {k: v for k, v in _QUICK.items() if k in cls.param_names()}
+    real = create_model(name, **params).fit(small_sim)
+    scrambled = create_model(name, **params).fit(_scrambled(small_sim, keep_truth=cls.needs_ground_truth))
+    r = small_sim.ratings["test_seen"]
+    np.testing.assert_array_equal(
+        scrambled.predict(r.user_idx, r.image_idx), real.predict(r.user_idx, r.image_idx)
+    )
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_validates_on_the_policy_split_or_none(name, small_sim):
+    model = fitted(name, small_sim)
+    assert model.fit_split_ == DATA_POLICY.fit_split
+    assert model.validation_split_ in (None, DATA_POLICY.validation_split)
+
+
+def test_models_that_stop_early_use_the_same_validation_split_and_report_their_epoch(small_sim):
+    for name in ("mf", "two_tower", "pref_tokens"):
+        model = fitted(name, small_sim)
+        assert model.validation_split_ == "val_seen", name
+        history = model.history_
+        expected = history["best_epoch"] + 1 if isinstance(history, dict) else int(np.argmin(history)) + 1
+        assert model.stopping_epoch() == expected >= 1, name
+    assert fitted("ridge", small_sim).stopping_epoch() is None
+    # a refit that includes the validation split has nothing to stop on
+    refit = create_model("mf").fit(small_sim, "train+val_seen")
+    assert refit.validation_split_ is None and refit.stopping_epoch() is None
+
+
+def test_asking_for_another_validation_split_is_an_error(small_sim):
+    model = create_model("ridge")
+    view = small_sim.fit_view("train", "val_seen")
+    with pytest.raises(RuntimeError, match="validates every model on 'val_seen'"):
+        model._validation(view, "train", "val_unseen")
