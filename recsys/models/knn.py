@@ -1,8 +1,9 @@
 """Neighbourhood models: item kNN and user kNN.
 
 With image features, similarity between images is the cosine of their embeddings (so unrated images have
-neighbours). On a table without features they fall back to classical rating-based similarity: mean-centred
-cosine over co-ratings, shrunk by ``n_common / (n_common + shrinkage)``.
+neighbours). On a table without features they fall back to rating-based similarity: item kNN to the shrunk
+Pearson-baseline correlation over co-raters (Koren's neighbourhood model, as Surprise's KNNBaseline), user kNN
+to mean-centred cosine over co-ratings, shrunk by ``n_common / (n_common + shrinkage)``.
 """
 
 from __future__ import annotations
@@ -11,9 +12,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.data.dataset import Dataset, Ratings, References, group_by
+from recsys.errors import UserError
 from recsys.models.base import Model
+from recsys.models.biases import BiasParams, clip_scores, fit_baseline
 from recsys.models.linear import consensus_scores
-from recsys.models.params import Hyperparameters, at_least_one, non_negative
+from recsys.models.params import Hyperparameters, at_least_one, hyper, non_negative
+
+#: item_knn's similarities (auto: embedding when the dataset has image features, else pearson_baseline)
+SIMILARITIES = ("auto", "embedding", "pearson_baseline")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -32,6 +38,30 @@ def rating_similarity(rows: sp.csr_matrix, shrinkage: float) -> np.ndarray:
     return sim
 
 
+def pearson_baseline(
+    rows: np.ndarray, columns: np.ndarray, residual: np.ndarray, n_rows: int, shrinkage: float
+) -> np.ndarray:
+    """Shrunk Pearson-baseline similarity between rows (e.g. images) rated by columns (e.g. users): dense
+    (n_rows, n_rows).
+
+    ``residual[n]`` is rating n's ``r - b`` (rating minus baseline estimate), at (``rows[n]``,
+    ``columns[n]``). Rows i and j with co-raters U: ``sum_U e_i e_j / sqrt(sum_U e_i^2 * sum_U e_j^2)``, sums
+    over the co-raters only, times ``(|U| - 1) / (|U| - 1 + shrinkage)``; 0 with fewer than two co-raters.
+    """
+    shape = (n_rows, int(columns.max()) + 1 if len(columns) else 0)
+    values = sp.csr_matrix((np.asarray(residual, np.float64), (rows, columns)), shape=shape)
+    squared = sp.csr_matrix((np.square(residual, dtype=np.float64), (rows, columns)), shape=shape)
+    rated = sp.csr_matrix((np.ones(len(rows)), (rows, columns)), shape=shape)
+    cross = (values @ values.T).toarray()
+    squares = (squared @ rated.T).toarray()  # [i, j]: sum of e_i^2 over the columns that row j also has
+    norms = np.sqrt(squares * squares.T)
+    sim = np.divide(cross, norms, out=np.zeros_like(cross), where=norms > 0)
+    support = np.maximum((rated @ rated.T).toarray() - 1.0, 0.0)
+    sim *= np.divide(support, support + shrinkage, out=np.zeros_like(support), where=support > 0)
+    np.fill_diagonal(sim, 0.0)
+    return sim
+
+
 def weighted_neighbours(sim: np.ndarray, values: np.ndarray, k: int, shrinkage: float) -> np.ndarray:
     """Per row of ``sim`` (n, m): the similarity-weighted mean of ``values`` (m,) over its k most similar
     columns with positive similarity, shrunk toward 0 by ``shrinkage`` in the denominator."""
@@ -44,7 +74,8 @@ def weighted_neighbours(sim: np.ndarray, values: np.ndarray, k: int, shrinkage: 
     else:
         values = np.broadcast_to(values, sim.shape)
     sim = np.maximum(sim, 0.0)
-    return (sim * values).sum(1) / (sim.sum(1) + shrinkage)
+    weight = sim.sum(1) + shrinkage
+    return np.divide((sim * values).sum(1), weight, out=np.zeros(len(sim)), where=weight > 0)
 
 
 class KNNParams(Hyperparameters):
@@ -59,91 +90,115 @@ class KNNParams(Hyperparameters):
 
 
 class _KNNBase(Model):
-    """What both kNNs keep: user means, the non-personalised image score, and each user's ratings."""
+    """What both kNNs keep: each fitted user's ratings."""
 
-    def _prepare(self, dataset: Dataset, ratings: Ratings) -> None:
-        score = ratings.score.astype(np.float64)
-        self.global_ = float(score.mean())
-        sums = np.bincount(ratings.user_idx, score, minlength=dataset.n_users)
-        counts = np.bincount(ratings.user_idx, minlength=dataset.n_users)
-        self.user_mean_ = (sums + self.mean_shrinkage * self.global_) / (counts + self.mean_shrinkage)
-        self.embedding_ = (
-            None if dataset.image_features is None else _unit(dataset.image_features.astype(np.float32))
-        )
-        # non-personalised fallback for k = 0: a global ridge on the image design, else the image mean
-        design = dataset.image_design(required=False)
-        if design is not None:
-            self.item_score_ = consensus_scores(design, ratings, 3.0)
-        else:
-            isum = np.bincount(ratings.image_idx, score, minlength=dataset.n_images)
-            icount = np.bincount(ratings.image_idx, minlength=dataset.n_images)
-            self.item_score_ = (isum + 5.0 * self.global_) / (icount + 5.0)
-        # each user's ratings, grouped: user u's are rated_image_[rated_start_[u]:rated_start_[u + 1]]
+    def _keep_ratings(self, ratings: Ratings, n_users: int) -> None:
+        # user u's ratings are rated_image_[rated_start_[u]:rated_start_[u + 1]], likewise rated_score_
         order = np.argsort(ratings.user_idx, kind="stable")
-        self.rated_start_ = np.r_[0, np.cumsum(counts)]
+        self.rated_start_ = np.r_[0, np.cumsum(np.bincount(ratings.user_idx, minlength=n_users))]
         self.rated_image_ = ratings.image_idx[order]
-        self.rated_score_ = score[order]
-        self.n_images_ = dataset.n_images
+        self.rated_score_ = ratings.score[order].astype(np.float64)
 
     def _rated(self, user: int) -> tuple[np.ndarray, np.ndarray]:
         """(images, scores) of a fitted user's ratings."""
         lo, hi = self.rated_start_[user], self.rated_start_[user + 1]
         return self.rated_image_[lo:hi], self.rated_score_[lo:hi]
 
-    def _user_mean(self, scores: np.ndarray) -> float:
-        return float(
-            (scores.sum() + self.mean_shrinkage * self.global_) / (len(scores) + self.mean_shrinkage)
-        )
-
 
 class ItemKNN(_KNNBase):
-    """Item kNN with a baseline: the non-personalised image score (global ridge on the image design, or the
-    shrunk image mean) + the user's shrunk mean residual + the similarity-weighted mean of the user's residuals
-    on the candidate's k nearest rated images (embedding cosine; co-rating cosine without features). k = 0:
-    the non-personalised image score."""
+    """Item kNN on baseline estimates (Koren's neighbourhood model, what Surprise's KNNBaseline computes):
+
+    ``score = b_ui + sum_j s_ij (r_uj - b_uj) / (sum_j s_ij + shrinkage)`` over the user's k rated images most
+    similar to the candidate, positive similarities only; ``b_ui = mu + b_u + b_i`` are the ``biases``
+    model's ALS baseline estimates (image biases from features for images absent from the fit, user biases
+    toward a demographic prior). Similarity ``s_ij``: the cosine of image embeddings when the dataset has
+    image features (unrated images have neighbours), else the shrunk Pearson-baseline correlation over
+    co-raters, ``(n_ij - 1) / (n_ij - 1 + similarity_shrinkage)`` times the correlation of baseline
+    residuals. New users: ``b_u`` folded from their references, whose residuals are the neighbours' values;
+    with no references, the baseline estimate. Scores are clipped to the dataset's score range.
+    Pearson-baseline similarities are kept as a dense float32 (n_images, n_images) matrix. Without features
+    the defaults are KNNBaseline's (k 40, similarity shrinkage 100, no shrinkage of the neighbour sum,
+    baseline regularisation 15 / 10 over 10 epochs), and so are its predictions.
+    """
 
     name = "item_knn"
-    Params = KNNParams
+
+    class Params(BiasParams):
+        k: int = at_least_one(40, "neighbours: the user's rated images most similar to the candidate")
+        shrinkage: float = non_negative(
+            0.0, "added to the sum of neighbour similarities (shrinks toward the baseline estimate)"
+        )
+        similarity: str = hyper(
+            "auto",
+            choices=SIMILARITIES,
+            doc="embedding (cosine of image features), pearson_baseline (co-raters), or auto (embedding when "
+            "the dataset has image features)",
+        )
+        similarity_shrinkage: float = non_negative(
+            100.0, "co-raters beyond the first at which a pearson_baseline similarity is halved"
+        )
 
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
-        self._prepare(dataset, ratings)
-        self.item_sim_ = None
-        if self.embedding_ is None:
-            centred = ratings.score - self.user_mean_[ratings.user_idx]
-            matrix = sp.csr_matrix(
-                (centred, (ratings.image_idx, ratings.user_idx)), shape=(dataset.n_images, dataset.n_users)
+        similarity = self.similarity
+        if similarity == "auto":
+            similarity = "pearson_baseline" if dataset.image_features is None else "embedding"
+        if similarity == "embedding" and dataset.image_features is None:
+            raise UserError(
+                f"item_knn: similarity='embedding' needs image features and {dataset.name} has none; pass "
+                "--image-features FILE.npz or --encoder NAME, or use similarity='pearson_baseline'"
             )
-            self.item_sim_ = rating_similarity(matrix, self.similarity_shrinkage).astype(np.float32)
+        self.score_range_ = np.asarray(dataset.score_range, np.float64)
+        self.baseline_ = fit_baseline(
+            dataset,
+            ratings,
+            user_reg=self.user_reg,
+            item_reg=self.item_reg,
+            epochs=self.epochs,
+            feature_alpha=self.feature_alpha,
+            demo_alpha=self.demo_alpha,
+        )
+        self._keep_ratings(ratings, dataset.n_users)
+        self.embedding_ = self.item_sim_ = None
+        if similarity == "embedding":
+            self.embedding_ = _unit(dataset.image_features.astype(np.float32))
+        else:
+            residual = ratings.score - self.baseline_.pairs(ratings.user_idx, ratings.image_idx)
+            self.item_sim_ = pearson_baseline(
+                ratings.image_idx, ratings.user_idx, residual, dataset.n_images, self.similarity_shrinkage
+            ).astype(np.float32)
 
     def _similarity(self, candidates: np.ndarray, rated: np.ndarray) -> np.ndarray:
         if self.embedding_ is not None:
             return self.embedding_[candidates] @ self.embedding_[rated].T
         return self.item_sim_[np.ix_(candidates, rated)]
 
-    def _score(self, rated: np.ndarray, scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        """Baseline (non-personalised image score + the user's shrunk mean residual) + neighbours' residuals."""
-        if len(rated) == 0:
-            return self.item_score_[candidates].copy()
-        residual = scores - self.item_score_[rated]
-        offset = residual.sum() / (len(rated) + self.mean_shrinkage)
-        sim = self._similarity(candidates, rated).astype(np.float64)
-        return (
-            self.item_score_[candidates]
-            + offset
-            + weighted_neighbours(sim, residual - offset, self.k, self.shrinkage)
-        )
+    def _score(
+        self, user_bias: float, rated: np.ndarray, scores: np.ndarray, candidates: np.ndarray
+    ) -> np.ndarray:
+        """Baseline estimates of the candidates + the weighted mean of the user's residuals on their
+        neighbours, clipped to the score range."""
+        base = self.baseline_
+        estimate = base.mu + user_bias + base.item_bias[candidates]
+        if len(rated):
+            residual = scores - (base.mu + user_bias + base.item_bias[rated])
+            sim = self._similarity(candidates, rated).astype(np.float64)
+            estimate = estimate + weighted_neighbours(sim, residual, self.k, self.shrinkage)
+        return clip_scores(estimate, self.score_range_)
 
     def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
         out = np.empty(len(user_idx))
         for user, rows in group_by(user_idx):
-            out[rows] = self._score(*self._rated(user), image_idx[rows])
+            bias = float(self.baseline_.user_bias[user])
+            out[rows] = self._score(bias, *self._rated(user), image_idx[rows])
         return out
 
     def _predict_new(self, references: list[References], images: list[np.ndarray]) -> list[np.ndarray]:
-        return [
-            self._score(np.asarray(refs.image_idx, np.int64), np.asarray(refs.score, np.float64), candidates)
-            for refs, candidates in zip(references, images, strict=True)
-        ]
+        out = []
+        for refs, candidates in zip(references, images, strict=True):
+            rated, scores = np.asarray(refs.image_idx, np.int64), np.asarray(refs.score, np.float64)
+            bias = self.baseline_.fold(refs.user_idx, rated, scores)
+            out.append(self._score(bias, rated, scores, candidates))
+        return out
 
 
 class UserKNN(_KNNBase):
@@ -175,6 +230,32 @@ class UserKNN(_KNNBase):
                 rated, scores = self._rated(user)
                 self.taste_[user] = self._taste_of(rated, scores - self.user_mean_[user])
         self._after_load()
+
+    def _prepare(self, dataset: Dataset, ratings: Ratings) -> None:
+        """User means, the non-personalised image score (k = 0), the embeddings and each user's ratings."""
+        score = ratings.score.astype(np.float64)
+        self.global_ = float(score.mean())
+        sums = np.bincount(ratings.user_idx, score, minlength=dataset.n_users)
+        counts = np.bincount(ratings.user_idx, minlength=dataset.n_users)
+        self.user_mean_ = (sums + self.mean_shrinkage * self.global_) / (counts + self.mean_shrinkage)
+        self.embedding_ = (
+            None if dataset.image_features is None else _unit(dataset.image_features.astype(np.float32))
+        )
+        # non-personalised fallback for k = 0: a global ridge on the image design, else the image mean
+        design = dataset.image_design(required=False)
+        if design is not None:
+            self.item_score_ = consensus_scores(design, ratings, 3.0)
+        else:
+            isum = np.bincount(ratings.image_idx, score, minlength=dataset.n_images)
+            icount = np.bincount(ratings.image_idx, minlength=dataset.n_images)
+            self.item_score_ = (isum + 5.0 * self.global_) / (icount + 5.0)
+        self._keep_ratings(ratings, dataset.n_users)
+        self.n_images_ = dataset.n_images
+
+    def _user_mean(self, scores: np.ndarray) -> float:
+        return float(
+            (scores.sum() + self.mean_shrinkage * self.global_) / (len(scores) + self.mean_shrinkage)
+        )
 
     def _after_load(self) -> None:
         self._index = None

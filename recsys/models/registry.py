@@ -16,6 +16,7 @@ _REGISTRY: dict[str, str] = {
     "ridge": "recsys.models.baselines:Ridge",
     "user_ridge": "recsys.models.baselines:UserRidge",
     "oracle": "recsys.models.baselines:Oracle",
+    "biases": "recsys.models.biases:Biases",
     "mf": "recsys.models.mf:MatrixFactorization",
     "als": "recsys.models.implicit_models:ALS",
     "bpr": "recsys.models.implicit_models:BPR",
@@ -39,7 +40,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
 #: named groups accepted wherever a model list is (``--models baselines,deep``)
 GROUPS: dict[str, tuple[str, ...]] = {
     "baselines": ("global_mean", "metadata_mean", "ridge", "user_ridge", "oracle"),
-    "classical": ("mf", "als", "bpr", "lightfm", "user_knn", "item_knn"),
+    "classical": ("biases", "mf", "als", "bpr", "lightfm", "user_knn", "item_knn"),
     "deep": ("two_tower", "pref_tokens", "profile"),
     "ablations": tuple(PRESETS),
     "mllm": ("mllm_scorer",),

@@ -1,14 +1,17 @@
-"""What is special to the kNN models: the weighted neighbour mean, FAISS against brute force, and the
-rating-based fallback on a table without image features."""
+"""What is special to the kNN models: the weighted neighbour mean, FAISS against brute force, the
+rating-based similarities on a table without image features (Pearson-baseline against loops, and item_knn
+against Surprise's KNNBaseline when the bench extra is installed)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_mf import low_rank_table
+from test_mf import low_rank_table, surprise_predictions
 
 from recsys.data import load_dataset
-from recsys.models.knn import ItemKNN, UserKNN, weighted_neighbours
+from recsys.data.dataset import References
+from recsys.errors import UserError
+from recsys.models.knn import ItemKNN, UserKNN, pearson_baseline, weighted_neighbours
 
 
 def test_weighted_neighbours_by_hand():
@@ -48,21 +51,57 @@ def test_rating_based_fallback_without_features(cls, table):
     assert rmse < 0.8 * np.std(test.score), rmse
     # new users from references, also rating-based
     train = table.ratings["train"]
-    from recsys.data.dataset import References
-
     refs = References(int(train.user_idx[0]), train.image_idx[train.user_idx == train.user_idx[0]][:10],
                       train.score[train.user_idx == train.user_idx[0]][:10])  # fmt: skip
     out = model.predict_new([refs], [test.image_idx[:5]])[0]
     assert out.shape == (5,) and np.isfinite(out).all()
 
 
-def test_item_knn_zero_shot_is_the_non_personalised_score(small_sim):
-    from recsys.data.dataset import References
-
+def test_item_knn_zero_shot_is_the_baseline_estimate(small_sim):
     model = ItemKNN().fit(small_sim)
     images = np.arange(10)
     empty = References(0, np.empty(0, np.int64), np.empty(0, np.float32))
-    np.testing.assert_allclose(model.predict_new([empty], [images])[0], model.item_score_[images])
+    base = model.baseline_
+    expected = base.mu + base.user_prior[0] + base.item_bias[images]
+    np.testing.assert_allclose(model.predict_new([empty], [images])[0], expected)
+
+
+def test_weighted_neighbours_without_positive_similarity_is_zero():
+    sim = np.array([[-0.2, 0.0]])
+    np.testing.assert_array_equal(weighted_neighbours(sim, np.array([1.0, 2.0]), 2, 0.0), [0.0])
+
+
+def test_pearson_baseline_against_loops_over_co_raters():
+    rng = np.random.default_rng(3)
+    mask = rng.random((6, 9)) < 0.6  # 6 images x 9 users
+    residual = rng.normal(size=(6, 9))
+    rows, columns = np.nonzero(mask)
+    ours = pearson_baseline(rows, columns, residual[rows, columns], 6, shrinkage=4.0)
+    for i in range(6):
+        for j in range(6):
+            common = mask[i] & mask[j]
+            n = common.sum()
+            expected = 0.0
+            if i != j and n >= 2:
+                a, b = residual[i, common], residual[j, common]
+                expected = a @ b / np.sqrt((a @ a) * (b @ b)) * (n - 1) / (n - 1 + 4.0)
+            assert ours[i, j] == pytest.approx(expected, abs=1e-12), (i, j)
+
+
+def test_item_knn_on_a_table_is_surprise_knn_baseline(table):
+    """Without features, item_knn's defaults are KNNBaseline's (item-based pearson_baseline, k = 40, shrinkage
+    100, baselines by ALS with reg_u 15, reg_i 10, 10 epochs): the same predictions on identical data."""
+    surprise = pytest.importorskip("surprise")
+    ours = ItemKNN().fit(table)
+    test = table.ratings["test_seen"]
+    peer = surprise.KNNBaseline(sim_options={"name": "pearson_baseline", "user_based": False}, verbose=False)
+    theirs = surprise_predictions(surprise, peer, table)
+    np.testing.assert_allclose(ours.predict(test.user_idx, test.image_idx), theirs, atol=1e-5)
+
+
+def test_embedding_similarity_without_features_is_a_clear_error(table):
+    with pytest.raises(UserError, match="needs image features"):
+        ItemKNN(similarity="embedding").fit(table)
 
 
 @pytest.mark.parametrize("params", [{"k": 0}, {"shrinkage": -1.0}, {"k": 2.5}])

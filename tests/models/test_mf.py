@@ -1,4 +1,5 @@
-"""What is special to mf: the ALS subproblem and fold-in against independent solvers, and a known low-rank table."""
+"""What is special to mf: the batched ALS subproblems and the fold-in against independent solvers, a known
+low-rank table, and (with the bench extra) Surprise's SVD on identical data."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from recsys.data import load_dataset
 from recsys.data.dataset import References
 from recsys.errors import UserError
 from recsys.models import create_model
-from recsys.models.mf import MatrixFactorization, als_solve
+from recsys.models.mf import Groups, MatrixFactorization, als_solve
 
 NOISE = 0.3
 
@@ -29,12 +30,16 @@ def low_rank_table(path, *, users=150, items=120, rank=3, per_user=60, seed=0):
     return path
 
 
-def test_als_subproblem_matches_sklearn_ridge():
+def test_batched_als_subproblems_match_sklearn_ridge_per_group():
     rng = np.random.default_rng(1)
-    x, y = rng.normal(size=(40, 6)), rng.normal(size=40)
-    ours = als_solve(x, y, np.full(6, 2.5), np.zeros(6))
-    reference = Ridge(alpha=2.5, fit_intercept=False).fit(x, y).coef_
-    np.testing.assert_allclose(ours, reference, rtol=1e-10, atol=1e-10)
+    group = rng.integers(0, 4, 60)
+    x, y, prior = rng.normal(size=(60, 6)), rng.normal(size=60), rng.normal(size=(4, 6))
+    ours = als_solve(Groups(group), x, y, np.full(6, 2.5), prior)
+    for g in range(4):
+        rows = group == g
+        # shrinking toward a prior is ridge on y - x prior, shifted by the prior
+        fit = Ridge(alpha=2.5, fit_intercept=False).fit(x[rows], y[rows] - x[rows] @ prior[g])
+        np.testing.assert_allclose(ours[g], prior[g] + fit.coef_, rtol=1e-10, atol=1e-10)
 
 
 def test_fold_in_matches_augmented_least_squares(small_sim):
@@ -57,14 +62,19 @@ def test_fold_in_matches_augmented_least_squares(small_sim):
     np.testing.assert_allclose(model._fold([empty])[0], fold.prior[user])
     images = r.image_idx[mask][10:]
     expected = (
-        model.fold_.a + model.fold_.item_offset[images] + model.fold_.item_vecs[images] @ reference[:-1] + reference[-1]
+        model.fold_.a
+        + model.fold_.item_offset[images]
+        + model.fold_.item_vecs[images] @ reference[:-1]
+        + reference[-1]
     )
     np.testing.assert_allclose(model.predict_new([refs], [images])[0], expected, rtol=1e-8)
 
 
 def test_recovers_a_known_low_rank_table_to_the_noise_level(tmp_path):
     dataset = load_dataset(low_rank_table(tmp_path / "ratings.csv"), holdout="random:0.2")
-    model = create_model("mf", factors=3, reg=2.0, bias_reg=2.0, epochs=30, seed=0).fit(dataset)
+    model = create_model("mf", factors=3, reg=2.0, reg_per_rating=0.0, bias_reg=2.0, epochs=30, seed=0).fit(
+        dataset
+    )
     test = dataset.ratings["test_seen"]
     rmse = float(np.sqrt(np.mean((model.predict(test.user_idx, test.image_idx) - test.score) ** 2)))
     baseline = float(np.std(test.score))
@@ -91,3 +101,27 @@ def test_user_vectors_are_user_factors(small_sim):
     model = create_model("mf", factors=5, seed=0).fit(small_sim)
     vectors = model.user_vectors()
     assert vectors.shape == (small_sim.n_users, 5) and vectors.dtype == np.float32
+
+
+def surprise_predictions(surprise, algorithm, dataset):
+    """Test-split predictions of a Surprise algorithm fitted on the dataset's train split (indices as ids),
+    clipped to the score range as Surprise does by default (and the suite's models do)."""
+    train = dataset.ratings["train"]
+    frame = pd.DataFrame({"u": train.user_idx, "i": train.image_idx, "r": train.score.astype(np.float64)})
+    reader = surprise.Reader(rating_scale=dataset.score_range)
+    algorithm.fit(surprise.Dataset.load_from_df(frame, reader).build_full_trainset())
+    test = dataset.ratings["test_seen"]
+    pairs = zip(test.user_idx.tolist(), test.image_idx.tolist(), strict=True)
+    return np.array([algorithm.predict(u, i).est for u, i in pairs])
+
+
+def test_defaults_at_or_below_surprise_svd_on_identical_data(tmp_path):
+    surprise = pytest.importorskip("surprise")
+    dataset = load_dataset(low_rank_table(tmp_path / "ratings.csv"), holdout="random:0.2")
+    test = dataset.ratings["test_seen"]
+    known = np.isin(test.image_idx, dataset.train_images())
+    ours = create_model("mf", seed=0).fit(dataset).predict(test.user_idx[known], test.image_idx[known])
+    theirs = surprise_predictions(surprise, surprise.SVD(random_state=0), dataset)[known]
+    rmse_ours = np.sqrt(np.mean((ours - test.score[known]) ** 2))
+    rmse_theirs = np.sqrt(np.mean((theirs - test.score[known]) ** 2))
+    assert rmse_ours <= rmse_theirs, (rmse_ours, rmse_theirs)

@@ -1,0 +1,145 @@
+"""Baseline predictor: global mean plus regularised user and item biases, fitted by alternating least squares.
+
+``score = mu + b_u + b_i`` (Koren's baseline estimates). Each ALS step is exact for one side, images first:
+``b_i = (sum_u (r_ui - mu - b_u) + item_reg * prior_i) / (n_i + item_reg)``, then likewise ``b_u`` with
+``user_reg``. The priors come from side information and are refitted every epoch: an image's is a ridge map
+from its design row (features + metadata one-hots) to the fitted item biases, so images absent from the fit
+get a bias from their features; a user's is a ridge map from demographics, so a new user with no references
+gets the bias of people like them. Without side information the priors are 0 (plain baseline estimates, and
+an image absent from the fit scores ``mu + b_u``). New users: ``b_u`` from their references by the same
+formula. Predictions are clipped to the dataset's score range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from recsys.data.dataset import Dataset, Ratings, References
+from recsys.models.base import Model
+from recsys.models.factor import ImageMap
+from recsys.models.linear import ridge
+from recsys.models.params import Hyperparameters, at_least_one, positive
+from recsys.models.persistence import state_record
+
+
+def clip_scores(scores: np.ndarray, score_range: np.ndarray) -> np.ndarray:
+    """Predictions clipped to the dataset's range of valid scores (``score_range``: [low, high]); a
+    prediction outside it is never closer to a rating than the bound."""
+    return np.clip(scores, score_range[0], score_range[1])
+
+
+@state_record
+@dataclass
+class Baseline:
+    """Fitted baseline estimates ``mu + b_u + b_i`` and the priors that new users and images fall back on.
+
+    Attributes:
+        mu: global mean.
+        user_bias: (n_users,) ``b_u`` (0 for users absent from the fit).
+        item_bias: (n_images,) ``b_i`` (the image prior for images absent from the fit).
+        user_prior: (n_users + 1,) prior ``b_u`` of every dataset user; the last row is a person not in it.
+        user_reg: shrinkage of a user's bias toward its prior, in pseudo-ratings.
+    """
+
+    mu: float
+    user_bias: np.ndarray
+    item_bias: np.ndarray
+    user_prior: np.ndarray
+    user_reg: float
+
+    def fold(self, user_idx: int, images: np.ndarray, scores: np.ndarray) -> float:
+        """``b_u`` of a user from its rated images, shrunk toward its prior (the prior if there are none)."""
+        residual = np.asarray(scores, np.float64) - self.mu - self.item_bias[images]
+        return float(
+            (residual.sum() + self.user_reg * self.user_prior[user_idx]) / (len(images) + self.user_reg)
+        )
+
+    def pairs(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
+        """Baseline estimates of aligned pairs."""
+        return self.mu + self.user_bias[user_idx] + self.item_bias[image_idx]
+
+
+def fit_baseline(
+    dataset: Dataset,
+    ratings: Ratings,
+    *,
+    user_reg: float,
+    item_reg: float,
+    epochs: int,
+    feature_alpha: float,
+    demo_alpha: float,
+) -> Baseline:
+    """Baseline estimates by ALS, priors from the dataset's side information (see the module docstring)."""
+    score = ratings.score.astype(np.float64)
+    users, images = ratings.user_idx, ratings.image_idx
+    mu = float(score.mean())
+    n_u = np.bincount(users, minlength=dataset.n_users)
+    n_i = np.bincount(images, minlength=dataset.n_images)
+    fitted_users, fitted_images = np.flatnonzero(n_u), np.flatnonzero(n_i)
+    design = dataset.image_design(required=False)
+    image_map = ImageMap(design, feature_alpha)
+    demo = dataset.user_design(fitted_users).astype(np.float64)
+    use_demo = demo.shape[1] > 0 and len(fitted_users) > 2
+    user_prior = np.zeros(dataset.n_users + 1)  # last row: a person not in the dataset
+    item_prior = np.zeros(dataset.n_images)
+    user_bias, item_bias = np.zeros(dataset.n_users), np.zeros(dataset.n_images)
+    for _ in range(epochs):  # images first, as in Koren's baseline estimates
+        residual = np.bincount(images, score - mu - user_bias[users], minlength=dataset.n_images)
+        item_bias = (residual + item_reg * item_prior) / (n_i + item_reg)
+        if design is not None:
+            item_prior = image_map.fit(fitted_images, item_bias[fitted_images]).predict().ravel()
+            item_bias[n_i == 0] = item_prior[n_i == 0]
+        residual = np.bincount(users, score - mu - item_bias[images], minlength=dataset.n_users)
+        user_bias = (residual + user_reg * user_prior[:-1]) / (n_u + user_reg)
+        if use_demo:
+            coef, intercept = ridge(demo[fitted_users], user_bias[fitted_users], demo_alpha)
+            user_prior = (demo @ coef + intercept).ravel()
+    return Baseline(mu, user_bias, item_bias, user_prior, float(user_reg))
+
+
+class BiasParams(Hyperparameters):
+    """The baseline estimates' hyperparameters (user_reg, item_reg and epochs default to Surprise's
+    BaselineOnly's)."""
+
+    user_reg: float = positive(15.0, "shrinkage of a user's bias toward its prior, in pseudo-ratings")
+    item_reg: float = positive(10.0, "shrinkage of an image's bias toward its prior, in pseudo-ratings")
+    epochs: int = at_least_one(10, "ALS epochs")
+    feature_alpha: float = positive(3.0, "ridge penalty of the image-design -> image bias prior map")
+    demo_alpha: float = positive(10.0, "ridge penalty of the demographics -> user bias prior map")
+
+
+class Biases(Model):
+    """``mu + b_u + b_i`` by alternating least squares (see the module docstring)."""
+
+    name = "biases"
+    Params = BiasParams
+
+    def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
+        self.score_range_ = np.asarray(dataset.score_range, np.float64)
+        self.baseline_ = fit_baseline(
+            dataset,
+            ratings,
+            user_reg=self.user_reg,
+            item_reg=self.item_reg,
+            epochs=self.epochs,
+            feature_alpha=self.feature_alpha,
+            demo_alpha=self.demo_alpha,
+        )
+
+    def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
+        return clip_scores(self.baseline_.pairs(user_idx, image_idx), self.score_range_)
+
+    def _fold(self, references: list[References]) -> np.ndarray:
+        """``b_u`` (n,) of new users from their references."""
+        return np.array(
+            [self.baseline_.fold(r.user_idx, np.asarray(r.image_idx, np.int64), r.score) for r in references]
+        )
+
+    def _score_folded(self, states: np.ndarray, images: list[np.ndarray]) -> list[np.ndarray]:
+        base = self.baseline_
+        return [
+            clip_scores(base.mu + bias + base.item_bias[i], self.score_range_)
+            for bias, i in zip(states, images, strict=True)
+        ]
