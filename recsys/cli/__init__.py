@@ -19,7 +19,7 @@ import os
 import sys
 
 from recsys.cli import data, experiments, features, leaderboard, models, retrieval
-from recsys.cli.common import HelpFormatter
+from recsys.cli.common import HelpFormatter, add_commands
 from recsys.errors import UserError
 
 #: the command groups, in the order ``recsys --help`` lists them
@@ -45,13 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"recsys {version()}")
-    sub = parser.add_subparsers(
-        dest="command",
-        required=True,
-        title="commands",
-        metavar="COMMAND",
-        help="`recsys COMMAND --help` describes a command and its options",
-    )
+    sub = add_commands(parser, "command", "recsys")
     for group in COMMAND_GROUPS:
         group.add_parsers(sub)
     return parser

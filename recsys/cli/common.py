@@ -52,6 +52,17 @@ def add_command(subparsers, name: str, *, help: str, example: str, description: 
     )
 
 
+def add_commands(parser: argparse.ArgumentParser, dest: str, prefix: str):
+    """The collection of sub-commands of ``parser`` (the top level or a command group), listed as "commands"."""
+    return parser.add_subparsers(
+        dest=dest,
+        required=True,
+        title="commands",
+        metavar="COMMAND",
+        help=f"`{prefix} COMMAND --help` describes a command and its options",
+    )
+
+
 # ---------------------------------------------------------------------- argument types
 def int_list(text: str) -> list[int]:
     """``0,10`` -> [0, 10]: comma-separated non-negative integers."""

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from recsys.cli.common import add_command, score_range
+from recsys.cli.common import add_command, add_commands, score_range
 
 
 def add_parsers(subparsers) -> None:
@@ -18,13 +18,7 @@ def add_parsers(subparsers) -> None:
         help="simulate or validate datasets",
         example="recsys data simulate --out data/sim\nrecsys data validate data/sim",
     )
-    sub = data.add_subparsers(
-        dest="data_command",
-        required=True,
-        title="commands",
-        metavar="COMMAND",
-        help="`recsys data COMMAND --help` describes a command and its options",
-    )
+    sub = add_commands(data, "data_command", "recsys data")
 
     sim = add_command(
         sub,

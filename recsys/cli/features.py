@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from recsys.cli.common import add_command, non_negative_int, positive_int
+from recsys.cli.common import add_command, add_commands, non_negative_int, positive_int
 
 #: features.embed.DEFAULT_CHUNK_SIZE, without importing torch for `recsys --help`
 DEFAULT_CHUNK_SIZE = 1024
@@ -23,13 +23,7 @@ def add_parsers(subparsers) -> None:
         example="recsys features encoders\n"
         "recsys features embed --data /data/PAMELA --encoder clip:ViT-B-32/laion2b_s34b_b79k --text",
     )
-    sub = features.add_subparsers(
-        dest="features_command",
-        required=True,
-        title="commands",
-        metavar="COMMAND",
-        help="`recsys features COMMAND --help` describes a command and its options",
-    )
+    sub = add_commands(features, "features_command", "recsys features")
 
     embed = add_command(
         sub,
