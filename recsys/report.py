@@ -1,7 +1,9 @@
 """Leaderboard files: JSON, CSV, Markdown (best marked, paired tests), PNG charts, per-user values, predictions.
 
 Every per-row file (leaderboard.csv, per_user.csv, predictions.parquet, curve.csv) carries the run id, the
-dataset name and the simulated flag, so a file read on its own still says what it measured.
+dataset name and the simulated flag, so a file read on its own still says what it measured; leaderboard.json
+and .md state the run id, and both PNGs show it in their title and hold it as a ``run_id`` text chunk. A set is
+written whole (``write_leaderboard``; see ``recsys.workspace``).
 """
 
 from __future__ import annotations
@@ -295,6 +297,11 @@ def _pyplot():
     return plt
 
 
+def png_metadata(run_id: str) -> dict[str, str]:
+    """PNG text chunks: the run id (``run_id``) that every file of a set carries."""
+    return {"run_id": run_id, "Description": f"recsys leaderboard run {run_id}"}
+
+
 def write_chart(board: Leaderboard, path: Path) -> None:
     """Horizontal bars of user_srocc with 95% intervals, one panel per task (see ``_chart_tasks``)."""
     plt = _pyplot()
@@ -322,9 +329,9 @@ def write_chart(board: Leaderboard, path: Path) -> None:
     axes[0][0].set_yticks(range(len(labels)), labels, fontsize=8)
     axes[0][0].invert_yaxis()
     title = board.dataset.name + (" — SIMULATED data" if board.dataset.simulated else "")
-    fig.suptitle(f"{title}; {board.draws} draw(s) per new user", fontsize=11)
+    fig.suptitle(f"{title}; {board.draws} draw(s) per new user; run {board.run_id}", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, metadata=png_metadata(board.run_id))
     plt.close(fig)
 
 
@@ -368,11 +375,12 @@ def write_curve(board: Leaderboard, csv_path: Path, png_path: Path) -> bool:
     table = pd.DataFrame(records)
     table.to_csv(csv_path, index=False)
     title = board.dataset.name + (" — SIMULATED data" if board.dataset.simulated else "")
-    plot_curve(table, f"{title}; {board.draws} reference draw(s) per new user, seed {board.seed}", png_path)
+    heading = f"{title}; {board.draws} reference draw(s) per new user, seed {board.seed}; run {board.run_id}"
+    plot_curve(table, heading, png_path, run_id=board.run_id)
     return True
 
 
-def plot_curve(table: pd.DataFrame, title: str, png_path: Path) -> None:
+def plot_curve(table: pd.DataFrame, title: str, png_path: Path, run_id: str | None = None) -> None:
     """Draw a curve.csv table: a row of panels per unseen split, one panel per metric, k on evenly spaced
     positions (0 and 1 stay apart). Models are ranked by their first metric at the largest k; each keeps one
     colour and line style in every panel, the oracle a grey dotted line."""
@@ -430,7 +438,7 @@ def plot_curve(table: pd.DataFrame, title: str, png_path: Path) -> None:
         )
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    fig.savefig(png_path, dpi=120)
+    fig.savefig(png_path, dpi=120, metadata=png_metadata(run_id) if run_id else None)
     plt.close(fig)
 
 
@@ -494,23 +502,41 @@ def predictions_table(board: Leaderboard) -> pd.DataFrame:
     return table
 
 
-def write_leaderboard(board: Leaderboard, out: str | Path) -> dict[str, Path]:
+def write_leaderboard(
+    board: Leaderboard, out: str | Path, *, overwrite: bool = False, markdown_extra: str = ""
+) -> dict[str, Path]:
     """Write leaderboard.json, .csv, .md and .png, per_user.csv, predictions.parquet and, with three or more k
-    values, curve.csv and curve.png into ``out``; returns the paths."""
+    values, curve.csv and curve.png into ``out`` as one set; returns the paths.
+
+    The set is written into a hidden folder beside ``out`` and renamed into place when every file is written,
+    under a lock on ``out`` (see ``recsys.workspace.write_atomically``): an error leaves a previous set intact.
+    A non-empty ``out`` is refused unless ``overwrite``. ``markdown_extra`` is appended to leaderboard.md.
+    """
+    from recsys.workspace import write_atomically
+
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {ext: out / f"leaderboard.{ext}" for ext in ("json", "csv", "md", "png")}
-    paths["json"].write_text(json.dumps(board.to_json(), indent=2, allow_nan=False, default=_json_default))
-    write_csv(board, paths["csv"])
-    paths["md"].write_text(to_markdown(board))
-    write_chart(board, paths["png"])
-    paths["per_user"] = out / "per_user.csv"
-    write_per_user(board, paths["per_user"])
-    paths["predictions"] = out / "predictions.parquet"
-    predictions_table(board).to_parquet(paths["predictions"], index=False)
+    names = write_atomically(
+        out, lambda folder: write_files(board, folder, markdown_extra), overwrite=overwrite
+    )
+    return {key: out / name for key, name in names.items()}
+
+
+def write_files(board: Leaderboard, out: Path, markdown_extra: str = "") -> dict[str, str]:
+    """Write every file of a set into the existing folder ``out``; returns the file names by key."""
+    names = {ext: f"leaderboard.{ext}" for ext in ("json", "csv", "md", "png")}
+    (out / names["json"]).write_text(
+        json.dumps(board.to_json(), indent=2, allow_nan=False, default=_json_default)
+    )
+    write_csv(board, out / names["csv"])
+    (out / names["md"]).write_text(to_markdown(board) + (f"\n{markdown_extra}" if markdown_extra else ""))
+    write_chart(board, out / names["png"])
+    names["per_user"] = "per_user.csv"
+    write_per_user(board, out / names["per_user"])
+    names["predictions"] = "predictions.parquet"
+    predictions_table(board).to_parquet(out / names["predictions"], index=False)
     if write_curve(board, out / "curve.csv", out / "curve.png"):
-        paths["curve_csv"], paths["curve_png"] = out / "curve.csv", out / "curve.png"
-    return paths
+        names["curve_csv"], names["curve_png"] = "curve.csv", "curve.png"
+    return names
 
 
 def _json_default(value):

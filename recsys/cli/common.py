@@ -167,6 +167,17 @@ def check_params(params: dict, models: list[str] | None = None) -> None:
 
 
 # ---------------------------------------------------------------------- the dataset
+def add_workspace_argument(parser: argparse.ArgumentParser) -> None:
+    """``--workspace``: the one folder a command writes under (see ``recsys.workspace``)."""
+    parser.add_argument(
+        "--workspace",
+        type=Path,
+        default=None,
+        help="folder every output goes under (leaderboards/, models/, optuna.db, mlflow.db); "
+        "default: $RECSYS_WORKSPACE, else ./runs",
+    )
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """--data, --image-features, --encoder, --checkpoint, --holdout, --score-range, --seed: the dataset."""
     parser.add_argument(

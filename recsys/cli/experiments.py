@@ -7,8 +7,15 @@ import json
 import logging
 import time
 
-from experiments.tuning import DEFAULT_STORAGE, DEFAULT_STUDY_PREFIX, Objective, study_name
-from recsys.cli.common import add_command, add_data_arguments, dataset_from_args, name_list, positive_int
+from experiments.tuning import DEFAULT_STUDY_PREFIX, Objective, study_name
+from recsys.cli.common import (
+    add_command,
+    add_data_arguments,
+    add_workspace_argument,
+    dataset_from_args,
+    name_list,
+    positive_int,
+)
 from recsys.evaluation.evaluator import DEFAULT_DRAWS
 
 
@@ -18,7 +25,7 @@ def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storage",
         default=None,
-        help=f"Optuna storage URL (postgresql://... to share a study); default: {DEFAULT_STORAGE}",
+        help="Optuna storage URL (postgresql://... to share a study); default: sqlite:///WORKSPACE/optuna.db",
     )
     parser.add_argument("--metric", default="user_srocc", help="validation metric to optimise")
     parser.add_argument(
@@ -37,8 +44,9 @@ def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tracking-uri",
         default=None,
-        help="MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db",
+        help="MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else sqlite:///WORKSPACE/mlflow.db",
     )
+    add_workspace_argument(parser)
     parser.add_argument("--no-tracking", action="store_true", help="do not log MLflow runs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -100,18 +108,33 @@ def _summary(model: str, handle, added: int, seconds: float) -> dict:
     }
 
 
+def _stores(args: argparse.Namespace) -> tuple[str, str]:
+    """The Optuna storage and the MLflow tracking URI: the flags, else ($MLFLOW_TRACKING_URI, else) the
+    workspace's SQLite files."""
+    import os
+
+    from recsys.workspace import sqlite_url
+
+    storage = args.storage or sqlite_url(args.workspace, "optuna.db")
+    tracking = (
+        args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or sqlite_url(args.workspace, "mlflow.db")
+    )
+    return storage, tracking
+
+
 def _tune(args: argparse.Namespace, ds, model: str, study: str | None):
     from experiments.tuning import tune
 
+    storage, tracking_uri = _stores(args)
     return tune(
         ds,
         model,
         trials=args.trials,
-        storage=args.storage,
+        storage=storage,
         study=study,
         objective=_objective(args),
         seed=args.seed,
-        tracking_uri=args.tracking_uri,
+        tracking_uri=tracking_uri,
         tracking=not args.no_tracking,
         timeout=args.timeout,
         progress=not args.no_progress,

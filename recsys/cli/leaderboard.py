@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
-from experiments.tuning import DEFAULT_STORAGE, DEFAULT_STUDY_PREFIX
+from experiments.tuning import DEFAULT_STUDY_PREFIX
 from recsys.cli.common import (
     add_command,
     add_data_arguments,
+    add_workspace_argument,
     check_params,
     dataset_from_args,
     int_list,
@@ -53,8 +55,18 @@ def add_parsers(subparsers) -> None:
     board.add_argument(
         "--params", default=None, help='JSON hyperparameters per model, e.g. {"ridge": {"alpha": 10}}'
     )
+    add_workspace_argument(board)
     board.add_argument(
-        "--out", type=Path, default=Path("leaderboard"), help="directory of the tables and plot"
+        "--out",
+        type=Path,
+        default=None,
+        help="write the set into this folder instead (refused when it is not empty, unless --overwrite); "
+        "default: WORKSPACE/leaderboards/<UTC time>-<run id>/, with WORKSPACE/leaderboards/latest pointing at it",
+    )
+    board.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty --out folder (the old set is replaced whole)",
     )
     board.add_argument(
         "--tuned",
@@ -63,13 +75,15 @@ def add_parsers(subparsers) -> None:
         "train+val_seen; a study made on other data or under another protocol is refused",
     )
     board.add_argument(
-        "--storage", default=None, help=f"Optuna storage of the studies; default: {DEFAULT_STORAGE}"
+        "--storage",
+        default=None,
+        help="Optuna storage of the studies; default: sqlite:///WORKSPACE/optuna.db",
     )
     board.add_argument("--study-prefix", default=DEFAULT_STUDY_PREFIX, help="studies are named PREFIX-MODEL")
     board.add_argument(
         "--tracking-uri",
         default=None,
-        help="MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db",
+        help="MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else sqlite:///WORKSPACE/mlflow.db",
     )
     board.add_argument("--no-tracking", action="store_true", help="do not log the leaderboard to MLflow")
     board.set_defaults(func=cmd_leaderboard)
@@ -80,9 +94,13 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from recsys.leaderboard import run_leaderboard
     from recsys.models.registry import expand_models
     from recsys.report import format_table, write_leaderboard
+    from recsys.workspace import check_target, leaderboard_dir, resolve_workspace, sqlite_url, update_latest
 
+    workspace = resolve_workspace(args.workspace)
     params = parse_params(args.params, per_model=True)
     check_params(params, expand_models(args.models) if args.models else None)  # before the data is read
+    if args.out is not None:
+        check_target(args.out, args.overwrite)  # before any model is fitted
     ds = dataset_from_args(args)
     protocol = {
         "splits": args.splits,
@@ -95,20 +113,31 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         from experiments.tuning import run_tuned_leaderboard
 
         board = run_tuned_leaderboard(
-            ds, args.models, storage=args.storage, study_prefix=args.study_prefix, **protocol
+            ds,
+            args.models,
+            storage=args.storage or sqlite_url(workspace, "optuna.db"),
+            study_prefix=args.study_prefix,
+            **protocol,
         )
     else:
         board = run_leaderboard(ds, args.models, **protocol)
-    paths = write_leaderboard(board, args.out)
-    if ds.pamela_semantics:  # published numbers are context for PAMELA-format data only
-        paths["md"].write_text(paths["md"].read_text() + "\n" + reported_table_markdown())
+    target = args.out if args.out is not None else leaderboard_dir(workspace, board.run_id)
+    # published numbers are context for PAMELA-format data only
+    extra = reported_table_markdown() if ds.pamela_semantics else ""
+    paths = write_leaderboard(board, target, overwrite=args.overwrite, markdown_extra=extra)
+    latest = update_latest(target) if args.out is None else None
     print(format_table(board))
-    print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+    print(f"\nwrote run {board.run_id} to {target}: {', '.join(p.name for p in paths.values())}")
+    if latest is not None:
+        print(f"{latest} now points at {target.name}")
     if not args.no_tracking:
         from experiments.tracking import log_leaderboard, resolve_tracking_uri
 
-        run_id = log_leaderboard(board, paths, tracking_uri=args.tracking_uri)  # tagged with board.run_id
+        tracking_uri = (
+            args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or sqlite_url(workspace, "mlflow.db")
+        )
+        run_id = log_leaderboard(board, paths, tracking_uri=tracking_uri)  # tagged with board.run_id
         print(
-            f"tracked as MLflow run {run_id} in {resolve_tracking_uri(args.tracking_uri)} (open with `mlflow ui`)"
+            f"tracked as MLflow run {run_id} in {resolve_tracking_uri(tracking_uri)} (open with `mlflow ui`)"
         )
     return 0

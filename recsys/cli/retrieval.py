@@ -5,10 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import socket
-from pathlib import Path
 
-from recsys.cli.common import add_command, add_data_arguments, check_params, dataset_from_args, parse_params
+from recsys.cli.common import (
+    add_command,
+    add_data_arguments,
+    add_workspace_argument,
+    check_params,
+    dataset_from_args,
+    parse_params,
+)
 from recsys.errors import UserError
+from recsys.workspace import resolve_workspace
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,9 +23,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--params", default=None, help='JSON hyperparameters of the model, e.g. {"alpha": 10}'
     )
-    parser.add_argument(
-        "--workspace", type=Path, default=Path("runs"), help="where fitted models and indexes are kept"
-    )
+    add_workspace_argument(parser)  # fitted models and indexes go to WORKSPACE/models/
 
 
 def add_parsers(subparsers) -> None:
@@ -105,7 +110,9 @@ def cmd_similar_users(args: argparse.Namespace) -> int:
     params = parse_params(args.params)
     check_params({args.model: params})  # before the data is read
     ds = dataset_from_args(args)
-    _, similar = load_or_fit(args.model, ds, params=params, workspace=args.workspace, progress=not args.json)
+    _, similar = load_or_fit(
+        args.model, ds, params=params, workspace=resolve_workspace(args.workspace), progress=not args.json
+    )
     _print_neighbours(similar.by_user(args.user, args.k), args.json, "user_id")
     return 0
 
@@ -151,7 +158,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sock = _listen_socket(args.host, args.port)  # before loading: a busy port fails fast
     try:
         ds = dataset_from_args(args)
-        model, similar = load_or_fit(args.model, ds, params=params, workspace=args.workspace)
+        model, similar = load_or_fit(
+            args.model, ds, params=params, workspace=resolve_workspace(args.workspace)
+        )
         app = create_app(model, ds, similar, limits)
         config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info")
         uvicorn.Server(config).run(sockets=[sock])

@@ -83,5 +83,5 @@ def test_leaderboard_tuned_command(small_sim, small_sim_dir, tmp_path, capsys):
     assert board["params"]["ridge"]["alpha"] == best["alpha"]
     assert board["params"]["metadata_mean"]["shrinkage"] == 3.5  # --params override the study
     assert {r["model"] for r in board["rows"]} == {"ridge", "metadata_mean", "oracle"}
-    assert main([*argv[:-1], "--study-prefix", "none", "--no-tracking"]) == 2
+    assert main([*argv[:-1], "--study-prefix", "none", "--no-tracking", "--overwrite"]) == 2
     assert capsys.readouterr().err.startswith("error: no study 'none-ridge' for ridge")
