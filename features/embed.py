@@ -272,6 +272,31 @@ def _compute_chunk(
     return Chunk(chunk_ids, ok, embedding.astype(np.float32, copy=False), np.array(reasons, dtype=str))
 
 
+def _image_setup(
+    encoder: ClipEncoder | str, checkpoint, device: str, num_workers: int | None, cache_dir, use_cache: bool
+) -> tuple[ClipEncoder, int, ChunkCache | None]:
+    """An image embedding run's encoder, decoding threads (default min(8, CPU count)) and chunk cache."""
+    encoder = _resolve_encoder(encoder, checkpoint, device)
+    workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
+    cache = ChunkCache(cache_dir or default_cache_dir(), encoder.cache_key, "image") if use_cache else None
+    return encoder, workers, cache
+
+
+def _image_bar(total: int | None, encoder: ClipEncoder, progress: bool) -> tqdm:
+    return tqdm(total=total, unit="img", desc=f"embedding images ({encoder.name})", disable=not progress,
+                dynamic_ncols=True, smoothing=0.1)  # fmt: skip
+
+
+def _compute_and_store(
+    ids: np.ndarray, decoded, encoder: ClipEncoder, batch_size: int, bar, cache: ChunkCache | None, key: str
+) -> Chunk:
+    """``_compute_chunk``, then the chunk stored under ``key`` when there is a cache."""
+    chunk = _compute_chunk(ids, decoded, encoder, batch_size, bar)
+    if cache is not None:
+        cache.store(key, chunk)
+    return chunk
+
+
 def embed_images(
     paths: Sequence[str | Path | None],
     image_ids: Sequence | np.ndarray,
@@ -320,17 +345,14 @@ def embed_images(
                    for i, identity in enumerate(identities) if identity is None]  # fmt: skip
         if missing:
             raise _bad_images_error(missing)
-    encoder = _resolve_encoder(encoder, checkpoint, device)
-    workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
-    cache = ChunkCache(cache_dir or default_cache_dir(), encoder.cache_key, "image") if use_cache else None
+    encoder, workers, cache = _image_setup(encoder, checkpoint, device, num_workers, cache_dir, use_cache)
 
     bounds = _chunk_bounds(len(ids), chunk_size)
     keys = [chunk_key(encoder.cache_key, "image", ids[a:b].tolist(), identities[a:b]) for a, b in bounds]
     chunks = _cached_chunks(cache, keys, bounds, ids)
     todo = [i for i, chunk in enumerate(chunks) if chunk is None]
 
-    bar = tqdm(total=len(ids), unit="img", desc=f"embedding images ({encoder.name})", disable=not progress,
-               dynamic_ncols=True, smoothing=0.1)  # fmt: skip
+    bar = _image_bar(len(ids), encoder, progress)
     bar.update(sum(len(chunk.image_id) for chunk in chunks if chunk is not None))
     todo_paths = (path_strs[k] for i in todo for k in range(*bounds[i]))
     # the preprocessing is asked for only when something is left to compute: it builds the model
@@ -339,9 +361,7 @@ def embed_images(
     try:
         for i in todo:
             start, stop = bounds[i]
-            chunks[i] = _compute_chunk(ids[start:stop], decoded, encoder, batch_size, bar)
-            if cache:
-                cache.store(keys[i], chunks[i])
+            chunks[i] = _compute_and_store(ids[start:stop], decoded, encoder, batch_size, bar, cache, keys[i])
     finally:
         decoded.close()
         bar.close()
@@ -391,17 +411,8 @@ def embed_image_bytes(
     """
     if batch_size < 1 or chunk_size < 1:
         raise ValueError(f"batch_size and chunk_size must be positive, got {batch_size} and {chunk_size}")
-    encoder = _resolve_encoder(encoder, checkpoint, device)
-    workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
-    cache = ChunkCache(cache_dir or default_cache_dir(), encoder.cache_key, "image") if use_cache else None
-    bar = tqdm(
-        total=total,
-        unit="img",
-        desc=f"embedding images ({encoder.name})",
-        disable=not progress,
-        dynamic_ncols=True,
-        smoothing=0.1,
-    )
+    encoder, workers, cache = _image_setup(encoder, checkpoint, device, num_workers, cache_dir, use_cache)
+    bar = _image_bar(total, encoder, progress)
     good_ids, rows, bad = [], [], []
     computed = cached = 0
     load = None
@@ -416,11 +427,9 @@ def embed_image_bytes(
                 load = load or _load_pixels_from_bytes(encoder.preprocess)
                 decoded = _prefetch(blobs, load, workers, max(2 * batch_size, 4 * workers))
                 try:
-                    chunk = _compute_chunk(ids, decoded, encoder, batch_size, bar)
+                    chunk = _compute_and_store(ids, decoded, encoder, batch_size, bar, cache, key)
                 finally:
                     decoded.close()
-                if cache is not None:
-                    cache.store(key, chunk)
                 computed += 1
             else:
                 bar.update(len(ids))

@@ -80,11 +80,23 @@ def default_models(dataset: Dataset) -> list[str]:
     return [m for m in GROUPS["all"] if m != "oracle" or dataset.ground_truth is not None]
 
 
+def skipped_rows(
+    evaluator: Evaluator, model: str, splits: Sequence[str], reason: str, fit_split: str
+) -> list[Result]:
+    """One ``skipped`` row (no metrics, the reason) per split and k for a model that could not fit the data."""
+    context = {"fit_seconds": 0.0, "fit_split": fit_split, "validation_split": None}
+    return [
+        evaluator._failed(model, split, k, "skipped", reason, context)
+        for split in splits
+        for k in evaluator.tasks(split)
+    ]
+
+
 def run_leaderboard(
     dataset: Dataset,
     models: Sequence[str] | None = None,
     *,
-    splits: Sequence[str] = DEFAULT_SPLITS,
+    splits: Sequence[str] | None = None,
     shots: Sequence[int] = (0, 10),
     seed: int = 0,
     draws: int = DEFAULT_DRAWS,
@@ -96,8 +108,11 @@ def run_leaderboard(
     """Fit every model on ``fit_split`` (validating, where a model does, on the policy's validation split) and
     evaluate it on ``splits`` with ``draws`` reference draws per new user.
 
-    A split the dataset lacks is an error naming the splits it has; a model that cannot score new users gets
-    an ``unsupported`` row instead of stopping the run. ``tuned`` (model -> study record, from
+    ``splits=None`` evaluates those of ``DEFAULT_SPLITS`` the dataset has (an error if it has neither); an
+    explicitly requested split the dataset lacks is an error naming the splits it has. A model that cannot fit
+    these data (no image features, no metadata: a ``UserError`` or ``ValueError`` from its fit) gets a
+    ``skipped`` row per split with the reason, and one that cannot score new users an ``unsupported`` row,
+    instead of stopping the run. ``tuned`` (model -> study record, from
     ``experiments.tuning``) marks the rows of tuned models with their study.
     """
     models = expand_models(models) if models else default_models(dataset)  # unknown names fail before any fit
@@ -106,6 +121,8 @@ def run_leaderboard(
         models.remove("oracle")
     params = params or {}
     tuned = dict(tuned or {})
+    if splits is None:
+        splits = [s for s in DEFAULT_SPLITS if s in dataset.ratings] or list(DEFAULT_SPLITS)
     missing = [s for s in splits if s not in dataset.ratings]
     if missing:
         raise UserError(
@@ -123,7 +140,11 @@ def run_leaderboard(
         model = create_model(name, **params.get(name, {}))
         board.params[name] = model.get_params()
         start = time.perf_counter()
-        model.fit(dataset, fit_split)
+        try:
+            model.fit(dataset, fit_split)
+        except (UserError, ValueError) as err:  # the model cannot run on these data (features, metadata)
+            board.rows += skipped_rows(evaluator, name, splits, str(err), fit_split)
+            continue
         fit_seconds = time.perf_counter() - start
         bar.set_postfix_str(f"scoring {name}")
         study = tuned.get(name, {}).get("study")

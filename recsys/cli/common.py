@@ -196,7 +196,14 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--checkpoint", type=Path, default=None, help="local open_clip state dict for --encoder"
     )
     parser.add_argument(
-        "--holdout", default=None, help="random:F or users:F for tables without a split column"
+        "--holdout",
+        default=None,
+        help="random:F, users:F or both:F (tables' default: both:0.2) for data without a split column",
+    )
+    parser.add_argument(
+        "--columns",
+        default=None,
+        help="a table's own column names, e.g. user=uid,item=movie,score=rating (also split=COLUMN)",
     )
     parser.add_argument(
         "--score-range", type=score_range, default=None, help="declared score range LOW,HIGH of a table"
@@ -216,6 +223,7 @@ def dataset_from_args(args: argparse.Namespace):
         holdout=args.holdout,
         seed=args.seed,
         score_range=args.score_range,
+        columns=getattr(args, "columns", None),
     )
     if args.encoder:
         from features.embed import embed_dataset_features

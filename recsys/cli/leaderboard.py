@@ -50,7 +50,10 @@ def add_parsers(subparsers) -> None:
         help="reference draws per new user, the same for every model (per-user values are averaged over them)",
     )
     board.add_argument(
-        "--splits", type=name_list, default=["test_seen", "test_unseen"], help="splits to evaluate on"
+        "--splits",
+        type=name_list,
+        default=None,
+        help="splits to evaluate on (default: those of test_seen, test_unseen the data have)",
     )
     board.add_argument(
         "--params", default=None, help='JSON hyperparameters per model, e.g. {"ridge": {"alpha": 10}}'

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+from pathlib import Path
 
 from recsys.cli.common import (
     add_command,
@@ -36,7 +37,13 @@ def add_parsers(subparsers) -> None:
     )
     add_data_arguments(users)
     _add_model_arguments(users)
-    users.add_argument("--user", required=True, help="external user id")
+    users.add_argument("--user", default=None, help="external user id")
+    users.add_argument(
+        "--references",
+        type=Path,
+        default=None,
+        help="a new user instead of --user: CSV of their ratings with columns item_id,score",
+    )
     users.add_argument("--k", type=int, default=10, help="number of users to print")
     users.add_argument("--json", action="store_true", help="print JSON, most similar first")
     users.set_defaults(func=cmd_similar_users)
@@ -107,14 +114,37 @@ def _print_neighbours(neighbours: list[dict], as_json: bool, key: str) -> None:
 def cmd_similar_users(args: argparse.Namespace) -> int:
     from recsys.retrieval.similar import load_or_fit
 
+    if (args.user is None) == (args.references is None):
+        raise UserError("similar-users: pass exactly one of --user ID or --references FILE.csv")
     params = parse_params(args.params)
     check_params({args.model: params})  # before the data is read
     ds = dataset_from_args(args)
     _, similar = load_or_fit(
         args.model, ds, params=params, workspace=resolve_workspace(args.workspace), progress=not args.json
     )
-    _print_neighbours(similar.by_user(args.user, args.k), args.json, "user_id")
+    if args.references is not None:
+        items, scores = _read_references(args.references)
+        _print_neighbours(similar.by_references(items, scores, args.k), args.json, "user_id")
+    else:
+        _print_neighbours(similar.by_user(args.user, args.k), args.json, "user_id")
     return 0
+
+
+def _read_references(path: Path) -> tuple[list, list[float]]:
+    """(item ids, scores) of a new user's reference ratings in a CSV with columns item_id,score."""
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: cannot be read as a CSV ({type(err).__name__}: {err})") from None
+    missing = [c for c in ("item_id", "score") if c not in table.columns]
+    if missing:
+        raise UserError(f"{path}: lacks column(s) {', '.join(missing)}; references need item_id,score")
+    scores = pd.to_numeric(table["score"], errors="coerce")
+    if scores.isna().any():
+        raise UserError(f"{path}: non-numeric score at row {int(scores.isna().to_numpy().argmax())}")
+    return table["item_id"].tolist(), scores.tolist()
 
 
 def cmd_similar_images(args: argparse.Namespace) -> int:

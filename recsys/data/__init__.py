@@ -23,7 +23,7 @@ from recsys.data.piaa import (
     load_para,
 )
 from recsys.data.pickapic import is_pairs_table, is_pickapic_dir, load_pairs_table, load_pickapic
-from recsys.data.tables import load_table
+from recsys.data.tables import load_table, parse_columns
 from recsys.errors import UserError
 
 __all__ = [
@@ -65,6 +65,7 @@ def load_dataset(
     seed: int = 0,
     score_range: tuple[float, float] | None = None,
     problems: list[str] | None = None,
+    columns: dict[str, str] | str | None = None,
 ) -> Dataset:
     """Load a dataset: a PAMELA directory (real or simulated), a Pick-a-Pic directory (real or simulated), a
     PARA directory, a LAPIS or FLICKR-AES ratings CSV, a pairs table or a generic rating table.
@@ -82,7 +83,11 @@ def load_dataset(
         seed: seed of the holdout.
         score_range: declared score range of a table (default: the observed range).
         problems: collect data problems here instead of raising on the first (used by ``data validate``).
+        columns: a rating table's own names of user_id, item_id, score, split: a dict, or a string like
+            ``"user=uid,item=movie,score=rating"`` (rating tables only).
     """
+    if isinstance(columns, str):
+        columns = parse_columns(columns)
     root = Path(path) if path is not None else ensure_default_dataset()
     if not root.exists():
         raise UserError(f"{root}: no such file or directory")
@@ -105,7 +110,12 @@ def load_dataset(
     elif is_pairs_table(root):
         ds = load_pairs_table(root, holdout=holdout, seed=seed, problems=problems)
     else:
-        ds = load_table(root, holdout=holdout, seed=seed, score_range=score_range, problems=problems)
+        ds = load_table(
+            root, holdout=holdout, seed=seed, score_range=score_range, problems=problems, columns=columns
+        )
+        columns = None
+    if columns:
+        raise UserError(f"{root}: --columns applies to rating tables only, not to {ds.name}")
     if image_features is not None:
         left_out = _left_out_images(Path(image_features), ds)
         features = read_image_features(image_features, ds.image_ids, allow_missing=left_out)

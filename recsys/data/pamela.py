@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.dataset import SPLITS, Dataset, Ratings
+from recsys.data.tables import read_manifest
 from recsys.data.validate import check_duplicates, check_not_empty, check_scores, check_splits
 from recsys.errors import UserError
 
@@ -139,7 +140,7 @@ def load_pamela(path: str | Path, *, problems: list[str] | None = None) -> Datas
         for p in images_df.pop("image_path")
     ]
 
-    manifest = _read_manifest(root)
+    manifest = read_manifest(root / SIMULATION_MANIFEST, "recsys data simulate")
     ds = Dataset(
         name=manifest.get("name", f"PAMELA ({root.name})") if manifest else f"PAMELA ({root.name})",
         simulated=bool(manifest),
@@ -161,16 +162,6 @@ def load_pamela(path: str | Path, *, problems: list[str] | None = None) -> Datas
         )
         raise UserError(problems[0] + more)
     return ds
-
-
-def _read_manifest(root: Path) -> dict:
-    file = root / SIMULATION_MANIFEST
-    if not file.is_file():
-        return {}
-    try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"{file}: malformed JSON ({err.msg}); re-run `recsys data simulate`") from None
 
 
 def _read_ground_truth(root: Path, ds: Dataset) -> dict[str, np.ndarray] | None:

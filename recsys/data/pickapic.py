@@ -46,7 +46,6 @@ Pairwise datasets have no ratings: ``Dataset.ratings`` is empty and ``score_rang
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,10 +53,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from recsys.data.dataset import SPLITS, Dataset, is_unseen_split
+from recsys.data.dataset import SPLITS, Dataset
 from recsys.data.pairs import CHOSE_A, CHOSE_B, TIE, Pairs
-from recsys.data.tables import _ids, _read, _side_table, parse_holdout
-from recsys.data.validate import raise_problems
+from recsys.data.tables import _ids, _read, _side_table, parse_holdout, read_manifest, split_column
+from recsys.data.validate import check_split_users, raise_problems
 from recsys.errors import UserError
 
 #: Pick-a-Pic v2's published splits, in the order they are read
@@ -190,20 +189,7 @@ def check_pair_splits(ds: Dataset, split_files: dict[str, str]) -> list[str]:
             continue
         users = np.unique(ds.pairs[split].user_idx)
         where = split_files.get(split, split)
-        if is_unseen_split(split):
-            leaked = users[in_train[users]]
-            if len(leaked):
-                problems.append(
-                    f"{where}: {len(leaked)} user(s) of unseen split {split} also choose in train: "
-                    f"{_first(ds.user_ids[leaked])}; an unseen user must be absent from train"
-                )
-        else:
-            missing = users[~in_train[users]]
-            if len(missing):
-                problems.append(
-                    f"{where}: {len(missing)} user(s) of seen split {split} have no training choices: "
-                    f"{_first(ds.user_ids[missing])}; move them to an unseen split"
-                )
+        problems += check_split_users(users, in_train, split, where, ds.user_ids, "choose", "choices")
     return problems
 
 
@@ -394,7 +380,7 @@ def load_pickapic(
     )
     split_of = pair_holdout(every, holdout or DEFAULT_PAIR_HOLDOUT, seed)
 
-    manifest = _read_manifest(root)
+    manifest = read_manifest(root / SIMULATION_MANIFEST, "recsys data simulate --pickapic")
     truth = _read_choice_probabilities(root, rows["ranking_id"].to_numpy()) if manifest else None
     pairs, ground_truth = {}, {}
     for split in SPLITS:
@@ -421,18 +407,6 @@ def load_pickapic(
     if not collect:
         raise_problems(problems, str(root))
     return ds
-
-
-def _read_manifest(root: Path) -> dict:
-    file = root / SIMULATION_MANIFEST
-    if not file.is_file():
-        return {}
-    try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(
-            f"{file}: malformed JSON ({err.msg}); re-run `recsys data simulate --pickapic`"
-        ) from None
 
 
 def _read_choice_probabilities(root: Path, ranking_ids: np.ndarray) -> np.ndarray | None:
@@ -579,16 +553,8 @@ def load_pairs_table(
         item_idx[n:].astype(np.int64),
         choice.astype(np.float32),
     )
-    if "split" in table.columns:
-        if holdout:
-            raise UserError(f"{where}: has a split column; drop --holdout (or drop the column to use it)")
-        split_of = table["split"].astype(str).to_numpy()
-        unknown = sorted(set(split_of) - set(SPLITS))
-        if unknown:
-            raise UserError(
-                f"{where}: unknown split value(s) {', '.join(unknown[:5])}; use {', '.join(SPLITS)}"
-            )
-    else:
+    split_of = split_column(table, where, holdout)
+    if split_of is None:
         split_of = pair_holdout(every, holdout or DEFAULT_PAIR_HOLDOUT, seed)
     problems.extend(_check_duplicate_comparisons(every, split_of, where, rows, user_ids))
     pairs = {split: every.subset(split_of == split) for split in SPLITS if (split_of == split).any()}

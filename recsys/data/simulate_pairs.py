@@ -79,6 +79,12 @@ PICKAPIC_SCHEMA = pa.schema(
 )
 
 
+def write_pickapic_shard(path: str | Path, columns: dict) -> None:
+    """Write one parquet shard in the published format: ``columns`` maps each column of ``PICKAPIC_SCHEMA`` to
+    its values (one per row), typed by the schema."""
+    pq.write_table(pa.Table.from_pydict(columns, schema=PICKAPIC_SCHEMA), path)
+
+
 @dataclass(frozen=True)
 class PickapicSimulationConfig:
     """Knobs of the Pick-a-Pic simulator."""
@@ -272,7 +278,7 @@ def simulate_pickapic(
         for i, shard in enumerate(shards):
             part = {name: _take(values, shard) for name, values in table.items()}
             path = tmp / "data" / f"{split}-{i:05d}-of-{len(shards):05d}.parquet"
-            pq.write_table(pa.Table.from_pydict(part, schema=PICKAPIC_SCHEMA), path)
+            write_pickapic_shard(path, part)
         written[split] = len(positions)
 
     is_choice = ~unlabelled & ~same

@@ -71,20 +71,8 @@ def check_splits(ds: Dataset, split_files: dict[str, str]) -> list[str]:
         r = ds.ratings[split]
         where = split_files.get(split, split)
         users = np.unique(r.user_idx)
-        if is_unseen_split(split):
-            leaked = users[train_users[users]]
-            if len(leaked):
-                problems.append(
-                    f"{where}: {len(leaked)} user(s) of unseen split {split} also rate in train: "
-                    f"{_first(ds.user_ids[leaked])}; an unseen user must be absent from train"
-                )
-        else:
-            missing = users[~train_users[users]]
-            if len(missing):
-                problems.append(
-                    f"{where}: {len(missing)} user(s) of seen split {split} have no training ratings: "
-                    f"{_first(ds.user_ids[missing])}; move them to an unseen split"
-                )
+        problems += check_split_users(users, train_users, split, where, ds.user_ids, "rate", "ratings")
+        if not is_unseen_split(split):
             if ds.pamela_semantics:
                 images = np.unique(r.image_idx)
                 leaked = images[train_images[images]]
@@ -138,6 +126,35 @@ def check_not_empty(r: Ratings, where: str) -> list[str]:
     if len(r):
         return []
     return [f"{where}: no ratings (an empty split); add ratings or remove the file"]
+
+
+def check_split_users(
+    users: np.ndarray,
+    in_train: np.ndarray,
+    split: str,
+    where: str,
+    user_ids: np.ndarray,
+    verb: str,
+    noun: str,
+) -> list[str]:
+    """Problems with the users (indices, unique) of a held-out split: an unseen split's must be absent from
+    train, a seen split's present in it. ``in_train`` flags the users with training data; ``verb`` and ``noun``
+    name what a user does there ("rate", "ratings")."""
+    if is_unseen_split(split):
+        leaked = users[in_train[users]]
+        if len(leaked):
+            return [
+                f"{where}: {len(leaked)} user(s) of unseen split {split} also {verb} in train: "
+                f"{_first(user_ids[leaked])}; an unseen user must be absent from train"
+            ]
+    else:
+        missing = users[~in_train[users]]
+        if len(missing):
+            return [
+                f"{where}: {len(missing)} user(s) of seen split {split} have no training {noun}: "
+                f"{_first(user_ids[missing])}; move them to an unseen split"
+            ]
+    return []
 
 
 def raise_problems(problems: list[str], source: str) -> None:

@@ -99,6 +99,19 @@ def fit_baseline(
     return Baseline(mu, user_bias, item_bias, user_prior, float(user_reg))
 
 
+def fit_model_baseline(dataset: Dataset, ratings: Ratings, params: BiasParams) -> Baseline:
+    """``fit_baseline`` with the hyperparameters of ``params`` (a ``BiasParams``, or a model that has them)."""
+    return fit_baseline(
+        dataset,
+        ratings,
+        user_reg=params.user_reg,
+        item_reg=params.item_reg,
+        epochs=params.epochs,
+        feature_alpha=params.feature_alpha,
+        demo_alpha=params.demo_alpha,
+    )
+
+
 class BiasParams(Hyperparameters):
     """The baseline estimates' hyperparameters (user_reg, item_reg and epochs default to Surprise's
     BaselineOnly's)."""
@@ -118,15 +131,7 @@ class Biases(Model):
 
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
         self.score_range_ = np.asarray(dataset.score_range, np.float64)
-        self.baseline_ = fit_baseline(
-            dataset,
-            ratings,
-            user_reg=self.user_reg,
-            item_reg=self.item_reg,
-            epochs=self.epochs,
-            feature_alpha=self.feature_alpha,
-            demo_alpha=self.demo_alpha,
-        )
+        self.baseline_ = fit_model_baseline(dataset, ratings, self)
 
     def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
         return clip_scores(self.baseline_.pairs(user_idx, image_idx), self.score_range_)

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from recsys.data.dataset import Dataset, Ratings, References, group_by
 from recsys.errors import UserError
 from recsys.models.base import Model
-from recsys.models.biases import BiasParams, clip_scores, fit_baseline
+from recsys.models.biases import BiasParams, clip_scores, fit_model_baseline
 from recsys.models.linear import consensus_scores
 from recsys.models.params import Hyperparameters, at_least_one, hyper, non_negative
 
@@ -148,15 +148,7 @@ class ItemKNN(_KNNBase):
                 "--image-features FILE.npz or --encoder NAME, or use similarity='pearson_baseline'"
             )
         self.score_range_ = np.asarray(dataset.score_range, np.float64)
-        self.baseline_ = fit_baseline(
-            dataset,
-            ratings,
-            user_reg=self.user_reg,
-            item_reg=self.item_reg,
-            epochs=self.epochs,
-            feature_alpha=self.feature_alpha,
-            demo_alpha=self.demo_alpha,
-        )
+        self.baseline_ = fit_model_baseline(dataset, ratings, self)
         self._keep_ratings(ratings, dataset.n_users)
         self.embedding_ = self.item_sim_ = None
         if similarity == "embedding":

@@ -110,7 +110,8 @@ class SimilarUsers:
             vectors = model.user_vectors()
         except NotImplementedError:
             raise UserError(
-                f"{model.name} has no taste vectors; pick a model with user vectors (e.g. user_ridge)"
+                f"{model.name} has no taste vectors; pick a model with user vectors: mf, als, bpr or lightfm on "
+                "any table, user_ridge or two_tower with image features"
             ) from None
         self.users = dataset.train_users()  # index position -> user index
         if len(self.users) < 2:
@@ -124,6 +125,7 @@ class SimilarUsers:
                 f"{len(self.users)} fitted users on {dataset.name}; rebuild it"
             )
         self.index = index
+        self._vectors = fitted_vectors
         self._position = np.full(dataset.n_users, -1, np.int64)  # user index -> index position
         self._position[self.users] = np.arange(len(self.users))
         train = dataset.ratings["train"]
@@ -155,6 +157,11 @@ class SimilarUsers:
         if user not in self._tastes:
             raise UserError(f"user {user_id!r} has no training ratings; query by reference ratings instead")
         self._check_k(k, exclude=1)
+        if not np.any(self._vectors[self._position[user]]):
+            raise UserError(
+                f"user {user_id!r} has a zero taste vector under {self.model.name} (its ratings carry no signal "
+                "for this model, e.g. none above the user's mean); try --model mf"
+            )
         result = self.index.search_positions(self._position[[user]], k)
         return self._neighbours(result.positions[0], result.scores[0], self._tastes[user])
 

@@ -167,108 +167,35 @@ LAPIS_COLUMNS = [
 ]
 
 
+#: LAPIS image id: (file name, [artist, title, genre, style, 4_styles, 2_styles])
+LAPIS_IMAGES = {
+    101: ("Monet_1.jpg", ["Monet", "Water Lilies", "landscape", "Impressionism", "modern", "figurative"]),
+    102: (
+        "Pollock_3.jpg",
+        ["Pollock", "No. 5", "abstract", "Abstract Expressionism", "contemporary", "abstract"],
+    ),
+    103: (
+        "Vermeer_2.jpg",
+        ["Vermeer", "Milkmaid", "genre painting", "Baroque", "early modern", "figurative"],
+    ),
+}
+
+
+def lapis_row(image: int, score, response_time: float, user: int, demographics: list, known: int) -> list:
+    """One row in LAPIS_COLUMNS order: the rating, the rater's demographics and the image's metadata."""
+    name, metadata = LAPIS_IMAGES[image]
+    return [image, name, score, response_time, user, *demographics, known, *metadata]
+
+
 def lapis_rows() -> list[list]:
+    belgian = [24, "Belgian", "female", "master", "no", 4.5]
+    dutch = [61, "Dutch", "male", "bachelor", "yes", 2.0]
     return [
-        [
-            101,
-            "Monet_1.jpg",
-            80,
-            2.1,
-            1,
-            24,
-            "Belgian",
-            "female",
-            "master",
-            "no",
-            4.5,
-            0,
-            "Monet",
-            "Water Lilies",
-            "landscape",
-            "Impressionism",
-            "modern",
-            "figurative",
-        ],
-        [
-            102,
-            "Pollock_3.jpg",
-            15,
-            3.4,
-            1,
-            24,
-            "Belgian",
-            "female",
-            "master",
-            "no",
-            4.5,
-            1,
-            "Pollock",
-            "No. 5",
-            "abstract",
-            "Abstract Expressionism",
-            "contemporary",
-            "abstract",
-        ],
-        [
-            101,
-            "Monet_1.jpg",
-            55,
-            1.7,
-            2,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            0,
-            "Monet",
-            "Water Lilies",
-            "landscape",
-            "Impressionism",
-            "modern",
-            "figurative",
-        ],
-        [
-            102,
-            "Pollock_3.jpg",
-            100,
-            2.9,
-            3,
-            61,
-            "Dutch",
-            "male",
-            "bachelor",
-            "yes",
-            2.0,
-            0,
-            "Pollock",
-            "No. 5",
-            "abstract",
-            "Abstract Expressionism",
-            "contemporary",
-            "abstract",
-        ],
-        [
-            103,
-            "Vermeer_2.jpg",
-            0,
-            5.0,
-            3,
-            61,
-            "Dutch",
-            "male",
-            "bachelor",
-            "yes",
-            2.0,
-            1,
-            "Vermeer",
-            "Milkmaid",
-            "genre painting",
-            "Baroque",
-            "early modern",
-            "figurative",
-        ],
+        lapis_row(101, 80, 2.1, 1, belgian, 0),
+        lapis_row(102, 15, 3.4, 1, belgian, 1),
+        lapis_row(101, 55, 1.7, 2, [None] * 6, 0),  # a rater without demographics
+        lapis_row(102, 100, 2.9, 3, dutch, 0),
+        lapis_row(103, 0, 5.0, 3, dutch, 1),
     ]
 
 

@@ -19,31 +19,9 @@ from recsys.cli import main
 from recsys.data import Pairs, load_dataset
 from recsys.data.features_file import write_image_features
 from recsys.data.pickapic import iter_pickapic_images, load_pickapic, pair_holdout
+from recsys.data.simulate_pairs import PICKAPIC_SCHEMA, write_pickapic_shard
 from recsys.errors import UserError
 
-#: the published columns and their types
-SCHEMA = pa.schema(
-    [
-        ("are_different", pa.bool_()),
-        ("best_image_uid", pa.string()),
-        ("caption", pa.string()),
-        ("created_at", pa.timestamp("ns")),
-        ("has_label", pa.bool_()),
-        ("image_0_uid", pa.string()),
-        ("image_0_url", pa.string()),
-        ("image_1_uid", pa.string()),
-        ("image_1_url", pa.string()),
-        ("jpg_0", pa.binary()),
-        ("jpg_1", pa.binary()),
-        ("label_0", pa.float64()),
-        ("label_1", pa.float64()),
-        ("model_0", pa.string()),
-        ("model_1", pa.string()),
-        ("ranking_id", pa.int64()),
-        ("user_id", pa.int64()),
-        ("num_example_per_prompt", pa.int64()),
-    ]
-)
 UID = {name: f"{i:08x}-1111-4222-8333-444455556666" for i, name in enumerate("ABCDEFGH")}
 
 
@@ -79,8 +57,7 @@ def row(user, caption, a, b, label_0, label_1, *, has_label=True, are_different=
 
 def write_shard(path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    columns = {name: [r[name] for r in rows] for name in SCHEMA.names}
-    pq.write_table(pa.Table.from_pydict(columns, schema=SCHEMA), path)
+    write_pickapic_shard(path, {name: [r[name] for r in rows] for name in PICKAPIC_SCHEMA.names})
 
 
 def good_shards() -> dict[str, list[dict]]:
@@ -196,7 +173,7 @@ def test_image_bytes_stream_from_the_first_row_that_shows_each_image(tmp_path):
 
 def _write_without(root, column):
     for name, rows in good_shards().items():
-        table = pa.Table.from_pylist(rows, schema=SCHEMA).drop_columns([column])
+        table = pa.Table.from_pylist(rows, schema=PICKAPIC_SCHEMA).drop_columns([column])
         (root / "data").mkdir(parents=True, exist_ok=True)
         pq.write_table(table, root / "data" / name)
 

@@ -8,6 +8,7 @@ import torch
 
 from features.encoders import (
     TINY_ARCHITECTURE,
+    ClipEncoder,
     list_encoders,
     load_encoder,
     parse_encoder_name,
@@ -85,16 +86,30 @@ def test_random_init_is_seeded_and_identified():
     assert first.embed_dim == 32 and first.device.type == "cpu"
 
 
-def test_checkpoint_gives_the_embeddings_of_the_saved_model(tmp_path):
+def _save_perturbed(path) -> ClipEncoder:
+    """A tiny encoder with perturbed weights, its state saved as a checkpoint at ``path``."""
     source = load_encoder(TINY, device="cpu")
     source.model.load_state_dict(_perturbed_state(source))
-    path = tmp_path / "finetuned.pt"
     torch.save(source.model.state_dict(), path)
+    return source
 
-    loaded = load_encoder("clip:recsys-test-tiny/finetuned", checkpoint=path, device="cpu")
-    pixels = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+def _assert_same_image_embeddings(
+    loaded: ClipEncoder, source: ClipEncoder, n: int
+) -> tuple[torch.Tensor, np.ndarray]:
+    """``loaded`` embeds ``n`` random images as ``source``'s model does; returns the pixels and embeddings."""
+    pixels = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     expected = _direct_image_embedding(source.model, pixels)
     np.testing.assert_allclose(loaded.encode_image_batch(pixels), expected, rtol=0, atol=1e-6)
+    return pixels, expected
+
+
+def test_checkpoint_gives_the_embeddings_of_the_saved_model(tmp_path):
+    path = tmp_path / "finetuned.pt"
+    source = _save_perturbed(path)
+
+    loaded = load_encoder("clip:recsys-test-tiny/finetuned", checkpoint=path, device="cpu")
+    pixels, expected = _assert_same_image_embeddings(loaded, source, 5)
     texts = ["a red square", "a blue circle"]
     with torch.no_grad():
         direct_text = source.model.encode_text(source.tokenizer(texts)).numpy()
@@ -113,16 +128,12 @@ def test_checkpoint_gives_the_embeddings_of_the_saved_model(tmp_path):
 
 
 def test_with_a_checkpoint_the_tag_may_be_left_out(tmp_path):
-    source = load_encoder(TINY, device="cpu")
-    source.model.load_state_dict(_perturbed_state(source))
     path = tmp_path / "mine.pt"
-    torch.save(source.model.state_dict(), path)
+    source = _save_perturbed(path)
 
     loaded = load_encoder("clip:recsys-test-tiny", checkpoint=path, device="cpu")
     assert loaded.name == "clip:recsys-test-tiny" and loaded.spec.tag == ""
-    pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    expected = _direct_image_embedding(source.model, pixels)
-    np.testing.assert_allclose(loaded.encode_image_batch(pixels), expected, rtol=0, atol=1e-6)
+    _assert_same_image_embeddings(loaded, source, 3)
     # without a checkpoint the tag names the weights, so it is still required
     with pytest.raises(UserError, match="malformed.*FAMILY:ARCH alone with --checkpoint"):
         load_encoder("clip:recsys-test-tiny", device="cpu")

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from recsys.data.dataset import References
-from recsys.evaluation.evaluator import Evaluator
 from recsys.models import create_model
 from recsys.models.base import Model
 
@@ -18,17 +17,7 @@ def model(small_sim):
     return create_model("two_tower", **FAST).fit(small_sim)
 
 
-@pytest.fixture(scope="module")
-def floors(small_sim):
-    evaluator = Evaluator(small_sim, shots=(10,), n_bootstrap=10)
-    return {
-        name: evaluator.evaluate(create_model(name).fit(small_sim), "test_unseen", 10).metrics["pairwise_acc"]
-        for name in ("global_mean", "metadata_mean")
-    }
-
-
-def test_learns_better_than_the_non_personalised_baselines(model, small_sim, floors):
-    evaluator = Evaluator(small_sim, shots=(10,), n_bootstrap=10)
+def test_learns_better_than_the_non_personalised_baselines(model, evaluator, floors):
     unseen = evaluator.evaluate(model, "test_unseen", 10).metrics["pairwise_acc"]
     seen = evaluator.evaluate(model, "test_seen").metrics["pairwise_acc"]
     assert unseen > max(floors.values()) and seen > max(floors.values())
