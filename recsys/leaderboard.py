@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
@@ -13,9 +15,15 @@ from recsys.data.dataset import Dataset
 from recsys.errors import UserError
 from recsys.evaluation.evaluator import DEFAULT_DRAWS, Evaluator, Result
 from recsys.models.base import DATA_POLICY
-from recsys.models.registry import GROUPS, create_model, expand_models
+from recsys.models.registry import GROUPS, create_model, expand_models, preset_of
+from recsys.threads import available_cores, limit_process_threads, threads_per_job
 
 DEFAULT_SPLITS = ("test_seen", "test_unseen")
+#: worker processes of a leaderboard by default (capped at the cores available)
+DEFAULT_JOBS = 2
+#: rough relative cost (fit and scoring, seconds on the full-size simulation) of the costliest models: the
+#: parallel run starts them first so that no worker is left with a long fit at the end
+COST_HINT = {"pref_tokens": 8.0, "two_tower": 7.0, "user_knn": 5.0, "lightfm": 5.0, "profile": 2.0, "mf": 2.0}
 
 
 def new_run_id() -> str:
@@ -104,6 +112,7 @@ def run_leaderboard(
     fit_split: str = DATA_POLICY.fit_split,
     tuned: Mapping[str, dict] | None = None,
     progress: bool = True,
+    jobs: int | None = None,
 ) -> Leaderboard:
     """Fit every model on ``fit_split`` (validating, where a model does, on the policy's validation split) and
     evaluate it on ``splits`` with ``draws`` reference draws per new user.
@@ -114,6 +123,10 @@ def run_leaderboard(
     ``skipped`` row per split with the reason, and one that cannot score new users an ``unsupported`` row,
     instead of stopping the run. ``tuned`` (model -> study record, from
     ``experiments.tuning``) marks the rows of tuned models with their study.
+
+    ``jobs`` worker processes (default ``default_jobs()``) fit and score models side by side, each with its
+    share of the cores (``recsys.threads.threads_per_job``); the rows are those of the serial run
+    (``jobs=1``), in the order of ``models``.
     """
     models = expand_models(models) if models else default_models(dataset)  # unknown names fail before any fit
     if "oracle" in models and dataset.ground_truth is None:
@@ -134,23 +147,107 @@ def run_leaderboard(
     board = Leaderboard(
         dataset=dataset, seed=seed, shots=tuple(shots), draws=draws, fit_split=fit_split, tuned=tuned
     )
-    bar = tqdm(models, desc="models", unit="model", disable=not progress)
-    for name in bar:
-        bar.set_postfix_str(f"fitting {name}")
-        model = create_model(name, **params.get(name, {}))
-        board.params[name] = model.get_params()
+    task = _ModelTask(evaluator, tuple(splits), params, fit_split, tuned)
+    jobs = min(default_jobs() if jobs is None else _check_jobs(jobs), len(models))
+    outcomes = (
+        _run_parallel(task, models, jobs, progress) if jobs > 1 else _run_serial(task, models, progress)
+    )
+    for name in models:  # the order of ``models``, whichever finished first
+        board.params[name], rows = outcomes[name]
+        board.rows += rows
+    return board
+
+
+def default_jobs() -> int:
+    """Worker processes of a leaderboard by default: ``DEFAULT_JOBS`` capped at the cores available, and 1
+    where processes cannot be forked (each worker inherits the dataset instead of reading it again)."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    return max(1, min(DEFAULT_JOBS, available_cores()))
+
+
+def _check_jobs(jobs: int) -> int:
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise UserError(f"--jobs must be a positive integer, got {jobs!r}")
+    if jobs > 1 and "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    return jobs
+
+
+@dataclass(frozen=True)
+class _ModelTask:
+    """Fit one model and score it on every split and k: the unit of work of a leaderboard, the same in the
+    serial and the parallel run (so both give the same rows)."""
+
+    evaluator: Evaluator
+    splits: tuple[str, ...]
+    params: dict[str, dict]
+    fit_split: str
+    tuned: Mapping[str, dict]
+
+    def __call__(self, name: str) -> tuple[dict, list[Result]]:
+        """(the model's hyperparameters, its rows)."""
+        evaluator, splits, fit_split = self.evaluator, self.splits, self.fit_split
+        model = create_model(name, **self.params.get(name, {}))
+        model_params = model.get_params()
         start = time.perf_counter()
         try:
-            model.fit(dataset, fit_split)
+            model.fit(evaluator.dataset, fit_split)
         except (UserError, ValueError) as err:  # the model cannot run on these data (features, metadata)
-            board.rows += skipped_rows(evaluator, name, splits, str(err), fit_split)
-            continue
+            return model_params, skipped_rows(evaluator, name, splits, str(err), fit_split)
         fit_seconds = time.perf_counter() - start
-        bar.set_postfix_str(f"scoring {name}")
-        study = tuned.get(name, {}).get("study")
+        study = self.tuned.get(name, {}).get("study")
+        rows = []
         for split in splits:
             for k in evaluator.tasks(split):
                 row = evaluator.evaluate(model, split, k, fit_seconds=fit_seconds)
                 row.tuned_study = study
-                board.rows.append(row)
-    return board
+                rows.append(row)
+        return model_params, rows
+
+
+def _run_serial(task: _ModelTask, models: list[str], progress: bool) -> dict[str, tuple[dict, list[Result]]]:
+    outcomes = {}
+    bar = tqdm(models, desc="models", unit="model", disable=not progress)
+    for name in bar:
+        bar.set_postfix_str(name)
+        outcomes[name] = task(name)
+    return outcomes
+
+
+#: the task of the forked workers (set before the pool forks them; they inherit it with the dataset)
+_WORKER_TASK: _ModelTask | None = None
+
+
+def _init_worker(threads: int) -> None:
+    limit_process_threads(threads)
+
+
+def _work(name: str) -> tuple[str, tuple[dict, list[Result]]]:
+    return name, _WORKER_TASK(name)
+
+
+def _run_parallel(
+    task: _ModelTask, models: list[str], jobs: int, progress: bool
+) -> dict[str, tuple[dict, list[Result]]]:
+    """Models fitted and scored in ``jobs`` forked worker processes of ``threads_per_job(jobs)`` threads each,
+    the costliest first (each worker takes the next model when it is free)."""
+    global _WORKER_TASK
+    _WORKER_TASK = task
+    order = sorted(models, key=lambda name: -COST_HINT.get(preset_of(name)[0], 1.0))
+    outcomes = {}
+    context = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(jobs, context, initializer=_init_worker, initargs=(threads_per_job(jobs),))
+    try:
+        futures = [pool.submit(_work, name) for name in order]
+        bar = tqdm(total=len(models), desc=f"models ({jobs} jobs)", unit="model", disable=not progress)
+        for future in as_completed(futures):
+            name, outcome = future.result()
+            outcomes[name] = outcome
+            bar.set_postfix_str(name)
+            bar.update()
+        bar.close()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        _WORKER_TASK = None
+    return outcomes

@@ -58,6 +58,13 @@ def add_parsers(subparsers) -> None:
     board.add_argument(
         "--params", default=None, help='JSON hyperparameters per model, e.g. {"ridge": {"alpha": 10}}'
     )
+    board.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=None,
+        help="worker processes fitting models side by side, each with its share of the cores "
+        "(default: 2, capped at the cores available; 1 fits one model at a time)",
+    )
     add_workspace_argument(board)
     board.add_argument(
         "--out",
@@ -111,6 +118,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "draws": args.draws,
         "params": params,
+        "jobs": args.jobs,
     }
     if args.tuned:
         from experiments.tuning import run_tuned_leaderboard

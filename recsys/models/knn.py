@@ -15,7 +15,7 @@ from recsys.data.dataset import Dataset, Ratings, References, group_by
 from recsys.errors import UserError
 from recsys.models.base import Model
 from recsys.models.biases import BiasParams, clip_scores, fit_model_baseline
-from recsys.models.linear import consensus_scores
+from recsys.models.linear import dataset_consensus
 from recsys.models.params import Hyperparameters, at_least_one, hyper, non_negative
 
 #: item_knn's similarities (auto: embedding when the dataset has image features, else pearson_baseline)
@@ -234,10 +234,8 @@ class UserKNN(_KNNBase):
             None if dataset.image_features is None else _unit(dataset.image_features.astype(np.float32))
         )
         # non-personalised fallback for k = 0: a global ridge on the image design, else the image mean
-        design = dataset.image_design(required=False)
-        if design is not None:
-            self.item_score_ = consensus_scores(design, ratings, 3.0)
-        else:
+        self.item_score_ = dataset_consensus(dataset, ratings, 3.0, required=False)
+        if self.item_score_ is None:
             isum = np.bincount(ratings.image_idx, score, minlength=dataset.n_images)
             icount = np.bincount(ratings.image_idx, minlength=dataset.n_images)
             self.item_score_ = (isum + 5.0 * self.global_) / (icount + 5.0)

@@ -11,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from recsys.data.dataset import Dataset, Ratings
-from recsys.models.linear import consensus_scores
+from recsys.models.linear import dataset_consensus
 from recsys.models.params import DEVICES, Hyperparameters, at_least_one, hyper, non_negative, positive
 from recsys.threads import configure_torch_threads
 
@@ -51,7 +51,7 @@ def choose_device(device: str = "auto") -> torch.device:
 
 def global_ridge_scores(dataset: Dataset, ratings: Ratings, alpha: float = 3.0) -> np.ndarray:
     """The global (consensus) ridge score of every image (float64, n_images): the base every deep model refines."""
-    return consensus_scores(dataset.image_design(), ratings, alpha)
+    return dataset_consensus(dataset, ratings, alpha)
 
 
 def preference_loss(
