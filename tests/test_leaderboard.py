@@ -12,6 +12,7 @@ import pytest
 from experiments.reported import reported_table_markdown
 from recsys.cli import main
 from recsys.data.dataset import Ratings
+from recsys.errors import UserError
 from recsys.leaderboard import run_leaderboard
 from recsys.models import create_model
 from recsys.report import format_table, to_markdown, write_leaderboard
@@ -130,3 +131,22 @@ def test_as_reported_appears_for_pamela_data_only_and_cites_no_file(small_sim_di
     for source in ("2511.00609", "2508.08220", "2407.07176", "ECCV 2024", "ICLR 2025"):
         assert source in reported
     assert ".md" not in reported and "ANCHORS" not in reported
+
+
+def test_models_fitted_in_worker_processes_give_the_rows_of_the_serial_run(small_sim):
+    models = ["two_tower", "global_mean", "user_knn", "mf"]
+    options = {"shots": (0, 3), "draws": 2, "params": {"two_tower": {"epochs": 2}}, "progress": False}
+    serial = run_leaderboard(small_sim, models, jobs=1, **options)
+    parallel = run_leaderboard(small_sim, models, jobs=2, **options)
+    assert [(r.model, r.split, r.shots) for r in parallel.rows] == [
+        (r.model, r.split, r.shots) for r in serial.rows
+    ]
+    assert parallel.params == serial.params
+    for one, other in zip(serial.rows, parallel.rows, strict=True):
+        assert one.metrics == other.metrics and one.ci95 == other.ci95 and one.per_user == other.per_user
+        np.testing.assert_array_equal(one.predictions.prediction, other.predictions.prediction)
+
+
+def test_jobs_must_be_a_positive_integer(small_sim):
+    with pytest.raises(UserError, match="--jobs"):
+        run_leaderboard(small_sim, ["global_mean"], jobs=0, progress=False)

@@ -284,12 +284,16 @@ class UserKNN(_KNNBase):
         keep = users != exclude if exclude is not None else np.ones(len(users), bool)
         return users[keep][: self.k], sims[keep][: self.k]
 
-    def _neighbour_estimates(self, neighbour: int, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(estimate, available) of a neighbour's centred rating of each candidate."""
+    def _neighbour_estimates(
+        self, neighbour: int, candidates: np.ndarray, similar: tuple[np.ndarray, np.ndarray] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(estimate, available) of a neighbour's centred rating of each candidate; ``similar`` holds the
+        cosines of the candidates to a set of images (sorted ids) that includes the neighbour's rated ones."""
         rated, scores = self._rated(neighbour)
         centred = scores - self.user_mean_[neighbour]
-        if self.embedding_ is not None:
-            sim = (self.embedding_[candidates] @ self.embedding_[rated].T).astype(np.float64)
+        if similar is not None:
+            images, cosine = similar
+            sim = cosine[:, np.searchsorted(images, rated)]
             k = min(self.image_k, len(rated))
             top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
             return centred[top].mean(1), np.ones(len(candidates), bool)
@@ -301,10 +305,14 @@ class UserKNN(_KNNBase):
     def _score(self, neighbours, sims, mean: float, candidates: np.ndarray) -> np.ndarray:
         num = np.zeros(len(candidates))
         den = np.full(len(candidates), self.shrinkage)
-        for neighbour, sim in zip(neighbours.tolist(), sims.tolist(), strict=True):
-            if sim <= 0:
-                continue
-            estimate, has = self._neighbour_estimates(neighbour, candidates)
+        used = [(n, s) for n, s in zip(neighbours.tolist(), sims.tolist(), strict=True) if s > 0]
+        similar = None
+        if self.embedding_ is not None and used:
+            # one product of the candidates with every image the neighbours rated, rather than one per neighbour
+            images = np.unique(np.concatenate([self._rated(n)[0] for n, _ in used]))
+            similar = images, self.embedding_[candidates] @ self.embedding_[images].T
+        for neighbour, sim in used:
+            estimate, has = self._neighbour_estimates(neighbour, candidates, similar)
             num += sim * estimate * has
             den += sim * has
         return mean + num / den
