@@ -594,7 +594,7 @@ def run_tuned_leaderboard(
     are never in a fit, so the unseen protocol stays intact. Tuned rows carry their study's name. Other
     ``options`` go to ``run_leaderboard``.
     """
-    from recsys.leaderboard import DEFAULT_SPLITS, default_models, run_leaderboard
+    from recsys.leaderboard import default_models, run_leaderboard
     from recsys.models.registry import expand_models
 
     models = expand_models(models) if models else default_models(dataset)  # unknown names fail first
@@ -607,7 +607,7 @@ def run_tuned_leaderboard(
     return run_leaderboard(
         dataset,
         models,
-        splits=DEFAULT_SPLITS if splits is None else splits,
+        splits=splits,  # None: the test splits the dataset has
         shots=shots,
         seed=seed,
         draws=draws,

@@ -20,7 +20,12 @@ from recsys.workspace import resolve_workspace
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="user_ridge", help="a model with taste vectors")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a model with taste vectors (default None: user_ridge where the data has image features or "
+        "metadata, else mf)",
+    )
     parser.add_argument(
         "--params", default=None, help='JSON hyperparameters of the model, e.g. {"alpha": 10}'
     )
@@ -111,13 +116,21 @@ def _print_neighbours(neighbours: list[dict], as_json: bool, key: str) -> None:
         print(f"{rank:>3}. {n[key]:<14} {n['score']:.3f}  {extra}")
 
 
+def _check_model_params(model: str | None, params: dict) -> None:
+    """``--params`` checked before the data is read; without ``--model`` the model depends on the data."""
+    if model is None and params:
+        raise UserError("--params needs --model NAME (without it the model depends on the data)")
+    if model is not None:
+        check_params({model: params})
+
+
 def cmd_similar_users(args: argparse.Namespace) -> int:
     from recsys.retrieval.similar import load_or_fit
 
     if (args.user is None) == (args.references is None):
         raise UserError("similar-users: pass exactly one of --user ID or --references FILE.csv")
     params = parse_params(args.params)
-    check_params({args.model: params})  # before the data is read
+    _check_model_params(args.model, params)
     ds = dataset_from_args(args)
     _, similar = load_or_fit(
         args.model, ds, params=params, workspace=resolve_workspace(args.workspace), progress=not args.json
@@ -178,7 +191,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from recsys.retrieval.similar import load_or_fit
 
     params = parse_params(args.params)
-    check_params({args.model: params})  # before the data is read
+    _check_model_params(args.model, params)
     limits = ServiceLimits(
         max_body_bytes=args.max_body_bytes,
         max_references=args.max_references,
