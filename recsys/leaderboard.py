@@ -40,6 +40,8 @@ class Leaderboard:
     params: dict[str, dict] = field(default_factory=dict)
     tuned: dict[str, dict] = field(default_factory=dict)
     run_id: str = field(default_factory=new_run_id)
+    protocol: str = "default"
+    fixed_queries: bool = True
 
     def provenance(self) -> dict:
         """Run id, dataset name and simulated flag: the columns every per-row file carries."""
@@ -62,7 +64,12 @@ class Leaderboard:
                 "seed": self.seed,
                 "shots": list(self.shots),
                 "draws": self.draws,
-                "queries": "the same for every k: all but max(shots) ratings of each new user, per draw",
+                "name": self.protocol,
+                "queries": (
+                    "the same for every k: all but max(shots) ratings of each new user, per draw"
+                    if self.fixed_queries
+                    else "every rating of the new user but its k references, per draw"
+                ),
             },
             "data_policy": {
                 "fit_split": self.fit_split,
@@ -104,6 +111,8 @@ def run_leaderboard(
     fit_split: str = DATA_POLICY.fit_split,
     tuned: Mapping[str, dict] | None = None,
     progress: bool = True,
+    protocol: str = "default",
+    fixed_queries: bool = True,
 ) -> Leaderboard:
     """Fit every model on ``fit_split`` (validating, where a model does, on the policy's validation split) and
     evaluate it on ``splits`` with ``draws`` reference draws per new user.
@@ -113,7 +122,8 @@ def run_leaderboard(
     these data (no image features, no metadata: a ``UserError`` or ``ValueError`` from its fit) gets a
     ``skipped`` row per split with the reason, and one that cannot score new users an ``unsupported`` row,
     instead of stopping the run. ``tuned`` (model -> study record, from
-    ``experiments.tuning``) marks the rows of tuned models with their study.
+    ``experiments.tuning``) marks the rows of tuned models with their study. ``protocol`` names the preset the
+    arguments came from (``recsys.evaluation.protocols``); ``fixed_queries`` as in ``Evaluator``.
     """
     models = expand_models(models) if models else default_models(dataset)  # unknown names fail before any fit
     if "oracle" in models and dataset.ground_truth is None:
@@ -130,9 +140,16 @@ def run_leaderboard(
         )
     if draws < 1:
         raise UserError(f"--draws must be at least 1, got {draws}")
-    evaluator = Evaluator(dataset, shots=shots, seed=seed, draws=draws)
+    evaluator = Evaluator(dataset, shots=shots, seed=seed, draws=draws, fixed_queries=fixed_queries)
     board = Leaderboard(
-        dataset=dataset, seed=seed, shots=tuple(shots), draws=draws, fit_split=fit_split, tuned=tuned
+        dataset=dataset,
+        seed=seed,
+        shots=tuple(shots),
+        draws=draws,
+        fit_split=fit_split,
+        tuned=tuned,
+        protocol=protocol,
+        fixed_queries=fixed_queries,
     )
     bar = tqdm(models, desc="models", unit="model", disable=not progress)
     for name in bar:

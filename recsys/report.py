@@ -111,13 +111,19 @@ def paired_tests(rows: list[Result], metric: str = "user_srocc") -> dict[tuple, 
 
 def _protocol_line(board: Leaderboard) -> str:
     unseen = any(r.shots is not None for r in board.rows)
+    queries = (
+        f"the same queries at every k (all but {max(board.shots)} ratings of each new user)"
+        if board.fixed_queries
+        else "each k scored on every rating of the user but its k references"
+    )
     draws = (
         f"{board.draws} reference draw(s) per new user (per-user values averaged over draws before the interval "
-        f"and the test), the same queries at every k (all but {max(board.shots)} ratings of each new user)"
+        f"and the test), {queries}"
         if unseen
         else "seen splits only"
     )
-    return f"protocol seed {board.seed}, shots {list(board.shots)}, {draws}"
+    name = "" if board.protocol == "default" else f"{board.protocol} protocol, "
+    return f"{name}protocol seed {board.seed}, shots {list(board.shots)}, {draws}"
 
 
 def format_table(board: Leaderboard) -> str:

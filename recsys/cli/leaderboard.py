@@ -19,6 +19,7 @@ from recsys.cli.common import (
     positive_int,
 )
 from recsys.evaluation.evaluator import DEFAULT_DRAWS
+from recsys.evaluation.protocols import PROTOCOLS, apply_protocol, get_protocol
 
 
 def add_parsers(subparsers) -> None:
@@ -38,22 +39,32 @@ def add_parsers(subparsers) -> None:
         help="comma-separated models or groups (baselines, classical, deep, ablations, all); default: all",
     )
     board.add_argument(
+        "--protocol",
+        choices=sorted(PROTOCOLS),
+        default="default",
+        help="a named protocol: default (the suite's), or piaa (fixed test users, 10 and 100 shots, 10 draws, "
+        "each k scored on all the user's other ratings); --shots, --draws and --splits override its values",
+    )
+    board.add_argument(
         "--shots",
         type=int_list,
-        default=[0, 10],
-        help="reference ratings per new user; with three or more values curve.csv and curve.png are written",
+        default=None,
+        help="reference ratings per new user (default None: the protocol's, 0,10 by default); with three or "
+        "more values curve.csv and curve.png are written",
     )
     board.add_argument(
         "--draws",
         type=positive_int,
-        default=DEFAULT_DRAWS,
-        help="reference draws per new user, the same for every model (per-user values are averaged over them)",
+        default=None,
+        help=f"reference draws per new user, the same for every model (per-user values are averaged over them; "
+        f"default None: the protocol's, {DEFAULT_DRAWS} by default)",
     )
     board.add_argument(
         "--splits",
         type=name_list,
         default=None,
-        help="splits to evaluate on (default: those of test_seen, test_unseen the data have)",
+        help="splits to evaluate on (default: the protocol's; by default those of test_seen, test_unseen the "
+        "data have)",
     )
     board.add_argument(
         "--params", default=None, help='JSON hyperparameters per model, e.g. {"ridge": {"alpha": 10}}'
@@ -104,13 +115,16 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     check_params(params, expand_models(args.models) if args.models else None)  # before the data is read
     if args.out is not None:
         check_target(args.out, args.overwrite)  # before any model is fitted
-    ds = dataset_from_args(args)
+    preset = get_protocol(args.protocol)
+    ds = apply_protocol(dataset_from_args(args), preset)
     protocol = {
-        "splits": args.splits,
-        "shots": args.shots,
+        "splits": args.splits or preset.splits,
+        "shots": args.shots or list(preset.shots),
         "seed": args.seed,
-        "draws": args.draws,
+        "draws": args.draws or preset.draws,
         "params": params,
+        "protocol": preset.name,
+        "fixed_queries": preset.fixed_queries,
     }
     if args.tuned:
         from experiments.tuning import run_tuned_leaderboard
@@ -125,8 +139,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     else:
         board = run_leaderboard(ds, args.models, **protocol)
     target = args.out if args.out is not None else leaderboard_dir(workspace, board.run_id)
-    # published numbers are context for PAMELA-format data only
-    extra = reported_table_markdown() if ds.pamela_semantics else ""
+    # published numbers are context for PAMELA-format data and for the PIAA protocol only
+    extra = reported_table_markdown() if ds.pamela_semantics or preset.name == "piaa" else ""
     paths = write_leaderboard(board, target, overwrite=args.overwrite, markdown_extra=extra)
     latest = update_latest(target) if args.out is None else None
     print(format_table(board))

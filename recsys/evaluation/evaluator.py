@@ -7,6 +7,8 @@
   every k; the references at k are the first k of the permutation. So every k scores the same users on the same
   queries, and a k-curve compares like with like. Users with fewer than K + MIN_USER_QUERIES ratings are skipped
   for every k, and counted.
+* ``fixed_queries=False`` (the PIAA protocol, ``recsys.evaluation.protocols``) scores every k on all of the
+  user's ratings but its k references instead, as the PIAA papers do; the users are still the same at every k.
 * Per-user metrics are averaged over the draws before they are averaged over users, bootstrapped and tested,
   so an interval covers the users and the draw no longer decides a claim on its own.
 
@@ -128,6 +130,8 @@ class Evaluator:
         seed: seed of the reference draws and of the bootstrap.
         n_bootstrap: bootstrap resamples for the 95% intervals over users.
         draws: reference draws per new user (seen splits have none: every rating is scored once).
+        fixed_queries: True: every k scores the same queries (all but the largest k's references); False: each
+            k scores all of the user's ratings but its own k references.
     """
 
     def __init__(
@@ -138,6 +142,7 @@ class Evaluator:
         seed: int = 0,
         n_bootstrap: int = 1000,
         draws: int = DEFAULT_DRAWS,
+        fixed_queries: bool = True,
     ):
         if not len(shots) or any(k < 0 for k in shots):
             raise ValueError(f"shots must be non-negative, got {list(shots)}")
@@ -148,6 +153,7 @@ class Evaluator:
         self.seed = seed
         self.n_bootstrap = n_bootstrap
         self.draws = int(draws)
+        self.fixed_queries = bool(fixed_queries)
 
     @property
     def max_shots(self) -> int:
@@ -174,7 +180,8 @@ class Evaluator:
                 continue
             user_key = zlib.crc32(str(self.dataset.user_ids[user]).encode())
             permutation = chunk[np.random.default_rng([self.seed, user_key, draw]).permutation(len(chunk))]
-            refs, queries = permutation[:shots], np.sort(permutation[self.max_shots :])
+            first_query = self.max_shots if self.fixed_queries else shots
+            refs, queries = permutation[:shots], np.sort(permutation[first_query:])
             episodes.append(
                 Episode(
                     References(int(user), r.image_idx[refs], r.score[refs]),
