@@ -32,5 +32,10 @@ def consensus_scores(design: np.ndarray, ratings: Ratings, alpha: float) -> np.n
     The non-personalised score that ``ridge``, ``user_ridge``, ``item_knn``, ``profile`` and the deep models
     start from.
     """
-    coef, intercept = ridge(design[ratings.image_idx], ratings.score.astype(np.float64), alpha)
+    # One row per rated image, weighted by its number of ratings, with the image's mean score as the target:
+    # the same normal equations as one row per rating (the same fit), from far fewer rows.
+    counts = np.bincount(ratings.image_idx, minlength=len(design))
+    sums = np.bincount(ratings.image_idx, ratings.score.astype(np.float64), minlength=len(design))
+    rated = np.flatnonzero(counts)
+    coef, intercept = ridge(design[rated], sums[rated] / counts[rated], alpha, weight=counts[rated])
     return (design @ coef + intercept).ravel()
