@@ -14,6 +14,7 @@ from recsys.errors import UserError
 from recsys.evaluation.evaluator import DEFAULT_DRAWS, Evaluator, Result
 from recsys.models.base import DATA_POLICY
 from recsys.models.registry import GROUPS, create_model, expand_models
+from recsys.threads import available_cores
 
 DEFAULT_SPLITS = ("test_seen", "test_unseen")
 
@@ -113,6 +114,7 @@ def run_leaderboard(
     progress: bool = True,
     protocol: str = "default",
     fixed_queries: bool = True,
+    jobs: int | str = "auto",
 ) -> Leaderboard:
     """Fit every model on ``fit_split`` (validating, where a model does, on the policy's validation split) and
     evaluate it on ``splits`` with ``draws`` reference draws per new user.
@@ -123,7 +125,8 @@ def run_leaderboard(
     ``skipped`` row per split with the reason, and one that cannot score new users an ``unsupported`` row,
     instead of stopping the run. ``tuned`` (model -> study record, from
     ``experiments.tuning``) marks the rows of tuned models with their study. ``protocol`` names the preset the
-    arguments came from (``recsys.evaluation.protocols``); ``fixed_queries`` as in ``Evaluator``.
+    arguments came from (``recsys.evaluation.protocols``); ``fixed_queries`` as in ``Evaluator``. ``jobs``: worker
+    processes fitting models side by side (``resolve_jobs``; 1 fits them one after the other in this process).
     """
     models = expand_models(models) if models else default_models(dataset)  # unknown names fail before any fit
     if "oracle" in models and dataset.ground_truth is None:
@@ -151,23 +154,121 @@ def run_leaderboard(
         protocol=protocol,
         fixed_queries=fixed_queries,
     )
-    bar = tqdm(models, desc="models", unit="model", disable=not progress)
-    for name in bar:
-        bar.set_postfix_str(f"fitting {name}")
-        model = create_model(name, **params.get(name, {}))
-        board.params[name] = model.get_params()
-        start = time.perf_counter()
-        try:
-            model.fit(dataset, fit_split)
-        except (UserError, ValueError) as err:  # the model cannot run on these data (features, metadata)
-            board.rows += skipped_rows(evaluator, name, splits, str(err), fit_split)
-            continue
-        fit_seconds = time.perf_counter() - start
-        bar.set_postfix_str(f"scoring {name}")
-        study = tuned.get(name, {}).get("study")
-        for split in splits:
-            for k in evaluator.tasks(split):
-                row = evaluator.evaluate(model, split, k, fit_seconds=fit_seconds)
-                row.tuned_study = study
-                board.rows.append(row)
+    tasks = [ModelTask(name, params.get(name, {}), tuned.get(name, {}).get("study")) for name in models]
+    for name in models:
+        board.params[name] = create_model(name, **params.get(name, {})).get_params()
+    workers = resolve_jobs(jobs, dataset, fit_split, len(tasks))
+    if workers > 1:
+        rows = _run_in_workers(tasks, evaluator, splits, fit_split, workers, progress)
+    else:
+        rows = {}
+        bar = tqdm(tasks, desc="models", unit="model", disable=not progress)
+        for task in bar:
+            bar.set_postfix_str(task.name)
+            rows[task.name] = fit_and_score(task, evaluator, splits, fit_split)
+    board.rows = [row for name in models for row in rows[name]]
     return board
+
+
+@dataclass(frozen=True)
+class ModelTask:
+    """One model of a leaderboard: its name, hyperparameters and tuning study (None when not tuned)."""
+
+    name: str
+    params: dict
+    study: str | None = None
+
+
+def fit_and_score(
+    task: ModelTask, evaluator: Evaluator, splits: Sequence[str], fit_split: str
+) -> list[Result]:
+    """Fit one model on ``fit_split`` and score it on every split and k: its leaderboard rows."""
+    model = create_model(task.name, **task.params)
+    start = time.perf_counter()
+    try:
+        model.fit(evaluator.dataset, fit_split)
+    except (UserError, ValueError) as err:  # the model cannot run on these data (features, metadata)
+        return skipped_rows(evaluator, task.name, splits, str(err), fit_split)
+    fit_seconds = time.perf_counter() - start
+    rows = []
+    for split in splits:
+        for k in evaluator.tasks(split):
+            row = evaluator.evaluate(model, split, k, fit_seconds=fit_seconds)
+            row.tuned_study = task.study
+            rows.append(row)
+    return rows
+
+
+#: ``jobs="auto"`` uses worker processes only for runs this large (starting a worker costs ~3 s of imports)
+AUTO_JOBS_MIN_RATINGS = 20_000
+AUTO_JOBS_MIN_MODELS = 4
+
+
+def resolve_jobs(jobs: int | str, dataset: Dataset, fit_split: str, n_models: int) -> int:
+    """Worker processes for a run: ``jobs`` itself, or for ``"auto"`` one per core (at most 2; the models'
+    own threads are then set to 1) when the run has enough models and ratings to pay for starting them."""
+    if jobs != "auto":
+        if not isinstance(jobs, int) or jobs < 1:
+            raise UserError(f"--jobs must be a positive integer or auto, got {jobs!r}")
+        return min(jobs, max(1, n_models))
+    n_ratings = sum(
+        len(dataset.ratings.get(p, ())) + len(dataset.pairs.get(p, ())) for p in fit_split.split("+")
+    )
+    if n_models < AUTO_JOBS_MIN_MODELS or n_ratings < AUTO_JOBS_MIN_RATINGS:
+        return 1
+    return min(2, available_cores(), n_models)
+
+
+def _run_in_workers(
+    tasks, evaluator, splits, fit_split, workers: int, progress: bool
+) -> dict[str, list[Result]]:
+    """Every task in ``workers`` processes (spawned: no state shared with this one but the arguments), the
+    costliest kinds first so that the last one to finish is short; rows come back per model."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    costly = set(GROUPS.get("deep", ())) | set(GROUPS.get("ablations", ()))
+    ordered = sorted(tasks, key=lambda t: t.name not in costly)  # stable: deep models first, then the rest
+    rows: dict[str, list[Result]] = {}
+    bar = tqdm(total=len(tasks), desc=f"models ({workers} workers)", unit="model", disable=not progress)
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(evaluator, splits, fit_split),
+    )
+    try:
+        pending = {pool.submit(_worker_fit_and_score, task): task for task in ordered}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                task = pending.pop(future)
+                rows[task.name] = future.result()
+                bar.set_postfix_str(task.name)
+                bar.update()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+    return rows
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(evaluator: Evaluator, splits: Sequence[str], fit_split: str) -> None:
+    """A worker process: one thread for every numeric library (the processes share the cores), and the
+    evaluator (with its dataset) kept for every task it runs."""
+    import os
+
+    from threadpoolctl import threadpool_limits
+
+    from recsys.threads import FAISS_THREADS_ENV_VAR, TORCH_THREADS_ENV_VAR
+
+    os.environ[TORCH_THREADS_ENV_VAR] = "1"
+    os.environ[FAISS_THREADS_ENV_VAR] = "1"
+    threadpool_limits(1)
+    _WORKER.update(evaluator=evaluator, splits=splits, fit_split=fit_split)
+
+
+def _worker_fit_and_score(task: ModelTask) -> list[Result]:
+    return fit_and_score(task, _WORKER["evaluator"], _WORKER["splits"], _WORKER["fit_split"])

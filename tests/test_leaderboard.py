@@ -12,6 +12,7 @@ import pytest
 from experiments.reported import reported_table_markdown
 from recsys.cli import main
 from recsys.data.dataset import Ratings
+from recsys.errors import UserError
 from recsys.leaderboard import run_leaderboard
 from recsys.models import create_model
 from recsys.report import format_table, to_markdown, write_leaderboard
@@ -130,3 +131,22 @@ def test_as_reported_appears_for_pamela_data_only_and_cites_no_file(small_sim_di
     for source in ("2511.00609", "2508.08220", "2407.07176", "ECCV 2024", "ICLR 2025"):
         assert source in reported
     assert ".md" not in reported and "ANCHORS" not in reported
+
+
+def test_worker_processes_give_the_serial_rows(small_sim):
+    """--jobs 2 fits models in two spawned processes: every row (metrics, intervals, predictions) is the one the
+    serial run gives, in the same order; auto stays serial on a run too small to pay for the workers."""
+    from recsys.leaderboard import resolve_jobs
+
+    models = ["ridge", "mf", "item_knn"]
+    serial = run_leaderboard(small_sim, models, draws=2, jobs=1, progress=False)
+    parallel = run_leaderboard(small_sim, models, draws=2, jobs=2, progress=False)
+    assert [(r.model, r.split, r.shots) for r in parallel.rows] == [
+        (r.model, r.split, r.shots) for r in serial.rows
+    ]
+    for a, b in zip(serial.rows, parallel.rows, strict=True):
+        assert a.metrics == b.metrics and a.ci95 == b.ci95
+        np.testing.assert_array_equal(a.predictions.prediction, b.predictions.prediction)
+    assert resolve_jobs("auto", small_sim, "train", len(models)) == 1
+    with pytest.raises(UserError, match="--jobs"):
+        resolve_jobs(0, small_sim, "train", 3)
