@@ -32,6 +32,26 @@ class DeepParams(Hyperparameters):
     seed: int = hyper(0, doc="seed of initialisation and of the training order")
 
 
+class ImageTower(torch.nn.Module):
+    """The image tower of the deep models: an MLP over the image embedding plus embeddings of the categorical
+    metadata codes (type / group / style) -> (z (n x dim), a scalar image bias (n,))."""
+
+    def __init__(self, n_features: int, meta_sizes, *, hidden: int, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.image_in = torch.nn.Linear(n_features, hidden)
+        self.meta = torch.nn.ModuleList(torch.nn.Embedding(size, hidden) for size in meta_sizes)
+        self.image_out = torch.nn.Sequential(
+            torch.nn.GELU(), torch.nn.Dropout(dropout), torch.nn.Linear(hidden, dim + 1)
+        )
+
+    def forward(self, features: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.image_in(features)
+        for j, emb in enumerate(self.meta):
+            hidden = hidden + emb(codes[:, j])
+        out = self.image_out(hidden)
+        return out[:, :-1], out[:, -1]
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed python, numpy and torch; returns a CPU torch generator for deterministic sampling."""
     random.seed(seed)

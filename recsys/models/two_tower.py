@@ -28,6 +28,7 @@ from recsys.models.base import Model
 from recsys.models.params import at_least_one, hyper, non_negative
 from recsys.models.torch_utils import (
     DeepParams,
+    ImageTower,
     choose_device,
     fit_module,
     global_ridge_scores,
@@ -39,9 +40,7 @@ from recsys.models.torch_utils import (
 class _TwoTowerNet(nn.Module):
     def __init__(self, n_features, meta_sizes, n_demo, n_users, *, dim, hidden, n_prototypes, dropout):
         super().__init__()
-        self.image_in = nn.Linear(n_features, hidden)
-        self.meta = nn.ModuleList(nn.Embedding(size, hidden) for size in meta_sizes)
-        self.image_out = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim + 1))
+        self.tower = ImageTower(n_features, meta_sizes, hidden=hidden, dim=dim, dropout=dropout)
         self.n_prototypes = n_prototypes
         if n_prototypes:
             self.prototypes = nn.Parameter(torch.randn(n_prototypes, dim) * 0.3)
@@ -57,11 +56,7 @@ class _TwoTowerNet(nn.Module):
         nn.init.zeros_(self.user_bias.weight)
 
     def image(self, features, codes):
-        hidden = self.image_in(features)
-        for j, emb in enumerate(self.meta):
-            hidden = hidden + emb(codes[:, j])
-        out = self.image_out(hidden)
-        return out[:, :-1], out[:, -1]
+        return self.tower(features, codes)
 
     def prior_logits(self, demo):
         return self.demo_logits(demo)
