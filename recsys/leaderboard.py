@@ -227,8 +227,9 @@ def _run_in_workers(
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    costly = set(GROUPS.get("deep", ())) | set(GROUPS.get("ablations", ()))
-    ordered = sorted(tasks, key=lambda t: t.name not in costly)  # stable: deep models first, then the rest
+    rank = {name: 0 for group in ("deep", "ablations") for name in GROUPS.get(group, ())}
+    rank |= {name: 1 for name in GROUPS.get("classical", ())}
+    ordered = sorted(tasks, key=lambda t: rank.get(t.name, 2))  # stable: deep, then classical, then the rest
     rows: dict[str, list[Result]] = {}
     bar = tqdm(total=len(tasks), desc=f"models ({workers} workers)", unit="model", disable=not progress)
     pool = ProcessPoolExecutor(

@@ -309,7 +309,7 @@ class UserKNN(_KNNBase):
         rated, scores = self._rated(neighbour)
         centred = scores - self.user_mean_[neighbour]
         if self.embedding_ is not None:
-            sim = (self.embedding_[candidates] @ self.embedding_[rated].T).astype(np.float64)
+            sim = self.embedding_[candidates] @ self.embedding_[rated].T
             k = min(self.image_k, len(rated))
             top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
             return centred[top].mean(1), np.ones(len(candidates), bool)

@@ -91,6 +91,7 @@ class TwoTower(Model):
             150, "gradient steps fitting a new user's parameters to its references"
         )
         foldin_lr: float = non_negative(0.05, "learning rate of those steps")
+        patience: int = at_least_one(3, "epochs without validation improvement before stopping")
 
         def validate(self) -> None:
             if self.use_prototypes and self.n_prototypes < 1:
