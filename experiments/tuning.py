@@ -556,20 +556,6 @@ def tuned_models(
     return out
 
 
-def tuned_params(
-    models,
-    dataset: Dataset,
-    *,
-    storage: str | None = None,
-    study_prefix: str = DEFAULT_STUDY_PREFIX,
-    seed: int = 0,
-    draws: int = DEFAULT_DRAWS,
-) -> dict[str, dict]:
-    """The refit parameters per tuned model (see ``tuned_models``; models without hyperparameters are left out)."""
-    found = tuned_models(models, dataset, storage=storage, study_prefix=study_prefix, seed=seed, draws=draws)
-    return {model: tuned.params for model, tuned in found.items()}
-
-
 def run_tuned_leaderboard(
     dataset: Dataset,
     models=None,

@@ -145,11 +145,11 @@ def run_leaderboard(
         raise UserError(f"--draws must be at least 1, got {draws}")
     evaluator = Evaluator(dataset, shots=shots, seed=seed, draws=draws, fixed_queries=fixed_queries)
     board = Leaderboard(
-        dataset=dataset,
-        seed=seed,
-        shots=tuple(shots),
-        draws=draws,
-        fit_split=fit_split,
+        dataset,
+        seed,
+        tuple(shots),
+        draws,
+        fit_split,
         tuned=tuned,
         protocol=protocol,
         fixed_queries=fixed_queries,

@@ -30,17 +30,14 @@ import torch
 from torch import nn
 
 from recsys.data.dataset import Dataset, Ratings, References
-from recsys.data.encodings import with_intercept
-from recsys.models.base import Model
 from recsys.models.params import at_least_one, hyper, non_negative, positive
 from recsys.models.torch_utils import (
+    DeepModel,
     DeepParams,
     ImageTower,
-    choose_device,
     fit_module,
-    global_ridge_scores,
+    input_tensors,
     preference_loss,
-    seed_everything,
 )
 
 #: histories of at most this many ratings count as short (the new-user regime) in training episodes
@@ -88,7 +85,7 @@ class _PrefNet(nn.Module):
         return prior + torch.linalg.solve(gram, rhs).squeeze(-1), key_loss
 
 
-class PrefTokens(Model):
+class PrefTokens(DeepModel):
     """Preference tokens selected per user from a learnable pool, refined by the user's whole history."""
 
     name = "pref_tokens"
@@ -132,17 +129,9 @@ class PrefTokens(Model):
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
-        seed_everything(self.seed)
+        _, device, t = self._start_fit(dataset, ratings)
         rng = np.random.default_rng(self.seed)
-        device = choose_device(self.device)
-        self.base_ = global_ridge_scores(dataset, ratings, self.base_alpha).astype(np.float32)
-        self.features_ = dataset.image_inputs()
-        metadata = dataset.metadata()
-        self.codes_ = metadata.codes.copy()
-        self.meta_ = {"meta_sizes": metadata.sizes}
-        self.demo_ = with_intercept(dataset.user_design(ratings.user_idx))
-        net = self._build(self.features_.shape[1], metadata.sizes, self.demo_.shape[1]).to(device)
-        t = self._tensors(device)
+        net = self._build(self.features_.shape[1], self.meta_["meta_sizes"], self.demo_.shape[1]).to(device)
         histories = [(u, ratings.image_idx[rows], ratings.score[rows]) for u, rows in ratings.by_user()]
         eligible = [h for h in histories if len(h[1]) >= 2]
         n_steps = max(1, -(-len(eligible) // self.batch_users))
@@ -215,17 +204,9 @@ class PrefTokens(Model):
             [References(u, images, scores) for u, images, scores in histories]
         )
 
-    def _tensors(self, device) -> dict[str, torch.Tensor]:
-        return {
-            "features": torch.as_tensor(self.features_, device=device),
-            "codes": torch.as_tensor(self.codes_, device=device),
-            "demo": torch.as_tensor(self.demo_, device=device),
-            "base": torch.as_tensor(self.base_, device=device),
-        }
-
     def _after_load(self) -> None:
         """The image tower's output for every image, kept in memory for scoring and folding."""
-        t = self._tensors(torch.device("cpu"))
+        t = input_tensors(self, torch.device("cpu"))
         with torch.no_grad():
             z, bias = self.net_.tower(t["features"], t["codes"])
         self._z, self._score0 = z.numpy(), (self.base_ + bias.numpy()).astype(np.float64)

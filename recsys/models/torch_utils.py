@@ -11,6 +11,8 @@ import torch
 from tqdm.auto import tqdm
 
 from recsys.data.dataset import Dataset, Ratings
+from recsys.data.encodings import with_intercept
+from recsys.models.base import Model
 from recsys.models.linear import consensus_scores
 from recsys.models.params import DEVICES, Hyperparameters, at_least_one, hyper, non_negative, positive
 from recsys.threads import configure_torch_threads
@@ -50,6 +52,40 @@ class ImageTower(torch.nn.Module):
             hidden = hidden + emb(codes[:, j])
         out = self.image_out(hidden)
         return out[:, :-1], out[:, -1]
+
+
+def set_image_inputs(model, dataset: Dataset, ratings: Ratings) -> None:
+    """The inputs every deep model keeps (saved with it): the consensus base score of each image (``base_``),
+    the image features (``features_``), the metadata codes and their sizes (``codes_``, ``meta_``) and the
+    demographics of every user (``demo_``)."""
+    model.base_ = global_ridge_scores(dataset, ratings, model.base_alpha).astype(np.float32)
+    model.features_ = dataset.image_inputs()
+    metadata = dataset.metadata()
+    model.codes_ = metadata.codes.copy()
+    model.meta_ = {"meta_sizes": metadata.sizes}
+    model.demo_ = with_intercept(dataset.user_design(ratings.user_idx))
+
+
+def input_tensors(model, device) -> dict[str, torch.Tensor]:
+    """The inputs of ``set_image_inputs`` as tensors on ``device``."""
+    return {
+        "features": torch.as_tensor(model.features_, device=device),
+        "codes": torch.as_tensor(model.codes_, device=device),
+        "demo": torch.as_tensor(model.demo_, device=device),
+        "base": torch.as_tensor(model.base_, device=device),
+    }
+
+
+class DeepModel(Model):
+    """Base of the deep models over frozen image features (``DeepParams``)."""
+
+    def _start_fit(self, dataset: Dataset, ratings: Ratings):
+        """Seeds everything, chooses the device and keeps the inputs (``set_image_inputs``); returns the seeded
+        torch generator, the device and the inputs as tensors on it."""
+        generator = seed_everything(self.seed)
+        device = choose_device(self.device)
+        set_image_inputs(self, dataset, ratings)
+        return generator, device, input_tensors(self, device)
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -23,17 +23,14 @@ import torch
 from torch import nn
 
 from recsys.data.dataset import Dataset, Ratings, References
-from recsys.data.encodings import with_intercept
-from recsys.models.base import Model
 from recsys.models.params import at_least_one, hyper, non_negative
 from recsys.models.torch_utils import (
+    DeepModel,
     DeepParams,
     ImageTower,
-    choose_device,
     fit_module,
-    global_ridge_scores,
+    input_tensors,
     preference_loss,
-    seed_everything,
 )
 
 
@@ -72,7 +69,7 @@ class _TwoTowerNet(nn.Module):
         return base + image_bias + self.demo_bias(demo).squeeze(-1) + user_bias + (taste * z).sum(-1)
 
 
-class TwoTower(Model):
+class TwoTower(DeepModel):
     """Two-tower hybrid: image MLP x user mixture of shared taste prototypes, on top of the global ridge."""
 
     name = "two_tower"
@@ -117,18 +114,9 @@ class TwoTower(Model):
         )
 
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
-        generator = seed_everything(self.seed)
-        device = choose_device(self.device)
-        self.base_ = global_ridge_scores(dataset, ratings, self.base_alpha).astype(np.float32)
-        self.features_ = dataset.image_inputs()
-        metadata = dataset.metadata()
-        self.codes_ = metadata.codes.copy()
-        self.demo_ = with_intercept(dataset.user_design(ratings.user_idx))
-        self.meta_ = {"meta_sizes": metadata.sizes}
-        net = self._build(self.features_.shape[1], metadata.sizes, self.demo_.shape[1], dataset.n_users).to(
-            device
-        )
-        tensors = self._tensors(device)
+        generator, device, tensors = self._start_fit(dataset, ratings)
+        sizes = self.meta_["meta_sizes"]
+        net = self._build(self.features_.shape[1], sizes, self.demo_.shape[1], dataset.n_users).to(device)
 
         users = torch.as_tensor(ratings.user_idx, device=device)
         images = torch.as_tensor(ratings.image_idx, device=device)
@@ -167,15 +155,7 @@ class TwoTower(Model):
         self._measure_priors(ratings)
 
     def _after_load(self) -> None:
-        self._cpu = self._tensors(torch.device("cpu"))
-
-    def _tensors(self, device) -> dict[str, torch.Tensor]:
-        return {
-            "features": torch.as_tensor(self.features_, device=device),
-            "codes": torch.as_tensor(self.codes_, device=device),
-            "demo": torch.as_tensor(self.demo_, device=device),
-            "base": torch.as_tensor(self.base_, device=device),
-        }
+        self._cpu = input_tensors(self, torch.device("cpu"))
 
     def _forward(self, net, tensors, u, i):
         z, image_bias = net.image(tensors["features"][i], tensors["codes"][i])
