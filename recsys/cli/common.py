@@ -211,22 +211,25 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of holdouts, reference draws and bootstrap")
 
 
-def dataset_from_args(args: argparse.Namespace):
-    """The dataset named by ``add_data_arguments`` flags, embedded through the cache when --encoder is given."""
+def dataset_from_args(args: argparse.Namespace, path=None, problems: list[str] | None = None):
+    """The dataset named by ``add_data_arguments`` flags (or at ``path``), embedded through the cache when
+    --encoder is given; ``problems`` collects what is wrong instead of raising (``recsys data validate``)."""
     from recsys.data import load_dataset
 
-    if args.encoder and args.image_features:
+    encoder = getattr(args, "encoder", None)
+    if encoder and args.image_features:
         raise UserError("pass either --image-features or --encoder, not both")
     ds = load_dataset(
-        args.data,
+        args.data if path is None else path,
         image_features=args.image_features,
         holdout=args.holdout,
         seed=args.seed,
         score_range=args.score_range,
         columns=getattr(args, "columns", None),
+        problems=problems,
     )
-    if args.encoder:
+    if encoder:
         from features.embed import embed_dataset_features
 
-        ds = embed_dataset_features(ds, args.encoder, checkpoint=args.checkpoint)
+        ds = embed_dataset_features(ds, encoder, checkpoint=args.checkpoint)
     return ds

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from recsys.cli.common import add_command, add_commands, score_range
+from recsys.cli.common import add_command, add_commands, dataset_from_args, score_range
 
 
 def add_parsers(subparsers) -> None:
@@ -75,17 +75,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from recsys.data import load_dataset
-
     problems: list[str] = []
-    ds = load_dataset(
-        args.path,
-        image_features=args.image_features,
-        holdout=args.holdout,
-        seed=args.seed,
-        score_range=args.score_range,
-        problems=problems,
-    )
+    ds = dataset_from_args(args, args.path, problems=problems)
     if problems:
         for problem in problems:
             print(f"problem: {problem}", file=sys.stderr)

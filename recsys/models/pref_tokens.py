@@ -33,8 +33,8 @@ from recsys.data.dataset import Dataset, Ratings, References
 from recsys.models.params import at_least_one, hyper, non_negative, positive
 from recsys.models.torch_utils import (
     DeepModel,
-    DeepParams,
     ImageTower,
+    TowerParams,
     fit_module,
     input_tensors,
     preference_loss,
@@ -90,10 +90,8 @@ class PrefTokens(DeepModel):
 
     name = "pref_tokens"
 
-    class Params(DeepParams):
-        dim: int = at_least_one(32, "taste / image embedding size")
-        hidden: int = at_least_one(64, "hidden width of the image tower")
-        dropout: float = hyper(0.1, low=0, high=1, high_open=True, doc="dropout in the image tower")
+    class Params(TowerParams):
+        hidden: int = at_least_one(64, "hidden width of the image tower (narrower than two_tower's)")
         pool_size: int = at_least_one(16, "learnable preference tokens in the pool")
         n_selected: int = at_least_one(4, "preference tokens selected per user")
         use_pool: bool = hyper(

@@ -88,6 +88,14 @@ class DeepModel(Model):
         return generator, device, input_tensors(self, device)
 
 
+class TowerParams(DeepParams):
+    """``DeepParams`` plus the image tower's sizes (``ImageTower``)."""
+
+    dim: int = at_least_one(32, "taste / image embedding size")
+    hidden: int = at_least_one(128, "hidden width of the image tower")
+    dropout: float = hyper(0.1, low=0, high=1, high_open=True, doc="dropout in the image tower")
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed python, numpy and torch; returns a CPU torch generator for deterministic sampling."""
     random.seed(seed)

@@ -26,8 +26,8 @@ from recsys.data.dataset import Dataset, Ratings, References
 from recsys.models.params import at_least_one, hyper, non_negative
 from recsys.models.torch_utils import (
     DeepModel,
-    DeepParams,
     ImageTower,
+    TowerParams,
     fit_module,
     input_tensors,
     preference_loss,
@@ -74,16 +74,13 @@ class TwoTower(DeepModel):
 
     name = "two_tower"
 
-    class Params(DeepParams):
-        dim: int = at_least_one(32, "taste / image embedding size")
-        hidden: int = at_least_one(128, "hidden width of the image tower")
+    class Params(TowerParams):
         n_prototypes: int = non_negative(8, "shared taste prototypes")
         use_prototypes: bool = hyper(
             True, doc="a mixture of shared prototypes (else a linear map from demographics)"
         )
         user_reg: float = non_negative(0.02, "L2 weight on per-user parameters")
         batch_size: int = at_least_one(2048, "ratings per batch")
-        dropout: float = hyper(0.1, low=0, high=1, high_open=True, doc="dropout in the image tower")
         foldin_steps: int = non_negative(
             150, "gradient steps fitting a new user's parameters to its references"
         )
