@@ -8,6 +8,7 @@ import json
 import textwrap
 from pathlib import Path
 
+from recsys.cli.catalogue import COMMANDS
 from recsys.errors import UserError
 
 
@@ -37,16 +38,16 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: {shown.replace('%', '%%')})"
 
 
-def add_command(subparsers, name: str, *, help: str, example: str, description: str | None = None):
-    """A sub-command with the shared formatter, ``help`` in the parent's list and ``example`` as its epilog.
-
-    ``example`` is one or more invocations, one a line.
-    """
-    lines = "\n".join(f"  {line}" for line in example.strip().splitlines())
+def add_command(subparsers, name: str):
+    """The sub-command ``name`` as ``recsys.cli.catalogue`` declares it: the shared formatter, its help in the
+    parent's list and its examples (one invocation a line) as the epilog."""
+    command = COMMANDS[name]
+    lines = "\n".join(f"  {line}" for line in command.example.strip().splitlines())
+    description = command.description or command.help[0].upper() + command.help[1:] + "."
     return subparsers.add_parser(
         name,
-        help=help,
-        description=textwrap.fill(description or help[0].upper() + help[1:] + ".", width=78),
+        help=command.help,
+        description=textwrap.fill(description, width=78),
         epilog=f"example:\n{lines}",
         formatter_class=HelpFormatter,
     )

@@ -53,23 +53,13 @@ def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_parsers(subparsers) -> None:
     """Add the ``tune`` and ``study`` commands."""
-    tune = add_command(
-        subparsers,
-        "tune",
-        help="search one model's hyperparameters (Optuna TPE; resumable)",
-        example="recsys tune ridge --data data/sim --trials 50",
-    )
+    tune = add_command(subparsers, "tune")
     tune.add_argument("model", help="registered model name (its space: experiments/spaces/MODEL.toml)")
     tune.add_argument("--study", default=None, help=f"study name; default: {DEFAULT_STUDY_PREFIX}-MODEL")
     _add_search_arguments(tune)
     tune.set_defaults(func=cmd_tune)
 
-    study = add_command(
-        subparsers,
-        "study",
-        help="tune several models with the same trial budget each",
-        example="recsys study --data data/sim --models ridge,mf,user_knn --trials 20",
-    )
+    study = add_command(subparsers, "study")
     study.add_argument(
         "--models",
         type=name_list,

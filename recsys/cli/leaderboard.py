@@ -31,13 +31,7 @@ def jobs_value(text: str) -> int | str:
 
 def add_parsers(subparsers) -> None:
     """Add the ``leaderboard`` command."""
-    board = add_command(
-        subparsers,
-        "leaderboard",
-        help="fit models and evaluate them under one protocol",
-        example="recsys leaderboard --data data/sim --models baselines,classical --shots 0,10\n"
-        "recsys leaderboard --tuned --models ridge,mf",
-    )
+    board = add_command(subparsers, "leaderboard")
     add_data_arguments(board)
     board.add_argument(
         "--models",

@@ -32,14 +32,15 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     add_workspace_argument(parser)  # fitted models and indexes go to WORKSPACE/models/
 
 
+def _add_listing_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """--k and --json of the commands that print a ranked list of users or images."""
+    parser.add_argument("--k", type=int, default=10, help=f"number of {what} to print")
+    parser.add_argument("--json", action="store_true", help="print JSON, most similar first")
+
+
 def add_parsers(subparsers) -> None:
     """Add the ``similar-users``, ``similar-images`` and ``serve`` commands."""
-    users = add_command(
-        subparsers,
-        "similar-users",
-        help="the users with the most similar taste to a user",
-        example="recsys similar-users --user p_00856a24 --k 5 --json",
-    )
+    users = add_command(subparsers, "similar-users")
     add_data_arguments(users)
     _add_model_arguments(users)
     users.add_argument("--user", default=None, help="external user id")
@@ -49,29 +50,16 @@ def add_parsers(subparsers) -> None:
         default=None,
         help="a new user instead of --user: CSV of their ratings with columns item_id,score",
     )
-    users.add_argument("--k", type=int, default=10, help="number of users to print")
-    users.add_argument("--json", action="store_true", help="print JSON, most similar first")
+    _add_listing_arguments(users, "users")
     users.set_defaults(func=cmd_similar_users)
 
-    images = add_command(
-        subparsers,
-        "similar-images",
-        help="the images most similar to an image (by features)",
-        example="recsys similar-images --image 1494357 --k 5",
-    )
+    images = add_command(subparsers, "similar-images")
     add_data_arguments(images)
     images.add_argument("--image", required=True, help="external image id")
-    images.add_argument("--k", type=int, default=10, help="number of images to print")
-    images.add_argument("--json", action="store_true", help="print JSON, most similar first")
+    _add_listing_arguments(images, "images")
     images.set_defaults(func=cmd_similar_images)
 
-    serve = add_command(
-        subparsers,
-        "serve",
-        help="HTTP service: similar users and scores (FastAPI)",
-        example="recsys serve --model user_ridge --port 8000\n"
-        "recsys serve --max-references 500 --workers 8 --timeout 5",
-    )
+    serve = add_command(subparsers, "serve")
     add_data_arguments(serve)
     _add_model_arguments(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")

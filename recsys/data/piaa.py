@@ -86,6 +86,27 @@ def _require(table: pd.DataFrame, columns, path: Path, what: str) -> None:
         raise UserError(f"{path}: lacks column(s) {', '.join(missing)}; {what} has {', '.join(columns)}")
 
 
+def _first_with_columns(candidates: list[Path], columns, **read) -> Path | None:
+    """The first CSV of ``candidates`` whose header holds every one of ``columns``, or None."""
+    for candidate in candidates:
+        header = _header(candidate, **read)
+        if all(c in header for c in columns):
+            return candidate
+    return None
+
+
+def _open_table(path, find, columns, what: str, **read) -> tuple[Path, pd.DataFrame]:
+    """(file, table) of the one-CSV dataset ``find`` locates from ``path``, with stripped column names and
+    ``columns`` checked: one-line errors naming ``what`` when there is no such file or it lacks a column."""
+    file = find(Path(path))
+    if file is None:
+        raise UserError(f"{path}: no {what} (with columns {', '.join(columns)})")
+    table = _read_csv(file, **read)
+    table.columns = [str(c).strip() for c in table.columns]
+    _require(table, columns, file, f"the {what}")
+    return file, table
+
+
 def _first_per(table: pd.DataFrame, key: str, columns, ids: np.ndarray) -> pd.DataFrame:
     """Each id's first non-empty value of ``columns``, rows aligned to ``ids``."""
     columns = [c for c in columns if c in table.columns]
@@ -212,23 +233,14 @@ def find_lapis_csv(path: Path) -> Path | None:
         candidates = sorted(path.glob("*.csv")) + sorted((path / "annotation").glob("*.csv"))
     else:
         candidates = []
-    for candidate in candidates:
-        header = _header(candidate)
-        if all(c in header for c in LAPIS_COLUMNS):
-            return candidate
-    return None
+    return _first_with_columns(candidates, LAPIS_COLUMNS)
 
 
 def load_lapis(
     path: str | Path, *, holdout: str | None = None, seed: int = 0, problems: list[str] | None = None
 ) -> Dataset:
     """Load the LAPIS CSV (see the module docstring) into a rating Dataset, rating on 0-100."""
-    file = find_lapis_csv(Path(path))
-    if file is None:
-        raise UserError(f"{path}: no LAPIS CSV (with columns {', '.join(LAPIS_COLUMNS)})")
-    table = _read_csv(file)
-    table.columns = [str(c).strip() for c in table.columns]
-    _require(table, LAPIS_COLUMNS, file, "the LAPIS CSV")
+    file, table = _open_table(path, find_lapis_csv, LAPIS_COLUMNS, "LAPIS CSV")
     folders = [file.parent / "images", file.parent.parent / "images"]
     image_dir = next((d for d in folders if d.is_dir()), None)
 
@@ -252,23 +264,17 @@ def find_flickr_aes_csv(path: Path) -> Path | None:
     path = Path(path)
     if path.is_dir():
         path = path / FLICKR_AES_FILE
-    if path.is_file() and path.suffix == ".csv":
-        header = _header(path, skipinitialspace=True)
-        if all(c in header for c in FLICKR_AES_COLUMNS):
-            return path
-    return None
+    candidates = [path] if path.is_file() and path.suffix == ".csv" else []
+    return _first_with_columns(candidates, FLICKR_AES_COLUMNS, skipinitialspace=True)
 
 
 def load_flickr_aes(
     path: str | Path, *, holdout: str | None = None, seed: int = 0, problems: list[str] | None = None
 ) -> Dataset:
     """Load FLICKR-AES's per-worker ratings (see the module docstring) into a rating Dataset, score on 1-5."""
-    file = find_flickr_aes_csv(Path(path))
-    if file is None:
-        raise UserError(f"{path}: no FLICKR-AES ratings CSV (with columns {', '.join(FLICKR_AES_COLUMNS)})")
-    table = _read_csv(file, skipinitialspace=True)
-    table.columns = [str(c).strip() for c in table.columns]
-    _require(table, FLICKR_AES_COLUMNS, file, f"{FLICKR_AES_FILE}")
+    file, table = _open_table(
+        path, find_flickr_aes_csv, FLICKR_AES_COLUMNS, "FLICKR-AES ratings CSV", skipinitialspace=True
+    )
     for column in ("worker", "imagePair"):
         table[column] = table[column].astype("string").str.strip()
 

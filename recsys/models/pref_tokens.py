@@ -31,14 +31,7 @@ from torch import nn
 
 from recsys.data.dataset import Dataset, Ratings, References
 from recsys.models.params import at_least_one, hyper, non_negative, positive
-from recsys.models.torch_utils import (
-    DeepModel,
-    ImageTower,
-    TowerParams,
-    fit_module,
-    input_tensors,
-    preference_loss,
-)
+from recsys.models.torch_utils import DeepModel, ImageTower, TowerParams, fit_module, preference_loss
 
 #: histories of at most this many ratings count as short (the new-user regime) in training episodes
 SHORT_HISTORY = 24
@@ -204,7 +197,7 @@ class PrefTokens(DeepModel):
 
     def _after_load(self) -> None:
         """The image tower's output for every image, kept in memory for scoring and folding."""
-        t = input_tensors(self, torch.device("cpu"))
+        t = self._cpu_inputs()
         with torch.no_grad():
             z, bias = self.net_.tower(t["features"], t["codes"])
         self._z, self._score0 = z.numpy(), (self.base_ + bias.numpy()).astype(np.float64)

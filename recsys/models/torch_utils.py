@@ -87,6 +87,10 @@ class DeepModel(Model):
         set_image_inputs(self, dataset, ratings)
         return generator, device, input_tensors(self, device)
 
+    def _cpu_inputs(self) -> dict[str, torch.Tensor]:
+        """The kept inputs as CPU tensors (scoring and folding run on the CPU)."""
+        return input_tensors(self, torch.device("cpu"))
+
 
 class TowerParams(DeepParams):
     """``DeepParams`` plus the image tower's sizes (``ImageTower``)."""

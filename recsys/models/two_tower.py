@@ -24,14 +24,7 @@ from torch import nn
 
 from recsys.data.dataset import Dataset, Ratings, References
 from recsys.models.params import at_least_one, hyper, non_negative
-from recsys.models.torch_utils import (
-    DeepModel,
-    ImageTower,
-    TowerParams,
-    fit_module,
-    input_tensors,
-    preference_loss,
-)
+from recsys.models.torch_utils import DeepModel, ImageTower, TowerParams, fit_module, preference_loss
 
 
 class _TwoTowerNet(nn.Module):
@@ -152,7 +145,7 @@ class TwoTower(DeepModel):
         self._measure_priors(ratings)
 
     def _after_load(self) -> None:
-        self._cpu = input_tensors(self, torch.device("cpu"))
+        self._cpu = self._cpu_inputs()
 
     def _forward(self, net, tensors, u, i):
         z, image_bias = net.image(tensors["features"][i], tensors["codes"][i])
