@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from recsys.data.dataset import Dataset
-from recsys.errors import UserError
+from recsys.errors import ChoicesNotSupported, UserError
 from recsys.evaluation.evaluator import DEFAULT_DRAWS, Evaluator, Result
+from recsys.evaluation.pairwise import PAIR_SHOTS, PairEvaluator
 from recsys.models.base import DATA_POLICY
 from recsys.models.registry import GROUPS, create_model, expand_models
 from recsys.threads import available_cores
@@ -84,20 +85,25 @@ class Leaderboard:
 
 
 def default_models(dataset: Dataset) -> list[str]:
-    """Every registered model (baselines, classical, deep, ablations), the oracle only where a ground truth exists."""
-    return [m for m in GROUPS["all"] if m != "oracle" or dataset.ground_truth is not None]
+    """Every registered model (baselines, classical, deep, ablations), the oracle only where a ground truth exists;
+    on choices also the models of choices (``GROUPS["choices"]``)."""
+    extra = list(GROUPS["choices"]) if is_choice_data(dataset) else []
+    return [m for m in GROUPS["all"] if m != "oracle" or dataset.ground_truth is not None] + extra
 
 
 def skipped_rows(
     evaluator: Evaluator, model: str, splits: Sequence[str], reason: str, fit_split: str
 ) -> list[Result]:
     """One ``skipped`` row (no metrics, the reason) per split and k for a model that could not fit the data."""
-    context = {"fit_seconds": 0.0, "fit_split": fit_split, "validation_split": None}
     return [
-        evaluator._failed(model, split, k, "skipped", reason, context)
+        evaluator._failed(model, split, k, "skipped", reason, _context(fit_split))
         for split in splits
         for k in evaluator.tasks(split)
     ]
+
+
+def _context(fit_split: str) -> dict:
+    return {"fit_seconds": 0.0, "fit_split": fit_split, "validation_split": None}
 
 
 def run_leaderboard(
@@ -105,7 +111,7 @@ def run_leaderboard(
     models: Sequence[str] | None = None,
     *,
     splits: Sequence[str] | None = None,
-    shots: Sequence[int] = (0, 10),
+    shots: Sequence[int] | None = None,
     seed: int = 0,
     draws: int = DEFAULT_DRAWS,
     params: dict[str, dict] | None = None,
@@ -119,6 +125,8 @@ def run_leaderboard(
     """Fit every model on ``fit_split`` (validating, where a model does, on the policy's validation split) and
     evaluate it on ``splits`` with ``draws`` reference draws per new user.
 
+    ``shots=None``: 0 and 10 reference ratings, or on choices ``PAIR_SHOTS`` (the pairwise protocol,
+    ``recsys.evaluation.pairwise``, with the ground truth's rows on simulated choices).
     ``splits=None`` evaluates those of ``DEFAULT_SPLITS`` the dataset has (an error if it has neither); an
     explicitly requested split the dataset lacks is an error naming the splits it has. A model that cannot fit
     these data (no image features, no metadata: a ``UserError`` or ``ValueError`` from its fit) gets a
@@ -129,21 +137,30 @@ def run_leaderboard(
     processes fitting models side by side (``resolve_jobs``; 1 fits them one after the other in this process).
     """
     models = expand_models(models) if models else default_models(dataset)  # unknown names fail before any fit
-    if "oracle" in models and dataset.ground_truth is None:
-        print(f"oracle skipped: {dataset.name} has no ground truth (only simulated data do)")
-        models.remove("oracle")
+    choices = is_choice_data(dataset)
+    if "oracle" in models and (dataset.ground_truth is None or choices):
+        if not choices or dataset.ground_truth_pairs is None:
+            print(f"oracle skipped: {dataset.name} has no ground truth (only simulated data do)")
+        models.remove("oracle")  # on choices the ground truth's rows come from the pair evaluator
     params = params or {}
     tuned = dict(tuned or {})
+    held = dataset.pairs if choices else dataset.ratings
     if splits is None:
-        splits = [s for s in DEFAULT_SPLITS if s in dataset.ratings] or list(DEFAULT_SPLITS)
-    missing = [s for s in splits if s not in dataset.ratings]
+        splits = [s for s in DEFAULT_SPLITS if s in held] or list(DEFAULT_SPLITS)
+    missing = [s for s in splits if s not in held]
     if missing:
         raise UserError(
             f"{dataset.name} has no split(s) {', '.join(missing)}; it has {', '.join(dataset.splits)}"
         )
     if draws < 1:
         raise UserError(f"--draws must be at least 1, got {draws}")
-    evaluator = Evaluator(dataset, shots=shots, seed=seed, draws=draws, fixed_queries=fixed_queries)
+    if choices:
+        evaluator = PairEvaluator(dataset, shots=shots or PAIR_SHOTS, seed=seed, draws=draws)
+    else:
+        evaluator = Evaluator(
+            dataset, shots=shots or (0, 10), seed=seed, draws=draws, fixed_queries=fixed_queries
+        )
+    shots = evaluator.shots
     board = Leaderboard(
         dataset,
         seed,
@@ -167,7 +184,14 @@ def run_leaderboard(
             bar.set_postfix_str(task.name)
             rows[task.name] = fit_and_score(task, evaluator, splits, fit_split)
     board.rows = [row for name in models for row in rows[name]]
+    if choices:  # the simulator's ground truth, on the same queries
+        board.rows += [r for s in splits for k in evaluator.tasks(s) if (r := evaluator.oracle_result(s, k))]
     return board
+
+
+def is_choice_data(dataset: Dataset) -> bool:
+    """True for data of pairwise choices only (no ratings): the pairwise protocol scores them."""
+    return bool(dataset.pairs) and not dataset.ratings
 
 
 @dataclass(frozen=True)
@@ -187,6 +211,12 @@ def fit_and_score(
     start = time.perf_counter()
     try:
         model.fit(evaluator.dataset, fit_split)
+    except ChoicesNotSupported as err:  # a model of ratings, on choices
+        return [
+            evaluator._failed(task.name, split, k, "unsupported", str(err), _context(fit_split))
+            for split in splits
+            for k in evaluator.tasks(split)
+        ]
     except (UserError, ValueError) as err:  # the model cannot run on these data (features, metadata)
         return skipped_rows(evaluator, task.name, splits, str(err), fit_split)
     fit_seconds = time.perf_counter() - start

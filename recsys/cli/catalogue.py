@@ -22,7 +22,8 @@ COMMANDS: dict[str, Command] = {
     ),
     "simulate": Command(
         help="write simulated PAMELA-format data with a known ground truth",
-        example="recsys data simulate --out data/sim --users 50 --images 500 --no-images",
+        example="recsys data simulate --out data/sim --users 50 --images 500 --no-images\n"
+        "recsys data simulate --out data/pickapic --pickapic",
     ),
     "validate": Command(
         help="check a dataset and print a summary or its problems",

@@ -25,7 +25,15 @@ def add_parsers(subparsers) -> None:
         if knob.name != "render_images":
             flag = "--" + knob.name.replace("_", "-")
             sim.add_argument(flag, type=type(knob.default), default=knob.default, help=knob.metadata["doc"])
-    sim.add_argument("--no-images", action="store_true", help="skip rendering PNGs")
+    sim.add_argument(
+        "--no-images", action="store_true", help="skip rendering PNGs (with --pickapic: flat JPEGs)"
+    )
+    sim.add_argument(
+        "--pickapic",
+        action="store_true",
+        help="write simulated Pick-a-Pic v2 choices instead (data/<split>-*.parquet with JPEGs, "
+        "image_features.npz); --seed and --users apply",
+    )
     sim.set_defaults(func=cmd_simulate)
 
     val = add_command(sub, "validate")
@@ -43,6 +51,17 @@ def add_parsers(subparsers) -> None:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from recsys.data.simulate import simulate
 
+    if args.pickapic:
+        from recsys.data.simulate_pairs import PickapicSimulationConfig, simulate_pickapic
+
+        config = PickapicSimulationConfig(
+            seed=args.seed, users=args.users, detailed_images=not args.no_images
+        )
+        out = simulate_pickapic(args.out, config)
+        print(
+            f"simulated Pick-a-Pic v2 choices written to {out} (SIMULATED; features: {out / 'image_features.npz'})"
+        )
+        return 0
     settings = {f.name: getattr(args, f.name) for f in fields(SimulationConfig) if f.name != "render_images"}
     config = SimulationConfig(**settings, render_images=not args.no_images)
     out = simulate(args.out, config)

@@ -127,7 +127,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     ds = apply_protocol(dataset_from_args(args), preset)
     protocol = {
         "splits": args.splits or preset.splits,
-        "shots": args.shots or list(preset.shots),
+        # the default protocol's shots depend on the data (ratings: 0,10; choices: 0,1,2,4,8)
+        "shots": args.shots or (None if preset.name == "default" else list(preset.shots)),
         "seed": args.seed,
         "draws": args.draws or preset.draws,
         "params": params,

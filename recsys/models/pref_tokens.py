@@ -31,7 +31,14 @@ from torch import nn
 
 from recsys.data.dataset import Dataset, Ratings, References
 from recsys.models.params import at_least_one, hyper, non_negative, positive
-from recsys.models.torch_utils import DeepModel, ImageTower, TowerParams, fit_module, preference_loss
+from recsys.models.torch_utils import (
+    DeepModel,
+    ImageTower,
+    TowerParams,
+    deterministic_algorithms,
+    fit_module,
+    preference_loss,
+)
 
 #: histories of at most this many ratings count as short (the new-user regime) in training episodes
 SHORT_HISTORY = 24
@@ -181,14 +188,8 @@ class PrefTokens(DeepModel):
                     with torch.no_grad():
                         return float(loss_of(val_batch, False))
 
-        # the gradient of a gather (z of the rated images) is a scatter-add: summed in a fixed order, so that a
-        # fit is the same every time whatever the thread count
-        deterministic = torch.are_deterministic_algorithms_enabled()
-        torch.use_deterministic_algorithms(True)
-        try:
+        with deterministic_algorithms():  # the gradient of the gather of z is a scatter-add
             fit_module(self, net, step, n_steps, validate)
-        finally:
-            torch.use_deterministic_algorithms(deterministic)
         self._after_load()
         self.taste_ = np.zeros((dataset.n_users, self.dim), np.float32)
         self.taste_[[u for u, _, _ in histories]] = self._fold(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -98,6 +99,18 @@ class TowerParams(DeepParams):
     dim: int = at_least_one(32, "taste / image embedding size")
     hidden: int = at_least_one(128, "hidden width of the image tower")
     dropout: float = hyper(0.1, low=0, high=1, high_open=True, doc="dropout in the image tower")
+
+
+@contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    """Inside the block torch sums in a fixed order (e.g. the scatter-add gradient of a gather), so a fit gives the
+    same numbers every time whatever the thread count; the previous setting comes back after it."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
 
 
 def seed_everything(seed: int) -> torch.Generator:
