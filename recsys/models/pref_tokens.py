@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from recsys.data.dataset import Dataset, Ratings, References
+from recsys.data.pairs import PairReferences, Pairs
 from recsys.models.params import at_least_one, hyper, non_negative, positive
 from recsys.models.torch_utils import (
     DeepModel,
@@ -59,6 +60,10 @@ class _PrefNet(nn.Module):
         else:
             self.demo_taste = nn.Linear(n_demo, dim)
         self.log_reg = nn.Parameter(torch.tensor(math.log(reg)))
+        self.log_gap = nn.Parameter(torch.zeros(()))  # choices: the score gap a decided choice stands for
+
+    def gap(self) -> torch.Tensor:
+        return self.log_gap.exp()
 
     def select(self, query):
         """(indices, mixing weights) of the preference tokens selected by ``query`` (batch x dim), and the
@@ -89,6 +94,7 @@ class PrefTokens(DeepModel):
     """Preference tokens selected per user from a learnable pool, refined by the user's whole history."""
 
     name = "pref_tokens"
+    learns_from_pairs = True
 
     class Params(TowerParams):
         hidden: int = at_least_one(64, "hidden width of the image tower (narrower than two_tower's)")
@@ -126,30 +132,41 @@ class PrefTokens(DeepModel):
         return self._build(state["features_"].shape[1], state["meta_"]["meta_sizes"], state["demo_"].shape[1])
 
     # ------------------------------------------------------------------ fitting
+    # Histories and queries are rows (image a, image b, target): a rating is (image, NONE, score), where NONE is
+    # an extra image whose z, bias and base are 0; a choice is (a, b, choice). A row's value is the difference
+    # s(a) - s(b), so one taste fit serves both: a rating's target is its score, a choice's gap * (2 choice - 1)
+    # with a learned gap; a query is scored by squared error (ratings) or Bradley-Terry (choices).
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
-        _, device, t = self._start_fit(dataset, ratings)
+        self.choices_ = not len(ratings)
+        data = dataset.fit_pairs(split) if self.choices_ else ratings
+        users = data.user_idx
+        _, device, t = self._start_fit(dataset, ratings, users)
         rng = np.random.default_rng(self.seed)
         net = self._build(self.features_.shape[1], self.meta_["meta_sizes"], self.demo_.shape[1]).to(device)
-        histories = [(u, ratings.image_idx[rows], ratings.score[rows]) for u, rows in ratings.by_user()]
+        histories = [(u, *self._rows(data, rows)) for u, rows in data.by_user()]
         eligible = [h for h in histories if len(h[1]) >= 2]
         n_steps = max(1, -(-len(eligible) // self.batch_users))
         order: list = []
 
         def loss_of(batch, train: bool) -> torch.Tensor:
-            users, hist_i, hist_y, hist_m, query_i, query_y, query_m = batch
+            users, hist_a, hist_b, hist_y, hist_m, query_a, query_b, query_y, query_m = batch
             z_all, bias_all = net.tower(t["features"], t["codes"])
-            resid = hist_y - t["base"][hist_i] - bias_all[hist_i]
-            taste, key_loss = net.taste(z_all[hist_i], resid, hist_m, t["demo"][users])
-            pred = t["base"][query_i] + bias_all[query_i] + (z_all[query_i] * taste[:, None, :]).sum(-1)
-            pred, target = pred[query_m], query_y[query_m]
-            loss = torch.mean((pred - target) ** 2)
+            z_all, s0 = _with_none(z_all), _with_none(t["base"] + bias_all)
+            target = net.gap() * (2 * hist_y - 1) if self.choices_ else hist_y
+            resid = target - (s0[hist_a] - s0[hist_b])
+            taste, key_loss = net.taste(z_all[hist_a] - z_all[hist_b], resid, hist_m, t["demo"][users])
+            diff = s0[query_a] - s0[query_b] + ((z_all[query_a] - z_all[query_b]) * taste[:, None, :]).sum(-1)
+            diff, outcome = diff[query_m], query_y[query_m]
+            if self.choices_:
+                loss = (
+                    outcome * nn.functional.softplus(-diff) + (1 - outcome) * nn.functional.softplus(diff)
+                ).mean()
+            else:
+                loss = torch.mean((diff - outcome) ** 2)
             if train:
                 loss = loss + self.key_weight * key_loss
                 if self.contrastive_weight > 0:
-                    group = torch.arange(len(users), device=device)[:, None].expand_as(query_m)[query_m]
-                    loss = loss + self.contrastive_weight * preference_loss(
-                        pred, target, group, self.temperature
-                    )
+                    loss = loss + self.contrastive_weight * self._contrastive(diff, outcome, query_m, device)
             return loss
 
         def step(b: int) -> torch.Tensor:
@@ -157,8 +174,8 @@ class PrefTokens(DeepModel):
                 order[:] = [eligible[j] for j in rng.permutation(len(eligible))]
             net.train()
             episodes = []
-            for user, images, scores in order[b * self.batch_users : (b + 1) * self.batch_users]:
-                n = len(images)
+            for user, a, b_, y in order[b * self.batch_users : (b + 1) * self.batch_users]:
+                n = len(a)
                 longest = max(1, n - 1)
                 short = rng.random() < 0.5 or longest <= SHORT_HISTORY
                 k = (
@@ -167,18 +184,16 @@ class PrefTokens(DeepModel):
                     else int(rng.integers(SHORT_HISTORY, longest + 1))
                 )
                 perm = rng.permutation(n)
-                queries = perm[k : k + self.n_queries]
-                episodes.append((user, images[perm[:k]], scores[perm[:k]], images[queries], scores[queries]))
+                h, q = perm[:k], perm[k : k + self.n_queries]
+                episodes.append((user, a[h], b_[h], y[h], a[q], b_[q], y[q]))
             return loss_of(_pad(episodes, device), True)
 
         validate = None
-        val = self._validation(dataset, split)
-        if val is not None:
-            by_user = {u: (i, s) for u, i, s in histories}
+        held = self._held_out(dataset, split)
+        if held is not None:
+            by_user = {h[0]: h[1:] for h in histories}
             val_episodes = [
-                (u, *by_user[u], val.image_idx[rows], val.score[rows])
-                for u, rows in val.by_user()
-                if u in by_user
+                (u, *by_user[u], *self._rows(held, rows)) for u, rows in held.by_user() if u in by_user
             ]
             if val_episodes:
                 val_batch = _pad(val_episodes, device)
@@ -192,31 +207,83 @@ class PrefTokens(DeepModel):
             fit_module(self, net, step, n_steps, validate)
         self._after_load()
         self.taste_ = np.zeros((dataset.n_users, self.dim), np.float32)
-        self.taste_[[u for u, _, _ in histories]] = self._fold(
-            [References(u, images, scores) for u, images, scores in histories]
-        )
+        self.taste_[[h[0] for h in histories]] = self._fold_rows([h for h in histories])
+
+    def _rows(self, data, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(image a, image b, target) of some rows of ratings (b: NONE) or of choices."""
+        if isinstance(data, Pairs):
+            return data.image_a[rows], data.image_b[rows], data.choice[rows]
+        return data.image_idx[rows], np.full(len(rows), len(self.base_), np.int64), data.score[rows]
+
+    def _held_out(self, dataset: Dataset, split: str):
+        """The policy's validation split (ratings, or choices when the fit was on choices), or None."""
+        if not self.choices_:
+            return self._validation(dataset, split)
+        if (
+            "val_seen" in dataset.pairs
+            and "val_seen" not in split.split("+")
+            and len(dataset.pairs["val_seen"])
+        ):
+            self.validation_split_ = "val_seen"
+            return dataset.pairs["val_seen"]
+        return None
+
+    def _contrastive(self, diff, outcome, mask, device) -> torch.Tensor:
+        """The contrastive preference loss on (disliked, liked) pairs at ``temperature``: of ratings, pairs of one
+        user's query images with different scores; of choices, the decided choices themselves."""
+        if not self.choices_:
+            group = torch.arange(mask.shape[0], device=device)[:, None].expand_as(mask)[mask]
+            return preference_loss(diff, outcome, group, self.temperature)
+        decided = outcome != 0.5
+        if not bool(decided.any()):
+            return diff.sum() * 0.0
+        sign = 2 * outcome[decided] - 1
+        return nn.functional.softplus(-sign * diff[decided] / self.temperature).mean()
 
     def _after_load(self) -> None:
-        """The image tower's output for every image, kept in memory for scoring and folding."""
+        """The image tower's output for every image (and NONE's zeros), kept in memory for scoring and folding."""
         t = self._cpu_inputs()
         with torch.no_grad():
             z, bias = self.net_.tower(t["features"], t["codes"])
-        self._z, self._score0 = z.numpy(), (self.base_ + bias.numpy()).astype(np.float64)
+            self._gap = float(self.net_.gap())
+        self._z = np.vstack([z.numpy(), np.zeros((1, z.shape[1]), np.float32)])
+        self._score0 = np.append(self.base_ + bias.numpy(), 0.0).astype(np.float64)
 
     # ------------------------------------------------------------------ prediction
     def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
         return self._score0[image_idx] + (self.taste_[user_idx] * self._z[image_idx]).sum(-1)
 
     def _fold(self, references: list[References]) -> np.ndarray:
-        """Taste vectors (float32, n x dim) of users from their histories (a new user's references)."""
-        out = np.zeros((len(references), self.dim), np.float32)
-        for start in range(0, len(references), 256):
-            chunk = references[start : start + 256]
-            hist_i, hist_y, hist_m = _pad_histories([(r.image_idx, r.score) for r in chunk])
-            demo = torch.as_tensor(self.demo_[[int(r.user_idx) for r in chunk]])
-            resid = hist_y - torch.as_tensor(self._score0[hist_i.numpy()], dtype=torch.float32)
+        """Taste vectors (float32, n x dim) of users from reference ratings (a seen user's: its whole history)."""
+        none = len(self.base_)
+        return self._fold_rows(
+            [
+                (r.user_idx, np.asarray(r.image_idx, np.int64), np.full(len(r), none), r.score)
+                for r in references
+            ],
+            choices=False,
+        )
+
+    def _fold_pairs(self, references: list[PairReferences]) -> np.ndarray:
+        """Taste vectors (float32, n x dim) of users from reference choices."""
+        return self._fold_rows(
+            [(r.user_idx, r.image_a, r.image_b, r.choice) for r in references], choices=True
+        )
+
+    def _fold_rows(self, histories: list[tuple], choices: bool | None = None) -> np.ndarray:
+        """Taste vectors of (user, image a, image b, target) histories (see the fitting section)."""
+        choices = self.choices_ if choices is None else choices
+        out = np.zeros((len(histories), self.dim), np.float32)
+        z_all = torch.as_tensor(self._z)
+        for start in range(0, len(histories), 256):
+            chunk = histories[start : start + 256]
+            hist_a, hist_b, hist_y, hist_m = _pad_rows([h[1:] for h in chunk])
+            demo = torch.as_tensor(self.demo_[[int(h[0]) for h in chunk]])
+            target = self._gap * (2 * hist_y - 1) if choices else hist_y
+            s0 = torch.as_tensor(self._score0, dtype=torch.float32)
+            resid = target - (s0[hist_a] - s0[hist_b])
             with torch.no_grad():
-                taste, _ = self.net_.taste(torch.as_tensor(self._z)[hist_i], resid, hist_m, demo)
+                taste, _ = self.net_.taste(z_all[hist_a] - z_all[hist_b], resid, hist_m, demo)
             out[start : start + len(chunk)] = taste.numpy()
         return out
 
@@ -227,15 +294,18 @@ class PrefTokens(DeepModel):
         return self.taste_ * self.known_[:, None]
 
     def active_tokens(self, references: Sequence[References]) -> list[np.ndarray]:
-        """Indices of the preference tokens each user's references select (most similar first)."""
+        """Indices of the preference tokens each user's reference ratings select (most similar first)."""
         self._check_fitted()
         if not self.net_.n_selected:
             raise ValueError(f"{self.name} has no preference-token pool")
         out = []
+        none = len(self.base_)
         for refs in references:
-            hist_i, hist_y, hist_m = _pad_histories([(refs.image_idx, refs.score)])
-            z = torch.as_tensor(self._z)[hist_i] * hist_m[..., None]
-            resid = (hist_y - torch.as_tensor(self._score0[hist_i.numpy()], dtype=torch.float32)) * hist_m
+            hist_a, hist_b, hist_y, hist_m = _pad_rows(
+                [(refs.image_idx, np.full(len(refs), none), refs.score)]
+            )
+            z = torch.as_tensor(self._z)[hist_a] * hist_m[..., None]
+            resid = (hist_y - torch.as_tensor(self._score0, dtype=torch.float32)[hist_a]) * hist_m
             summary = (z * resid[..., None]).sum(1) / hist_m.sum(1, keepdim=True).clamp(min=1.0)
             with torch.no_grad():
                 demo = torch.as_tensor(self.demo_[[int(refs.user_idx)]])
@@ -244,20 +314,28 @@ class PrefTokens(DeepModel):
         return out
 
 
-def _pad_histories(histories) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(image indices, scores, mask) padded to the longest history (at least one column)."""
-    width = max([len(h[0]) for h in histories] + [1])
-    idx = np.zeros((len(histories), width), np.int64)
-    score = np.zeros((len(histories), width), np.float32)
-    mask = np.zeros((len(histories), width), np.float32)
-    for row, (images, scores) in enumerate(histories):
-        idx[row, : len(images)], score[row, : len(images)], mask[row, : len(images)] = images, scores, 1.0
-    return torch.as_tensor(idx), torch.as_tensor(score), torch.as_tensor(mask)
+def _with_none(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with one more row of zeros: NONE, the second image of a rating."""
+    return torch.cat([x, x.new_zeros((1, *x.shape[1:]))])
+
+
+def _pad_rows(rows) -> tuple[torch.Tensor, ...]:
+    """(image a, image b, target, mask) of histories of rows, padded to the longest (at least one column)."""
+    width = max([len(r[0]) for r in rows] + [1])
+    a = np.zeros((len(rows), width), np.int64)
+    b = np.zeros((len(rows), width), np.int64)
+    y = np.zeros((len(rows), width), np.float32)
+    mask = np.zeros((len(rows), width), np.float32)
+    for row, (images_a, images_b, target) in enumerate(rows):
+        n = len(images_a)
+        a[row, :n], b[row, :n], y[row, :n], mask[row, :n] = images_a, images_b, target, 1.0
+    return torch.as_tensor(a), torch.as_tensor(b), torch.as_tensor(y), torch.as_tensor(mask)
 
 
 def _pad(episodes, device) -> tuple[torch.Tensor, ...]:
-    """Tensors of a batch of episodes (user, history images, history scores, query images, query scores)."""
-    hist_i, hist_y, hist_m = _pad_histories([(e[1], e[2]) for e in episodes])
-    query_i, query_y, query_m = _pad_histories([(e[3], e[4]) for e in episodes])
+    """Tensors of a batch of episodes (user, history a, b, target, query a, b, target)."""
+    history = _pad_rows([e[1:4] for e in episodes])
+    queries = _pad_rows([e[4:7] for e in episodes])
     users = torch.as_tensor(np.array([e[0] for e in episodes], np.int64))
-    return tuple(x.to(device) for x in (users, hist_i, hist_y, hist_m, query_i, query_y, query_m.bool()))
+    mask = queries[3].bool()
+    return tuple(x.to(device) for x in (users, *history, *queries[:3], mask))

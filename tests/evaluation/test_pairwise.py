@@ -117,3 +117,19 @@ def test_simulate_command_writes_a_pickapic_folder(tmp_path, capsys):
     assert main(["data", "simulate", "--out", str(out), "--pickapic", "--users", "12", "--no-images"]) == 0
     assert (out / "image_features.npz").is_file() and list((out / "data").glob("train-*.parquet"))
     assert "SIMULATED" in capsys.readouterr().out
+
+
+def test_pref_tokens_learns_from_choices_and_keeps_them_when_saved(choices, tmp_path):
+    from recsys.models.base import Model
+
+    board = run_leaderboard(choices, ["pref_tokens"], progress=False, jobs=1, draws=2, shots=(0, 8))
+    rows = {(r.split, r.shots): r for r in board.rows if r.model == "pref_tokens"}
+    assert rows[("test_seen", None)].ci95["user_choice_acc"][0] > 0.5  # above chance over users
+    assert rows[("test_unseen", 8)].metrics["user_choice_acc"] > 0.55
+    model = create_model("pref_tokens", epochs=5).fit(choices)
+    pairs = choices.pairs["test_seen"]
+    before = model.predict_pairs(pairs.user_idx, pairs.image_a, pairs.image_b)
+    loaded = Model.load(model.save(tmp_path / "pt"))
+    np.testing.assert_allclose(
+        loaded.predict_pairs(pairs.user_idx, pairs.image_a, pairs.image_b), before, rtol=1e-5
+    )
