@@ -90,13 +90,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"{summary['images']} images ({summary['train_users']} users and {summary['train_images']} images "
         "in train)"
     )
-    print(
-        f"{'split':<12} {'ratings':>8} {'users':>6} {'images':>7} {'mean':>6} {'std':>6}  quantiles (0,25,50,75,100%)"
-    )
+    if summary["splits"]:
+        print(
+            f"{'split':<12} {'ratings':>8} {'users':>6} {'images':>7} {'mean':>6} {'std':>6}  "
+            "quantiles (0,25,50,75,100%)"
+        )
     for split, s in summary["splits"].items():
         print(
             f"{split:<12} {s['ratings']:>8} {s['users']:>6} {s['images']:>7} {s['score_mean']:>6.3f} "
             f"{s['score_std']:>6.3f}  {s['score_quantiles']}"
+        )
+    if summary.get("pairs"):
+        print(
+            f"{'split':<12} {'choices':>8} {'users':>6} {'images':>7} {'chose a':>8} {'chose b':>8} {'ties':>6}"
+        )
+    for split, p in summary.get("pairs", {}).items():
+        print(
+            f"{split:<12} {p['pairs']:>8} {p['users']:>6} {p['images']:>7} {p['chose_a']:>8} {p['chose_b']:>8} "
+            f"{p['ties']:>6}"
         )
     if summary["image_features"]:
         print(

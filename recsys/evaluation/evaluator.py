@@ -121,6 +121,16 @@ class Result:
         return out
 
 
+def model_context(model, fit_seconds: float) -> tuple[str, dict]:
+    """A fitted model's name and what every row of it records about its fit (seconds, fit and validation split)."""
+    context = {
+        "fit_seconds": fit_seconds,
+        "fit_split": getattr(model, "fit_split_", "train"),
+        "validation_split": getattr(model, "validation_split_", None),
+    }
+    return getattr(model, "name", type(model).__name__), context
+
+
 class Evaluator:
     """Scores any fitted model on a dataset's splits under the one protocol.
 
@@ -197,12 +207,7 @@ class Evaluator:
         """Score a fitted model on one split (and k for an unseen split)."""
         if split not in self.dataset.ratings:
             raise ValueError(f"no split {split!r} in {self.dataset.name}")
-        name = getattr(model, "name", type(model).__name__)
-        context = {
-            "fit_seconds": fit_seconds,
-            "fit_split": getattr(model, "fit_split_", "train"),
-            "validation_split": getattr(model, "validation_split_", None),
-        }
+        name, context = model_context(model, fit_seconds)
         if not is_unseen_split(split):
             r = self.dataset.ratings[split]
             start = time.perf_counter()

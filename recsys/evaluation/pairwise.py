@@ -28,7 +28,7 @@ import numpy as np
 from recsys.data.dataset import Dataset, is_unseen_split
 from recsys.data.pairs import TIE, PairReferences, Pairs
 from recsys.errors import ColdStartNotSupported
-from recsys.evaluation.evaluator import DEFAULT_DRAWS, Evaluator, Result
+from recsys.evaluation.evaluator import DEFAULT_DRAWS, Evaluator, Result, model_context
 from recsys.evaluation.metrics import bootstrap_ci
 
 #: reference choices per new user, as in the MLLM papers (8 reference pairs) and below
@@ -117,12 +117,7 @@ class PairEvaluator(Evaluator):
         """Score a fitted model on one split's choices (and k for an unseen split)."""
         if split not in self.dataset.pairs:
             raise ValueError(f"no pairwise split {split!r} in {self.dataset.name}")
-        name = getattr(model, "name", type(model).__name__)
-        context = {
-            "fit_seconds": fit_seconds,
-            "fit_split": getattr(model, "fit_split_", "train"),
-            "validation_split": getattr(model, "validation_split_", None),
-        }
+        name, context = model_context(model, fit_seconds)
         if is_unseen_split(split) and shots is None:
             raise ValueError(f"{split} is an unseen split: pass shots")
         pairs = self.dataset.pairs[split]

@@ -24,7 +24,7 @@ from recsys.data.pairs import PairReferences, Pairs
 from recsys.models.base import Model
 from recsys.models.params import at_least_one, non_negative
 from recsys.models.torch_utils import (
-    DeepParams,
+    TrainParams,
     choose_device,
     deterministic_algorithms,
     fit_module,
@@ -79,7 +79,7 @@ class PalB(Model):
     name = "pal"
     learns_from_pairs = True
 
-    class Params(DeepParams):
+    class Params(TrainParams):
         dim: int = at_least_one(16, "dimensions of the projected image features")
         n_prototypes: int = at_least_one(8, "shared ideal points (preference models)")
         user_reg: float = non_negative(0.1, "L2 weight on the users' mixture logits")

@@ -19,20 +19,25 @@ from recsys.models.params import DEVICES, Hyperparameters, at_least_one, hyper, 
 from recsys.threads import configure_torch_threads
 
 
-class DeepParams(Hyperparameters):
-    """Hyperparameters every deep model shares: the loss, training, the consensus base, device and seed."""
+class TrainParams(Hyperparameters):
+    """Hyperparameters of every model trained by ``train_loop``: epochs, Adam, early stopping, device and seed."""
+
+    epochs: int = at_least_one(30, "maximum training epochs")
+    lr: float = positive(5e-3, "Adam learning rate")
+    weight_decay: float = non_negative(1e-5, "Adam weight decay")
+    patience: int = at_least_one(4, "epochs without validation improvement before stopping")
+    device: str = hyper("auto", choices=DEVICES, doc="auto (CUDA when present), cpu or cuda")
+    seed: int = hyper(0, doc="seed of initialisation and of the training order")
+
+
+class DeepParams(TrainParams):
+    """Hyperparameters every deep rating model shares: training, the contrastive loss and the consensus base."""
 
     contrastive_weight: float = non_negative(
         0.5, "weight of the contrastive preference loss (0 turns it off)"
     )
     temperature: float = positive(0.5, "temperature of the preference loss (score units)")
-    epochs: int = at_least_one(30, "maximum training epochs")
-    lr: float = positive(5e-3, "Adam learning rate")
-    weight_decay: float = non_negative(1e-5, "Adam weight decay")
-    patience: int = at_least_one(4, "epochs without validation improvement before stopping")
     base_alpha: float = positive(3.0, "ridge penalty of the consensus base score")
-    device: str = hyper("auto", choices=DEVICES, doc="auto (CUDA when present), cpu or cuda")
-    seed: int = hyper(0, doc="seed of initialisation and of the training order")
 
 
 class ImageTower(torch.nn.Module):

@@ -117,6 +117,13 @@ def test_simulate_command_writes_a_pickapic_folder(tmp_path, capsys):
     assert main(["data", "simulate", "--out", str(out), "--pickapic", "--users", "12", "--no-images"]) == 0
     assert (out / "image_features.npz").is_file() and list((out / "data").glob("train-*.parquet"))
     assert "SIMULATED" in capsys.readouterr().out
+    assert main(["data", "validate", str(out), "--image-features", str(out / "image_features.npz")]) == 0
+    printed = capsys.readouterr().out
+    ds = load_dataset(out, image_features=out / "image_features.npz")
+    train = ds.pairs["train"]
+    row = next(line for line in printed.splitlines() if line.startswith("train "))
+    assert "choices" in printed and row.split()[1:2] == [str(len(train))]
+    assert row.split()[-1] == str(int((train.choice == 0.5).sum()))  # ties
 
 
 def test_pref_tokens_learns_from_choices_and_keeps_them_when_saved(choices, tmp_path):
