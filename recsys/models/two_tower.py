@@ -12,6 +12,9 @@ score(u, i) = consensus(i) + image_bias(i) + demographic_bias(u) + user_bias(u) 
 * new users (towers frozen): the mixture logits, offset and bias are fitted to the k references by MAP
   (Gaussian priors whose variances are measured on the training users), with a fixed number of full-batch
   gradient steps; at k = 0 this is the demographic prior.
+* on choices (no ratings): no consensus base (0), the Bradley-Terry loss on score differences of the chosen and
+  the other image plus the contrastive loss on the decided choices; new users' MAP fit uses the Bradley-Terry
+  likelihood of their reference choices.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.functional import softplus
 
 from recsys.data.dataset import Dataset, Ratings, References
+from recsys.data.pairs import PairReferences, Pairs
 from recsys.models.params import at_least_one, hyper, non_negative
 from recsys.models.torch_utils import DeepModel, ImageTower, TowerParams, fit_module, preference_loss
 
@@ -66,6 +71,7 @@ class TwoTower(DeepModel):
     """Two-tower hybrid: image MLP x user mixture of shared taste prototypes, on top of the global ridge."""
 
     name = "two_tower"
+    learns_from_pairs = True
 
     class Params(TowerParams):
         n_prototypes: int = non_negative(8, "shared taste prototypes")
@@ -104,45 +110,75 @@ class TwoTower(DeepModel):
         )
 
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
-        generator, device, tensors = self._start_fit(dataset, ratings)
+        self.choices_ = not len(ratings)
+        data = dataset.fit_pairs(split) if self.choices_ else ratings
+        generator, device, tensors = self._start_fit(dataset, ratings, data.user_idx)
         sizes = self.meta_["meta_sizes"]
         net = self._build(self.features_.shape[1], sizes, self.demo_.shape[1], dataset.n_users).to(device)
-
-        users = torch.as_tensor(ratings.user_idx, device=device)
-        images = torch.as_tensor(ratings.image_idx, device=device)
-        scores = torch.as_tensor(ratings.score, dtype=torch.float32, device=device)
-        n = len(scores)
+        rows = _rows(data, device)
+        n = len(rows[0])
         n_batches = max(1, -(-n // self.batch_size))
         order = {"perm": None}
+
+        def loss_of(batch, train: bool) -> torch.Tensor:
+            """Squared error of ratings, or Bradley-Terry of choices on score differences (+ the penalties and
+            the contrastive loss when training)."""
+            u = batch[0]
+            pred, penalty = self._forward(net, tensors, u, batch[1])
+            if self.choices_:
+                other, _ = self._forward(net, tensors, u, batch[2])
+                diff, outcome = pred - other, batch[3]
+                loss = (outcome * softplus(-diff) + (1 - outcome) * softplus(diff)).mean()
+            else:
+                loss = torch.mean((pred - batch[2]) ** 2)
+            if not train:
+                return loss
+            loss = loss + self.user_reg * penalty
+            if self.contrastive_weight > 0 and self.choices_:
+                decided = outcome != 0.5
+                if bool(decided.any()):
+                    sign = 2 * outcome[decided] - 1
+                    loss = (
+                        loss
+                        + self.contrastive_weight * softplus(-sign * diff[decided] / self.temperature).mean()
+                    )
+            elif self.contrastive_weight > 0:
+                loss = loss + self.contrastive_weight * preference_loss(pred, batch[2], u, self.temperature)
+            return loss
 
         def step(b: int) -> torch.Tensor:
             if b == 0:
                 net.train()
                 order["perm"] = torch.randperm(n, generator=generator).to(device)
             idx = order["perm"][b * self.batch_size : (b + 1) * self.batch_size]
-            u, i, y = users[idx], images[idx], scores[idx]
-            pred, penalty = self._forward(net, tensors, u, i)
-            loss = torch.mean((pred - y) ** 2) + self.user_reg * penalty
-            if self.contrastive_weight > 0:
-                loss = loss + self.contrastive_weight * preference_loss(pred, y, u, self.temperature)
-            return loss
+            return loss_of([x[idx] for x in rows], True)
 
         validate = None
-        val = self._validation(dataset, split)
-        if val is not None:
-            val = val.subset(self.known_[val.user_idx])
-            vu = torch.as_tensor(val.user_idx, device=device)
-            vi = torch.as_tensor(val.image_idx, device=device)
-            vy = torch.as_tensor(val.score, dtype=torch.float32, device=device)
+        held = self._held_out(dataset, split)
+        if held is not None:
+            held_rows = _rows(held.subset(self.known_[held.user_idx]), device)
 
             def validate() -> float:
                 net.eval()
                 with torch.no_grad():
-                    return float(torch.mean((self._forward(net, tensors, vu, vi)[0] - vy) ** 2))
+                    return float(loss_of(held_rows, False))
 
         fit_module(self, net, step, n_batches, validate)
         self._after_load()
-        self._measure_priors(ratings)
+        self._measure_priors(data)
+
+    def _held_out(self, dataset: Dataset, split: str):
+        """The policy's validation split (its ratings, or its choices when the fit was on choices), or None."""
+        if not self.choices_:
+            return self._validation(dataset, split)
+        if (
+            "val_seen" in dataset.pairs
+            and "val_seen" not in split.split("+")
+            and len(dataset.pairs["val_seen"])
+        ):
+            self.validation_split_ = "val_seen"
+            return dataset.pairs["val_seen"]
+        return None
 
     def _after_load(self) -> None:
         self._cpu = self._cpu_inputs()
@@ -159,13 +195,16 @@ class TwoTower(DeepModel):
             penalty = penalty + 0.1 * (logit_offset**2).sum(-1).mean()
         return pred, penalty
 
-    def _measure_priors(self, ratings) -> None:
-        """Prior variances of new users' parameters and the noise variance, measured on the training users."""
+    def _measure_priors(self, data) -> None:
+        """Prior variances of new users' parameters and the noise variance, measured on the training users (on
+        choices the Bradley-Terry likelihood has no noise variance: 1)."""
         known = torch.as_tensor(np.flatnonzero(self.known_))
         with torch.no_grad():
-            users, images = torch.as_tensor(ratings.user_idx), torch.as_tensor(ratings.image_idx)
-            pred, _ = self._forward(self.net_, self._cpu, users, images)
-            noise = float(torch.mean((pred - torch.as_tensor(ratings.score)) ** 2))
+            noise = 1.0
+            if not self.choices_:
+                users, images = torch.as_tensor(data.user_idx), torch.as_tensor(data.image_idx)
+                pred, _ = self._forward(self.net_, self._cpu, users, images)
+                noise = float(torch.mean((pred - torch.as_tensor(data.score)) ** 2))
             offset_var = float((self.net_.offset.weight[known] ** 2).mean())
             bias_var = float((self.net_.user_bias.weight[known] ** 2).mean())
             logit_var = (
@@ -186,17 +225,29 @@ class TwoTower(DeepModel):
         with torch.enable_grad():
             return self._map_fit(references)
 
-    def _map_fit(self, references: list[References]):
+    def _fold_pairs(self, references: list[PairReferences]):
+        """MAP fit of new users' parameters to their reference choices (Bradley-Terry likelihood), towers frozen."""
+        with torch.enable_grad():
+            return self._map_fit(references, choices=True)
+
+    def _map_fit(self, references: list, choices: bool = False):
+        """MAP fit to reference ratings (Gaussian likelihood) or, with ``choices``, to reference choices: a's in
+        the first half of the columns, b's in the second, targets the outcomes."""
         net, t = self.net_, self._cpu
         n_users, k_max = len(references), max([len(r) for r in references] + [1])
-        images = torch.zeros(n_users, k_max, dtype=torch.long)
+        images = torch.zeros(n_users, 2 * k_max if choices else k_max, dtype=torch.long)
         target = torch.zeros(n_users, k_max)
         mask = torch.zeros(n_users, k_max)
         for row, refs in enumerate(references):
             k = len(refs)
-            images[row, :k] = torch.as_tensor(np.asarray(refs.image_idx, np.int64))
-            target[row, :k] = torch.as_tensor(np.asarray(refs.score, np.float32))
+            if choices:
+                images[row, :k] = torch.as_tensor(np.asarray(refs.image_a, np.int64))
+                images[row, k_max : k_max + k] = torch.as_tensor(np.asarray(refs.image_b, np.int64))
+            else:
+                images[row, :k] = torch.as_tensor(np.asarray(refs.image_idx, np.int64))
+            target[row, :k] = torch.as_tensor(np.asarray(refs.choice if choices else refs.score, np.float32))
             mask[row, :k] = 1.0
+        width = images.shape[1]
         demo = t["demo"][torch.as_tensor([r.user_idx for r in references], dtype=torch.long)]
         n_proto = net.n_prototypes
         logit_offset = torch.zeros(n_users, max(n_proto, 1), requires_grad=True)
@@ -205,7 +256,7 @@ class TwoTower(DeepModel):
         noise, offset_var, bias_var, logit_var = (float(v) for v in self.priors_)
         with torch.no_grad():
             z, image_bias = net.image(t["features"][images.reshape(-1)], t["codes"][images.reshape(-1)])
-            z, image_bias = z.reshape(n_users, k_max, -1), image_bias.reshape(n_users, k_max)
+            z, image_bias = z.reshape(n_users, width, -1), image_bias.reshape(n_users, width)
             base = t["base"][images]
         if mask.sum() > 0 and self.foldin_steps > 0:
             params = [offset, bias] + ([logit_offset] if n_proto else [])
@@ -217,11 +268,15 @@ class TwoTower(DeepModel):
                     base,
                     z,
                     image_bias,
-                    demo[:, None, :].expand(-1, k_max, -1),
+                    demo[:, None, :].expand(-1, width, -1),
                     taste[:, None, :],
                     bias[:, None],
                 )
-                nll = (((pred - target) ** 2) * mask).sum() / noise
+                if choices:  # -2 log-likelihood, as the Gaussian's below
+                    diff = pred[:, :k_max] - pred[:, k_max:]
+                    nll = 2 * ((target * softplus(-diff) + (1 - target) * softplus(diff)) * mask).sum()
+                else:
+                    nll = (((pred - target) ** 2) * mask).sum() / noise
                 prior = (offset**2).sum() / offset_var + (bias**2).sum() / bias_var
                 if n_proto:
                     prior = prior + (logit_offset**2).sum() / logit_var
@@ -276,3 +331,13 @@ class TwoTower(DeepModel):
                 demo = self._cpu["demo"][u]
                 logit_offset = net.logit_offset(u) * torch.as_tensor(self.known_)[u][:, None].float()
             return torch.softmax(net.demo_logits(demo) + logit_offset, dim=-1).numpy().astype(np.float32)
+
+
+def _rows(data, device) -> list[torch.Tensor]:
+    """The training rows as tensors: (user, image, score) of ratings, (user, image a, image b, choice) of choices."""
+    columns = (
+        ("user_idx", "image_a", "image_b", "choice")
+        if isinstance(data, Pairs)
+        else ("user_idx", "image_idx", "score")
+    )
+    return [torch.as_tensor(getattr(data, c), device=device) for c in columns]

@@ -140,3 +140,13 @@ def test_pref_tokens_learns_from_choices_and_keeps_them_when_saved(choices, tmp_
     np.testing.assert_allclose(
         loaded.predict_pairs(pairs.user_idx, pairs.image_a, pairs.image_b), before, rtol=1e-5
     )
+
+
+def test_two_tower_learns_from_choices(choices):
+    """Bradley-Terry on score differences: above chance on seen users' held-out choices, and new users' MAP fit
+    on reference choices runs (probabilities in (0, 1), one per query)."""
+    board = run_leaderboard(choices, ["two_tower"], progress=False, jobs=1, draws=1, shots=(0, 8))
+    rows = {(r.split, r.shots): r for r in board.rows if r.model == "two_tower"}
+    assert all(r.status == "ok" for r in rows.values())
+    assert rows[("test_seen", None)].metrics["user_choice_acc"] > 0.53  # chance: 0.5 (0.56 measured)
+    assert rows[("test_unseen", 8)].metrics["user_choice_acc"] > 0.53
