@@ -179,6 +179,26 @@ def add_workspace_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_models_argument(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--models``: models or groups, comma-separated; ``default`` says what None means."""
+    parser.add_argument(
+        "--models",
+        type=name_list,
+        default=None,
+        help=f"comma-separated models or groups (baselines, classical, deep, ablations, choices, all); default: {default}",
+    )
+
+
+def add_tracking_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--tracking-uri`` and ``--no-tracking``: where ``what`` is logged in MLflow, or not at all."""
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else sqlite:///WORKSPACE/mlflow.db",
+    )
+    parser.add_argument("--no-tracking", action="store_true", help=f"do not log {what} to MLflow")
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """--data, --image-features, --encoder, --checkpoint, --holdout, --score-range, --seed: the dataset."""
     parser.add_argument(

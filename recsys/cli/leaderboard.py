@@ -10,6 +10,8 @@ from experiments.tuning import DEFAULT_STUDY_PREFIX
 from recsys.cli.common import (
     add_command,
     add_data_arguments,
+    add_models_argument,
+    add_tracking_arguments,
     add_workspace_argument,
     check_params,
     dataset_from_args,
@@ -33,12 +35,7 @@ def add_parsers(subparsers) -> None:
     """Add the ``leaderboard`` command."""
     board = add_command(subparsers, "leaderboard")
     add_data_arguments(board)
-    board.add_argument(
-        "--models",
-        type=name_list,
-        default=None,
-        help="comma-separated models or groups (baselines, classical, deep, ablations, all); default: all",
-    )
+    add_models_argument(board, "all (on choices also the choices group)")
     board.add_argument(
         "--protocol",
         choices=sorted(PROTOCOLS),
@@ -102,12 +99,7 @@ def add_parsers(subparsers) -> None:
         help="Optuna storage of the studies; default: sqlite:///WORKSPACE/optuna.db",
     )
     board.add_argument("--study-prefix", default=DEFAULT_STUDY_PREFIX, help="studies are named PREFIX-MODEL")
-    board.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else sqlite:///WORKSPACE/mlflow.db",
-    )
-    board.add_argument("--no-tracking", action="store_true", help="do not log the leaderboard to MLflow")
+    add_tracking_arguments(board, "the leaderboard")
     board.set_defaults(func=cmd_leaderboard)
 
 

@@ -286,6 +286,17 @@ class Model(ABC):
         self.validation_split_ = declared
         return dataset.ratings[declared]
 
+    def _held_out(self, dataset: Dataset, split: str, choices: bool):
+        """The policy's validation split for early stopping: its ratings (``_validation``) or, for a fit on
+        choices, its choices; None when the fit includes it or there is none. Records ``validation_split_``."""
+        if not choices:
+            return self._validation(dataset, split)
+        declared = DATA_POLICY.validation_split
+        if declared in split.split("+") or not len(dataset.pairs.get(declared, ())):
+            return None
+        self.validation_split_ = declared
+        return dataset.pairs[declared]
+
     # ------------------------------------------------------------------ checks
     def _check_fitted(self) -> None:
         if not getattr(self, "fitted_", False):

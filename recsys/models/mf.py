@@ -178,8 +178,8 @@ class MatrixFactorization(FactorModel):
         in_fit = torch.as_tensor(counts > 0, dtype=torch.float32)[:, None]
         penalty = torch.as_tensor(self.reg + self.reg_per_rating * counts, dtype=torch.float32)[:, None]
         t = [torch.as_tensor(v) for v in (pairs.user_idx, pairs.image_a, pairs.image_b, pairs.choice)]
-        held = dataset.pairs.get("val_seen") if "val_seen" not in split.split("+") else None
-        held = None if held is None or not len(held) else held.subset(self.known_[held.user_idx])
+        held = self._held_out(dataset, split, choices=True)
+        held = None if held is None else held.subset(self.known_[held.user_idx])
         v = (
             None
             if held is None
@@ -221,7 +221,6 @@ class MatrixFactorization(FactorModel):
         with torch.no_grad():
             best = best or (users.detach().clone(), items().detach().clone())
         self.users_, self.items_ = (b.double().numpy() for b in best)
-        self.validation_split_ = None if v is None else "val_seen"
 
     def _fold_pairs(self, references):
         if not getattr(self, "choices_", False):

@@ -159,11 +159,8 @@ class PalB(Model):
         if on_ratings:
             held = self._validation(dataset, split)
             held = None if held is None else pairs_from_ratings(held, self.pairs_per_rating, self.seed + 1)
-        elif "val_seen" in dataset.pairs and "val_seen" not in split.split("+"):
-            self.validation_split_ = "val_seen"
-            held = dataset.pairs["val_seen"]
         else:
-            held = None
+            held = self._held_out(dataset, split, choices=True)
         return None if held is None else held.subset(self.known_[held.user_idx])
 
     def _after_load(self) -> None:

@@ -189,7 +189,7 @@ class PrefTokens(DeepModel):
             return loss_of(_pad(episodes, device), True)
 
         validate = None
-        held = self._held_out(dataset, split)
+        held = self._held_out(dataset, split, self.choices_)
         if held is not None:
             by_user = {h[0]: h[1:] for h in histories}
             val_episodes = [
@@ -214,19 +214,6 @@ class PrefTokens(DeepModel):
         if isinstance(data, Pairs):
             return data.image_a[rows], data.image_b[rows], data.choice[rows]
         return data.image_idx[rows], np.full(len(rows), len(self.base_), np.int64), data.score[rows]
-
-    def _held_out(self, dataset: Dataset, split: str):
-        """The policy's validation split (ratings, or choices when the fit was on choices), or None."""
-        if not self.choices_:
-            return self._validation(dataset, split)
-        if (
-            "val_seen" in dataset.pairs
-            and "val_seen" not in split.split("+")
-            and len(dataset.pairs["val_seen"])
-        ):
-            self.validation_split_ = "val_seen"
-            return dataset.pairs["val_seen"]
-        return None
 
     def _contrastive(self, diff, outcome, mask, device) -> torch.Tensor:
         """The contrastive preference loss on (disliked, liked) pairs at ``temperature``: of ratings, pairs of one

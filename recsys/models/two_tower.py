@@ -154,7 +154,7 @@ class TwoTower(DeepModel):
             return loss_of([x[idx] for x in rows], True)
 
         validate = None
-        held = self._held_out(dataset, split)
+        held = self._held_out(dataset, split, self.choices_)
         if held is not None:
             held_rows = _rows(held.subset(self.known_[held.user_idx]), device)
 
@@ -166,19 +166,6 @@ class TwoTower(DeepModel):
         fit_module(self, net, step, n_batches, validate)
         self._after_load()
         self._measure_priors(data)
-
-    def _held_out(self, dataset: Dataset, split: str):
-        """The policy's validation split (its ratings, or its choices when the fit was on choices), or None."""
-        if not self.choices_:
-            return self._validation(dataset, split)
-        if (
-            "val_seen" in dataset.pairs
-            and "val_seen" not in split.split("+")
-            and len(dataset.pairs["val_seen"])
-        ):
-            self.validation_split_ = "val_seen"
-            return dataset.pairs["val_seen"]
-        return None
 
     def _after_load(self) -> None:
         self._cpu = self._cpu_inputs()
