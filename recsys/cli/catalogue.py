@@ -73,6 +73,11 @@ COMMANDS: dict[str, Command] = {
         help="the images most similar to an image (by features)",
         example="recsys similar-images --image 1494357 --k 5",
     ),
+    "rank": Command(
+        help="a person's candidate images in order, best first, with predicted scores",
+        example="recsys rank --user p_00856a24 --images candidates.txt\n"
+        "recsys rank --model mf --references refs.csv --images candidates.txt --json",
+    ),
     "serve": Command(
         help="HTTP service: similar users and scores (FastAPI)",
         example="recsys serve --model user_ridge --port 8000\n"

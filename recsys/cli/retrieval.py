@@ -7,6 +7,8 @@ import json
 import socket
 from pathlib import Path
 
+import numpy as np
+
 from recsys.cli.common import (
     add_command,
     add_data_arguments,
@@ -58,6 +60,22 @@ def add_parsers(subparsers) -> None:
     images.add_argument("--image", required=True, help="external image id")
     _add_listing_arguments(images, "images")
     images.set_defaults(func=cmd_similar_images)
+
+    rank = add_command(subparsers, "rank")
+    add_data_arguments(rank)
+    _add_model_arguments(rank)
+    rank.add_argument("--user", default=None, help="external id of a fitted user")
+    rank.add_argument(
+        "--references",
+        type=Path,
+        default=None,
+        help="a new user instead of --user: CSV of their ratings with columns item_id,score",
+    )
+    rank.add_argument(
+        "--images", type=Path, required=True, help="text file of candidate image ids, one a line"
+    )
+    rank.add_argument("--json", action="store_true", help="print JSON, best first")
+    rank.set_defaults(func=cmd_rank)
 
     serve = add_command(subparsers, "serve")
     add_data_arguments(serve)
@@ -129,6 +147,46 @@ def cmd_similar_users(args: argparse.Namespace) -> int:
     else:
         _print_neighbours(similar.by_user(args.user, args.k), args.json, "user_id")
     return 0
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    from recsys.data import References
+    from recsys.ranking import rank_images
+    from recsys.retrieval.similar import load_or_fit
+
+    if (args.user is None) == (args.references is None):
+        raise UserError("rank: pass exactly one of --user ID or --references FILE.csv")
+    try:
+        image_ids = [line.strip() for line in args.images.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{args.images}: cannot be read ({type(err).__name__}: {err})") from None
+    params = parse_params(args.params)
+    _check_model_params(args.model, params)
+    ds = dataset_from_args(args)
+    model, _ = load_or_fit(
+        args.model, ds, params=params, workspace=resolve_workspace(args.workspace), progress=not args.json
+    )
+    if ds.image_ids.dtype.kind in "iu":  # numeric ids (PAMELA): the file's lines are numbers
+        image_ids = [_as_int(i, args.images) for i in image_ids]
+    references = None
+    if args.references is not None:
+        items, scores = _read_references(args.references)
+        images = np.array([ds.image_index(i) for i in items], np.int64)
+        references = References(-1, images, np.asarray(scores, np.float32))
+    ranking = rank_images(model, ds, image_ids, user_id=args.user, references=references)
+    if args.json:
+        print(json.dumps(ranking, indent=2, default=str))
+    else:
+        for row in ranking:
+            print(f"{row['rank']:>4}. {row['image_id']!s:<20} {row['score']:.3f}")
+    return 0
+
+
+def _as_int(text: str, path: Path) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"{path}: image id {text!r} is not a number, as this dataset's ids are") from None
 
 
 def _read_references(path: Path) -> tuple[list, list[float]]:
