@@ -34,6 +34,18 @@ def write_table(path, users=60, items=80, per_user=40, seed=0):
     return path
 
 
+def table_args(dataset, workspace) -> list[str]:
+    """The CLI arguments that load a table written by ``write_table`` (random holdout) into ``workspace``."""
+    return [
+        "--data",
+        str(dataset.root / "ratings.csv"),
+        "--holdout",
+        "random:0.1",
+        "--workspace",
+        str(workspace),
+    ]
+
+
 @pytest.fixture
 def table(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from test_api import write_table
+from test_api import table_args, write_table
 
 from recsys.cli import main
 from recsys.data import References, load_dataset
@@ -54,14 +54,7 @@ def test_rank_command(plain, tmp_path, capsys):
     ids.write_text("\n".join(CANDIDATES) + "\n")
     refs = tmp_path / "refs.csv"
     pd.DataFrame({"item_id": ["i1", "i2", "i5"], "score": [5, 1, 4]}).to_csv(refs, index=False)
-    common = [
-        "--data",
-        str(plain.root / "ratings.csv"),
-        "--holdout",
-        "random:0.1",
-        "--workspace",
-        str(tmp_path),
-    ]
+    common = table_args(plain, tmp_path)
     args = ["rank", *common, "--model", "mf", "--images", str(ids), "--json"]
     assert main([*args, "--references", str(refs)]) == 0
     printed = capsys.readouterr().out

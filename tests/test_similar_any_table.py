@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from test_api import write_table
+from test_api import table_args, write_table
 
 from recsys.cli import main
 from recsys.data import load_dataset
@@ -92,14 +92,7 @@ def test_similar_users_default_model_follows_the_data(plain, tmp_path, capsys):
     from recsys.retrieval.similar import default_taste_model
 
     assert default_taste_model(plain) == "mf"
-    common = [
-        "--data",
-        str(plain.root / "ratings.csv"),
-        "--holdout",
-        "random:0.1",
-        "--workspace",
-        str(tmp_path),
-    ]
+    common = table_args(plain, tmp_path)
     assert main(["similar-users", *common, "--user", "u1", "--k", "3"]) == 0
     assert "fitting mf" in capsys.readouterr().out
     assert main(["similar-users", *common, "--user", "u1", "--params", '{"factors": 4}']) == 2

@@ -40,18 +40,23 @@ def _add_listing_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON, most similar first")
 
 
-def add_parsers(subparsers) -> None:
-    """Add the ``similar-users``, ``similar-images`` and ``serve`` commands."""
-    users = add_command(subparsers, "similar-users")
-    add_data_arguments(users)
-    _add_model_arguments(users)
-    users.add_argument("--user", default=None, help="external user id")
-    users.add_argument(
+def _add_person_arguments(parser: argparse.ArgumentParser) -> None:
+    """--user (a fitted user) or --references (a new user) of the commands about one person."""
+    parser.add_argument("--user", default=None, help="external id of a fitted user")
+    parser.add_argument(
         "--references",
         type=Path,
         default=None,
         help="a new user instead of --user: CSV of their ratings with columns item_id,score",
     )
+
+
+def add_parsers(subparsers) -> None:
+    """Add the ``similar-users``, ``similar-images`` and ``serve`` commands."""
+    users = add_command(subparsers, "similar-users")
+    add_data_arguments(users)
+    _add_model_arguments(users)
+    _add_person_arguments(users)
     _add_listing_arguments(users, "users")
     users.set_defaults(func=cmd_similar_users)
 
@@ -64,13 +69,7 @@ def add_parsers(subparsers) -> None:
     rank = add_command(subparsers, "rank")
     add_data_arguments(rank)
     _add_model_arguments(rank)
-    rank.add_argument("--user", default=None, help="external id of a fitted user")
-    rank.add_argument(
-        "--references",
-        type=Path,
-        default=None,
-        help="a new user instead of --user: CSV of their ratings with columns item_id,score",
-    )
+    _add_person_arguments(rank)
     rank.add_argument(
         "--images", type=Path, required=True, help="text file of candidate image ids, one a line"
     )
