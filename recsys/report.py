@@ -290,7 +290,44 @@ def to_markdown(board: Leaderboard) -> str:
                 + " | ".join(cells)
                 + f" | {p_cell} | {row.fit_seconds:.2f} | {row.predict_seconds:.3f} |"
             )
+    lines += _best_of_n_section(board)
     return "\n".join(lines) + "\n"
+
+
+def _best_of_n_section(board: Leaderboard) -> list[str]:
+    """Markdown tables of the best-of-n metrics per task, with each model's uplift over the consensus (ridge)."""
+    rows = [r for r in board.rows if r.metrics and "best_of_n_uplift@2" in r.metrics]
+    if not rows:
+        return []
+    ns = sorted(int(m.split("@")[1]) for m in rows[0].metrics if m.startswith("best_of_n_uplift@"))
+    true = any(f"best_of_n_true_uplift@{ns[-1]}" in r.metrics for r in rows)
+    lines = [
+        "",
+        "## Best of n: picking a person's best of n candidates",
+        "",
+        "Each user's queries in seeded groups of n (the same groups for every model); the model picks the image "
+        "it scores highest. `uplift@n`: the pick's observed score minus the group's mean (0 for a random pick); "
+        "`hit@n`: share of groups where the pick is one of the user's favourites; `over ridge`: the uplift minus "
+        "that of the consensus model (`ridge`, not personal), i.e. what personalisation adds"
+        + ("; `true uplift`: the uplift in the simulator's expected score." if true else "."),
+    ]
+    head = [f"uplift@{n}" for n in ns] + [f"hit@{n}" for n in ns] + [f"over ridge @{ns[-1]}"]
+    head += [f"true uplift@{ns[-1]}"] if true else []
+    for task in dict.fromkeys(_task(r) for r in rows):
+        mine = [r for r in rows if _task(r) == task]
+        ridge = next((r for r in mine if r.model == "ridge"), None)
+        lines += ["", f"### {_task_label(*task)}", "", "| model | " + " | ".join(head) + " |"]
+        lines.append("|---|" + "---:|" * len(head))
+        for row in mine:
+            m = row.metrics
+            cells = [_fmt(m[f"best_of_n_uplift@{n}"]) for n in ns] + [
+                _fmt(m[f"best_of_n_hit@{n}"]) for n in ns
+            ]
+            top = f"best_of_n_uplift@{ns[-1]}"
+            cells.append("-" if ridge is None else f"{m[top] - ridge.metrics[top]:+.3f}")
+            cells += [_fmt(m.get(f"best_of_n_true_uplift@{ns[-1]}"))] if true else []
+            lines.append(f"| {_label(row)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_csv(board: Leaderboard, path: Path) -> None:

@@ -27,6 +27,7 @@ import numpy as np
 
 from recsys.data.dataset import Dataset, References, is_unseen_split
 from recsys.errors import ColdStartNotSupported
+from recsys.evaluation.best_of_n import BEST_OF_N, best_of_n
 from recsys.evaluation.metrics import MIN_USER_QUERIES, NDCG_K, all_metrics, bootstrap_ci, ndcg_left_out
 
 CI_METRICS = ("user_srocc", "pairwise_acc")
@@ -266,6 +267,26 @@ class Evaluator:
             **context,
         )
 
+    def _best_of_n(self, split: str, scored: Predictions) -> dict[str, float]:
+        """Best-of-n metrics (``recsys.evaluation.best_of_n``), each draw's queries apart, averaged over draws."""
+        truth = _truth_of(self.dataset, split, scored)
+        per_draw = []
+        for draw in np.unique(scored.draw):
+            at = scored.draw == draw
+            values = {}
+            for n in BEST_OF_N:
+                values |= best_of_n(
+                    scored.user_idx[at],
+                    scored.score[at],
+                    scored.prediction[at],
+                    n,
+                    user_ids=self.dataset.user_ids,
+                    seed=self.seed,
+                    truth=None if truth is None else truth[at],
+                )
+            per_draw.append(values)
+        return {m: float(np.mean([d[m] for d in per_draw])) for m in per_draw[0]}
+
     def _result(self, name, split, shots, scored: Predictions, seconds, skipped, draws, context) -> Result:
         if not np.isfinite(scored.prediction).all():
             raise RuntimeError(f"{name} predicted NaN or infinite scores on {split}")
@@ -283,6 +304,7 @@ class Evaluator:
                     collected[metric][int(user)].append(value)
         per_user = {m: {u: float(np.mean(v)) for u, v in values.items()} for m, values in collected.items()}
         metrics = {m: float(np.mean([d[m] for d in per_draw])) for m in GLOBAL_METRICS}
+        metrics |= self._best_of_n(split, scored)
         for m in USER_METRICS:
             metrics[m] = float(np.mean(list(per_user[m].values()))) if per_user[m] else float("nan")
         ci = {
@@ -312,6 +334,18 @@ class Evaluator:
             predictions=scored,
             **context,
         )
+
+
+def _truth_of(dataset: Dataset, split: str, scored: Predictions) -> np.ndarray | None:
+    """The simulator's expected score of each scored (user, image) of ``split``, or None without ground truth."""
+    truth = (dataset.ground_truth or {}).get(split)
+    if truth is None:
+        return None
+    r = dataset.ratings[split]
+    codes = r.user_idx.astype(np.int64) * dataset.n_images + r.image_idx
+    order = np.argsort(codes)
+    wanted = scored.user_idx.astype(np.int64) * dataset.n_images + scored.image_idx
+    return truth[order[np.searchsorted(codes[order], wanted)]]
 
 
 def _finite_or_none(values):
