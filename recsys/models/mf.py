@@ -169,7 +169,7 @@ class MatrixFactorization(FactorModel):
         pairs = dataset.fit_pairs(split)
         design = dataset.image_design(required=False)
         design = np.zeros((dataset.n_images, 0)) if design is None else design
-        x = torch.as_tensor(design, dtype=torch.float32)
+        x = torch.tensor(np.asarray(design, np.float32))
         k, n = self.factors, len(pairs)
         counts = np.bincount(np.concatenate([pairs.image_a, pairs.image_b]), minlength=dataset.n_images)
         users = torch.nn.Parameter(torch.randn(dataset.n_users, k) * 0.1)
