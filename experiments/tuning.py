@@ -556,20 +556,6 @@ def tuned_models(
     return out
 
 
-def tuned_params(
-    models,
-    dataset: Dataset,
-    *,
-    storage: str | None = None,
-    study_prefix: str = DEFAULT_STUDY_PREFIX,
-    seed: int = 0,
-    draws: int = DEFAULT_DRAWS,
-) -> dict[str, dict]:
-    """The refit parameters per tuned model (see ``tuned_models``; models without hyperparameters are left out)."""
-    found = tuned_models(models, dataset, storage=storage, study_prefix=study_prefix, seed=seed, draws=draws)
-    return {model: tuned.params for model, tuned in found.items()}
-
-
 def run_tuned_leaderboard(
     dataset: Dataset,
     models=None,
@@ -594,7 +580,7 @@ def run_tuned_leaderboard(
     are never in a fit, so the unseen protocol stays intact. Tuned rows carry their study's name. Other
     ``options`` go to ``run_leaderboard``.
     """
-    from recsys.leaderboard import DEFAULT_SPLITS, default_models, run_leaderboard
+    from recsys.leaderboard import default_models, run_leaderboard
     from recsys.models.registry import expand_models
 
     models = expand_models(models) if models else default_models(dataset)  # unknown names fail first
@@ -607,7 +593,7 @@ def run_tuned_leaderboard(
     return run_leaderboard(
         dataset,
         models,
-        splits=DEFAULT_SPLITS if splits is None else splits,
+        splits=splits,  # None: the test splits the dataset has
         shots=shots,
         seed=seed,
         draws=draws,

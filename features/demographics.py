@@ -21,6 +21,7 @@ Missing means None, NaN, an empty string or one of ``MISSING_TOKENS`` (case-inse
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -87,6 +88,7 @@ def _numbers(column: str, values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return out, missing
 
 
+@dataclass(kw_only=True, repr=False, eq=False)
 class TabularEncoder:
     """One-hot and standardised features of a DataFrame's columns, fitted on training rows.
 
@@ -101,20 +103,11 @@ class TabularEncoder:
     used). ``transform`` returns float32 (n_rows, len(feature_names)) with no NaN.
     """
 
-    def __init__(
-        self,
-        *,
-        min_count: int = 5,
-        max_categories: int = 50,
-        numeric: tuple[str, ...] | list[str] | None = None,
-        categorical: tuple[str, ...] | list[str] | None = None,
-        exclude: tuple[str, ...] | list[str] = DEFAULT_EXCLUDE,
-    ) -> None:
-        self.min_count = min_count
-        self.max_categories = max_categories
-        self.numeric = numeric
-        self.categorical = categorical
-        self.exclude = exclude
+    min_count: int = 5
+    max_categories: int = 50
+    numeric: tuple[str, ...] | list[str] | None = None
+    categorical: tuple[str, ...] | list[str] | None = None
+    exclude: tuple[str, ...] | list[str] = DEFAULT_EXCLUDE
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(min_count={self.min_count}, max_categories={self.max_categories})"

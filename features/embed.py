@@ -272,13 +272,42 @@ def _compute_chunk(
     return Chunk(chunk_ids, ok, embedding.astype(np.float32, copy=False), np.array(reasons, dtype=str))
 
 
-def _image_setup(
-    encoder: ClipEncoder | str, checkpoint, device: str, num_workers: int | None, cache_dir, use_cache: bool
-) -> tuple[ClipEncoder, int, ChunkCache | None]:
+@dataclass(frozen=True)
+class EmbedSettings:
+    """How ``embed_images`` and ``embed_image_bytes`` run (their keyword arguments).
+
+    batch_size: images per forward pass. device: ``auto`` (a GPU when there is one), cpu, cuda or cuda:N, for an
+    encoder given by name (as is ``checkpoint``, a local open_clip state dict). num_workers: decoding threads;
+    default min(8, CPU count); 0 decodes in the calling thread. cache_dir: chunk cache root (default
+    ``default_cache_dir()``); ``use_cache=False`` bypasses it. chunk_size: inputs per cache chunk (the unit of
+    resumption). skip_bad_images: leave missing, truncated or undecodable images out (listed in
+    ``result.bad``) instead of raising. progress: a tqdm bar with images/s.
+    """
+
+    batch_size: int = 64
+    device: str = "auto"
+    num_workers: int | None = None
+    cache_dir: str | Path | None = None
+    use_cache: bool = True
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    skip_bad_images: bool = False
+    progress: bool = True
+    checkpoint: str | Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.chunk_size < 1:
+            raise ValueError(
+                f"batch_size and chunk_size must be positive, got {self.batch_size} and {self.chunk_size}"
+            )
+
+
+def _image_setup(encoder: ClipEncoder | str, o: EmbedSettings) -> tuple[ClipEncoder, int, ChunkCache | None]:
     """An image embedding run's encoder, decoding threads (default min(8, CPU count)) and chunk cache."""
-    encoder = _resolve_encoder(encoder, checkpoint, device)
-    workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
-    cache = ChunkCache(cache_dir or default_cache_dir(), encoder.cache_key, "image") if use_cache else None
+    encoder = _resolve_encoder(encoder, o.checkpoint, o.device)
+    workers = min(8, os.cpu_count() or 1) if o.num_workers is None else o.num_workers
+    cache = (
+        ChunkCache(o.cache_dir or default_cache_dir(), encoder.cache_key, "image") if o.use_cache else None
+    )
     return encoder, workers, cache
 
 
@@ -301,16 +330,7 @@ def embed_images(
     paths: Sequence[str | Path | None],
     image_ids: Sequence | np.ndarray,
     encoder: ClipEncoder | str,
-    *,
-    batch_size: int = 64,
-    device: str = "auto",
-    num_workers: int | None = None,
-    cache_dir: str | Path | None = None,
-    use_cache: bool = True,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    skip_bad_images: bool = False,
-    progress: bool = True,
-    checkpoint: str | Path | None = None,
+    **settings: Any,
 ) -> Embeddings:
     """Embed image files: decode in worker threads, batch, run the encoder (autocast on a GPU).
 
@@ -318,13 +338,8 @@ def embed_images(
         paths: one image file per id (None: the image has no file, which counts as a bad image).
         image_ids: ids aligned with ``paths``, (n,); int64 or str.
         encoder: a loaded encoder, or a name for ``load_encoder`` (then ``checkpoint`` and ``device`` apply).
-        batch_size: images per forward pass.
-        num_workers: decoding threads; default min(8, CPU count); 0 decodes in the calling thread.
-        cache_dir: chunk cache root (default ``default_cache_dir()``); ``use_cache=False`` bypasses it.
-        chunk_size: inputs per cache chunk (the unit of resumption).
-        skip_bad_images: leave missing, truncated or undecodable files out (listed in ``result.bad``)
-            instead of raising.
-        progress: show a tqdm bar with images/s.
+        settings: ``EmbedSettings`` (batch_size, device, num_workers, cache_dir, use_cache, chunk_size,
+            skip_bad_images, progress, checkpoint).
 
     Returns:
         Embeddings: float32 (n_good, d) unit-norm rows, aligned with ``result.image_id``.
@@ -332,42 +347,43 @@ def embed_images(
     Raises:
         UserError: bad image files (naming the first few and the count) unless ``skip_bad_images``.
     """
+    o = EmbedSettings(**settings)
     ids = _as_ids(image_ids)
     if len(paths) != len(ids):
         raise ValueError(f"got {len(paths)} paths for {len(ids)} image ids")
-    if batch_size < 1 or chunk_size < 1:
-        raise ValueError(f"batch_size and chunk_size must be positive, got {batch_size} and {chunk_size}")
     path_strs = [None if p is None else str(p) for p in paths]
     identities = [file_identity(p) for p in path_strs]
-    if not skip_bad_images:
+    if not o.skip_bad_images:
         # missing files are known from the stat alone: fail before any model work
         missing = [BadImage(_jsonable(ids[i]), path_strs[i], "no image file" if path_strs[i] is None else "no such file")
                    for i, identity in enumerate(identities) if identity is None]  # fmt: skip
         if missing:
             raise _bad_images_error(missing)
-    encoder, workers, cache = _image_setup(encoder, checkpoint, device, num_workers, cache_dir, use_cache)
+    encoder, workers, cache = _image_setup(encoder, o)
 
-    bounds = _chunk_bounds(len(ids), chunk_size)
+    bounds = _chunk_bounds(len(ids), o.chunk_size)
     keys = [chunk_key(encoder.cache_key, "image", ids[a:b].tolist(), identities[a:b]) for a, b in bounds]
     chunks = _cached_chunks(cache, keys, bounds, ids)
     todo = [i for i, chunk in enumerate(chunks) if chunk is None]
 
-    bar = _image_bar(len(ids), encoder, progress)
+    bar = _image_bar(len(ids), encoder, o.progress)
     bar.update(sum(len(chunk.image_id) for chunk in chunks if chunk is not None))
     todo_paths = (path_strs[k] for i in todo for k in range(*bounds[i]))
     # the preprocessing is asked for only when something is left to compute: it builds the model
     load = _load_pixels(encoder.preprocess) if todo else None
-    decoded = _prefetch(todo_paths, load, workers, max(2 * batch_size, 4 * workers))
+    decoded = _prefetch(todo_paths, load, workers, max(2 * o.batch_size, 4 * workers))
     try:
         for i in todo:
             start, stop = bounds[i]
-            chunks[i] = _compute_and_store(ids[start:stop], decoded, encoder, batch_size, bar, cache, keys[i])
+            chunks[i] = _compute_and_store(
+                ids[start:stop], decoded, encoder, o.batch_size, bar, cache, keys[i]
+            )
     finally:
         decoded.close()
         bar.close()
 
     result = _assemble(ids, path_strs, chunks, encoder, "image", computed=len(todo))
-    if result.bad and not skip_bad_images:
+    if result.bad and not o.skip_bad_images:
         raise _bad_images_error(result.bad)
     return result
 
@@ -383,15 +399,7 @@ def embed_image_bytes(
     encoder: ClipEncoder | str,
     *,
     total: int | None = None,
-    batch_size: int = 64,
-    device: str = "auto",
-    num_workers: int | None = None,
-    cache_dir: str | Path | None = None,
-    use_cache: bool = True,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    skip_bad_images: bool = False,
-    progress: bool = True,
-    checkpoint: str | Path | None = None,
+    **settings: Any,
 ) -> Embeddings:
     """Embed images given as encoded bytes (JPEG, PNG, ...), streamed, through the chunk cache of ``embed_images``.
 
@@ -400,8 +408,8 @@ def embed_image_bytes(
             parquet shard, row and column) for messages about bad images. Consumed one chunk at a time, so only
             ``chunk_size`` images' bytes are held at once.
         total: the number of items, for the progress bar.
-        Other arguments as for ``embed_images``; a chunk's cache key holds its ids and the SHA-256 of each
-        image's bytes (``bytes_identity``).
+        settings: ``EmbedSettings``, as for ``embed_images``. A chunk's cache key holds its ids and the SHA-256
+            of each image's bytes (``bytes_identity``).
 
     Returns:
         Embeddings: float32 (n_good, d) unit-norm rows, aligned with ``result.image_id`` (in input order).
@@ -409,15 +417,14 @@ def embed_image_bytes(
     Raises:
         UserError: bad images (naming the first few by ``where``, and the count) unless ``skip_bad_images``.
     """
-    if batch_size < 1 or chunk_size < 1:
-        raise ValueError(f"batch_size and chunk_size must be positive, got {batch_size} and {chunk_size}")
-    encoder, workers, cache = _image_setup(encoder, checkpoint, device, num_workers, cache_dir, use_cache)
-    bar = _image_bar(total, encoder, progress)
+    o = EmbedSettings(**settings)
+    encoder, workers, cache = _image_setup(encoder, o)
+    bar = _image_bar(total, encoder, o.progress)
     good_ids, rows, bad = [], [], []
     computed = cached = 0
     load = None
     try:
-        for block in _batched(items, chunk_size):
+        for block in _batched(items, o.chunk_size):
             ids = _as_ids([item[0] for item in block])
             blobs = [item[1] for item in block]
             key = chunk_key(encoder.cache_key, "image", ids.tolist(), [bytes_identity(b) for b in blobs])
@@ -425,9 +432,9 @@ def embed_image_bytes(
             if chunk is None:
                 # the preprocessing is asked for only when something is left to compute: it builds the model
                 load = load or _load_pixels_from_bytes(encoder.preprocess)
-                decoded = _prefetch(blobs, load, workers, max(2 * batch_size, 4 * workers))
+                decoded = _prefetch(blobs, load, workers, max(2 * o.batch_size, 4 * workers))
                 try:
-                    chunk = _compute_and_store(ids, decoded, encoder, batch_size, bar, cache, key)
+                    chunk = _compute_and_store(ids, decoded, encoder, o.batch_size, bar, cache, key)
                 finally:
                     decoded.close()
                 computed += 1
@@ -447,7 +454,7 @@ def embed_image_bytes(
         np.concatenate(rows).astype(np.float32, copy=False) if rows else np.zeros((0, dim), np.float32)
     )
     image_id = np.concatenate(good_ids) if good_ids else np.array([], dtype=str)
-    if bad and not skip_bad_images:
+    if bad and not o.skip_bad_images:
         raise _bad_images_error(bad, noun="image(s)")
     return Embeddings(
         image_id,
@@ -595,32 +602,15 @@ def embed_dataset(
         ) from None
     # lazy: a run served from the cache never builds the model or reads its weights
     encoder = load_encoder(encoder_name, checkpoint=checkpoint, device=device, lazy=True)
+    settings = {"batch_size": batch_size, "num_workers": num_workers, "cache_dir": cache_dir}
+    settings |= {"chunk_size": chunk_size, "skip_bad_images": skip_bad_images, "progress": progress}
     if pickapic_root is not None:
         from recsys.data.pickapic import iter_pickapic_images
 
-        images = embed_image_bytes(
-            iter_pickapic_images(pickapic_root, ds.image_ids),
-            encoder,
-            total=len(ds.image_ids),
-            batch_size=batch_size,
-            num_workers=num_workers,
-            cache_dir=cache_dir,
-            chunk_size=chunk_size,
-            skip_bad_images=skip_bad_images,
-            progress=progress,
-        )
+        items = iter_pickapic_images(pickapic_root, ds.image_ids)
+        images = embed_image_bytes(items, encoder, total=len(ds.image_ids), **settings)
     else:
-        images = embed_images(
-            paths,
-            ds.image_ids,
-            encoder,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            cache_dir=cache_dir,
-            chunk_size=chunk_size,
-            skip_bad_images=skip_bad_images,
-            progress=progress,
-        )
+        images = embed_images(paths, ds.image_ids, encoder, **settings)
     images.save(out)
     if text:
         prompts = embed_texts(

@@ -14,3 +14,7 @@ class ColdStartNotSupported(UserError):
 
 class UnknownId(UserError):
     """An external user or image id that the dataset does not hold."""
+
+
+class ChoicesNotSupported(UserError):
+    """Raised by a model that learns from ratings only when the data hold pairwise choices."""

@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
 from recsys.data.dataset import Dataset
-from recsys.errors import UserError
+from recsys.errors import ChoicesNotSupported, UserError
 from recsys.evaluation.evaluator import DEFAULT_DRAWS, Evaluator, Result
+from recsys.evaluation.pairwise import PAIR_SHOTS, PairEvaluator
 from recsys.models.base import DATA_POLICY
-from recsys.models.registry import GROUPS, create_model, expand_models, preset_of
-from recsys.threads import available_cores, limit_process_threads, threads_per_job
+from recsys.models.registry import GROUPS, create_model, expand_models
+from recsys.threads import available_cores
 
 DEFAULT_SPLITS = ("test_seen", "test_unseen")
-#: worker processes of a leaderboard by default (capped at the cores available)
-DEFAULT_JOBS = 2
-#: rough relative cost (fit and scoring, seconds on the full-size simulation) of the costliest models: the
-#: parallel run starts them first so that no worker is left with a long fit at the end
-COST_HINT = {"pref_tokens": 8.0, "two_tower": 7.0, "user_knn": 5.0, "lightfm": 5.0, "profile": 2.0, "mf": 2.0}
 
 
 def new_run_id() -> str:
@@ -48,6 +42,8 @@ class Leaderboard:
     params: dict[str, dict] = field(default_factory=dict)
     tuned: dict[str, dict] = field(default_factory=dict)
     run_id: str = field(default_factory=new_run_id)
+    protocol: str = "default"
+    fixed_queries: bool = True
 
     def provenance(self) -> dict:
         """Run id, dataset name and simulated flag: the columns every per-row file carries."""
@@ -70,7 +66,12 @@ class Leaderboard:
                 "seed": self.seed,
                 "shots": list(self.shots),
                 "draws": self.draws,
-                "queries": "the same for every k: all but max(shots) ratings of each new user, per draw",
+                "name": self.protocol,
+                "queries": (
+                    "the same for every k: all but max(shots) ratings of each new user, per draw"
+                    if self.fixed_queries
+                    else "every rating of the new user but its k references, per draw"
+                ),
             },
             "data_policy": {
                 "fit_split": self.fit_split,
@@ -84,20 +85,25 @@ class Leaderboard:
 
 
 def default_models(dataset: Dataset) -> list[str]:
-    """Every registered model (baselines, classical, deep, ablations), the oracle only where a ground truth exists."""
-    return [m for m in GROUPS["all"] if m != "oracle" or dataset.ground_truth is not None]
+    """Every registered model (baselines, classical, deep, ablations), the oracle only where a ground truth exists;
+    on choices also the models of choices (``GROUPS["choices"]``)."""
+    extra = list(GROUPS["choices"]) if is_choice_data(dataset) else []
+    return [m for m in GROUPS["all"] if m != "oracle" or dataset.ground_truth is not None] + extra
 
 
 def skipped_rows(
     evaluator: Evaluator, model: str, splits: Sequence[str], reason: str, fit_split: str
 ) -> list[Result]:
     """One ``skipped`` row (no metrics, the reason) per split and k for a model that could not fit the data."""
-    context = {"fit_seconds": 0.0, "fit_split": fit_split, "validation_split": None}
     return [
-        evaluator._failed(model, split, k, "skipped", reason, context)
+        evaluator._failed(model, split, k, "skipped", reason, _context(fit_split))
         for split in splits
         for k in evaluator.tasks(split)
     ]
+
+
+def _context(fit_split: str) -> dict:
+    return {"fit_seconds": 0.0, "fit_split": fit_split, "validation_split": None}
 
 
 def run_leaderboard(
@@ -105,149 +111,195 @@ def run_leaderboard(
     models: Sequence[str] | None = None,
     *,
     splits: Sequence[str] | None = None,
-    shots: Sequence[int] = (0, 10),
+    shots: Sequence[int] | None = None,
     seed: int = 0,
     draws: int = DEFAULT_DRAWS,
     params: dict[str, dict] | None = None,
     fit_split: str = DATA_POLICY.fit_split,
     tuned: Mapping[str, dict] | None = None,
     progress: bool = True,
-    jobs: int | None = None,
+    protocol: str = "default",
+    fixed_queries: bool = True,
+    jobs: int | str = "auto",
 ) -> Leaderboard:
     """Fit every model on ``fit_split`` (validating, where a model does, on the policy's validation split) and
     evaluate it on ``splits`` with ``draws`` reference draws per new user.
 
+    ``shots=None``: 0 and 10 reference ratings, or on choices ``PAIR_SHOTS`` (the pairwise protocol,
+    ``recsys.evaluation.pairwise``, with the ground truth's rows on simulated choices).
     ``splits=None`` evaluates those of ``DEFAULT_SPLITS`` the dataset has (an error if it has neither); an
     explicitly requested split the dataset lacks is an error naming the splits it has. A model that cannot fit
     these data (no image features, no metadata: a ``UserError`` or ``ValueError`` from its fit) gets a
     ``skipped`` row per split with the reason, and one that cannot score new users an ``unsupported`` row,
     instead of stopping the run. ``tuned`` (model -> study record, from
-    ``experiments.tuning``) marks the rows of tuned models with their study.
-
-    ``jobs`` worker processes (default ``default_jobs()``) fit and score models side by side, each with its
-    share of the cores (``recsys.threads.threads_per_job``); the rows are those of the serial run
-    (``jobs=1``), in the order of ``models``.
+    ``experiments.tuning``) marks the rows of tuned models with their study. ``protocol`` names the preset the
+    arguments came from (``recsys.evaluation.protocols``); ``fixed_queries`` as in ``Evaluator``. ``jobs``: worker
+    processes fitting models side by side (``resolve_jobs``; 1 fits them one after the other in this process).
     """
     models = expand_models(models) if models else default_models(dataset)  # unknown names fail before any fit
-    if "oracle" in models and dataset.ground_truth is None:
-        print(f"oracle skipped: {dataset.name} has no ground truth (only simulated data do)")
-        models.remove("oracle")
+    choices = is_choice_data(dataset)
+    if "oracle" in models and (dataset.ground_truth is None or choices):
+        if not choices or dataset.ground_truth_pairs is None:
+            print(f"oracle skipped: {dataset.name} has no ground truth (only simulated data do)")
+        models.remove("oracle")  # on choices the ground truth's rows come from the pair evaluator
     params = params or {}
     tuned = dict(tuned or {})
+    held = dataset.pairs if choices else dataset.ratings
     if splits is None:
-        splits = [s for s in DEFAULT_SPLITS if s in dataset.ratings] or list(DEFAULT_SPLITS)
-    missing = [s for s in splits if s not in dataset.ratings]
+        splits = [s for s in DEFAULT_SPLITS if s in held] or list(DEFAULT_SPLITS)
+    missing = [s for s in splits if s not in held]
     if missing:
         raise UserError(
             f"{dataset.name} has no split(s) {', '.join(missing)}; it has {', '.join(dataset.splits)}"
         )
     if draws < 1:
         raise UserError(f"--draws must be at least 1, got {draws}")
-    evaluator = Evaluator(dataset, shots=shots, seed=seed, draws=draws)
+    if choices:
+        evaluator = PairEvaluator(dataset, shots=shots or PAIR_SHOTS, seed=seed, draws=draws)
+    else:
+        evaluator = Evaluator(
+            dataset, shots=shots or (0, 10), seed=seed, draws=draws, fixed_queries=fixed_queries
+        )
+    shots = evaluator.shots
     board = Leaderboard(
-        dataset=dataset, seed=seed, shots=tuple(shots), draws=draws, fit_split=fit_split, tuned=tuned
+        dataset,
+        seed,
+        tuple(shots),
+        draws,
+        fit_split,
+        tuned=tuned,
+        protocol=protocol,
+        fixed_queries=fixed_queries,
     )
-    task = _ModelTask(evaluator, tuple(splits), params, fit_split, tuned)
-    jobs = min(default_jobs() if jobs is None else _check_jobs(jobs), len(models))
-    outcomes = (
-        _run_parallel(task, models, jobs, progress) if jobs > 1 else _run_serial(task, models, progress)
-    )
-    for name in models:  # the order of ``models``, whichever finished first
-        board.params[name], rows = outcomes[name]
-        board.rows += rows
+    tasks = [ModelTask(name, params.get(name, {}), tuned.get(name, {}).get("study")) for name in models]
+    for name in models:
+        board.params[name] = create_model(name, **params.get(name, {})).get_params()
+    workers = resolve_jobs(jobs, dataset, fit_split, len(tasks))
+    if workers > 1:
+        rows = _run_in_workers(tasks, evaluator, splits, fit_split, workers, progress)
+    else:
+        rows = {}
+        bar = tqdm(tasks, desc="models", unit="model", disable=not progress)
+        for task in bar:
+            bar.set_postfix_str(task.name)
+            rows[task.name] = fit_and_score(task, evaluator, splits, fit_split)
+    board.rows = [row for name in models for row in rows[name]]
+    if choices:  # the simulator's ground truth, on the same queries
+        board.rows += [r for s in splits for k in evaluator.tasks(s) if (r := evaluator.oracle_result(s, k))]
     return board
 
 
-def default_jobs() -> int:
-    """Worker processes of a leaderboard by default: ``DEFAULT_JOBS`` capped at the cores available, and 1
-    where processes cannot be forked (each worker inherits the dataset instead of reading it again)."""
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return 1
-    return max(1, min(DEFAULT_JOBS, available_cores()))
-
-
-def _check_jobs(jobs: int) -> int:
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise UserError(f"--jobs must be a positive integer, got {jobs!r}")
-    if jobs > 1 and "fork" not in multiprocessing.get_all_start_methods():
-        return 1
-    return jobs
+def is_choice_data(dataset: Dataset) -> bool:
+    """True for data of pairwise choices only (no ratings): the pairwise protocol scores them."""
+    return bool(dataset.pairs) and not dataset.ratings
 
 
 @dataclass(frozen=True)
-class _ModelTask:
-    """Fit one model and score it on every split and k: the unit of work of a leaderboard, the same in the
-    serial and the parallel run (so both give the same rows)."""
+class ModelTask:
+    """One model of a leaderboard: its name, hyperparameters and tuning study (None when not tuned)."""
 
-    evaluator: Evaluator
-    splits: tuple[str, ...]
-    params: dict[str, dict]
-    fit_split: str
-    tuned: Mapping[str, dict]
-
-    def __call__(self, name: str) -> tuple[dict, list[Result]]:
-        """(the model's hyperparameters, its rows)."""
-        evaluator, splits, fit_split = self.evaluator, self.splits, self.fit_split
-        model = create_model(name, **self.params.get(name, {}))
-        model_params = model.get_params()
-        start = time.perf_counter()
-        try:
-            model.fit(evaluator.dataset, fit_split)
-        except (UserError, ValueError) as err:  # the model cannot run on these data (features, metadata)
-            return model_params, skipped_rows(evaluator, name, splits, str(err), fit_split)
-        fit_seconds = time.perf_counter() - start
-        study = self.tuned.get(name, {}).get("study")
-        rows = []
-        for split in splits:
-            for k in evaluator.tasks(split):
-                row = evaluator.evaluate(model, split, k, fit_seconds=fit_seconds)
-                row.tuned_study = study
-                rows.append(row)
-        return model_params, rows
+    name: str
+    params: dict
+    study: str | None = None
 
 
-def _run_serial(task: _ModelTask, models: list[str], progress: bool) -> dict[str, tuple[dict, list[Result]]]:
-    outcomes = {}
-    bar = tqdm(models, desc="models", unit="model", disable=not progress)
-    for name in bar:
-        bar.set_postfix_str(name)
-        outcomes[name] = task(name)
-    return outcomes
-
-
-#: the task of the forked workers (set before the pool forks them; they inherit it with the dataset)
-_WORKER_TASK: _ModelTask | None = None
-
-
-def _init_worker(threads: int) -> None:
-    limit_process_threads(threads)
-
-
-def _work(name: str) -> tuple[str, tuple[dict, list[Result]]]:
-    return name, _WORKER_TASK(name)
-
-
-def _run_parallel(
-    task: _ModelTask, models: list[str], jobs: int, progress: bool
-) -> dict[str, tuple[dict, list[Result]]]:
-    """Models fitted and scored in ``jobs`` forked worker processes of ``threads_per_job(jobs)`` threads each,
-    the costliest first (each worker takes the next model when it is free)."""
-    global _WORKER_TASK
-    _WORKER_TASK = task
-    order = sorted(models, key=lambda name: -COST_HINT.get(preset_of(name)[0], 1.0))
-    outcomes = {}
-    context = multiprocessing.get_context("fork")
-    pool = ProcessPoolExecutor(jobs, context, initializer=_init_worker, initargs=(threads_per_job(jobs),))
+def fit_and_score(
+    task: ModelTask, evaluator: Evaluator, splits: Sequence[str], fit_split: str
+) -> list[Result]:
+    """Fit one model on ``fit_split`` and score it on every split and k: its leaderboard rows."""
+    model = create_model(task.name, **task.params)
+    start = time.perf_counter()
     try:
-        futures = [pool.submit(_work, name) for name in order]
-        bar = tqdm(total=len(models), desc=f"models ({jobs} jobs)", unit="model", disable=not progress)
-        for future in as_completed(futures):
-            name, outcome = future.result()
-            outcomes[name] = outcome
-            bar.set_postfix_str(name)
-            bar.update()
-        bar.close()
+        model.fit(evaluator.dataset, fit_split)
+    except ChoicesNotSupported as err:  # a model of ratings, on choices
+        return [
+            evaluator._failed(task.name, split, k, "unsupported", str(err), _context(fit_split))
+            for split in splits
+            for k in evaluator.tasks(split)
+        ]
+    except (UserError, ValueError) as err:  # the model cannot run on these data (features, metadata)
+        return skipped_rows(evaluator, task.name, splits, str(err), fit_split)
+    fit_seconds = time.perf_counter() - start
+    rows = []
+    for split in splits:
+        for k in evaluator.tasks(split):
+            row = evaluator.evaluate(model, split, k, fit_seconds=fit_seconds)
+            row.tuned_study = task.study
+            rows.append(row)
+    return rows
+
+
+#: ``jobs="auto"`` uses worker processes only for runs this large (starting a worker costs ~3 s of imports)
+AUTO_JOBS_MIN_RATINGS = 20_000
+AUTO_JOBS_MIN_MODELS = 4
+
+
+def resolve_jobs(jobs: int | str, dataset: Dataset, fit_split: str, n_models: int) -> int:
+    """Worker processes for a run: ``jobs`` itself, or for ``"auto"`` one per core (at most 2; the models'
+    own threads are then set to 1) when the run has enough models and ratings to pay for starting them."""
+    if jobs != "auto":
+        if not isinstance(jobs, int) or jobs < 1:
+            raise UserError(f"--jobs must be a positive integer or auto, got {jobs!r}")
+        return min(jobs, max(1, n_models))
+    n_ratings = sum(
+        len(dataset.ratings.get(p, ())) + len(dataset.pairs.get(p, ())) for p in fit_split.split("+")
+    )
+    if n_models < AUTO_JOBS_MIN_MODELS or n_ratings < AUTO_JOBS_MIN_RATINGS:
+        return 1
+    return min(2, available_cores(), n_models)
+
+
+def _run_in_workers(
+    tasks, evaluator, splits, fit_split, workers: int, progress: bool
+) -> dict[str, list[Result]]:
+    """Every task in ``workers`` processes (spawned: no state shared with this one but the arguments), the
+    costliest kinds first so that the last one to finish is short; rows come back per model."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    rank = {name: 0 for group in ("deep", "ablations") for name in GROUPS.get(group, ())}
+    rank |= {name: 1 for name in GROUPS.get("classical", ())}
+    ordered = sorted(tasks, key=lambda t: rank.get(t.name, 2))  # stable: deep, then classical, then the rest
+    rows: dict[str, list[Result]] = {}
+    bar = tqdm(total=len(tasks), desc=f"models ({workers} workers)", unit="model", disable=not progress)
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(evaluator, splits, fit_split),
+    )
+    try:
+        pending = {pool.submit(_worker_fit_and_score, task): task for task in ordered}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                task = pending.pop(future)
+                rows[task.name] = future.result()
+                bar.set_postfix_str(task.name)
+                bar.update()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        _WORKER_TASK = None
-    return outcomes
+        bar.close()
+    return rows
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(evaluator: Evaluator, splits: Sequence[str], fit_split: str) -> None:
+    """A worker process: one thread for every numeric library (the processes share the cores), and the
+    evaluator (with its dataset) kept for every task it runs."""
+    import os
+
+    from threadpoolctl import threadpool_limits
+
+    from recsys.threads import FAISS_THREADS_ENV_VAR, TORCH_THREADS_ENV_VAR
+
+    os.environ[TORCH_THREADS_ENV_VAR] = "1"
+    os.environ[FAISS_THREADS_ENV_VAR] = "1"
+    threadpool_limits(1)
+    _WORKER.update(evaluator=evaluator, splits=splits, fit_split=fit_split)
+
+
+def _worker_fit_and_score(task: ModelTask) -> list[Result]:
+    return fit_and_score(task, _WORKER["evaluator"], _WORKER["splits"], _WORKER["fit_split"])

@@ -12,6 +12,7 @@ import csv
 import json
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from scipy import stats
 
 from recsys.evaluation.evaluator import CI_METRICS, USER_METRICS, Result
 from recsys.evaluation.metrics import HIGHER_IS_BETTER, NDCG_K
+from recsys.evaluation.pairwise import PAIR_METRICS
 from recsys.leaderboard import Leaderboard
 from recsys.models.base import DATA_POLICY
 
@@ -26,6 +28,37 @@ METRICS = ("user_srocc", "pairwise_acc", "ndcg@10", "srocc", "plcc", "rmse", "ma
 TABLE_METRICS = ("user_srocc", "pairwise_acc", "ndcg@10", "rmse")
 #: the metrics drawn against k in curve.png (with their 95% bands)
 CURVE_METRICS = ("user_srocc", "pairwise_acc")
+
+
+class MetricSet(NamedTuple):
+    """The metrics of a board's rows: ``primary`` ranks and is tested, ``ranked`` get a best model, ``shown`` go
+    to the Markdown and CSV, ``table`` to the terminal, ``ci`` have intervals, ``user`` are averaged over users,
+    ``curve`` are drawn against k."""
+
+    primary: str
+    ranked: tuple[str, ...]
+    shown: tuple[str, ...]
+    table: tuple[str, ...]
+    ci: tuple[str, ...]
+    user: tuple[str, ...]
+    curve: tuple[str, ...]
+
+
+RATING_METRIC_SET = MetricSet(
+    "user_srocc", METRICS, METRICS, TABLE_METRICS, CI_METRICS, USER_METRICS, CURVE_METRICS
+)
+PAIR_METRIC_SET = MetricSet(
+    "user_choice_acc", PAIR_METRICS, (*PAIR_METRICS, "ties"), PAIR_METRICS, PAIR_METRICS[:1], PAIR_METRICS[:1],
+    PAIR_METRICS[:1],
+)  # fmt: skip
+
+
+def metric_set(rows: list[Result]) -> MetricSet:
+    """Pairwise metrics for rows of choices, rating metrics otherwise."""
+    pairs = any(r.metrics and "user_choice_acc" in r.metrics for r in rows)
+    return PAIR_METRIC_SET if pairs else RATING_METRIC_SET
+
+
 #: the columns that say which run, data and simulation a per-row file belongs to
 PROVENANCE = ("run_id", "dataset", "simulated")
 CSV_HEAD = (
@@ -73,10 +106,11 @@ def _interval(row: Result, metric: str) -> str:
 def best_models(rows: list[Result]) -> dict[tuple, dict[str, str]]:
     """Per (split, shots) task and metric, the best model among measured rows (the oracle excluded)."""
     best: dict[tuple, dict[str, str]] = {}
+    ranked = metric_set(rows).ranked
     for task in dict.fromkeys(_task(r) for r in rows):
         candidates = [r for r in rows if _task(r) == task and r.metrics and r.model != "oracle"]
         best[task] = {}
-        for metric in METRICS:
+        for metric in ranked:
             scored = [r for r in candidates if not math.isnan(r.metrics[metric])]
             if scored:
                 pick = (max if HIGHER_IS_BETTER[metric] else min)(scored, key=lambda r: r.metrics[metric])
@@ -84,9 +118,10 @@ def best_models(rows: list[Result]) -> dict[tuple, dict[str, str]]:
     return best
 
 
-def paired_tests(rows: list[Result], metric: str = "user_srocc") -> dict[tuple, dict[str, float]]:
+def paired_tests(rows: list[Result], metric: str | None = None) -> dict[tuple, dict[str, float]]:
     """Wilcoxon signed-rank p-values over users (per-user values averaged over draws) between the best model of
-    each task and each other model."""
+    each task and each other model, on ``metric`` (default: the rows' primary metric)."""
+    metric = metric or metric_set(rows).primary
     out: dict[tuple, dict[str, float]] = {}
     best = best_models(rows)
     for task, winners in best.items():
@@ -109,22 +144,33 @@ def paired_tests(rows: list[Result], metric: str = "user_srocc") -> dict[tuple, 
     return out
 
 
+def _unit(board: Leaderboard) -> str:
+    return "choices" if metric_set(board.rows) is PAIR_METRIC_SET else "ratings"
+
+
 def _protocol_line(board: Leaderboard) -> str:
     unseen = any(r.shots is not None for r in board.rows)
+    queries = (
+        f"the same queries at every k (all but {max(board.shots)} {_unit(board)} of each new user)"
+        if board.fixed_queries
+        else "each k scored on every rating of the user but its k references"
+    )
     draws = (
         f"{board.draws} reference draw(s) per new user (per-user values averaged over draws before the interval "
-        f"and the test), the same queries at every k (all but {max(board.shots)} ratings of each new user)"
+        f"and the test), {queries}"
         if unseen
         else "seen splits only"
     )
-    return f"protocol seed {board.seed}, shots {list(board.shots)}, {draws}"
+    name = "" if board.protocol == "default" else f"{board.protocol} protocol, "
+    return f"{name}protocol seed {board.seed}, shots {list(board.shots)}, {draws}"
 
 
 def format_table(board: Leaderboard) -> str:
-    """A fixed-width table for the terminal: ``users`` is the number of users averaged by user_srocc."""
+    """A fixed-width table for the terminal: ``users`` is the number of users averaged by the primary metric."""
+    ms = metric_set(board.rows)
     width = max([27] + [len(_label(r)) + 1 for r in board.rows])
     head = f"{'model':<{width}} {'split':<24} {'users':>5} "
-    head += " ".join(f"{m + ' [95% CI]':>26}" if m in CI_METRICS else f"{m:>8}" for m in TABLE_METRICS)
+    head += " ".join(f"{m + ' [95% CI]':>26}" if m in ms.ci else f"{m:>8}" for m in ms.table)
     head += f" {'fit s':>8} {'pred s':>8}"
     lines = [
         f"dataset: {board.dataset.name}" + ("  [SIMULATED data]" if board.dataset.simulated else ""),
@@ -134,14 +180,14 @@ def format_table(board: Leaderboard) -> str:
     ]
     for row in board.rows:
         label = _task_label(row.split, row.shots)
-        users = row.metric_users.get("user_srocc", row.n_users)
+        users = row.metric_users.get(ms.primary, row.n_users)
         if row.metrics is None:
             lines.append(f"{_label(row):<{width}} {label:<24} {users:>5}  {row.status}: {row.reason}")
             continue
         values = []
-        for m in TABLE_METRICS:
+        for m in ms.table:
             value = _fmt(row.metrics[m])
-            values.append(f"{value + ' ' + _interval(row, m):>26}" if m in CI_METRICS else f"{value:>8}")
+            values.append(f"{value + ' ' + _interval(row, m):>26}" if m in ms.ci else f"{value:>8}")
         lines.append(
             f"{_label(row):<{width}} {label:<24} {users:>5} "
             + " ".join(values)
@@ -156,12 +202,12 @@ def _users_line(rows: list[Result]) -> str:
     if not ok:
         return ""
     first = ok[0]
-    parts = [f"{m} {first.metric_users.get(m, 0)}" for m in USER_METRICS]
+    parts = [f"{m} {first.metric_users.get(m, 0)}" for m in metric_set(rows).user]
     text = "Users averaged: " + ", ".join(parts)
     if first.ndcg_left_out:
         text += f" ({first.ndcg_left_out} user(s) with {NDCG_K} or fewer queries left out of ndcg@10)"
     if first.skipped_users:
-        text += f"; {first.skipped_users} user(s) skipped for too few ratings for the largest k"
+        text += f"; {first.skipped_users} user(s) skipped for too few ratings (or choices) for the largest k"
     if first.shots is not None:
         text += f"; {first.n_ratings} queries per draw, {first.draws} draw(s)"
     return text + ". A cell marked (n=...) averaged a different number of users."
@@ -171,6 +217,7 @@ def to_markdown(board: Leaderboard) -> str:
     """Markdown tables per task: best model in bold per metric, Wilcoxon p-value against the best."""
     best = best_models(board.rows)
     tests = paired_tests(board.rows)
+    ms = metric_set(board.rows)
     ds = board.dataset
     validation = "none (the tuned refit includes it)" if "val_seen" in board.fit_split else "val_seen"
     lines = [
@@ -196,30 +243,36 @@ def to_markdown(board: Leaderboard) -> str:
         "",
         "Best measured model per task and metric in **bold** (the oracle, where present, is the simulator's "
         "ground truth and is never marked). `p` is a two-sided Wilcoxon signed-rank test over users of the "
-        "per-user SROCC against the best model by user_srocc. [lo, hi] is the 95% bootstrap interval over users "
-        f"(percentile, not symmetric). ndcg@10 gains are scores minus the scale's minimum "
-        f"({ds.score_range[0]:g}).",
+        f"per-user {ms.primary} against the best model by {ms.primary}. [lo, hi] is the 95% bootstrap interval "
+        "over users (percentile, not symmetric). "
+        + (
+            f"ndcg@10 gains are scores minus the scale's minimum ({ds.score_range[0]:g})."
+            if ms is RATING_METRIC_SET
+            else "Choices: P(a chosen over b); ties are left out of the accuracies and counted (`ties`)."
+        ),
     ]
     for task in dict.fromkeys(_task(r) for r in board.rows):
         split, shots = task
         rows = [r for r in board.rows if _task(r) == task]
         lines += ["", f"## {_task_label(split, shots)}", "", _users_line(rows), ""]
-        lines.append("| model | users | " + " | ".join(METRICS) + " | p (user_srocc) | fit s | predict s |")
-        lines.append("|---|---:|" + "---:|" * len(METRICS) + "---:|---:|---:|")
+        lines.append(
+            "| model | users | " + " | ".join(ms.shown) + f" | p ({ms.primary}) | fit s | predict s |"
+        )
+        lines.append("|---|---:|" + "---:|" * len(ms.shown) + "---:|---:|---:|")
         reference = next((r for r in rows if r.metrics), None)
         for row in rows:
-            users = row.metric_users.get("user_srocc", row.n_users)
+            users = row.metric_users.get(ms.primary, row.n_users)
             if row.metrics is None:
                 lines.append(
-                    f"| {_label(row)} | {users} | {row.status}: {row.reason} |" + " |" * (len(METRICS) + 2)
+                    f"| {_label(row)} | {users} | {row.status}: {row.reason} |" + " |" * (len(ms.shown) + 2)
                 )
                 continue
             cells = []
-            for m in METRICS:
-                cell = _fmt(row.metrics[m])
-                if m in CI_METRICS and _interval(row, m):
+            for m in ms.shown:
+                cell = _fmt(row.metrics[m], 0 if m == "ties" else 3)
+                if m in ms.ci and _interval(row, m):
                     cell += " " + _interval(row, m)
-                if m in USER_METRICS and reference is not None:
+                if m in ms.user and reference is not None:
                     n = row.metric_users.get(m)
                     if n is not None and n != reference.metric_users.get(m):
                         cell += f" (n={n})"
@@ -229,7 +282,7 @@ def to_markdown(board: Leaderboard) -> str:
             p = tests.get(task, {}).get(row.model)
             p_cell = (
                 "best"
-                if best.get(task, {}).get("user_srocc") == row.model
+                if best.get(task, {}).get(ms.primary) == row.model
                 else ("-" if p is None or math.isnan(p) else f"{p:.2g}")
             )
             lines.append(
@@ -237,13 +290,51 @@ def to_markdown(board: Leaderboard) -> str:
                 + " | ".join(cells)
                 + f" | {p_cell} | {row.fit_seconds:.2f} | {row.predict_seconds:.3f} |"
             )
+    lines += _best_of_n_section(board)
     return "\n".join(lines) + "\n"
+
+
+def _best_of_n_section(board: Leaderboard) -> list[str]:
+    """Markdown tables of the best-of-n metrics per task, with each model's uplift over the consensus (ridge)."""
+    rows = [r for r in board.rows if r.metrics and "best_of_n_uplift@2" in r.metrics]
+    if not rows:
+        return []
+    ns = sorted(int(m.split("@")[1]) for m in rows[0].metrics if m.startswith("best_of_n_uplift@"))
+    true = any(f"best_of_n_true_uplift@{ns[-1]}" in r.metrics for r in rows)
+    lines = [
+        "",
+        "## Best of n: picking a person's best of n candidates",
+        "",
+        "Each user's queries in seeded groups of n (the same groups for every model); the model picks the image "
+        "it scores highest. `uplift@n`: the pick's observed score minus the group's mean (0 for a random pick); "
+        "`hit@n`: share of groups where the pick is one of the user's favourites; `over ridge`: the uplift minus "
+        "that of the consensus model (`ridge`, not personal), i.e. what personalisation adds"
+        + ("; `true uplift`: the uplift in the simulator's expected score." if true else "."),
+    ]
+    head = [f"uplift@{n}" for n in ns] + [f"hit@{n}" for n in ns] + [f"over ridge @{ns[-1]}"]
+    head += [f"true uplift@{ns[-1]}"] if true else []
+    for task in dict.fromkeys(_task(r) for r in rows):
+        mine = [r for r in rows if _task(r) == task]
+        ridge = next((r for r in mine if r.model == "ridge"), None)
+        lines += ["", f"### {_task_label(*task)}", "", "| model | " + " | ".join(head) + " |"]
+        lines.append("|---|" + "---:|" * len(head))
+        for row in mine:
+            m = row.metrics
+            cells = [_fmt(m[f"best_of_n_uplift@{n}"]) for n in ns] + [
+                _fmt(m[f"best_of_n_hit@{n}"]) for n in ns
+            ]
+            top = f"best_of_n_uplift@{ns[-1]}"
+            cells.append("-" if ridge is None else f"{m[top] - ridge.metrics[top]:+.3f}")
+            cells += [_fmt(m.get(f"best_of_n_true_uplift@{ns[-1]}"))] if true else []
+            lines.append(f"| {_label(row)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_csv(board: Leaderboard, path: Path) -> None:
     """One line per row: provenance, protocol, every metric with its user count, intervals and timings."""
-    fields = [*CSV_HEAD, *METRICS, *(f"{m}_users" for m in USER_METRICS), "ndcg_left_out"]
-    fields += [f"{m}_{end}" for m in CI_METRICS for end in ("lo", "hi")] + ["fit_seconds", "predict_seconds"]
+    ms = metric_set(board.rows)
+    fields = [*CSV_HEAD, *ms.shown, *(f"{m}_users" for m in ms.user), "ndcg_left_out"]
+    fields += [f"{m}_{end}" for m in ms.ci for end in ("lo", "hi")] + ["fit_seconds", "predict_seconds"]
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
@@ -265,11 +356,11 @@ def write_csv(board: Leaderboard, path: Path) -> None:
                 "fit_seconds": f"{row.fit_seconds:.4f}",
                 "predict_seconds": f"{row.predict_seconds:.4f}",
             }
-            for m in METRICS:
+            for m in ms.shown:
                 record[m] = "" if row.metrics is None else f"{row.metrics[m]:.6f}"
-            for m in USER_METRICS:
+            for m in ms.user:
                 record[f"{m}_users"] = row.metric_users.get(m, "")
-            for m in CI_METRICS:
+            for m in ms.ci:
                 lo, hi = row.ci95[m] if row.ci95 else ("", "")
                 record[f"{m}_lo"], record[f"{m}_hi"] = lo, hi
             writer.writerow(record)
@@ -303,8 +394,9 @@ def png_metadata(run_id: str) -> dict[str, str]:
 
 
 def write_chart(board: Leaderboard, path: Path) -> None:
-    """Horizontal bars of user_srocc with 95% intervals, one panel per task (see ``_chart_tasks``)."""
+    """Horizontal bars of the primary metric with 95% intervals, one panel per task (see ``_chart_tasks``)."""
     plt = _pyplot()
+    primary = metric_set(board.rows).primary
     tasks = _chart_tasks(board)
     labels = list(dict.fromkeys(_label(r) for r in board.rows))
     fig, axes = plt.subplots(
@@ -315,15 +407,15 @@ def write_chart(board: Leaderboard, path: Path) -> None:
         values, errors, colours = [], [[], []], []
         for m in labels:
             r = rows.get(m)
-            v = r.metrics["user_srocc"] if r and r.metrics else float("nan")
-            lo, hi = r.ci95["user_srocc"] if r and r.ci95 else (v, v)
+            v = r.metrics[primary] if r and r.metrics else float("nan")
+            lo, hi = r.ci95[primary] if r and r.ci95 else (v, v)
             values.append(v)
             errors[0].append(max(0.0, v - lo) if not math.isnan(v) else 0)
             errors[1].append(max(0.0, hi - v) if not math.isnan(v) else 0)
             colours.append("#999999" if m == "oracle" else "#3b75af")
         ax.barh(range(len(labels)), np.nan_to_num(values), xerr=errors, color=colours, capsize=2)
         ax.set_title(_task_label(*task), fontsize=10)
-        ax.set_xlabel("user SROCC (95% CI)")
+        ax.set_xlabel(("user SROCC" if primary == "user_srocc" else primary) + " (95% CI)")
         ax.set_xlim(min(0.0, np.nanmin(values) if not all(map(math.isnan, values)) else 0), 1.0)
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(range(len(labels)), labels, fontsize=8)
@@ -344,7 +436,7 @@ def curve_rows(board: Leaderboard) -> list[dict]:
         if len({r.shots for r in rows}) < CURVE_MIN_SHOTS:
             continue
         for row in rows:
-            for metric in CURVE_METRICS:
+            for metric in metric_set(board.rows).curve:
                 lo, hi = (row.ci95 or {}).get(metric, (float("nan"), float("nan")))
                 value = row.metrics[metric] if row.metrics else float("nan")
                 out.append(

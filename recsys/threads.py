@@ -9,9 +9,6 @@
 * BLAS inside a library that runs its own thread pool (implicit): one BLAS thread, by
   :func:`single_threaded_blas`, since a BLAS pool inside each of its threads oversubscribes the cores.
 
-* Worker processes (a leaderboard's ``--jobs``): each gets ``threads_per_job`` threads for every pool above
-  (:func:`limit_process_threads`), so that the workers together use the cores once.
-
 "The cores available" is this process's affinity mask, not the host's core count: containers and
 ``taskset`` give a process fewer cores than the machine has, and OpenMP's default would oversubscribe them.
 
@@ -133,23 +130,3 @@ def single_threaded_blas() -> Iterator[None]:
 
     with threadpool_limits(1, "blas"):
         yield
-
-
-def threads_per_job(jobs: int) -> int:
-    """Threads of each of ``jobs`` worker processes: ``RECSYS_THREADS`` when set, else an equal share of the
-    cores available (at least one), so that the workers together do not oversubscribe them."""
-    jobs = _check_count(jobs)
-    return threads_from_environment(TORCH_THREADS_ENV_VAR) or max(1, available_cores() // jobs)
-
-
-def limit_process_threads(n_threads: int) -> None:
-    """Cap every thread pool of this (worker) process at ``n_threads``: torch (through ``RECSYS_THREADS``, which
-    every fit reads), FAISS, and the BLAS and OpenMP pools (threadpoolctl)."""
-    n_threads = _check_count(n_threads)
-    os.environ[TORCH_THREADS_ENV_VAR] = str(n_threads)
-    os.environ[FAISS_THREADS_ENV_VAR] = str(n_threads)
-    global _faiss_threads
-    _faiss_threads = None  # configured again, from the variable just set, when an index is first built
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(n_threads)

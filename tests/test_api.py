@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,17 +11,14 @@ import pytest
 from recsys.api import Recommender
 from recsys.errors import UnknownId, UserError
 
-README_SNIPPET = """
-from recsys.api import Recommender
 
-rec = Recommender.load_data("ratings.csv")  # user_id,item_id,score; no split column: a seeded holdout
-rec.fit("mf", factors=8)
-user = rec.known_users()[0]
-print(rec.predict([user, user], ["i1", "i2"]))
-print(rec.predict_new(references={"i1": 5, "i2": 1, "i3": 4}, items=["i4", "i5"]))
-print(rec.similar_users(user_id=user, k=3))
-print(rec.similar_users(references={"i1": 5, "i2": 1, "i3": 4}, k=3))
-"""
+def readme_snippet() -> str:
+    """The README's Python block that uses the facade, exactly as printed there."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:]]
+    found = [b for b in blocks if "from recsys.api import Recommender" in b]
+    assert len(found) == 1, "the README has one Python block using recsys.api"
+    return found[0]
 
 
 def write_table(path, users=60, items=80, per_user=40, seed=0):
@@ -35,6 +34,18 @@ def write_table(path, users=60, items=80, per_user=40, seed=0):
     return path
 
 
+def table_args(dataset, workspace) -> list[str]:
+    """The CLI arguments that load a table written by ``write_table`` (random holdout) into ``workspace``."""
+    return [
+        "--data",
+        str(dataset.root / "ratings.csv"),
+        "--holdout",
+        "random:0.1",
+        "--workspace",
+        str(workspace),
+    ]
+
+
 @pytest.fixture
 def table(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -42,7 +53,7 @@ def table(tmp_path, monkeypatch):
 
 
 def test_readme_snippet_runs(table, capsys):
-    exec(compile(README_SNIPPET, "README", "exec"), {})
+    exec(compile(readme_snippet(), "README", "exec"), {})
     out = capsys.readouterr().out
     assert "user_id" in out and "score" in out
 

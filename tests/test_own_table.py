@@ -82,3 +82,16 @@ def test_columns_map_a_table_with_its_own_names(table, tmp_path, capsys):
     for bad in ("who=uid", "user", "user=a,item=a"):
         with pytest.raises(UserError, match="--columns"):
             parse_columns(bad)
+
+
+def test_tuned_leaderboard_scores_the_splits_that_exist(table, tmp_path):
+    """The tuned refit, like the plain leaderboard, evaluates the test splits the table has (here test_seen
+    only, from a random holdout), instead of failing on the missing test_unseen."""
+    from experiments.tuning import run_tuned_leaderboard
+
+    ds = load_dataset(table, holdout="random:0.2")
+    assert "test_unseen" not in ds.splits
+    board = run_tuned_leaderboard(
+        ds, ["global_mean"], storage=f"sqlite:///{tmp_path / 'studies.db'}", progress=False
+    )
+    assert {r.split for r in board.rows} == {"test_seen"}

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from test_api import write_table
+from test_api import table_args, write_table
 
 from recsys.cli import main
 from recsys.data import load_dataset
@@ -16,7 +16,7 @@ from recsys.errors import UserError
 from recsys.models.registry import create_model
 from recsys.retrieval.similar import SimilarUsers
 
-TASTE_MODELS = ("mf", "als", "bpr", "lightfm")
+TASTE_MODELS = ("mf", "als", "bpr", "lightfm", "user_knn")
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +85,15 @@ def test_similar_users_cli_serves_a_new_user_from_references(plain, tmp_path, ca
 def test_a_model_without_taste_vectors_suggests_one_that_runs_on_any_table(plain):
     with pytest.raises(UserError, match="mf"):
         SimilarUsers(create_model("biases").fit(plain), plain)
+
+
+def test_similar_users_default_model_follows_the_data(plain, tmp_path, capsys):
+    """Without --model: mf on a table without features (user_ridge would need them); --params needs --model."""
+    from recsys.retrieval.similar import default_taste_model
+
+    assert default_taste_model(plain) == "mf"
+    common = table_args(plain, tmp_path)
+    assert main(["similar-users", *common, "--user", "u1", "--k", "3"]) == 0
+    assert "fitting mf" in capsys.readouterr().out
+    assert main(["similar-users", *common, "--user", "u1", "--params", '{"factors": 4}']) == 2
+    assert "--params needs --model" in capsys.readouterr().err

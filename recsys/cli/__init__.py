@@ -4,7 +4,7 @@
     data         data simulate | validate
     models       models, explain
     leaderboard  leaderboard (--tuned through experiments.tuning.run_tuned_leaderboard)
-    retrieval    similar-users, similar-images, serve
+    retrieval    similar-users, similar-images, rank, serve
     experiments  tune, study
     features     features embed | encoders
 

@@ -8,6 +8,7 @@ import json
 import textwrap
 from pathlib import Path
 
+from recsys.cli.catalogue import COMMANDS
 from recsys.errors import UserError
 
 
@@ -37,16 +38,16 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: {shown.replace('%', '%%')})"
 
 
-def add_command(subparsers, name: str, *, help: str, example: str, description: str | None = None):
-    """A sub-command with the shared formatter, ``help`` in the parent's list and ``example`` as its epilog.
-
-    ``example`` is one or more invocations, one a line.
-    """
-    lines = "\n".join(f"  {line}" for line in example.strip().splitlines())
+def add_command(subparsers, name: str):
+    """The sub-command ``name`` as ``recsys.cli.catalogue`` declares it: the shared formatter, its help in the
+    parent's list and its examples (one invocation a line) as the epilog."""
+    command = COMMANDS[name]
+    lines = "\n".join(f"  {line}" for line in command.example.strip().splitlines())
+    description = command.description or command.help[0].upper() + command.help[1:] + "."
     return subparsers.add_parser(
         name,
-        help=help,
-        description=textwrap.fill(description or help[0].upper() + help[1:] + ".", width=78),
+        help=command.help,
+        description=textwrap.fill(description, width=78),
         epilog=f"example:\n{lines}",
         formatter_class=HelpFormatter,
     )
@@ -178,6 +179,26 @@ def add_workspace_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_models_argument(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--models``: models or groups, comma-separated; ``default`` says what None means."""
+    parser.add_argument(
+        "--models",
+        type=name_list,
+        default=None,
+        help=f"comma-separated models or groups (baselines, classical, deep, ablations, choices, all); default: {default}",
+    )
+
+
+def add_tracking_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--tracking-uri`` and ``--no-tracking``: where ``what`` is logged in MLflow, or not at all."""
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else sqlite:///WORKSPACE/mlflow.db",
+    )
+    parser.add_argument("--no-tracking", action="store_true", help=f"do not log {what} to MLflow")
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """--data, --image-features, --encoder, --checkpoint, --holdout, --score-range, --seed: the dataset."""
     parser.add_argument(
@@ -211,22 +232,25 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of holdouts, reference draws and bootstrap")
 
 
-def dataset_from_args(args: argparse.Namespace):
-    """The dataset named by ``add_data_arguments`` flags, embedded through the cache when --encoder is given."""
+def dataset_from_args(args: argparse.Namespace, path=None, problems: list[str] | None = None):
+    """The dataset named by ``add_data_arguments`` flags (or at ``path``), embedded through the cache when
+    --encoder is given; ``problems`` collects what is wrong instead of raising (``recsys data validate``)."""
     from recsys.data import load_dataset
 
-    if args.encoder and args.image_features:
+    encoder = getattr(args, "encoder", None)
+    if encoder and args.image_features:
         raise UserError("pass either --image-features or --encoder, not both")
     ds = load_dataset(
-        args.data,
+        args.data if path is None else path,
         image_features=args.image_features,
         holdout=args.holdout,
         seed=args.seed,
         score_range=args.score_range,
         columns=getattr(args, "columns", None),
+        problems=problems,
     )
-    if args.encoder:
+    if encoder:
         from features.embed import embed_dataset_features
 
-        ds = embed_dataset_features(ds, args.encoder, checkpoint=args.checkpoint)
+        ds = embed_dataset_features(ds, encoder, checkpoint=args.checkpoint)
     return ds

@@ -5,43 +5,38 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import fields
 from pathlib import Path
 
-from recsys.cli.common import add_command, add_commands, score_range
+from recsys.cli.common import add_command, add_commands, dataset_from_args, score_range
+from recsys.data.simulate import SimulationConfig
 
 
 def add_parsers(subparsers) -> None:
     """Add the ``data`` command group (``simulate``, ``validate``)."""
-    data = add_command(
-        subparsers,
-        "data",
-        help="simulate or validate datasets",
-        example="recsys data simulate --out data/sim\nrecsys data validate data/sim",
-    )
+    data = add_command(subparsers, "data")
     sub = add_commands(data, "data_command", "recsys data")
 
-    sim = add_command(
-        sub,
-        "simulate",
-        help="write simulated PAMELA-format data with a known ground truth",
-        example="recsys data simulate --out data/sim --users 50 --images 500 --no-images",
-    )
+    sim = add_command(sub, "simulate")
     sim.add_argument("--out", type=Path, required=True, help="directory to write the dataset to")
-    sim.add_argument("--seed", type=int, default=0, help="seed of the simulated world and its ratings")
-    sim.add_argument("--users", type=int, default=199, help="number of users")
-    sim.add_argument("--images", type=int, default=5077, help="number of images")
-    sim.add_argument("--ratings-per-user", type=int, default=322, help="training ratings per training user")
-    sim.add_argument("--feature-dim", type=int, default=512, help="dimension of the image features")
-    sim.add_argument("--image-size", type=int, default=96, help="side of the rendered PNGs in pixels")
-    sim.add_argument("--no-images", action="store_true", help="skip rendering PNGs")
+    for knob in fields(
+        SimulationConfig
+    ):  # an option per simulator setting, declared once in SimulationConfig
+        if knob.name != "render_images":
+            flag = "--" + knob.name.replace("_", "-")
+            sim.add_argument(flag, type=type(knob.default), default=knob.default, help=knob.metadata["doc"])
+    sim.add_argument(
+        "--no-images", action="store_true", help="skip rendering PNGs (with --pickapic: flat JPEGs)"
+    )
+    sim.add_argument(
+        "--pickapic",
+        action="store_true",
+        help="write simulated Pick-a-Pic v2 choices instead (data/<split>-*.parquet with JPEGs, "
+        "image_features.npz); --seed and --users apply",
+    )
     sim.set_defaults(func=cmd_simulate)
 
-    val = add_command(
-        sub,
-        "validate",
-        help="check a dataset and print a summary or its problems",
-        example="recsys data validate /data/PAMELA --json",
-    )
+    val = add_command(sub, "validate")
     val.add_argument("path", type=Path, help="PAMELA directory or rating table (CSV/Parquet)")
     val.add_argument("--image-features", type=Path, default=None, help=".npz with image_id and embedding")
     val.add_argument("--holdout", default=None, help="random:F or users:F for tables without a split column")
@@ -54,17 +49,21 @@ def add_parsers(subparsers) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from recsys.data.simulate import SimulationConfig, simulate
+    from recsys.data.simulate import simulate
 
-    config = SimulationConfig(
-        seed=args.seed,
-        users=args.users,
-        images=args.images,
-        ratings_per_user=args.ratings_per_user,
-        feature_dim=args.feature_dim,
-        image_size=args.image_size,
-        render_images=not args.no_images,
-    )
+    if args.pickapic:
+        from recsys.data.simulate_pairs import PickapicSimulationConfig, simulate_pickapic
+
+        config = PickapicSimulationConfig(
+            seed=args.seed, users=args.users, detailed_images=not args.no_images
+        )
+        out = simulate_pickapic(args.out, config)
+        print(
+            f"simulated Pick-a-Pic v2 choices written to {out} (SIMULATED; features: {out / 'image_features.npz'})"
+        )
+        return 0
+    settings = {f.name: getattr(args, f.name) for f in fields(SimulationConfig) if f.name != "render_images"}
+    config = SimulationConfig(**settings, render_images=not args.no_images)
     out = simulate(args.out, config)
     report = json.loads((out / "simulation.json").read_text())["calibration"]
     rms = ", ".join(f"{k} {v['rms_difference']:.3f}" for k, v in report.items())
@@ -75,17 +74,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from recsys.data import load_dataset
-
     problems: list[str] = []
-    ds = load_dataset(
-        args.path,
-        image_features=args.image_features,
-        holdout=args.holdout,
-        seed=args.seed,
-        score_range=args.score_range,
-        problems=problems,
-    )
+    ds = dataset_from_args(args, args.path, problems=problems)
     if problems:
         for problem in problems:
             print(f"problem: {problem}", file=sys.stderr)
@@ -100,13 +90,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"{summary['images']} images ({summary['train_users']} users and {summary['train_images']} images "
         "in train)"
     )
-    print(
-        f"{'split':<12} {'ratings':>8} {'users':>6} {'images':>7} {'mean':>6} {'std':>6}  quantiles (0,25,50,75,100%)"
-    )
+    if summary["splits"]:
+        print(
+            f"{'split':<12} {'ratings':>8} {'users':>6} {'images':>7} {'mean':>6} {'std':>6}  "
+            "quantiles (0,25,50,75,100%)"
+        )
     for split, s in summary["splits"].items():
         print(
             f"{split:<12} {s['ratings']:>8} {s['users']:>6} {s['images']:>7} {s['score_mean']:>6.3f} "
             f"{s['score_std']:>6.3f}  {s['score_quantiles']}"
+        )
+    if summary.get("pairs"):
+        print(
+            f"{'split':<12} {'choices':>8} {'users':>6} {'images':>7} {'chose a':>8} {'chose b':>8} {'ties':>6}"
+        )
+    for split, p in summary.get("pairs", {}).items():
+        print(
+            f"{split:<12} {p['pairs']:>8} {p['users']:>6} {p['images']:>7} {p['chose_a']:>8} {p['chose_b']:>8} "
+            f"{p['ties']:>6}"
         )
     if summary["image_features"]:
         print(

@@ -11,9 +11,10 @@ from experiments.tuning import DEFAULT_STUDY_PREFIX, Objective, study_name
 from recsys.cli.common import (
     add_command,
     add_data_arguments,
+    add_models_argument,
+    add_tracking_arguments,
     add_workspace_argument,
     dataset_from_args,
-    name_list,
     positive_int,
 )
 from recsys.evaluation.evaluator import DEFAULT_DRAWS
@@ -41,41 +42,21 @@ def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, default=None, help="stop starting trials after this many seconds"
     )
-    parser.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else sqlite:///WORKSPACE/mlflow.db",
-    )
+    add_tracking_arguments(parser, "the trials")
     add_workspace_argument(parser)
-    parser.add_argument("--no-tracking", action="store_true", help="do not log MLflow runs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def add_parsers(subparsers) -> None:
     """Add the ``tune`` and ``study`` commands."""
-    tune = add_command(
-        subparsers,
-        "tune",
-        help="search one model's hyperparameters (Optuna TPE; resumable)",
-        example="recsys tune ridge --data data/sim --trials 50",
-    )
+    tune = add_command(subparsers, "tune")
     tune.add_argument("model", help="registered model name (its space: experiments/spaces/MODEL.toml)")
     tune.add_argument("--study", default=None, help=f"study name; default: {DEFAULT_STUDY_PREFIX}-MODEL")
     _add_search_arguments(tune)
     tune.set_defaults(func=cmd_tune)
 
-    study = add_command(
-        subparsers,
-        "study",
-        help="tune several models with the same trial budget each",
-        example="recsys study --data data/sim --models ridge,mf,user_knn --trials 20",
-    )
-    study.add_argument(
-        "--models",
-        type=name_list,
-        default=None,
-        help="comma-separated model names or groups; default: baselines, classical and deep but the oracle",
-    )
+    study = add_command(subparsers, "study")
+    add_models_argument(study, "baselines, classical and deep but the oracle")
     study.add_argument("--study-prefix", default=DEFAULT_STUDY_PREFIX, help="studies are named PREFIX-MODEL")
     study.add_argument("--json", action="store_true", help="print the summary as JSON")
     _add_search_arguments(study)

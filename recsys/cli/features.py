@@ -16,24 +16,10 @@ DEFAULT_CHUNK_SIZE = 1024
 
 def add_parsers(subparsers) -> None:
     """Add the ``features`` command group (``embed``, ``encoders``)."""
-    features = add_command(
-        subparsers,
-        "features",
-        help="embed images and prompts with an image-text encoder",
-        example="recsys features encoders\n"
-        "recsys features embed --data /data/PAMELA --encoder clip:ViT-B-32/laion2b_s34b_b79k --text",
-    )
+    features = add_command(subparsers, "features")
     sub = add_commands(features, "features_command", "recsys features")
 
-    embed = add_command(
-        sub,
-        "embed",
-        help="write image (and prompt) embeddings of a dataset to an .npz features file",
-        description="Embed every image of a dataset; results are cached per chunk, so a second run is "
-        "served from the cache and an interrupted run resumes.",
-        example="recsys features embed --data /data/PAMELA --encoder clip:ViT-B-32/laion2b_s34b_b79k --text\n"
-        "recsys features embed --data DIR --encoder clip:ViT-L-14/openai --checkpoint vit_l14.pt",
-    )
+    embed = add_command(sub, "embed")
     embed.add_argument(
         "--data",
         type=Path,
@@ -88,12 +74,7 @@ def add_parsers(subparsers) -> None:
     embed.add_argument("--no-progress", action="store_true", help="no progress bar")
     embed.set_defaults(func=cmd_features_embed)
 
-    encoders = add_command(
-        sub,
-        "encoders",
-        help="list the encoder names open_clip can fetch weights for",
-        example="recsys features encoders --random",
-    )
+    encoders = add_command(sub, "encoders")
     encoders.add_argument(
         "--random", action="store_true", help="also list clip:ARCH/random for every architecture"
     )
@@ -110,20 +91,10 @@ def cmd_features_embed(args: argparse.Namespace) -> int:
     from recsys.data import load_dataset
 
     ds = load_dataset(args.data)
-    out = embed_dataset(
-        ds,
-        args.encoder,
-        checkpoint=args.checkpoint,
-        out=args.out,
-        text=args.text,
-        batch_size=args.batch_size,
-        chunk_size=args.chunk_size,
-        device=args.device,
-        num_workers=args.workers,
-        cache_dir=args.cache_dir,
-        skip_bad_images=args.skip_bad_images,
-        progress=not args.no_progress,
-    )
+    # the options named as embed_dataset's keywords pass through as they are
+    same = ("checkpoint", "out", "text", "batch_size", "chunk_size", "device", "cache_dir", "skip_bad_images")
+    settings = {name: getattr(args, name) for name in same}
+    out = embed_dataset(ds, args.encoder, num_workers=args.workers, progress=not args.no_progress, **settings)
     outputs = [out, text_output_path(out)] if args.text else [out]
     for path in outputs:
         with np.load(path, allow_pickle=False) as data:

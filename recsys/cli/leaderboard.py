@@ -10,6 +10,8 @@ from experiments.tuning import DEFAULT_STUDY_PREFIX
 from recsys.cli.common import (
     add_command,
     add_data_arguments,
+    add_models_argument,
+    add_tracking_arguments,
     add_workspace_argument,
     check_params,
     dataset_from_args,
@@ -19,51 +21,58 @@ from recsys.cli.common import (
     positive_int,
 )
 from recsys.evaluation.evaluator import DEFAULT_DRAWS
+from recsys.evaluation.protocols import PROTOCOLS, apply_protocol, get_protocol
+
+
+def jobs_value(text: str) -> int | str:
+    """``--jobs``: auto or a positive integer."""
+    if text == "auto":
+        return text
+    return positive_int(text)
 
 
 def add_parsers(subparsers) -> None:
     """Add the ``leaderboard`` command."""
-    board = add_command(
-        subparsers,
-        "leaderboard",
-        help="fit models and evaluate them under one protocol",
-        example="recsys leaderboard --data data/sim --models baselines,classical --shots 0,10\n"
-        "recsys leaderboard --tuned --models ridge,mf",
-    )
+    board = add_command(subparsers, "leaderboard")
     add_data_arguments(board)
+    add_models_argument(board, "all (on choices also the choices group)")
     board.add_argument(
-        "--models",
-        type=name_list,
-        default=None,
-        help="comma-separated models or groups (baselines, classical, deep, ablations, all); default: all",
+        "--protocol",
+        choices=sorted(PROTOCOLS),
+        default="default",
+        help="a named protocol: default (the suite's), or piaa (fixed test users, 10 and 100 shots, 10 draws, "
+        "each k scored on all the user's other ratings); --shots, --draws and --splits override its values",
     )
     board.add_argument(
         "--shots",
         type=int_list,
-        default=[0, 10],
-        help="reference ratings per new user; with three or more values curve.csv and curve.png are written",
+        default=None,
+        help="reference ratings per new user (default None: the protocol's, 0,10 by default); with three or "
+        "more values curve.csv and curve.png are written",
     )
     board.add_argument(
         "--draws",
         type=positive_int,
-        default=DEFAULT_DRAWS,
-        help="reference draws per new user, the same for every model (per-user values are averaged over them)",
+        default=None,
+        help=f"reference draws per new user, the same for every model (per-user values are averaged over them; "
+        f"default None: the protocol's, {DEFAULT_DRAWS} by default)",
     )
     board.add_argument(
         "--splits",
         type=name_list,
         default=None,
-        help="splits to evaluate on (default: those of test_seen, test_unseen the data have)",
-    )
-    board.add_argument(
-        "--params", default=None, help='JSON hyperparameters per model, e.g. {"ridge": {"alpha": 10}}'
+        help="splits to evaluate on (default: the protocol's; by default those of test_seen, test_unseen the "
+        "data have)",
     )
     board.add_argument(
         "--jobs",
-        type=positive_int,
-        default=None,
-        help="worker processes fitting models side by side, each with its share of the cores "
-        "(default: 2, capped at the cores available; 1 fits one model at a time)",
+        type=jobs_value,
+        default="auto",
+        help="worker processes fitting models side by side (auto: 2 on a multi-core machine when the run has at "
+        "least 4 models and 20,000 ratings, else 1; each worker then runs its numeric libraries on one thread)",
+    )
+    board.add_argument(
+        "--params", default=None, help='JSON hyperparameters per model, e.g. {"ridge": {"alpha": 10}}'
     )
     add_workspace_argument(board)
     board.add_argument(
@@ -90,12 +99,7 @@ def add_parsers(subparsers) -> None:
         help="Optuna storage of the studies; default: sqlite:///WORKSPACE/optuna.db",
     )
     board.add_argument("--study-prefix", default=DEFAULT_STUDY_PREFIX, help="studies are named PREFIX-MODEL")
-    board.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else sqlite:///WORKSPACE/mlflow.db",
-    )
-    board.add_argument("--no-tracking", action="store_true", help="do not log the leaderboard to MLflow")
+    add_tracking_arguments(board, "the leaderboard")
     board.set_defaults(func=cmd_leaderboard)
 
 
@@ -111,13 +115,17 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     check_params(params, expand_models(args.models) if args.models else None)  # before the data is read
     if args.out is not None:
         check_target(args.out, args.overwrite)  # before any model is fitted
-    ds = dataset_from_args(args)
+    preset = get_protocol(args.protocol)
+    ds = apply_protocol(dataset_from_args(args), preset)
     protocol = {
-        "splits": args.splits,
-        "shots": args.shots,
+        "splits": args.splits or preset.splits,
+        # the default protocol's shots depend on the data (ratings: 0,10; choices: 0,1,2,4,8)
+        "shots": args.shots or (None if preset.name == "default" else list(preset.shots)),
         "seed": args.seed,
-        "draws": args.draws,
+        "draws": args.draws or preset.draws,
         "params": params,
+        "protocol": preset.name,
+        "fixed_queries": preset.fixed_queries,
         "jobs": args.jobs,
     }
     if args.tuned:
@@ -133,8 +141,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     else:
         board = run_leaderboard(ds, args.models, **protocol)
     target = args.out if args.out is not None else leaderboard_dir(workspace, board.run_id)
-    # published numbers are context for PAMELA-format data only
-    extra = reported_table_markdown() if ds.pamela_semantics else ""
+    # published numbers are context for PAMELA-format data and for the PIAA protocol only
+    extra = reported_table_markdown() if ds.pamela_semantics or preset.name == "piaa" else ""
     paths = write_leaderboard(board, target, overwrite=args.overwrite, markdown_extra=extra)
     latest = update_latest(target) if args.out is None else None
     print(format_table(board))

@@ -9,17 +9,10 @@ from recsys.cli.common import add_command, add_data_arguments, dataset_from_args
 
 def add_parsers(subparsers) -> None:
     """Add the ``models`` and ``explain`` commands."""
-    models = add_command(subparsers, "models", help="list registered models", example="recsys models")
+    models = add_command(subparsers, "models")
     models.set_defaults(func=cmd_models)
 
-    explain = add_command(
-        subparsers,
-        "explain",
-        help="a user's preference profile and why it scores an image",
-        description="Fit the profile model, then print a user's profile and the top contributions to one "
-        "image's score.",
-        example="recsys explain --user p_00856a24 --image 1494357 --top 5",
-    )
+    explain = add_command(subparsers, "explain")
     add_data_arguments(explain)
     explain.add_argument(
         "--user", required=True, help="user id (a training user; others use --shots references)"

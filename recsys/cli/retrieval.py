@@ -7,6 +7,8 @@ import json
 import socket
 from pathlib import Path
 
+import numpy as np
+
 from recsys.cli.common import (
     add_command,
     add_data_arguments,
@@ -20,53 +22,61 @@ from recsys.workspace import resolve_workspace
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="user_ridge", help="a model with taste vectors")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a model with taste vectors (default None: user_ridge where the data has image features or "
+        "metadata, else mf)",
+    )
     parser.add_argument(
         "--params", default=None, help='JSON hyperparameters of the model, e.g. {"alpha": 10}'
     )
     add_workspace_argument(parser)  # fitted models and indexes go to WORKSPACE/models/
 
 
-def add_parsers(subparsers) -> None:
-    """Add the ``similar-users``, ``similar-images`` and ``serve`` commands."""
-    users = add_command(
-        subparsers,
-        "similar-users",
-        help="the users with the most similar taste to a user",
-        example="recsys similar-users --user p_00856a24 --k 5 --json",
-    )
-    add_data_arguments(users)
-    _add_model_arguments(users)
-    users.add_argument("--user", default=None, help="external user id")
-    users.add_argument(
+def _add_listing_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """--k and --json of the commands that print a ranked list of users or images."""
+    parser.add_argument("--k", type=int, default=10, help=f"number of {what} to print")
+    parser.add_argument("--json", action="store_true", help="print JSON, most similar first")
+
+
+def _add_person_arguments(parser: argparse.ArgumentParser) -> None:
+    """--user (a fitted user) or --references (a new user) of the commands about one person."""
+    parser.add_argument("--user", default=None, help="external id of a fitted user")
+    parser.add_argument(
         "--references",
         type=Path,
         default=None,
         help="a new user instead of --user: CSV of their ratings with columns item_id,score",
     )
-    users.add_argument("--k", type=int, default=10, help="number of users to print")
-    users.add_argument("--json", action="store_true", help="print JSON, most similar first")
+
+
+def add_parsers(subparsers) -> None:
+    """Add the ``similar-users``, ``similar-images`` and ``serve`` commands."""
+    users = add_command(subparsers, "similar-users")
+    add_data_arguments(users)
+    _add_model_arguments(users)
+    _add_person_arguments(users)
+    _add_listing_arguments(users, "users")
     users.set_defaults(func=cmd_similar_users)
 
-    images = add_command(
-        subparsers,
-        "similar-images",
-        help="the images most similar to an image (by features)",
-        example="recsys similar-images --image 1494357 --k 5",
-    )
+    images = add_command(subparsers, "similar-images")
     add_data_arguments(images)
     images.add_argument("--image", required=True, help="external image id")
-    images.add_argument("--k", type=int, default=10, help="number of images to print")
-    images.add_argument("--json", action="store_true", help="print JSON, most similar first")
+    _add_listing_arguments(images, "images")
     images.set_defaults(func=cmd_similar_images)
 
-    serve = add_command(
-        subparsers,
-        "serve",
-        help="HTTP service: similar users and scores (FastAPI)",
-        example="recsys serve --model user_ridge --port 8000\n"
-        "recsys serve --max-references 500 --workers 8 --timeout 5",
+    rank = add_command(subparsers, "rank")
+    add_data_arguments(rank)
+    _add_model_arguments(rank)
+    _add_person_arguments(rank)
+    rank.add_argument(
+        "--images", type=Path, required=True, help="text file of candidate image ids, one a line"
     )
+    rank.add_argument("--json", action="store_true", help="print JSON, best first")
+    rank.set_defaults(func=cmd_rank)
+
+    serve = add_command(subparsers, "serve")
     add_data_arguments(serve)
     _add_model_arguments(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -111,13 +121,21 @@ def _print_neighbours(neighbours: list[dict], as_json: bool, key: str) -> None:
         print(f"{rank:>3}. {n[key]:<14} {n['score']:.3f}  {extra}")
 
 
+def _check_model_params(model: str | None, params: dict) -> None:
+    """``--params`` checked before the data is read; without ``--model`` the model depends on the data."""
+    if model is None and params:
+        raise UserError("--params needs --model NAME (without it the model depends on the data)")
+    if model is not None:
+        check_params({model: params})
+
+
 def cmd_similar_users(args: argparse.Namespace) -> int:
     from recsys.retrieval.similar import load_or_fit
 
     if (args.user is None) == (args.references is None):
         raise UserError("similar-users: pass exactly one of --user ID or --references FILE.csv")
     params = parse_params(args.params)
-    check_params({args.model: params})  # before the data is read
+    _check_model_params(args.model, params)
     ds = dataset_from_args(args)
     _, similar = load_or_fit(
         args.model, ds, params=params, workspace=resolve_workspace(args.workspace), progress=not args.json
@@ -128,6 +146,46 @@ def cmd_similar_users(args: argparse.Namespace) -> int:
     else:
         _print_neighbours(similar.by_user(args.user, args.k), args.json, "user_id")
     return 0
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    from recsys.data import References
+    from recsys.ranking import rank_images
+    from recsys.retrieval.similar import load_or_fit
+
+    if (args.user is None) == (args.references is None):
+        raise UserError("rank: pass exactly one of --user ID or --references FILE.csv")
+    try:
+        image_ids = [line.strip() for line in args.images.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{args.images}: cannot be read ({type(err).__name__}: {err})") from None
+    params = parse_params(args.params)
+    _check_model_params(args.model, params)
+    ds = dataset_from_args(args)
+    model, _ = load_or_fit(
+        args.model, ds, params=params, workspace=resolve_workspace(args.workspace), progress=not args.json
+    )
+    if ds.image_ids.dtype.kind in "iu":  # numeric ids (PAMELA): the file's lines are numbers
+        image_ids = [_as_int(i, args.images) for i in image_ids]
+    references = None
+    if args.references is not None:
+        items, scores = _read_references(args.references)
+        images = np.array([ds.image_index(i) for i in items], np.int64)
+        references = References(-1, images, np.asarray(scores, np.float32))
+    ranking = rank_images(model, ds, image_ids, user_id=args.user, references=references)
+    if args.json:
+        print(json.dumps(ranking, indent=2, default=str))
+    else:
+        for row in ranking:
+            print(f"{row['rank']:>4}. {row['image_id']!s:<20} {row['score']:.3f}")
+    return 0
+
+
+def _as_int(text: str, path: Path) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"{path}: image id {text!r} is not a number, as this dataset's ids are") from None
 
 
 def _read_references(path: Path) -> tuple[list, list[float]]:
@@ -178,7 +236,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from recsys.retrieval.similar import load_or_fit
 
     params = parse_params(args.params)
-    check_params({args.model: params})  # before the data is read
+    _check_model_params(args.model, params)
     limits = ServiceLimits(
         max_body_bytes=args.max_body_bytes,
         max_references=args.max_references,

@@ -31,6 +31,8 @@ def is_unseen_split(split: str) -> bool:
 def group_by(index: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """(value, positions) for each distinct value of an integer array, values ascending, positions in order."""
     index = np.asarray(index)
+    if not len(index):
+        return []
     order = np.argsort(index, kind="stable")
     values, starts = np.unique(index[order], return_index=True)
     return list(zip(values.tolist(), np.split(order, starts[1:]), strict=True))

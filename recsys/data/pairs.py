@@ -77,3 +77,24 @@ class Pairs:
             np.concatenate([p.image_b for p in parts]),
             np.concatenate([p.choice for p in parts]),
         )
+
+
+@dataclass(frozen=True)
+class PairReferences:
+    """A new user's reference choices: what a model may learn from before predicting the user's other choices
+    (``choice`` as in ``Pairs``: 1.0 a chosen, 0.0 b chosen, 0.5 a tie)."""
+
+    user_idx: int  # the user's index in the dataset (demographics live there), or -1 for someone not in it
+    image_a: np.ndarray  # int64, (k,)
+    image_b: np.ndarray  # int64, (k,)
+    choice: np.ndarray  # float32, (k,)
+
+    def __len__(self) -> int:
+        return len(self.image_a)
+
+    def as_ratings(self) -> tuple[np.ndarray, np.ndarray]:
+        """(images, pseudo-scores on 0..1) of the references: each choice as two ratings, the chosen image 1 and
+        the other 0 (a tie: both 0.5)."""
+        images = np.concatenate([self.image_a, self.image_b]).astype(np.int64)
+        choice = np.asarray(self.choice, np.float32)
+        return images, np.concatenate([choice, 1.0 - choice]).astype(np.float32)

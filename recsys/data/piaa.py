@@ -34,6 +34,7 @@ each, the PIAA protocol.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,27 @@ def _require(table: pd.DataFrame, columns, path: Path, what: str) -> None:
         raise UserError(f"{path}: lacks column(s) {', '.join(missing)}; {what} has {', '.join(columns)}")
 
 
+def _first_with_columns(candidates: list[Path], columns, **read) -> Path | None:
+    """The first CSV of ``candidates`` whose header holds every one of ``columns``, or None."""
+    for candidate in candidates:
+        header = _header(candidate, **read)
+        if all(c in header for c in columns):
+            return candidate
+    return None
+
+
+def _open_table(path, find, columns, what: str, **read) -> tuple[Path, pd.DataFrame]:
+    """(file, table) of the one-CSV dataset ``find`` locates from ``path``, with stripped column names and
+    ``columns`` checked: one-line errors naming ``what`` when there is no such file or it lacks a column."""
+    file = find(Path(path))
+    if file is None:
+        raise UserError(f"{path}: no {what} (with columns {', '.join(columns)})")
+    table = _read_csv(file, **read)
+    table.columns = [str(c).strip() for c in table.columns]
+    _require(table, columns, file, f"the {what}")
+    return file, table
+
+
 def _first_per(table: pd.DataFrame, key: str, columns, ids: np.ndarray) -> pd.DataFrame:
     """Each id's first non-empty value of ``columns``, rows aligned to ``ids``."""
     columns = [c for c in columns if c in table.columns]
@@ -98,24 +120,30 @@ def _existing(paths: list[Path | None]) -> list[str | None]:
     return [str(p.resolve()) if p is not None and p.is_file() else None for p in paths]
 
 
+@dataclass(frozen=True)
+class PiaaFormat:
+    """The columns of a PIAA dataset's rating table and its score scale."""
+
+    name: str
+    user_column: str
+    image_column: str
+    score_column: str
+    score_range: tuple[float, float]
+
+
+PARA = PiaaFormat("PARA", "userId", "imageName", "aestheticScore", PARA_SCORE_RANGE)
+LAPIS = PiaaFormat("LAPIS", "participant_id", "image_id", "rating", LAPIS_SCORE_RANGE)
+FLICKR_AES = PiaaFormat("FLICKR-AES", "worker", "imagePair", "score", FLICKR_AES_SCORE_RANGE)
+
+
 def _rating_dataset(
-    *,
-    name: str,
-    root: Path,
-    where: Path,
-    table: pd.DataFrame,
-    user_column: str,
-    image_column: str,
-    score_column: str,
-    score_range: tuple[float, float],
-    users,
-    images,
-    holdout: str | None,
-    seed: int,
-    problems: list[str] | None,
+    fmt: PiaaFormat, label: str, root: Path, where: Path, table: pd.DataFrame, users, images, options: dict
 ) -> Dataset:
-    """A rating Dataset from one table (the file ``where`` of the dataset folder ``root``): checks, ids, a seeded
-    holdout; ``users(user_ids)`` and ``images(image_ids, first_rows)`` build the side tables."""
+    """A rating Dataset from one table (the file ``where`` of the dataset folder ``root``, named ``fmt.name
+    (label)``): checks, ids, a seeded holdout; ``users(user_ids)`` and ``images(image_ids, first_rows)`` build
+    the side tables; ``options``: the loader's holdout, seed and problems."""
+    user_column, image_column, score_column = fmt.user_column, fmt.image_column, fmt.score_column
+    problems = options["problems"]
     collect = problems is not None
     problems = problems if problems is not None else []
     rows = np.arange(len(table))
@@ -126,7 +154,7 @@ def _rating_dataset(
             "needs both"
         )
     score = pd.to_numeric(table[score_column], errors="coerce").to_numpy(np.float64)
-    problems.extend(check_scores(score[~no_id], score_range, str(where), rows[~no_id]))
+    problems.extend(check_scores(score[~no_id], fmt.score_range, str(where), rows[~no_id]))
     keep = ~no_id & np.isfinite(score)
     table, rows, score = table[keep], rows[keep], score[keep]
     if not len(table):
@@ -135,11 +163,11 @@ def _rating_dataset(
     image_ids, image_idx = np.unique(_ids(table[image_column]), return_inverse=True)
     every = Ratings(user_idx.astype(np.int64), image_idx.astype(np.int64), score.astype(np.float32))
     problems.extend(check_duplicates(every, str(where), rows, user_ids, image_ids))
-    split_of = make_holdout(every, holdout or DEFAULT_PIAA_HOLDOUT, seed)
+    split_of = make_holdout(every, options["holdout"] or DEFAULT_PIAA_HOLDOUT, options["seed"])
     ratings = {split: every.subset(split_of == split) for split in SPLITS if (split_of == split).any()}
     _, first = np.unique(image_idx, return_index=True)
     ds = Dataset(
-        name=name,
+        name=f"{fmt.name} ({label})",
         simulated=False,
         pamela_semantics=False,
         user_ids=user_ids,
@@ -147,7 +175,7 @@ def _rating_dataset(
         users=users(user_ids),
         images=images(image_ids, table.iloc[first]),
         ratings=ratings,
-        score_range=score_range,
+        score_range=fmt.score_range,
         root=root.resolve(),
     )
     problems.extend(check_splits(ds, {s: f"{where} ({s})" for s in ratings}))
@@ -190,21 +218,9 @@ def load_para(
         out["path"] = _existing(candidates)
         return out
 
-    return _rating_dataset(
-        name=f"PARA ({root.name})",
-        root=root,
-        where=images_file,
-        table=table,
-        user_column="userId",
-        image_column="imageName",
-        score_column="aestheticScore",
-        score_range=PARA_SCORE_RANGE,
-        users=lambda ids: _side_table(users_file, "userId", ids),
-        images=images,
-        holdout=holdout,
-        seed=seed,
-        problems=problems,
-    )
+    users = lambda ids: _side_table(users_file, "userId", ids)  # noqa: E731
+    options = {"holdout": holdout, "seed": seed, "problems": problems}
+    return _rating_dataset(PARA, root.name, root, images_file, table, users, images, options)
 
 
 # --------------------------------------------------------------------------------------------- LAPIS
@@ -217,23 +233,14 @@ def find_lapis_csv(path: Path) -> Path | None:
         candidates = sorted(path.glob("*.csv")) + sorted((path / "annotation").glob("*.csv"))
     else:
         candidates = []
-    for candidate in candidates:
-        header = _header(candidate)
-        if all(c in header for c in LAPIS_COLUMNS):
-            return candidate
-    return None
+    return _first_with_columns(candidates, LAPIS_COLUMNS)
 
 
 def load_lapis(
     path: str | Path, *, holdout: str | None = None, seed: int = 0, problems: list[str] | None = None
 ) -> Dataset:
     """Load the LAPIS CSV (see the module docstring) into a rating Dataset, rating on 0-100."""
-    file = find_lapis_csv(Path(path))
-    if file is None:
-        raise UserError(f"{path}: no LAPIS CSV (with columns {', '.join(LAPIS_COLUMNS)})")
-    table = _read_csv(file)
-    table.columns = [str(c).strip() for c in table.columns]
-    _require(table, LAPIS_COLUMNS, file, "the LAPIS CSV")
+    file, table = _open_table(path, find_lapis_csv, LAPIS_COLUMNS, "LAPIS CSV")
     folders = [file.parent / "images", file.parent.parent / "images"]
     image_dir = next((d for d in folders if d.is_dir()), None)
 
@@ -245,21 +252,10 @@ def load_lapis(
         )
         return out
 
-    return _rating_dataset(
-        name=f"LAPIS ({file.name})",
-        root=file.parent.parent if file.parent.name == "annotation" else file.parent,
-        where=file,
-        table=table,
-        user_column="participant_id",
-        image_column="image_id",
-        score_column="rating",
-        score_range=LAPIS_SCORE_RANGE,
-        users=lambda ids: _first_per(table, "participant_id", LAPIS_USER_COLUMNS, ids),
-        images=images,
-        holdout=holdout,
-        seed=seed,
-        problems=problems,
-    )
+    root = file.parent.parent if file.parent.name == "annotation" else file.parent
+    users = lambda ids: _first_per(table, "participant_id", LAPIS_USER_COLUMNS, ids)  # noqa: E731
+    options = {"holdout": holdout, "seed": seed, "problems": problems}
+    return _rating_dataset(LAPIS, file.name, root, file, table, users, images, options)
 
 
 # --------------------------------------------------------------------------------------------- FLICKR-AES
@@ -268,41 +264,23 @@ def find_flickr_aes_csv(path: Path) -> Path | None:
     path = Path(path)
     if path.is_dir():
         path = path / FLICKR_AES_FILE
-    if path.is_file() and path.suffix == ".csv":
-        header = _header(path, skipinitialspace=True)
-        if all(c in header for c in FLICKR_AES_COLUMNS):
-            return path
-    return None
+    candidates = [path] if path.is_file() and path.suffix == ".csv" else []
+    return _first_with_columns(candidates, FLICKR_AES_COLUMNS, skipinitialspace=True)
 
 
 def load_flickr_aes(
     path: str | Path, *, holdout: str | None = None, seed: int = 0, problems: list[str] | None = None
 ) -> Dataset:
     """Load FLICKR-AES's per-worker ratings (see the module docstring) into a rating Dataset, score on 1-5."""
-    file = find_flickr_aes_csv(Path(path))
-    if file is None:
-        raise UserError(f"{path}: no FLICKR-AES ratings CSV (with columns {', '.join(FLICKR_AES_COLUMNS)})")
-    table = _read_csv(file, skipinitialspace=True)
-    table.columns = [str(c).strip() for c in table.columns]
-    _require(table, FLICKR_AES_COLUMNS, file, f"{FLICKR_AES_FILE}")
+    file, table = _open_table(
+        path, find_flickr_aes_csv, FLICKR_AES_COLUMNS, "FLICKR-AES ratings CSV", skipinitialspace=True
+    )
     for column in ("worker", "imagePair"):
         table[column] = table[column].astype("string").str.strip()
 
     def images(image_ids: np.ndarray, first: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame({"path": _existing([file.parent / "40K" / str(n) for n in image_ids.tolist()])})
 
-    return _rating_dataset(
-        name=f"FLICKR-AES ({file.name})",
-        root=file.parent,
-        where=file,
-        table=table,
-        user_column="worker",
-        image_column="imagePair",
-        score_column="score",
-        score_range=FLICKR_AES_SCORE_RANGE,
-        users=lambda ids: pd.DataFrame(index=range(len(ids))),
-        images=images,
-        holdout=holdout,
-        seed=seed,
-        problems=problems,
-    )
+    users = lambda ids: pd.DataFrame(index=range(len(ids)))  # noqa: E731
+    options = {"holdout": holdout, "seed": seed, "problems": problems}
+    return _rating_dataset(FLICKR_AES, file.name, file.parent, file, table, users, images, options)

@@ -55,7 +55,7 @@ import pyarrow.parquet as pq
 
 from recsys.data.dataset import SPLITS, Dataset
 from recsys.data.pairs import CHOSE_A, CHOSE_B, TIE, Pairs
-from recsys.data.tables import _ids, _read, _side_table, parse_holdout, read_manifest, split_column
+from recsys.data.tables import _ids, _read, parse_holdout, read_manifest, split_column, table_dataset
 from recsys.data.validate import check_split_users, raise_problems
 from recsys.errors import UserError
 
@@ -560,19 +560,8 @@ def load_pairs_table(
     pairs = {split: every.subset(split_of == split) for split in SPLITS if (split_of == split).any()}
     if "train" not in pairs:
         raise UserError(f"{where}: no training comparisons")
-    ds = Dataset(
-        name=f"pairs table ({table_path.name})",
-        simulated=False,
-        pamela_semantics=False,
-        user_ids=user_ids,
-        image_ids=item_ids,
-        users=_side_table(table_path.parent / "users.csv", "user_id", user_ids),
-        images=_side_table(table_path.parent / "items.csv", "item_id", item_ids),
-        ratings={},
-        score_range=PAIR_SCORE_RANGE,
-        root=table_path.parent.resolve(),
-        pairs=pairs,
-    )
+    ids = (user_ids, item_ids)
+    ds = table_dataset(f"pairs table ({table_path.name})", table_path, ids, PAIR_SCORE_RANGE, pairs=pairs)
     problems.extend(check_pair_splits(ds, {s: f"{where} ({s})" for s in pairs}))
     if not collect:
         raise_problems(problems, str(path))

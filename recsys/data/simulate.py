@@ -23,7 +23,7 @@ import math
 import os
 import shutil
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -92,20 +92,25 @@ ATTRIBUTE_WORDS = (
 )
 
 
+def knob(default, doc: str):
+    """A simulator setting: its default and what it does (``recsys data simulate`` makes an option of each)."""
+    return field(default=default, metadata={"doc": doc})
+
+
 @dataclass(frozen=True)
 class SimulationConfig:
     """Knobs of the simulator; the defaults reproduce PAMELA's sizes."""
 
-    seed: int = 0
-    users: int = PAMELA_USERS
-    images: int = PAMELA_IMAGES
-    ratings_per_user: int = round(
-        PAMELA_SPLIT_RATINGS["train"] / PAMELA_TRAIN_USERS
-    )  # train ratings per train user
-    feature_dim: int = 512
-    image_size: int = 96
-    render_images: bool = True
-    noise_scale: float = 1.0  # multiplies every user's rating noise
+    seed: int = knob(0, "seed of the simulated world and its ratings")
+    users: int = knob(PAMELA_USERS, "number of users")
+    images: int = knob(PAMELA_IMAGES, "number of images")
+    ratings_per_user: int = knob(
+        round(PAMELA_SPLIT_RATINGS["train"] / PAMELA_TRAIN_USERS), "training ratings per training user"
+    )
+    feature_dim: int = knob(512, "dimension of the image features")
+    image_size: int = knob(96, "side of the rendered PNGs in pixels")
+    render_images: bool = knob(True, "render a PNG per image")
+    noise_scale: float = knob(1.0, "multiplies every user's rating noise")
 
     def validate(self) -> None:
         if self.users < 10:

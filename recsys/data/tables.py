@@ -203,18 +203,8 @@ def load_table(
     if "train" not in ratings:
         raise UserError(f"{table_path}: no training ratings")
 
-    ds = Dataset(
-        name=f"table ({table_path.name})",
-        simulated=False,
-        pamela_semantics=False,
-        user_ids=user_ids,
-        image_ids=item_ids,
-        users=_side_table(table_path.parent / "users.csv", "user_id", user_ids, columns),
-        images=_side_table(table_path.parent / "items.csv", "item_id", item_ids, columns),
-        ratings=ratings,
-        score_range=score_range,
-        root=table_path.parent.resolve(),
-    )
+    ids = (user_ids, item_ids)
+    ds = table_dataset(f"table ({table_path.name})", table_path, ids, score_range, columns, ratings=ratings)
     problems.extend(check_splits(ds, {s: f"{table_path} ({s})" for s in ratings}))
     if problems and not collect:
         more = (
@@ -251,6 +241,25 @@ def make_holdout(ratings: Ratings, spec: str, seed: int) -> np.ndarray:
     seen = np.isin(split_of, ("test_seen", "val_seen"))
     split_of[seen & ~in_train[ratings.user_idx]] = "train"
     return split_of
+
+
+def table_dataset(name: str, table_path: Path, ids, score_range, columns=None, **splits) -> Dataset:
+    """A real (not simulated) dataset read from a table: ``ids`` (user ids, item ids), ``users.csv`` and
+    ``items.csv`` beside the table when there, and ``splits`` (``ratings=`` and / or ``pairs=``)."""
+    user_ids, item_ids = ids
+    return Dataset(
+        name=name,
+        simulated=False,
+        pamela_semantics=False,
+        user_ids=user_ids,
+        image_ids=item_ids,
+        users=_side_table(table_path.parent / "users.csv", "user_id", user_ids, columns),
+        images=_side_table(table_path.parent / "items.csv", "item_id", item_ids, columns),
+        ratings=splits.pop("ratings", {}),
+        score_range=score_range,
+        root=table_path.parent.resolve(),
+        **splits,
+    )
 
 
 def _side_table(path: Path, key: str, ids: np.ndarray, columns: dict[str, str] | None = None) -> pd.DataFrame:

@@ -7,6 +7,8 @@
   every k; the references at k are the first k of the permutation. So every k scores the same users on the same
   queries, and a k-curve compares like with like. Users with fewer than K + MIN_USER_QUERIES ratings are skipped
   for every k, and counted.
+* ``fixed_queries=False`` (the PIAA protocol, ``recsys.evaluation.protocols``) scores every k on all of the
+  user's ratings but its k references instead, as the PIAA papers do; the users are still the same at every k.
 * Per-user metrics are averaged over the draws before they are averaged over users, bootstrapped and tested,
   so an interval covers the users and the draw no longer decides a claim on its own.
 
@@ -25,6 +27,7 @@ import numpy as np
 
 from recsys.data.dataset import Dataset, References, is_unseen_split
 from recsys.errors import ColdStartNotSupported
+from recsys.evaluation.best_of_n import BEST_OF_N, best_of_n
 from recsys.evaluation.metrics import MIN_USER_QUERIES, NDCG_K, all_metrics, bootstrap_ci, ndcg_left_out
 
 CI_METRICS = ("user_srocc", "pairwise_acc")
@@ -119,6 +122,16 @@ class Result:
         return out
 
 
+def model_context(model, fit_seconds: float) -> tuple[str, dict]:
+    """A fitted model's name and what every row of it records about its fit (seconds, fit and validation split)."""
+    context = {
+        "fit_seconds": fit_seconds,
+        "fit_split": getattr(model, "fit_split_", "train"),
+        "validation_split": getattr(model, "validation_split_", None),
+    }
+    return getattr(model, "name", type(model).__name__), context
+
+
 class Evaluator:
     """Scores any fitted model on a dataset's splits under the one protocol.
 
@@ -128,6 +141,8 @@ class Evaluator:
         seed: seed of the reference draws and of the bootstrap.
         n_bootstrap: bootstrap resamples for the 95% intervals over users.
         draws: reference draws per new user (seen splits have none: every rating is scored once).
+        fixed_queries: True: every k scores the same queries (all but the largest k's references); False: each
+            k scores all of the user's ratings but its own k references.
     """
 
     def __init__(
@@ -138,6 +153,7 @@ class Evaluator:
         seed: int = 0,
         n_bootstrap: int = 1000,
         draws: int = DEFAULT_DRAWS,
+        fixed_queries: bool = True,
     ):
         if not len(shots) or any(k < 0 for k in shots):
             raise ValueError(f"shots must be non-negative, got {list(shots)}")
@@ -148,6 +164,7 @@ class Evaluator:
         self.seed = seed
         self.n_bootstrap = n_bootstrap
         self.draws = int(draws)
+        self.fixed_queries = bool(fixed_queries)
 
     @property
     def max_shots(self) -> int:
@@ -174,7 +191,8 @@ class Evaluator:
                 continue
             user_key = zlib.crc32(str(self.dataset.user_ids[user]).encode())
             permutation = chunk[np.random.default_rng([self.seed, user_key, draw]).permutation(len(chunk))]
-            refs, queries = permutation[:shots], np.sort(permutation[self.max_shots :])
+            first_query = self.max_shots if self.fixed_queries else shots
+            refs, queries = permutation[:shots], np.sort(permutation[first_query:])
             episodes.append(
                 Episode(
                     References(int(user), r.image_idx[refs], r.score[refs]),
@@ -190,12 +208,7 @@ class Evaluator:
         """Score a fitted model on one split (and k for an unseen split)."""
         if split not in self.dataset.ratings:
             raise ValueError(f"no split {split!r} in {self.dataset.name}")
-        name = getattr(model, "name", type(model).__name__)
-        context = {
-            "fit_seconds": fit_seconds,
-            "fit_split": getattr(model, "fit_split_", "train"),
-            "validation_split": getattr(model, "validation_split_", None),
-        }
+        name, context = model_context(model, fit_seconds)
         if not is_unseen_split(split):
             r = self.dataset.ratings[split]
             start = time.perf_counter()
@@ -254,6 +267,26 @@ class Evaluator:
             **context,
         )
 
+    def _best_of_n(self, split: str, scored: Predictions) -> dict[str, float]:
+        """Best-of-n metrics (``recsys.evaluation.best_of_n``), each draw's queries apart, averaged over draws."""
+        truth = _truth_of(self.dataset, split, scored)
+        per_draw = []
+        for draw in np.unique(scored.draw):
+            at = scored.draw == draw
+            values = {}
+            for n in BEST_OF_N:
+                values |= best_of_n(
+                    scored.user_idx[at],
+                    scored.score[at],
+                    scored.prediction[at],
+                    n,
+                    user_ids=self.dataset.user_ids,
+                    seed=self.seed,
+                    truth=None if truth is None else truth[at],
+                )
+            per_draw.append(values)
+        return {m: float(np.mean([d[m] for d in per_draw])) for m in per_draw[0]}
+
     def _result(self, name, split, shots, scored: Predictions, seconds, skipped, draws, context) -> Result:
         if not np.isfinite(scored.prediction).all():
             raise RuntimeError(f"{name} predicted NaN or infinite scores on {split}")
@@ -271,6 +304,7 @@ class Evaluator:
                     collected[metric][int(user)].append(value)
         per_user = {m: {u: float(np.mean(v)) for u, v in values.items()} for m, values in collected.items()}
         metrics = {m: float(np.mean([d[m] for d in per_draw])) for m in GLOBAL_METRICS}
+        metrics |= self._best_of_n(split, scored)
         for m in USER_METRICS:
             metrics[m] = float(np.mean(list(per_user[m].values()))) if per_user[m] else float("nan")
         ci = {
@@ -300,6 +334,18 @@ class Evaluator:
             predictions=scored,
             **context,
         )
+
+
+def _truth_of(dataset: Dataset, split: str, scored: Predictions) -> np.ndarray | None:
+    """The simulator's expected score of each scored (user, image) of ``split``, or None without ground truth."""
+    truth = (dataset.ground_truth or {}).get(split)
+    if truth is None:
+        return None
+    r = dataset.ratings[split]
+    codes = r.user_idx.astype(np.int64) * dataset.n_images + r.image_idx
+    order = np.argsort(codes)
+    wanted = scored.user_idx.astype(np.int64) * dataset.n_images + scored.image_idx
+    return truth[order[np.searchsorted(codes[order], wanted)]]
 
 
 def _finite_or_none(values):

@@ -20,6 +20,10 @@ HIGHER_IS_BETTER = {
     "user_srocc": True,
     "pairwise_acc": True,
     "ndcg@10": True,
+    "user_choice_acc": True,
+    "choice_acc": True,
+    "log_loss": False,
+    "ece": False,
 }
 
 

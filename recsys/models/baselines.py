@@ -7,7 +7,7 @@ import numpy as np
 from recsys.data.dataset import Dataset, Ratings, References
 from recsys.errors import UserError
 from recsys.models.base import Model
-from recsys.models.linear import dataset_consensus
+from recsys.models.linear import consensus_scores
 from recsys.models.params import Hyperparameters, non_negative, positive
 
 
@@ -70,7 +70,7 @@ class Ridge(_ImageScoreModel):
         alpha: float = positive(3.0, "ridge penalty")
 
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
-        self.image_score_ = dataset_consensus(dataset, ratings, self.alpha)
+        self.image_score_ = consensus_scores(dataset.image_design(), ratings, self.alpha)
 
 
 class UserRidge(Model):
@@ -91,7 +91,7 @@ class UserRidge(Model):
 
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
         self.design_ = dataset.image_design()
-        self.global_score_ = dataset_consensus(dataset, ratings, self.alpha)
+        self.global_score_ = consensus_scores(self.design_, ratings, self.alpha)
         states = self._fold(
             [
                 References(user, ratings.image_idx[rows], ratings.score[rows])

@@ -15,7 +15,7 @@ from recsys.data.dataset import Dataset, Ratings, References, group_by
 from recsys.errors import UserError
 from recsys.models.base import Model
 from recsys.models.biases import BiasParams, clip_scores, fit_model_baseline
-from recsys.models.linear import dataset_consensus
+from recsys.models.linear import consensus_scores
 from recsys.models.params import Hyperparameters, at_least_one, hyper, non_negative
 
 #: item_knn's similarities (auto: embedding when the dataset has image features, else pearson_baseline)
@@ -24,6 +24,21 @@ SIMILARITIES = ("auto", "embedding", "pearson_baseline")
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+#: dimensions of user_knn's taste vectors on datasets without image features
+TASTE_DIMENSIONS = 32
+
+
+def _rating_basis(centred: sp.csr_matrix, dims: int) -> np.ndarray:
+    """(n_images x d) top right singular vectors of the users' centred ratings, float32: rows of ``centred``
+    projected on them keep most of their cosine geometry in d dimensions (a taste space for retrieval)."""
+    from scipy.sparse.linalg import svds
+
+    d = max(1, min(dims, min(centred.shape) - 1))
+    v0 = np.random.default_rng(0).standard_normal(min(centred.shape))
+    _, _, vt = svds(centred.astype(np.float64), k=d, v0=v0)
+    return np.ascontiguousarray(vt.T, dtype=np.float32)
 
 
 def rating_similarity(rows: sp.csr_matrix, shrinkage: float) -> np.ndarray:
@@ -216,11 +231,14 @@ class UserKNN(_KNNBase):
             (centred, (ratings.user_idx, ratings.image_idx)), shape=(dataset.n_users, dataset.n_images)
         )
         self.taste_ = None
+        self.rating_basis_ = None
         if self.embedding_ is not None:
             self.taste_ = np.zeros((dataset.n_users, self.embedding_.shape[1]), np.float32)
             for user in self.train_users_:
                 rated, scores = self._rated(user)
                 self.taste_[user] = self._taste_of(rated, scores - self.user_mean_[user])
+        else:
+            self.rating_basis_ = _rating_basis(self.centred_, TASTE_DIMENSIONS)
         self._after_load()
 
     def _prepare(self, dataset: Dataset, ratings: Ratings) -> None:
@@ -234,8 +252,10 @@ class UserKNN(_KNNBase):
             None if dataset.image_features is None else _unit(dataset.image_features.astype(np.float32))
         )
         # non-personalised fallback for k = 0: a global ridge on the image design, else the image mean
-        self.item_score_ = dataset_consensus(dataset, ratings, 3.0, required=False)
-        if self.item_score_ is None:
+        design = dataset.image_design(required=False)
+        if design is not None:
+            self.item_score_ = consensus_scores(design, ratings, 3.0)
+        else:
             isum = np.bincount(ratings.image_idx, score, minlength=dataset.n_images)
             icount = np.bincount(ratings.image_idx, minlength=dataset.n_images)
             self.item_score_ = (isum + 5.0 * self.global_) / (icount + 5.0)
@@ -342,19 +362,24 @@ class UserKNN(_KNNBase):
         return out
 
     def _user_vectors(self) -> np.ndarray:
-        if self.taste_ is None:
-            raise NotImplementedError("user_knn has taste vectors only on datasets with image features")
-        return self.taste_.copy()
+        if self.taste_ is not None:
+            return self.taste_.copy()
+        return _unit(np.asarray(self.centred_ @ self.rating_basis_, np.float32))
 
     def _fold(self, references: list[References]) -> np.ndarray:
-        """Taste vectors (float32, n x d) of new users from their references (zeros without references)."""
-        if self.taste_ is None:
-            raise NotImplementedError("user_knn has taste vectors only on datasets with image features")
-        out = np.zeros((len(references), self.taste_.shape[1]), np.float32)
+        """Taste vectors (float32, n x d) of new users from their references (zeros without references).
+
+        With image features: the references' centred scores projected on the features. Without: the centred
+        rating row projected on the fitted users' top right singular vectors, so that cosines approximate the
+        co-rating cosine the neighbour search uses."""
+        dims = self.taste_.shape[1] if self.taste_ is not None else self.rating_basis_.shape[1]
+        out = np.zeros((len(references), dims), np.float32)
         for row, refs in enumerate(references):
             if len(refs):
                 scores = np.asarray(refs.score, np.float64)
-                out[row] = self._taste_of(
-                    np.asarray(refs.image_idx, np.int64), scores - self._user_mean(scores)
-                )
+                rated, centred = np.asarray(refs.image_idx, np.int64), scores - self._user_mean(scores)
+                if self.taste_ is not None:
+                    out[row] = self._taste_of(rated, centred)
+                else:
+                    out[row] = _unit((centred @ self.rating_basis_[rated])[None, :])[0]
         return out

@@ -79,14 +79,8 @@ class LightFMModel(FactorModel):
         """The wrapped LightFM model with this model's hyperparameters."""
         from lightfm import LightFM
 
-        return LightFM(
-            no_components=self.factors,
-            loss=self.loss,
-            learning_rate=self.learning_rate,
-            item_alpha=self.item_alpha,
-            user_alpha=self.user_alpha,
-            random_state=self.seed,
-        )
+        same = {name: getattr(self, name) for name in ("loss", "learning_rate", "item_alpha", "user_alpha")}
+        return LightFM(no_components=self.factors, random_state=self.seed, **same)
 
     def interactions(self, dataset: Dataset, ratings: Ratings) -> sp.coo_matrix:
         """The training matrix LightFM sees: likes (1), and for logistic loss other ratings as -1."""

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
-from recsys.data.dataset import Dataset, Ratings
+from recsys.data.dataset import Ratings
 
 
 def ridge(
@@ -32,28 +30,12 @@ def consensus_scores(design: np.ndarray, ratings: Ratings, alpha: float) -> np.n
     """The global ridge of scores on image design rows, applied to every image (float64, n_images).
 
     The non-personalised score that ``ridge``, ``user_ridge``, ``item_knn``, ``profile`` and the deep models
-    start from. Solved on the rated images with their mean scores, weighted by their rating counts: the same
-    least-squares problem as one row per rating (the squared error of a rating splits into its image mean's
-    error and a constant), an order of magnitude cheaper when images are rated many times.
+    start from.
     """
-    image_idx = np.asarray(ratings.image_idx, np.int64)
-    counts = np.bincount(image_idx, minlength=len(design)).astype(np.float64)
-    sums = np.bincount(image_idx, ratings.score.astype(np.float64), minlength=len(design))
+    # One row per rated image, weighted by its number of ratings, with the image's mean score as the target:
+    # the same normal equations as one row per rating (the same fit), from far fewer rows.
+    counts = np.bincount(ratings.image_idx, minlength=len(design))
+    sums = np.bincount(ratings.image_idx, ratings.score.astype(np.float64), minlength=len(design))
     rated = np.flatnonzero(counts)
     coef, intercept = ridge(design[rated], sums[rated] / counts[rated], alpha, weight=counts[rated])
     return (design @ coef + intercept).ravel()
-
-
-def dataset_consensus(
-    dataset: Dataset, ratings: Ratings, alpha: float, *, required: bool = True
-) -> np.ndarray | None:
-    """``consensus_scores`` on the dataset's image design, computed once per (ratings, alpha) and shared by
-    every model fitted on the same dataset (a fresh copy each call); None without a design unless ``required``."""
-    design = dataset.image_design(required=required)
-    if design is None:
-        return None
-    digest = hashlib.blake2b(digest_size=16)
-    for array in (ratings.image_idx, ratings.score):
-        digest.update(np.ascontiguousarray(array).tobytes())
-    key = ("consensus", float(alpha), len(ratings), digest.hexdigest())
-    return dataset._cached(key, lambda: consensus_scores(design, ratings, alpha)).copy()

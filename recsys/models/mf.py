@@ -8,6 +8,12 @@ map from the image design (features + metadata one-hots), refitted each epoch, s
 (PAMELA's ``*_seen`` splits) get ``[b_i, q_i]`` from their features. Early stopping on ``val_seen`` RMSE
 when present. New users: fold-in of ``[p, b_u]`` from their references, toward a demographic prior (k = 0:
 the prior). Predictions are clipped to the dataset's score range.
+
+On choices (no ratings) the same scores ``b_i + p_u . q_i`` (``mu`` and ``b_u`` cancel in a choice) are fitted
+with the Bradley-Terry loss on score differences by Adam, full batch: ``[q_i, b_i]`` is the ridge map of the
+image design plus a penalised offset for each image in the fit; early stopping on ``val_seen`` choices. A new
+user's ``p`` is the MAP of the Bradley-Terry likelihood of their reference choices under a Gaussian prior at 0,
+by Newton steps.
 """
 
 from __future__ import annotations
@@ -18,6 +24,11 @@ from recsys.data.dataset import Dataset, Ratings
 from recsys.models.biases import clip_scores
 from recsys.models.factor import FactorModel, ImageMap, build_fold_in
 from recsys.models.params import Hyperparameters, at_least_one, hyper, non_negative, positive
+
+#: on choices: Adam's learning rate, full-batch steps per epoch, and Newton steps of a new user's fit
+CHOICE_LR = 0.05
+CHOICE_STEPS_PER_EPOCH = 10
+CHOICE_NEWTON_STEPS = 8
 
 
 class Groups:
@@ -53,6 +64,7 @@ class MatrixFactorization(FactorModel):
     """Biased MF by ALS with a feature prior on items (see the module docstring)."""
 
     name = "mf"
+    learns_from_pairs = True
 
     class Params(Hyperparameters):
         factors: int = at_least_one(16, "latent dimensions")
@@ -68,6 +80,10 @@ class MatrixFactorization(FactorModel):
         seed: int = hyper(0, doc="seed of the factor initialisation")
 
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
+        self.choices_ = not len(ratings)
+        if self.choices_:
+            self._fit_choices(dataset, split)
+            return
         rng = np.random.default_rng(self.seed)
         self.score_range_ = np.asarray(dataset.score_range, np.float64)
         k = self.factors
@@ -132,10 +148,108 @@ class MatrixFactorization(FactorModel):
         )
 
     def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
+        if getattr(self, "choices_", False):
+            return self.items_[image_idx, -1] + np.einsum(
+                "ij,ij->i", self.users_[user_idx], self.items_[image_idx, :-1]
+            )
         return clip_scores(super()._predict(user_idx, image_idx), self.score_range_)
 
     def _score_folded(self, states: list[np.ndarray], images: list[np.ndarray]) -> list[np.ndarray]:
+        if getattr(self, "choices_", False):
+            return [self.items_[i, -1] + self.items_[i, :-1] @ p for p, i in zip(states, images, strict=True)]
         return [clip_scores(s, self.score_range_) for s in super()._score_folded(states, images)]
+
+    # ------------------------------------------------------------------ choices
+    def _fit_choices(self, dataset: Dataset, split: str) -> None:
+        import torch
+
+        from recsys.models.torch_utils import deterministic_algorithms, seed_everything
+
+        seed_everything(self.seed)
+        pairs = dataset.fit_pairs(split)
+        design = dataset.image_design(required=False)
+        design = np.zeros((dataset.n_images, 0)) if design is None else design
+        x = torch.tensor(np.asarray(design, np.float32))
+        k, n = self.factors, len(pairs)
+        counts = np.bincount(np.concatenate([pairs.image_a, pairs.image_b]), minlength=dataset.n_images)
+        users = torch.nn.Parameter(torch.randn(dataset.n_users, k) * 0.1)
+        image_map = torch.nn.Parameter(torch.zeros(x.shape[1], k + 1))
+        offsets = torch.nn.Parameter(torch.randn(dataset.n_images, k + 1) * 0.01)
+        in_fit = torch.as_tensor(counts > 0, dtype=torch.float32)[:, None]
+        penalty = torch.as_tensor(self.reg + self.reg_per_rating * counts, dtype=torch.float32)[:, None]
+        t = [torch.as_tensor(v) for v in (pairs.user_idx, pairs.image_a, pairs.image_b, pairs.choice)]
+        held = self._held_out(dataset, split, choices=True)
+        held = None if held is None else held.subset(self.known_[held.user_idx])
+        v = (
+            None
+            if held is None
+            else [torch.as_tensor(a) for a in (held.user_idx, held.image_a, held.image_b, held.choice)]
+        )
+
+        def items() -> torch.Tensor:
+            return x @ image_map + offsets * in_fit
+
+        def nll(rows, table) -> torch.Tensor:
+            u, a, b, c = rows
+            diff = table[a, -1] - table[b, -1] + (users[u] * (table[a, :-1] - table[b, :-1])).sum(-1)
+            return (
+                c * torch.nn.functional.softplus(-diff) + (1 - c) * torch.nn.functional.softplus(diff)
+            ).mean()
+
+        optimiser = torch.optim.Adam([users, image_map, offsets], lr=CHOICE_LR)
+        best, best_loss, since = None, np.inf, 0
+        self.history_ = []
+        with deterministic_algorithms():
+            for _ in range(self.epochs * CHOICE_STEPS_PER_EPOCH):
+                optimiser.zero_grad()
+                table = items()
+                loss = nll(t, table) + (
+                    (users.pow(2).sum() * self.reg + (penalty * offsets.pow(2) * in_fit).sum()) / n
+                    + self.feature_alpha * image_map.pow(2).sum() / n
+                )
+                loss.backward()
+                optimiser.step()
+                if v is None:
+                    continue
+                with torch.no_grad():
+                    val = float(nll(v, items()))
+                self.history_.append(val)
+                if val < best_loss - 1e-5:
+                    best, best_loss, since = (users.detach().clone(), items().detach().clone()), val, 0
+                elif (since := since + 1) >= self.patience * CHOICE_STEPS_PER_EPOCH:
+                    break
+        with torch.no_grad():
+            best = best or (users.detach().clone(), items().detach().clone())
+        self.users_, self.items_ = (b.double().numpy() for b in best)
+
+    def _fold_pairs(self, references):
+        if not getattr(self, "choices_", False):
+            return super()._fold_pairs(references)
+        return [self._fold_choice(r) for r in references]
+
+    def _fold_choice(self, refs) -> np.ndarray:
+        """A new user's p: MAP of the Bradley-Terry likelihood of its reference choices, prior N(0, 1 / reg)."""
+        p = np.zeros(self.factors)
+        if not len(refs):
+            return p
+        a, b = np.asarray(refs.image_a, np.int64), np.asarray(refs.image_b, np.int64)
+        d = self.items_[a, :-1] - self.items_[b, :-1]
+        offset = self.items_[a, -1] - self.items_[b, -1]
+        c = np.asarray(refs.choice, np.float64)
+        for _ in range(CHOICE_NEWTON_STEPS):
+            prob = 1.0 / (1.0 + np.exp(-(offset + d @ p)))
+            grad = d.T @ (prob - c) + self.reg * p
+            hess = (d * (prob * (1 - prob))[:, None]).T @ d + self.reg * np.eye(self.factors)
+            p = p - np.linalg.solve(hess, grad)
+        return p
+
+    def _user_vectors(self) -> np.ndarray:
+        return self.users_ if getattr(self, "choices_", False) else super()._user_vectors()
+
+    def _taste(self, states) -> np.ndarray:
+        if getattr(self, "choices_", False):
+            return np.asarray(states).reshape(len(states), -1)
+        return super()._taste(states)
 
     def _penalty(self, counts: np.ndarray) -> np.ndarray:
         """Ridge penalties (n_groups, factors + 1) of users or images with ``counts`` ratings: ``reg +

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from recsys.data.dataset import Dataset, Ratings, References, group_by
+from recsys.data.pairs import PairReferences
 from recsys.errors import ColdStartNotSupported
 from recsys.models.base import Model
 from recsys.models.params import DEVICES, Hyperparameters, at_least_one, hyper
@@ -117,8 +118,17 @@ class MLLMScorer(Model):
             return "needs the transformers package (pip install 'recsys-pamela[mllm]')"
         return None
 
+    learns_from_pairs = True  # zero-shot: choices become references as they are
+
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
-        """Nothing is learned (zero-shot): keeps prompts and image paths, and the fit ratings as seen users' refs."""
+        """Nothing is learned (zero-shot): keeps prompts and image paths, and the fit ratings (on choices: each
+        choice as two pseudo-ratings, the chosen image 1, the other 0) as seen users' references."""
+        if not len(ratings):
+            pairs = dataset.fit_pairs(split)
+            refs = PairReferences(-1, pairs.image_a, pairs.image_b, pairs.choice)
+            images, scores = refs.as_ratings()
+            users = np.concatenate([pairs.user_idx, pairs.user_idx])
+            ratings = Ratings(users, images, self.score_low + scores * (self.score_high - self.score_low))
         images = dataset.images
         self.prompts_ = (
             [str(p).replace('"', "'") for p in images["prompt"]] if "prompt" in images.columns else None
@@ -148,6 +158,28 @@ class MLLMScorer(Model):
         return [
             self.score_user(refs, candidates) for refs, candidates in zip(references, images, strict=True)
         ]
+
+    def _choice(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """P(a chosen over b) from the two images' P("+") (Bradley-Terry on their logits)."""
+        p = [
+            np.clip((x - self.score_low) / (self.score_high - self.score_low), 1e-6, 1 - 1e-6) for x in (a, b)
+        ]
+        return 1.0 / (1.0 + np.exp(-(np.log(p[0] / (1 - p[0])) - np.log(p[1] / (1 - p[1])))))
+
+    def predict_pairs(self, user_idx: np.ndarray, image_a: np.ndarray, image_b: np.ndarray) -> np.ndarray:
+        return self._choice(self.predict(user_idx, image_a), self.predict(user_idx, image_b))
+
+    def predict_new_pairs(self, references, image_a, image_b) -> list[np.ndarray]:
+        self._check_fitted()
+        span = self.score_high - self.score_low
+        refs = []
+        for r in references:
+            images, scores = r.as_ratings()
+            refs.append(References(r.user_idx, images, self.score_low + scores * span))
+        scores = self._predict_new(
+            refs, [np.concatenate([a, b]) for a, b in zip(image_a, image_b, strict=True)]
+        )
+        return [self._choice(s[: len(a)], s[len(a) :]) for s, a in zip(scores, image_a, strict=True)]
 
     def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
         """Seen users: their fit ratings are the references (raises ``MLLMUnavailable`` without a backend)."""

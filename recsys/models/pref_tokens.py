@@ -1,333 +1,328 @@
-"""Learned preference tokens: the learned-user-preference MLLM approach with a small transformer over frozen features.
+"""Learned preference tokens (the approach of arXiv 2508.08220) on frozen image features.
 
-Input sequence of a user: [demographic token, the n preference tokens selected from a learnable pool, the k
-reference tokens (projected image embedding + an embedding of the rating's residual from the consensus),
-the candidate tokens]. Candidates attend to everything before them and to themselves, never to each other, so a
-candidate's score does not depend on which other candidates share its batch. A head on each candidate's output
-gives the personal correction to the consensus (global ridge) score.
+score(u, i) = consensus(i) + image_bias(i) + taste(u) . z(i)
 
-Preference-token selection (prompt-pool style): the mean reference token (plus the demographic token) is a query;
-the ``n_selected`` pool entries whose keys are most cosine-similar are prepended, and a key-matching loss pulls the
-selected keys toward the query. Training is episodic on the training users (k references drawn uniformly in
-0..``max_references``, ``n_queries`` queries) with MSE + a contrastive preference loss; early stopping on
-``val_seen`` (the validation split of every model, ``recsys.models.base.DATA_POLICY``), scored as any fitted user
-is: its fixed training references in, its val_seen ratings as queries. New users need no retraining:
-references in, scores out. A fitted user's references are a seeded fixed sample of up to ``max_references`` of
-its training ratings.
+* image tower: MLP over the image embedding plus embeddings of type / group / style -> z(i) (``dim``) and a
+  scalar image bias, on top of the consensus (the global ridge).
+* preference tokens: a learnable pool of ``pool_size`` tokens with keys. Each user selects ``n_selected`` of them:
+  the query is the user's history summary (the mean of its rated images' z weighted by its residual scores)
+  plus its demographics; the tokens whose keys are most cosine-similar are selected and mixed by a softmax of
+  those similarities into the user's prior taste. A key-matching loss pulls the selected keys toward the query.
+* the whole history reaches the model: taste(u) is the user's prior taste refined by a ridge regression of the
+  user's residuals on z over *all* its ratings (a seen user's full training history; a new user's k
+  references), shrunk toward the prior with a learned strength. So the same network serves seen users (long
+  histories) and new users (k references, k = 0: the prior from demographics alone), without retraining.
+* loss: MSE + ``contrastive_weight`` x the contrastive preference loss on (disliked, liked) pairs of one user
+  (pairs of its query images with different scores) + ``key_weight`` x the key-matching loss.
+* training is episodic: every epoch each training user's ratings are split at random into a history and
+  queries (half of the episodes with short histories, as new users have, half with long ones, as seen users
+  have); early stopping on ``val_seen`` (``recsys.models.base.DATA_POLICY``), each fitted user scored from its
+  full training history.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from recsys.data.dataset import Dataset, Ratings, References, group_by
-from recsys.data.encodings import with_intercept
-from recsys.models.base import Model
+from recsys.data.dataset import Dataset, Ratings, References
+from recsys.data.pairs import PairReferences, Pairs
 from recsys.models.params import at_least_one, hyper, non_negative, positive
 from recsys.models.torch_utils import (
-    DeepParams,
-    choose_device,
+    DeepModel,
+    ImageTower,
+    TowerParams,
+    deterministic_algorithms,
     fit_module,
-    global_ridge_scores,
     preference_loss,
-    seed_everything,
 )
 
-_CHUNK = 256  # candidates scored per forward pass
+#: histories of at most this many ratings count as short (the new-user regime) in training episodes
+SHORT_HISTORY = 24
+#: temperature of the softmax that mixes the selected tokens (over cosine similarities)
+MIX_TEMPERATURE = 0.1
 
 
-class _PrefTokenNet(nn.Module):
-    def __init__(self, n_features, n_demo, *, dim, heads, layers, pool_size, n_selected, dropout):
+class _PrefNet(nn.Module):
+    def __init__(self, n_features, meta_sizes, n_demo, *, dim, hidden, pool_size, n_selected, dropout, reg):
         super().__init__()
-        self.image = nn.Sequential(nn.Linear(n_features, dim), nn.GELU(), nn.Linear(dim, dim))
-        self.rating = nn.Linear(1, dim)
-        self.rating_gate = nn.Linear(1, dim, bias=False)
-        self.demo = nn.Linear(n_demo, dim)
-        self.role = nn.Embedding(4, dim)  # demographic, preference token, reference, candidate
+        self.tower = ImageTower(n_features, meta_sizes, hidden=hidden, dim=dim, dropout=dropout)
         self.n_selected = n_selected
+        self.summary = nn.Linear(dim, dim, bias=False)
+        self.demo_query = nn.Linear(n_demo, dim)
         if n_selected:
             self.pool = nn.Parameter(torch.randn(pool_size, dim) * 0.1)
             self.keys = nn.Parameter(torch.randn(pool_size, dim))
-        layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout, batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 1))
+        else:
+            self.demo_taste = nn.Linear(n_demo, dim)
+        self.log_reg = nn.Parameter(torch.tensor(math.log(reg)))
+        self.log_gap = nn.Parameter(torch.zeros(()))  # choices: the score gap a decided choice stands for
+
+    def gap(self) -> torch.Tensor:
+        return self.log_gap.exp()
 
     def select(self, query):
-        """Indices (batch x n_selected) of the preference tokens closest to ``query``, and the key-matching loss."""
+        """(indices, mixing weights) of the preference tokens selected by ``query`` (batch x dim), and the
+        key-matching loss."""
         sim = nn.functional.normalize(query, dim=-1) @ nn.functional.normalize(self.keys, dim=-1).T
         top = sim.topk(self.n_selected, dim=-1)
-        return top.indices, (1.0 - top.values).mean()
+        return top.indices, torch.softmax(top.values / MIX_TEMPERATURE, -1), (1.0 - top.values).mean()
 
-    def forward(self, ref_x, ref_resid, ref_mask, cand_x, demo):
-        """Personal corrections (batch x n_cand) and the key loss; ``ref_mask`` is 1 for real references."""
-        batch, k = ref_mask.shape
-        demo_tok = (self.demo(demo) + self.role.weight[0])[:, None, :]
-        ref_tok = self.image(ref_x) + self.rating(ref_resid[..., None]) + self.role.weight[2]
-        ref_tok = ref_tok + self.rating_gate(ref_resid[..., None]) * self.image(ref_x)
-        cand_tok = self.image(cand_x) + self.role.weight[3]
-        parts, pads = [demo_tok], [torch.zeros(batch, 1, dtype=torch.bool, device=demo.device)]
+    def taste(self, z, resid, mask, demo):
+        """Taste vectors (batch x dim) from histories: ``z`` (batch x L x dim) of the rated images, ``resid``
+        their residual scores, ``mask`` 1 for real entries; ``demo`` (batch x n_demo). And the key loss."""
+        z = z * mask[..., None]
+        resid = resid * mask
+        summary = (z * resid[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
         key_loss = demo.new_zeros(())
         if self.n_selected:
-            counts = ref_mask.sum(1, keepdim=True).clamp(min=1)
-            query = (ref_tok * ref_mask[..., None]).sum(1) / counts + demo_tok[:, 0]
-            chosen, key_loss = self.select(query)
-            parts.append(self.pool[chosen] + self.role.weight[1])
-            pads.append(torch.zeros(batch, self.n_selected, dtype=torch.bool, device=demo.device))
-        parts.append(ref_tok)
-        pads.append(ref_mask == 0)
-        prefix = torch.cat(parts, 1)
-        prefix_pad = torch.cat(pads, 1)
-        n_prefix, n_cand = prefix.shape[1], cand_tok.shape[1]
-        seq = torch.cat([prefix, cand_tok], 1)
-        # attention mask (True = blocked): candidates see the prefix and themselves; the prefix sees the prefix
-        blocked = torch.ones(n_prefix + n_cand, n_prefix + n_cand, dtype=torch.bool, device=demo.device)
-        blocked[:, :n_prefix] = False
-        blocked[n_prefix:, n_prefix:] = ~torch.eye(n_cand, dtype=torch.bool, device=demo.device)
-        pad = torch.cat([prefix_pad, torch.zeros(batch, n_cand, dtype=torch.bool, device=demo.device)], 1)
-        # combine as a float mask so that padded keys are blocked per sequence
-        mask = torch.zeros(batch, n_prefix + n_cand, n_prefix + n_cand, device=demo.device)
-        mask = mask.masked_fill(blocked[None] | pad[:, None, :], float("-inf"))
-        mask = mask.repeat_interleave(self.encoder.layers[0].self_attn.num_heads, 0)
-        out = self.encoder(seq, mask=mask)
-        return self.head(out[:, n_prefix:]).squeeze(-1), key_loss
+            chosen, weights, key_loss = self.select(self.demo_query(demo) + self.summary(summary))
+            prior = (weights[..., None] * self.pool[chosen]).sum(1)
+        else:
+            prior = self.demo_taste(demo)
+        eye = torch.eye(z.shape[-1], device=z.device)
+        gram = z.transpose(1, 2) @ z + self.log_reg.exp() * eye
+        rhs = z.transpose(1, 2) @ (resid - (z @ prior[..., None]).squeeze(-1))[..., None]
+        return prior + torch.linalg.solve(gram, rhs).squeeze(-1), key_loss
 
 
-class PrefTokens(Model):
-    """Transformer over [demographics, selected preference tokens, k rated references, candidates]."""
+class PrefTokens(DeepModel):
+    """Preference tokens selected per user from a learnable pool, refined by the user's whole history."""
 
     name = "pref_tokens"
+    learns_from_pairs = True
 
-    class Params(DeepParams):
-        dim: int = at_least_one(64, "transformer width (a multiple of heads)")
-        heads: int = at_least_one(4, "attention heads")
-        layers: int = at_least_one(2, "transformer layers")
-        dropout: float = hyper(0.0, low=0, high=1, high_open=True, doc="transformer dropout")
+    class Params(TowerParams):
+        hidden: int = at_least_one(64, "hidden width of the image tower (narrower than two_tower's)")
         pool_size: int = at_least_one(16, "learnable preference tokens in the pool")
-        n_selected: int = non_negative(4, "preference tokens selected per user")
-        use_pool: bool = hyper(True, doc="select preference tokens from the pool (else none)")
-        key_weight: float = non_negative(0.1, "weight of the key-matching loss")
-        max_references: int = at_least_one(
-            32, "most references per episode (and per fitted user at prediction)"
+        n_selected: int = at_least_one(4, "preference tokens selected per user")
+        use_pool: bool = hyper(
+            True, doc="select preference tokens from the pool (else a linear map from demographics)"
         )
-        n_queries: int = at_least_one(32, "queries per training episode")
-        episodes_per_user: int = at_least_one(8, "episodes per training user per epoch")
-        batch_users: int = at_least_one(32, "episodes per step")
-        epochs: int = at_least_one(12, "maximum training epochs")
-        lr: float = positive(2e-3, "Adam learning rate")
-        patience: int = at_least_one(3, "epochs without validation improvement before stopping")
+        key_weight: float = non_negative(0.1, "weight of the key-matching loss")
+        history_reg: float = positive(1.0, "initial ridge strength pulling the history fit toward the tokens")
+        n_queries: int = at_least_one(64, "most query ratings per training episode")
+        batch_users: int = at_least_one(64, "episodes (users) per step")
+        epochs: int = at_least_one(60, "maximum training epochs (one episode per training user each)")
+        lr: float = positive(1e-2, "Adam learning rate")
+        patience: int = at_least_one(6, "epochs without validation improvement before stopping")
 
         def validate(self) -> None:
-            if self.dim % self.heads:
-                raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
             if self.n_selected > self.pool_size:
                 raise ValueError(f"n_selected ({self.n_selected}) cannot exceed pool_size ({self.pool_size})")
 
-    def _build(self, n_features: int, n_demo: int) -> _PrefTokenNet:
-        return _PrefTokenNet(
+    def _build(self, n_features: int, meta_sizes, n_demo: int) -> _PrefNet:
+        return _PrefNet(
             n_features,
+            meta_sizes,
             n_demo,
             dim=self.dim,
-            heads=self.heads,
-            layers=self.layers,
+            hidden=self.hidden,
             pool_size=self.pool_size,
             n_selected=self.n_selected if self.use_pool else 0,
             dropout=self.dropout,
+            reg=self.history_reg,
         )
 
-    def _build_module(self, key: str, state: dict) -> _PrefTokenNet:
-        return self._build(state["features_"].shape[1], state["demo_"].shape[1])
+    def _build_module(self, key: str, state: dict) -> _PrefNet:
+        return self._build(state["features_"].shape[1], state["meta_"]["meta_sizes"], state["demo_"].shape[1])
 
     # ------------------------------------------------------------------ fitting
+    # Histories and queries are rows (image a, image b, target): a rating is (image, NONE, score), where NONE is
+    # an extra image whose z, bias and base are 0; a choice is (a, b, choice). A row's value is the difference
+    # s(a) - s(b), so one taste fit serves both: a rating's target is its score, a choice's gap * (2 choice - 1)
+    # with a learned gap; a query is scored by squared error (ratings) or Bradley-Terry (choices).
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
-        generator = seed_everything(self.seed)
+        self.choices_ = not len(ratings)
+        data = dataset.fit_pairs(split) if self.choices_ else ratings
+        users = data.user_idx
+        _, device, t = self._start_fit(dataset, ratings, users)
         rng = np.random.default_rng(self.seed)
-        device = choose_device(self.device)
-        self.base_ = global_ridge_scores(dataset, ratings, self.base_alpha).astype(np.float32)
-        self.features_ = dataset.image_inputs()
-        self.demo_ = with_intercept(dataset.user_design(ratings.user_idx))
-        net = self._build(self.features_.shape[1], self.demo_.shape[1]).to(device)
-        feats = torch.as_tensor(self.features_, device=device)
-        demo_all = torch.as_tensor(self.demo_, device=device)
-        base = torch.as_tensor(self.base_, device=device)
+        net = self._build(self.features_.shape[1], self.meta_["meta_sizes"], self.demo_.shape[1]).to(device)
+        histories = [(u, *self._rows(data, rows)) for u, rows in data.by_user()]
+        eligible = [h for h in histories if len(h[1]) >= 2]
+        n_steps = max(1, -(-len(eligible) // self.batch_users))
+        order: list = []
 
-        grouped = ratings.by_user()
-        users = np.array([user for user, _ in grouped], np.int64)
-        per_user = [(ratings.image_idx[rows], ratings.score[rows]) for _, rows in grouped]
-        # a fitted user's references: a seeded fixed sample of its training ratings
-        self.ref_start_ = np.zeros(dataset.n_users + 1, np.int64)
-        ref_images, ref_scores = [[] for _ in range(dataset.n_users)], [[] for _ in range(dataset.n_users)]
-        ref_rng = np.random.default_rng([self.seed, 1])
-        for user, (imgs, scs) in zip(users, per_user, strict=True):
-            pick = np.sort(ref_rng.permutation(len(imgs))[: self.max_references])
-            ref_images[user], ref_scores[user] = imgs[pick], scs[pick]
-        self.ref_start_[1:] = np.cumsum([len(x) for x in ref_images])
-        self.ref_image_ = np.concatenate([np.asarray(x, np.int64) for x in ref_images])
-        self.ref_score_ = np.concatenate([np.asarray(x, np.float32) for x in ref_scores])
-
-        eligible = [j for j, (imgs, _) in enumerate(per_user) if len(imgs) >= 2]
-        n_steps = max(1, -(-len(eligible) * self.episodes_per_user // self.batch_users))
-
-        def batch_tensors(episodes, k_max, q_max):
-            n = len(episodes)
-            ref_i = np.zeros((n, max(k_max, 1)), np.int64)
-            ref_r = np.zeros((n, max(k_max, 1)), np.float32)
-            ref_m = np.zeros((n, max(k_max, 1)), np.float32)
-            cand_i = np.zeros((n, q_max), np.int64)
-            cand_y = np.zeros((n, q_max), np.float32)
-            cand_m = np.zeros((n, q_max), bool)
-            user_i = np.zeros(n, np.int64)
-            for row, (user, ri, rs, ci, cy) in enumerate(episodes):
-                ref_i[row, : len(ri)], ref_r[row, : len(ri)], ref_m[row, : len(ri)] = (
-                    ri,
-                    rs - self.base_[ri],
-                    1,
-                )
-                cand_i[row, : len(ci)], cand_y[row, : len(ci)], cand_m[row, : len(ci)] = ci, cy, True
-                user_i[row] = user
-            t = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
-            return t(ref_i), t(ref_r), t(ref_m), t(cand_i), t(cand_y), t(cand_m), t(user_i)
-
-        def loss_of(batch, train: bool):
-            ref_i, ref_r, ref_m, cand_i, cand_y, cand_m, user_i = batch
-            correction, key_loss = net(feats[ref_i], ref_r, ref_m, feats[cand_i], demo_all[user_i])
-            pred = (base[cand_i] + correction)[cand_m]
-            target = cand_y[cand_m]
-            loss = torch.mean((pred - target) ** 2)
+        def loss_of(batch, train: bool) -> torch.Tensor:
+            users, hist_a, hist_b, hist_y, hist_m, query_a, query_b, query_y, query_m = batch
+            z_all, bias_all = net.tower(t["features"], t["codes"])
+            z_all, s0 = _with_none(z_all), _with_none(t["base"] + bias_all)
+            target = net.gap() * (2 * hist_y - 1) if self.choices_ else hist_y
+            resid = target - (s0[hist_a] - s0[hist_b])
+            taste, key_loss = net.taste(z_all[hist_a] - z_all[hist_b], resid, hist_m, t["demo"][users])
+            diff = s0[query_a] - s0[query_b] + ((z_all[query_a] - z_all[query_b]) * taste[:, None, :]).sum(-1)
+            diff, outcome = diff[query_m], query_y[query_m]
+            if self.choices_:
+                loss = (
+                    outcome * nn.functional.softplus(-diff) + (1 - outcome) * nn.functional.softplus(diff)
+                ).mean()
+            else:
+                loss = torch.mean((diff - outcome) ** 2)
             if train:
                 loss = loss + self.key_weight * key_loss
                 if self.contrastive_weight > 0:
-                    group = torch.arange(len(cand_i), device=device)[:, None].expand_as(cand_i)[cand_m]
-                    loss = loss + self.contrastive_weight * preference_loss(
-                        pred, target, group, self.temperature
-                    )
+                    loss = loss + self.contrastive_weight * self._contrastive(diff, outcome, query_m, device)
             return loss
 
         def step(b: int) -> torch.Tensor:
+            if b == 0:
+                order[:] = [eligible[j] for j in rng.permutation(len(eligible))]
             net.train()
-            k = int(rng.integers(0, self.max_references + 1))
-            chosen = rng.choice(eligible, size=min(self.batch_users, len(eligible)), replace=False)
             episodes = []
-            for j in chosen:
-                imgs, scs = per_user[j]
-                kk = min(k, len(imgs) - 1)
-                perm = rng.permutation(len(imgs))[: kk + self.n_queries]
-                episodes.append((users[j], imgs[perm[:kk]], scs[perm[:kk]], imgs[perm[kk:]], scs[perm[kk:]]))
-            return loss_of(batch_tensors(episodes, k, self.n_queries), True)
+            for user, a, b_, y in order[b * self.batch_users : (b + 1) * self.batch_users]:
+                n = len(a)
+                longest = max(1, n - 1)
+                short = rng.random() < 0.5 or longest <= SHORT_HISTORY
+                k = (
+                    int(rng.integers(0, min(SHORT_HISTORY, longest) + 1))
+                    if short
+                    else int(rng.integers(SHORT_HISTORY, longest + 1))
+                )
+                perm = rng.permutation(n)
+                h, q = perm[:k], perm[k : k + self.n_queries]
+                episodes.append((user, a[h], b_[h], y[h], a[q], b_[q], y[q]))
+            return loss_of(_pad(episodes, device), True)
 
         validate = None
-        val_episodes = self._validation_episodes(self._validation(dataset, split))
-        if val_episodes:
-            k_max = max(len(e[1]) for e in val_episodes)
-            q_max = max(len(e[3]) for e in val_episodes)
-            val_batch = batch_tensors(val_episodes, k_max, q_max)
+        held = self._held_out(dataset, split, self.choices_)
+        if held is not None:
+            by_user = {h[0]: h[1:] for h in histories}
+            val_episodes = [
+                (u, *by_user[u], *self._rows(held, rows)) for u, rows in held.by_user() if u in by_user
+            ]
+            if val_episodes:
+                val_batch = _pad(val_episodes, device)
 
-            def validate() -> float:
-                net.eval()
-                with torch.no_grad():
-                    return float(loss_of(val_batch, False))
+                def validate() -> float:
+                    net.eval()
+                    with torch.no_grad():
+                        return float(loss_of(val_batch, False))
 
-        del generator
-        fit_module(self, net, step, n_steps, validate)
+        with deterministic_algorithms():  # the gradient of the gather of z is a scatter-add
+            fit_module(self, net, step, n_steps, validate)
+        self._after_load()
+        self.taste_ = np.zeros((dataset.n_users, self.dim), np.float32)
+        self.taste_[[h[0] for h in histories]] = self._fold_rows([h for h in histories])
 
-    def _validation_episodes(self, r: Ratings | None) -> list:
-        """One episode per fitted user of the validation ratings: its fixed references (as ``predict`` uses
-        them) and its validation ratings as queries (early stopping)."""
-        if r is None:
-            return []
-        episodes = []
-        for user, rows in r.by_user():
-            ref_images, ref_scores = self._references_of(user)
-            if not self.known_[user] or not len(ref_images):
-                continue
-            episodes.append((user, ref_images, ref_scores, r.image_idx[rows], r.score[rows]))
-        return episodes
+    def _rows(self, data, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(image a, image b, target) of some rows of ratings (b: NONE) or of choices."""
+        if isinstance(data, Pairs):
+            return data.image_a[rows], data.image_b[rows], data.choice[rows]
+        return data.image_idx[rows], np.full(len(rows), len(self.base_), np.int64), data.score[rows]
+
+    def _contrastive(self, diff, outcome, mask, device) -> torch.Tensor:
+        """The contrastive preference loss on (disliked, liked) pairs at ``temperature``: of ratings, pairs of one
+        user's query images with different scores; of choices, the decided choices themselves."""
+        if not self.choices_:
+            group = torch.arange(mask.shape[0], device=device)[:, None].expand_as(mask)[mask]
+            return preference_loss(diff, outcome, group, self.temperature)
+        decided = outcome != 0.5
+        if not bool(decided.any()):
+            return diff.sum() * 0.0
+        sign = 2 * outcome[decided] - 1
+        return nn.functional.softplus(-sign * diff[decided] / self.temperature).mean()
+
+    def _after_load(self) -> None:
+        """The image tower's output for every image (and NONE's zeros), kept in memory for scoring and folding."""
+        t = self._cpu_inputs()
+        with torch.no_grad():
+            z, bias = self.net_.tower(t["features"], t["codes"])
+            self._gap = float(self.net_.gap())
+        self._z = np.vstack([z.numpy(), np.zeros((1, z.shape[1]), np.float32)])
+        self._score0 = np.append(self.base_ + bias.numpy(), 0.0).astype(np.float64)
 
     # ------------------------------------------------------------------ prediction
-    def _score_user(self, user_idx: int, ref_images, ref_scores, images: np.ndarray) -> np.ndarray:
-        """Scores of one user's candidates from its references (at most max_references, the first ones)."""
-        ref_images = np.asarray(ref_images, np.int64)[: self.max_references]
-        ref_scores = np.asarray(ref_scores, np.float32)[: self.max_references]
-        feats = torch.as_tensor(self.features_)
-        k = len(ref_images)
-        ref_i = torch.as_tensor(ref_images if k else np.zeros(1, np.int64))[None]
-        ref_r = torch.as_tensor((ref_scores - self.base_[ref_images]) if k else np.zeros(1, np.float32))[None]
-        ref_m = torch.ones(1, max(k, 1)) if k else torch.zeros(1, 1)
-        demo = torch.as_tensor(self.demo_[[user_idx]])
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(images), _CHUNK):
-                chunk = images[start : start + _CHUNK]
-                correction, _ = self.net_(
-                    feats[ref_i], ref_r, ref_m, feats[torch.as_tensor(chunk)][None], demo
-                )
-                out.append(self.base_[chunk].astype(np.float64) + correction[0].double().numpy())
-        return np.concatenate(out) if out else np.zeros(0)
-
-    def _references_of(self, user: int) -> tuple[np.ndarray, np.ndarray]:
-        lo, hi = self.ref_start_[user], self.ref_start_[user + 1]
-        return self.ref_image_[lo:hi], self.ref_score_[lo:hi]
-
     def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
-        out = np.zeros(len(user_idx))
-        for user, rows in group_by(user_idx):
-            out[rows] = self._score_user(user, *self._references_of(user), image_idx[rows])
+        return self._score0[image_idx] + (self.taste_[user_idx] * self._z[image_idx]).sum(-1)
+
+    def _fold(self, references: list[References]) -> np.ndarray:
+        """Taste vectors (float32, n x dim) of users from reference ratings (a seen user's: its whole history)."""
+        none = len(self.base_)
+        return self._fold_rows(
+            [
+                (r.user_idx, np.asarray(r.image_idx, np.int64), np.full(len(r), none), r.score)
+                for r in references
+            ],
+            choices=False,
+        )
+
+    def _fold_pairs(self, references: list[PairReferences]) -> np.ndarray:
+        """Taste vectors (float32, n x dim) of users from reference choices."""
+        return self._fold_rows(
+            [(r.user_idx, r.image_a, r.image_b, r.choice) for r in references], choices=True
+        )
+
+    def _fold_rows(self, histories: list[tuple], choices: bool | None = None) -> np.ndarray:
+        """Taste vectors of (user, image a, image b, target) histories (see the fitting section)."""
+        choices = self.choices_ if choices is None else choices
+        out = np.zeros((len(histories), self.dim), np.float32)
+        z_all = torch.as_tensor(self._z)
+        for start in range(0, len(histories), 256):
+            chunk = histories[start : start + 256]
+            hist_a, hist_b, hist_y, hist_m = _pad_rows([h[1:] for h in chunk])
+            demo = torch.as_tensor(self.demo_[[int(h[0]) for h in chunk]])
+            target = self._gap * (2 * hist_y - 1) if choices else hist_y
+            s0 = torch.as_tensor(self._score0, dtype=torch.float32)
+            resid = target - (s0[hist_a] - s0[hist_b])
+            with torch.no_grad():
+                taste, _ = self.net_.taste(z_all[hist_a] - z_all[hist_b], resid, hist_m, demo)
+            out[start : start + len(chunk)] = taste.numpy()
         return out
 
-    def _predict_new(self, references: list[References], images: list[np.ndarray]) -> list[np.ndarray]:
-        return [
-            self._score_user(int(refs.user_idx), refs.image_idx, refs.score, candidates)
-            for refs, candidates in zip(references, images, strict=True)
-        ]
+    def _score_folded(self, states: np.ndarray, images: list[np.ndarray]) -> list[np.ndarray]:
+        return [self._score0[i] + self._z[i] @ state for state, i in zip(states, images, strict=True)]
+
+    def _user_vectors(self) -> np.ndarray:
+        return self.taste_ * self.known_[:, None]
 
     def active_tokens(self, references: Sequence[References]) -> list[np.ndarray]:
-        """Indices of the preference tokens each user's references select (sorted by similarity)."""
+        """Indices of the preference tokens each user's reference ratings select (most similar first)."""
         self._check_fitted()
         if not self.net_.n_selected:
             raise ValueError(f"{self.name} has no preference-token pool")
         out = []
-        feats = torch.as_tensor(self.features_)
-        with torch.no_grad():
-            for refs in references:
-                imgs = np.asarray(refs.image_idx, np.int64)[: self.max_references]
-                resid = np.asarray(refs.score, np.float32)[: self.max_references] - self.base_[imgs]
-                demo_tok = (
-                    self.net_.demo(torch.as_tensor(self.demo_[[refs.user_idx]]))[0] + self.net_.role.weight[0]
-                )
-                query = demo_tok
-                if len(imgs):
-                    x, r = feats[torch.as_tensor(imgs)], torch.as_tensor(resid)[:, None]
-                    tok = self.net_.image(x) + self.net_.rating(r) + self.net_.role.weight[2]
-                    tok = tok + self.net_.rating_gate(r) * self.net_.image(x)
-                    query = tok.mean(0) + demo_tok
-                out.append(self.net_.select(query[None])[0][0].numpy())
+        none = len(self.base_)
+        for refs in references:
+            hist_a, hist_b, hist_y, hist_m = _pad_rows(
+                [(refs.image_idx, np.full(len(refs), none), refs.score)]
+            )
+            z = torch.as_tensor(self._z)[hist_a] * hist_m[..., None]
+            resid = (hist_y - torch.as_tensor(self._score0, dtype=torch.float32)[hist_a]) * hist_m
+            summary = (z * resid[..., None]).sum(1) / hist_m.sum(1, keepdim=True).clamp(min=1.0)
+            with torch.no_grad():
+                demo = torch.as_tensor(self.demo_[[int(refs.user_idx)]])
+                chosen, _, _ = self.net_.select(self.net_.demo_query(demo) + self.net_.summary(summary))
+            out.append(chosen[0].numpy())
         return out
 
-    def _user_vectors(self) -> np.ndarray:
-        """The query (history summary) of each fitted user (float32, n_users x dim); zeros for others."""
-        out = np.zeros((len(self.known_), self.dim), np.float32)
-        for user in np.flatnonzero(self.known_):
-            out[user] = self._history_summary(*self._references_of(int(user)))
-        return out
 
-    def _fold(self, references: list[References]) -> np.ndarray:
-        """History summaries (float32, n x dim) of new users' references, comparable to ``user_vectors``."""
-        out = np.zeros((len(references), self.dim), np.float32)
-        for row, refs in enumerate(references):
-            imgs = np.asarray(refs.image_idx, np.int64)[: self.max_references]
-            if len(imgs):
-                out[row] = self._history_summary(
-                    imgs, np.asarray(refs.score, np.float32)[: self.max_references]
-                )
-        return out
+def _with_none(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with one more row of zeros: NONE, the second image of a rating."""
+    return torch.cat([x, x.new_zeros((1, *x.shape[1:]))])
 
-    def _history_summary(self, imgs: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        """Mean reference token (image + centred rating) of one user's history (float32, dim)."""
-        feats = torch.as_tensor(self.features_)
-        with torch.no_grad():
-            x, r = feats[torch.as_tensor(imgs)], torch.as_tensor(scores - self.base_[imgs])[:, None]
-            tok = self.net_.image(x) + self.net_.rating(r) + self.net_.rating_gate(r) * self.net_.image(x)
-            return tok.mean(0).numpy()
+
+def _pad_rows(rows) -> tuple[torch.Tensor, ...]:
+    """(image a, image b, target, mask) of histories of rows, padded to the longest (at least one column)."""
+    width = max([len(r[0]) for r in rows] + [1])
+    a = np.zeros((len(rows), width), np.int64)
+    b = np.zeros((len(rows), width), np.int64)
+    y = np.zeros((len(rows), width), np.float32)
+    mask = np.zeros((len(rows), width), np.float32)
+    for row, (images_a, images_b, target) in enumerate(rows):
+        n = len(images_a)
+        a[row, :n], b[row, :n], y[row, :n], mask[row, :n] = images_a, images_b, target, 1.0
+    return torch.as_tensor(a), torch.as_tensor(b), torch.as_tensor(y), torch.as_tensor(mask)
+
+
+def _pad(episodes, device) -> tuple[torch.Tensor, ...]:
+    """Tensors of a batch of episodes (user, history a, b, target, query a, b, target)."""
+    history = _pad_rows([e[1:4] for e in episodes])
+    queries = _pad_rows([e[4:7] for e in episodes])
+    users = torch.as_tensor(np.array([e[0] for e in episodes], np.int64))
+    mask = queries[3].bool()
+    return tuple(x.to(device) for x in (users, *history, *queries[:3], mask))

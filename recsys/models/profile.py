@@ -20,7 +20,7 @@ import numpy as np
 from recsys.data.dataset import Dataset, Ratings, References
 from recsys.data.encodings import with_intercept
 from recsys.models.base import Model
-from recsys.models.linear import dataset_consensus
+from recsys.models.linear import consensus_scores
 from recsys.models.params import Hyperparameters, non_negative, positive
 
 
@@ -42,7 +42,7 @@ class PreferenceProfile(Model):
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
-        self.consensus_ = dataset_consensus(dataset, ratings, self.alpha)
+        self.consensus_ = consensus_scores(dataset.image_design(), ratings, self.alpha)
         residual = ratings.score.astype(float) - self.consensus_[ratings.image_idx]
         grouped = ratings.by_user()
         users = np.array([user for user, _ in grouped], np.int64)

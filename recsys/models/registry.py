@@ -26,6 +26,7 @@ _REGISTRY: dict[str, str] = {
     "two_tower": "recsys.models.two_tower:TwoTower",
     "pref_tokens": "recsys.models.pref_tokens:PrefTokens",
     "profile": "recsys.models.profile:PreferenceProfile",
+    "pal": "recsys.models.pal:PalB",
     "mllm_scorer": "recsys.models.mllm:MLLMScorer",
 }
 
@@ -44,6 +45,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "deep": ("two_tower", "pref_tokens", "profile"),
     "ablations": tuple(PRESETS),
     "mllm": ("mllm_scorer",),
+    # models of pairwise choices (they run on ratings too, made into choices); in the default set on choices
+    "choices": ("pal",),
 }
 #: the default set: everything but the MLLM scorer, which needs weights and a GPU
 GROUPS["all"] = tuple(

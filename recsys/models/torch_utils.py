@@ -4,32 +4,123 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from recsys.data.dataset import Dataset, Ratings
-from recsys.models.linear import dataset_consensus
+from recsys.data.encodings import with_intercept
+from recsys.models.base import Model
+from recsys.models.linear import consensus_scores
 from recsys.models.params import DEVICES, Hyperparameters, at_least_one, hyper, non_negative, positive
 from recsys.threads import configure_torch_threads
 
 
-class DeepParams(Hyperparameters):
-    """Hyperparameters every deep model shares: the loss, training, the consensus base, device and seed."""
+class TrainParams(Hyperparameters):
+    """Hyperparameters of every model trained by ``train_loop``: epochs, Adam, early stopping, device and seed."""
+
+    epochs: int = at_least_one(30, "maximum training epochs")
+    lr: float = positive(5e-3, "Adam learning rate")
+    weight_decay: float = non_negative(1e-5, "Adam weight decay")
+    patience: int = at_least_one(4, "epochs without validation improvement before stopping")
+    device: str = hyper("auto", choices=DEVICES, doc="auto (CUDA when present), cpu or cuda")
+    seed: int = hyper(0, doc="seed of initialisation and of the training order")
+
+
+class DeepParams(TrainParams):
+    """Hyperparameters every deep rating model shares: training, the contrastive loss and the consensus base."""
 
     contrastive_weight: float = non_negative(
         0.5, "weight of the contrastive preference loss (0 turns it off)"
     )
     temperature: float = positive(0.5, "temperature of the preference loss (score units)")
-    epochs: int = at_least_one(30, "maximum training epochs")
-    lr: float = positive(5e-3, "Adam learning rate")
-    weight_decay: float = non_negative(1e-5, "Adam weight decay")
-    patience: int = at_least_one(4, "epochs without validation improvement before stopping")
     base_alpha: float = positive(3.0, "ridge penalty of the consensus base score")
-    device: str = hyper("auto", choices=DEVICES, doc="auto (CUDA when present), cpu or cuda")
-    seed: int = hyper(0, doc="seed of initialisation and of the training order")
+
+
+class ImageTower(torch.nn.Module):
+    """The image tower of the deep models: an MLP over the image embedding plus embeddings of the categorical
+    metadata codes (type / group / style) -> (z (n x dim), a scalar image bias (n,))."""
+
+    def __init__(self, n_features: int, meta_sizes, *, hidden: int, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.image_in = torch.nn.Linear(n_features, hidden)
+        self.meta = torch.nn.ModuleList(torch.nn.Embedding(size, hidden) for size in meta_sizes)
+        self.image_out = torch.nn.Sequential(
+            torch.nn.GELU(), torch.nn.Dropout(dropout), torch.nn.Linear(hidden, dim + 1)
+        )
+
+    def forward(self, features: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.image_in(features)
+        for j, emb in enumerate(self.meta):
+            hidden = hidden + emb(codes[:, j])
+        out = self.image_out(hidden)
+        return out[:, :-1], out[:, -1]
+
+
+def set_image_inputs(model, dataset: Dataset, ratings: Ratings, users: np.ndarray | None = None) -> None:
+    """The inputs every deep model keeps (saved with it): the consensus base score of each image (``base_``;
+    zeros without ratings, on choices), the image features (``features_``), the metadata codes and their sizes
+    (``codes_``, ``meta_``) and the demographics of every user (``demo_``, encoded on ``users``, by default the
+    rating users)."""
+    model.base_ = (
+        global_ridge_scores(dataset, ratings, model.base_alpha).astype(np.float32)
+        if len(ratings)
+        else np.zeros(dataset.n_images, np.float32)
+    )
+    model.features_ = dataset.image_inputs()
+    metadata = dataset.metadata()
+    model.codes_ = metadata.codes.copy()
+    model.meta_ = {"meta_sizes": metadata.sizes}
+    model.demo_ = with_intercept(dataset.user_design(ratings.user_idx if users is None else users))
+
+
+def input_tensors(model, device) -> dict[str, torch.Tensor]:
+    """The inputs of ``set_image_inputs`` as tensors on ``device``."""
+    return {
+        "features": torch.as_tensor(model.features_, device=device),
+        "codes": torch.as_tensor(model.codes_, device=device),
+        "demo": torch.as_tensor(model.demo_, device=device),
+        "base": torch.as_tensor(model.base_, device=device),
+    }
+
+
+class DeepModel(Model):
+    """Base of the deep models over frozen image features (``DeepParams``)."""
+
+    def _start_fit(self, dataset: Dataset, ratings: Ratings, users: np.ndarray | None = None):
+        """Seeds everything, chooses the device and keeps the inputs (``set_image_inputs``); returns the seeded
+        torch generator, the device and the inputs as tensors on it."""
+        generator = seed_everything(self.seed)
+        device = choose_device(self.device)
+        set_image_inputs(self, dataset, ratings, users)
+        return generator, device, input_tensors(self, device)
+
+    def _cpu_inputs(self) -> dict[str, torch.Tensor]:
+        """The kept inputs as CPU tensors (scoring and folding run on the CPU)."""
+        return input_tensors(self, torch.device("cpu"))
+
+
+class TowerParams(DeepParams):
+    """``DeepParams`` plus the image tower's sizes (``ImageTower``)."""
+
+    dim: int = at_least_one(32, "taste / image embedding size")
+    hidden: int = at_least_one(128, "hidden width of the image tower")
+    dropout: float = hyper(0.1, low=0, high=1, high_open=True, doc="dropout in the image tower")
+
+
+@contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    """Inside the block torch sums in a fixed order (e.g. the scatter-add gradient of a gather), so a fit gives the
+    same numbers every time whatever the thread count; the previous setting comes back after it."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -51,7 +142,7 @@ def choose_device(device: str = "auto") -> torch.device:
 
 def global_ridge_scores(dataset: Dataset, ratings: Ratings, alpha: float = 3.0) -> np.ndarray:
     """The global (consensus) ridge score of every image (float64, n_images): the base every deep model refines."""
-    return dataset_consensus(dataset, ratings, alpha)
+    return consensus_scores(dataset.image_design(), ratings, alpha)
 
 
 def preference_loss(

@@ -12,6 +12,9 @@ score(u, i) = consensus(i) + image_bias(i) + demographic_bias(u) + user_bias(u) 
 * new users (towers frozen): the mixture logits, offset and bias are fitted to the k references by MAP
   (Gaussian priors whose variances are measured on the training users), with a fixed number of full-batch
   gradient steps; at k = 0 this is the demographic prior.
+* on choices (no ratings): no consensus base (0), the Bradley-Terry loss on score differences of the chosen and
+  the other image plus the contrastive loss on the decided choices; new users' MAP fit uses the Bradley-Terry
+  likelihood of their reference choices.
 """
 
 from __future__ import annotations
@@ -21,27 +24,18 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.functional import softplus
 
 from recsys.data.dataset import Dataset, Ratings, References
-from recsys.data.encodings import with_intercept
-from recsys.models.base import Model
+from recsys.data.pairs import PairReferences, Pairs
 from recsys.models.params import at_least_one, hyper, non_negative
-from recsys.models.torch_utils import (
-    DeepParams,
-    choose_device,
-    fit_module,
-    global_ridge_scores,
-    preference_loss,
-    seed_everything,
-)
+from recsys.models.torch_utils import DeepModel, ImageTower, TowerParams, fit_module, preference_loss
 
 
 class _TwoTowerNet(nn.Module):
     def __init__(self, n_features, meta_sizes, n_demo, n_users, *, dim, hidden, n_prototypes, dropout):
         super().__init__()
-        self.image_in = nn.Linear(n_features, hidden)
-        self.meta = nn.ModuleList(nn.Embedding(size, hidden) for size in meta_sizes)
-        self.image_out = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim + 1))
+        self.tower = ImageTower(n_features, meta_sizes, hidden=hidden, dim=dim, dropout=dropout)
         self.n_prototypes = n_prototypes
         if n_prototypes:
             self.prototypes = nn.Parameter(torch.randn(n_prototypes, dim) * 0.3)
@@ -57,11 +51,7 @@ class _TwoTowerNet(nn.Module):
         nn.init.zeros_(self.user_bias.weight)
 
     def image(self, features, codes):
-        hidden = self.image_in(features)
-        for j, emb in enumerate(self.meta):
-            hidden = hidden + emb(codes[:, j])
-        out = self.image_out(hidden)
-        return out[:, :-1], out[:, -1]
+        return self.tower(features, codes)
 
     def prior_logits(self, demo):
         return self.demo_logits(demo)
@@ -77,25 +67,24 @@ class _TwoTowerNet(nn.Module):
         return base + image_bias + self.demo_bias(demo).squeeze(-1) + user_bias + (taste * z).sum(-1)
 
 
-class TwoTower(Model):
+class TwoTower(DeepModel):
     """Two-tower hybrid: image MLP x user mixture of shared taste prototypes, on top of the global ridge."""
 
     name = "two_tower"
+    learns_from_pairs = True
 
-    class Params(DeepParams):
-        dim: int = at_least_one(32, "taste / image embedding size")
-        hidden: int = at_least_one(128, "hidden width of the image tower")
+    class Params(TowerParams):
         n_prototypes: int = non_negative(8, "shared taste prototypes")
         use_prototypes: bool = hyper(
             True, doc="a mixture of shared prototypes (else a linear map from demographics)"
         )
         user_reg: float = non_negative(0.02, "L2 weight on per-user parameters")
         batch_size: int = at_least_one(2048, "ratings per batch")
-        dropout: float = hyper(0.1, low=0, high=1, high_open=True, doc="dropout in the image tower")
         foldin_steps: int = non_negative(
             150, "gradient steps fitting a new user's parameters to its references"
         )
         foldin_lr: float = non_negative(0.05, "learning rate of those steps")
+        patience: int = at_least_one(3, "epochs without validation improvement before stopping")
 
         def validate(self) -> None:
             if self.use_prototypes and self.n_prototypes < 1:
@@ -121,65 +110,65 @@ class TwoTower(Model):
         )
 
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
-        generator = seed_everything(self.seed)
-        device = choose_device(self.device)
-        self.base_ = global_ridge_scores(dataset, ratings, self.base_alpha).astype(np.float32)
-        self.features_ = dataset.image_inputs()
-        metadata = dataset.metadata()
-        self.codes_ = metadata.codes.copy()
-        self.demo_ = with_intercept(dataset.user_design(ratings.user_idx))
-        self.meta_ = {"meta_sizes": metadata.sizes}
-        net = self._build(self.features_.shape[1], metadata.sizes, self.demo_.shape[1], dataset.n_users).to(
-            device
-        )
-        tensors = self._tensors(device)
-
-        users = torch.as_tensor(ratings.user_idx, device=device)
-        images = torch.as_tensor(ratings.image_idx, device=device)
-        scores = torch.as_tensor(ratings.score, dtype=torch.float32, device=device)
-        n = len(scores)
+        self.choices_ = not len(ratings)
+        data = dataset.fit_pairs(split) if self.choices_ else ratings
+        generator, device, tensors = self._start_fit(dataset, ratings, data.user_idx)
+        sizes = self.meta_["meta_sizes"]
+        net = self._build(self.features_.shape[1], sizes, self.demo_.shape[1], dataset.n_users).to(device)
+        rows = _rows(data, device)
+        n = len(rows[0])
         n_batches = max(1, -(-n // self.batch_size))
         order = {"perm": None}
+
+        def loss_of(batch, train: bool) -> torch.Tensor:
+            """Squared error of ratings, or Bradley-Terry of choices on score differences (+ the penalties and
+            the contrastive loss when training)."""
+            u = batch[0]
+            pred, penalty = self._forward(net, tensors, u, batch[1])
+            if self.choices_:
+                other, _ = self._forward(net, tensors, u, batch[2])
+                diff, outcome = pred - other, batch[3]
+                loss = (outcome * softplus(-diff) + (1 - outcome) * softplus(diff)).mean()
+            else:
+                loss = torch.mean((pred - batch[2]) ** 2)
+            if not train:
+                return loss
+            loss = loss + self.user_reg * penalty
+            if self.contrastive_weight > 0 and self.choices_:
+                decided = outcome != 0.5
+                if bool(decided.any()):
+                    sign = 2 * outcome[decided] - 1
+                    loss = (
+                        loss
+                        + self.contrastive_weight * softplus(-sign * diff[decided] / self.temperature).mean()
+                    )
+            elif self.contrastive_weight > 0:
+                loss = loss + self.contrastive_weight * preference_loss(pred, batch[2], u, self.temperature)
+            return loss
 
         def step(b: int) -> torch.Tensor:
             if b == 0:
                 net.train()
                 order["perm"] = torch.randperm(n, generator=generator).to(device)
             idx = order["perm"][b * self.batch_size : (b + 1) * self.batch_size]
-            u, i, y = users[idx], images[idx], scores[idx]
-            pred, penalty = self._forward(net, tensors, u, i)
-            loss = torch.mean((pred - y) ** 2) + self.user_reg * penalty
-            if self.contrastive_weight > 0:
-                loss = loss + self.contrastive_weight * preference_loss(pred, y, u, self.temperature)
-            return loss
+            return loss_of([x[idx] for x in rows], True)
 
         validate = None
-        val = self._validation(dataset, split)
-        if val is not None:
-            val = val.subset(self.known_[val.user_idx])
-            vu = torch.as_tensor(val.user_idx, device=device)
-            vi = torch.as_tensor(val.image_idx, device=device)
-            vy = torch.as_tensor(val.score, dtype=torch.float32, device=device)
+        held = self._held_out(dataset, split, self.choices_)
+        if held is not None:
+            held_rows = _rows(held.subset(self.known_[held.user_idx]), device)
 
             def validate() -> float:
                 net.eval()
                 with torch.no_grad():
-                    return float(torch.mean((self._forward(net, tensors, vu, vi)[0] - vy) ** 2))
+                    return float(loss_of(held_rows, False))
 
         fit_module(self, net, step, n_batches, validate)
         self._after_load()
-        self._measure_priors(ratings)
+        self._measure_priors(data)
 
     def _after_load(self) -> None:
-        self._cpu = self._tensors(torch.device("cpu"))
-
-    def _tensors(self, device) -> dict[str, torch.Tensor]:
-        return {
-            "features": torch.as_tensor(self.features_, device=device),
-            "codes": torch.as_tensor(self.codes_, device=device),
-            "demo": torch.as_tensor(self.demo_, device=device),
-            "base": torch.as_tensor(self.base_, device=device),
-        }
+        self._cpu = self._cpu_inputs()
 
     def _forward(self, net, tensors, u, i):
         z, image_bias = net.image(tensors["features"][i], tensors["codes"][i])
@@ -193,13 +182,16 @@ class TwoTower(Model):
             penalty = penalty + 0.1 * (logit_offset**2).sum(-1).mean()
         return pred, penalty
 
-    def _measure_priors(self, ratings) -> None:
-        """Prior variances of new users' parameters and the noise variance, measured on the training users."""
+    def _measure_priors(self, data) -> None:
+        """Prior variances of new users' parameters and the noise variance, measured on the training users (on
+        choices the Bradley-Terry likelihood has no noise variance: 1)."""
         known = torch.as_tensor(np.flatnonzero(self.known_))
         with torch.no_grad():
-            users, images = torch.as_tensor(ratings.user_idx), torch.as_tensor(ratings.image_idx)
-            pred, _ = self._forward(self.net_, self._cpu, users, images)
-            noise = float(torch.mean((pred - torch.as_tensor(ratings.score)) ** 2))
+            noise = 1.0
+            if not self.choices_:
+                users, images = torch.as_tensor(data.user_idx), torch.as_tensor(data.image_idx)
+                pred, _ = self._forward(self.net_, self._cpu, users, images)
+                noise = float(torch.mean((pred - torch.as_tensor(data.score)) ** 2))
             offset_var = float((self.net_.offset.weight[known] ** 2).mean())
             bias_var = float((self.net_.user_bias.weight[known] ** 2).mean())
             logit_var = (
@@ -220,17 +212,29 @@ class TwoTower(Model):
         with torch.enable_grad():
             return self._map_fit(references)
 
-    def _map_fit(self, references: list[References]):
+    def _fold_pairs(self, references: list[PairReferences]):
+        """MAP fit of new users' parameters to their reference choices (Bradley-Terry likelihood), towers frozen."""
+        with torch.enable_grad():
+            return self._map_fit(references, choices=True)
+
+    def _map_fit(self, references: list, choices: bool = False):
+        """MAP fit to reference ratings (Gaussian likelihood) or, with ``choices``, to reference choices: a's in
+        the first half of the columns, b's in the second, targets the outcomes."""
         net, t = self.net_, self._cpu
         n_users, k_max = len(references), max([len(r) for r in references] + [1])
-        images = torch.zeros(n_users, k_max, dtype=torch.long)
+        images = torch.zeros(n_users, 2 * k_max if choices else k_max, dtype=torch.long)
         target = torch.zeros(n_users, k_max)
         mask = torch.zeros(n_users, k_max)
         for row, refs in enumerate(references):
             k = len(refs)
-            images[row, :k] = torch.as_tensor(np.asarray(refs.image_idx, np.int64))
-            target[row, :k] = torch.as_tensor(np.asarray(refs.score, np.float32))
+            if choices:
+                images[row, :k] = torch.as_tensor(np.asarray(refs.image_a, np.int64))
+                images[row, k_max : k_max + k] = torch.as_tensor(np.asarray(refs.image_b, np.int64))
+            else:
+                images[row, :k] = torch.as_tensor(np.asarray(refs.image_idx, np.int64))
+            target[row, :k] = torch.as_tensor(np.asarray(refs.choice if choices else refs.score, np.float32))
             mask[row, :k] = 1.0
+        width = images.shape[1]
         demo = t["demo"][torch.as_tensor([r.user_idx for r in references], dtype=torch.long)]
         n_proto = net.n_prototypes
         logit_offset = torch.zeros(n_users, max(n_proto, 1), requires_grad=True)
@@ -239,7 +243,7 @@ class TwoTower(Model):
         noise, offset_var, bias_var, logit_var = (float(v) for v in self.priors_)
         with torch.no_grad():
             z, image_bias = net.image(t["features"][images.reshape(-1)], t["codes"][images.reshape(-1)])
-            z, image_bias = z.reshape(n_users, k_max, -1), image_bias.reshape(n_users, k_max)
+            z, image_bias = z.reshape(n_users, width, -1), image_bias.reshape(n_users, width)
             base = t["base"][images]
         if mask.sum() > 0 and self.foldin_steps > 0:
             params = [offset, bias] + ([logit_offset] if n_proto else [])
@@ -251,11 +255,15 @@ class TwoTower(Model):
                     base,
                     z,
                     image_bias,
-                    demo[:, None, :].expand(-1, k_max, -1),
+                    demo[:, None, :].expand(-1, width, -1),
                     taste[:, None, :],
                     bias[:, None],
                 )
-                nll = (((pred - target) ** 2) * mask).sum() / noise
+                if choices:  # -2 log-likelihood, as the Gaussian's below
+                    diff = pred[:, :k_max] - pred[:, k_max:]
+                    nll = 2 * ((target * softplus(-diff) + (1 - target) * softplus(diff)) * mask).sum()
+                else:
+                    nll = (((pred - target) ** 2) * mask).sum() / noise
                 prior = (offset**2).sum() / offset_var + (bias**2).sum() / bias_var
                 if n_proto:
                     prior = prior + (logit_offset**2).sum() / logit_var
@@ -310,3 +318,13 @@ class TwoTower(Model):
                 demo = self._cpu["demo"][u]
                 logit_offset = net.logit_offset(u) * torch.as_tensor(self.known_)[u][:, None].float()
             return torch.softmax(net.demo_logits(demo) + logit_offset, dim=-1).numpy().astype(np.float32)
+
+
+def _rows(data, device) -> list[torch.Tensor]:
+    """The training rows as tensors: (user, image, score) of ratings, (user, image a, image b, choice) of choices."""
+    columns = (
+        ("user_idx", "image_a", "image_b", "choice")
+        if isinstance(data, Pairs)
+        else ("user_idx", "image_idx", "score")
+    )
+    return [torch.as_tensor(getattr(data, c), device=device) for c in columns]

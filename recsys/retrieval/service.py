@@ -4,6 +4,7 @@
     GET  /users/{user_id}/similar?k=  the k most similar users of a fitted user
     POST /users/similar               {"references": [{"image_id", "score"}], "k"}: similar users of a new user
     POST /score                       {"user_id"} or {"references"}, plus {"image_ids"}: predicted scores
+    POST /rank                        the same body: the images best first, with their scores and ranks
 
 Limits (:class:`ServiceLimits`; ``recsys serve`` sets them with the flags named, defaults in brackets):
 
@@ -466,5 +467,20 @@ def create_app(
                 {"image_id": i, "score": float(s)} for i, s in zip(body.image_ids, scores, strict=True)
             ],
         }
+
+    @app.post("/rank")
+    async def rank(body: ScoreRequest) -> dict:
+        from recsys.ranking import rank_images
+
+        if (body.user_id is None) == (body.references is None):
+            raise HTTPException(
+                422, "give either user_id (a fitted user) or references (a new user), not both"
+            )
+
+        def call() -> list[dict]:
+            refs = None if body.references is None else references_of(body.references)
+            return rank_images(model, dataset, list(body.image_ids), user_id=body.user_id, references=refs)
+
+        return {"model": model.name, "ranking": await run(call)}
 
     return app

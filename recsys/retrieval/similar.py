@@ -246,8 +246,14 @@ def fitted_model_dir(workspace: Path, model_name: str, params: dict, dataset: Da
     return workspace / "models" / f"{model_name}-{key.hexdigest()[:12]}"
 
 
+def default_taste_model(dataset: Dataset) -> str:
+    """The model similar-user search uses when none is named: ``user_ridge`` (taste over image features and
+    metadata) where the dataset has them, else ``mf`` (taste learned from the ratings alone)."""
+    return "user_ridge" if dataset.image_design(required=False) is not None else "mf"
+
+
 def load_or_fit(
-    model_name: str,
+    model_name: str | None,
     dataset: Dataset,
     *,
     params: dict | None = None,
@@ -257,10 +263,11 @@ def load_or_fit(
     """A fitted model and its user index: reloaded from the workspace when saved before, else fitted and saved.
 
     A saved model that cannot be loaded is refitted, and a saved index that cannot be used (or belongs to other
-    vectors) is rebuilt; either says so in one line on stderr.
+    vectors) is rebuilt; either says so in one line on stderr. ``model_name`` None: ``default_taste_model``.
     """
     from recsys.models.registry import create_model
 
+    model_name = model_name or default_taste_model(dataset)
     params = params or {}
     model = create_model(model_name, **params)
     directory = fitted_model_dir(workspace, model_name, model.get_params(), dataset)

@@ -37,7 +37,11 @@ def test_simulate_then_leaderboard(tmp_path, capsys):
         for r in board["rows"]
         if r["model"] == "user_ridge" and r["split"] == "test_unseen" and r["shots"] == 5
     )
-    assert set(row["metrics"]) == {"rmse", "mae", "plcc", "srocc", "user_srocc", "pairwise_acc", "ndcg@10"}
+    best_of_n = {f"best_of_n_{m}@{n}" for m in ("uplift", "hit", "true_uplift") for n in (2, 4, 8)}
+    assert (
+        set(row["metrics"])
+        == {"rmse", "mae", "plcc", "srocc", "user_srocc", "pairwise_acc", "ndcg@10"} | best_of_n
+    )
     assert row["ci95"]["user_srocc"][0] <= row["metrics"]["user_srocc"] <= row["ci95"]["user_srocc"][1]
     seen = next(r for r in board["rows"] if r["split"] == "test_seen")
     assert seen["shots"] is None

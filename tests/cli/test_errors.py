@@ -86,10 +86,15 @@ CASES = [
         [*LEADERBOARD, "--params", '{"user_ridge": {"alpah": 10}}'],
         "unknown parameter(s) alpah",
     ),
-    ("similar-params-type", [*SIMILAR, "--params", '{"alpha": "x"}'], "alpha must be a number"),
+    (
+        "similar-params-type",
+        [*SIMILAR, "--model", "user_ridge", "--params", '{"alpha": "x"}'],
+        "alpha must be a number",
+    ),
+    ("similar-params-no-model", [*SIMILAR, "--params", '{"alpha": 1}'], "--params needs --model"),
     (
         "similar-params-per-model",
-        [*SIMILAR, "--params", '{"user_ridge": {"alpha": 1}}'],
+        [*SIMILAR, "--model", "user_ridge", "--params", '{"user_ridge": {"alpha": 1}}'],
         "unknown parameter(s) user_ridge",
     ),
     ("features-strings", [*LEADERBOARD, "--image-features", "{inputs}/strings.npz"], "holds string values"),

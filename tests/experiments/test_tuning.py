@@ -15,7 +15,6 @@ from experiments.tuning import (
     study_name,
     tune,
     tuned_models,
-    tuned_params,
 )
 from recsys.cli import main as recsys_main
 from recsys.data.dataset import Ratings
@@ -92,7 +91,8 @@ def test_tuned_params_feed_the_leaderboard(tmp_path, small_sim):
              progress=False)  # fmt: skip
     best = optuna.load_study(study_name="exp-ridge", storage=storage).best_trial.params
     assert best_params("ridge", storage, "exp-ridge") == best
-    params = tuned_params(["ridge", "metadata_mean"], small_sim, storage=storage, study_prefix="exp")
+    found = tuned_models(["ridge", "metadata_mean"], small_sim, storage=storage, study_prefix="exp")
+    params = {model: tuned.params for model, tuned in found.items()}
     assert params["ridge"] == best and set(params["metadata_mean"]) == {"shrinkage"}
     board = run_tuned_leaderboard(small_sim, ["ridge"], shots=(10,), **_exp(storage))
     assert board.params["ridge"]["alpha"] == best["alpha"]
@@ -100,7 +100,7 @@ def test_tuned_params_feed_the_leaderboard(tmp_path, small_sim):
     assert all(r.tuned_study == "exp-ridge" and r.fit_split == "train+val_seen" for r in board.rows)
     assert board.tuned["ridge"]["study"] == "exp-ridge" and board.tuned["ridge"]["split"] == "val_seen"
     with pytest.raises(UserError, match="no study 'exp-user_ridge' for user_ridge"):
-        tuned_params(["ridge", "user_ridge"], small_sim, storage=storage, study_prefix="exp")
+        tuned_models(["ridge", "user_ridge"], small_sim, storage=storage, study_prefix="exp")
 
 
 def test_a_study_records_its_protocol(tmp_path, small_sim):

@@ -69,6 +69,20 @@ def test_ridge_matches_scikit_learn():
     np.testing.assert_allclose(model.predict(np.zeros(4, int), np.arange(4)), reference, rtol=1e-6)
 
 
+def test_consensus_from_grouped_rows_equals_the_per_rating_ridge():
+    """The consensus ridge solves one weighted row per image; scikit-learn fits one row per rating."""
+    from recsys.data.dataset import Ratings
+    from recsys.models.linear import consensus_scores
+
+    rng = np.random.default_rng(1)
+    design = rng.normal(size=(30, 6))
+    image_idx = rng.integers(0, 25, size=400)  # images 25..29 unrated, others rated many times
+    score = rng.normal(size=400).astype(np.float32)
+    ratings = Ratings(np.zeros(400, np.int64), image_idx.astype(np.int64), score)
+    reference = SkRidge(alpha=2.0).fit(design[image_idx], score.astype(np.float64)).predict(design)
+    np.testing.assert_allclose(consensus_scores(design, ratings, 2.0), reference, rtol=1e-9, atol=1e-12)
+
+
 def test_user_ridge_equals_primal_solution_and_new_user_path():
     rng = np.random.default_rng(1)
     ds = tiny_dataset(rng.normal(size=(4, 6)).astype(np.float32))

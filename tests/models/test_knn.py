@@ -34,6 +34,27 @@ def test_faiss_neighbours_match_brute_force(small_sim):
     assert user not in found
 
 
+def test_user_knn_scores_are_its_definition_computed_by_loops(small_sim):
+    model = UserKNN(k=5, image_k=3).fit(small_sim)
+    user = int(model.train_users_[1])
+    candidates = np.arange(12)
+    rated, scores = model._rated(user)
+    mean = model.user_mean_[user]
+    neighbours, sims = model._neighbours(model.taste_[user], rated, scores - mean, exclude=user)
+    num, den = np.zeros(len(candidates)), np.full(len(candidates), model.shrinkage)
+    for neighbour, sim in zip(neighbours, sims, strict=True):
+        if sim <= 0:
+            continue
+        their_images, their_scores = model._rated(neighbour)
+        centred = their_scores - model.user_mean_[neighbour]
+        for row, image in enumerate(candidates):  # its 3 rated images nearest the candidate, one at a time
+            cosine = [float(model.embedding_[image] @ model.embedding_[j]) for j in their_images]
+            num[row] += sim * np.mean(centred[np.argsort(cosine)[::-1][:3]])
+            den[row] += sim
+    expected = mean + num / den
+    np.testing.assert_allclose(model.predict(np.full(12, user), candidates), expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
     path = low_rank_table(tmp_path_factory.mktemp("table") / "ratings.csv", users=100, items=80, per_user=40)

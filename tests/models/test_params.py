@@ -24,7 +24,7 @@ from recsys.models.registry import PRESETS, model_class
         ("two_tower", {"dropout": 1.0}, "dropout must be < 1"),
         ("two_tower", {"n_prototypes": 0}, "n_prototypes must be at least 1"),
         ("two_tower", {"device": "tpu"}, "device must be one of auto, cpu, cuda"),
-        ("pref_tokens", {"dim": 30, "heads": 4}, r"dim \(30\) must be a multiple of heads \(4\)"),
+        ("pref_tokens", {"n_selected": 9, "pool_size": 8}, r"n_selected \(9\) cannot exceed pool_size \(8\)"),
         ("als", {"confidence_weighted": 1}, "confidence_weighted must be true or false"),
     ],
 )

@@ -1,4 +1,5 @@
-"""What is special to pref_tokens: preference-token selection, references in / scores out, persistence."""
+"""What is special to pref_tokens: preference-token selection, the whole history, references in / scores out,
+persistence."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from recsys.data.dataset import References
 from recsys.models import create_model
 from recsys.models.base import Model
 
-FAST = {"epochs": 3, "seed": 0}
+FAST = {"epochs": 20, "seed": 0}
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,18 @@ def test_references_in_scores_out(model, small_sim):
     np.testing.assert_allclose(single, with_refs[:1], rtol=1e-5, atol=1e-5)
 
 
+def test_a_seen_user_is_scored_from_its_whole_history(model, small_sim):
+    """A fitted user's taste is the fold of every one of its training ratings, not of a sample of them."""
+    r = small_sim.ratings["train"]
+    user = int(r.user_idx[0])
+    rows = np.flatnonzero(r.user_idx == user)
+    assert len(rows) > 40
+    whole = model.fold_in([References(user, r.image_idx[rows], r.score[rows])])[0]
+    np.testing.assert_allclose(model.user_vectors()[user], whole, rtol=1e-4, atol=1e-5)
+    part = model.fold_in([References(user, r.image_idx[rows[:32]], r.score[rows[:32]])])[0]
+    assert not np.allclose(part, whole, atol=1e-3)
+
+
 def test_active_tokens(model, small_sim):
     refs, _ = _refs(small_sim, 10)
     tokens = model.active_tokens([refs])[0]
@@ -61,7 +74,7 @@ def test_no_pool_ablation_has_no_tokens(small_sim):
 
 
 def test_bad_hyperparameters_are_value_errors():
-    with pytest.raises(ValueError, match="multiple of heads"):
-        create_model("pref_tokens").clone(dim=30, heads=4)
+    with pytest.raises(ValueError, match="history_reg"):
+        create_model("pref_tokens").clone(history_reg=0.0)
     with pytest.raises(ValueError, match="n_selected"):
         create_model("pref_tokens").clone(n_selected=20, pool_size=8)

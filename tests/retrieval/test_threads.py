@@ -17,7 +17,6 @@ from recsys.threads import (
     configure_torch_threads,
     single_threaded_blas,
     threads_from_environment,
-    threads_per_job,
 )
 
 
@@ -91,28 +90,6 @@ def test_single_threaded_blas_limits_blas_inside_the_block_only() -> None:
     with single_threaded_blas():
         assert all(n == 1 for n in blas_threads())
     assert blas_threads() == before
-
-
-def test_worker_processes_share_the_cores(monkeypatch) -> None:
-    import recsys.threads
-
-    monkeypatch.delenv(TORCH_THREADS_ENV_VAR, raising=False)
-    monkeypatch.setattr(recsys.threads, "available_cores", lambda: 8)
-    assert [threads_per_job(jobs) for jobs in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
-    monkeypatch.setenv(TORCH_THREADS_ENV_VAR, "3")
-    assert threads_per_job(2) == 3
-    with pytest.raises(ThreadSettingError):
-        threads_per_job(0)
-
-
-def test_a_worker_limits_every_pool_of_its_process() -> None:
-    code = (
-        "import os, threadpoolctl, numpy, recsys.threads as t; t.limit_process_threads(1); "
-        "print(os.environ[t.TORCH_THREADS_ENV_VAR], os.environ[t.FAISS_THREADS_ENV_VAR], "
-        "{p['num_threads'] for p in threadpoolctl.threadpool_info()})"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["1", "1", "{1}"]
 
 
 def test_importing_the_module_is_cheap() -> None:

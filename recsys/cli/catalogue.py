@@ -1,0 +1,86 @@
+"""Every command of ``recsys``: its one-line help, an optional description and its examples, in one table.
+
+The command modules build their parsers from it (``add_command(subparsers, name)``), so the whole surface of
+the CLI reads here in one place.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Command(NamedTuple):
+    help: str
+    example: str
+    description: str | None = None
+
+
+COMMANDS: dict[str, Command] = {
+    "data": Command(
+        help="simulate or validate datasets",
+        example="recsys data simulate --out data/sim\nrecsys data validate data/sim",
+    ),
+    "simulate": Command(
+        help="write simulated PAMELA-format data with a known ground truth",
+        example="recsys data simulate --out data/sim --users 50 --images 500 --no-images\n"
+        "recsys data simulate --out data/pickapic --pickapic",
+    ),
+    "validate": Command(
+        help="check a dataset and print a summary or its problems",
+        example="recsys data validate /data/PAMELA --json",
+    ),
+    "tune": Command(
+        help="search one model's hyperparameters (Optuna TPE; resumable)",
+        example="recsys tune ridge --data data/sim --trials 50",
+    ),
+    "study": Command(
+        help="tune several models with the same trial budget each",
+        example="recsys study --data data/sim --models ridge,mf,user_knn --trials 20",
+    ),
+    "features": Command(
+        help="embed images and prompts with an image-text encoder",
+        example="recsys features encoders\n"
+        "recsys features embed --data /data/PAMELA --encoder clip:ViT-B-32/laion2b_s34b_b79k --text",
+    ),
+    "embed": Command(
+        help="write image (and prompt) embeddings of a dataset to an .npz features file",
+        description="Embed every image of a dataset; results are cached per chunk, so a second run is "
+        "served from the cache and an interrupted run resumes.",
+        example="recsys features embed --data /data/PAMELA --encoder clip:ViT-B-32/laion2b_s34b_b79k --text\n"
+        "recsys features embed --data DIR --encoder clip:ViT-L-14/openai --checkpoint vit_l14.pt",
+    ),
+    "encoders": Command(
+        help="list the encoder names open_clip can fetch weights for",
+        example="recsys features encoders --random",
+    ),
+    "leaderboard": Command(
+        help="fit models and evaluate them under one protocol",
+        example="recsys leaderboard --data data/sim --models baselines,classical --shots 0,10\n"
+        "recsys leaderboard --tuned --models ridge,mf",
+    ),
+    "models": Command(help="list registered models", example="recsys models"),
+    "explain": Command(
+        help="a user's preference profile and why it scores an image",
+        description="Fit the profile model, then print a user's profile and the top contributions to one "
+        "image's score.",
+        example="recsys explain --user p_00856a24 --image 1494357 --top 5",
+    ),
+    "similar-users": Command(
+        help="the users with the most similar taste to a user",
+        example="recsys similar-users --user p_00856a24 --k 5 --json",
+    ),
+    "similar-images": Command(
+        help="the images most similar to an image (by features)",
+        example="recsys similar-images --image 1494357 --k 5",
+    ),
+    "rank": Command(
+        help="a person's candidate images in order, best first, with predicted scores",
+        example="recsys rank --user p_00856a24 --images candidates.txt\n"
+        "recsys rank --model mf --references refs.csv --images candidates.txt --json",
+    ),
+    "serve": Command(
+        help="HTTP service: similar users and scores (FastAPI)",
+        example="recsys serve --model user_ridge --port 8000\n"
+        "recsys serve --max-references 500 --workers 8 --timeout 5",
+    ),
+}

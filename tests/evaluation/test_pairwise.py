@@ -1,0 +1,169 @@
+"""The pairwise protocol: metrics by hand, reference/query disjointness, models that learn from choices, the
+leaderboard on a simulated Pick-a-Pic folder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from recsys.cli import main
+from recsys.data import load_dataset
+from recsys.data.simulate_pairs import PickapicSimulationConfig, simulate_pickapic
+from recsys.evaluation.pairwise import PAIR_SHOTS, PairEvaluator, choice_metrics, user_choice_accuracy
+from recsys.leaderboard import run_leaderboard
+from recsys.models import create_model
+
+SMALL = PickapicSimulationConfig(
+    seed=0, users=60, prompts_per_user=30, detailed_images=False, image_size=16, feature_dim=32
+)
+
+
+@pytest.fixture(scope="module")
+def pickapic_dir(tmp_path_factory):
+    return simulate_pickapic(tmp_path_factory.mktemp("pap") / "pickapic", SMALL, progress=False)
+
+
+@pytest.fixture(scope="module")
+def choices(pickapic_dir):
+    return load_dataset(pickapic_dir, image_features=pickapic_dir / "image_features.npz")
+
+
+def test_choice_metrics_by_hand():
+    choice = np.array([1.0, 0.0, 0.5, 1.0, 0.0])
+    p = np.array([0.8, 0.3, 0.6, 0.4, 0.5])
+    m = choice_metrics(choice, p)
+    # decided: hit, hit, miss, half (p = 0.5 exactly)
+    assert m["choice_acc"] == pytest.approx((1 + 1 + 0 + 0.5) / 4)
+    expected = -np.mean(
+        [np.log(0.8), np.log(0.7), 0.5 * np.log(0.6) + 0.5 * np.log(0.4), np.log(0.4), np.log(0.5)]
+    )
+    assert m["log_loss"] == pytest.approx(expected)
+    # one prediction per bin (0.8, 0.3, 0.6, 0.4, 0.5): |p - outcome| summed over bins / n
+    assert m["ece"] == pytest.approx((0.2 + 0.3 + 0.1 + 0.6 + 0.5) / 5)
+    assert m["ties"] == 1
+    per_user = user_choice_accuracy(np.array([0, 0, 0, 1, 1]), choice, p)
+    assert per_user == {0: 1.0, 1: pytest.approx(0.25)}
+
+
+def test_references_and_queries_are_disjoint_and_queries_fixed_across_k(choices):
+    evaluator = PairEvaluator(choices, draws=2)
+    pairs = choices.pairs["test_unseen"]
+    for draw in (0, 1):
+        at_k = {k: evaluator.pair_episodes("test_unseen", k, draw) for k in PAIR_SHOTS}
+        queries = [tuple(q.tolist()) for _, q in at_k[max(PAIR_SHOTS)][0]]
+        for k, (episodes, skipped) in at_k.items():
+            assert [tuple(q.tolist()) for _, q in episodes] == queries  # the same queries at every k
+            assert skipped == at_k[0][1]
+            for refs, q in episodes:
+                assert len(refs) == k and (pairs.user_idx[q] == refs.user_idx).all()
+                mine = np.flatnonzero(pairs.user_idx == refs.user_idx)
+                ref_rows = {(a, b) for a, b in zip(refs.image_a.tolist(), refs.image_b.tolist(), strict=True)}
+                query_rows = set(zip(pairs.image_a[q].tolist(), pairs.image_b[q].tolist(), strict=True))
+                assert not ref_rows & query_rows and len(q) == len(mine) - max(PAIR_SHOTS)
+    first, second = (
+        evaluator.pair_episodes("test_unseen", 8, 0)[0],
+        evaluator.pair_episodes("test_unseen", 8, 1)[0],
+    )
+    assert any(not np.array_equal(a[1], b[1]) for a, b in zip(first, second, strict=True))  # draws differ
+
+
+def test_pal_learns_from_choices(choices):
+    board = run_leaderboard(choices, ["pal"], progress=False, jobs=1, draws=2)
+    rows = {(r.model, r.split, r.shots): r for r in board.rows}
+    assert rows[("pal", "test_seen", None)].metrics["user_choice_acc"] > 0.52  # chance is 0.5
+    for k in (0, 8):  # the lower end of the interval over users is above chance
+        assert rows[("pal", "test_unseen", k)].ci95["user_choice_acc"][0] > 0.52
+    oracle = rows[("oracle", "test_unseen", 8)].metrics["choice_acc"]
+    assert 0.7 < oracle <= 1.0 and rows[("pal", "test_unseen", 8)].metrics["choice_acc"] < oracle
+
+
+def test_pal_new_user_weights_follow_the_references(choices):
+    """Reference choices that all prefer one ideal point's images move the new user's mixture toward it."""
+    model = create_model("pal", epochs=20).fit(choices)
+    rewards = model._rewards
+    favourite = int(np.argmax(rewards.std(0)))
+    order = np.argsort(rewards[:, favourite])
+    best, worst = order[-20:], order[:20]
+    from recsys.data.pairs import PairReferences
+
+    refs = PairReferences(-1, best, worst, np.ones(20, np.float32))
+    weights = model._softmax(model._fold_pairs([refs]))[0]
+    assert weights[favourite] > 1.0 / model.n_prototypes
+
+
+def test_rating_models_are_unsupported_on_choices_with_the_reason(choices):
+    board = run_leaderboard(choices, ["ridge"], splits=["test_seen"], progress=False, jobs=1)
+    ridge = [r for r in board.rows if r.model == "ridge"]
+    assert ridge and all(r.status == "unsupported" and "learns from ratings only" in r.reason for r in ridge)
+
+
+def test_leaderboard_command_on_a_simulated_pickapic_folder(pickapic_dir, tmp_path, capsys):
+    features = pickapic_dir / "image_features.npz"
+    args = ["leaderboard", "--data", str(pickapic_dir), "--image-features", str(features), "--models", "pal"]
+    assert main([*args, "--draws", "2", "--no-tracking", "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "user_choice_acc" in printed and "SIMULATED" in printed and "oracle" in printed
+    board = json.loads((tmp_path / "out" / "leaderboard.json").read_text())
+    tasks = {(r["model"], r["split"], r["shots"]) for r in board["rows"]}
+    assert {("pal", "test_unseen", k) for k in PAIR_SHOTS} <= tasks and ("oracle", "test_seen", None) in tasks
+    markdown = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "p (user_choice_acc)" in markdown and "choices of each new user" in markdown
+
+
+def test_simulate_command_writes_a_pickapic_folder(tmp_path, capsys):
+    out = tmp_path / "pap"
+    assert main(["data", "simulate", "--out", str(out), "--pickapic", "--users", "12", "--no-images"]) == 0
+    assert (out / "image_features.npz").is_file() and list((out / "data").glob("train-*.parquet"))
+    assert "SIMULATED" in capsys.readouterr().out
+    assert main(["data", "validate", str(out), "--image-features", str(out / "image_features.npz")]) == 0
+    printed = capsys.readouterr().out
+    ds = load_dataset(out, image_features=out / "image_features.npz")
+    train = ds.pairs["train"]
+    row = next(line for line in printed.splitlines() if line.startswith("train "))
+    assert "choices" in printed and row.split()[1:2] == [str(len(train))]
+    assert row.split()[-1] == str(int((train.choice == 0.5).sum()))  # ties
+
+
+def test_pref_tokens_learns_from_choices_and_keeps_them_when_saved(choices, tmp_path):
+    from recsys.models.base import Model
+
+    board = run_leaderboard(choices, ["pref_tokens"], progress=False, jobs=1, draws=2, shots=(0, 8))
+    rows = {(r.split, r.shots): r for r in board.rows if r.model == "pref_tokens"}
+    assert rows[("test_seen", None)].ci95["user_choice_acc"][0] > 0.5  # above chance over users
+    assert rows[("test_unseen", 8)].metrics["user_choice_acc"] > 0.55
+    model = create_model("pref_tokens", epochs=5).fit(choices)
+    pairs = choices.pairs["test_seen"]
+    before = model.predict_pairs(pairs.user_idx, pairs.image_a, pairs.image_b)
+    loaded = Model.load(model.save(tmp_path / "pt"))
+    np.testing.assert_allclose(
+        loaded.predict_pairs(pairs.user_idx, pairs.image_a, pairs.image_b), before, rtol=1e-5
+    )
+
+
+def test_two_tower_learns_from_choices(choices):
+    """Bradley-Terry on score differences: above chance on seen users' held-out choices, and new users' MAP fit
+    on reference choices runs (probabilities in (0, 1), one per query)."""
+    board = run_leaderboard(choices, ["two_tower"], progress=False, jobs=1, draws=1, shots=(0, 8))
+    rows = {(r.split, r.shots): r for r in board.rows if r.model == "two_tower"}
+    assert all(r.status == "ok" for r in rows.values())
+    assert rows[("test_seen", None)].metrics["user_choice_acc"] > 0.53  # chance: 0.5 (0.56 measured)
+    assert rows[("test_unseen", 8)].metrics["user_choice_acc"] > 0.53
+
+
+def test_mf_learns_from_choices_and_folds_in_new_users(choices):
+    """mf on choices: Bradley-Terry on score differences; a new user's Newton MAP fit follows the references."""
+    board = run_leaderboard(choices, ["mf"], progress=False, jobs=1, draws=2, shots=(0, 8))
+    rows = {(r.split, r.shots): r for r in board.rows if r.model == "mf"}
+    assert (
+        rows[("test_seen", None)].ci95["user_choice_acc"][0] > 0.5
+    )  # above chance over users (0.60 measured)
+    assert rows[("test_unseen", 8)].metrics["user_choice_acc"] > 0.55
+    model = create_model("mf").fit(choices)
+    from recsys.data.pairs import PairReferences
+
+    a, b = np.arange(0, 20), np.arange(20, 40)
+    p = model._fold_choice(PairReferences(-1, a, b, np.ones(20, np.float32)))
+    before = model.items_[a, :-1] - model.items_[b, :-1]
+    assert (before @ p).mean() > 0  # the fitted taste prefers the chosen images
