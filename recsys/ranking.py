@@ -31,6 +31,7 @@ def rank_images(
     if len(set(map(str, image_ids))) != len(image_ids):
         raise UserError("rank: a candidate image is listed twice")
     images = np.array([dataset.image_index(i) for i in image_ids], np.int64)
+    ids = dataset.image_ids[images].tolist()  # the dataset's own ids (ints for PAMELA, as typed elsewhere)
     if user_id is not None:
         user = dataset.user_index(user_id)
         if not model.known_[user]:
@@ -40,6 +41,6 @@ def rank_images(
         scores = model.predict_new([references], [images])[0]
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
     return [
-        {"rank": rank, "image_id": image_ids[i], "score": float(scores[i])}
+        {"rank": rank, "image_id": ids[i], "score": float(scores[i])}
         for rank, i in enumerate(order.tolist(), start=1)
     ]

@@ -430,13 +430,13 @@ def write_chart(board: Leaderboard, path: Path) -> None:
 # ---------------------------------------------------------------------- k-curves
 def curve_rows(board: Leaderboard) -> list[dict]:
     """One record per (model, unseen split, k, metric) of the splits evaluated at CURVE_MIN_SHOTS or more k."""
-    out = []
+    out, curve = [], metric_set(board.rows).curve
     for split in dict.fromkeys(r.split for r in board.rows if r.shots is not None):
         rows = [r for r in board.rows if r.split == split and r.shots is not None]
         if len({r.shots for r in rows}) < CURVE_MIN_SHOTS:
             continue
         for row in rows:
-            for metric in metric_set(board.rows).curve:
+            for metric in curve:
                 lo, hi = (row.ci95 or {}).get(metric, (float("nan"), float("nan")))
                 value = row.metrics[metric] if row.metrics else float("nan")
                 out.append(

@@ -165,8 +165,6 @@ def cmd_rank(args: argparse.Namespace) -> int:
     model, _ = load_or_fit(
         args.model, ds, params=params, workspace=resolve_workspace(args.workspace), progress=not args.json
     )
-    if ds.image_ids.dtype.kind in "iu":  # numeric ids (PAMELA): the file's lines are numbers
-        image_ids = [_as_int(i, args.images) for i in image_ids]
     references = None
     if args.references is not None:
         items, scores = _read_references(args.references)
@@ -179,13 +177,6 @@ def cmd_rank(args: argparse.Namespace) -> int:
         for row in ranking:
             print(f"{row['rank']:>4}. {row['image_id']!s:<20} {row['score']:.3f}")
     return 0
-
-
-def _as_int(text: str, path: Path) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise UserError(f"{path}: image id {text!r} is not a number, as this dataset's ids are") from None
 
 
 def _read_references(path: Path) -> tuple[list, list[float]]:

@@ -22,7 +22,7 @@ import numpy as np
 from recsys.data.dataset import Dataset, Ratings, References, group_by
 from recsys.data.pairs import PairReferences
 from recsys.errors import ColdStartNotSupported
-from recsys.models.base import Model
+from recsys.models.base import Model, _sigmoid
 from recsys.models.params import DEVICES, Hyperparameters, at_least_one, hyper
 
 IMAGE_TOKEN = "<image>"
@@ -164,7 +164,7 @@ class MLLMScorer(Model):
         p = [
             np.clip((x - self.score_low) / (self.score_high - self.score_low), 1e-6, 1 - 1e-6) for x in (a, b)
         ]
-        return 1.0 / (1.0 + np.exp(-(np.log(p[0] / (1 - p[0])) - np.log(p[1] / (1 - p[1])))))
+        return _sigmoid(np.log(p[0] / (1 - p[0])) - np.log(p[1] / (1 - p[1])))
 
     def predict_pairs(self, user_idx: np.ndarray, image_a: np.ndarray, image_b: np.ndarray) -> np.ndarray:
         return self._choice(self.predict(user_idx, image_a), self.predict(user_idx, image_b))

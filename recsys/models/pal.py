@@ -7,7 +7,8 @@ r_u(i) = sum_k w_uk * (-||f(x_i) - p_k||^2),  w_u = softmax(alpha_u),  P(a chose
 * Trained with the Bradley-Terry loss on the training choices (a tie counts half for each side), Adam, early
   stopping on the validation choices (``val_seen``). On ratings it learns from choices made of them: pairs of one
   user's ratings with different scores, the higher one chosen; its scores are then mapped to the rating scale by
-  one affine fit on the training ratings.
+  one affine fit on the training ratings (choice probabilities then follow those scores, as for every model:
+  ``Model.predict_pairs``).
 * New users: only their mixture logits are fitted, to their reference choices (or ratings made into choices), by
   MAP with a Gaussian prior at 0 (the population's even mixture), f and the ideal points frozen; with no
   reference they get the even mixture.
@@ -172,24 +173,6 @@ class PalB(Model):
     def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
         reward = (self._rewards[image_idx] * self._weights[user_idx]).sum(-1)
         return self.scale_[0] + self.scale_[1] * reward
-
-    def predict_pairs(self, user_idx: np.ndarray, image_a: np.ndarray, image_b: np.ndarray) -> np.ndarray:
-        """P(a chosen over b) from the reward difference (Bradley-Terry, the scale it was trained on)."""
-        self._check_fitted()
-        w = self._weights[np.asarray(user_idx, np.int64)]
-        diff = (
-            w * (self._rewards[np.asarray(image_a, np.int64)] - self._rewards[np.asarray(image_b, np.int64)])
-        ).sum(-1)
-        return 1.0 / (1.0 + np.exp(-diff))
-
-    def predict_new_pairs(self, references, image_a, image_b) -> list[np.ndarray]:
-        self._check_fitted()
-        weights = self._softmax(self._fold_pairs(list(references)))
-        out = []
-        for w, a, b in zip(weights, image_a, image_b, strict=True):
-            diff = (self._rewards[np.asarray(a, np.int64)] - self._rewards[np.asarray(b, np.int64)]) @ w
-            out.append(1.0 / (1.0 + np.exp(-diff)))
-        return out
 
     def _fold(self, references: list[References]) -> np.ndarray:
         """Mixture logits (n x K) of new users from reference ratings, made into choices."""

@@ -207,7 +207,7 @@ class PrefTokens(DeepModel):
             fit_module(self, net, step, n_steps, validate)
         self._after_load()
         self.taste_ = np.zeros((dataset.n_users, self.dim), np.float32)
-        self.taste_[[h[0] for h in histories]] = self._fold_rows([h for h in histories])
+        self.taste_[[h[0] for h in histories]] = self._fold_rows(histories)
 
     def _rows(self, data, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(image a, image b, target) of some rows of ratings (b: NONE) or of choices."""
