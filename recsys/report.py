@@ -151,7 +151,8 @@ def _unit(board: Leaderboard) -> str:
 def _protocol_line(board: Leaderboard) -> str:
     unseen = any(r.shots is not None for r in board.rows)
     queries = (
-        f"the same queries at every k (all but {max(board.shots)} {_unit(board)} of each new user)"
+        f"the same queries at every k (all but {board.pool} {_unit(board)} of each new user)"
+        + ("" if board.references == "random" else f", references chosen by {board.references} from those")
         if board.fixed_queries
         else "each k scored on every rating of the user but its k references"
     )
