@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -191,3 +193,38 @@ def test_leaderboard_records_the_strategy(small_sim):
     )
     # the same queries: the same number of them per draw
     assert [r.n_ratings for r in board.rows] == [r.n_ratings for r in random.rows]
+
+
+def test_leaderboard_command_takes_a_strategy(small_sim_dir, tmp_path, capsys):
+    from recsys.cli import main
+
+    out = tmp_path / "board"
+    common = ["leaderboard", "--data", str(small_sim_dir), "--models", "profile", "--splits", "test_unseen"]
+    common += ["--draws", "1", "--no-tracking", "--jobs", "1"]
+    args = [
+        *common,
+        "--references",
+        "uncertainty",
+        "--reference-pool",
+        "25",
+        "--shots",
+        "1,3",
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    protocol = json.loads((out / "leaderboard.json").read_text())["protocol"]
+    assert (protocol["references"], protocol["reference_pool"], protocol["shots"]) == (
+        "uncertainty",
+        25,
+        [1, 3],
+    )
+    assert "references chosen by uncertainty" in (out / "leaderboard.md").read_text()
+    capsys.readouterr()
+    # a pool smaller than the largest k (the default k = 1..20 of a strategy) is one line, exit 2
+    assert (
+        main([*common, "--references", "coverage", "--reference-pool", "10", "--out", str(tmp_path / "x")])
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert err == "error: the reference pool (10) must hold the largest k (20)"
