@@ -281,22 +281,14 @@ def load_or_fit_model(
     return model, directory, True
 
 
-def load_or_fit(
-    model_name: str | None,
-    dataset: Dataset,
-    *,
-    params: dict | None = None,
-    workspace: Path = Path("runs"),
-    progress: bool = True,
-) -> tuple[Model, SimilarUsers]:
-    """A fitted model and its user index: reloaded from the workspace when saved before, else fitted and saved.
+def load_or_fit(model_name: str | None, dataset: Dataset, **options) -> tuple[Model, SimilarUsers]:
+    """A fitted model and its user index: reloaded from the workspace when saved before, else fitted and saved
+    (``options``: ``params``, ``workspace``, ``progress`` as for ``load_or_fit_model``).
 
     A saved model that cannot be loaded is refitted, and a saved index that cannot be used (or belongs to other
     vectors) is rebuilt; either says so in one line on stderr. ``model_name`` None: ``default_taste_model``.
     """
-    model, directory, fitted = load_or_fit_model(
-        model_name, dataset, params=params, workspace=workspace, progress=progress
-    )
+    model, directory, fitted = load_or_fit_model(model_name, dataset, **options)
     if not fitted and (directory / USER_INDEX_FILE).is_file():
         try:
             return model, SimilarUsers.load(directory, model, dataset)

@@ -167,30 +167,12 @@ def test_models_without_a_posterior_are_unsupported_for_uncertainty(small_sim):
 
 
 def test_leaderboard_records_the_strategy(small_sim):
-    board = run_leaderboard(
-        small_sim,
-        ["mf"],
-        splits=["test_unseen"],
-        shots=[1, 4],
-        draws=1,
-        jobs=1,
-        progress=False,
-        references="coverage",
-        reference_pool=12,
-    )
+    common = dict(splits=["test_unseen"], shots=[1, 4], draws=1, jobs=1, progress=False, reference_pool=12)
+    board = run_leaderboard(small_sim, ["mf"], references="coverage", **common)
     protocol = board.to_json()["protocol"]
     assert protocol["references"] == "coverage" and protocol["reference_pool"] == 12
     assert all(r.status == "ok" for r in board.rows)
-    random = run_leaderboard(
-        small_sim,
-        ["mf"],
-        splits=["test_unseen"],
-        shots=[1, 4],
-        draws=1,
-        jobs=1,
-        progress=False,
-        reference_pool=12,
-    )
+    random = run_leaderboard(small_sim, ["mf"], **common)
     # the same queries: the same number of them per draw
     assert [r.n_ratings for r in board.rows] == [r.n_ratings for r in random.rows]
 
