@@ -44,6 +44,13 @@ class Leaderboard:
     run_id: str = field(default_factory=new_run_id)
     protocol: str = "default"
     fixed_queries: bool = True
+    references: str = "random"
+    reference_pool: int | None = None
+
+    @property
+    def pool(self) -> int:
+        """How many of each new user's ratings are kept out of the queries (the references' pool)."""
+        return max(self.shots) if self.reference_pool is None else self.reference_pool
 
     def provenance(self) -> dict:
         """Run id, dataset name and simulated flag: the columns every per-row file carries."""
@@ -68,10 +75,12 @@ class Leaderboard:
                 "draws": self.draws,
                 "name": self.protocol,
                 "queries": (
-                    "the same for every k: all but max(shots) ratings of each new user, per draw"
+                    f"the same for every k: all but {self.pool} ratings of each new user, per draw"
                     if self.fixed_queries
                     else "every rating of the new user but its k references, per draw"
                 ),
+                "references": self.references,
+                "reference_pool": self.pool,
             },
             "data_policy": {
                 "fit_split": self.fit_split,
@@ -121,6 +130,8 @@ def run_leaderboard(
     protocol: str = "default",
     fixed_queries: bool = True,
     jobs: int | str = "auto",
+    references: str = "random",
+    reference_pool: int | None = None,
 ) -> Leaderboard:
     """Fit every model on ``fit_split`` (validating, where a model does, on the policy's validation split) and
     evaluate it on ``splits`` with ``draws`` reference draws per new user.
@@ -135,6 +146,7 @@ def run_leaderboard(
     ``experiments.tuning``) marks the rows of tuned models with their study. ``protocol`` names the preset the
     arguments came from (``recsys.evaluation.protocols``); ``fixed_queries`` as in ``Evaluator``. ``jobs``: worker
     processes fitting models side by side (``resolve_jobs``; 1 fits them one after the other in this process).
+    ``references`` (random or an elicitation strategy) and ``reference_pool`` as in ``Evaluator``.
     """
     models = expand_models(models) if models else default_models(dataset)  # unknown names fail before any fit
     choices = is_choice_data(dataset)
@@ -157,9 +169,18 @@ def run_leaderboard(
     if choices:
         evaluator = PairEvaluator(dataset, shots=shots or PAIR_SHOTS, seed=seed, draws=draws)
     else:
-        evaluator = Evaluator(
-            dataset, shots=shots or (0, 10), seed=seed, draws=draws, fixed_queries=fixed_queries
-        )
+        try:
+            evaluator = Evaluator(
+                dataset,
+                shots=shots or (0, 10),
+                seed=seed,
+                draws=draws,
+                fixed_queries=fixed_queries,
+                references=references,
+                reference_pool=reference_pool,
+            )
+        except ValueError as err:
+            raise UserError(str(err)) from None
     shots = evaluator.shots
     board = Leaderboard(
         dataset,
@@ -170,6 +191,8 @@ def run_leaderboard(
         tuned=tuned,
         protocol=protocol,
         fixed_queries=fixed_queries,
+        references=references,
+        reference_pool=reference_pool,
     )
     tasks = [ModelTask(name, params.get(name, {}), tuned.get(name, {}).get("study")) for name in models]
     for name in models:

@@ -151,7 +151,8 @@ def _unit(board: Leaderboard) -> str:
 def _protocol_line(board: Leaderboard) -> str:
     unseen = any(r.shots is not None for r in board.rows)
     queries = (
-        f"the same queries at every k (all but {max(board.shots)} {_unit(board)} of each new user)"
+        f"the same queries at every k (all but {board.pool} {_unit(board)} of each new user)"
+        + ("" if board.references == "random" else f", references chosen by {board.references} from those")
         if board.fixed_queries
         else "each k scored on every rating of the user but its k references"
     )
@@ -171,7 +172,8 @@ def format_table(board: Leaderboard) -> str:
     width = max([27] + [len(_label(r)) + 1 for r in board.rows])
     head = f"{'model':<{width}} {'split':<24} {'users':>5} "
     head += " ".join(f"{m + ' [95% CI]':>26}" if m in ms.ci else f"{m:>8}" for m in ms.table)
-    head += f" {'fit s':>8} {'pred s':>8}"
+    best = _best_of_n_columns(board.rows)
+    head += f" {'fit s':>8} {'pred s':>8}" + (f" {best[0]:>9} {'vs ridge':>9}" if best else "")
     lines = [
         f"dataset: {board.dataset.name}" + ("  [SIMULATED data]" if board.dataset.simulated else ""),
         f"run {board.run_id}: {_protocol_line(board)}; fit on {board.fit_split}",
@@ -192,8 +194,29 @@ def format_table(board: Leaderboard) -> str:
             f"{_label(row):<{width}} {label:<24} {users:>5} "
             + " ".join(values)
             + f" {row.fit_seconds:>8.2f} {row.predict_seconds:>8.3f}"
+            + (
+                f" {_fmt(row.metrics.get(best[1])):>9} {best[2].get((_task(row), row.model), '-'):>9}"
+                if best
+                else ""
+            )
         )
     return "\n".join(lines)
+
+
+def _best_of_n_columns(rows: list[Result]) -> tuple[str, str, dict] | None:
+    """The terminal table's best-of-n columns: header, metric (uplift at the largest n) and, per task, each
+    model's uplift over the consensus model (ridge); None when no row has best-of-n metrics."""
+    metrics = {m for r in rows if r.metrics for m in r.metrics if m.startswith("best_of_n_uplift@")}
+    if not metrics:
+        return None
+    top = max(metrics, key=lambda m: int(m.split("@")[1]))
+    ridge = {_task(r): r.metrics[top] for r in rows if r.model == "ridge" and r.metrics and top in r.metrics}
+    over = {
+        (_task(r), r.model): f"{r.metrics[top] - ridge[_task(r)]:+.3f}"
+        for r in rows
+        if r.metrics and top in r.metrics and _task(r) in ridge
+    }
+    return f"best@{top.split('@')[1]}", top, over
 
 
 def _users_line(rows: list[Result]) -> str:

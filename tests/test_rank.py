@@ -61,6 +61,11 @@ def test_rank_command(plain, tmp_path, capsys):
     ranking = json.loads(printed[printed.index("[") :])
     assert sorted(r["image_id"] for r in ranking) == sorted(CANDIDATES)
     assert [r["score"] for r in ranking] == sorted((r["score"] for r in ranking), reverse=True)
+    # a model without taste vectors ranks too (rank needs no user index)
+    knn = ["rank", *common, "--model", "item_knn", "--images", str(ids), "--references", str(refs), "--json"]
+    assert main(knn) == 0
+    printed = capsys.readouterr().out
+    assert len(json.loads(printed[printed.index("[") :])) == len(CANDIDATES)
     assert main([*args]) == 2  # neither --user nor --references
     assert "exactly one of --user" in capsys.readouterr().err
     ids.write_text("i3\nnot-an-image\n")

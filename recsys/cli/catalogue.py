@@ -56,7 +56,8 @@ COMMANDS: dict[str, Command] = {
     "leaderboard": Command(
         help="fit models and evaluate them under one protocol",
         example="recsys leaderboard --data data/sim --models baselines,classical --shots 0,10\n"
-        "recsys leaderboard --tuned --models ridge,mf",
+        "recsys leaderboard --tuned --models ridge,mf\n"
+        "recsys leaderboard --models mf,profile --splits test_unseen --references uncertainty --reference-pool 40",
     ),
     "models": Command(help="list registered models", example="recsys models"),
     "explain": Command(
@@ -76,7 +77,8 @@ COMMANDS: dict[str, Command] = {
     "rank": Command(
         help="a person's candidate images in order, best first, with predicted scores",
         example="recsys rank --user p_00856a24 --images candidates.txt\n"
-        "recsys rank --model mf --references refs.csv --images candidates.txt --json",
+        "recsys rank --model mf --references refs.csv --images candidates.txt --json\n"
+        "recsys rank --encoder clip:ViT-B-32/laion2b_s34b_b79k --references refs.csv --images new_images/",
     ),
     "serve": Command(
         help="HTTP service: similar users and scores (FastAPI)",

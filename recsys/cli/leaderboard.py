@@ -20,6 +20,7 @@ from recsys.cli.common import (
     parse_params,
     positive_int,
 )
+from recsys.evaluation.elicitation import ELICITATION_SHOTS, STRATEGIES
 from recsys.evaluation.evaluator import DEFAULT_DRAWS
 from recsys.evaluation.protocols import PROTOCOLS, apply_protocol, get_protocol
 
@@ -56,6 +57,21 @@ def add_parsers(subparsers) -> None:
         default=None,
         help=f"reference draws per new user, the same for every model (per-user values are averaged over them; "
         f"default None: the protocol's, {DEFAULT_DRAWS} by default)",
+    )
+    board.add_argument(
+        "--references",
+        choices=STRATEGIES,
+        default="random",
+        help="how a new user's references are chosen from the pool (the ratings kept out of the queries): "
+        "random, or a strategy asking one image at a time from the answers so far (disagreement, uncertainty, "
+        "coverage); the queries are those of random references; a strategy's default --shots is 1..20",
+    )
+    board.add_argument(
+        "--reference-pool",
+        type=positive_int,
+        default=None,
+        help="ratings of each new user kept out of the queries for the references to be chosen from (default "
+        "None: the largest k); the same value gives the same queries whatever --references",
     )
     board.add_argument(
         "--splits",
@@ -120,13 +136,17 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     protocol = {
         "splits": args.splits or preset.splits,
         # the default protocol's shots depend on the data (ratings: 0,10; choices: 0,1,2,4,8)
-        "shots": args.shots or (None if preset.name == "default" else list(preset.shots)),
+        "shots": args.shots
+        or (list(ELICITATION_SHOTS) if args.references != "random" else None)
+        or (None if preset.name == "default" else list(preset.shots)),
         "seed": args.seed,
         "draws": args.draws or preset.draws,
         "params": params,
         "protocol": preset.name,
         "fixed_queries": preset.fixed_queries,
         "jobs": args.jobs,
+        "references": args.references,
+        "reference_pool": args.reference_pool,
     }
     if args.tuned:
         from experiments.tuning import run_tuned_leaderboard

@@ -71,7 +71,11 @@ def add_parsers(subparsers) -> None:
     _add_model_arguments(rank)
     _add_person_arguments(rank)
     rank.add_argument(
-        "--images", type=Path, required=True, help="text file of candidate image ids, one a line"
+        "--images",
+        type=Path,
+        required=True,
+        help="text file of candidate image ids of the data, one a line; or a folder of new image files, embedded "
+        "with --encoder (the encoder of the data's features) and scored by the model fitted with them",
     )
     rank.add_argument("--json", action="store_true", help="print JSON, best first")
     rank.set_defaults(func=cmd_rank)
@@ -150,33 +154,53 @@ def cmd_similar_users(args: argparse.Namespace) -> int:
 
 def cmd_rank(args: argparse.Namespace) -> int:
     from recsys.data import References
-    from recsys.ranking import rank_images
-    from recsys.retrieval.similar import load_or_fit
+    from recsys.ranking import candidate_files, check_encoder, rank_candidates
+    from recsys.retrieval.similar import load_or_fit_model
 
     if (args.user is None) == (args.references is None):
         raise UserError("rank: pass exactly one of --user ID or --references FILE.csv")
-    try:
-        image_ids = [line.strip() for line in args.images.read_text().splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"{args.images}: cannot be read ({type(err).__name__}: {err})") from None
+    files = candidate_files(args.images) if args.images.is_dir() else None
+    image_ids = [] if files is not None else _read_lines(args.images)
     params = parse_params(args.params)
     _check_model_params(args.model, params)
     ds = dataset_from_args(args)
-    model, _ = load_or_fit(
-        args.model, ds, params=params, workspace=resolve_workspace(args.workspace), progress=not args.json
-    )
+    new_images = None
+    if files is not None:
+        from features.embed import embed_images
+
+        encoder = check_encoder(ds, args.encoder)
+        names = [p.name for p in files]
+        embedded = embed_images(files, names, encoder, checkpoint=args.checkpoint, progress=not args.json)
+        new_images = (names, embedded.embedding)
     references = None
     if args.references is not None:
         items, scores = _read_references(args.references)
         images = np.array([ds.image_index(i) for i in items], np.int64)
         references = References(-1, images, np.asarray(scores, np.float32))
-    ranking = rank_images(model, ds, image_ids, user_id=args.user, references=references)
+    workspace = resolve_workspace(args.workspace)
+
+    def fit(data):
+        return load_or_fit_model(
+            args.model, data, params=params, workspace=workspace, progress=not args.json
+        )[0]
+
+    ranking = rank_candidates(
+        fit, ds, image_ids, new_images=new_images, user_id=args.user, references=references
+    )
     if args.json:
         print(json.dumps(ranking, indent=2, default=str))
     else:
         for row in ranking:
             print(f"{row['rank']:>4}. {row['image_id']!s:<20} {row['score']:.3f}")
     return 0
+
+
+def _read_lines(path: Path) -> list[str]:
+    """The non-empty lines of a text file, stripped."""
+    try:
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: cannot be read ({type(err).__name__}: {err})") from None
 
 
 def _read_references(path: Path) -> tuple[list, list[float]]:
@@ -240,7 +264,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         model, similar = load_or_fit(
             args.model, ds, params=params, workspace=resolve_workspace(args.workspace)
         )
-        app = create_app(model, ds, similar, limits)
+        app = create_app(model, ds, similar, limits, encoder=args.encoder, checkpoint=args.checkpoint)
         config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info")
         uvicorn.Server(config).run(sockets=[sock])
     except KeyboardInterrupt:  # Ctrl-C stops the server, as with uvicorn.run

@@ -7,6 +7,9 @@
   every k; the references at k are the first k of the permutation. So every k scores the same users on the same
   queries, and a k-curve compares like with like. Users with fewer than K + MIN_USER_QUERIES ratings are skipped
   for every k, and counted.
+* ``references=STRATEGY`` (``recsys.evaluation.elicitation``): the queries stay those of random references (all
+  but the first ``reference_pool`` of the permutation, default K), and the strategy picks the references from the
+  rest of the permutation (the pool) one at a time, from the answers so far; ``random`` takes them in order.
 * ``fixed_queries=False`` (the PIAA protocol, ``recsys.evaluation.protocols``) scores every k on all of the
   user's ratings but its k references instead, as the PIAA papers do; the users are still the same at every k.
 * Per-user metrics are averaged over the draws before they are averaged over users, bootstrapped and tested,
@@ -28,6 +31,7 @@ import numpy as np
 from recsys.data.dataset import Dataset, References, is_unseen_split
 from recsys.errors import ColdStartNotSupported
 from recsys.evaluation.best_of_n import BEST_OF_N, best_of_n
+from recsys.evaluation.elicitation import Elicitor, check_strategy
 from recsys.evaluation.metrics import MIN_USER_QUERIES, NDCG_K, all_metrics, bootstrap_ci, ndcg_left_out
 
 CI_METRICS = ("user_srocc", "pairwise_acc")
@@ -143,6 +147,10 @@ class Evaluator:
         draws: reference draws per new user (seen splits have none: every rating is scored once).
         fixed_queries: True: every k scores the same queries (all but the largest k's references); False: each
             k scores all of the user's ratings but its own k references.
+        references: how a new user's references are chosen: ``random`` or a strategy of
+            ``recsys.evaluation.elicitation`` (needs fixed queries).
+        reference_pool: how many of each new user's ratings are kept out of the queries for the references to be
+            chosen from (default None: the largest k); users need this many plus MIN_USER_QUERIES ratings.
     """
 
     def __init__(
@@ -154,17 +162,26 @@ class Evaluator:
         n_bootstrap: int = 1000,
         draws: int = DEFAULT_DRAWS,
         fixed_queries: bool = True,
+        references: str = "random",
+        reference_pool: int | None = None,
     ):
         if not len(shots) or any(k < 0 for k in shots):
             raise ValueError(f"shots must be non-negative, got {list(shots)}")
         if draws < 1:
             raise ValueError(f"draws must be at least 1, got {draws}")
+        if reference_pool is not None and reference_pool < max(shots):
+            raise ValueError(f"the reference pool ({reference_pool}) must hold the largest k ({max(shots)})")
+        if check_strategy(references) != "random" and not fixed_queries:
+            raise ValueError(f"references={references!r} needs fixed queries (the default protocol)")
         self.dataset = dataset
         self.shots = tuple(int(k) for k in shots)
         self.seed = seed
         self.n_bootstrap = n_bootstrap
         self.draws = int(draws)
         self.fixed_queries = bool(fixed_queries)
+        self.references = references
+        self.reference_pool = self.max_shots if reference_pool is None else int(reference_pool)
+        self._elicited: dict = {}  # (model, split, draw) -> {user: pool positions picked}, for one model
 
     @property
     def max_shots(self) -> int:
@@ -176,23 +193,27 @@ class Evaluator:
         """The shot counts evaluated on a split: None for seen splits."""
         return list(self.shots) if is_unseen_split(split) else [None]
 
-    def episodes(self, split: str, shots: int, draw: int = 0) -> tuple[list[Episode], int]:
+    def episodes(self, split: str, shots: int, draw: int = 0, model=None) -> tuple[list[Episode], int]:
         """The new-user episodes of an unseen split at k = ``shots`` in reference draw ``draw``, and the number
-        of users skipped (too few ratings for the largest k plus MIN_USER_QUERIES queries)."""
+        of users skipped (too few ratings for the reference pool plus MIN_USER_QUERIES queries). A reference
+        strategy other than random picks from the pool for ``model`` (``recsys.evaluation.elicitation``)."""
         if not 0 <= shots <= self.max_shots:
             raise ValueError(f"shots = {shots} is not within the evaluator's 0..{self.max_shots}")
         r = self.dataset.ratings[split]
         order = np.argsort(r.user_idx, kind="stable")
         users, starts = np.unique(r.user_idx[order], return_index=True)
+        picks = self._picks(model, split, draw) if self.references != "random" else None
         episodes, skipped = [], 0
         for user, chunk in zip(users, np.split(order, starts[1:]), strict=True):
-            if len(chunk) < self.max_shots + MIN_USER_QUERIES:
+            if len(chunk) < self.reference_pool + MIN_USER_QUERIES:
                 skipped += 1
                 continue
             user_key = zlib.crc32(str(self.dataset.user_ids[user]).encode())
             permutation = chunk[np.random.default_rng([self.seed, user_key, draw]).permutation(len(chunk))]
-            first_query = self.max_shots if self.fixed_queries else shots
+            first_query = self.reference_pool if self.fixed_queries else shots
             refs, queries = permutation[:shots], np.sort(permutation[first_query:])
+            if picks is not None:
+                refs = permutation[picks(int(user), permutation[: self.reference_pool])[:shots]]
             episodes.append(
                 Episode(
                     References(int(user), r.image_idx[refs], r.score[refs]),
@@ -202,6 +223,28 @@ class Evaluator:
                 )
             )
         return episodes, skipped
+
+    def _picks(self, model, split: str, draw: int):
+        """``picks(user, pool)``: the positions in ``pool`` (rating rows of the user's pool, in permutation order)
+        of the strategy's first K picks for ``model``, computed once per model, split and draw."""
+        if model is None:
+            raise ValueError(f"references={self.references!r} chooses references for a model: pass it")
+        if self._elicited.get("model") is not model:
+            self._elicited = {
+                "model": model,
+                "elicitor": Elicitor(self.references, model, self.dataset, self.seed),
+            }
+        elicitor, cache = self._elicited["elicitor"], self._elicited.setdefault((split, draw), {})
+        r = self.dataset.ratings[split]
+
+        def picks(user: int, pool: np.ndarray) -> np.ndarray:
+            if user not in cache:
+                cache[user] = elicitor.picks(
+                    r.image_idx[pool], lambda p: float(r.score[pool[p]]), self.max_shots
+                )
+            return cache[user]
+
+        return picks
 
     # ------------------------------------------------------------------ scoring
     def evaluate(self, model, split: str, shots: int | None = None, *, fit_seconds: float = 0.0) -> Result:
@@ -223,12 +266,15 @@ class Evaluator:
         if shots is None:
             raise ValueError(f"{split} is an unseen split: pass shots")
         episodes, skipped = [], 0
-        for draw in range(self.draws):
-            drawn, skipped = self.episodes(split, shots, draw)
-            episodes += drawn
+        try:
+            for draw in range(self.draws):
+                drawn, skipped = self.episodes(split, shots, draw, model)
+                episodes += drawn
+        except ColdStartNotSupported as err:  # the reference strategy needs what the model lacks
+            return self._failed(name, split, shots, "unsupported", str(err), context)
         n_users = len(episodes) // self.draws
         if not episodes:
-            reason = f"no user has at least {self.max_shots + MIN_USER_QUERIES} ratings"
+            reason = f"no user has at least {self.reference_pool + MIN_USER_QUERIES} ratings"
             return self._failed(name, split, shots, "empty", reason, context, skipped=skipped)
         start = time.perf_counter()
         try:

@@ -4,7 +4,8 @@
     GET  /users/{user_id}/similar?k=  the k most similar users of a fitted user
     POST /users/similar               {"references": [{"image_id", "score"}], "k"}: similar users of a new user
     POST /score                       {"user_id"} or {"references"}, plus {"image_ids"}: predicted scores
-    POST /rank                        the same body: the images best first, with their scores and ranks
+    POST /rank                        {"user_id"} or {"references"}, plus {"image_ids"} and/or {"images": [{"name",
+                                      "data" (base64)}]}: the candidates best first, with their scores and ranks
 
 Limits (:class:`ServiceLimits`; ``recsys serve`` sets them with the flags named, defaults in brackets):
 
@@ -17,7 +18,13 @@ Limits (:class:`ServiceLimits`; ``recsys serve`` sets them with the flags named,
   rate about 320 images each) and at most ``max_image_ids`` image ids to score ([10000]); more is a 413. Folding
   in a new user costs cubic time in the number of references (user_ridge solves a k x k system: 10,000
   references took 19 s and 1.9 GB), which is what the reference limit bounds;
-* ``k`` is at most 1000 (a 422 above).
+* ``k`` is at most 1000 (a 422 above);
+* ``POST /rank`` takes at most ``MAX_UPLOADS`` ([32]) uploaded images, base64 in JSON (``{"name": "a.png",
+  "data": "iVBOR..."}``); raise ``--max-body-bytes`` to upload more than a few small images. Uploaded images are
+  embedded with the encoder of the data's features (``recsys serve --encoder NAME``; without it, uploads are a
+  422) through the embedding cache, appended to the data as images without ratings or metadata, and scored by
+  the model fitted again with them (``recsys.ranking``): a request with uploads costs one fit of the model, which
+  ``--timeout`` bounds (fast fits: user_ridge, profile, mf; a deep model's fit can take longer than the timeout).
 
 Concurrency: health checks are answered on the event loop and never wait for a model. Model calls (fold-in,
 scoring, the index search, id look-ups) run in a pool of ``workers`` threads (``--workers``, [4]); numpy,
@@ -41,6 +48,8 @@ exception's type only) for a bug, with the traceback in the server's log.
 # No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations, and the request
 # bodies are classes made per app (their list limits are the app's), which a string annotation cannot name.
 import asyncio
+import base64
+import binascii
 import gc
 import threading
 from collections.abc import Callable
@@ -65,6 +74,8 @@ from recsys.retrieval.index import VectorIndex
 from recsys.retrieval.similar import SimilarUsers
 
 MAX_K = 1000
+#: most images one POST /rank may upload
+MAX_UPLOADS = 32
 #: Defaults of :class:`ServiceLimits` (and of ``recsys serve``'s flags).
 DEFAULT_MAX_BODY_BYTES = 1 << 18
 DEFAULT_MAX_REFERENCES = 1000
@@ -119,8 +130,15 @@ class Reference(BaseModel):
     score: float
 
 
-def request_models(limits: ServiceLimits) -> tuple[type[BaseModel], type[BaseModel]]:
-    """The bodies of POST /users/similar and POST /score, their lists capped by ``limits``.
+class Upload(BaseModel):
+    """A new candidate image: its name (its id in the answer) and its encoded bytes (PNG, JPEG, ...) in base64."""
+
+    name: str = Field(min_length=1, max_length=200)
+    data: str = Field(min_length=1)
+
+
+def request_models(limits: ServiceLimits) -> tuple[type[BaseModel], type[BaseModel], type[BaseModel]]:
+    """The bodies of POST /users/similar, POST /score and POST /rank, their lists capped by ``limits``.
 
     A list over its cap is refused from its length alone, before its items are validated.
     """
@@ -134,7 +152,13 @@ def request_models(limits: ServiceLimits) -> tuple[type[BaseModel], type[BaseMod
         references: list[Reference] | None = Field(None, max_length=limits.max_references)
         image_ids: list[int | str] = Field(min_length=1, max_length=limits.max_image_ids)
 
-    return SimilarRequest, ScoreRequest
+    class RankRequest(BaseModel):
+        user_id: str | None = None
+        references: list[Reference] | None = Field(None, max_length=limits.max_references)
+        image_ids: list[int | str] = Field(default_factory=list, max_length=limits.max_image_ids)
+        images: list[Upload] = Field(default_factory=list, max_length=MAX_UPLOADS)
+
+    return SimilarRequest, ScoreRequest, RankRequest
 
 
 # ---------------------------------------------------------------------- one-line errors
@@ -159,6 +183,7 @@ def _location(loc: tuple | list) -> str:
 _COUNTED_LISTS = {
     "references": ("references", "max_references; recsys serve --max-references"),
     "image_ids": ("image ids", "max_image_ids"),
+    "images": ("uploaded images", "MAX_UPLOADS"),
 }
 
 
@@ -359,11 +384,16 @@ def create_app(
     dataset: Dataset,
     similar: SimilarUsers | None = None,
     limits: ServiceLimits | None = None,
+    *,
+    encoder: str | None = None,
+    checkpoint: str | None = None,
 ) -> FastAPI:
     """A FastAPI app serving ``model`` (fitted on ``dataset``); the user index is built once here if not given.
 
     Args:
         limits: request limits, workers and timeout; the defaults of :class:`ServiceLimits` when None.
+        encoder, checkpoint: the encoder of the data's image features, which embeds images uploaded to
+            ``POST /rank`` (loaded on the first upload); None: uploads are refused.
     """
     similar = similar or SimilarUsers(model, dataset)
     limits = limits or ServiceLimits()
@@ -373,7 +403,7 @@ def create_app(
         limits.max_queue,
         serial=_holds_gpu_index(model, similar, similar.index),
     )
-    SimilarRequest, ScoreRequest = request_models(limits)
+    SimilarRequest, ScoreRequest, RankRequest = request_models(limits)
     known = np.zeros(dataset.n_users, dtype=bool)
     known[dataset.train_users()] = True
     health_body = {
@@ -468,18 +498,50 @@ def create_app(
             ],
         }
 
+    encoders: dict[str, Any] = {}
+    encoder_lock = threading.Lock()
+
+    def embed_uploads(uploads: list[tuple[str, bytes]]) -> np.ndarray:
+        """Embedding rows of uploaded images, by the data's encoder through the embedding cache."""
+        from features.embed import embed_image_bytes
+        from features.encoders import load_encoder
+        from recsys.ranking import check_encoder
+
+        name = check_encoder(dataset, encoder)
+        with encoder_lock:
+            if name not in encoders:
+                encoders[name] = load_encoder(name, checkpoint=checkpoint)
+        items = [(n, blob, f"images[{i}] ({n})") for i, (n, blob) in enumerate(uploads)]
+        return embed_image_bytes(items, encoders[name], progress=False, num_workers=0).embedding
+
+    def refit(data: Dataset) -> Model:
+        return model if data is dataset else model.clone().fit(data)
+
     @app.post("/rank")
-    async def rank(body: ScoreRequest) -> dict:
-        from recsys.ranking import rank_images
+    async def rank(body: RankRequest) -> dict:
+        from recsys.ranking import rank_candidates
 
         if (body.user_id is None) == (body.references is None):
             raise HTTPException(
                 422, "give either user_id (a fitted user) or references (a new user), not both"
             )
+        if not body.image_ids and not body.images:
+            raise HTTPException(422, "give candidates: image_ids of the data, images to upload, or both")
+        uploads = []
+        for i, upload in enumerate(body.images):
+            try:
+                uploads.append((upload.name, base64.b64decode(upload.data, validate=True)))
+            except binascii.Error:
+                raise HTTPException(422, f"body.images[{i}].data: not base64") from None
 
         def call() -> list[dict]:
             refs = None if body.references is None else references_of(body.references)
-            return rank_images(model, dataset, list(body.image_ids), user_id=body.user_id, references=refs)
+            new = None
+            if uploads:
+                new = ([n for n, _ in uploads], embed_uploads(uploads))
+            return rank_candidates(
+                refit, dataset, list(body.image_ids), new_images=new, user_id=body.user_id, references=refs
+            )
 
         return {"model": model.name, "ranking": await run(call)}
 

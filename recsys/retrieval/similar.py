@@ -252,19 +252,17 @@ def default_taste_model(dataset: Dataset) -> str:
     return "user_ridge" if dataset.image_design(required=False) is not None else "mf"
 
 
-def load_or_fit(
+def load_or_fit_model(
     model_name: str | None,
     dataset: Dataset,
     *,
     params: dict | None = None,
     workspace: Path = Path("runs"),
     progress: bool = True,
-) -> tuple[Model, SimilarUsers]:
-    """A fitted model and its user index: reloaded from the workspace when saved before, else fitted and saved.
-
-    A saved model that cannot be loaded is refitted, and a saved index that cannot be used (or belongs to other
-    vectors) is rebuilt; either says so in one line on stderr. ``model_name`` None: ``default_taste_model``.
-    """
+) -> tuple[Model, Path, bool]:
+    """A fitted model: reloaded from the workspace when saved before, else fitted and saved. Returns it, its
+    folder and whether it was fitted now. A saved model that cannot be loaded is refitted, with one line on
+    stderr. ``model_name`` None: ``default_taste_model``."""
     from recsys.models.registry import create_model
 
     model_name = model_name or default_taste_model(dataset)
@@ -273,24 +271,29 @@ def load_or_fit(
     directory = fitted_model_dir(workspace, model_name, model.get_params(), dataset)
     if (directory / "config.json").is_file():
         try:
-            loaded = Model.load(directory)
+            return Model.load(directory), directory, False
         except UserError as error:
             print(f"saved model in {directory} is unusable ({error}); refitting", file=sys.stderr)
-        else:
-            if (directory / USER_INDEX_FILE).is_file():
-                try:
-                    return loaded, SimilarUsers.load(directory, loaded, dataset)
-                except IndexInputError as error:
-                    print(
-                        f"saved user index in {directory} is unusable ({error}); rebuilding", file=sys.stderr
-                    )
-            similar = SimilarUsers(loaded, dataset)
-            similar.save(directory)
-            return loaded, similar
     if progress:
         print(f"fitting {model_name} on {dataset.name} (saved to {directory} for next time)")
     model.fit(dataset)
-    similar = SimilarUsers(model, dataset)
     model.save(directory)
+    return model, directory, True
+
+
+def load_or_fit(model_name: str | None, dataset: Dataset, **options) -> tuple[Model, SimilarUsers]:
+    """A fitted model and its user index: reloaded from the workspace when saved before, else fitted and saved
+    (``options``: ``params``, ``workspace``, ``progress`` as for ``load_or_fit_model``).
+
+    A saved model that cannot be loaded is refitted, and a saved index that cannot be used (or belongs to other
+    vectors) is rebuilt; either says so in one line on stderr. ``model_name`` None: ``default_taste_model``.
+    """
+    model, directory, fitted = load_or_fit_model(model_name, dataset, **options)
+    if not fitted and (directory / USER_INDEX_FILE).is_file():
+        try:
+            return model, SimilarUsers.load(directory, model, dataset)
+        except IndexInputError as error:
+            print(f"saved user index in {directory} is unusable ({error}); rebuilding", file=sys.stderr)
+    similar = SimilarUsers(model, dataset)
     similar.save(directory)
     return model, similar

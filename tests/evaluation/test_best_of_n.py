@@ -9,7 +9,7 @@ import pytest
 
 from recsys.evaluation.best_of_n import best_of_n
 from recsys.leaderboard import run_leaderboard
-from recsys.report import to_markdown
+from recsys.report import format_table, to_markdown
 
 
 def test_best_of_two_by_hand():
@@ -51,6 +51,11 @@ def test_leaderboard_has_best_of_n_for_every_model_with_the_consensus(small_sim,
         by[("mf", "test_seen", None)]["best_of_n_uplift@8"]
         > by[("mf", "test_seen", None)]["best_of_n_uplift@2"]
     )
+    table = format_table(board).splitlines()
+    assert "best@8" in table[2] and "vs ridge" in table[2]
+    mf_seen = next(line for line in table if line.startswith("mf ") and "test_seen" in line)
+    mf_up, ridge_up = (by[(m, "test_seen", None)]["best_of_n_uplift@8"] for m in ("mf", "ridge"))
+    assert mf_seen.split()[-2:] == [f"{mf_up:.3f}", f"{mf_up - ridge_up:+.3f}"]
     markdown = to_markdown(board)
     assert "## Best of n" in markdown and "over ridge @8" in markdown
     json.dumps(board.to_json())  # the metrics reach leaderboard.json
