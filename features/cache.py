@@ -82,6 +82,11 @@ def atomic_write_json(path: str | Path, obj) -> None:
     _atomic_write(Path(path), lambda handle: handle.write(json.dumps(obj, indent=1).encode()))
 
 
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """``text`` (UTF-8) to ``path`` atomically."""
+    _atomic_write(Path(path), lambda handle: handle.write(text.encode()))
+
+
 def sha256_file(path: str | Path) -> str:
     """SHA-256 of a file's content, remembered per (path, size, mtime) within the process."""
     path = Path(path)

@@ -5,6 +5,7 @@
     models       models, explain
     leaderboard  leaderboard (--tuned through experiments.tuning.run_tuned_leaderboard)
     retrieval    similar-users, similar-images, rank, serve
+    atlas        atlas (an HTML report of a model's taste groups)
     experiments  tune, study
     features     features embed | encoders
 
@@ -18,12 +19,12 @@ import argparse
 import os
 import sys
 
-from recsys.cli import data, experiments, features, leaderboard, models, retrieval
+from recsys.cli import atlas, data, experiments, features, leaderboard, models, retrieval
 from recsys.cli.common import HelpFormatter, add_commands
 from recsys.errors import UserError
 
 #: the command groups, in the order ``recsys --help`` lists them
-COMMAND_GROUPS = (data, models, leaderboard, retrieval, experiments, features)
+COMMAND_GROUPS = (data, models, leaderboard, retrieval, atlas, experiments, features)
 
 
 def version() -> str:

@@ -80,6 +80,13 @@ COMMANDS: dict[str, Command] = {
         "recsys rank --model mf --references refs.csv --images candidates.txt --json\n"
         "recsys rank --encoder clip:ViT-B-32/laion2b_s34b_b79k --references refs.csv --images new_images/",
     ),
+    "atlas": Command(
+        help="an HTML report of a model's taste groups: members, demographics, likes, a map",
+        description="Group the fitted users by taste (two_tower: by main prototype; other models: k-means of "
+        "their user vectors) and write one self-contained HTML file with each group's members, demographic "
+        "make-up, the images it likes more and less than the consensus, and a 2-D map of the users.",
+        example="recsys atlas --model two_tower\nrecsys atlas --model mf --groups 8 --out atlas.html",
+    ),
     "serve": Command(
         help="HTTP service: similar users and scores (FastAPI)",
         example="recsys serve --model user_ridge --port 8000\n"

@@ -1,0 +1,422 @@
+"""The taste atlas: a model's taste groups as one self-contained HTML page (``recsys atlas``).
+
+Groups of the fitted users (``form_groups``): for a model with taste prototypes (``two_tower``) each user's
+group is the prototype with the largest weight in their mixture; for any other model with taste vectors, a
+seeded k-means of the L2-normalised user vectors. Empty groups are dropped; the largest group comes first. For
+each group the page shows its members, its demographic make-up (``composition``), the images it likes most and
+least compared with the consensus (``likes``: the members' mean observed score of an image minus the mean of
+every fitted user, over the images the members rated at least ``min_ratings`` times), and every user on a 2-D
+map (``map_coordinates``: the first two principal components of the vectors the groups were formed from).
+
+The page (``render_html``) has inline CSS, an inline SVG and a tiny inline script that marks the page as loaded
+(``data-ok``, ``data-groups``) and records script errors (``data-errors``); it references nothing outside
+itself. Every string from the data is escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from recsys.data.dataset import Dataset, Ratings
+from recsys.errors import UserError
+from recsys.models.base import Model
+
+#: image metadata columns shown beside an image id, when the dataset has them
+IMAGE_COLUMNS = ("prompt", "type", "group", "style")
+#: group colours (colour-blind friendly qualitative palette), reused in turn past the tenth group
+PALETTE = (
+    "#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee",
+    "#aa3377", "#bbbbbb", "#332288", "#117733", "#882255",
+)  # fmt: skip
+#: the most categories listed per demographic column and group; the rest are summed as "other"
+MAX_CATEGORIES = 8
+
+
+@dataclass
+class Groups:
+    """The fitted users (``users``: user_idx), their group (``labels``: 0..n-1, none empty), each group's name,
+    the vectors the groups were formed from (rows aligned to ``users``) and how they were formed."""
+
+    users: np.ndarray
+    labels: np.ndarray
+    names: list[str]
+    vectors: np.ndarray
+    method: str
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.names)
+
+    def members(self, group: int) -> np.ndarray:
+        """The user_idx of a group's members."""
+        return self.users[self.labels == group]
+
+
+def _relabel(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels renumbered 0..n-1 over the non-empty groups, largest group first (equal sizes in label order),
+    and the original label of each."""
+    present, inverse, sizes = np.unique(raw, return_inverse=True, return_counts=True)
+    order = np.argsort(-sizes, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return rank[inverse].astype(np.int64), present[order]
+
+
+def kmeans_labels(vectors: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Seeded k-means (scikit-learn, 10 initialisations) of the L2-normalised rows of ``vectors``."""
+    from sklearn.cluster import KMeans
+
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = vectors / np.where(norms > 0, norms, 1.0)
+    return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(unit.astype(np.float64))
+
+
+def prototype_mixture(model: Model, users: np.ndarray) -> np.ndarray | None:
+    """The model's prototype mixture weights of ``users`` (n x prototypes), or None without prototypes."""
+    mixture = getattr(model, "prototype_mixture", None)
+    if mixture is None:
+        return None
+    try:
+        return mixture(users)
+    except ValueError:  # built without prototypes
+        return None
+
+
+def check_taste_model(name: str) -> None:
+    """A one-line ``UserError`` when the registered model ``name`` has no taste vectors, naming those that do."""
+    from recsys.models.registry import list_models, model_class
+
+    if not model_class(name).has_taste_vectors():
+        with_vectors = [m for m in list_models() if model_class(m).has_taste_vectors()]
+        raise UserError(f"{name} has no taste vectors; the atlas needs one of: {', '.join(with_vectors)}")
+
+
+def form_groups(model: Model, dataset: Dataset, k: int = 6, seed: int = 0) -> Groups:
+    """The taste groups of the dataset's fitted users (see the module's docstring)."""
+    check_taste_model(model.name)
+    if k < 2:
+        raise UserError(f"--groups must be at least 2, got {k}")
+    users = dataset.train_users()
+    vectors = model.user_vectors()[users].astype(np.float64)
+    mixture = prototype_mixture(model, users)
+    if mixture is not None:
+        labels, kept = _relabel(mixture.argmax(axis=1))
+        names = [f"prototype {p}" for p in kept]
+        method = (
+            f"each user's group is the prototype with the largest weight in their mixture "
+            f"({mixture.shape[1]} prototypes, {len(kept)} with members)"
+        )
+        return Groups(users, labels, names, vectors, method)
+    if k > len(users):
+        raise UserError(f"--groups {k} is more than the {len(users)} fitted users of {dataset.name}")
+    labels, kept = _relabel(kmeans_labels(vectors, k, seed))
+    names = [f"group {g + 1}" for g in range(len(kept))]
+    method = f"k-means (seed {seed}) of the L2-normalised user vectors into {k} groups"
+    return Groups(users, labels, names, vectors, method)
+
+
+def composition(dataset: Dataset, groups: Groups) -> list[dict[str, pd.DataFrame]]:
+    """Per group, per demographic column of ``dataset.users``: a table (category, share, overall) of the shares
+    of each category among the group's members and among all fitted users, largest share first; a numeric
+    column gives one row, its mean (category ``mean``). Missing values count as the category ``(missing)``."""
+    table = dataset.users.iloc[groups.users].reset_index(drop=True)
+    out: list[dict[str, pd.DataFrame]] = [{} for _ in range(groups.n_groups)]
+    for column in table.columns:
+        values = table[column]
+        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+        if not numeric:
+            values = values.astype(object).where(values.notna(), "(missing)").astype(str)
+        overall = values.value_counts(normalize=True)
+        for g in range(groups.n_groups):
+            member = values[groups.labels == g]
+            if numeric:
+                rows = pd.DataFrame(
+                    {"category": ["mean"], "share": [member.mean()], "overall": [values.mean()]}
+                )
+            else:
+                shares = member.value_counts(normalize=True)
+                rows = pd.DataFrame(
+                    {
+                        "category": shares.index,
+                        "share": shares.to_numpy(),
+                        "overall": overall[shares.index].to_numpy(),
+                    }
+                )
+            out[g][str(column)] = rows.reset_index(drop=True)
+    return out
+
+
+def observed_ratings(dataset: Dataset, users: np.ndarray) -> Ratings:
+    """Every observed rating (all splits) of ``users``."""
+    ratings = Ratings.concat([dataset.ratings[s] for s in dataset.splits])
+    return ratings.subset(np.isin(ratings.user_idx, users))
+
+
+def likes(
+    dataset: Dataset, groups: Groups, *, min_ratings: int = 3, top: int = 8
+) -> list[dict[str, pd.DataFrame]]:
+    """Per group, ``most`` and ``least``: the ``top`` images with the largest and smallest difference between
+    the members' mean observed score and the mean of every fitted user, among the images the members rated at
+    least ``min_ratings`` times (disjoint: with fewer than ``2 * top`` such images, the larger half goes to
+    ``most``). Columns: image_idx, group_mean, all_mean, diff, n (the members' ratings).
+    Ties are broken by image index. Without ratings (choices only) the tables are empty."""
+    columns = ["image_idx", "group_mean", "all_mean", "diff", "n"]
+    empty = pd.DataFrame(columns=columns)
+    if not dataset.splits:
+        return [{"most": empty, "least": empty} for _ in range(groups.n_groups)]
+    ratings = observed_ratings(dataset, groups.users)
+    group_of = np.full(dataset.n_users, -1, np.int64)
+    group_of[groups.users] = groups.labels
+    frame = pd.DataFrame(
+        {
+            "group": group_of[ratings.user_idx],
+            "image_idx": ratings.image_idx,
+            "score": ratings.score.astype(np.float64),
+        }
+    )
+    all_mean = frame.groupby("image_idx")["score"].mean()
+    per_group = frame.groupby(["group", "image_idx"])["score"].agg(["mean", "size"]).reset_index()
+    per_group = per_group[per_group["size"] >= min_ratings]
+    out = []
+    for g in range(groups.n_groups):
+        rows = per_group[per_group["group"] == g]
+        table = pd.DataFrame(
+            {
+                "image_idx": rows["image_idx"].to_numpy(),
+                "group_mean": rows["mean"].to_numpy(),
+                "all_mean": all_mean[rows["image_idx"]].to_numpy(),
+                "n": rows["size"].to_numpy(),
+            }
+        )
+        table["diff"] = table["group_mean"] - table["all_mean"]
+        table = table[columns].sort_values("image_idx", kind="stable")
+        # disjoint lists: with fewer than 2 * top images, the larger differences go to "most", the rest to "least"
+        order = table.sort_values("diff", ascending=False, kind="stable")
+        most = order.head(min(top, (len(order) + 1) // 2)).reset_index(drop=True)
+        rest = table[~table["image_idx"].isin(most["image_idx"])]
+        least = rest.sort_values("diff", kind="stable").head(min(top, len(order) // 2)).reset_index(drop=True)
+        out.append({"most": most, "least": least})
+    return out
+
+
+def map_coordinates(vectors: np.ndarray) -> np.ndarray:
+    """The first two principal components (n x 2) of ``vectors`` (numpy SVD of the centred rows); each axis'
+    sign makes its largest loading positive; a zero column where the vectors have fewer than two dimensions."""
+    centred = np.asarray(vectors, np.float64) - np.asarray(vectors, np.float64).mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    axes = vt[:2]
+    axes = axes * np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)])[:, None]
+    coords = centred @ axes.T
+    if coords.shape[1] < 2:
+        coords = np.hstack([coords, np.zeros((len(coords), 2 - coords.shape[1]))])
+    return coords
+
+
+@dataclass
+class Atlas:
+    """Everything the page shows."""
+
+    dataset: str
+    simulated: bool
+    model: str
+    params: dict
+    groups: Groups
+    user_ids: list[str]
+    composition: list[dict[str, pd.DataFrame]]
+    likes: list[dict[str, pd.DataFrame]]
+    coords: np.ndarray
+    images: pd.DataFrame = field(repr=False)
+    image_ids: np.ndarray = field(repr=False)
+    min_ratings: int = 3
+
+
+def build_atlas(
+    model: Model, dataset: Dataset, *, k: int = 6, seed: int = 0, min_ratings: int = 3, top: int = 8
+) -> Atlas:
+    """The atlas of a fitted model on the dataset it was fitted on."""
+    groups = form_groups(model, dataset, k, seed)
+    return Atlas(
+        dataset=dataset.name,
+        simulated=dataset.simulated,
+        model=model.name,
+        params=model.get_params(),
+        groups=groups,
+        user_ids=[str(u) for u in dataset.user_ids[groups.users]],
+        composition=composition(dataset, groups),
+        likes=likes(dataset, groups, min_ratings=min_ratings, top=top),
+        coords=map_coordinates(groups.vectors),
+        images=dataset.images,
+        image_ids=dataset.image_ids,
+        min_ratings=min_ratings,
+    )
+
+
+# ---------------------------------------------------------------------- HTML
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def colour(group: int) -> str:
+    return PALETTE[group % len(PALETTE)]
+
+
+STYLE = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1100px;color:#222;
+padding:0 16px}
+h1{font-size:1.5em;margin-bottom:4px}.sim{background:#c62828;color:#fff;padding:2px 8px;border-radius:4px;
+font-size:.8em;vertical-align:middle}.meta{color:#555;font-size:.9em;margin:2px 0}
+section.group{border-top:3px solid var(--c);margin-top:28px;padding-top:4px}
+section.group h2{font-size:1.2em}.swatch{display:inline-block;width:12px;height:12px;border-radius:50%;
+background:var(--c);margin-right:6px}
+table{border-collapse:collapse;font-size:.85em;margin:6px 0 12px}td,th{padding:2px 8px;text-align:left;
+border-bottom:1px solid #eee;vertical-align:top}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+.cols{display:flex;flex-wrap:wrap;gap:18px}.cols>div{flex:1 1 300px;min-width:0}
+.bar{display:inline-block;height:9px;background:var(--c);vertical-align:middle}
+td.prompt{max-width:440px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.pos{color:#1b5e20}.neg{color:#b71c1c}details{margin:6px 0}.ids{font-size:.8em;color:#444;word-break:break-all}
+svg text{font-size:12px}
+"""
+
+SCRIPT = """
+window.onerror=function(m){var b=document.body;b.dataset.errors=(b.dataset.errors||'')+m+';';};
+window.addEventListener('load',function(){var b=document.body;
+b.dataset.groups=String(document.querySelectorAll('section.group').length);
+b.dataset.users=String(document.querySelectorAll('svg.map circle.user').length);b.dataset.ok='1';});
+"""
+
+
+def _svg_map(atlas: Atlas, width: int = 720, height: int = 480) -> str:
+    groups, coords = atlas.groups, atlas.coords
+    pad, legend = 24, 150
+    low, high = coords.min(axis=0), coords.max(axis=0)
+    span = np.where(high - low > 0, high - low, 1.0)
+    plot_w, plot_h = width - legend - 2 * pad, height - 2 * pad
+    xs = pad + (coords[:, 0] - low[0]) / span[0] * plot_w
+    ys = pad + (1 - (coords[:, 1] - low[1]) / span[1]) * plot_h
+    parts = [
+        f'<svg class="map" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="users on the first two principal components">',
+        f'<rect x="0.5" y="0.5" width="{width - legend - 1}" height="{height - 1}" fill="#fafafa" stroke="#ddd"/>',
+    ]
+    for x, y, g, uid in zip(xs, ys, groups.labels, atlas.user_ids, strict=True):
+        parts.append(
+            f'<circle class="user" cx="{x:.1f}" cy="{y:.1f}" r="4.5" fill="{colour(int(g))}" fill-opacity="0.85" '
+            f'stroke="#fff" stroke-width="0.8"><title>{_e(uid)} ({_e(groups.names[g])})</title></circle>'
+        )
+    for g, name in enumerate(groups.names):
+        y = pad + 20 * g
+        parts.append(
+            f'<g class="legend"><circle cx="{width - legend + 16}" cy="{y}" r="6" fill="{colour(g)}"/>'
+            f'<text x="{width - legend + 28}" y="{y + 4}">{_e(name)} ({int((groups.labels == g).sum())})</text></g>'
+        )
+    parts.append(
+        f'<text x="{pad}" y="{height - 6}" fill="#777">PC 1 →</text>'
+        f'<text x="12" y="{pad + 40}" fill="#777" transform="rotate(-90 12 {pad + 40})">PC 2 →</text></svg>'
+    )
+    return "\n".join(parts)
+
+
+def _composition_html(tables: dict[str, pd.DataFrame]) -> str:
+    if not tables:
+        return "<p class='meta'>The dataset has no demographic columns.</p>"
+    blocks = []
+    for column, table in tables.items():
+        rows = []
+        if list(table["category"]) == ["mean"]:
+            share, overall = table["share"].iloc[0], table["overall"].iloc[0]
+            rows.append(
+                f"<tr><td>mean</td><td class='num'>{share:.1f}</td><td class='num'>{overall:.1f}</td></tr>"
+            )
+        else:
+            shown = table.head(MAX_CATEGORIES)
+            for category, share, overall in shown.itertuples(index=False):
+                rows.append(
+                    f"<tr><td>{_e(category)}</td><td class='num'>{share:.0%} "
+                    f"<span class='bar' style='width:{share * 60:.0f}px'></span></td>"
+                    f"<td class='num'>{overall:.0%}</td></tr>"
+                )
+            rest = table.iloc[MAX_CATEGORIES:]
+            if len(rest):
+                rows.append(
+                    f"<tr><td>other ({len(rest)})</td><td class='num'>{rest['share'].sum():.0%}</td>"
+                    f"<td class='num'>{rest['overall'].sum():.0%}</td></tr>"
+                )
+        blocks.append(
+            f"<div><table><tr><th>{_e(column)}</th><th class='num'>group</th><th class='num'>all users</th></tr>"
+            + "".join(rows)
+            + "</table></div>"
+        )
+    return "<div class='cols'>" + "".join(blocks) + "</div>"
+
+
+def _likes_html(atlas: Atlas, table: pd.DataFrame, title: str) -> str:
+    if table.empty:
+        return f"<div><h3>{_e(title)}</h3><p class='meta'>No image has {atlas.min_ratings} ratings by members.</p></div>"
+    meta = [c for c in IMAGE_COLUMNS if c in atlas.images.columns]
+    head = "".join(f"<th>{_e(c)}</th>" for c in meta)
+    rows = []
+    for row in table.itertuples(index=False):
+        image = int(row.image_idx)
+        values = [atlas.images[c].iloc[image] for c in meta]
+        values = ["" if pd.isna(v) else v for v in values]
+        cells = "".join(
+            f"<td{' class=prompt' if c == 'prompt' else ''} title='{_e(v)}'>{_e(v)}</td>"
+            for c, v in zip(meta, values, strict=True)
+        )
+        sign = "pos" if row.diff >= 0 else "neg"
+        rows.append(
+            f"<tr><td>{_e(atlas.image_ids[image])}</td>{cells}<td class='num {sign}'>{row.diff:+.2f}</td>"
+            f"<td class='num'>{row.group_mean:.2f}</td><td class='num'>{row.all_mean:.2f}</td>"
+            f"<td class='num'>{int(row.n)}</td></tr>"
+        )
+    return (
+        f"<div><h3>{_e(title)}</h3><table><tr><th>image</th>{head}<th class='num'>diff</th>"
+        "<th class='num'>group</th><th class='num'>all</th><th class='num'>n</th></tr>"
+        + "".join(rows)
+        + "</table></div>"
+    )
+
+
+def render_html(atlas: Atlas) -> str:
+    """The whole page (see the module's docstring)."""
+    groups = atlas.groups
+    sim = ' <span class="sim">SIMULATED data</span>' if atlas.simulated else ""
+    sections = []
+    for g, name in enumerate(groups.names):
+        member = groups.labels == g
+        ids = [u for u, m in zip(atlas.user_ids, member, strict=True) if m]
+        sections.append(
+            f'<section class="group" id="g{g}" data-members="{len(ids)}" style="--c:{colour(g)}">'
+            f'<h2><span class="swatch"></span>{_e(name)}: <span class="count">{len(ids)}</span> users '
+            f"({len(ids) / len(atlas.user_ids):.0%})</h2>"
+            f"<details><summary>member ids</summary><p class='ids'>{_e(', '.join(ids))}</p></details>"
+            f"<h3>Demographic make-up</h3>{_composition_html(atlas.composition[g])}"
+            f"{_likes_html(atlas, atlas.likes[g]['most'], 'Liked more than the consensus')}"
+            f"{_likes_html(atlas, atlas.likes[g]['least'], 'Liked less than the consensus')}</section>"
+        )
+    params = json.dumps(atlas.params, sort_keys=True, default=str)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Taste atlas: {_e(atlas.model)} on {_e(atlas.dataset)}</title>
+<style>{STYLE}</style><script>{SCRIPT}</script></head>
+<body data-errors="">
+<h1>Taste atlas: {_e(atlas.model)}{sim}</h1>
+<p class="meta">dataset: {_e(atlas.dataset)}{" (SIMULATED: not real people)" if atlas.simulated else ""}</p>
+<p class="meta">model: {_e(atlas.model)} {_e(params)}</p>
+<p class="meta">groups: {_e(groups.method)}; {len(atlas.user_ids)} fitted users in {groups.n_groups} groups</p>
+<p class="meta">likes: the members' mean observed score of an image (all splits) minus the mean of every fitted
+user, over images the members rated at least {atlas.min_ratings} times; group, all: those means; n: the members'
+ratings</p>
+<h2>Map of the users</h2>
+<p class="meta">first two principal components of the vectors the groups were formed from; hover a point for
+its user id</p>
+{_svg_map(atlas)}
+{"".join(sections)}
+</body></html>
+"""
