@@ -167,15 +167,11 @@ def category_srocc(row: Result, image_codes: np.ndarray) -> pd.DataFrame:
     draw = p.draw[keep] - p.draw.min()
     key = (draw * n_users + p.user_idx[keep]) * n_levels + level[keep]
     values = per_user_srocc(p.score[keep], p.prediction[keep], key, min_queries=MIN_CATEGORY_QUERIES)
-    keys = np.fromiter(values.keys(), np.int64, len(values))
-    table = pd.DataFrame(
-        {
-            "user": keys // n_levels % n_users,
-            "level": keys % n_levels,
-            "value": np.fromiter(values.values(), float, len(values)),
-        }
-    )
-    return table.groupby(["user", "level"], as_index=False)["value"].mean()
+    keys = np.fromiter(values.keys(), np.int64, len(values)) % (n_users * n_levels)  # draw dropped
+    cells, where = np.unique(keys, return_inverse=True)
+    counts = np.bincount(where, minlength=len(cells))
+    sums = np.bincount(where, np.fromiter(values.values(), float, len(values)), minlength=len(cells))
+    return pd.DataFrame({"user": cells // n_levels, "level": cells % n_levels, "value": sums / counts})
 
 
 def image_breakdown(row: Result, groupings: dict[str, Grouping], seed: int = 0) -> list[dict]:
@@ -223,17 +219,19 @@ def largest_gap(groups: pd.DataFrame, min_users: int = MIN_GROUP_USERS) -> dict 
     """The highest minus the lowest group mean among named groups (not "other", which pools many) of at least
     ``min_users`` users (rows of one model, task and dimension): ``high`` and ``low`` (group names), ``gap``,
     ``separated`` (intervals do not overlap); None with fewer than two such groups."""
-    big = groups[(groups["n_users"] >= min_users) & (groups["group"] != OTHER)]
-    if len(big) < 2:
+    eligible = ((groups["n_users"] >= min_users) & (groups["group"] != OTHER)).to_numpy()
+    if eligible.sum() < 2:
         return None
-    ordered = big.sort_values("user_srocc", kind="stable")
-    low, high = ordered.iloc[0], ordered.iloc[-1]
+    mean = groups["user_srocc"].to_numpy()[eligible]
+    order = np.argsort(mean, kind="stable")
+    low, high = order[0], order[-1]
+    name, lo, hi = (groups[c].to_numpy()[eligible] for c in ("group", "ci_low", "ci_high"))
     return {
-        "dimension": high["dimension"],
-        "high": high["group"],
-        "low": low["group"],
-        "gap": float(high["user_srocc"] - low["user_srocc"]),
-        "separated": bool(low["ci_high"] < high["ci_low"]),
+        "dimension": groups["dimension"].iloc[0],
+        "high": name[high],
+        "low": name[low],
+        "gap": float(mean[high] - mean[low]),
+        "separated": bool(hi[low] < lo[high]),
     }
 
 
