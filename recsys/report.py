@@ -354,9 +354,21 @@ def _breakdown_section(board: Leaderboard, breakdown: bd.Breakdown) -> list[str]
     if breakdown.missing:
         lines += ["", f"Not broken down (the data lack them): {', '.join(breakdown.missing)}."]
     table = bd.task_rows(breakdown.table, task)
-    gaps = bd.gaps(table)
-    lines += ["", "| model | largest gap |", "|---|---|"]
-    lines += [f"| {model} | {_gap_text(gaps.get(model))} |" for model in dict.fromkeys(table["model"])]
+    gaps, by_dimension = bd.gaps(table), bd.dimension_gaps(table)
+    lines += [
+        "",
+        "Largest gap per model, and per dimension (highest minus lowest group; † the two intervals do not "
+        "overlap):",
+        "",
+        "| model | largest gap | " + " | ".join(breakdown.dimensions) + " |",
+        "|---|---|" + "---:|" * len(breakdown.dimensions),
+    ]
+    for model in dict.fromkeys(table["model"]):
+        cells = []
+        for dimension in breakdown.dimensions:
+            gap = by_dimension.get(model, {}).get(dimension)
+            cells.append("-" if gap is None else f"{gap['gap']:.3f}" + (" †" if gap["separated"] else ""))
+        lines.append(f"| {model} | {_gap_text(gaps.get(model))} | " + " | ".join(cells) + " |")
     for model, rows in table.groupby("model", sort=False):
         lines += ["", f"<details><summary>{model}: largest gap {_gap_text(gaps.get(model))}</summary>", ""]
         lines += ["| dimension | group | n | user SROCC [95% CI] |", "|---|---|---:|---|"]

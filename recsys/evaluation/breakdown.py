@@ -253,11 +253,17 @@ def task_rows(table: pd.DataFrame, task: tuple[str, int | None]) -> pd.DataFrame
     return table[at & (table["shots"].isna() if shots is None else table["shots"] == shots)]
 
 
-def gaps(table: pd.DataFrame) -> dict[str, dict]:
-    """Per model (lines of one task), its largest gap over every dimension (``largest_gap``)."""
+def dimension_gaps(table: pd.DataFrame) -> dict[str, dict[str, dict]]:
+    """Per model (lines of one task) and dimension, the largest gap (``largest_gap``; dimensions without one
+    left out)."""
     out = {}
     for model, lines in table.groupby("model", sort=False):
-        found = [g for _, part in lines.groupby("dimension", sort=False) if (g := largest_gap(part))]
-        if found:
-            out[model] = max(found, key=lambda g: g["gap"])
+        found = {d: largest_gap(part) for d, part in lines.groupby("dimension", sort=False)}
+        out[model] = {d: gap for d, gap in found.items() if gap is not None}
     return out
+
+
+def gaps(table: pd.DataFrame) -> dict[str, dict]:
+    """Per model (lines of one task), its largest gap over every dimension."""
+    found = dimension_gaps(table)
+    return {m: max(g.values(), key=lambda gap: gap["gap"]) for m, g in found.items() if g}
