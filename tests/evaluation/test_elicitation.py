@@ -12,8 +12,8 @@ from recsys.evaluation.elicitation import (
     Elicitor,
     LinearPosterior,
     coverage_scorer,
-    distinctiveness,
     disagreement_scorer,
+    distinctiveness,
     elicit,
     linear_posterior,
 )
