@@ -416,15 +416,31 @@ def png_metadata(run_id: str) -> dict[str, str]:
     return {"run_id": run_id, "Description": f"recsys leaderboard run {run_id}"}
 
 
+def _panels(plt, n_tasks: int, n_labels: int):
+    """A figure of ``n_tasks`` side-by-side bar panels sharing ``n_labels`` rows."""
+    size = (4.2 * n_tasks + 1.5, 0.32 * n_labels + 1.8)
+    return plt.subplots(1, n_tasks, figsize=size, sharey=True, squeeze=False)
+
+
+def _save_panels(fig, axes, labels: list[str], board: Leaderboard, heading: str, path: Path) -> None:
+    """Row labels, the title (``heading`` with ``{title}``: the dataset, labelled when simulated; then the run
+    id), and the PNG with the run id in its metadata."""
+    axes[0][0].set_yticks(range(len(labels)), labels, fontsize=8)
+    axes[0][0].invert_yaxis()
+    title = board.dataset.name + (" — SIMULATED data" if board.dataset.simulated else "")
+    fig.suptitle(heading.format(title=title) + f"; run {board.run_id}", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, metadata=png_metadata(board.run_id))
+    _pyplot().close(fig)
+
+
 def write_chart(board: Leaderboard, path: Path) -> None:
     """Horizontal bars of the primary metric with 95% intervals, one panel per task (see ``_chart_tasks``)."""
     plt = _pyplot()
     primary = metric_set(board.rows).primary
     tasks = _chart_tasks(board)
     labels = list(dict.fromkeys(_label(r) for r in board.rows))
-    fig, axes = plt.subplots(
-        1, len(tasks), figsize=(4.2 * len(tasks) + 1.5, 0.32 * len(labels) + 1.8), sharey=True, squeeze=False
-    )
+    fig, axes = _panels(plt, len(tasks), len(labels))
     for ax, task in zip(axes[0], tasks, strict=True):
         rows = {_label(r): r for r in board.rows if _task(r) == task}
         values, errors, colours = [], [[], []], []
@@ -441,13 +457,7 @@ def write_chart(board: Leaderboard, path: Path) -> None:
         ax.set_xlabel(("user SROCC" if primary == "user_srocc" else primary) + " (95% CI)")
         ax.set_xlim(min(0.0, np.nanmin(values) if not all(map(math.isnan, values)) else 0), 1.0)
         ax.grid(axis="x", alpha=0.3)
-    axes[0][0].set_yticks(range(len(labels)), labels, fontsize=8)
-    axes[0][0].invert_yaxis()
-    title = board.dataset.name + (" — SIMULATED data" if board.dataset.simulated else "")
-    fig.suptitle(f"{title}; {board.draws} draw(s) per new user; run {board.run_id}", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, metadata=png_metadata(board.run_id))
-    plt.close(fig)
+    _save_panels(fig, axes, labels, board, f"{{title}}; {board.draws} draw(s) per new user", path)
 
 
 def write_best_of_n_chart(board: Leaderboard, path: Path) -> bool:
@@ -462,9 +472,7 @@ def write_best_of_n_chart(board: Leaderboard, path: Path) -> bool:
     metric = f"best_of_n_uplift@{n}"
     tasks = [t for t in _chart_tasks(board) if any(_task(r) == t for r in rows)]
     labels = list(dict.fromkeys(_label(r) for r in rows))
-    fig, axes = plt.subplots(
-        1, len(tasks), figsize=(4.2 * len(tasks) + 1.5, 0.32 * len(labels) + 1.8), sharey=True, squeeze=False
-    )
+    fig, axes = _panels(plt, len(tasks), len(labels))
     for ax, task in zip(axes[0], tasks, strict=True):
         mine = {_label(r): r for r in rows if _task(r) == task}
         values = [mine[m].metrics[metric] if m in mine else float("nan") for m in labels]
@@ -477,13 +485,7 @@ def write_best_of_n_chart(board: Leaderboard, path: Path) -> bool:
         ax.set_title(_task_label(*task), fontsize=10)
         ax.set_xlabel(f"uplift of the pick of {n} over their mean")
         ax.grid(axis="x", alpha=0.3)
-    axes[0][0].set_yticks(range(len(labels)), labels, fontsize=8)
-    axes[0][0].invert_yaxis()
-    title = board.dataset.name + (" — SIMULATED data" if board.dataset.simulated else "")
-    fig.suptitle(f"Best of {n}: {title}; run {board.run_id}", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata=png_metadata(board.run_id))
-    plt.close(fig)
+    _save_panels(fig, axes, labels, board, f"Best of {n}: {{title}}", path)
     return True
 
 
