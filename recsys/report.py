@@ -478,15 +478,31 @@ def png_metadata(run_id: str) -> dict[str, str]:
     return {"run_id": run_id, "Description": f"recsys leaderboard run {run_id}"}
 
 
+def _panels(plt, n_tasks: int, n_labels: int):
+    """A figure of ``n_tasks`` side-by-side bar panels sharing ``n_labels`` rows."""
+    size = (4.2 * n_tasks + 1.5, 0.32 * n_labels + 1.8)
+    return plt.subplots(1, n_tasks, figsize=size, sharey=True, squeeze=False)
+
+
+def _save_panels(fig, axes, labels: list[str], board: Leaderboard, heading: str, path: Path) -> None:
+    """Row labels, the title (``heading`` with ``{title}``: the dataset, labelled when simulated; then the run
+    id), and the PNG with the run id in its metadata."""
+    axes[0][0].set_yticks(range(len(labels)), labels, fontsize=8)
+    axes[0][0].invert_yaxis()
+    title = board.dataset.name + (" — SIMULATED data" if board.dataset.simulated else "")
+    fig.suptitle(heading.format(title=title) + f"; run {board.run_id}", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, metadata=png_metadata(board.run_id))
+    _pyplot().close(fig)
+
+
 def write_chart(board: Leaderboard, path: Path) -> None:
     """Horizontal bars of the primary metric with 95% intervals, one panel per task (see ``_chart_tasks``)."""
     plt = _pyplot()
     primary = metric_set(board.rows).primary
     tasks = _chart_tasks(board)
     labels = list(dict.fromkeys(_label(r) for r in board.rows))
-    fig, axes = plt.subplots(
-        1, len(tasks), figsize=(4.2 * len(tasks) + 1.5, 0.32 * len(labels) + 1.8), sharey=True, squeeze=False
-    )
+    fig, axes = _panels(plt, len(tasks), len(labels))
     for ax, task in zip(axes[0], tasks, strict=True):
         rows = {_label(r): r for r in board.rows if _task(r) == task}
         values, errors, colours = [], [[], []], []
@@ -503,13 +519,36 @@ def write_chart(board: Leaderboard, path: Path) -> None:
         ax.set_xlabel(("user SROCC" if primary == "user_srocc" else primary) + " (95% CI)")
         ax.set_xlim(min(0.0, np.nanmin(values) if not all(map(math.isnan, values)) else 0), 1.0)
         ax.grid(axis="x", alpha=0.3)
-    axes[0][0].set_yticks(range(len(labels)), labels, fontsize=8)
-    axes[0][0].invert_yaxis()
-    title = board.dataset.name + (" — SIMULATED data" if board.dataset.simulated else "")
-    fig.suptitle(f"{title}; {board.draws} draw(s) per new user; run {board.run_id}", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, metadata=png_metadata(board.run_id))
-    plt.close(fig)
+    _save_panels(fig, axes, labels, board, f"{{title}}; {board.draws} draw(s) per new user", path)
+
+
+def write_best_of_n_chart(board: Leaderboard, path: Path) -> bool:
+    """Bars of each model's best-of-n uplift at the largest n, one panel per task (as the bar chart's), with the
+    consensus model's (ridge) as a dashed line; the oracle grey. False (nothing written) when no row has
+    best-of-n metrics."""
+    rows = [r for r in board.rows if r.metrics and "best_of_n_uplift@2" in r.metrics]
+    if not rows:
+        return False
+    plt = _pyplot()
+    n = max(int(m.split("@")[1]) for m in rows[0].metrics if m.startswith("best_of_n_uplift@"))
+    metric = f"best_of_n_uplift@{n}"
+    tasks = [t for t in _chart_tasks(board) if any(_task(r) == t for r in rows)]
+    labels = list(dict.fromkeys(_label(r) for r in rows))
+    fig, axes = _panels(plt, len(tasks), len(labels))
+    for ax, task in zip(axes[0], tasks, strict=True):
+        mine = {_label(r): r for r in rows if _task(r) == task}
+        values = [mine[m].metrics[metric] if m in mine else float("nan") for m in labels]
+        colours = ["#999999" if m == "oracle" else "#3b75af" for m in labels]
+        ax.barh(range(len(labels)), np.nan_to_num(values), color=colours)
+        ridge = next((r.metrics[metric] for r in mine.values() if r.model == "ridge"), None)
+        if ridge is not None:
+            ax.axvline(ridge, color="black", ls="--", lw=1, label="consensus (ridge)")
+            ax.legend(fontsize=7, loc="lower right")
+        ax.set_title(_task_label(*task), fontsize=10)
+        ax.set_xlabel(f"uplift of the pick of {n} over their mean")
+        ax.grid(axis="x", alpha=0.3)
+    _save_panels(fig, axes, labels, board, f"Best of {n}: {{title}}", path)
+    return True
 
 
 # ---------------------------------------------------------------------- k-curves
@@ -736,9 +775,9 @@ def predictions_table(board: Leaderboard) -> pd.DataFrame:
 def write_leaderboard(
     board: Leaderboard, out: str | Path, *, overwrite: bool = False, markdown_extra: str = ""
 ) -> dict[str, Path]:
-    """Write leaderboard.json, .csv, .md and .png, per_user.csv, predictions.parquet, breakdown.csv and .png
-    (when a rating row can be broken down) and, with three or more k values, curve.csv and curve.png into ``out``
-    as one set; returns the paths.
+    """Write leaderboard.json, .csv, .md and .png, per_user.csv, predictions.parquet, best_of_n.png (rating
+    rows), breakdown.csv and .png (when a rating row can be broken down) and, with three or more k values,
+    curve.csv and curve.png into ``out`` as one set; returns the paths.
 
     The set is written into a hidden folder beside ``out`` and renamed into place when every file is written,
     under a lock on ``out`` (see ``recsys.workspace.write_atomically``): an error leaves a previous set intact.
@@ -768,6 +807,8 @@ def write_files(board: Leaderboard, out: Path, markdown_extra: str = "") -> dict
     write_per_user(board, out / names["per_user"])
     names["predictions"] = "predictions.parquet"
     predictions_table(board).to_parquet(out / names["predictions"], index=False)
+    if write_best_of_n_chart(board, out / "best_of_n.png"):
+        names["best_of_n"] = "best_of_n.png"
     if write_curve(board, out / "curve.csv", out / "curve.png"):
         names["curve_csv"], names["curve_png"] = "curve.csv", "curve.png"
     if write_breakdown(board, breakdown, out / "breakdown.csv", out / "breakdown.png"):
