@@ -347,7 +347,8 @@ def _breakdown_section(board: Leaderboard, breakdown: bd.Breakdown) -> list[str]
         "group: the mean of the users' user SROCC; by image group: each user's SROCC on only the user's queries "
         f"of that group (users with at least {bd.MIN_CATEGORY_QUERIES} of them), averaged over users. [lo, hi]: "
         "95% bootstrap interval over users; n: users. Largest gap: the highest group mean minus the lowest "
-        f"among named groups (not `other`) of at least {bd.MIN_GROUP_USERS} users, over every dimension; age bins "
+        f"among named groups (not `other`) of at least {bd.MIN_GROUP_USERS} users; the gap flagged per model is "
+        "its largest whose two intervals do not overlap, else its largest; age bins "
         + "/".join(label for _, label in bd.AGE_BINS[1:])
         + f"; nationalities, image groups and styles beyond the {bd.MAX_LEVELS} most common are `other`.",
     ]
@@ -360,7 +361,7 @@ def _breakdown_section(board: Leaderboard, breakdown: bd.Breakdown) -> list[str]
         "Largest gap per model, and per dimension (highest minus lowest group; † the two intervals do not "
         "overlap):",
         "",
-        "| model | largest gap | " + " | ".join(breakdown.dimensions) + " |",
+        "| model | gap flagged | " + " | ".join(breakdown.dimensions) + " |",
         "|---|---|" + "---:|" * len(breakdown.dimensions),
     ]
     for model in dict.fromkeys(table["model"]):
@@ -370,7 +371,7 @@ def _breakdown_section(board: Leaderboard, breakdown: bd.Breakdown) -> list[str]
             cells.append("-" if gap is None else f"{gap['gap']:.3f}" + (" †" if gap["separated"] else ""))
         lines.append(f"| {model} | {_gap_text(gaps.get(model))} | " + " | ".join(cells) + " |")
     for model, rows in table.groupby("model", sort=False):
-        lines += ["", f"<details><summary>{model}: largest gap {_gap_text(gaps.get(model))}</summary>", ""]
+        lines += ["", f"<details><summary>{model}: gap flagged {_gap_text(gaps.get(model))}</summary>", ""]
         lines += ["| dimension | group | n | user SROCC [95% CI] |", "|---|---|---:|---|"]
         for r in rows.itertuples():
             interval = f"[{r.ci_low:.3f}, {r.ci_high:.3f}]"

@@ -16,7 +16,7 @@ Each rating row of a leaderboard (failed rows and rows of pairwise choices are l
 A group's value is the mean over its users with a 95% percentile bootstrap interval over users
 (``bootstrap_ci``) and the number of users. Per dimension, the largest gap is the highest group mean minus the
 lowest among groups of at least ``MIN_GROUP_USERS`` users; it is *separated* when the two intervals do not
-overlap. A dimension the data lack (no column, or fewer than two levels) is not broken down and is named in the
+overlap. The gap flagged per model is its largest separated gap over every dimension, else its largest. A dimension the data lack (no column, or fewer than two levels) is not broken down and is named in the
 report.
 """
 
@@ -264,6 +264,7 @@ def dimension_gaps(table: pd.DataFrame) -> dict[str, dict[str, dict]]:
 
 
 def gaps(table: pd.DataFrame) -> dict[str, dict]:
-    """Per model (lines of one task), its largest gap over every dimension."""
+    """Per model (lines of one task), the gap flagged: the largest separated one over every dimension (the
+    intervals do not overlap), else the largest (small groups' gaps are large by noise alone)."""
     found = dimension_gaps(table)
-    return {m: max(g.values(), key=lambda gap: gap["gap"]) for m, g in found.items() if g}
+    return {m: max(g.values(), key=lambda gap: (gap["separated"], gap["gap"])) for m, g in found.items() if g}

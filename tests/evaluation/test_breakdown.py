@@ -115,6 +115,26 @@ def test_largest_gap_is_the_brute_force_maximum_over_pairs():
         assert gap["separated"] == (low.ci_high < high.ci_low)
 
 
+def test_the_gap_flagged_is_the_largest_separated_one_else_the_largest():
+    def lines(dimension, means, half):
+        return pd.DataFrame(
+            {
+                "model": "m",
+                "dimension": dimension,
+                "group": ["a", "b"],
+                "n_users": [10, 10],
+                "user_srocc": means,
+                "ci_low": np.subtract(means, half),
+                "ci_high": np.add(means, half),
+            }
+        )
+
+    wide = lines("style", [0.2, 0.7], 0.3)  # gap 0.5, intervals overlap
+    narrow = lines("age", [0.5, 0.6], 0.01)  # gap 0.1, intervals apart
+    assert bd.gaps(pd.concat([wide, narrow]))["m"]["dimension"] == "age"
+    assert bd.gaps(wide)["m"]["gap"] == pytest.approx(0.5)  # no separated gap: the largest
+
+
 def test_leaderboard_writes_the_breakdown(small_sim, tmp_path):
     board = run_leaderboard(small_sim, ["global_mean", "ridge"], shots=(0, 5), draws=2, progress=False)
     paths = write_leaderboard(board, tmp_path / "set")
