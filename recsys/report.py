@@ -1,8 +1,8 @@
 """Leaderboard files: JSON, CSV, Markdown (best marked, paired tests), PNG charts, per-user values, predictions.
 
-Every per-row file (leaderboard.csv, per_user.csv, predictions.parquet, curve.csv) carries the run id, the
+Every per-row file (leaderboard.csv, per_user.csv, predictions.parquet, curve.csv, breakdown.csv) carries the run id, the
 dataset name and the simulated flag, so a file read on its own still says what it measured; leaderboard.json
-and .md state the run id, and both PNGs show it in their title and hold it as a ``run_id`` text chunk. A set is
+and .md state the run id, and every PNG shows it in their title and hold it as a ``run_id`` text chunk. A set is
 written whole (``write_leaderboard``; see ``recsys.workspace``).
 """
 
@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from recsys.evaluation import breakdown as bd
 from recsys.evaluation.evaluator import CI_METRICS, USER_METRICS, Result
 from recsys.evaluation.metrics import HIGHER_IS_BETTER, NDCG_K
 from recsys.evaluation.pairwise import PAIR_METRICS
@@ -236,8 +237,9 @@ def _users_line(rows: list[Result]) -> str:
     return text + ". A cell marked (n=...) averaged a different number of users."
 
 
-def to_markdown(board: Leaderboard) -> str:
-    """Markdown tables per task: best model in bold per metric, Wilcoxon p-value against the best."""
+def to_markdown(board: Leaderboard, breakdown: bd.Breakdown | None = None) -> str:
+    """Markdown tables per task: best model in bold per metric, Wilcoxon p-value against the best; then the
+    best-of-n tables and the breakdowns (``breakdown``, computed here when not given)."""
     best = best_models(board.rows)
     tests = paired_tests(board.rows)
     ms = metric_set(board.rows)
@@ -314,7 +316,68 @@ def to_markdown(board: Leaderboard) -> str:
                 + f" | {p_cell} | {row.fit_seconds:.2f} | {row.predict_seconds:.3f} |"
             )
     lines += _best_of_n_section(board)
+    lines += _breakdown_section(board, breakdown or bd.breakdown(board.rows, board.dataset, board.seed))
     return "\n".join(lines) + "\n"
+
+
+def _gap_text(gap: dict | None) -> str:
+    if gap is None:
+        return f"no two groups of {bd.MIN_GROUP_USERS}+ users"
+    overlap = "intervals do not overlap" if gap["separated"] else "intervals overlap"
+    return f"{gap['dimension']} {gap['high']} vs {gap['low']}, {gap['gap']:.3f}, {overlap}"
+
+
+def _breakdown_section(board: Leaderboard, breakdown: bd.Breakdown) -> list[str]:
+    """Per model, user SROCC by user group and image group on the main task, its largest gap flagged."""
+    task = breakdown.task
+    if task is None:
+        return []
+    if breakdown.table.empty:
+        return [
+            "",
+            "## Breakdowns",
+            "",
+            f"Not broken down: the data have none of {', '.join(breakdown.missing)}.",
+        ]
+    lines = [
+        "",
+        "## Breakdowns: for whom and on which images",
+        "",
+        f"{_task_label(*task)}; every row of every task is in breakdown.csv, drawn in breakdown.png. By user "
+        "group: the mean of the users' user SROCC; by image group: each user's SROCC on only the user's queries "
+        f"of that group (users with at least {bd.MIN_CATEGORY_QUERIES} of them), averaged over users. [lo, hi]: "
+        "95% bootstrap interval over users; n: users. Largest gap: the highest group mean minus the lowest "
+        f"among named groups (not `other`) of at least {bd.MIN_GROUP_USERS} users; the gap flagged per model is "
+        "its largest whose two intervals do not overlap, else its largest; age bins "
+        + "/".join(label for _, label in bd.AGE_BINS[1:])
+        + f"; nationalities, image groups and styles beyond the {bd.MAX_LEVELS} most common are `other`.",
+    ]
+    if breakdown.missing:
+        lines += ["", f"Not broken down (the data lack them): {', '.join(breakdown.missing)}."]
+    table = bd.task_rows(breakdown.table, task)
+    gaps, by_dimension = bd.gaps(table), bd.dimension_gaps(table)
+    lines += [
+        "",
+        "Largest gap per model, and per dimension (highest minus lowest group; † the two intervals do not "
+        "overlap):",
+        "",
+        "| model | gap flagged | " + " | ".join(breakdown.dimensions) + " |",
+        "|---|---|" + "---:|" * len(breakdown.dimensions),
+    ]
+    for model in dict.fromkeys(table["model"]):
+        cells = []
+        for dimension in breakdown.dimensions:
+            gap = by_dimension.get(model, {}).get(dimension)
+            cells.append("-" if gap is None else f"{gap['gap']:.3f}" + (" †" if gap["separated"] else ""))
+        lines.append(f"| {model} | {_gap_text(gaps.get(model))} | " + " | ".join(cells) + " |")
+    for model, rows in table.groupby("model", sort=False):
+        lines += ["", f"<details><summary>{model}: gap flagged {_gap_text(gaps.get(model))}</summary>", ""]
+        lines += ["| dimension | group | n | user SROCC [95% CI] |", "|---|---|---:|---|"]
+        for r in rows.itertuples():
+            interval = f"[{r.ci_low:.3f}, {r.ci_high:.3f}]"
+            lines.append(f"| {r.dimension} | {r.group} | {r.n_users} | {r.user_srocc:.3f} {interval} |")
+        lines += ["", "</details>"]
+    return lines
 
 
 def _best_of_n_section(board: Leaderboard) -> list[str]:
@@ -416,15 +479,31 @@ def png_metadata(run_id: str) -> dict[str, str]:
     return {"run_id": run_id, "Description": f"recsys leaderboard run {run_id}"}
 
 
+def _panels(plt, n_tasks: int, n_labels: int):
+    """A figure of ``n_tasks`` side-by-side bar panels sharing ``n_labels`` rows."""
+    size = (4.2 * n_tasks + 1.5, 0.32 * n_labels + 1.8)
+    return plt.subplots(1, n_tasks, figsize=size, sharey=True, squeeze=False)
+
+
+def _save_panels(fig, axes, labels: list[str], board: Leaderboard, heading: str, path: Path) -> None:
+    """Row labels, the title (``heading`` with ``{title}``: the dataset, labelled when simulated; then the run
+    id), and the PNG with the run id in its metadata."""
+    axes[0][0].set_yticks(range(len(labels)), labels, fontsize=8)
+    axes[0][0].invert_yaxis()
+    title = board.dataset.name + (" — SIMULATED data" if board.dataset.simulated else "")
+    fig.suptitle(heading.format(title=title) + f"; run {board.run_id}", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, metadata=png_metadata(board.run_id))
+    _pyplot().close(fig)
+
+
 def write_chart(board: Leaderboard, path: Path) -> None:
     """Horizontal bars of the primary metric with 95% intervals, one panel per task (see ``_chart_tasks``)."""
     plt = _pyplot()
     primary = metric_set(board.rows).primary
     tasks = _chart_tasks(board)
     labels = list(dict.fromkeys(_label(r) for r in board.rows))
-    fig, axes = plt.subplots(
-        1, len(tasks), figsize=(4.2 * len(tasks) + 1.5, 0.32 * len(labels) + 1.8), sharey=True, squeeze=False
-    )
+    fig, axes = _panels(plt, len(tasks), len(labels))
     for ax, task in zip(axes[0], tasks, strict=True):
         rows = {_label(r): r for r in board.rows if _task(r) == task}
         values, errors, colours = [], [[], []], []
@@ -441,13 +520,36 @@ def write_chart(board: Leaderboard, path: Path) -> None:
         ax.set_xlabel(("user SROCC" if primary == "user_srocc" else primary) + " (95% CI)")
         ax.set_xlim(min(0.0, np.nanmin(values) if not all(map(math.isnan, values)) else 0), 1.0)
         ax.grid(axis="x", alpha=0.3)
-    axes[0][0].set_yticks(range(len(labels)), labels, fontsize=8)
-    axes[0][0].invert_yaxis()
-    title = board.dataset.name + (" — SIMULATED data" if board.dataset.simulated else "")
-    fig.suptitle(f"{title}; {board.draws} draw(s) per new user; run {board.run_id}", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, metadata=png_metadata(board.run_id))
-    plt.close(fig)
+    _save_panels(fig, axes, labels, board, f"{{title}}; {board.draws} draw(s) per new user", path)
+
+
+def write_best_of_n_chart(board: Leaderboard, path: Path) -> bool:
+    """Bars of each model's best-of-n uplift at the largest n, one panel per task (as the bar chart's), with the
+    consensus model's (ridge) as a dashed line; the oracle grey. False (nothing written) when no row has
+    best-of-n metrics."""
+    rows = [r for r in board.rows if r.metrics and "best_of_n_uplift@2" in r.metrics]
+    if not rows:
+        return False
+    plt = _pyplot()
+    n = max(int(m.split("@")[1]) for m in rows[0].metrics if m.startswith("best_of_n_uplift@"))
+    metric = f"best_of_n_uplift@{n}"
+    tasks = [t for t in _chart_tasks(board) if any(_task(r) == t for r in rows)]
+    labels = list(dict.fromkeys(_label(r) for r in rows))
+    fig, axes = _panels(plt, len(tasks), len(labels))
+    for ax, task in zip(axes[0], tasks, strict=True):
+        mine = {_label(r): r for r in rows if _task(r) == task}
+        values = [mine[m].metrics[metric] if m in mine else float("nan") for m in labels]
+        colours = ["#999999" if m == "oracle" else "#3b75af" for m in labels]
+        ax.barh(range(len(labels)), np.nan_to_num(values), color=colours)
+        ridge = next((r.metrics[metric] for r in mine.values() if r.model == "ridge"), None)
+        if ridge is not None:
+            ax.axvline(ridge, color="black", ls="--", lw=1, label="consensus (ridge)")
+            ax.legend(fontsize=7, loc="lower right")
+        ax.set_title(_task_label(*task), fontsize=10)
+        ax.set_xlabel(f"uplift of the pick of {n} over their mean")
+        ax.grid(axis="x", alpha=0.3)
+    _save_panels(fig, axes, labels, board, f"Best of {n}: {{title}}", path)
+    return True
 
 
 # ---------------------------------------------------------------------- k-curves
@@ -557,6 +659,67 @@ def plot_curve(table: pd.DataFrame, title: str, png_path: Path, run_id: str | No
     plt.close(fig)
 
 
+# ---------------------------------------------------------------------- breakdowns
+def write_breakdown(board: Leaderboard, breakdown: bd.Breakdown, csv_path: Path, png_path: Path) -> bool:
+    """breakdown.csv (every rating row's groups, with provenance) and breakdown.png (the main task); False
+    (nothing written) when no row could be broken down."""
+    task = breakdown.task
+    if task is None or breakdown.table.empty:
+        return False
+    table = breakdown.table.copy()
+    for position, (key, value) in enumerate(board.provenance().items()):
+        table.insert(position, key, value)
+    table.to_csv(csv_path, index=False)
+    title = board.dataset.name + (" — SIMULATED data" if board.dataset.simulated else "")
+    heading = f"{title}: user SROCC by group, {_task_label(*task)} (95% CI over users); run {board.run_id}"
+    plot_breakdown(bd.task_rows(breakdown.table, task), heading, png_path, run_id=board.run_id)
+    return True
+
+
+def plot_breakdown(table: pd.DataFrame, title: str, png_path: Path, run_id: str | None = None) -> None:
+    """One panel per dimension, its groups along x, a marker per model (side by side) with its 95% interval;
+    the oracle grey."""
+    plt = _pyplot()
+    dimensions = list(dict.fromkeys(table["dimension"]))
+    models = list(dict.fromkeys(table["model"]))
+    others = [m for m in models if m != "oracle"]
+    palette = plt.get_cmap("tab20").colors
+    columns = min(3, len(dimensions))
+    rows = -(-len(dimensions) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(6.2 * columns + 2.6, 4.2 * rows), squeeze=False)
+    width = 0.8 / len(models)
+    colour = {m: palette[others.index(m) % len(palette)] if m != "oracle" else "#777777" for m in models}
+    offset = {m: -0.4 + width * (j + 0.5) for j, m in enumerate(models)}
+    for ax, dimension in zip(axes.flat, dimensions, strict=False):
+        part = table[table["dimension"] == dimension]
+        groups = list(dict.fromkeys(part["group"]))
+        where = {g: i for i, g in enumerate(groups)}
+        x = part["group"].map(where) + part["model"].map(offset)
+        colours = list(part["model"].map(colour))
+        ax.vlines(x, part["ci_low"], part["ci_high"], colors=colours, linewidth=0.8)  # one call per panel
+        ax.scatter(x, part["user_srocc"], c=colours, s=9, zorder=3)
+        n = part.groupby("group", sort=False)["n_users"].max()
+        ax.set_xticks(range(len(groups)), [f"{g}\n(n={n[g]})" for g in groups], fontsize=7, rotation=30)
+        ax.set_title(dimension, fontsize=10)
+        ax.set_ylabel("user SROCC")
+        ax.grid(axis="y", alpha=0.3)
+    handles = [plt.Line2D([], [], color=colour[m], marker="o", markersize=3, lw=0.8, label=m) for m in models]
+    axes[0][-1].legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=7,
+        frameon=False,
+        title="model",
+    )
+    for ax in list(axes.flat)[len(dimensions) :]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=85, metadata=png_metadata(run_id) if run_id else None)
+    plt.close(fig)
+
+
 # ---------------------------------------------------------------------- per-user values and predictions
 def write_per_user(board: Leaderboard, path: Path) -> None:
     """Per-user values (averaged over draws) of every row: the inputs of the intervals and the tests."""
@@ -620,8 +783,9 @@ def predictions_table(board: Leaderboard) -> pd.DataFrame:
 def write_leaderboard(
     board: Leaderboard, out: str | Path, *, overwrite: bool = False, markdown_extra: str = ""
 ) -> dict[str, Path]:
-    """Write leaderboard.json, .csv, .md and .png, per_user.csv, predictions.parquet and, with three or more k
-    values, curve.csv and curve.png into ``out`` as one set; returns the paths.
+    """Write leaderboard.json, .csv, .md and .png, per_user.csv, predictions.parquet, best_of_n.png (rating
+    rows), breakdown.csv and .png (when a rating row can be broken down) and, with three or more k values,
+    curve.csv and curve.png into ``out`` as one set; returns the paths.
 
     The set is written into a hidden folder beside ``out`` and renamed into place when every file is written,
     under a lock on ``out`` (see ``recsys.workspace.write_atomically``): an error leaves a previous set intact.
@@ -643,14 +807,20 @@ def write_files(board: Leaderboard, out: Path, markdown_extra: str = "") -> dict
         json.dumps(board.to_json(), indent=2, allow_nan=False, default=_json_default)
     )
     write_csv(board, out / names["csv"])
-    (out / names["md"]).write_text(to_markdown(board) + (f"\n{markdown_extra}" if markdown_extra else ""))
+    breakdown = bd.breakdown(board.rows, board.dataset, board.seed)
+    markdown = to_markdown(board, breakdown)
+    (out / names["md"]).write_text(markdown + (f"\n{markdown_extra}" if markdown_extra else ""))
     write_chart(board, out / names["png"])
     names["per_user"] = "per_user.csv"
     write_per_user(board, out / names["per_user"])
     names["predictions"] = "predictions.parquet"
     predictions_table(board).to_parquet(out / names["predictions"], index=False)
+    if write_best_of_n_chart(board, out / "best_of_n.png"):
+        names["best_of_n"] = "best_of_n.png"
     if write_curve(board, out / "curve.csv", out / "curve.png"):
         names["curve_csv"], names["curve_png"] = "curve.csv", "curve.png"
+    if write_breakdown(board, breakdown, out / "breakdown.csv", out / "breakdown.png"):
+        names["breakdown_csv"], names["breakdown_png"] = "breakdown.csv", "breakdown.png"
     return names
 
 

@@ -71,6 +71,9 @@ def test_rank_command(plain, tmp_path, capsys):
     ids.write_text("i3\nnot-an-image\n")
     assert main([*args, "--references", str(refs)]) == 2
     assert "not-an-image" in capsys.readouterr().err
+    ids.write_text("\n\n")
+    assert main([*args, "--references", str(refs)]) == 2  # refused before any fit
+    assert "no candidate image ids" in capsys.readouterr().err
 
 
 def test_post_rank(plain, mf):

@@ -38,14 +38,26 @@ def hidden(parent) -> list[str]:
 
 def test_every_file_of_a_set_carries_the_same_run_id(board, tmp_path):
     paths = write_leaderboard(board, tmp_path / "set")
-    assert {"json", "csv", "md", "png", "per_user", "predictions", "curve_csv", "curve_png"} <= set(paths)
+    assert {
+        "json",
+        "csv",
+        "md",
+        "png",
+        "per_user",
+        "predictions",
+        "curve_csv",
+        "curve_png",
+        "best_of_n",
+        "breakdown_csv",
+        "breakdown_png",
+    } <= set(paths)
     run_id = board.run_id
     assert json.loads(paths["json"].read_text())["run_id"] == run_id
     assert f"run `{run_id}`" in paths["md"].read_text()
-    for key in ("csv", "per_user", "curve_csv"):
+    for key in ("csv", "per_user", "curve_csv", "breakdown_csv"):
         assert set(pd.read_csv(paths[key], dtype={"run_id": str})["run_id"]) == {run_id}, key
     assert set(pd.read_parquet(paths["predictions"])["run_id"]) == {run_id}
-    for key in ("png", "curve_png"):
+    for key in ("png", "curve_png", "best_of_n", "breakdown_png"):
         assert Image.open(paths[key]).text["run_id"] == run_id, key
 
 

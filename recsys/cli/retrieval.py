@@ -161,6 +161,8 @@ def cmd_rank(args: argparse.Namespace) -> int:
         raise UserError("rank: pass exactly one of --user ID or --references FILE.csv")
     files = candidate_files(args.images) if args.images.is_dir() else None
     image_ids = [] if files is not None else _read_lines(args.images)
+    if files is None and not image_ids:
+        raise UserError(f"{args.images}: no candidate image ids (one a line)")
     params = parse_params(args.params)
     _check_model_params(args.model, params)
     ds = dataset_from_args(args)

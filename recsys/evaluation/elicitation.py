@@ -22,10 +22,14 @@ Strategies (ties go to the image earlier in the permutation):
   ``[q_i, 1]``, prior variance ``1 / penalty`` per dimension), profile (its empirical-Bayes profile) and
   user_ridge (its per-user ridge). Other models have no posterior over a new user and are reported
   ``unsupported`` for this strategy.
-* ``coverage``: greedy coverage of ``PROTOTYPES`` taste prototypes, k-means centres of the dataset's image
-  features (seeded; side information only), each weighted by its share of images: each pick adds the most
-  cover ``sum_c m_c max(0, cos(c, i) - cover_c)``, where ``cover_c`` is the best cosine of prototype c to an
-  image already asked.
+* ``coverage``: greedy coverage of ``PROTOTYPES`` taste prototypes. The prototypes are k-means groups of the
+  panel users (as for disagreement), clustered on their centred predictions over a seeded sample of
+  ``PROTOTYPE_IMAGES`` images, each weighted by its share of the panel. An image covers prototype c by how
+  distinctive it is of that taste: ``|z_c(i)|``, the group's mean centred prediction on the image minus the
+  panel's, in units of its spread over the pool. Each pick adds the most cover ``sum_c m_c max(0, |z_c(i)| -
+  cover_c)``, where ``cover_c`` is the largest ``|z_c|`` of an image already asked: the first picks tell each
+  taste group apart from the rest; once every group is covered, ties go to the permutation's order. It reads
+  the model's predictions only, never the answers.
 """
 
 from __future__ import annotations
@@ -43,8 +47,10 @@ STRATEGIES = ("random", "disagreement", "uncertainty", "coverage")
 ELICITATION_SHOTS = tuple(range(1, 21))
 #: training users whose predictions the disagreement strategy compares
 PANEL_SIZE = 256
-#: k-means prototypes of the image features that the coverage strategy covers
-PROTOTYPES = 16
+#: taste prototypes (k-means groups of the panel users) that the coverage strategy covers
+PROTOTYPES = 8
+#: images whose predictions the panel users are clustered on
+PROTOTYPE_IMAGES = 512
 
 #: values of the pool images for the next pick, from the positions asked so far and their answers
 Scorer = Callable[[list[int], list[float]], np.ndarray]
@@ -135,14 +141,16 @@ class Elicitor:
         self.seed = seed
         if strategy == "uncertainty":
             self.posterior = linear_posterior(model)
-        elif strategy == "disagreement":
+        elif strategy in ("disagreement", "coverage"):
             known = np.flatnonzero(getattr(model, "known_", np.zeros(0, bool)))
             if not len(known):
-                raise ColdStartNotSupported("disagreement needs a model fitted on training users")
+                raise ColdStartNotSupported(f"{strategy} needs a model fitted on training users")
             rng = np.random.default_rng([seed, 1])
             self.panel = np.sort(rng.choice(known, min(PANEL_SIZE, len(known)), replace=False))
-        elif strategy == "coverage":
-            self.features, self.prototypes, self.mass = prototypes(dataset, seed)
+            if strategy == "coverage":
+                self.groups, self.mass = taste_prototypes(
+                    self._centred(rng.permutation(dataset.n_images)[:PROTOTYPE_IMAGES]), seed
+                )
 
     def picks(self, pool: np.ndarray, ask: Callable[[int], float], k: int) -> np.ndarray:
         """Positions (into ``pool``, image indices in permutation order) of the first ``k`` picks."""
@@ -156,10 +164,17 @@ class Elicitor:
         if self.strategy == "uncertainty":
             return lambda asked, answers: self.posterior.variances(pool, asked)
         if self.strategy == "coverage":
-            return coverage_scorer(self.features[pool] @ self.prototypes.T, self.mass)
-        users = np.repeat(self.panel, len(pool))
-        predicted = self.model.predict(users, np.tile(pool, len(self.panel))).reshape(len(self.panel), -1)
-        return disagreement_scorer(predicted)
+            return coverage_scorer(distinctiveness(self._centred(pool), self.groups, self.mass), self.mass)
+        return disagreement_scorer(self._predicted(pool))
+
+    def _predicted(self, images: np.ndarray) -> np.ndarray:
+        """The panel's predicted scores of ``images`` (panel x images)."""
+        users = np.repeat(self.panel, len(images))
+        return self.model.predict(users, np.tile(images, len(self.panel))).reshape(len(self.panel), -1)
+
+    def _centred(self, images: np.ndarray) -> np.ndarray:
+        predicted = self._predicted(images)
+        return predicted - predicted.mean(axis=1, keepdims=True)
 
 
 def disagreement_scorer(predicted: np.ndarray) -> Scorer:
@@ -181,7 +196,7 @@ def disagreement_scorer(predicted: np.ndarray) -> Scorer:
 
 
 def coverage_scorer(similarity: np.ndarray, mass: np.ndarray) -> Scorer:
-    """Facility-location gain of each pool image (rows of ``similarity``, pool x prototypes, cosines)."""
+    """Facility-location gain of each pool image (rows of ``similarity``, pool x prototypes, non-negative cover)."""
     similarity = np.clip(similarity, 0.0, None)
 
     def values(asked: list[int], answers: list[float]) -> np.ndarray:
@@ -191,20 +206,21 @@ def coverage_scorer(similarity: np.ndarray, mass: np.ndarray) -> Scorer:
     return values
 
 
-def prototypes(dataset: Dataset, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unit-norm image features (n_images x d), ``PROTOTYPES`` unit-norm k-means centres of them and each
-    centre's share of the images (seeded; the image features only, never ratings)."""
-    return dataset._cached(("elicitation_prototypes", PROTOTYPES, seed), lambda: _kmeans(dataset, seed))
-
-
-def _unit(rows: np.ndarray) -> np.ndarray:
-    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
-
-
-def _kmeans(dataset: Dataset, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def taste_prototypes(centred: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Each panel user's prototype (k-means of the rows of ``centred``, panel x images, unit-normed; seeded)
+    and each prototype's share of the panel."""
     from sklearn.cluster import KMeans
 
-    features = _unit(np.asarray(dataset.image_inputs(), np.float64))
-    n = min(PROTOTYPES, len(features))
-    km = KMeans(n_clusters=n, n_init=3, random_state=seed).fit(features)
-    return features, _unit(km.cluster_centers_), np.bincount(km.labels_, minlength=n) / len(features)
+    rows = centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
+    n = min(PROTOTYPES, len(rows))
+    labels = KMeans(n_clusters=n, n_init=4, random_state=seed).fit(rows).labels_
+    return labels, np.bincount(labels, minlength=n) / len(labels)
+
+
+def distinctiveness(centred: np.ndarray, groups: np.ndarray, mass: np.ndarray) -> np.ndarray:
+    """``|z_c(i)|`` (images x prototypes): how far each prototype's mean centred prediction on each image
+    (columns of ``centred``, panel x images) lies from the panel's, in units of its spread over the images."""
+    means = np.stack([centred[groups == c].mean(axis=0) for c in range(len(mass))])  # prototypes x images
+    gaps = means - mass @ means
+    spread = np.maximum(gaps.std(axis=1, keepdims=True), 1e-12)
+    return np.abs(gaps / spread).T

@@ -64,19 +64,50 @@ def _groups(user: np.ndarray):
         yield user[first[g]], order[starts[g] : bounds[g]]
 
 
-def per_user_srocc(y_true: np.ndarray, y_pred: np.ndarray, user: np.ndarray) -> dict:
-    """Spearman per user with at least MIN_USER_QUERIES ratings.
+def _group_ranks(group: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``values`` within each group (``group`` integer codes), ties given their average rank."""
+    order = np.lexsort((values, group))
+    g, v = group[order], values[order]
+    n = len(order)
+    new_group = np.r_[True, g[1:] != g[:-1]]
+    new_run = new_group | np.r_[True, v[1:] != v[:-1]]
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
+    run_id = np.cumsum(new_run) - 1
+    run_start = np.flatnonzero(new_run)
+    run_end = np.r_[run_start[1:], n]  # one past each run's last position
+    ranks = np.empty(n)
+    ranks[order] = (run_start[run_id] + run_end[run_id] - 1) / 2 - group_start + 1
+    return ranks
+
+
+def per_user_srocc(
+    y_true: np.ndarray, y_pred: np.ndarray, user: np.ndarray, *, min_queries: int = MIN_USER_QUERIES
+) -> dict:
+    """Spearman per user with at least ``min_queries`` ratings (default MIN_USER_QUERIES), users in order of
+    first appearance; computed for every user at once (Pearson correlation of the within-user ranks).
 
     A user whose predictions are constant counts 0 (the model ranks nothing); a user whose true scores are
     constant is skipped (there is nothing to rank).
     """
-    y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
-    out = {}
-    for label, idx in _groups(user):
-        if len(idx) < MIN_USER_QUERIES or np.ptp(y_true[idx]) == 0:
-            continue
-        out[label] = 0.0 if np.ptp(y_pred[idx]) == 0 else srocc(y_true[idx], y_pred[idx])
-    return out
+    y_true, y_pred, user = np.asarray(y_true, float), np.asarray(y_pred, float), np.asarray(user)
+    if not len(user):
+        return {}
+    _, first, code = np.unique(user, return_index=True, return_inverse=True)
+    code = code.ravel()
+    count = np.bincount(code)
+    keep = count[code] >= min_queries
+    code, y_true, y_pred = code[keep], y_true[keep], y_pred[keep]
+    centre = (count[code] + 1) / 2  # the mean of 1..n, and so of any user's average ranks
+    dt = _group_ranks(code, y_true) - centre
+    dp = _group_ranks(code, y_pred) - centre
+    size = len(count)
+    var_t, var_p = np.bincount(code, dt * dt, size), np.bincount(code, dp * dp, size)
+    cov = np.bincount(code, dt * dp, size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.clip(cov / np.sqrt(var_t * var_p), -1.0, 1.0)
+    rho[var_p == 0] = 0.0
+    scored = (count >= min_queries) & (var_t > 0)
+    return {user[first[g]]: float(rho[g]) for g in np.argsort(first) if scored[g]}
 
 
 def per_user_pairwise_acc(y_true: np.ndarray, y_pred: np.ndarray, user: np.ndarray) -> dict:

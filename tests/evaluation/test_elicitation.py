@@ -13,6 +13,7 @@ from recsys.evaluation.elicitation import (
     LinearPosterior,
     coverage_scorer,
     disagreement_scorer,
+    distinctiveness,
     elicit,
     linear_posterior,
 )
@@ -117,6 +118,18 @@ def test_coverage_by_hand():
     # image 0 covers prototype 0 at 0.9: only prototype 1 is left to gain
     np.testing.assert_allclose(values([0], [4.0]), [0.0, 0.025, 0.175, 0.075])
     assert elicit(values, lambda p: 3.0, 4, 2).tolist() == [0, 2]
+
+
+def test_distinctiveness_by_hand():
+    # four panel users in two taste groups; image 2 splits the groups, image 0 does not
+    centred = np.array([[0.0, 1.0, 1.0], [0.0, 1.0, 1.0], [0.0, 1.0, -1.0], [2.0, -1.0, -1.0]])
+    groups, mass = np.array([0, 0, 1, 1]), np.array([0.5, 0.5])
+    means = np.array([[0.0, 1.0, 1.0], [1.0, 0.0, -1.0]])
+    gaps = means - means.mean(axis=0)  # [[-0.5, 0.5, 1], [0.5, -0.5, -1]]
+    expected = np.abs(gaps / gaps.std(axis=1, keepdims=True)).T
+    np.testing.assert_allclose(distinctiveness(centred, groups, mass), expected)
+    values = coverage_scorer(expected, mass)
+    assert elicit(values, lambda p: 3.0, 3, 1).tolist() == [2]  # the image that tells the groups apart
 
 
 def test_posterior_variance_equals_the_primal_posterior_and_avoids_repeats():

@@ -110,3 +110,20 @@ def test_every_metric_declares_a_direction():
 
     values, _ = M.all_metrics(np.arange(10.0), np.arange(10.0), np.zeros(10))
     assert set(values) | set(PAIR_METRICS) == set(M.HIGHER_IS_BETTER)
+
+
+def test_per_user_srocc_is_scipy_per_user_with_ties_and_a_minimum():
+    rng = np.random.default_rng(5)
+    user = rng.choice(["a", "b", "c", "d", "e"], 120)
+    y = rng.integers(1, 6, 120).astype(float)  # many ties
+    p = np.round(rng.normal(size=120), 1)  # ties too
+    y[user == "e"] = 2.0  # constant truth: skipped
+    p[user == "d"] = 0.5  # constant prediction: 0
+    for min_queries, n_users in ((3, 4), (25, 2)):  # users a..e have 26, 30, 18, 22 and 24 ratings
+        got = M.per_user_srocc(y, p, user, min_queries=min_queries)
+        qualifying = [u for u in dict.fromkeys(user) if (user == u).sum() >= min_queries and u != "e"]
+        assert len(qualifying) == n_users
+        assert list(got) == qualifying  # users in order of first appearance
+        for u in qualifying:
+            expected = 0.0 if u == "d" else stats.spearmanr(y[user == u], p[user == u])[0]
+            assert got[u] == pytest.approx(expected)
