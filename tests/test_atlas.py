@@ -173,6 +173,10 @@ def test_cli_writes_the_atlas_and_a_browser_renders_it(small_sim_dir, tmp_path, 
     parser.feed(page)
     assert len(parser.sections) == 3
     assert not list(tmp_path.glob(".atlas.html.*"))  # no temporary file left
+    again = ["atlas", "--data", str(small_sim_dir), "--model", "mf", "--workspace", str(tmp_path / "ws")]
+    again += ["--out", str(out)]
+    assert main(again) == 2 and "pass --overwrite" in capsys.readouterr().err  # refused before any fit
+    assert out.read_text() == page
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.skip("chromium is not on PATH: the page was not rendered in a browser")

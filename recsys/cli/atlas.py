@@ -41,8 +41,10 @@ def add_parsers(subparsers) -> None:
         "--out",
         type=Path,
         default=None,
-        help="the HTML file to write (default: WORKSPACE/atlases/<UTC time>-<model>.html)",
+        help="the HTML file to write (default: WORKSPACE/atlases/<UTC time>-<model>.html); an existing file "
+        "is refused unless --overwrite",
     )
+    atlas.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     common.add_workspace_argument(atlas)
     atlas.set_defaults(func=cmd_atlas)
 
@@ -58,6 +60,8 @@ def cmd_atlas(args: argparse.Namespace) -> int:
         raise UserError(f"--min-ratings must be at least 1, got {args.min_ratings}")
     if args.out is not None and args.out.is_dir():
         raise UserError(f"{args.out} is a folder; --out names the HTML file to write")
+    if args.out is not None and args.out.exists() and not args.overwrite:
+        raise UserError(f"{args.out} exists; pass --overwrite to replace it")
     params = common.parse_params(args.params)
     common.check_params({args.model: params})
     workspace = resolve_workspace(args.workspace)
