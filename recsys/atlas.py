@@ -5,8 +5,9 @@ group is the prototype with the largest weight in their mixture; for any other m
 seeded k-means of the L2-normalised user vectors. Empty groups are dropped; the largest group comes first. For
 each group the page shows its members, its demographic make-up (``composition``), the images it likes most and
 least compared with the consensus (``likes``: the members' mean observed score of an image minus the mean of
-every fitted user, over the images the members rated at least ``min_ratings`` times), and every user on a 2-D
-map (``map_coordinates``: the first two principal components of the vectors the groups were formed from).
+every fitted user, over the images the members rated at least ``min_ratings`` times; with ``thumbnails`` of the
+image files that can be read, embedded in the page), and every user on a 2-D map (``map_coordinates``: the
+first two principal components of the vectors the groups were formed from).
 
 The page (``render_html``) has inline CSS, an inline SVG and a tiny inline script that marks the page as loaded
 (``data-ok``, ``data-groups``) and records script errors (``data-errors``); it references nothing outside
@@ -15,8 +16,11 @@ itself. Every string from the data is escaped.
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +39,8 @@ PALETTE = (
 )  # fmt: skip
 #: the most categories listed per demographic column and group; the rest are summed as "other"
 MAX_CATEGORIES = 8
+#: the longest side (pixels) of the thumbnails shown beside the images a group likes most and least
+THUMBNAIL = 64
 
 
 @dataclass
@@ -204,6 +210,30 @@ def likes(
     return out
 
 
+def thumbnails(dataset: Dataset, image_idx: Iterable[int], size: int = THUMBNAIL) -> dict[int, str]:
+    """``data:`` URIs (JPEG, at most ``size`` pixels a side) of the images ``image_idx`` whose file (the images
+    table's ``path``, as PAMELA and the simulator give it) can be read as an image; the others are left out."""
+    if "path" not in dataset.images.columns:
+        return {}
+    from PIL import Image
+
+    out = {}
+    for image in sorted({int(i) for i in image_idx}):
+        path = dataset.images["path"].iloc[image]
+        if not isinstance(path, str) or not path:
+            continue
+        try:
+            with Image.open(path) as opened:
+                small = opened.convert("RGB")
+            small.thumbnail((size, size))
+            buffer = io.BytesIO()
+            small.save(buffer, "JPEG", quality=80)
+        except (OSError, ValueError):  # missing, unreadable or not an image: shown without a thumbnail
+            continue
+        out[image] = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return out
+
+
 def map_coordinates(vectors: np.ndarray) -> np.ndarray:
     """The first two principal components (n x 2) of ``vectors`` (numpy SVD of the centred rows); each axis'
     sign makes its largest loading positive; a zero column where the vectors have fewer than two dimensions."""
@@ -233,6 +263,8 @@ class Atlas:
     images: pd.DataFrame = field(repr=False)
     image_ids: np.ndarray = field(repr=False)
     min_ratings: int = 3
+    #: image_idx -> ``data:`` URI of its thumbnail (``thumbnails``), for the images listed in ``likes``
+    thumbnails: dict[int, str] = field(default_factory=dict, repr=False)
 
 
 def build_atlas(
@@ -240,6 +272,8 @@ def build_atlas(
 ) -> Atlas:
     """The atlas of a fitted model on the dataset it was fitted on."""
     groups = form_groups(model, dataset, k, seed)
+    liked = likes(dataset, groups, min_ratings=min_ratings, top=top)
+    listed = [i for tables in liked for table in tables.values() for i in table["image_idx"]]
     return Atlas(
         dataset=dataset.name,
         simulated=dataset.simulated,
@@ -248,11 +282,12 @@ def build_atlas(
         groups=groups,
         user_ids=[str(u) for u in dataset.user_ids[groups.users]],
         composition=composition(dataset, groups),
-        likes=likes(dataset, groups, min_ratings=min_ratings, top=top),
+        likes=liked,
         coords=map_coordinates(groups.vectors),
         images=dataset.images,
         image_ids=dataset.image_ids,
         min_ratings=min_ratings,
+        thumbnails=thumbnails(dataset, listed),
     )
 
 
@@ -277,9 +312,9 @@ table{border-collapse:collapse;font-size:.85em;margin:6px 0 12px}td,th{padding:2
 border-bottom:1px solid #eee;vertical-align:top}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 .cols{display:flex;flex-wrap:wrap;gap:18px}.cols>div{flex:1 1 300px;min-width:0}
 .bar{display:inline-block;height:9px;background:var(--c);vertical-align:middle}
-td.prompt{max-width:440px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+td.prompt{max-width:300px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .pos{color:#1b5e20}.neg{color:#b71c1c}details{margin:6px 0}.ids{font-size:.8em;color:#444;word-break:break-all}
-svg text{font-size:12px}
+svg text{font-size:12px}img.thumb{display:block;max-width:64px;max-height:64px;border-radius:3px}
 """
 
 SCRIPT = """
@@ -369,13 +404,15 @@ def _likes_html(atlas: Atlas, table: pd.DataFrame, title: str) -> str:
             for c, v in zip(meta, values, strict=True)
         )
         sign = "pos" if row.diff >= 0 else "neg"
+        thumb = atlas.thumbnails.get(image)
+        picture = f"<td><img class='thumb' src='{thumb}' alt=''></td>" if thumb else "<td></td>"
         rows.append(
-            f"<tr><td>{_e(atlas.image_ids[image])}</td>{cells}<td class='num {sign}'>{row.diff:+.2f}</td>"
+            f"<tr>{picture if atlas.thumbnails else ''}<td>{_e(atlas.image_ids[image])}</td>{cells}<td class='num {sign}'>{row.diff:+.2f}</td>"
             f"<td class='num'>{row.group_mean:.2f}</td><td class='num'>{row.all_mean:.2f}</td>"
             f"<td class='num'>{int(row.n)}</td></tr>"
         )
     return (
-        f"<div><h3>{_e(title)}</h3><table><tr><th>image</th>{head}<th class='num'>diff</th>"
+        f"<div><h3>{_e(title)}</h3><table><tr>{'<th></th>' if atlas.thumbnails else ''}<th>image</th>{head}<th class='num'>diff</th>"
         "<th class='num'>group</th><th class='num'>all</th><th class='num'>n</th></tr>"
         + "".join(rows)
         + "</table></div>"

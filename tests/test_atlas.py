@@ -3,9 +3,12 @@ the page parsed, self-contained, and rendered without errors by a real browser (
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from html.parser import HTMLParser
 
 import numpy as np
@@ -13,7 +16,7 @@ import pandas as pd
 import pytest
 from sklearn.cluster import KMeans
 
-from recsys.atlas import build_atlas, form_groups, map_coordinates, render_html
+from recsys.atlas import THUMBNAIL, build_atlas, form_groups, map_coordinates, render_html, thumbnails
 from recsys.cli import main
 from recsys.data import load_dataset
 from recsys.errors import UserError
@@ -148,8 +151,51 @@ def test_the_page_parses_and_shows_every_group_and_user(atlas, small_sim):
     assert sum(parser.sections) == len(small_sim.train_users())
     assert parser.svgs == 1
     assert parser.circles == len(small_sim.train_users())
-    assert parser.references == [] and not re.search(r"https?://", page)
+    assert parser.references == [] and not re.search(r"https?://", page)  # nothing outside the page
     assert "SIMULATED" in page and small_sim.name in page
+
+
+def _listed(atlas) -> list[int]:
+    return sorted({int(i) for tables in atlas.likes for t in tables.values() for i in t["image_idx"]})
+
+
+@pytest.fixture(scope="module")
+def pictures(atlas, small_sim, tmp_path_factory):
+    """``small_sim`` with an image file (120 x 80, a colour per image) for each image the atlas lists, but the
+    first, whose file is not an image."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("pictures")
+    paths = [None] * small_sim.n_images
+    for n, image in enumerate(_listed(atlas)):
+        paths[image] = str(folder / f"{image}.png")
+        if n == 0:
+            (folder / f"{image}.png").write_text("not a picture")
+        else:
+            Image.new("RGB", (120, 80), (image % 256, 40, 200)).save(paths[image])
+    return replace(small_sim, images=small_sim.images.assign(path=paths))
+
+
+def test_thumbnails_are_the_image_files_shrunk_and_embedded(mf, atlas, pictures):
+    from PIL import Image
+
+    listed = _listed(atlas)
+    pictured = build_atlas(mf, pictures, k=4, seed=1)
+    assert sorted(pictured.thumbnails) == listed[1:]  # the unreadable file is shown without a thumbnail
+    for image, uri in pictured.thumbnails.items():
+        shown = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+        assert shown.size == (THUMBNAIL, round(THUMBNAIL * 80 / 120))
+        colour = np.asarray(shown, float).reshape(-1, 3).mean(axis=0)
+        assert colour == pytest.approx([image % 256, 40, 200], abs=4)  # the same picture, up to JPEG error
+    parser = _Page()
+    parser.feed(render_html(pictured))
+    # still nothing outside the page: the thumbnails are data: URIs
+    rows = [int(i) for tables in pictured.likes for t in tables.values() for i in t["image_idx"]]
+    assert len(parser.references) == sum(
+        i != listed[0] for i in rows
+    )  # a row per listing, as many thumbnails
+    assert all(r.startswith("data:image/jpeg;base64,") for r in parser.references)
+    assert thumbnails(pictures, listed[:1]) == {}
 
 
 def test_data_strings_are_escaped(atlas):
@@ -240,8 +286,6 @@ def test_more_groups_than_users_is_a_user_error(mf, small_sim):
 
 
 def test_composition_of_a_table_without_demographics(mf, small_sim):
-    from dataclasses import replace
-
     bare = replace(small_sim, users=pd.DataFrame(index=range(small_sim.n_users)))
     atlas = build_atlas(mf, bare, k=2)
     assert all(c == {} for c in atlas.composition)
