@@ -53,6 +53,8 @@ class Groups:
     names: list[str]
     vectors: np.ndarray
     method: str
+    #: True when the groups are the model's prototypes (``--groups`` then has no say)
+    by_prototype: bool = False
 
     @property
     def n_groups(self) -> int:
@@ -117,7 +119,7 @@ def form_groups(model: Model, dataset: Dataset, k: int = 6, seed: int = 0) -> Gr
             f"each user's group is the prototype with the largest weight in their mixture "
             f"({mixture.shape[1]} prototypes, {len(kept)} with members)"
         )
-        return Groups(users, labels, names, vectors, method)
+        return Groups(users, labels, names, vectors, method, by_prototype=True)
     if k > len(users):
         raise UserError(f"--groups {k} is more than the {len(users)} fitted users of {dataset.name}")
     labels, kept = _relabel(kmeans_labels(vectors, k, seed))

@@ -1,9 +1,9 @@
 """Leaderboard files: JSON, CSV, Markdown (best marked, paired tests), PNG charts, per-user values, predictions.
 
-Every per-row file (leaderboard.csv, per_user.csv, predictions.parquet, curve.csv, breakdown.csv) carries the run id, the
-dataset name and the simulated flag, so a file read on its own still says what it measured; leaderboard.json
-and .md state the run id, and every PNG shows it in their title and hold it as a ``run_id`` text chunk. A set is
-written whole (``write_leaderboard``; see ``recsys.workspace``).
+Every per-row file (leaderboard.csv, per_user.csv, predictions.parquet, curve.csv, breakdown.csv) carries the
+run id, the dataset name and the simulated flag, so a file read on its own still says what it measured;
+leaderboard.json and .md state the run id, and every PNG shows it in its title and holds it as a ``run_id`` text
+chunk. A set is written whole (``write_leaderboard``; see ``recsys.workspace``).
 """
 
 from __future__ import annotations
@@ -380,12 +380,19 @@ def _breakdown_section(board: Leaderboard, breakdown: bd.Breakdown) -> list[str]
     return lines
 
 
-def _best_of_n_section(board: Leaderboard) -> list[str]:
-    """Markdown tables of the best-of-n metrics per task, with each model's uplift over the consensus (ridge)."""
+def _best_of_n_rows(board: Leaderboard) -> tuple[list[Result], list[int]]:
+    """The rows with best-of-n metrics and their n values, ascending (empty lists without any)."""
     rows = [r for r in board.rows if r.metrics and "best_of_n_uplift@2" in r.metrics]
     if not rows:
+        return [], []
+    return rows, sorted(int(m.split("@")[1]) for m in rows[0].metrics if m.startswith("best_of_n_uplift@"))
+
+
+def _best_of_n_section(board: Leaderboard) -> list[str]:
+    """Markdown tables of the best-of-n metrics per task, with each model's uplift over the consensus (ridge)."""
+    rows, ns = _best_of_n_rows(board)
+    if not rows:
         return []
-    ns = sorted(int(m.split("@")[1]) for m in rows[0].metrics if m.startswith("best_of_n_uplift@"))
     true = any(f"best_of_n_true_uplift@{ns[-1]}" in r.metrics for r in rows)
     lines = [
         "",
@@ -479,6 +486,11 @@ def png_metadata(run_id: str) -> dict[str, str]:
     return {"run_id": run_id, "Description": f"recsys leaderboard run {run_id}"}
 
 
+def _board_title(board: Leaderboard) -> str:
+    """The dataset's name for chart titles, labelled when simulated."""
+    return board.dataset.name + (" — SIMULATED data" if board.dataset.simulated else "")
+
+
 def _panels(plt, n_tasks: int, n_labels: int):
     """A figure of ``n_tasks`` side-by-side bar panels sharing ``n_labels`` rows."""
     size = (4.2 * n_tasks + 1.5, 0.32 * n_labels + 1.8)
@@ -490,7 +502,7 @@ def _save_panels(fig, axes, labels: list[str], board: Leaderboard, heading: str,
     id), and the PNG with the run id in its metadata."""
     axes[0][0].set_yticks(range(len(labels)), labels, fontsize=8)
     axes[0][0].invert_yaxis()
-    title = board.dataset.name + (" — SIMULATED data" if board.dataset.simulated else "")
+    title = _board_title(board)
     fig.suptitle(heading.format(title=title) + f"; run {board.run_id}", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=120, metadata=png_metadata(board.run_id))
@@ -527,11 +539,11 @@ def write_best_of_n_chart(board: Leaderboard, path: Path) -> bool:
     """Bars of each model's best-of-n uplift at the largest n, one panel per task (as the bar chart's), with the
     consensus model's (ridge) as a dashed line; the oracle grey. False (nothing written) when no row has
     best-of-n metrics."""
-    rows = [r for r in board.rows if r.metrics and "best_of_n_uplift@2" in r.metrics]
+    rows, ns = _best_of_n_rows(board)
     if not rows:
         return False
     plt = _pyplot()
-    n = max(int(m.split("@")[1]) for m in rows[0].metrics if m.startswith("best_of_n_uplift@"))
+    n = ns[-1]
     metric = f"best_of_n_uplift@{n}"
     tasks = [t for t in _chart_tasks(board) if any(_task(r) == t for r in rows)]
     labels = list(dict.fromkeys(_label(r) for r in rows))
@@ -591,7 +603,7 @@ def write_curve(board: Leaderboard, csv_path: Path, png_path: Path) -> bool:
         return False
     table = pd.DataFrame(records)
     table.to_csv(csv_path, index=False)
-    title = board.dataset.name + (" — SIMULATED data" if board.dataset.simulated else "")
+    title = _board_title(board)
     heading = f"{title}; {board.draws} reference draw(s) per new user, seed {board.seed}; run {board.run_id}"
     plot_curve(table, heading, png_path, run_id=board.run_id)
     return True
@@ -670,7 +682,7 @@ def write_breakdown(board: Leaderboard, breakdown: bd.Breakdown, csv_path: Path,
     for position, (key, value) in enumerate(board.provenance().items()):
         table.insert(position, key, value)
     table.to_csv(csv_path, index=False)
-    title = board.dataset.name + (" — SIMULATED data" if board.dataset.simulated else "")
+    title = _board_title(board)
     heading = f"{title}: user SROCC by group, {_task_label(*task)} (95% CI over users); run {board.run_id}"
     plot_breakdown(bd.task_rows(breakdown.table, task), heading, png_path, run_id=board.run_id)
     return True

@@ -43,6 +43,7 @@ def test_kmeans_groups_match_sklearn_on_the_same_vectors(mf, small_sim, atlas):
     # the same partition: each reference cluster is exactly one atlas group
     pairs = set(zip(reference.tolist(), groups.labels.tolist(), strict=True))
     assert len(pairs) == len(set(reference)) == groups.n_groups == 4
+    assert not groups.by_prototype
 
 
 def test_two_tower_group_is_the_argmax_of_its_prototype_mixture(small_sim):
@@ -61,7 +62,7 @@ def test_two_tower_group_is_the_argmax_of_its_prototype_mixture(small_sim):
     assert sorted(prototype_of) == sorted(set(main_prototype))  # every non-empty prototype, once
     sizes = np.bincount(groups.labels)
     assert (np.diff(sizes) <= 0).all()  # largest group first
-    assert "prototype" in groups.method
+    assert "prototype" in groups.method and groups.by_prototype
 
 
 def test_demographic_shares_equal_value_counts(small_sim, atlas):

@@ -70,7 +70,7 @@ def cmd_atlas(args: argparse.Namespace) -> int:
     model, _, _ = load_or_fit_model(args.model, ds, params=params, workspace=workspace)
     print(f"grouping {len(ds.train_users())} users and writing the atlas")
     atlas = build_atlas(model, ds, k=args.groups or 6, seed=args.seed, min_ratings=args.min_ratings)
-    if args.groups is not None and atlas.groups.method.startswith("each user's group is the prototype"):
+    if args.groups is not None and atlas.groups.by_prototype:
         print(f"--groups {args.groups} is not used: {model.name}'s groups are its prototypes")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = args.out or workspace / ATLASES / f"{stamp}-{args.model}.html"

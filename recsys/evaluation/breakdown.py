@@ -16,8 +16,8 @@ Each rating row of a leaderboard (failed rows and rows of pairwise choices are l
 A group's value is the mean over its users with a 95% percentile bootstrap interval over users
 (``bootstrap_ci``) and the number of users. Per dimension, the largest gap is the highest group mean minus the
 lowest among groups of at least ``MIN_GROUP_USERS`` users; it is *separated* when the two intervals do not
-overlap. The gap flagged per model is its largest separated gap over every dimension, else its largest. A dimension the data lack (no column, or fewer than two levels) is not broken down and is named in the
-report.
+overlap. The gap flagged per model is its largest separated gap over every dimension, else its largest. A
+dimension the data lack (no column, or fewer than two levels) is not broken down and is named in the report.
 """
 
 from __future__ import annotations

@@ -196,7 +196,8 @@ def disagreement_scorer(predicted: np.ndarray) -> Scorer:
 
 
 def coverage_scorer(similarity: np.ndarray, mass: np.ndarray) -> Scorer:
-    """Facility-location gain of each pool image (rows of ``similarity``, pool x prototypes, non-negative cover)."""
+    """Facility-location gain of each pool image (rows of ``similarity``, pool x prototypes: how much the image
+    covers each prototype; negative values count as 0)."""
     similarity = np.clip(similarity, 0.0, None)
 
     def values(asked: list[int], answers: list[float]) -> np.ndarray:
