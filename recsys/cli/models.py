@@ -25,13 +25,45 @@ def add_parsers(subparsers) -> None:
     explain.set_defaults(func=cmd_explain)
 
 
-def cmd_models(args: argparse.Namespace) -> int:
-    from recsys.models.registry import list_models, model_class
+def model_catalogue() -> list[dict[str, str]]:
+    """Per registered model: name, group, role, what it needs beyond ratings or choices, what it supports, why
+    it cannot run on this machine (empty when it can) and the first line of its class's docstring."""
+    from recsys.models.capabilities import model_supports
+    from recsys.models.registry import list_models, model_class, model_group, model_needs, model_role
 
+    out = []
     for name in list_models():
         cls = model_class(name)
-        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        print(f"{name:<22} {doc}")
+        out.append(
+            {
+                "model": name,
+                "group": model_group(name),
+                "role": model_role(name) or "",
+                "needs": ", ".join(model_needs(name)) or "-",
+                "unavailable": cls.unavailable_reason() or "",
+                "supports": ", ".join(model_supports(name)),
+                "about": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
+            }
+        )
+    return out
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    rows = model_catalogue()
+    columns = ("model", "group", "role", "needs", "supports", "about")
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns[:-1]}
+    print("  ".join(f"{c:<{widths[c]}}" for c in columns[:-1]) + "  about")
+    for row in rows:
+        print("  ".join(f"{row[c]:<{widths[c]}}" for c in columns[:-1]) + f"  {row['about']}")
+    for row in rows:
+        if row["unavailable"]:
+            print(f"{row['model']} cannot run here: {row['unavailable']}")
+    print(
+        "\nneeds: beyond ratings or choices (a model whose need is missing gets a skipped or unsupported row); no "
+        "model needs demographics: those with a prior for new users use them when present. supports: what it "
+        "fits on (ratings, choices), whether it scores new users from references, whether it gives taste "
+        "vectors (similar-users, atlas). role: ceiling (never best), consensus (the best-of-n reference)."
+    )
     return 0
 
 

@@ -54,6 +54,27 @@ GROUPS["all"] = tuple(
 )
 BASELINES = GROUPS["baselines"]
 
+#: roles the report asks for instead of names: the ``ceiling`` (the simulator's ground truth: shown, never the
+#: best model, not tested) and the ``consensus`` (one score per image for everyone: what the best-of-n uplift of
+#: a personal model is compared against)
+CEILING, CONSENSUS = "ceiling", "consensus"
+ROLES: dict[str, str] = {"oracle": CEILING, "ridge": CONSENSUS}
+
+#: image features, or categorical image metadata standing in for them
+IMAGE_INPUT = "image features or metadata"
+#: what a model needs beyond ratings or choices; a model whose need the data or machine lacks is a ``skipped``
+#: or ``unsupported`` row. No model needs demographics: those with a new-user prior use them when present.
+NEEDS: dict[str, tuple[str, ...]] = {
+    "ridge": (IMAGE_INPUT,),
+    "user_ridge": (IMAGE_INPUT,),
+    "oracle": ("a simulator's ground truth",),
+    "two_tower": (IMAGE_INPUT,),
+    "pref_tokens": (IMAGE_INPUT,),
+    "profile": (IMAGE_INPUT,),
+    "pal": (IMAGE_INPUT,),
+    "mllm_scorer": ("the mllm extra", "local weights", "a GPU", "image files"),
+}
+
 
 def expand_models(names) -> list[str]:
     """Model names with group names (``baselines``, ``classical``, ``deep``, ``ablations``, ``mllm``, ``all``)
@@ -75,6 +96,27 @@ def list_models() -> list[str]:
 def preset_of(name: str) -> tuple[str, dict[str, Any]]:
     """(registered base model, fixed hyperparameters) of a name; a plain model fixes none."""
     return PRESETS.get(name, (name, {}))
+
+
+def model_role(name: str) -> str | None:
+    """The registry role of a model (``CEILING``, ``CONSENSUS``), or None for an ordinary model."""
+    return ROLES.get(name)
+
+
+def models_with_role(role: str) -> list[str]:
+    """The registered names that have ``role``."""
+    return [name for name, r in ROLES.items() if r == role]
+
+
+def model_group(name: str) -> str:
+    """The first named group (of baselines, classical, deep, ablations, mllm, choices) that holds ``name``."""
+    return next((g for g, members in GROUPS.items() if g != "all" and name in members), "-")
+
+
+def model_needs(name: str) -> tuple[str, ...]:
+    """What a model needs beyond ratings or choices (``NEEDS``; a preset needs what its base model needs)."""
+    model_class(name)
+    return NEEDS.get(name, NEEDS.get(preset_of(name)[0], ()))
 
 
 def model_class(name: str) -> type:

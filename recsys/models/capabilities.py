@@ -1,0 +1,21 @@
+"""What each registered model can do, read from its class's flags (``recsys models`` lists it)."""
+
+from __future__ import annotations
+
+from recsys.models.base import Model
+from recsys.models.registry import model_class
+
+
+def model_supports(name: str) -> tuple[str, ...]:
+    """What a model can do: fit ``ratings`` (every model), fit ``choices`` (``learns_from_pairs``), score
+    ``new users`` from their references (it folds them in or predicts them), give ``taste vectors``
+    (similar-user search, the atlas)."""
+    cls = model_class(name)
+    new_users = cls._predict_new is not Model._predict_new or cls._fold is not Model._fold
+    flags = (
+        ("ratings", True),
+        ("choices", cls.learns_from_pairs),
+        ("new users", new_users),
+        ("taste vectors", cls.has_taste_vectors()),
+    )
+    return tuple(label for label, on in flags if on)
