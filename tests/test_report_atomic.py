@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import recsys.report as report
+import recsys.report.charts as charts
+import recsys.report.files as files
 from recsys.cli import main
 from recsys.errors import UserError
 from recsys.leaderboard import run_leaderboard
@@ -50,10 +51,16 @@ def test_every_file_of_a_set_carries_the_same_run_id(board, tmp_path):
         "best_of_n",
         "breakdown_csv",
         "breakdown_png",
+        "breakdown_md",
+        "html",
     } <= set(paths)
     run_id = board.run_id
     assert json.loads(paths["json"].read_text())["run_id"] == run_id
-    assert f"run `{run_id}`" in paths["md"].read_text()
+    assert (
+        f"run `{run_id}`" in paths["md"].read_text()
+        and f"run `{run_id}`" in paths["breakdown_md"].read_text()
+    )
+    assert f"run <code>{run_id}</code>" in paths["html"].read_text()
     for key in ("csv", "per_user", "curve_csv", "breakdown_csv"):
         assert set(pd.read_csv(paths[key], dtype={"run_id": str})["run_id"]) == {run_id}, key
     assert set(pd.read_parquet(paths["predictions"])["run_id"]) == {run_id}
@@ -69,7 +76,7 @@ def test_an_error_while_writing_leaves_the_previous_set_intact(board, small_sim,
     def broken(*args, **kwargs):
         raise RuntimeError("matplotlib fell over")
 
-    monkeypatch.setattr(report, "write_chart", broken)  # after json, csv and md are written
+    monkeypatch.setattr(charts, "write_chart", broken)  # after json, csv and md are written
     second = run_leaderboard(small_sim, ["global_mean"], shots=(0,), draws=1, progress=False)
     with pytest.raises(RuntimeError, match="fell over"):
         write_leaderboard(second, out, overwrite=True)
@@ -85,7 +92,7 @@ def test_an_interrupt_while_writing_leaves_the_previous_set_intact(board, tmp_pa
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(report, "write_per_user", interrupted)
+    monkeypatch.setattr(files, "write_per_user", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_leaderboard(board, out, overwrite=True)
     assert snapshot(out) == before and hidden(tmp_path) == []
@@ -175,12 +182,12 @@ def test_a_killed_writer_leaves_the_previous_set_intact(board, small_sim_dir, tm
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "import recsys.report as report\n"
+        "import recsys.report.files as files\n"
         "from recsys.cli import main\n"
         "def stall(*args, **kwargs):\n"
         "    Path(sys.argv[2]).write_text('writing')\n"
         "    time.sleep(120)\n"
-        "report.write_per_user = stall\n"
+        "files.write_per_user = stall\n"
         "main(['leaderboard', '--data', sys.argv[1], '--out', sys.argv[3], '--overwrite', '--models',\n"
         "      'global_mean', '--shots', '0', '--draws', '1', '--no-tracking'])\n"
     )
