@@ -9,15 +9,15 @@ every fitted user, over the images the members rated at least ``min_ratings`` ti
 image files that can be read, embedded in the page), and every user on a 2-D map (``map_coordinates``: the
 first two principal components of the vectors the groups were formed from).
 
-The page (``render_html``) has inline CSS, an inline SVG and a tiny inline script that marks the page as loaded
-(``data-ok``, ``data-groups``) and records script errors (``data-errors``); it references nothing outside
-itself. Every string from the data is escaped.
+The page (``render_html``, from the Jinja2 template ``recsys/report/templates/atlas.html.j2``, autoescaped) has
+inline CSS, an inline SVG and a tiny inline script that marks the page as loaded (``data-ok``, ``data-groups``)
+and records script errors (``data-errors``); it references nothing outside itself. Every string from the data is
+escaped.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 from collections.abc import Iterable
@@ -294,10 +294,6 @@ def build_atlas(
 
 
 # ---------------------------------------------------------------------- HTML
-def _e(value) -> str:
-    return html.escape(str(value), quote=True)
-
-
 def colour(group: int) -> str:
     return PALETTE[group % len(PALETTE)]
 
@@ -327,7 +323,8 @@ b.dataset.users=String(document.querySelectorAll('svg.map circle.user').length);
 """
 
 
-def _svg_map(atlas: Atlas, width: int = 720, height: int = 480) -> str:
+def _map(atlas: Atlas, width: int = 720, height: int = 480) -> dict:
+    """The map's geometry: each user's point (scaled into the plot), the legend's entries."""
     groups, coords = atlas.groups, atlas.coords
     pad, legend = 24, 150
     low, high = coords.min(axis=0), coords.max(axis=0)
@@ -335,127 +332,116 @@ def _svg_map(atlas: Atlas, width: int = 720, height: int = 480) -> str:
     plot_w, plot_h = width - legend - 2 * pad, height - 2 * pad
     xs = pad + (coords[:, 0] - low[0]) / span[0] * plot_w
     ys = pad + (1 - (coords[:, 1] - low[1]) / span[1]) * plot_h
-    parts = [
-        f'<svg class="map" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="users on the first two principal components">',
-        f'<rect x="0.5" y="0.5" width="{width - legend - 1}" height="{height - 1}" fill="#fafafa" stroke="#ddd"/>',
+    points = [
+        {"x": float(x), "y": float(y), "colour": colour(int(g)), "user": uid, "group": groups.names[g]}
+        for x, y, g, uid in zip(xs, ys, groups.labels, atlas.user_ids, strict=True)
     ]
-    for x, y, g, uid in zip(xs, ys, groups.labels, atlas.user_ids, strict=True):
-        parts.append(
-            f'<circle class="user" cx="{x:.1f}" cy="{y:.1f}" r="4.5" fill="{colour(int(g))}" fill-opacity="0.85" '
-            f'stroke="#fff" stroke-width="0.8"><title>{_e(uid)} ({_e(groups.names[g])})</title></circle>'
-        )
-    for g, name in enumerate(groups.names):
-        y = pad + 20 * g
-        parts.append(
-            f'<g class="legend"><circle cx="{width - legend + 16}" cy="{y}" r="6" fill="{colour(g)}"/>'
-            f'<text x="{width - legend + 28}" y="{y + 4}">{_e(name)} ({int((groups.labels == g).sum())})</text></g>'
-        )
-    parts.append(
-        f'<text x="{pad}" y="{height - 6}" fill="#777">PC 1 →</text>'
-        f'<text x="12" y="{pad + 40}" fill="#777" transform="rotate(-90 12 {pad + 40})">PC 2 →</text></svg>'
-    )
-    return "\n".join(parts)
+    entries = [
+        {"y": pad + 20 * g, "colour": colour(g), "name": name, "size": int((groups.labels == g).sum())}
+        for g, name in enumerate(groups.names)
+    ]
+    return {
+        "width": width,
+        "height": height,
+        "pad": pad,
+        "legend": legend,
+        "points": points,
+        "groups": entries,
+    }
 
 
-def _composition_html(tables: dict[str, pd.DataFrame]) -> str:
-    if not tables:
-        return "<p class='meta'>The dataset has no demographic columns.</p>"
-    blocks = []
+def _composition(tables: dict[str, pd.DataFrame]) -> list[dict]:
+    """Per demographic column, its rows as shown: shares in percent with a bar (``MAX_CATEGORIES`` categories,
+    the rest summed as "other"), or a numeric column's mean."""
+    out = []
     for column, table in tables.items():
         rows = []
         if list(table["category"]) == ["mean"]:
             share, overall = table["share"].iloc[0], table["overall"].iloc[0]
             rows.append(
-                f"<tr><td>mean</td><td class='num'>{share:.1f}</td><td class='num'>{overall:.1f}</td></tr>"
+                {"category": "mean", "share": f"{share:.1f}", "overall": f"{overall:.1f}", "bar": None}
             )
         else:
-            shown = table.head(MAX_CATEGORIES)
-            for category, share, overall in shown.itertuples(index=False):
+            for category, share, overall in table.head(MAX_CATEGORIES).itertuples(index=False):
+                bar = f"{share * 60:.0f}"
                 rows.append(
-                    f"<tr><td>{_e(category)}</td><td class='num'>{share:.0%} "
-                    f"<span class='bar' style='width:{share * 60:.0f}px'></span></td>"
-                    f"<td class='num'>{overall:.0%}</td></tr>"
+                    {"category": category, "share": f"{share:.0%}", "overall": f"{overall:.0%}", "bar": bar}
                 )
             rest = table.iloc[MAX_CATEGORIES:]
             if len(rest):
                 rows.append(
-                    f"<tr><td>other ({len(rest)})</td><td class='num'>{rest['share'].sum():.0%}</td>"
-                    f"<td class='num'>{rest['overall'].sum():.0%}</td></tr>"
+                    {
+                        "category": f"other ({len(rest)})",
+                        "share": f"{rest['share'].sum():.0%}",
+                        "overall": f"{rest['overall'].sum():.0%}",
+                        "bar": None,
+                    }
                 )
-        blocks.append(
-            f"<div><table><tr><th>{_e(column)}</th><th class='num'>group</th><th class='num'>all users</th></tr>"
-            + "".join(rows)
-            + "</table></div>"
-        )
-    return "<div class='cols'>" + "".join(blocks) + "</div>"
+        out.append({"column": column, "rows": rows})
+    return out
 
 
-def _likes_html(atlas: Atlas, table: pd.DataFrame, title: str) -> str:
-    if table.empty:
-        return f"<div><h3>{_e(title)}</h3><p class='meta'>No image has {atlas.min_ratings} ratings by members.</p></div>"
+def _likes(atlas: Atlas, table: pd.DataFrame, title: str) -> dict:
+    """One likes table as shown: image id, its metadata, thumbnail, difference and means."""
     meta = [c for c in IMAGE_COLUMNS if c in atlas.images.columns]
-    head = "".join(f"<th>{_e(c)}</th>" for c in meta)
     rows = []
     for row in table.itertuples(index=False):
         image = int(row.image_idx)
-        values = [atlas.images[c].iloc[image] for c in meta]
-        values = ["" if pd.isna(v) else v for v in values]
-        cells = "".join(
-            f"<td{' class=prompt' if c == 'prompt' else ''} title='{_e(v)}'>{_e(v)}</td>"
-            for c, v in zip(meta, values, strict=True)
-        )
-        sign = "pos" if row.diff >= 0 else "neg"
-        thumb = atlas.thumbnails.get(image)
-        picture = f"<td><img class='thumb' src='{thumb}' alt=''></td>" if thumb else "<td></td>"
+        values = ["" if pd.isna(v) else v for v in (atlas.images[c].iloc[image] for c in meta)]
         rows.append(
-            f"<tr>{picture if atlas.thumbnails else ''}<td>{_e(atlas.image_ids[image])}</td>{cells}<td class='num {sign}'>{row.diff:+.2f}</td>"
-            f"<td class='num'>{row.group_mean:.2f}</td><td class='num'>{row.all_mean:.2f}</td>"
-            f"<td class='num'>{int(row.n)}</td></tr>"
+            {
+                "image": atlas.image_ids[image],
+                "thumbnail": atlas.thumbnails.get(image),
+                "meta": list(zip(meta, values, strict=True)),
+                "sign": "pos" if row.diff >= 0 else "neg",
+                "diff": f"{row.diff:+.2f}",
+                "group_mean": f"{row.group_mean:.2f}",
+                "all_mean": f"{row.all_mean:.2f}",
+                "n": int(row.n),
+            }
         )
-    return (
-        f"<div><h3>{_e(title)}</h3><table><tr>{'<th></th>' if atlas.thumbnails else ''}<th>image</th>{head}<th class='num'>diff</th>"
-        "<th class='num'>group</th><th class='num'>all</th><th class='num'>n</th></tr>"
-        + "".join(rows)
-        + "</table></div>"
-    )
+    return {"title": title, "rows": rows}
 
 
 def render_html(atlas: Atlas) -> str:
-    """The whole page (see the module's docstring)."""
+    """The whole page (see the module's docstring), from the template ``atlas.html.j2`` (autoescaped)."""
+    from markupsafe import Markup
+
+    from recsys.report.templating import render
+
     groups = atlas.groups
-    sim = ' <span class="sim">SIMULATED data</span>' if atlas.simulated else ""
     sections = []
     for g, name in enumerate(groups.names):
         member = groups.labels == g
         ids = [u for u, m in zip(atlas.user_ids, member, strict=True) if m]
         sections.append(
-            f'<section class="group" id="g{g}" data-members="{len(ids)}" style="--c:{colour(g)}">'
-            f'<h2><span class="swatch"></span>{_e(name)}: <span class="count">{len(ids)}</span> users '
-            f"({len(ids) / len(atlas.user_ids):.0%})</h2>"
-            f"<details><summary>member ids</summary><p class='ids'>{_e(', '.join(ids))}</p></details>"
-            f"<h3>Demographic make-up</h3>{_composition_html(atlas.composition[g])}"
-            f"{_likes_html(atlas, atlas.likes[g]['most'], 'Liked more than the consensus')}"
-            f"{_likes_html(atlas, atlas.likes[g]['least'], 'Liked less than the consensus')}</section>"
+            {
+                "index": g,
+                "name": name,
+                "colour": colour(g),
+                "members": ids,
+                "share": len(ids) / len(atlas.user_ids),
+                "composition": _composition(atlas.composition[g]),
+                "likes": [
+                    _likes(atlas, atlas.likes[g]["most"], "Liked more than the consensus"),
+                    _likes(atlas, atlas.likes[g]["least"], "Liked less than the consensus"),
+                ],
+            }
         )
-    params = json.dumps(atlas.params, sort_keys=True, default=str)
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Taste atlas: {_e(atlas.model)} on {_e(atlas.dataset)}</title>
-<style>{STYLE}</style><script>{SCRIPT}</script></head>
-<body data-errors="">
-<h1>Taste atlas: {_e(atlas.model)}{sim}</h1>
-<p class="meta">dataset: {_e(atlas.dataset)}{" (SIMULATED: not real people)" if atlas.simulated else ""}</p>
-<p class="meta">model: {_e(atlas.model)} {_e(params)}</p>
-<p class="meta">groups: {_e(groups.method)}; {len(atlas.user_ids)} fitted users in {groups.n_groups} groups</p>
-<p class="meta">likes: the members' mean observed score of an image (all splits) minus the mean of every fitted
-user, over images the members rated at least {atlas.min_ratings} times; group, all: those means; n: the members'
-ratings</p>
-<h2>Map of the users</h2>
-<p class="meta">first two principal components of the vectors the groups were formed from; hover a point for
-its user id</p>
-{_svg_map(atlas)}
-{"".join(sections)}
-</body></html>
-"""
+    return render(
+        "atlas.html.j2",
+        style=Markup(STYLE),  # constants of this module, not data
+        script=Markup(SCRIPT),
+        model=atlas.model,
+        dataset=atlas.dataset,
+        simulated=atlas.simulated,
+        params=json.dumps(atlas.params, sort_keys=True, default=str),
+        method=groups.method,
+        n_users=len(atlas.user_ids),
+        n_groups=groups.n_groups,
+        min_ratings=atlas.min_ratings,
+        map=_map(atlas),
+        sections=sections,
+        thumbnails=bool(atlas.thumbnails),
+        image_columns=[c for c in IMAGE_COLUMNS if c in atlas.images.columns],
+    )
