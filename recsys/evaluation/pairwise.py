@@ -161,14 +161,16 @@ class PairEvaluator(Evaluator):
     def _pair_result(
         self, name, split, shots, pairs, positions, predictions, seconds, skipped, context
     ) -> Result:
-        per_draw, collected = [], defaultdict(list)
+        per_draw, draw_users, collected = [], [], defaultdict(list)
         for q, p in zip(positions, predictions, strict=True):
             if len(p) != len(q) or not np.isfinite(p).all():
                 raise RuntimeError(
                     f"{name} gave {len(p)} probabilities (finite: {np.isfinite(p).all()}) for {len(q)}"
                 )
             per_draw.append(choice_metrics(pairs.choice[q], p))
-            for user, value in user_choice_accuracy(pairs.user_idx[q], pairs.choice[q], p).items():
+            users = user_choice_accuracy(pairs.user_idx[q], pairs.choice[q], p)
+            draw_users.append(float(np.mean(list(users.values()))) if users else float("nan"))
+            for user, value in users.items():
                 collected[user].append(value)
         per_user = {user: float(np.mean(v)) for user, v in collected.items()}
         values = np.array(list(per_user.values()))
@@ -190,7 +192,10 @@ class PairEvaluator(Evaluator):
             skipped_users=skipped,
             draws=draws,
             metric_users={"user_choice_acc": len(per_user)},
-            by_draw={"user_choice_acc": [d["choice_acc"] for d in per_draw]} if draws > 1 else {},
+            # each metric on each draw alone: the user mean and the pooled accuracy
+            by_draw={"user_choice_acc": draw_users, "choice_acc": [d["choice_acc"] for d in per_draw]}
+            if draws > 1
+            else {},
             per_user={"user_choice_acc": per_user},
             **context,
         )

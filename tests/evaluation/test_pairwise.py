@@ -167,3 +167,25 @@ def test_mf_learns_from_choices_and_folds_in_new_users(choices):
     p = model._fold_choice(PairReferences(-1, a, b, np.ones(20, np.float32)))
     before = model.items_[a, :-1] - model.items_[b, :-1]
     assert (before @ p).mean() > 0  # the fitted taste prefers the chosen images
+
+
+def test_by_draw_holds_each_metric_computed_on_each_draw_alone(choices):
+    evaluator = PairEvaluator(choices, shots=(0, 2), draws=3)
+    row = evaluator.oracle_result("test_unseen", 2)  # P(a) of the ground truth: no model to fit
+    truth, pairs = choices.ground_truth_pairs["test_unseen"], choices.pairs["test_unseen"]
+    user_means, pooled = [], []
+    for draw in range(3):
+        episodes, _ = evaluator.pair_episodes("test_unseen", 2, draw)
+        hits: dict[int, list[float]] = {}
+        for _, queries in episodes:
+            for q in queries:
+                if pairs.choice[q] == 0.5:  # a tie: not in the accuracies
+                    continue
+                p = float(truth[q])
+                hit = 0.5 if p == 0.5 else float((p > 0.5) == (pairs.choice[q] == 1.0))
+                hits.setdefault(int(pairs.user_idx[q]), []).append(hit)
+        user_means.append(np.mean([np.mean(h) for h in hits.values()]))
+        pooled.append(np.mean([h for user in hits.values() for h in user]))
+    assert row.by_draw["user_choice_acc"] == pytest.approx(user_means)
+    assert row.by_draw["choice_acc"] == pytest.approx(pooled)
+    assert user_means != pytest.approx(pooled)  # the two differ: the names matter
