@@ -4,7 +4,8 @@ Each rating row of a leaderboard (failed rows and rows of pairwise choices are l
 
 * **by user group** (``USER_DIMENSIONS``): each user's user SROCC (``Result.per_user["user_srocc"]``, averaged
   over draws) joined with the user's demographics. Age in fixed bins (``AGE_BINS``: 18-24, 25-34, 35-44, 45-54,
-  55+, and <18), or in quartiles when the ages do not look like years of age; gender as recorded; nationality
+  55+, and <18), or in quartiles (labelled by the lowest and highest age in each) when the ages do not look like
+  years of age; gender as recorded; nationality
   from a ``nationality_group`` column when there is one, else the ``MAX_LEVELS`` most common nationalities
   (by users) and "other".
 * **by image group** (``IMAGE_DIMENSIONS``, the images table's categorical metadata): each user's Spearman
@@ -36,8 +37,9 @@ USER_DIMENSIONS = ("age", "gender", "nationality")
 IMAGE_DIMENSIONS = ("type", "group", "style")
 #: (upper bound, label) of the age bins; the last label takes every age from its lower bound on
 AGE_BINS = ((18, "<18"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (55, "45-54"), (np.inf, "55+"))
-#: ages outside this range are not years of age (another coding): quartile bins instead
-PLAUSIBLE_AGES = (10, 110)
+#: ages outside this range are not years of age (another coding): quartile bins instead. MovieLens-100k's
+#: youngest raters are 7: years of age, in the "<18" bin
+PLAUSIBLE_AGES = (5, 110)
 NATIONALITY_COLUMNS = ("nationality_group", "nationality")
 #: most levels kept of a dimension with many (nationality, image group, image style); the rest are "other"
 MAX_LEVELS = 6
@@ -75,12 +77,14 @@ def _top_levels(labels: pd.Series, keep: int = MAX_LEVELS) -> pd.Series:
 
 
 def age_groups(age: pd.Series) -> Grouping:
-    """Fixed age bins (``AGE_BINS``), or quartile bins (labelled by their range) when ages are implausible."""
+    """Fixed age bins (``AGE_BINS``), or quartile bins when ages are implausible, each labelled by the lowest
+    and highest age in it (ages in months, say: ``200-295``, not the quantile edges)."""
     age = pd.to_numeric(age, errors="coerce")
     lo, hi = PLAUSIBLE_AGES
     if age.notna().any() and (age.min() < lo or age.max() > hi):
         bins = pd.qcut(age, 4, duplicates="drop")
-        labels = [f"{b.left:g}-{b.right:g}" for b in bins.cat.categories]
+        span = age.groupby(bins, observed=False).agg(["min", "max"])
+        labels = [f"{low:g}-{high:g}" for low, high in zip(span["min"], span["max"], strict=True)]
         return _grouping(bins.cat.rename_categories(labels).astype("string"), labels)
     edges = [-np.inf] + [upper for upper, _ in AGE_BINS]
     labels = [label for _, label in AGE_BINS]

@@ -54,9 +54,23 @@ def test_user_group_means_match_a_hand_groupby():
             lo, hi = bootstrap_ci(frame.loc[frame[column] == group, "value"].to_numpy(), seed=3)
             assert mine.loc[group, "ci_low"] == lo and mine.loc[group, "ci_high"] == hi
     assert found.loc[found["group"] == "other", "n_users"].item() == 6  # G and H pooled
-    # ages that are not years of age: quartile bins of about a quarter of the users each
+    # ages that are not years of age: quartile bins of about a quarter of the users each, labelled by the
+    # lowest and highest age in each (not by the quantile edges, 199.999-298.75)
     months = bd.age_groups(pd.Series(np.arange(200, 600, 5)))
     assert len(months.levels) == 4 and np.bincount(months.codes).tolist() == [20, 20, 20, 20]
+    assert months.levels == ("200-295", "300-395", "400-495", "500-595")
+    # MovieLens-100k's ages (7 to 73) are years of age: the fixed bins, the children under 18
+    movielens = bd.age_groups(pd.Series([7, 13, 18, 24, 25, 40, 73]))
+    assert movielens.levels[:2] == ("<18", "18-24")
+    assert [movielens.levels[c] for c in movielens.codes] == [
+        "<18",
+        "<18",
+        "18-24",
+        "18-24",
+        "25-34",
+        "35-44",
+        "55+",
+    ]
 
 
 def test_per_category_srocc_is_scipy_on_the_users_subset_averaged_over_draws():
