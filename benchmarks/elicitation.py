@@ -7,7 +7,8 @@ Each new user's queries are fixed first, exactly as for random references (all b
 their ratings in each seeded draw); every strategy, random included, picks its references from that pool
 (``recsys.evaluation.elicitation``). For each strategy the script prints user SROCC at some k, its mean over
 k = 1..20, the gain over random (mean over k), and a Wilcoxon signed-rank p-value over users of each user's
-gain averaged over k (per-user values are averaged over the draws first). It writes curve.csv, elicitation.json
+gain averaged over k (per-user values are averaged over the draws first), raw and Holm-corrected over the
+strategies of the model. It writes curve.csv, elicitation.json
 and elicitation.png (one panel per model) into a new folder ``WORKSPACE/elicitation/<UTC time>-<id>/`` (or
 ``--out``). Without ``--data`` it runs on the default simulated dataset: its numbers are SIMULATED.
 """
@@ -22,14 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from recsys.data import load_dataset
 from recsys.errors import UserError
 from recsys.evaluation.elicitation import ELICITATION_SHOTS, STRATEGIES
 from recsys.evaluation.evaluator import Evaluator
+from recsys.evaluation.stats import holm, wilcoxon_p
 from recsys.models.registry import create_model
-from recsys.report import _pyplot, png_metadata
+from recsys.report.charts import png_metadata, pyplot
 from recsys.workspace import resolve_workspace, write_atomically
 
 METRIC = "user_srocc"
@@ -64,7 +65,8 @@ def run(dataset, models, strategies, shots, pool, draws, seed, split="test_unsee
 
 
 def gains(per_user, model, strategy, shots) -> tuple[float, float, int]:
-    """Mean over users of each user's gain over random averaged over k, its Wilcoxon p-value, and the users."""
+    """Mean over users of each user's gain over random averaged over k, its Wilcoxon p-value
+    (``recsys.evaluation.stats.wilcoxon_p``: NaN with fewer than 5 users or no difference), and the users."""
     keys = [(model, strategy, k) for k in shots] + [(model, "random", k) for k in shots]
     if not all(key in per_user for key in keys):
         return float("nan"), float("nan"), 0
@@ -75,9 +77,7 @@ def gains(per_user, model, strategy, shots) -> tuple[float, float, int]:
             for u in users
         ]
     )
-    if not len(diff) or not np.any(diff):
-        return float(diff.mean()) if len(diff) else float("nan"), 1.0, len(diff)
-    return float(diff.mean()), float(stats.wilcoxon(diff).pvalue), len(diff)
+    return float(diff.mean()) if len(diff) else float("nan"), wilcoxon_p(diff), len(diff)
 
 
 def summary(table: pd.DataFrame, per_user, shots) -> list[dict]:
@@ -94,7 +94,7 @@ def summary(table: pd.DataFrame, per_user, shots) -> list[dict]:
             )
             continue
         curve = part.set_index("shots")["value"]
-        gain, p, users = gains(per_user, model, strategy, shots) if strategy != "random" else (0.0, 1.0, 0)
+        gain, p, users = gains(per_user, model, strategy, shots) if strategy != "random" else (0.0, np.nan, 0)
         out.append(
             {
                 "model": model,
@@ -107,26 +107,32 @@ def summary(table: pd.DataFrame, per_user, shots) -> list[dict]:
                 "paired_users": users,
             }
         )
+    for model in dict.fromkeys(row["model"] for row in out):  # Holm over each model's strategies
+        tested = [r for r in out if r["model"] == model and r["status"] == "ok" and r["strategy"] != "random"]
+        for row, adjusted in zip(tested, holm([r["wilcoxon_p"] for r in tested]), strict=True):
+            row["wilcoxon_p_holm"] = float(adjusted)
     return out
 
 
 def print_summary(rows: list[dict], shots) -> None:
     printed = [k for k in PRINTED_SHOTS if k in shots]
     head = f"{'model':<10} {'strategy':<13}" + "".join(f"{'k=' + str(k):>7}" for k in printed)
-    print(f"\n{METRIC} on test_unseen\n" + head + f"{'mean':>8}{'gain':>8}{'p':>10}")
+    print(f"\n{METRIC} on test_unseen\n" + head + f"{'mean':>8}{'gain':>8}{'p':>10}{'p Holm':>10}")
     for row in rows:
         if row["status"] != "ok":
             print(f"{row['model']:<10} {row['strategy']:<13} unsupported: {row['reason']}")
             continue
         cells = "".join(f"{row['curve'][k]:7.3f}" for k in printed)
         tail = (
-            "" if row["strategy"] == "random" else f"{row['gain_over_random']:+8.3f}{row['wilcoxon_p']:10.2g}"
+            ""
+            if row["strategy"] == "random"
+            else f"{row['gain_over_random']:+8.3f}{row['wilcoxon_p']:10.2g}{row['wilcoxon_p_holm']:10.2g}"
         )
         print(f"{row['model']:<10} {row['strategy']:<13}{cells}{row['mean']:8.3f}{tail}")
 
 
 def plot(table: pd.DataFrame, title: str, path: Path, run_id: str) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     models = list(dict.fromkeys(table["model"]))
     fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.4), squeeze=False, sharey=True)
     colours = dict(zip(STRATEGIES, ("#444444", "tab:blue", "tab:orange", "tab:green"), strict=True))
@@ -157,6 +163,15 @@ def plot(table: pd.DataFrame, title: str, path: Path, run_id: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=70, metadata=png_metadata(run_id))
     plt.close(fig)
+
+
+def _finite(value):
+    """JSON has no NaN: a p-value that could not be computed is null."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return None if isinstance(value, float) and np.isnan(value) else value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         record = {"run_id": run_id, "dataset": dataset.name, "simulated": dataset.simulated, "pool": args.pool,
                   "draws": args.draws, "seed": args.seed, "metric": METRIC, "fit_seconds": fits, "rows": rows}  # fmt: skip
-        (folder / "elicitation.json").write_text(json.dumps(record, indent=2) + "\n")
+        (folder / "elicitation.json").write_text(
+            json.dumps(_finite(record), indent=2, allow_nan=False) + "\n"
+        )
         plot(table, title, folder / "elicitation.png", run_id)
 
     write_atomically(target, write)
