@@ -240,3 +240,34 @@ def test_every_file_of_a_set_reads_one_report_table(board, written):
     assert figures["tables"] == 1
     table = build_table(board)
     assert np.isfinite(table.frame["p_holm"]).sum() == sum(t.family for t in table.tests.values())
+
+
+def test_rows_not_measured_group_by_reason_and_name_their_tasks(small_sim):
+    from recsys.evaluation.evaluator import Result
+    from recsys.leaderboard import Leaderboard
+
+    def failed(model, split, shots, reason, status="unsupported"):
+        return Result(model, split, shots, 0, 0, None, None, 0.0, 0.0, status=status, reason=reason)
+
+    def measured(model, split, shots):
+        return Result(model, split, shots, 5, 50, {"user_srocc": 0.5}, None, 0.0, 0.0)
+
+    tasks = [("test_seen", None), ("test_unseen", 0), ("test_unseen", 5)]
+    rows = [measured("mf", s, k) for s, k in tasks]
+    rows += [
+        failed(m, s, k, f"{m} learns from ratings only; X holds choices")
+        for m in ("a", "b")
+        for s, k in tasks
+    ]
+    rows += [measured("c", "test_seen", None)]
+    rows += [failed("c", s, k, "c cannot score users it was not fitted on") for s, k in tasks[1:]]
+    rows += [failed("d", s, k, "table has no image features", "skipped") for s, k in tasks]
+    board = Leaderboard(small_sim, 0, (0, 5), rows=rows)
+    found = [group.text() for group in build_table(board).not_measured()]
+    assert found == [
+        "unsupported (2): a, b: learns from ratings only; X holds choices",
+        "unsupported on test_unseen (0-shot), test_unseen (5-shot) (1): c: cannot score users it was not fitted on",
+        "skipped (1): d: table has no image features",
+    ]
+    text = format_table(board).splitlines()
+    assert text[-3:] == found and sum(line.startswith("c ") for line in text) == 1  # c's one measured row

@@ -120,8 +120,9 @@ class NotMeasured:
     tasks: tuple[str, ...]
 
     def text(self) -> str:
+        """``status (n): models: reason``, with ``on TASKS`` after the status when not every task."""
         where = "" if not self.tasks else f" on {', '.join(self.tasks)}"
-        return f"{self.status} ({len(self.models)}{where}): {', '.join(self.models)}: {self.reason}"
+        return f"{self.status}{where} ({len(self.models)}): {', '.join(self.models)}: {self.reason}"
 
 
 @dataclass(frozen=True)
