@@ -151,12 +151,12 @@ def run_leaderboard(
     models = expand_models(models) if models else default_models(dataset)  # unknown names fail before any fit
     choices = is_choice_data(dataset)
     if "oracle" in models and (dataset.ground_truth is None or choices):
-        if not choices or dataset.ground_truth_pairs is None:
+        if not choices or dataset.ground_truth_choices is None:
             print(f"oracle skipped: {dataset.name} has no ground truth (only simulated data do)")
         models.remove("oracle")  # on choices the ground truth's rows come from the pair evaluator
     params = params or {}
     tuned = dict(tuned or {})
-    held = dataset.pairs if choices else dataset.ratings
+    held = dataset.choices if choices else dataset.ratings
     if splits is None:
         splits = [s for s in DEFAULT_SPLITS if s in held] or list(DEFAULT_SPLITS)
     missing = [s for s in splits if s not in held]
@@ -214,7 +214,7 @@ def run_leaderboard(
 
 def is_choice_data(dataset: Dataset) -> bool:
     """True for data of pairwise choices only (no ratings): the pairwise protocol scores them."""
-    return bool(dataset.pairs) and not dataset.ratings
+    return bool(dataset.choices) and not dataset.ratings
 
 
 @dataclass(frozen=True)
@@ -265,7 +265,7 @@ def resolve_jobs(jobs: int | str, dataset: Dataset, fit_split: str, n_models: in
             raise UserError(f"--jobs must be a positive integer or auto, got {jobs!r}")
         return min(jobs, max(1, n_models))
     n_ratings = sum(
-        len(dataset.ratings.get(p, ())) + len(dataset.pairs.get(p, ())) for p in fit_split.split("+")
+        len(dataset.ratings.get(p, ())) + len(dataset.choices.get(p, ())) for p in fit_split.split("+")
     )
     if n_models < AUTO_JOBS_MIN_MODELS or n_ratings < AUTO_JOBS_MIN_RATINGS:
         return 1

@@ -40,7 +40,7 @@ A generic pairs table (CSV or Parquet; or a directory with ``pairs.csv`` / ``pai
 ignored), and optionally ``split`` (the suite's split names). ``users.csv`` and ``items.csv`` beside it are read as for rating tables.
 
 The simulator (``recsys.data.simulate_pairs``) writes the Pick-a-Pic layout plus ``simulation.json``,
-``image_features.npz`` and ``simulation/choice_probabilities.csv`` (read into ``Dataset.ground_truth_pairs``).
+``image_features.npz`` and ``simulation/choice_probabilities.csv`` (read into ``Dataset.ground_truth_choices``).
 Pairwise datasets have no ratings: ``Dataset.ratings`` is empty and ``score_range`` is (0, 1), the range of a choice.
 """
 
@@ -53,8 +53,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from recsys.data.choices import CHOSE_A, CHOSE_B, TIE, Choices
 from recsys.data.dataset import SPLITS, Dataset
-from recsys.data.pairs import CHOSE_A, CHOSE_B, TIE, Pairs
 from recsys.data.tables import _ids, _read, parse_holdout, read_manifest, split_column, table_dataset
 from recsys.data.validate import check_split_users, raise_problems
 from recsys.errors import UserError
@@ -111,7 +111,7 @@ def _first(values, limit: int = 5) -> str:
 
 
 # --------------------------------------------------------------------------------------------- the split rule
-def pair_holdout(pairs: Pairs, spec: str, seed: int) -> np.ndarray:
+def pair_holdout(pairs: Choices, spec: str, seed: int) -> np.ndarray:
     """Split name per pair for a seeded holdout of ``users:F`` or ``random:F`` (see the module docstring)."""
     kind, fraction = parse_holdout(spec)
     rng = np.random.default_rng(seed)
@@ -154,11 +154,11 @@ def check_pair_splits(ds: Dataset, split_files: dict[str, str]) -> list[str]:
     """Cross-split problems of pairwise choices, leaks first: the same comparison (user and unordered image pair)
     in two splits; unseen users with training data or in both unseen splits; seen users without training data."""
     problems = []
-    splits = ds.pair_splits
+    splits = ds.choice_splits
     if splits:
-        every = Pairs.concat([ds.pairs[s] for s in splits])
+        every = Choices.concat([ds.choices[s] for s in splits])
         code = every.comparison_codes(ds.n_images)
-        bounds = np.cumsum([0] + [len(ds.pairs[s]) for s in splits])
+        bounds = np.cumsum([0] + [len(ds.choices[s]) for s in splits])
         codes = {s: np.unique(code[bounds[i] : bounds[i + 1]]) for i, s in enumerate(splits)}
         flat = every.keys()
         for i, first in enumerate(splits):
@@ -175,8 +175,8 @@ def check_pair_splits(ds: Dataset, split_files: dict[str, str]) -> list[str]:
                         f"{split_files.get(second, second)}: {len(shared)} comparison(s) of {second} also in {first}: "
                         f"{_first(pairs, 3)}; a comparison belongs to one split only"
                     )
-    if "val_unseen" in ds.pairs and "test_unseen" in ds.pairs:
-        shared = np.intersect1d(ds.pairs["val_unseen"].user_idx, ds.pairs["test_unseen"].user_idx)
+    if "val_unseen" in ds.choices and "test_unseen" in ds.choices:
+        shared = np.intersect1d(ds.choices["val_unseen"].user_idx, ds.choices["test_unseen"].user_idx)
         if len(shared):
             problems.append(
                 f"{split_files.get('test_unseen', 'test_unseen')}: {len(shared)} user(s) of test_unseen also in "
@@ -187,13 +187,15 @@ def check_pair_splits(ds: Dataset, split_files: dict[str, str]) -> list[str]:
     for split in splits:
         if split == "train":
             continue
-        users = np.unique(ds.pairs[split].user_idx)
+        users = np.unique(ds.choices[split].user_idx)
         where = split_files.get(split, split)
         problems += check_split_users(users, in_train, split, where, ds.user_ids, "choose", "choices")
     return problems
 
 
-def _check_duplicate_comparisons(pairs: Pairs, split_of: np.ndarray, where: str, rows, user_ids) -> list[str]:
+def _check_duplicate_comparisons(
+    pairs: Choices, split_of: np.ndarray, where: str, rows, user_ids
+) -> list[str]:
     """A problem for the same comparison twice within one split of a table."""
     keys = np.column_stack(
         [
@@ -372,7 +374,7 @@ def load_pickapic(
     images = pd.DataFrame({"prompt": captions[first]})
     if rows["model_0"].notna().any():
         images["model"] = np.concatenate([rows["model_0"].to_numpy(), rows["model_1"].to_numpy()])[first]
-    every = Pairs(
+    every = Choices(
         user_idx.astype(np.int64),
         image_code[:n].astype(np.int64),
         image_code[n:].astype(np.int64),
@@ -400,8 +402,8 @@ def load_pickapic(
         ratings={},
         score_range=PAIR_SCORE_RANGE,
         root=root.resolve(),
-        pairs=pairs,
-        ground_truth_pairs=ground_truth or None,
+        choices=pairs,
+        ground_truth_choices=ground_truth or None,
     )
     problems.extend(check_pair_splits(ds, {s: f"{root} ({s})" for s in pairs}))
     if not collect:
@@ -547,7 +549,7 @@ def load_pairs_table(
     both = pd.concat([table["item_a"], table["item_b"]], ignore_index=True)
     item_ids, item_idx = np.unique(_ids(_integral(both)), return_inverse=True)
     n = len(table)
-    every = Pairs(
+    every = Choices(
         user_idx.astype(np.int64),
         item_idx[:n].astype(np.int64),
         item_idx[n:].astype(np.int64),
@@ -561,7 +563,7 @@ def load_pairs_table(
     if "train" not in pairs:
         raise UserError(f"{where}: no training comparisons")
     ids = (user_ids, item_ids)
-    ds = table_dataset(f"pairs table ({table_path.name})", table_path, ids, PAIR_SCORE_RANGE, pairs=pairs)
+    ds = table_dataset(f"pairs table ({table_path.name})", table_path, ids, PAIR_SCORE_RANGE, choices=pairs)
     problems.extend(check_pair_splits(ds, {s: f"{where} ({s})" for s in pairs}))
     if not collect:
         raise_problems(problems, str(path))

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from recsys.data.choices import TIE, ChoiceReferences, Choices
 from recsys.data.dataset import Dataset, is_unseen_split
-from recsys.data.pairs import TIE, PairReferences, Pairs
 from recsys.errors import ColdStartNotSupported
 from recsys.evaluation.evaluator import DEFAULT_DRAWS, Evaluator, Result, model_context
 from recsys.evaluation.metrics import bootstrap_ci
@@ -87,7 +87,7 @@ class PairEvaluator(Evaluator):
         number of users skipped (too few choices)."""
         if not 0 <= shots <= self.max_shots:
             raise ValueError(f"shots = {shots} is not within the evaluator's 0..{self.max_shots}")
-        pairs = self.dataset.pairs[split]
+        pairs = self.dataset.choices[split]
         episodes, skipped = [], 0
         for user, rows in pairs.by_user():
             if len(rows) < self.max_shots + MIN_USER_PAIRS:
@@ -96,7 +96,7 @@ class PairEvaluator(Evaluator):
             user_key = zlib.crc32(str(self.dataset.user_ids[user]).encode())
             permutation = rows[np.random.default_rng([self.seed, user_key, draw]).permutation(len(rows))]
             refs, queries = permutation[:shots], np.sort(permutation[self.max_shots :])
-            references = PairReferences(
+            references = ChoiceReferences(
                 int(user), pairs.image_a[refs], pairs.image_b[refs], pairs.choice[refs]
             )
             episodes.append((references, queries))
@@ -105,7 +105,7 @@ class PairEvaluator(Evaluator):
     def _queries(self, split: str, shots: int | None) -> tuple[list[np.ndarray], list[list], int]:
         """Per draw: the query positions and the episodes (None on seen splits), and the users skipped."""
         if not is_unseen_split(split):
-            return [np.arange(len(self.dataset.pairs[split]))], [None], 0
+            return [np.arange(len(self.dataset.choices[split]))], [None], 0
         positions, episodes, skipped = [], [], 0
         for draw in range(self.draws):
             drawn, skipped = self.pair_episodes(split, shots, draw)
@@ -115,12 +115,12 @@ class PairEvaluator(Evaluator):
 
     def evaluate(self, model, split: str, shots: int | None = None, *, fit_seconds: float = 0.0) -> Result:
         """Score a fitted model on one split's choices (and k for an unseen split)."""
-        if split not in self.dataset.pairs:
+        if split not in self.dataset.choices:
             raise ValueError(f"no pairwise split {split!r} in {self.dataset.name}")
         name, context = model_context(model, fit_seconds)
         if is_unseen_split(split) and shots is None:
             raise ValueError(f"{split} is an unseen split: pass shots")
-        pairs = self.dataset.pairs[split]
+        pairs = self.dataset.choices[split]
         positions, episodes, skipped = self._queries(split, shots)
         if not len(positions[0]):
             reason = f"no user has at least {self.max_shots + MIN_USER_PAIRS} choices"
@@ -138,24 +138,24 @@ class PairEvaluator(Evaluator):
 
     def oracle_result(self, split: str, shots: int | None = None) -> Result | None:
         """The ground truth's row (simulated data only): P(a) + P(tie) / 2 of each query, references unused."""
-        truth = (self.dataset.ground_truth_pairs or {}).get(split)
+        truth = (self.dataset.ground_truth_choices or {}).get(split)
         if truth is None:
             return None
-        pairs = self.dataset.pairs[split]
+        pairs = self.dataset.choices[split]
         positions, _, skipped = self._queries(split, shots)
         predictions = [truth[q].astype(np.float64) for q in positions]
         context = {"fit_seconds": 0.0, "fit_split": "train", "validation_split": None}
         return self._pair_result("oracle", split, shots, pairs, positions, predictions, 0.0, skipped, context)
 
     @staticmethod
-    def _predict(model, pairs: Pairs, queries: np.ndarray, episodes) -> np.ndarray:
+    def _predict(model, pairs: Choices, queries: np.ndarray, episodes) -> np.ndarray:
         if episodes is None:
-            return model.predict_pairs(
+            return model.predict_choices(
                 pairs.user_idx[queries], pairs.image_a[queries], pairs.image_b[queries]
             )
         a = [pairs.image_a[q] for _, q in episodes]
         b = [pairs.image_b[q] for _, q in episodes]
-        out = model.predict_new_pairs([r for r, _ in episodes], a, b)
+        out = model.predict_new_choices([r for r, _ in episodes], a, b)
         return np.concatenate([np.asarray(p, np.float64).ravel() for p in out])
 
     def _pair_result(

@@ -16,12 +16,12 @@
   (``ColdStartNotSupported``, which the evaluator reports).
 * ``user_vectors()`` / ``fold_in(references)``: taste vectors for retrieval, from ``_user_vectors`` and
   ``_taste`` (the taste part of a folded state; the state itself by default).
-* Pairwise choices (``recsys.data.pairs``): a model with ``learns_from_pairs`` fits on data whose fit split holds
-  choices instead of ratings (its ``_fit`` gets empty ratings and reads ``dataset.fit_pairs(split)``); any other
-  model raises ``ChoicesNotSupported`` there (reported unsupported, with the reason). ``predict_pairs`` gives
+* Pairwise choices (``recsys.data.choices``): a model with ``learns_from_pairs`` fits on data whose fit split holds
+  choices instead of ratings (its ``_fit`` gets empty ratings and reads ``dataset.fit_choices(split)``); any other
+  model raises ``ChoicesNotSupported`` there (reported unsupported, with the reason). ``predict_choices`` gives
   P(a chosen over b) = sigmoid(s(a) - s(b)): Bradley-Terry on the model's scores, which pair-trained models
-  learn on that scale. New users come with reference choices: ``predict_new_pairs`` folds them in with
-  ``_fold_pairs`` (by default each choice becomes two pseudo-ratings, the chosen image 1 and the other 0, given
+  learn on that scale. New users come with reference choices: ``predict_new_choices`` folds them in with
+  ``_fold_choices`` (by default each choice becomes two pseudo-ratings, the chosen image 1 and the other 0, given
   to ``_fold``) and scores with ``_score_folded``.
 * ``save(path)`` / ``Model.load(path)``: ``recsys.models.persistence`` (JSON, ``.npz``, torch state dicts).
   Fitted state is every public attribute ending with ``_``; a model with a torch module writes
@@ -39,8 +39,8 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
+from recsys.data.choices import ChoiceReferences
 from recsys.data.dataset import Dataset, Ratings, References
-from recsys.data.pairs import PairReferences
 from recsys.errors import ChoicesNotSupported, ColdStartNotSupported, UserError
 from recsys.models.params import Hyperparameters
 from recsys.models.persistence import SAVE_FORMAT, fitted_state, write_model_dir
@@ -141,13 +141,13 @@ class Model(ABC):
         includes it) and the side information, nothing else.
         """
         view = dataset.fit_view(split, DATA_POLICY.validation_split, ground_truth=self.needs_ground_truth)
-        if all(part in view.pairs and part not in view.ratings for part in split.split("+")):
+        if all(part in view.choices and part not in view.ratings for part in split.split("+")):
             if not self.learns_from_pairs:
                 raise ChoicesNotSupported(
                     f"{self.name} learns from ratings only; {dataset.name} holds pairwise choices"
                 )
             ratings = Ratings(*(np.zeros(0, t) for t in (np.int64, np.int64, np.float32)))
-            users = view.fit_pairs(split).user_idx
+            users = view.fit_choices(split).user_idx
         else:
             ratings = view.fit_ratings(split)
             users = ratings.user_idx
@@ -191,30 +191,30 @@ class Model(ABC):
             raise ValueError(f"{len(references)} users' references but {len(images)} candidate lists")
         return [np.asarray(s, dtype=np.float64) for s in self._predict_new(references, images)]
 
-    def predict_pairs(self, user_idx: np.ndarray, image_a: np.ndarray, image_b: np.ndarray) -> np.ndarray:
+    def predict_choices(self, user_idx: np.ndarray, image_a: np.ndarray, image_b: np.ndarray) -> np.ndarray:
         """P(a chosen over b) (float64, n) for aligned (user, a, b) of users fitted on."""
         user_idx, image_a = _pairs(user_idx, image_a)
         return _sigmoid(self.predict(user_idx, image_a) - self.predict(user_idx, image_b))
 
-    def predict_new_pairs(
+    def predict_new_choices(
         self,
-        references: Sequence[PairReferences],
+        references: Sequence[ChoiceReferences],
         image_a: Sequence[np.ndarray],
         image_b: Sequence[np.ndarray],
     ) -> list[np.ndarray]:
         """P(a chosen over b) of new users' candidate pairs from their reference choices, one array per user."""
         self._check_fitted()
         references = list(references)
-        if type(self)._fold is Model._fold and type(self)._fold_pairs is Model._fold_pairs:
+        if type(self)._fold is Model._fold and type(self)._fold_choices is Model._fold_choices:
             raise ColdStartNotSupported(f"{self.name} cannot score users it was not fitted on")
         a = [np.atleast_1d(np.asarray(x, np.int64)) for x in image_a]
         b = [np.atleast_1d(np.asarray(x, np.int64)) for x in image_b]
         scores = self._score_folded(
-            self._fold_pairs(references), [np.concatenate(p) for p in zip(a, b, strict=True)]
+            self._fold_choices(references), [np.concatenate(p) for p in zip(a, b, strict=True)]
         )
         return [_sigmoid(s[: len(x)] - s[len(x) :]) for s, x in zip(scores, a, strict=True)]
 
-    def _fold_pairs(self, references: list[PairReferences]) -> Any:
+    def _fold_choices(self, references: list[ChoiceReferences]) -> Any:
         """Per-user state from reference choices; by default each choice as two pseudo-ratings (``_fold``)."""
         return self._fold([References(r.user_idx, *r.as_ratings()) for r in references])
 
@@ -292,10 +292,10 @@ class Model(ABC):
         if not choices:
             return self._validation(dataset, split)
         declared = DATA_POLICY.validation_split
-        if declared in split.split("+") or not len(dataset.pairs.get(declared, ())):
+        if declared in split.split("+") or not len(dataset.choices.get(declared, ())):
             return None
         self.validation_split_ = declared
-        return dataset.pairs[declared]
+        return dataset.choices[declared]
 
     # ------------------------------------------------------------------ checks
     def _check_fitted(self) -> None:

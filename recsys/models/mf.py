@@ -166,7 +166,7 @@ class MatrixFactorization(FactorModel):
         from recsys.models.torch_utils import deterministic_algorithms, seed_everything
 
         seed_everything(self.seed)
-        pairs = dataset.fit_pairs(split)
+        pairs = dataset.fit_choices(split)
         design = dataset.image_design(required=False)
         design = np.zeros((dataset.n_images, 0)) if design is None else design
         x = torch.tensor(np.asarray(design, np.float32))
@@ -222,9 +222,9 @@ class MatrixFactorization(FactorModel):
             best = best or (users.detach().clone(), items().detach().clone())
         self.users_, self.items_ = (b.double().numpy() for b in best)
 
-    def _fold_pairs(self, references):
+    def _fold_choices(self, references):
         if not getattr(self, "choices_", False):
-            return super()._fold_pairs(references)
+            return super()._fold_choices(references)
         return [self._fold_choice(r) for r in references]
 
     def _fold_choice(self, refs) -> np.ndarray:

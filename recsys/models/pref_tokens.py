@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from recsys.data.choices import ChoiceReferences, Choices
 from recsys.data.dataset import Dataset, Ratings, References
-from recsys.data.pairs import PairReferences, Pairs
 from recsys.models.params import at_least_one, hyper, non_negative, positive
 from recsys.models.torch_utils import (
     DeepModel,
@@ -138,7 +138,7 @@ class PrefTokens(DeepModel):
     # with a learned gap; a query is scored by squared error (ratings) or Bradley-Terry (choices).
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
         self.choices_ = not len(ratings)
-        data = dataset.fit_pairs(split) if self.choices_ else ratings
+        data = dataset.fit_choices(split) if self.choices_ else ratings
         users = data.user_idx
         _, device, t = self._start_fit(dataset, ratings, users)
         rng = np.random.default_rng(self.seed)
@@ -211,7 +211,7 @@ class PrefTokens(DeepModel):
 
     def _rows(self, data, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(image a, image b, target) of some rows of ratings (b: NONE) or of choices."""
-        if isinstance(data, Pairs):
+        if isinstance(data, Choices):
             return data.image_a[rows], data.image_b[rows], data.choice[rows]
         return data.image_idx[rows], np.full(len(rows), len(self.base_), np.int64), data.score[rows]
 
@@ -251,7 +251,7 @@ class PrefTokens(DeepModel):
             choices=False,
         )
 
-    def _fold_pairs(self, references: list[PairReferences]) -> np.ndarray:
+    def _fold_choices(self, references: list[ChoiceReferences]) -> np.ndarray:
         """Taste vectors (float32, n x dim) of users from reference choices."""
         return self._fold_rows(
             [(r.user_idx, r.image_a, r.image_b, r.choice) for r in references], choices=True

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
+from recsys.data.choices import ChoiceReferences, Choices
 from recsys.data.dataset import Dataset, Ratings, References
-from recsys.data.pairs import PairReferences, Pairs
 from recsys.models.params import at_least_one, hyper, non_negative
 from recsys.models.torch_utils import DeepModel, ImageTower, TowerParams, fit_module, preference_loss
 
@@ -111,7 +111,7 @@ class TwoTower(DeepModel):
 
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
         self.choices_ = not len(ratings)
-        data = dataset.fit_pairs(split) if self.choices_ else ratings
+        data = dataset.fit_choices(split) if self.choices_ else ratings
         generator, device, tensors = self._start_fit(dataset, ratings, data.user_idx)
         sizes = self.meta_["meta_sizes"]
         net = self._build(self.features_.shape[1], sizes, self.demo_.shape[1], dataset.n_users).to(device)
@@ -212,7 +212,7 @@ class TwoTower(DeepModel):
         with torch.enable_grad():
             return self._map_fit(references)
 
-    def _fold_pairs(self, references: list[PairReferences]):
+    def _fold_choices(self, references: list[ChoiceReferences]):
         """MAP fit of new users' parameters to their reference choices (Bradley-Terry likelihood), towers frozen."""
         with torch.enable_grad():
             return self._map_fit(references, choices=True)
@@ -324,7 +324,7 @@ def _rows(data, device) -> list[torch.Tensor]:
     """The training rows as tensors: (user, image, score) of ratings, (user, image a, image b, choice) of choices."""
     columns = (
         ("user_idx", "image_a", "image_b", "choice")
-        if isinstance(data, Pairs)
+        if isinstance(data, Choices)
         else ("user_idx", "image_idx", "score")
     )
     return [torch.as_tensor(getattr(data, c), device=device) for c in columns]

@@ -16,7 +16,7 @@ from PIL import Image
 
 import recsys.data.pickapic as pickapic_module
 from recsys.cli import main
-from recsys.data import Pairs, load_dataset
+from recsys.data import Choices, load_dataset
 from recsys.data.features_file import write_image_features
 from recsys.data.pickapic import iter_pickapic_images, load_pickapic, pair_holdout
 from recsys.data.simulate_pairs import PICKAPIC_SCHEMA, write_pickapic_shard
@@ -86,7 +86,7 @@ def write_pickapic(root, shards: dict[str, list[dict]] | None = None):
 def choices(ds) -> set[tuple]:
     """Every choice of every split as (user id, image a uid, image b uid, choice)."""
     out = set()
-    for p in ds.pairs.values():
+    for p in ds.choices.values():
         for u, a, b, c in zip(p.user_idx, p.image_a, p.image_b, p.choice, strict=True):
             out.add((ds.user_ids[u], ds.image_ids[a], ds.image_ids[b], float(c)))
     return out
@@ -113,7 +113,7 @@ def test_loads_pickapic_shards_as_published(tmp_path, capsys):
     # F's first choice row is "a glass forest"; its dropped rows do not count
     assert prompt[UID["A"]] == prompt[UID["C"]] == "a red fox" and prompt[UID["F"]] == "a glass forest"
     assert model[UID["A"]] == "sdxl" and model[UID["B"]] == "sd-2.1"
-    for p in ds.pairs.values():
+    for p in ds.choices.values():
         assert p.user_idx.dtype == np.int64 and p.image_a.dtype == np.int64 and p.choice.dtype == np.float32
     summary = ds.summary()
     assert sum(s["pairs"] for s in summary["pairs"].values()) == 5
@@ -123,9 +123,9 @@ def test_loads_pickapic_shards_as_published(tmp_path, capsys):
 def test_three_users_give_one_seen_and_two_unseen(tmp_path):
     ds = load_dataset(write_pickapic(tmp_path))
     # users:0.1 of 3 users: max(1, round(0.3)) = 1 test_unseen, max(1, round(0.2)) = 1 val_unseen
-    test_users = set(ds.user_ids[ds.pairs["test_unseen"].user_idx].tolist())
-    val_users = set(ds.user_ids[ds.pairs["val_unseen"].user_idx].tolist())
-    train_users = set(ds.user_ids[ds.pairs["train"].user_idx].tolist())
+    test_users = set(ds.user_ids[ds.choices["test_unseen"].user_idx].tolist())
+    val_users = set(ds.user_ids[ds.choices["val_unseen"].user_idx].tolist())
+    train_users = set(ds.user_ids[ds.choices["train"].user_idx].tolist())
     assert len(test_users) == len(val_users) == len(train_users) == 1
     assert test_users | val_users | train_users == {7, 8, 9}
     order = np.random.default_rng(0).permutation(np.arange(3))
@@ -246,7 +246,7 @@ def test_validate_reports_pickapic_problems_and_summary(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------------------------- the split rule
-def synthetic_pairs(n_users: int = 20, per_user: int = 10) -> Pairs:
+def synthetic_pairs(n_users: int = 20, per_user: int = 10) -> Choices:
     """User u compares images (u*100 + i, u*100 + i + 1) for i < per_user, and repeats its first comparison
     with the sides swapped."""
     users, a, b = [], [], []
@@ -255,7 +255,7 @@ def synthetic_pairs(n_users: int = 20, per_user: int = 10) -> Pairs:
         a += [u * 100 + i for i in range(per_user)] + [u * 100 + 1]
         b += [u * 100 + i + 1 for i in range(per_user)] + [u * 100]
     n = len(users)
-    return Pairs(np.array(users), np.array(a), np.array(b), np.ones(n, np.float32))
+    return Choices(np.array(users), np.array(a), np.array(b), np.ones(n, np.float32))
 
 
 def test_the_pair_holdout_follows_its_rule():
@@ -277,7 +277,7 @@ def test_the_pair_holdout_follows_its_rule():
 
 
 def test_a_user_with_one_comparison_keeps_it_in_train_and_too_few_users_is_an_error():
-    one = Pairs(np.array([0, 1]), np.array([0, 2]), np.array([1, 3]), np.ones(2, np.float32))
+    one = Choices(np.array([0, 1]), np.array([0, 2]), np.array([1, 3]), np.ones(2, np.float32))
     assert pair_holdout(one, "random:0.4", seed=0).tolist() == ["train", "train"]
     with pytest.raises(UserError, match="only 2 users with choices"):
         pair_holdout(one, "users:0.1", seed=0)
@@ -305,9 +305,9 @@ def test_loads_a_pairs_table(tmp_path):
     path = write_table(tmp_path / "choices.csv", table_rows(), {"user_id": ["ann", "bob"], "age": [31, 47]})
     ds = load_dataset(path)
     assert ds.name == "pairs table (choices.csv)" and ds.ratings == {}
-    assert ds.pair_splits == ["train", "test_seen", "test_unseen"]
+    assert ds.choice_splits == ["train", "test_seen", "test_unseen"]
     assert ds.image_ids.dtype == np.int64 and ds.image_ids.tolist() == [1, 2, 3, 4, 5]
-    train = ds.pairs["train"]
+    train = ds.choices["train"]
     assert ds.user_ids[train.user_idx].tolist() == ["ann", "ann", "bob"]
     assert ds.image_ids[train.image_a].tolist() == [1, 2, 1] and ds.image_ids[train.image_b].tolist() == [
         2,
@@ -315,7 +315,7 @@ def test_loads_a_pairs_table(tmp_path):
         4,
     ]
     np.testing.assert_array_equal(train.choice, [1.0, 0.0, 0.0])
-    np.testing.assert_array_equal(ds.pairs["test_seen"].choice, [0.5, 1.0])
+    np.testing.assert_array_equal(ds.choices["test_seen"].choice, [0.5, 1.0])
     assert ds.users["age"].tolist()[:2] == [31, 47] and np.isnan(ds.users["age"].tolist()[2])
     assert ds.train_users().tolist() == [0, 1] and ds.train_images().tolist() == [0, 1, 2, 3]
 
@@ -394,14 +394,18 @@ def test_string_image_ids_in_a_features_file(tmp_path):
 def test_a_pairwise_dataset_keeps_the_dataset_contract(tmp_path):
     ds = load_dataset(write_table(tmp_path / "pairs.csv", table_rows()))
     view = ds.fit_view("train", "test_seen")
-    assert view.pair_splits == ["train", "test_seen"] and view.validation_split == "test_seen"
-    assert view.pairs["train"] is ds.pairs["train"] and view.ground_truth_pairs is None and view.ratings == {}
-    assert "test_unseen" not in ds.fit_view("train").pairs
-    assert len(ds.fit_pairs("train+test_seen")) == 5
+    assert view.choice_splits == ["train", "test_seen"] and view.validation_split == "test_seen"
+    assert (
+        view.choices["train"] is ds.choices["train"]
+        and view.ground_truth_choices is None
+        and view.ratings == {}
+    )
+    assert "test_unseen" not in ds.fit_view("train").choices
+    assert len(ds.fit_choices("train+test_seen")) == 5
     with pytest.raises(UserError, match="holds pairwise choices, not ratings"):
         ds.fit_ratings("train")
     with pytest.raises(UserError, match="no pairwise choices in split 'val_seen'"):
-        ds.fit_pairs("val_seen")
+        ds.fit_choices("val_seen")
     # the fingerprint sees the choices
     flipped = pd.DataFrame(table_rows())
     flipped.loc[0, "choice"] = "b"
@@ -411,7 +415,7 @@ def test_a_pairwise_dataset_keeps_the_dataset_contract(tmp_path):
     assert load_dataset(tmp_path / "pairs.csv").fingerprint() == ds.fingerprint()
     # dropping an image drops every pair that shows it
     dropped, count = ds.drop_images(np.array([ds.image_index(1)]))
-    assert count == 3 and len(dropped.pairs["train"]) == 1
+    assert count == 3 and len(dropped.choices["train"]) == 1
 
 
 def test_a_dataset_needs_training_ratings_or_choices(tmp_path):

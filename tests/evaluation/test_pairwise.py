@@ -49,7 +49,7 @@ def test_choice_metrics_by_hand():
 
 def test_references_and_queries_are_disjoint_and_queries_fixed_across_k(choices):
     evaluator = PairEvaluator(choices, draws=2)
-    pairs = choices.pairs["test_unseen"]
+    pairs = choices.choices["test_unseen"]
     for draw in (0, 1):
         at_k = {k: evaluator.pair_episodes("test_unseen", k, draw) for k in PAIR_SHOTS}
         queries = [tuple(q.tolist()) for _, q in at_k[max(PAIR_SHOTS)][0]]
@@ -86,10 +86,10 @@ def test_pal_new_user_weights_follow_the_references(choices):
     favourite = int(np.argmax(rewards.std(0)))
     order = np.argsort(rewards[:, favourite])
     best, worst = order[-20:], order[:20]
-    from recsys.data.pairs import PairReferences
+    from recsys.data.choices import ChoiceReferences
 
-    refs = PairReferences(-1, best, worst, np.ones(20, np.float32))
-    weights = model._softmax(model._fold_pairs([refs]))[0]
+    refs = ChoiceReferences(-1, best, worst, np.ones(20, np.float32))
+    weights = model._softmax(model._fold_choices([refs]))[0]
     assert weights[favourite] > 1.0 / model.n_prototypes
 
 
@@ -120,7 +120,7 @@ def test_simulate_command_writes_a_pickapic_folder(tmp_path, capsys):
     assert main(["data", "validate", str(out), "--image-features", str(out / "image_features.npz")]) == 0
     printed = capsys.readouterr().out
     ds = load_dataset(out, image_features=out / "image_features.npz")
-    train = ds.pairs["train"]
+    train = ds.choices["train"]
     row = next(line for line in printed.splitlines() if line.startswith("train "))
     assert "choices" in printed and row.split()[1:2] == [str(len(train))]
     assert row.split()[-1] == str(int((train.choice == 0.5).sum()))  # ties
@@ -134,11 +134,11 @@ def test_pref_tokens_learns_from_choices_and_keeps_them_when_saved(choices, tmp_
     assert rows[("test_seen", None)].ci95["user_choice_acc"][0] > 0.5  # above chance over users
     assert rows[("test_unseen", 8)].metrics["user_choice_acc"] > 0.55
     model = create_model("pref_tokens", epochs=5).fit(choices)
-    pairs = choices.pairs["test_seen"]
-    before = model.predict_pairs(pairs.user_idx, pairs.image_a, pairs.image_b)
+    pairs = choices.choices["test_seen"]
+    before = model.predict_choices(pairs.user_idx, pairs.image_a, pairs.image_b)
     loaded = Model.load(model.save(tmp_path / "pt"))
     np.testing.assert_allclose(
-        loaded.predict_pairs(pairs.user_idx, pairs.image_a, pairs.image_b), before, rtol=1e-5
+        loaded.predict_choices(pairs.user_idx, pairs.image_a, pairs.image_b), before, rtol=1e-5
     )
 
 
@@ -161,9 +161,9 @@ def test_mf_learns_from_choices_and_folds_in_new_users(choices):
     )  # above chance over users (0.60 measured)
     assert rows[("test_unseen", 8)].metrics["user_choice_acc"] > 0.55
     model = create_model("mf").fit(choices)
-    from recsys.data.pairs import PairReferences
+    from recsys.data.choices import ChoiceReferences
 
     a, b = np.arange(0, 20), np.arange(20, 40)
-    p = model._fold_choice(PairReferences(-1, a, b, np.ones(20, np.float32)))
+    p = model._fold_choice(ChoiceReferences(-1, a, b, np.ones(20, np.float32)))
     before = model.items_[a, :-1] - model.items_[b, :-1]
     assert (before @ p).mean() > 0  # the fitted taste prefers the chosen images

@@ -1,6 +1,6 @@
 """Pairwise choices: a person was shown two images and chose one of them, or called it a tie.
 
-``Pairs`` is to choice data what ``Ratings`` is to rating data: the aligned arrays of one split, in the
+``Choices`` is to choice data what ``Ratings`` is to rating data: the aligned arrays of one split, in the
 dataset's contiguous indices. ``choice`` is the outcome seen from image a: 1.0 when a was chosen, 0.0 when b
 was chosen, 0.5 for a tie (Pick-a-Pic's ``label_0``). A model of choices predicts P(a chosen over b) for a
 pair; a tie counts half for each side. Loaders that produce pairs live in ``recsys.data.pickapic``.
@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: the value of ``Pairs.choice`` for each outcome
+#: the value of ``Choices.choice`` for each outcome
 CHOSE_A, CHOSE_B, TIE = 1.0, 0.0, 0.5
 
 
 @dataclass(frozen=True)
-class Pairs:
+class Choices:
     """Aligned arrays of one split: ``user_idx[i]`` compared ``image_a[i]`` with ``image_b[i]`` and chose
     ``choice[i]`` (1.0: a, 0.0: b, 0.5: a tie)."""
 
@@ -29,7 +29,7 @@ class Pairs:
     def __post_init__(self) -> None:
         n = len(self.user_idx)
         if len(self.image_a) != n or len(self.image_b) != n or len(self.choice) != n:
-            raise ValueError("Pairs arrays must have the same length")
+            raise ValueError("Choices arrays must have the same length")
 
     def __len__(self) -> int:
         return len(self.user_idx)
@@ -40,9 +40,9 @@ class Pairs:
         users, starts = np.unique(self.user_idx[order], return_index=True)
         return list(zip(users.tolist(), np.split(order, starts[1:]), strict=True))
 
-    def subset(self, mask: np.ndarray) -> Pairs:
+    def subset(self, mask: np.ndarray) -> Choices:
         """The pairs selected by a boolean mask or an index array."""
-        return Pairs(self.user_idx[mask], self.image_a[mask], self.image_b[mask], self.choice[mask])
+        return Choices(self.user_idx[mask], self.image_a[mask], self.image_b[mask], self.choice[mask])
 
     def images(self) -> np.ndarray:
         """Sorted indices of the images shown on either side."""
@@ -66,12 +66,12 @@ class Pairs:
         return np.unique(self.keys(), axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
     @staticmethod
-    def concat(parts: list[Pairs]) -> Pairs:
+    def concat(parts: list[Choices]) -> Choices:
         """All pairs of ``parts``, in order."""
         if not parts:
             empty = np.empty(0, np.int64)
-            return Pairs(empty, empty, empty, np.empty(0, np.float32))
-        return Pairs(
+            return Choices(empty, empty, empty, np.empty(0, np.float32))
+        return Choices(
             np.concatenate([p.user_idx for p in parts]),
             np.concatenate([p.image_a for p in parts]),
             np.concatenate([p.image_b for p in parts]),
@@ -80,9 +80,9 @@ class Pairs:
 
 
 @dataclass(frozen=True)
-class PairReferences:
+class ChoiceReferences:
     """A new user's reference choices: what a model may learn from before predicting the user's other choices
-    (``choice`` as in ``Pairs``: 1.0 a chosen, 0.0 b chosen, 0.5 a tie)."""
+    (``choice`` as in ``Choices``: 1.0 a chosen, 0.0 b chosen, 0.5 a tie)."""
 
     user_idx: int  # the user's index in the dataset (demographics live there), or -1 for someone not in it
     image_a: np.ndarray  # int64, (k,)
