@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from recsys.data.dataset import Dataset
-from recsys.errors import ChoicesNotSupported, UserError
+from recsys.errors import DataNotSupported, UserError
 from recsys.evaluation.evaluator import DEFAULT_DRAWS, Evaluator, Result
 from recsys.evaluation.pairwise import PAIR_SHOTS, PairEvaluator
 from recsys.models.base import DATA_POLICY
@@ -234,7 +234,7 @@ def fit_and_score(
     start = time.perf_counter()
     try:
         model.fit(evaluator.dataset, fit_split)
-    except ChoicesNotSupported as err:  # a model of ratings, on choices
+    except DataNotSupported as err:  # a model of ratings, on choices
         return [
             evaluator._failed(task.name, split, k, "unsupported", str(err), _context(fit_split))
             for split in splits

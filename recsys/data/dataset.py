@@ -205,6 +205,14 @@ class Dataset:
                 )
         return Choices.concat([self.choices[p] for p in parts])
 
+    def fit_data(self, split: str = "train") -> Ratings | Choices:
+        """What a model fits on: the choices of ``split`` when every part of it holds choices and no ratings,
+        else its ratings (``fit_ratings``, a clear error for a split the dataset lacks)."""
+        parts = split.split("+")
+        if any(p not in self.ratings for p in parts) and all(p in self.choices for p in parts):
+            return self.fit_choices(split)
+        return self.fit_ratings(split)
+
     def fit_view(
         self, fit_split: str = "train", validation_split: str | None = None, *, ground_truth: bool = False
     ) -> FitView:
@@ -212,10 +220,7 @@ class Dataset:
         '+'), those of ``validation_split`` unless the fit includes it or the dataset lacks it, and the side
         information. With ``ground_truth`` (the oracle only) the view also holds ``expected_scores()``."""
         parts = fit_split.split("+")
-        if any(part not in self.ratings for part in parts) and all(part in self.choices for part in parts):
-            self.fit_choices(fit_split)  # choices only: the view holds the pairs of the fit
-        else:
-            self.fit_ratings(fit_split)  # a clear error for a split the dataset lacks
+        self.fit_data(fit_split)  # a clear error for a split the dataset lacks
         ratings = {part: self.ratings[part] for part in parts if part in self.ratings}
         pairs = {part: self.choices[part] for part in parts if part in self.choices}
         held = None

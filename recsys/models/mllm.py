@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from recsys.data.choices import ChoiceReferences
+from recsys.data.choices import ChoiceReferences, Choices
 from recsys.data.dataset import Dataset, Ratings, References, group_by
 from recsys.errors import ColdStartNotSupported
 from recsys.models.base import Model, _sigmoid
@@ -118,13 +118,14 @@ class MLLMScorer(Model):
             return "needs the transformers package (pip install 'recsys-pamela[mllm]')"
         return None
 
-    learns_from_pairs = True  # zero-shot: choices become references as they are
+    learns_from = (Ratings, Choices)  # zero-shot: choices become references as they are
 
-    def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
+    def _fit(self, dataset: Dataset, data: Ratings | Choices, split: str) -> None:
         """Nothing is learned (zero-shot): keeps prompts and image paths, and the fit ratings (on choices: each
         choice as two pseudo-ratings, the chosen image 1, the other 0) as seen users' references."""
-        if not len(ratings):
-            pairs = dataset.fit_choices(split)
+        ratings = data
+        if isinstance(data, Choices):
+            pairs = data
             refs = ChoiceReferences(-1, pairs.image_a, pairs.image_b, pairs.choice)
             images, scores = refs.as_ratings()
             users = np.concatenate([pairs.user_idx, pairs.user_idx])

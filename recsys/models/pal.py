@@ -78,7 +78,7 @@ class PalB(Model):
     """PAL-B: each user a mixture of shared ideal points over frozen image features, learned from choices."""
 
     name = "pal"
-    learns_from_pairs = True
+    learns_from = (Ratings, Choices)
 
     class Params(TrainParams):
         dim: int = at_least_one(16, "dimensions of the projected image features")
@@ -96,16 +96,12 @@ class PalB(Model):
         return _PalNet(state["features_"].shape[1], len(state["known_"]), self.dim, self.n_prototypes)
 
     # ------------------------------------------------------------------ fitting
-    def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
+    def _fit(self, dataset: Dataset, data: Ratings | Choices, split: str) -> None:
         generator = seed_everything(self.seed)
         device = choose_device(self.device)
         self.features_ = dataset.image_inputs()
-        on_ratings = len(ratings) > 0
-        pairs = (
-            pairs_from_ratings(ratings, self.pairs_per_rating, self.seed)
-            if on_ratings
-            else dataset.fit_choices(split)
-        )
+        on_ratings = isinstance(data, Ratings)
+        pairs = pairs_from_ratings(data, self.pairs_per_rating, self.seed) if on_ratings else data
         net = _PalNet(self.features_.shape[1], dataset.n_users, self.dim, self.n_prototypes).to(device)
         features = torch.as_tensor(self.features_, device=device)
         t = {
@@ -151,8 +147,8 @@ class PalB(Model):
         self._after_load()
         self.scale_ = np.array([0.0, 1.0])  # choices: rewards as they are
         if on_ratings:  # one affine map of rewards to the rating scale, on the training ratings
-            reward = self._predict(ratings.user_idx, ratings.image_idx)
-            slope, intercept = np.polyfit(reward, ratings.score.astype(np.float64), 1)
+            reward = self._predict(data.user_idx, data.image_idx)
+            slope, intercept = np.polyfit(reward, data.score.astype(np.float64), 1)
             self.scale_ = np.array([intercept, slope])
 
     def _validation_pairs(self, dataset: Dataset, split: str, on_ratings: bool) -> Choices | None:
@@ -161,7 +157,7 @@ class PalB(Model):
             held = self._validation(dataset, split)
             held = None if held is None else pairs_from_ratings(held, self.pairs_per_rating, self.seed + 1)
         else:
-            held = self._held_out(dataset, split, choices=True)
+            held = self._validation(dataset, split, Choices)
         return None if held is None else held.subset(self.known_[held.user_idx])
 
     def _after_load(self) -> None:

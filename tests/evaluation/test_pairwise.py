@@ -164,6 +164,6 @@ def test_mf_learns_from_choices_and_folds_in_new_users(choices):
     from recsys.data.choices import ChoiceReferences
 
     a, b = np.arange(0, 20), np.arange(20, 40)
-    p = model._fold_choice(ChoiceReferences(-1, a, b, np.ones(20, np.float32)))
-    before = model.items_[a, :-1] - model.items_[b, :-1]
+    p = model._fold_choice(ChoiceReferences(-1, a, b, np.ones(20, np.float32)))[:-1]
+    before = model.fold_.item_vecs[a] - model.fold_.item_vecs[b]
     assert (before @ p).mean() > 0  # the fitted taste prefers the chosen images
