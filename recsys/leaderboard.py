@@ -15,7 +15,7 @@ from recsys.evaluation.evaluator import DEFAULT_DRAWS, Evaluator, Result
 from recsys.evaluation.pairwise import PAIR_SHOTS, PairEvaluator
 from recsys.models.base import DATA_POLICY
 from recsys.models.registry import GROUPS, create_model, expand_models
-from recsys.threads import available_cores
+from recsys.threads import available_cores, single_threaded
 
 DEFAULT_SPLITS = ("test_seen", "test_unseen")
 
@@ -229,7 +229,17 @@ class ModelTask:
 def fit_and_score(
     task: ModelTask, evaluator: Evaluator, splits: Sequence[str], fit_split: str
 ) -> list[Result]:
-    """Fit one model on ``fit_split`` and score it on every split and k: its leaderboard rows."""
+    """Fit one model on ``fit_split`` and score it on every split and k: its leaderboard rows.
+
+    Numeric libraries run on one thread throughout (``recsys.threads.single_threaded``), here as in a worker
+    process: the rows are then the same whatever ``--jobs`` and the machine's core count."""
+    with single_threaded():
+        return _fit_and_score(task, evaluator, splits, fit_split)
+
+
+def _fit_and_score(
+    task: ModelTask, evaluator: Evaluator, splits: Sequence[str], fit_split: str
+) -> list[Result]:
     model = create_model(task.name, **task.params)
     start = time.perf_counter()
     try:
@@ -310,8 +320,8 @@ _WORKER: dict = {}
 
 
 def _init_worker(evaluator: Evaluator, splits: Sequence[str], fit_split: str) -> None:
-    """A worker process: one thread for every numeric library (the processes share the cores), and the
-    evaluator (with its dataset) kept for every task it runs."""
+    """A worker process: one thread for every numeric library (the processes share the cores; each fit also
+    runs under ``single_threaded``), and the evaluator (with its dataset) kept for every task it runs."""
     import os
 
     from threadpoolctl import threadpool_limits
