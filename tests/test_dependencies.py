@@ -140,6 +140,16 @@ def test_every_requirement_has_a_lower_bound():
     assert unbounded(_project()) == []
 
 
+def test_dev_installs_every_extra_of_all():
+    project = _project()
+    assert (
+        declared(project, ["dev"])
+        >= declared(project, ["all"])
+        >= {"torch", "faiss-cpu", "fastapi", "mlflow"}
+    )
+    assert "torch" not in declared(project, []) and "faiss-cpu" not in declared(project, [])
+
+
 def test_the_checker_catches_an_undeclared_import_and_a_missing_bound(tmp_path):
     """A constructed project: yaml imported by a function of the package, httpx by a test but declared for dev
     only in the package's view, a self-referencing extra followed, a requirement without a bound."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from recsys.data.dataset import Dataset, Ratings
+from recsys.extras import require
 from recsys.models.biases import clip_scores
 from recsys.models.factor import FactorModel, ImageMap, build_fold_in
 from recsys.models.params import Hyperparameters, at_least_one, hyper, non_negative, positive
@@ -161,6 +162,7 @@ class MatrixFactorization(FactorModel):
 
     # ------------------------------------------------------------------ choices
     def _fit_choices(self, dataset: Dataset, split: str) -> None:
+        require("deep", f"{self.name} on pairwise choices")
         import torch
 
         from recsys.models.torch_utils import deterministic_algorithms, seed_everything
