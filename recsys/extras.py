@@ -9,9 +9,10 @@ the install command when one is missing.
     experiments  Optuna, MLflow: ``recsys tune``, ``recsys study``, ``--tuned``, tracking in MLflow
     mllm         transformers: the MLLM scorer
 
-A plain ``pip install recsys-pamela`` runs the data tools, the baselines and the classical models of numpy
-and SciPy (biases, mf, user_knn, item_knn, profile) and the leaderboard; ``[all]`` installs every extra but
-mllm. Checks look modules up without importing them (``importlib.util.find_spec``), so asking is cheap.
+A plain ``pip install recsys-pamela`` runs the data tools, the leaderboard, the baselines and the models of
+numpy and SciPy (biases, mf, user_knn, item_knn, profile); ``[all]`` installs the extras above but mllm
+(pyproject also has ``gpu`` and ``bench``, which no module of the suite imports). Checks look modules up
+without importing them (``importlib.util.find_spec``), so asking is cheap.
 """
 
 from __future__ import annotations
