@@ -13,9 +13,10 @@ from recsys.data.dataset import Dataset
 from recsys.errors import DataNotSupported, UserError
 from recsys.evaluation.evaluator import DEFAULT_DRAWS, Evaluator, Result
 from recsys.evaluation.pairwise import PAIR_SHOTS, PairEvaluator
+from recsys.extras import MissingExtra
 from recsys.models.base import DATA_POLICY
-from recsys.models.registry import GROUPS, create_model, expand_models
-from recsys.threads import available_cores
+from recsys.models.registry import GROUPS, create_model, expand_models, unavailable_reason
+from recsys.threads import available_cores, single_threaded
 
 DEFAULT_SPLITS = ("test_seen", "test_unseen")
 
@@ -101,11 +102,17 @@ def default_models(dataset: Dataset) -> list[str]:
 
 
 def skipped_rows(
-    evaluator: Evaluator, model: str, splits: Sequence[str], reason: str, fit_split: str
+    evaluator: Evaluator,
+    model: str,
+    splits: Sequence[str],
+    reason: str,
+    fit_split: str,
+    status: str = "skipped",
 ) -> list[Result]:
-    """One ``skipped`` row (no metrics, the reason) per split and k for a model that could not fit the data."""
+    """One row without metrics (``status``, the reason) per split and k for a model that did not run: ``skipped``
+    when it could not fit the data, ``unsupported`` when it cannot run on them or on this machine."""
     return [
-        evaluator._failed(model, split, k, "skipped", reason, _context(fit_split))
+        evaluator._failed(model, split, k, status, reason, _context(fit_split))
         for split in splits
         for k in evaluator.tasks(split)
     ]
@@ -141,8 +148,9 @@ def run_leaderboard(
     ``splits=None`` evaluates those of ``DEFAULT_SPLITS`` the dataset has (an error if it has neither); an
     explicitly requested split the dataset lacks is an error naming the splits it has. A model that cannot fit
     these data (no image features, no metadata: a ``UserError`` or ``ValueError`` from its fit) gets a
-    ``skipped`` row per split with the reason, and one that cannot score new users an ``unsupported`` row,
-    instead of stopping the run. ``tuned`` (model -> study record, from
+    ``skipped`` row per split with the reason, and one that cannot score new users, or cannot run here (an extra
+    that is not installed: the row names the install command), an ``unsupported`` row, instead of stopping
+    the run. ``tuned`` (model -> study record, from
     ``experiments.tuning``) marks the rows of tuned models with their study. ``protocol`` names the preset the
     arguments came from (``recsys.evaluation.protocols``); ``fixed_queries`` as in ``Evaluator``. ``jobs``: worker
     processes fitting models side by side (``resolve_jobs``; 1 fits them one after the other in this process).
@@ -195,8 +203,11 @@ def run_leaderboard(
         reference_pool=reference_pool,
     )
     tasks = [ModelTask(name, params.get(name, {}), tuned.get(name, {}).get("study")) for name in models]
-    for name in models:
-        board.params[name] = create_model(name, **params.get(name, {})).get_params()
+    for name in models:  # a model that cannot run here (a missing extra) records the values it was given
+        given = params.get(name, {})
+        board.params[name] = (
+            create_model(name, **given).get_params() if unavailable_reason(name) is None else given
+        )
     workers = resolve_jobs(jobs, dataset, fit_split, len(tasks))
     if workers > 1:
         rows = _run_in_workers(tasks, evaluator, splits, fit_split, workers, progress)
@@ -229,17 +240,27 @@ class ModelTask:
 def fit_and_score(
     task: ModelTask, evaluator: Evaluator, splits: Sequence[str], fit_split: str
 ) -> list[Result]:
-    """Fit one model on ``fit_split`` and score it on every split and k: its leaderboard rows."""
+    """Fit one model on ``fit_split`` and score it on every split and k: its leaderboard rows.
+
+    Numeric libraries run on one thread throughout (``recsys.threads.single_threaded``), here as in a worker
+    process: the rows are then the same whatever ``--jobs`` and the machine's core count."""
+    with single_threaded():
+        return _fit_and_score(task, evaluator, splits, fit_split)
+
+
+def _fit_and_score(
+    task: ModelTask, evaluator: Evaluator, splits: Sequence[str], fit_split: str
+) -> list[Result]:
+    reason = unavailable_reason(task.name)
+    if reason is not None:  # e.g. an extra that is not installed
+        return skipped_rows(evaluator, task.name, splits, reason, fit_split, "unsupported")
     model = create_model(task.name, **task.params)
     start = time.perf_counter()
     try:
         model.fit(evaluator.dataset, fit_split)
-    except DataNotSupported as err:  # a model of ratings, on choices
-        return [
-            evaluator._failed(task.name, split, k, "unsupported", str(err), _context(fit_split))
-            for split in splits
-            for k in evaluator.tasks(split)
-        ]
+    # a model of ratings on choices; a use of the model that needs an extra (mf on choices needs torch)
+    except (DataNotSupported, MissingExtra) as err:
+        return skipped_rows(evaluator, task.name, splits, str(err), fit_split, "unsupported")
     except (UserError, ValueError) as err:  # the model cannot run on these data (features, metadata)
         return skipped_rows(evaluator, task.name, splits, str(err), fit_split)
     fit_seconds = time.perf_counter() - start
@@ -310,8 +331,8 @@ _WORKER: dict = {}
 
 
 def _init_worker(evaluator: Evaluator, splits: Sequence[str], fit_split: str) -> None:
-    """A worker process: one thread for every numeric library (the processes share the cores), and the
-    evaluator (with its dataset) kept for every task it runs."""
+    """A worker process: one thread for every numeric library (the processes share the cores; each fit also
+    runs under ``single_threaded``), and the evaluator (with its dataset) kept for every task it runs."""
     import os
 
     from threadpoolctl import threadpool_limits

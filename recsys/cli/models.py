@@ -26,12 +26,13 @@ def add_parsers(subparsers) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from recsys.models.registry import list_models, model_class
+    from recsys.models.registry import list_models, model_class, unavailable_reason
 
     for name in list_models():
-        cls = model_class(name)
-        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        print(f"{name:<22} {doc}")
+        reason = unavailable_reason(name)  # a model of a missing extra is listed with the install command
+        cls = model_class(name) if reason is None else None
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls is not None and cls.__doc__ else ""
+        print(f"{name:<26} {doc or reason}")
     return 0
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from recsys.data.choices import ChoiceReferences, Choices
 from recsys.data.dataset import Dataset, Ratings
+from recsys.extras import require
 from recsys.models.biases import clip_scores
 from recsys.models.factor import FactorModel, FoldIn, ImageMap, build_fold_in
 from recsys.models.params import Hyperparameters, at_least_one, hyper, non_negative, positive
@@ -159,6 +160,7 @@ class MatrixFactorization(FactorModel):
         """Bradley-Terry fit of ``b_i + p_u . q_i`` on choices (module docstring). The result is stored as the
         rating fit's is (``fold_``, ``user_vecs_``) with no calibration (a = 0, b = 1), no user offsets and an
         unbounded score range, so that scoring and taste vectors are the same code for both kinds of data."""
+        require("deep", f"{self.name} on pairwise choices")
         import torch
 
         from recsys.models.torch_utils import deterministic_algorithms, seed_everything

@@ -22,6 +22,7 @@ import numpy as np
 from recsys.data.choices import ChoiceReferences, Choices
 from recsys.data.dataset import Dataset, Ratings, References, group_by
 from recsys.errors import ColdStartNotSupported
+from recsys.extras import missing_reason
 from recsys.models.base import Model, _sigmoid
 from recsys.models.params import DEVICES, Hyperparameters, at_least_one, hyper
 
@@ -114,9 +115,7 @@ class MLLMScorer(Model):
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        if not transformers_available():
-            return "needs the transformers package (pip install 'recsys-pamela[mllm]')"
-        return None
+        return missing_reason("mllm", cls.name)
 
     learns_from = (Ratings, Choices)  # zero-shot: choices become references as they are
 
