@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from recsys.data.dataset import Dataset
 from recsys.errors import ChoicesNotSupported, UserError
 from recsys.evaluation.evaluator import DEFAULT_DRAWS, Evaluator, Result
-from recsys.evaluation.pairwise import PAIR_SHOTS, PairEvaluator
+from recsys.evaluation.pairwise import PAIR_SHOTS, pair_evaluator
 from recsys.models.base import DATA_POLICY
 from recsys.models.registry import GROUPS, create_model, expand_models
 from recsys.threads import available_cores
@@ -100,21 +100,6 @@ def default_models(dataset: Dataset) -> list[str]:
     return [m for m in GROUPS["all"] if m != "oracle" or dataset.ground_truth is not None] + extra
 
 
-def skipped_rows(
-    evaluator: Evaluator, model: str, splits: Sequence[str], reason: str, fit_split: str
-) -> list[Result]:
-    """One ``skipped`` row (no metrics, the reason) per split and k for a model that could not fit the data."""
-    return [
-        evaluator._failed(model, split, k, "skipped", reason, _context(fit_split))
-        for split in splits
-        for k in evaluator.tasks(split)
-    ]
-
-
-def _context(fit_split: str) -> dict:
-    return {"fit_seconds": 0.0, "fit_split": fit_split, "validation_split": None}
-
-
 def run_leaderboard(
     dataset: Dataset,
     models: Sequence[str] | None = None,
@@ -167,7 +152,7 @@ def run_leaderboard(
     if draws < 1:
         raise UserError(f"--draws must be at least 1, got {draws}")
     if choices:
-        evaluator = PairEvaluator(dataset, shots=shots or PAIR_SHOTS, seed=seed, draws=draws)
+        evaluator = pair_evaluator(dataset, shots=shots or PAIR_SHOTS, seed=seed, draws=draws)
     else:
         try:
             evaluator = Evaluator(
@@ -235,13 +220,9 @@ def fit_and_score(
     try:
         model.fit(evaluator.dataset, fit_split)
     except ChoicesNotSupported as err:  # a model of ratings, on choices
-        return [
-            evaluator._failed(task.name, split, k, "unsupported", str(err), _context(fit_split))
-            for split in splits
-            for k in evaluator.tasks(split)
-        ]
+        return evaluator.failed_rows(task.name, splits, "unsupported", str(err), fit_split)
     except (UserError, ValueError) as err:  # the model cannot run on these data (features, metadata)
-        return skipped_rows(evaluator, task.name, splits, str(err), fit_split)
+        return evaluator.failed_rows(task.name, splits, "skipped", str(err), fit_split)
     fit_seconds = time.perf_counter() - start
     rows = []
     for split in splits:

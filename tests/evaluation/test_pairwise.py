@@ -11,7 +11,7 @@ import pytest
 from recsys.cli import main
 from recsys.data import load_dataset
 from recsys.data.simulate_pairs import PickapicSimulationConfig, simulate_pickapic
-from recsys.evaluation.pairwise import PAIR_SHOTS, PairEvaluator, choice_metrics, user_choice_accuracy
+from recsys.evaluation.pairwise import PAIR_SHOTS, choice_metrics, pair_evaluator, user_choice_accuracy
 from recsys.leaderboard import run_leaderboard
 from recsys.models import create_model
 
@@ -48,25 +48,29 @@ def test_choice_metrics_by_hand():
 
 
 def test_references_and_queries_are_disjoint_and_queries_fixed_across_k(choices):
-    evaluator = PairEvaluator(choices, draws=2)
+    evaluator = pair_evaluator(choices, draws=2)
     pairs = choices.choices["test_unseen"]
     for draw in (0, 1):
-        at_k = {k: evaluator.pair_episodes("test_unseen", k, draw) for k in PAIR_SHOTS}
-        queries = [tuple(q.tolist()) for _, q in at_k[max(PAIR_SHOTS)][0]]
+        at_k = {k: evaluator.episodes("test_unseen", k, draw) for k in PAIR_SHOTS}
+        queries = [tuple(e.queries.tolist()) for e in at_k[max(PAIR_SHOTS)][0]]
         for k, (episodes, skipped) in at_k.items():
-            assert [tuple(q.tolist()) for _, q in episodes] == queries  # the same queries at every k
+            assert [tuple(e.queries.tolist()) for e in episodes] == queries  # the same queries at every k
             assert skipped == at_k[0][1]
-            for refs, q in episodes:
-                assert len(refs) == k and (pairs.user_idx[q] == refs.user_idx).all()
-                mine = np.flatnonzero(pairs.user_idx == refs.user_idx)
-                ref_rows = {(a, b) for a, b in zip(refs.image_a.tolist(), refs.image_b.tolist(), strict=True)}
+            for e in episodes:
+                q, refs = e.queries, e.references
+                assert len(refs) == k and (pairs.user_idx[q] == e.user_idx).all()
+                assert (pairs.user_idx[refs] == e.user_idx).all()
+                mine = np.flatnonzero(pairs.user_idx == e.user_idx)
+                ref_rows = set(zip(pairs.image_a[refs].tolist(), pairs.image_b[refs].tolist(), strict=True))
                 query_rows = set(zip(pairs.image_a[q].tolist(), pairs.image_b[q].tolist(), strict=True))
                 assert not ref_rows & query_rows and len(q) == len(mine) - max(PAIR_SHOTS)
     first, second = (
-        evaluator.pair_episodes("test_unseen", 8, 0)[0],
-        evaluator.pair_episodes("test_unseen", 8, 1)[0],
+        evaluator.episodes("test_unseen", 8, 0)[0],
+        evaluator.episodes("test_unseen", 8, 1)[0],
     )
-    assert any(not np.array_equal(a[1], b[1]) for a, b in zip(first, second, strict=True))  # draws differ
+    assert any(
+        not np.array_equal(a.queries, b.queries) for a, b in zip(first, second, strict=True)
+    )  # draws differ
 
 
 def test_pal_learns_from_choices(choices):
