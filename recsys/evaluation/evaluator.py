@@ -38,7 +38,16 @@ from recsys.evaluation.elicitation import Elicitor, check_strategy
 from recsys.evaluation.episodes import DEFAULT_DRAWS, Episode, EpisodeSampler
 from recsys.evaluation.metrics import MIN_USER_QUERIES, NDCG_K, all_metrics, bootstrap_ci, ndcg_left_out
 
-__all__ = ["DEFAULT_DRAWS", "Episode", "Evaluator", "Predictions", "RatingScorer", "Result", "Scorer"]
+__all__ = [
+    "DEFAULT_DRAWS",
+    "ChoicePredictions",
+    "Episode",
+    "Evaluator",
+    "Predictions",
+    "RatingScorer",
+    "Result",
+    "Scorer",
+]
 
 CI_METRICS = ("user_srocc", "pairwise_acc")
 USER_METRICS = ("user_srocc", "pairwise_acc", "ndcg@10")
@@ -57,14 +66,31 @@ class Predictions:
     draw: np.ndarray
 
 
+@dataclass(frozen=True)
+class ChoicePredictions:
+    """Every scored query of a pairwise row, aligned: ``user_idx[i]`` compared ``image_a[i]`` with ``image_b[i]``
+    and chose ``choice[i]`` (1.0 a, 0.0 b, 0.5 a tie); the model gave ``prediction[i]`` = P(a chosen), in
+    reference draw ``draw[i]`` (-1 on seen splits: no draw)."""
+
+    user_idx: np.ndarray
+    image_a: np.ndarray
+    image_b: np.ndarray
+    choice: np.ndarray
+    prediction: np.ndarray
+    draw: np.ndarray
+
+
 @dataclass
 class Result:
     """One row of the leaderboard: a model on a split (and a number of shots for unseen splits).
 
     ``metrics`` of user-level metrics are means over users of per-user values averaged over draws (global ones:
-    means over draws); ``metric_users`` says how many users each one averaged; ``by_draw`` holds the user-level
-    means of each draw (the draw-to-draw spread); ``ndcg_left_out`` counts users with too few queries for
-    ndcg@10. ``n_ratings`` is the number of queries of one draw (the same in every draw and at every k).
+    means over draws); ``metric_users`` says how many users each one averaged; ``by_draw`` holds each named
+    metric's value in each draw (the draw-to-draw spread; rows with more than one draw): for a user-level metric
+    the mean over the draw's users, for a pooled one (``choice_acc``) the draw's pooled value; ``ndcg_left_out``
+    counts users with too few queries for ndcg@10. ``n_ratings`` is the number of queries of one draw (the same
+    in every draw and at every k). ``predictions``: ``Predictions`` of rating rows, ``ChoicePredictions`` of
+    pairwise ones.
     """
 
     model: str
@@ -87,7 +113,7 @@ class Result:
     validation_split: str | None = None
     tuned_study: str | None = None
     per_user: dict[str, dict] = field(default_factory=dict, repr=False)
-    predictions: Predictions | None = field(default=None, repr=False)
+    predictions: Predictions | ChoicePredictions | None = field(default=None, repr=False)
 
     @property
     def tuned(self) -> bool:
@@ -340,22 +366,22 @@ class Evaluator:
             return self._result(name, split, None, table, scored, seconds if timed else 0.0, 0, context)
         if shots is None:
             raise ValueError(f"{split} is an unseen split: pass shots")
-        by_draw, skipped = [], 0
+        draws, skipped = [], 0
         try:
             for draw in range(self.draws):
                 drawn, skipped = self.episodes(split, shots, draw, model)
-                by_draw.append(drawn)
+                draws.append(drawn)
         except ColdStartNotSupported as err:  # the reference strategy needs what the model lacks
             return self.failed_row(name, split, shots, "unsupported", str(err), context)
-        episodes = [e for drawn in by_draw for e in drawn]
+        episodes = [e for drawn in draws for e in drawn]
         if not episodes:
             reason = f"no user has at least {self.sampler.needed_rows()} {self.scorer.unit}"
             return self.failed_row(name, split, shots, "empty", reason, context, skipped=skipped)
         start = time.perf_counter()
         try:  # one call per draw: each new user once per call
-            predictions = [p for drawn in by_draw for p in predict_new(table, drawn)]
+            predictions = [p for drawn in draws for p in predict_new(table, drawn)]
         except ColdStartNotSupported as err:
-            n_users = len(by_draw[0])
+            n_users = len(draws[0])
             return self.failed_row(name, split, shots, "unsupported", str(err), context, n_users, skipped)
         seconds = time.perf_counter() - start
         queries = [e.queries for e in episodes]

@@ -12,7 +12,10 @@
   ``user_choice_acc`` (the same per user, averaged over users: the metric with the 95% bootstrap interval),
   ``log_loss`` (a tie counts half for each side) and ``ece`` (expected calibration error over ``ECE_BINS``
   equal-width bins of P(a), against the observed outcome, ties as 0.5). Pooled metrics are averaged over draws,
-  per-user ones over draws before users.
+  per-user ones over draws before users. ``by_draw`` keeps each draw's ``user_choice_acc`` (the mean over the
+  draw's users) and ``choice_acc`` (pooled).
+* Every scored query is kept (``ChoicePredictions``: user, images a and b, choice, P(a), draw), for
+  predictions.parquet.
 
 The evaluator is the rating protocol's ``Evaluator`` with a ``ChoiceScorer`` (``pair_evaluator``). The simulator's
 ground truth gives the oracle's rows (``Evaluator.oracle_result``): P(a) + P(tie) / 2 of each query.
@@ -28,7 +31,7 @@ import numpy as np
 from recsys.data.choices import TIE, ChoiceReferences, Choices
 from recsys.data.dataset import Dataset
 from recsys.evaluation.episodes import DEFAULT_DRAWS, Episode
-from recsys.evaluation.evaluator import Evaluator, Scored
+from recsys.evaluation.evaluator import ChoicePredictions, Evaluator, Scored
 from recsys.evaluation.metrics import bootstrap_ci
 
 #: reference choices per new user, as in the MLLM papers (8 reference pairs) and below
@@ -39,6 +42,8 @@ MIN_USER_PAIRS = 5
 ECE_BINS = 10
 #: the metrics of a pairwise row, the first the one with an interval and the one rows are ranked by
 PAIR_METRICS = ("user_choice_acc", "choice_acc", "log_loss", "ece")
+#: the metrics a pairwise row keeps per draw (``Result.by_draw``): the mean over the draw's users, the pooled value
+BY_DRAW_METRICS = ("user_choice_acc", "choice_acc")
 
 
 def choice_metrics(choice: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -105,13 +110,16 @@ class ChoiceScorer:
         return (dataset.ground_truth_choices or {}).get(split)
 
     def summary(self, evaluator: Evaluator, split: str, table: Choices, scored: Scored) -> dict:
-        """The metric fields of a ``Result`` (module docstring)."""
+        """The metric fields of a ``Result`` (module docstring) and its ``ChoicePredictions``."""
         per_draw, collected = [], defaultdict(list)
         for draw in np.unique(scored.draw):
             at = scored.draw == draw
             q, p = scored.rows[at], scored.prediction[at]
-            per_draw.append(choice_metrics(table.choice[q], p))
-            for user, value in user_choice_accuracy(table.user_idx[q], table.choice[q], p).items():
+            metrics = choice_metrics(table.choice[q], p)
+            users = user_choice_accuracy(table.user_idx[q], table.choice[q], p)
+            metrics["user_choice_acc"] = float(np.mean(list(users.values()))) if users else float("nan")
+            per_draw.append(metrics)
+            for user, value in users.items():
                 collected[user].append(value)
         per_user = {user: float(np.mean(v)) for user, v in collected.items()}
         values = np.array(list(per_user.values()))
@@ -120,12 +128,23 @@ class ChoiceScorer:
         }
         metrics["user_choice_acc"] = float(values.mean()) if len(values) else float("nan")
         ci = bootstrap_ci(values, n_resamples=evaluator.n_bootstrap, seed=evaluator.seed)
+        by_draw = {m: [d[m] for d in per_draw] for m in BY_DRAW_METRICS} if len(per_draw) > 1 else {}
+        rows = scored.rows
+        predictions = ChoicePredictions(
+            table.user_idx[rows],
+            table.image_a[rows],
+            table.image_b[rows],
+            table.choice[rows],
+            scored.prediction,
+            scored.draw,
+        )
         return {
             "metrics": metrics,
             "ci95": {"user_choice_acc": list(ci)},
             "metric_users": {"user_choice_acc": len(per_user)},
-            "by_draw": {"user_choice_acc": [d["choice_acc"] for d in per_draw]} if len(per_draw) > 1 else {},
+            "by_draw": by_draw,
             "per_user": {"user_choice_acc": per_user},
+            "predictions": predictions,
         }
 
 

@@ -103,7 +103,7 @@ def test_rating_models_are_unsupported_on_choices_with_the_reason(choices):
     assert ridge and all(r.status == "unsupported" and "learns from ratings only" in r.reason for r in ridge)
 
 
-def test_leaderboard_command_on_a_simulated_pickapic_folder(pickapic_dir, tmp_path, capsys):
+def test_leaderboard_command_on_a_simulated_pickapic_folder(pickapic_dir, choices, tmp_path, capsys):
     features = pickapic_dir / "image_features.npz"
     args = ["leaderboard", "--data", str(pickapic_dir), "--image-features", str(features), "--models", "pal"]
     assert main([*args, "--draws", "2", "--no-tracking", "--out", str(tmp_path / "out")]) == 0
@@ -114,6 +114,47 @@ def test_leaderboard_command_on_a_simulated_pickapic_folder(pickapic_dir, tmp_pa
     assert {("pal", "test_unseen", k) for k in PAIR_SHOTS} <= tasks and ("oracle", "test_seen", None) in tasks
     markdown = (tmp_path / "out" / "leaderboard.md").read_text()
     assert "p (user_choice_acc)" in markdown and "choices of each new user" in markdown
+    check_predictions_file_and_draws(tmp_path / "out", board, choices)
+
+
+def check_predictions_file_and_draws(out, board: dict, ds) -> None:
+    """predictions.parquet holds every scored choice (user, images a and b, choice, P(a)) of every row, and each
+    row's by-draw values are recomputed from it by hand: the pooled accuracy and the mean over users per draw."""
+    import pandas as pd
+
+    predictions = pd.read_parquet(out / "predictions.parquet")
+    assert (
+        list(predictions.columns)
+        == (
+            "run_id dataset simulated model tuned_study split shots draw user_id image_a_id image_b_id choice "
+            "prediction"
+        ).split()
+    )
+    rows = {(r["model"], r["split"], r["shots"]): r for r in board["rows"]}
+    for (model, split, shots), row in rows.items():
+        part = predictions[(predictions["model"] == model) & (predictions["split"] == split)]
+        part = part[part["shots"].isna()] if shots is None else part[part["shots"] == shots]
+        assert len(part) == row["n_ratings"] * row["draws"] > 0
+        hits, users = {}, {}
+        for draw, at_draw in part.groupby(part["draw"].fillna(-1)):
+            decided = at_draw[at_draw["choice"] != 0.5]
+            p, chose_a = decided["prediction"].to_numpy(), decided["choice"].to_numpy() == 1.0
+            hit = np.where(p == 0.5, 0.5, (p > 0.5) == chose_a)
+            hits[draw] = hit.mean()
+            per_user = pd.Series(hit).groupby(decided["user_id"].to_numpy()).mean()
+            users[draw] = per_user.mean()
+        if split == "test_seen":  # every held-out choice, in order; the oracle's P(a) is the ground truth
+            pairs = ds.choices[split]
+            assert part["user_id"].tolist() == ds.user_ids[pairs.user_idx].astype(str).tolist()
+            assert part["image_a_id"].tolist() == ds.image_ids[pairs.image_a].tolist()
+            assert part["image_b_id"].tolist() == ds.image_ids[pairs.image_b].tolist()
+            np.testing.assert_array_equal(part["choice"].to_numpy(), pairs.choice)
+            if model == "oracle":
+                np.testing.assert_allclose(part["prediction"], ds.ground_truth_choices[split], rtol=1e-6)
+        if row["draws"] > 1:
+            assert row["by_draw"]["choice_acc"] == pytest.approx([hits[d] for d in sorted(hits)])
+            assert row["by_draw"]["user_choice_acc"] == pytest.approx([users[d] for d in sorted(users)])
+        assert row["metrics"]["choice_acc"] == pytest.approx(np.mean(list(hits.values())))
 
 
 def test_simulate_command_writes_a_pickapic_folder(tmp_path, capsys):
