@@ -52,6 +52,14 @@ class Leaderboard:
         """How many of each new user's ratings are kept out of the queries (the references' pool)."""
         return max(self.shots) if self.reference_pool is None else self.reference_pool
 
+    @property
+    def held_out(self) -> str:
+        """What each new user keeps out of the queries: the pool's ratings, or the whole sessions of its choices
+        (``recsys.evaluation.episodes``)."""
+        if is_choice_data(self.dataset):
+            return f"the whole sessions of {self.pool} choices"
+        return f"{self.pool} ratings"
+
     def provenance(self) -> dict:
         """Run id, dataset name and simulated flag: the columns every per-row file carries."""
         return {
@@ -75,7 +83,7 @@ class Leaderboard:
                 "draws": self.draws,
                 "name": self.protocol,
                 "queries": (
-                    f"the same for every k: all but {self.pool} ratings of each new user, per draw"
+                    f"the same for every k: all but {self.held_out} of each new user, per draw"
                     if self.fixed_queries
                     else "every rating of the new user but its k references, per draw"
                 ),

@@ -145,14 +145,10 @@ def paired_tests(rows: list[Result], metric: str | None = None) -> dict[tuple, d
     return out
 
 
-def _unit(board: Leaderboard) -> str:
-    return "choices" if metric_set(board.rows) is PAIR_METRIC_SET else "ratings"
-
-
 def _protocol_line(board: Leaderboard) -> str:
     unseen = any(r.shots is not None for r in board.rows)
     queries = (
-        f"the same queries at every k (all but {board.pool} {_unit(board)} of each new user)"
+        f"the same queries at every k (all but {board.held_out} of each new user)"
         + ("" if board.references == "random" else f", references chosen by {board.references} from those")
         if board.fixed_queries
         else "each k scored on every rating of the user but its k references"

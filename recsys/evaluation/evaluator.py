@@ -88,9 +88,9 @@ class Result:
     means over draws); ``metric_users`` says how many users each one averaged; ``by_draw`` holds each named
     metric's value in each draw (the draw-to-draw spread; rows with more than one draw): for a user-level metric
     the mean over the draw's users, for a pooled one (``choice_acc``) the draw's pooled value; ``ndcg_left_out``
-    counts users with too few queries for ndcg@10. ``n_ratings`` is the number of queries of one draw (the same
-    in every draw and at every k). ``predictions``: ``Predictions`` of rating rows, ``ChoicePredictions`` of
-    pairwise ones.
+    counts users with too few queries for ndcg@10. ``n_ratings`` is the number of queries of the first draw (the
+    same at every k; in every draw too, unless whole sessions are drawn: ``recsys.evaluation.episodes``).
+    ``predictions``: ``Predictions`` of rating rows, ``ChoicePredictions`` of pairwise ones.
     """
 
     model: str
@@ -376,6 +376,8 @@ class Evaluator:
         episodes = [e for drawn in draws for e in drawn]
         if not episodes:
             reason = f"no user has at least {self.sampler.needed_rows()} {self.scorer.unit}"
+            if self.scorer.units(table) is not None:
+                reason += " in whole sessions"
             return self.failed_row(name, split, shots, "empty", reason, context, skipped=skipped)
         start = time.perf_counter()
         try:  # one call per draw: each new user once per call

@@ -1,12 +1,18 @@
 """The pairwise protocol: predicting which of two images a person chooses (Pick-a-Pic and the MLLM papers).
 
-* Seen users (``*_seen`` splits): every held-out choice of a fitted user is predicted, P(a chosen over b).
+* Seen users (``*_seen`` splits): every held-out choice of a fitted user is predicted, P(a chosen over b); the
+  held-out choices are whole sessions (``recsys.data.pickapic.pair_holdout``), none shares an image with the
+  user's training choices.
 * New users (``*_unseen`` splits), with the rating protocol's sampler (``recsys.evaluation.episodes``), repeated
-  draws and fixed queries: for each user and draw (seeded by the protocol seed, the user's external id and the
-  draw) one permutation of the user's choices; the queries are every choice but the first K (K the largest k),
-  and the k reference choices are the first k of the permutation, so every k scores the same users on the same
-  queries and references never include a query. Users with fewer than K + ``MIN_USER_PAIRS`` choices are
-  skipped at every k, and counted.
+  draws and fixed queries, drawn by session (``Choices.session``: one prompt's choices, ``recsys.data.pickapic``):
+  for each user and draw (seeded by the protocol seed, the user's external id and the draw) one permutation of
+  the user's sessions; the pool is the first sessions that hold K choices (K the largest k), the k reference
+  choices are its first k, and the queries are every choice of the sessions after the pool. So every k scores
+  the same users on the same queries, references never include a query, and no image of a reference session
+  appears among the queries (in Pick-a-Pic the chosen image stays for the next comparison: drawn one by one, a
+  query would share its images with a reference). Users with fewer than K - 1 + their largest session +
+  ``MIN_USER_PAIRS`` choices are skipped at every k, and counted. Choices without sessions are drawn by
+  comparison (the repeats of one comparison together).
 * Metrics: ``choice_acc`` (the share of decided choices whose chosen image the model gives the higher
   probability; a prediction of exactly 0.5 counts half; ties are excluded and counted in ``ties``),
   ``user_choice_acc`` (the same per user, averaged over users: the metric with the 95% bootstrap interval),
@@ -28,7 +34,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from recsys.data.choices import TIE, ChoiceReferences, Choices
+from recsys.data.choices import TIE, ChoiceReferences, Choices, choice_sessions
 from recsys.data.dataset import Dataset
 from recsys.evaluation.episodes import DEFAULT_DRAWS, Episode
 from recsys.evaluation.evaluator import ChoicePredictions, Evaluator, Scored
@@ -85,8 +91,14 @@ class ChoiceScorer:
             raise ValueError(f"no pairwise split {split!r} in {dataset.name}")
         return dataset.choices[split]
 
-    def units(self, table: Choices) -> None:
-        return None  # every choice is its own unit
+    def units(self, table: Choices) -> np.ndarray:
+        """The sessions of the split's choices (all references or all queries); without sessions, the repeats
+        of each comparison."""
+        if table.session is not None:
+            return table.session
+        return choice_sessions(
+            table, int(max(table.image_a.max(initial=0), table.image_b.max(initial=0))) + 1
+        )
 
     def predict_seen(self, model, table: Choices) -> np.ndarray:
         return model.predict_choices(table.user_idx, table.image_a, table.image_b)

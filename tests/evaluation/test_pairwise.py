@@ -11,7 +11,13 @@ import pytest
 from recsys.cli import main
 from recsys.data import load_dataset
 from recsys.data.simulate_pairs import PickapicSimulationConfig, simulate_pickapic
-from recsys.evaluation.pairwise import PAIR_SHOTS, choice_metrics, pair_evaluator, user_choice_accuracy
+from recsys.evaluation.pairwise import (
+    MIN_USER_PAIRS,
+    PAIR_SHOTS,
+    choice_metrics,
+    pair_evaluator,
+    user_choice_accuracy,
+)
 from recsys.leaderboard import run_leaderboard
 from recsys.models import create_model
 
@@ -48,6 +54,9 @@ def test_choice_metrics_by_hand():
 
 
 def test_references_and_queries_are_disjoint_and_queries_fixed_across_k(choices):
+    """Whole sessions: the queries are every choice of the user outside the pool (the first sessions holding 8
+    choices), the same at every k; the references are the pool's first k choices; no session and no image of the
+    pool is among the queries."""
     evaluator = pair_evaluator(choices, draws=2)
     pairs = choices.choices["test_unseen"]
     for draw in (0, 1):
@@ -56,14 +65,18 @@ def test_references_and_queries_are_disjoint_and_queries_fixed_across_k(choices)
         for k, (episodes, skipped) in at_k.items():
             assert [tuple(e.queries.tolist()) for e in episodes] == queries  # the same queries at every k
             assert skipped == at_k[0][1]
-            for e in episodes:
+            for e, e8 in zip(episodes, at_k[max(PAIR_SHOTS)][0], strict=True):
                 q, refs = e.queries, e.references
                 assert len(refs) == k and (pairs.user_idx[q] == e.user_idx).all()
                 assert (pairs.user_idx[refs] == e.user_idx).all()
+                np.testing.assert_array_equal(refs, e8.references[:k])  # nested
                 mine = np.flatnonzero(pairs.user_idx == e.user_idx)
-                ref_rows = set(zip(pairs.image_a[refs].tolist(), pairs.image_b[refs].tolist(), strict=True))
-                query_rows = set(zip(pairs.image_a[q].tolist(), pairs.image_b[q].tolist(), strict=True))
-                assert not ref_rows & query_rows and len(q) == len(mine) - max(PAIR_SHOTS)
+                pool = np.setdiff1d(mine, q)  # whole sessions, at least 8 choices
+                assert len(pool) >= max(PAIR_SHOTS) and np.isin(refs, pool).all()
+                assert not set(pairs.session[pool].tolist()) & set(pairs.session[q].tolist())
+                pool_images = set(pairs.image_a[pool].tolist()) | set(pairs.image_b[pool].tolist())
+                assert not pool_images & (set(pairs.image_a[q].tolist()) | set(pairs.image_b[q].tolist()))
+                assert len(q) >= MIN_USER_PAIRS
     first, second = (
         evaluator.episodes("test_unseen", 8, 0)[0],
         evaluator.episodes("test_unseen", 8, 1)[0],
@@ -74,7 +87,8 @@ def test_references_and_queries_are_disjoint_and_queries_fixed_across_k(choices)
 
 
 def test_pal_learns_from_choices(choices):
-    board = run_leaderboard(choices, ["pal"], progress=False, jobs=1, draws=2)
+    # 3 draws: the five new users' values are averaged over enough draws for their interval to clear chance
+    board = run_leaderboard(choices, ["pal"], progress=False, jobs=1, draws=3)
     rows = {(r.model, r.split, r.shots): r for r in board.rows}
     assert rows[("pal", "test_seen", None)].metrics["user_choice_acc"] > 0.52  # chance is 0.5
     for k in (0, 8):  # the lower end of the interval over users is above chance
@@ -113,7 +127,10 @@ def test_leaderboard_command_on_a_simulated_pickapic_folder(pickapic_dir, choice
     tasks = {(r["model"], r["split"], r["shots"]) for r in board["rows"]}
     assert {("pal", "test_unseen", k) for k in PAIR_SHOTS} <= tasks and ("oracle", "test_seen", None) in tasks
     markdown = (tmp_path / "out" / "leaderboard.md").read_text()
-    assert "p (user_choice_acc)" in markdown and "choices of each new user" in markdown
+    assert (
+        "p (user_choice_acc)" in markdown and "the whole sessions of 8 choices of each new user" in markdown
+    )
+    assert "the whole sessions of 8 choices" in board["protocol"]["queries"]
     check_predictions_file_and_draws(tmp_path / "out", board, choices)
 
 
@@ -134,7 +151,8 @@ def check_predictions_file_and_draws(out, board: dict, ds) -> None:
     for (model, split, shots), row in rows.items():
         part = predictions[(predictions["model"] == model) & (predictions["split"] == split)]
         part = part[part["shots"].isna()] if shots is None else part[part["shots"] == shots]
-        assert len(part) == row["n_ratings"] * row["draws"] > 0
+        assert (part["draw"].fillna(0) == 0).sum() == row["n_ratings"] > 0  # the first draw's queries
+        assert part["draw"].fillna(0).nunique() == row["draws"]
         hits, users = {}, {}
         for draw, at_draw in part.groupby(part["draw"].fillna(-1)):
             decided = at_draw[at_draw["choice"] != 0.5]
