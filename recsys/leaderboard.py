@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from recsys.data.dataset import Dataset
 from recsys.errors import DataNotSupported, UserError
 from recsys.evaluation.evaluator import DEFAULT_DRAWS, Evaluator, Result
-from recsys.evaluation.pairwise import PAIR_SHOTS, PairEvaluator
+from recsys.evaluation.pairwise import PAIR_SHOTS, pair_evaluator
 from recsys.extras import MissingExtra
 from recsys.models.base import DATA_POLICY
 from recsys.models.registry import GROUPS, create_model, expand_models, unavailable_reason
@@ -53,6 +53,14 @@ class Leaderboard:
         """How many of each new user's ratings are kept out of the queries (the references' pool)."""
         return max(self.shots) if self.reference_pool is None else self.reference_pool
 
+    @property
+    def held_out(self) -> str:
+        """What each new user keeps out of the queries: the pool's ratings, or the whole sessions of its choices
+        (``recsys.evaluation.episodes``)."""
+        if is_choice_data(self.dataset):
+            return f"the whole sessions of {self.pool} choices"
+        return f"{self.pool} ratings"
+
     def provenance(self) -> dict:
         """Run id, dataset name and simulated flag: the columns every per-row file carries."""
         return {
@@ -76,7 +84,7 @@ class Leaderboard:
                 "draws": self.draws,
                 "name": self.protocol,
                 "queries": (
-                    f"the same for every k: all but {self.pool} ratings of each new user, per draw"
+                    f"the same for every k: all but {self.held_out} of each new user, per draw"
                     if self.fixed_queries
                     else "every rating of the new user but its k references, per draw"
                 ),
@@ -99,27 +107,6 @@ def default_models(dataset: Dataset) -> list[str]:
     on choices also the models of choices (``GROUPS["choices"]``)."""
     extra = list(GROUPS["choices"]) if is_choice_data(dataset) else []
     return [m for m in GROUPS["all"] if m != "oracle" or dataset.ground_truth is not None] + extra
-
-
-def skipped_rows(
-    evaluator: Evaluator,
-    model: str,
-    splits: Sequence[str],
-    reason: str,
-    fit_split: str,
-    status: str = "skipped",
-) -> list[Result]:
-    """One row without metrics (``status``, the reason) per split and k for a model that did not run: ``skipped``
-    when it could not fit the data, ``unsupported`` when it cannot run on them or on this machine."""
-    return [
-        evaluator._failed(model, split, k, status, reason, _context(fit_split))
-        for split in splits
-        for k in evaluator.tasks(split)
-    ]
-
-
-def _context(fit_split: str) -> dict:
-    return {"fit_seconds": 0.0, "fit_split": fit_split, "validation_split": None}
 
 
 def run_leaderboard(
@@ -175,7 +162,7 @@ def run_leaderboard(
     if draws < 1:
         raise UserError(f"--draws must be at least 1, got {draws}")
     if choices:
-        evaluator = PairEvaluator(dataset, shots=shots or PAIR_SHOTS, seed=seed, draws=draws)
+        evaluator = pair_evaluator(dataset, shots=shots or PAIR_SHOTS, seed=seed, draws=draws)
     else:
         try:
             evaluator = Evaluator(
@@ -253,16 +240,16 @@ def _fit_and_score(
 ) -> list[Result]:
     reason = unavailable_reason(task.name)
     if reason is not None:  # e.g. an extra that is not installed
-        return skipped_rows(evaluator, task.name, splits, reason, fit_split, "unsupported")
+        return evaluator.failed_rows(task.name, splits, "unsupported", reason, fit_split)
     model = create_model(task.name, **task.params)
     start = time.perf_counter()
     try:
         model.fit(evaluator.dataset, fit_split)
     # a model of ratings on choices; a use of the model that needs an extra (mf on choices needs torch)
     except (DataNotSupported, MissingExtra) as err:
-        return skipped_rows(evaluator, task.name, splits, str(err), fit_split, "unsupported")
+        return evaluator.failed_rows(task.name, splits, "unsupported", str(err), fit_split)
     except (UserError, ValueError) as err:  # the model cannot run on these data (features, metadata)
-        return skipped_rows(evaluator, task.name, splits, str(err), fit_split)
+        return evaluator.failed_rows(task.name, splits, "skipped", str(err), fit_split)
     fit_seconds = time.perf_counter() - start
     rows = []
     for split in splits:

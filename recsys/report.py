@@ -145,14 +145,10 @@ def paired_tests(rows: list[Result], metric: str | None = None) -> dict[tuple, d
     return out
 
 
-def _unit(board: Leaderboard) -> str:
-    return "choices" if metric_set(board.rows) is PAIR_METRIC_SET else "ratings"
-
-
 def _protocol_line(board: Leaderboard) -> str:
     unseen = any(r.shots is not None for r in board.rows)
     queries = (
-        f"the same queries at every k (all but {board.pool} {_unit(board)} of each new user)"
+        f"the same queries at every k (all but {board.held_out} of each new user)"
         + ("" if board.references == "random" else f", references chosen by {board.references} from those")
         if board.fixed_queries
         else "each k scored on every rating of the user but its k references"
@@ -760,7 +756,8 @@ def write_per_user(board: Leaderboard, path: Path) -> None:
 
 def predictions_table(board: Leaderboard) -> pd.DataFrame:
     """Every scored query of every row: run_id, dataset, simulated, model, tuned_study, split, shots, draw,
-    user_id, image_id, score (observed), prediction. ``shots`` and ``draw`` are null on seen splits."""
+    user_id, image_id, score (observed), prediction; on choices image_a_id, image_b_id, choice (1 a, 0 b, 0.5 a
+    tie) and prediction = P(a) instead of image_id, score. ``shots`` and ``draw`` are null on seen splits."""
     ds = board.dataset
     parts = []
     for row in board.rows:
@@ -768,6 +765,11 @@ def predictions_table(board: Leaderboard) -> pd.DataFrame:
         if p is None:
             continue
         n = len(p.prediction)
+        if hasattr(p, "choice"):  # a pairwise row: the two images, the choice, P(a)
+            scored = {"image_a_id": ds.image_ids[p.image_a], "image_b_id": ds.image_ids[p.image_b]}
+            scored["choice"] = p.choice.astype(np.float32)
+        else:
+            scored = {"image_id": ds.image_ids[p.image_idx], "score": p.score.astype(np.float32)}
         parts.append(
             pd.DataFrame(
                 {
@@ -777,8 +779,7 @@ def predictions_table(board: Leaderboard) -> pd.DataFrame:
                     "shots": pd.array(np.full(n, -1 if row.shots is None else row.shots), dtype="Int64"),
                     "draw": pd.array(p.draw, dtype="Int64"),
                     "user_id": ds.user_ids[p.user_idx].astype(str),
-                    "image_id": ds.image_ids[p.image_idx],
-                    "score": p.score.astype(np.float32),
+                    **scored,
                     "prediction": p.prediction.astype(np.float64),
                 }
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from dataclasses import replace
 from datetime import datetime
 
 import numpy as np
@@ -17,6 +18,7 @@ from PIL import Image
 import recsys.data.pickapic as pickapic_module
 from recsys.cli import main
 from recsys.data import Choices, load_dataset
+from recsys.data.choices import choice_sessions
 from recsys.data.features_file import write_image_features
 from recsys.data.pickapic import iter_pickapic_images, load_pickapic, pair_holdout
 from recsys.data.simulate_pairs import PICKAPIC_SCHEMA, write_pickapic_shard
@@ -281,6 +283,73 @@ def test_a_user_with_one_comparison_keeps_it_in_train_and_too_few_users_is_an_er
     assert pair_holdout(one, "random:0.4", seed=0).tolist() == ["train", "train"]
     with pytest.raises(UserError, match="only 2 users with choices"):
         pair_holdout(one, "users:0.1", seed=0)
+
+
+def test_sessions_join_a_users_choices_by_prompt_and_by_shared_image():
+    # user 0: "fox" (images 0-1, 1-2), "owl" (3-4), "cat" (5-6) shares image 4 with "owl"; "fox" again later;
+    # user 1: "fox" too (its own images 7-8); a choice without a caption (9-10) and a repeat of it (10-9)
+    user = np.array([0, 0, 0, 0, 1, 0, 1, 1])
+    a = np.array([0, 1, 3, 5, 7, 2, 9, 10])
+    b = np.array([1, 2, 4, 4, 8, 11, 10, 9])
+    prompts = np.array(["fox", "fox", "owl", "cat", "fox", "fox", None, None], dtype=object)
+    pairs = Choices(user, a, b, np.ones(8, np.float32))
+    sessions = choice_sessions(pairs, 12, prompts)
+    # by hand: {0, 1, 5} (fox), {2, 3} (owl + cat through image 4), {4} (user 1's fox), {6, 7} (one comparison)
+    assert sessions.tolist() == [0, 0, 1, 1, 2, 0, 3, 3]
+    # without prompts: each distinct comparison, ascending (user, lower image, higher image)
+    by_comparison = choice_sessions(pairs, 12)
+    codes = [(u, min(x, y), max(x, y)) for u, x, y in zip(user.tolist(), a.tolist(), b.tolist(), strict=True)]
+    ranks = {code: i for i, code in enumerate(sorted(set(codes)))}
+    assert by_comparison.tolist() == [ranks[c] for c in codes] and by_comparison[6] == by_comparison[7]
+
+
+def test_the_pair_holdout_keeps_sessions_whole():
+    """20 users, each with 10 sessions of one to three comparisons chained as on the site (the chosen image
+    stays): every session falls in one split, floor(0.1 * 10 + 0.5) = 1 session per seen user is test_seen and
+    floor(0.1 * 9 + 0.5) = 1 val_seen, and no held-out image of a seen user is in the user's training choices."""
+    rng = np.random.default_rng(0)
+    users, a, b, session = [], [], [], []
+    image = 0
+    for u in range(20):
+        for _ in range(10):
+            n = int(rng.integers(1, 4))
+            images = image + np.arange(n + 1)
+            image += n + 1
+            kept = images[0]
+            for step in range(n):
+                users.append(u)
+                a.append(kept)
+                b.append(images[step + 1])
+                session.append(len(set(session)) if step == 0 else session[-1])
+                kept = images[step + 1] if rng.random() < 0.5 else kept
+    pairs = Choices(
+        np.array(users), np.array(a), np.array(b), np.ones(len(users), np.float32), np.array(session)
+    )
+    split_of = pair_holdout(pairs, "users:0.1", seed=3)
+    for s in np.unique(pairs.session):
+        assert len(set(split_of[pairs.session == s])) == 1
+    for u in set(users) - set(pairs.user_idx[np.char.endswith(split_of.astype(str), "_unseen")].tolist()):
+        mine = pairs.user_idx == u
+        for split in ("test_seen", "val_seen"):
+            assert len(np.unique(pairs.session[mine & (split_of == split)])) == 1
+        train = mine & (split_of == "train")
+        held = mine & (split_of != "train")
+        trained = set(pairs.image_a[train].tolist()) | set(pairs.image_b[train].tolist())
+        assert not trained & (set(pairs.image_a[held].tolist()) | set(pairs.image_b[held].tolist()))
+    # without sessions the same pairs split comparison by comparison: sessions straddle splits
+    one_by_one = pair_holdout(replace(pairs, session=None), "users:0.1", seed=3)
+    assert any(len(set(one_by_one[pairs.session == s])) > 1 for s in np.unique(pairs.session))
+
+
+def test_loaded_pickapic_choices_carry_their_sessions(tmp_path):
+    ds = load_dataset(write_pickapic(tmp_path))
+    every = Choices.concat([ds.choices[s] for s in ds.choice_splits])
+    by_user = {}
+    for u, s in zip(ds.user_ids[every.user_idx].tolist(), every.session.tolist(), strict=True):
+        by_user.setdefault(u, set()).add(s)
+    # one caption per user in the good shards: one session each, three in all
+    assert {u: len(s) for u, s in by_user.items()} == {7: 1, 8: 1, 9: 1}
+    assert len(set().union(*by_user.values())) == 3
 
 
 # --------------------------------------------------------------------------------------------- pairs tables
