@@ -1,5 +1,5 @@
-"""Features: image and prompt embeddings from open_clip encoders (cached, resumable), and encoders of user
-demographics and image metadata.
+"""Features: image and prompt embeddings from open_clip encoders (cached, resumable); the encoders of user
+demographics (``recsys.data.demographics``, where the data layer uses them) are re-exported here.
 
 Importing this package is cheap; torch and open_clip load only when an embedding function is used.
 """
@@ -39,9 +39,9 @@ _HOMES = {
     "list_encoders": "features.encoders",
     "load_encoder": "features.encoders",
     "parse_encoder_name": "features.encoders",
-    "PamelaUserEncoder": "features.demographics",
-    "TabularEncoder": "features.demographics",
-    "user_feature_encoder_for": "features.demographics",
+    "PamelaUserEncoder": "recsys.data.demographics",
+    "TabularEncoder": "recsys.data.demographics",
+    "user_feature_encoder_for": "recsys.data.demographics",
 }
 
 

@@ -97,10 +97,11 @@ def prototype_mixture(model: Model, users: np.ndarray) -> np.ndarray | None:
 
 def check_taste_model(name: str) -> None:
     """A one-line ``UserError`` when the registered model ``name`` has no taste vectors, naming those that do."""
-    from recsys.models.registry import list_models, model_class
+    from recsys.models.registry import list_models, model_class, unavailable_reason
 
     if not model_class(name).has_taste_vectors():
-        with_vectors = [m for m in list_models() if model_class(m).has_taste_vectors()]
+        runnable = [m for m in list_models() if unavailable_reason(m) is None]  # not those of missing extras
+        with_vectors = [m for m in runnable if model_class(m).has_taste_vectors()]
         raise UserError(f"{name} has no taste vectors; the atlas needs one of: {', '.join(with_vectors)}")
 
 

@@ -16,5 +16,6 @@ class UnknownId(UserError):
     """An external user or image id that the dataset does not hold."""
 
 
-class ChoicesNotSupported(UserError):
-    """Raised by a model that learns from ratings only when the data hold pairwise choices."""
+class DataNotSupported(UserError):
+    """Raised by a model fitted on data of a kind it does not learn from (``Model.learns_from``): e.g. a model of
+    ratings on pairwise choices."""

@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from recsys.data.dataset import Dataset
-from recsys.errors import ChoicesNotSupported, UserError
+from recsys.errors import DataNotSupported, UserError
 from recsys.evaluation.evaluator import DEFAULT_DRAWS, Evaluator, Result
-from recsys.evaluation.pairwise import PAIR_SHOTS, PairEvaluator
+from recsys.evaluation.pairwise import PAIR_SHOTS, pair_evaluator
+from recsys.extras import MissingExtra
 from recsys.models.base import DATA_POLICY
-from recsys.models.registry import GROUPS, create_model, expand_models
-from recsys.threads import available_cores
+from recsys.models.registry import GROUPS, create_model, expand_models, unavailable_reason
+from recsys.threads import available_cores, single_threaded
 
 DEFAULT_SPLITS = ("test_seen", "test_unseen")
 
@@ -52,6 +53,14 @@ class Leaderboard:
         """How many of each new user's ratings are kept out of the queries (the references' pool)."""
         return max(self.shots) if self.reference_pool is None else self.reference_pool
 
+    @property
+    def held_out(self) -> str:
+        """What each new user keeps out of the queries: the pool's ratings, or the whole sessions of its choices
+        (``recsys.evaluation.episodes``)."""
+        if is_choice_data(self.dataset):
+            return f"the whole sessions of {self.pool} choices"
+        return f"{self.pool} ratings"
+
     def provenance(self) -> dict:
         """Run id, dataset name and simulated flag: the columns every per-row file carries."""
         return {
@@ -75,7 +84,7 @@ class Leaderboard:
                 "draws": self.draws,
                 "name": self.protocol,
                 "queries": (
-                    f"the same for every k: all but {self.pool} ratings of each new user, per draw"
+                    f"the same for every k: all but {self.held_out} of each new user, per draw"
                     if self.fixed_queries
                     else "every rating of the new user but its k references, per draw"
                 ),
@@ -98,21 +107,6 @@ def default_models(dataset: Dataset) -> list[str]:
     on choices also the models of choices (``GROUPS["choices"]``)."""
     extra = list(GROUPS["choices"]) if is_choice_data(dataset) else []
     return [m for m in GROUPS["all"] if m != "oracle" or dataset.ground_truth is not None] + extra
-
-
-def skipped_rows(
-    evaluator: Evaluator, model: str, splits: Sequence[str], reason: str, fit_split: str
-) -> list[Result]:
-    """One ``skipped`` row (no metrics, the reason) per split and k for a model that could not fit the data."""
-    return [
-        evaluator._failed(model, split, k, "skipped", reason, _context(fit_split))
-        for split in splits
-        for k in evaluator.tasks(split)
-    ]
-
-
-def _context(fit_split: str) -> dict:
-    return {"fit_seconds": 0.0, "fit_split": fit_split, "validation_split": None}
 
 
 def run_leaderboard(
@@ -141,8 +135,9 @@ def run_leaderboard(
     ``splits=None`` evaluates those of ``DEFAULT_SPLITS`` the dataset has (an error if it has neither); an
     explicitly requested split the dataset lacks is an error naming the splits it has. A model that cannot fit
     these data (no image features, no metadata: a ``UserError`` or ``ValueError`` from its fit) gets a
-    ``skipped`` row per split with the reason, and one that cannot score new users an ``unsupported`` row,
-    instead of stopping the run. ``tuned`` (model -> study record, from
+    ``skipped`` row per split with the reason, and one that cannot score new users, or cannot run here (an extra
+    that is not installed: the row names the install command), an ``unsupported`` row, instead of stopping
+    the run. ``tuned`` (model -> study record, from
     ``experiments.tuning``) marks the rows of tuned models with their study. ``protocol`` names the preset the
     arguments came from (``recsys.evaluation.protocols``); ``fixed_queries`` as in ``Evaluator``. ``jobs``: worker
     processes fitting models side by side (``resolve_jobs``; 1 fits them one after the other in this process).
@@ -151,12 +146,12 @@ def run_leaderboard(
     models = expand_models(models) if models else default_models(dataset)  # unknown names fail before any fit
     choices = is_choice_data(dataset)
     if "oracle" in models and (dataset.ground_truth is None or choices):
-        if not choices or dataset.ground_truth_pairs is None:
+        if not choices or dataset.ground_truth_choices is None:
             print(f"oracle skipped: {dataset.name} has no ground truth (only simulated data do)")
         models.remove("oracle")  # on choices the ground truth's rows come from the pair evaluator
     params = params or {}
     tuned = dict(tuned or {})
-    held = dataset.pairs if choices else dataset.ratings
+    held = dataset.choices if choices else dataset.ratings
     if splits is None:
         splits = [s for s in DEFAULT_SPLITS if s in held] or list(DEFAULT_SPLITS)
     missing = [s for s in splits if s not in held]
@@ -167,7 +162,7 @@ def run_leaderboard(
     if draws < 1:
         raise UserError(f"--draws must be at least 1, got {draws}")
     if choices:
-        evaluator = PairEvaluator(dataset, shots=shots or PAIR_SHOTS, seed=seed, draws=draws)
+        evaluator = pair_evaluator(dataset, shots=shots or PAIR_SHOTS, seed=seed, draws=draws)
     else:
         try:
             evaluator = Evaluator(
@@ -195,8 +190,11 @@ def run_leaderboard(
         reference_pool=reference_pool,
     )
     tasks = [ModelTask(name, params.get(name, {}), tuned.get(name, {}).get("study")) for name in models]
-    for name in models:
-        board.params[name] = create_model(name, **params.get(name, {})).get_params()
+    for name in models:  # a model that cannot run here (a missing extra) records the values it was given
+        given = params.get(name, {})
+        board.params[name] = (
+            create_model(name, **given).get_params() if unavailable_reason(name) is None else given
+        )
     workers = resolve_jobs(jobs, dataset, fit_split, len(tasks))
     if workers > 1:
         rows = _run_in_workers(tasks, evaluator, splits, fit_split, workers, progress)
@@ -214,7 +212,7 @@ def run_leaderboard(
 
 def is_choice_data(dataset: Dataset) -> bool:
     """True for data of pairwise choices only (no ratings): the pairwise protocol scores them."""
-    return bool(dataset.pairs) and not dataset.ratings
+    return bool(dataset.choices) and not dataset.ratings
 
 
 @dataclass(frozen=True)
@@ -229,19 +227,29 @@ class ModelTask:
 def fit_and_score(
     task: ModelTask, evaluator: Evaluator, splits: Sequence[str], fit_split: str
 ) -> list[Result]:
-    """Fit one model on ``fit_split`` and score it on every split and k: its leaderboard rows."""
+    """Fit one model on ``fit_split`` and score it on every split and k: its leaderboard rows.
+
+    Numeric libraries run on one thread throughout (``recsys.threads.single_threaded``), here as in a worker
+    process: the rows are then the same whatever ``--jobs`` and the machine's core count."""
+    with single_threaded():
+        return _fit_and_score(task, evaluator, splits, fit_split)
+
+
+def _fit_and_score(
+    task: ModelTask, evaluator: Evaluator, splits: Sequence[str], fit_split: str
+) -> list[Result]:
+    reason = unavailable_reason(task.name)
+    if reason is not None:  # e.g. an extra that is not installed
+        return evaluator.failed_rows(task.name, splits, "unsupported", reason, fit_split)
     model = create_model(task.name, **task.params)
     start = time.perf_counter()
     try:
         model.fit(evaluator.dataset, fit_split)
-    except ChoicesNotSupported as err:  # a model of ratings, on choices
-        return [
-            evaluator._failed(task.name, split, k, "unsupported", str(err), _context(fit_split))
-            for split in splits
-            for k in evaluator.tasks(split)
-        ]
+    # a model of ratings on choices; a use of the model that needs an extra (mf on choices needs torch)
+    except (DataNotSupported, MissingExtra) as err:
+        return evaluator.failed_rows(task.name, splits, "unsupported", str(err), fit_split)
     except (UserError, ValueError) as err:  # the model cannot run on these data (features, metadata)
-        return skipped_rows(evaluator, task.name, splits, str(err), fit_split)
+        return evaluator.failed_rows(task.name, splits, "skipped", str(err), fit_split)
     fit_seconds = time.perf_counter() - start
     rows = []
     for split in splits:
@@ -265,7 +273,7 @@ def resolve_jobs(jobs: int | str, dataset: Dataset, fit_split: str, n_models: in
             raise UserError(f"--jobs must be a positive integer or auto, got {jobs!r}")
         return min(jobs, max(1, n_models))
     n_ratings = sum(
-        len(dataset.ratings.get(p, ())) + len(dataset.pairs.get(p, ())) for p in fit_split.split("+")
+        len(dataset.ratings.get(p, ())) + len(dataset.choices.get(p, ())) for p in fit_split.split("+")
     )
     if n_models < AUTO_JOBS_MIN_MODELS or n_ratings < AUTO_JOBS_MIN_RATINGS:
         return 1
@@ -310,8 +318,8 @@ _WORKER: dict = {}
 
 
 def _init_worker(evaluator: Evaluator, splits: Sequence[str], fit_split: str) -> None:
-    """A worker process: one thread for every numeric library (the processes share the cores), and the
-    evaluator (with its dataset) kept for every task it runs."""
+    """A worker process: one thread for every numeric library (the processes share the cores; each fit also
+    runs under ``single_threaded``), and the evaluator (with its dataset) kept for every task it runs."""
     import os
 
     from threadpoolctl import threadpool_limits

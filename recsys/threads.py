@@ -8,6 +8,10 @@
   (:func:`configure_torch_threads`).
 * BLAS inside a library that runs its own thread pool (implicit): one BLAS thread, by
   :func:`single_threaded_blas`, since a BLAS pool inside each of its threads oversubscribes the cores.
+* A leaderboard fit (:func:`single_threaded`): one thread for BLAS, OpenMP and torch, in the leaderboard's
+  own process and in its workers alike. A BLAS reduction split over two threads sums in another order than
+  one thread does (predictions then differ in the last bits), so the rows must not depend on ``--jobs``
+  or on the cores of the machine.
 
 "The cores available" is this process's affinity mask, not the host's core count: containers and
 ``taskset`` give a process fewer cores than the machine has, and OpenMP's default would oversubscribe them.
@@ -18,6 +22,7 @@ FAISS, torch and threadpoolctl are imported inside the functions, so importing t
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -31,6 +36,8 @@ TORCH_THREADS_ENV_VAR = "RECSYS_THREADS"
 DEFAULT_TORCH_THREADS = 2
 
 _faiss_threads: int | None = None
+#: torch threads inside :func:`single_threaded` (None outside it: the environment and the default decide)
+_pinned_torch_threads: int | None = None
 
 
 class ThreadSettingError(UserError, ValueError):
@@ -106,15 +113,18 @@ def configure_torch_threads(n_threads: int | None = None) -> int:
     """Set torch's intra-op thread count, and return it.
 
     Args:
-        n_threads: explicit thread count; ``None`` reads ``RECSYS_THREADS``, and otherwise uses
-            :data:`DEFAULT_TORCH_THREADS` capped at :func:`available_cores`.
+        n_threads: explicit thread count; ``None`` uses 1 inside :func:`single_threaded`, else reads
+            ``RECSYS_THREADS``, and otherwise uses :data:`DEFAULT_TORCH_THREADS` capped at
+            :func:`available_cores`.
 
     Raises:
         ThreadSettingError: (a ValueError) ``n_threads`` or ``RECSYS_THREADS`` is not a positive integer.
     """
     if n_threads is None:
-        n_threads = threads_from_environment(TORCH_THREADS_ENV_VAR) or min(
-            DEFAULT_TORCH_THREADS, available_cores()
+        n_threads = (
+            _pinned_torch_threads
+            or threads_from_environment(TORCH_THREADS_ENV_VAR)
+            or min(DEFAULT_TORCH_THREADS, available_cores())
         )
     n_threads = _check_count(n_threads)
     import torch
@@ -130,3 +140,32 @@ def single_threaded_blas() -> Iterator[None]:
 
     with threadpool_limits(1, "blas"):
         yield
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """One thread for BLAS (NumPy's and SciPy's), OpenMP and torch inside the block; the limits before it are
+    restored after it.
+
+    Results then do not depend on how many threads a library would choose on this machine: a BLAS product
+    split over two threads sums in another order than on one, which changes predictions in their last bits.
+    """
+    global _pinned_torch_threads
+    import scipy.linalg  # noqa: F401  (loads SciPy's own BLAS, so that the limit below reaches it too)
+    from threadpoolctl import threadpool_limits
+
+    torch = sys.modules.get("torch")
+    torch_before = torch.get_num_threads() if torch is not None else None
+    pinned_before, _pinned_torch_threads = _pinned_torch_threads, 1
+    try:
+        if torch is not None:
+            torch.set_num_threads(1)
+        with threadpool_limits(1):
+            yield
+    finally:
+        _pinned_torch_threads = pinned_before
+        torch = sys.modules.get("torch")
+        if torch is not None and torch_before is not None:
+            torch.set_num_threads(torch_before)
+        elif torch is not None:  # first imported inside the block: the count it would have had
+            torch.set_num_threads(min(DEFAULT_TORCH_THREADS, available_cores()))

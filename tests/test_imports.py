@@ -1,4 +1,5 @@
-"""The import graph of the suite, read statically: no cycles, and nothing outside ``recsys/cli/`` imports it.
+"""The import graph of the suite, read statically: no cycles between modules, none between packages, and
+nothing outside ``recsys/cli/`` imports it.
 
 Every ``import x`` / ``from x import y`` of every module under recsys/, features/ and experiments/ counts,
 function-level ones included, except those under ``if TYPE_CHECKING:``. Relative imports are resolved; only
@@ -7,6 +8,12 @@ edges to modules of these three packages are kept. Importing ``a.b.c`` also runs
 parent packages: those are already being imported when the importer runs (a package ``__init__`` that
 imports its own submodules to re-export them is not a cycle). Imports by string through ``importlib`` are
 invisible here.
+
+The package graph collapses the module graph onto units: each subpackage of ``recsys`` (``recsys.data``,
+``recsys.models``, ...), each other top-level package (``features``, ``experiments``) and each module directly
+in ``recsys/`` (``recsys.leaderboard``, ...). An import from any module of unit A of any module of unit B is
+an edge A -> B; a cycle there (``recsys.data`` -> ``features`` -> ``recsys.data``) is a layering error even
+when no two modules import each other.
 """
 
 from __future__ import annotations
@@ -16,15 +23,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("recsys", "features", "experiments")
+#: the package whose subpackages (and direct modules) are units of the package graph of their own
+UMBRELLA = "recsys"
 CLI = "recsys.cli"
 
 
-def _modules() -> dict[str, Path]:
+def _modules(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, Path]:
     """Dotted module name -> file, for every .py file of the packages (``a/__init__.py`` is ``a``)."""
     modules = {}
-    for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            parts = list(path.relative_to(root).with_suffix("").parts)
             if parts[-1] == "__init__":
                 parts.pop()
             modules[".".join(parts)] = path
@@ -83,9 +92,9 @@ def _ancestors(module: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, set[str]]:
     """Module -> the modules of the suite that importing it runs (directly)."""
-    modules = _modules()
+    modules = _modules(root, packages)
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for module, path in modules.items():
         tree = ast.parse(path.read_text(), filename=str(path))
@@ -152,6 +161,52 @@ def _cycle_in(component: list[str], graph: dict[str, set[str]]) -> list[str]:
     return component
 
 
+def unit_of(module: str, modules: dict[str, Path], umbrella: str = UMBRELLA) -> str:
+    """The package-graph unit of a module: ``umbrella.sub`` for a module of a subpackage of the umbrella, the
+    module itself for one directly in the umbrella (and the umbrella's ``__init__``), else its top-level
+    package."""
+    parts = module.split(".")
+    if parts[0] != umbrella:
+        return parts[0]
+    if len(parts) == 1:
+        return umbrella
+    sub = ".".join(parts[:2])
+    return sub if modules[sub].name == "__init__.py" else module
+
+
+def package_graph(
+    root: Path = ROOT, packages: tuple[str, ...] = PACKAGES, umbrella: str = UMBRELLA
+) -> dict[str, dict[str, tuple[str, str]]]:
+    """Unit -> {unit it imports: one (importing module, imported module) edge that makes it, the first in
+    name order}."""
+    modules = _modules(root, packages)
+    graph: dict[str, dict[str, tuple[str, str]]] = {unit_of(m, modules, umbrella): {} for m in modules}
+    for module, targets in sorted(import_graph(root, packages).items()):
+        source = unit_of(module, modules, umbrella)
+        for target in sorted(targets):
+            unit = unit_of(target, modules, umbrella)
+            if unit != source:
+                graph[source].setdefault(unit, (module, target))
+    return graph
+
+
+def package_cycles(
+    root: Path = ROOT, packages: tuple[str, ...] = PACKAGES, umbrella: str = UMBRELLA
+) -> list[str]:
+    """Each cycle of the package graph, as ``a -> b -> a`` with the module imports that make each edge."""
+    graph = package_graph(root, packages, umbrella)
+    edges = {unit: set(targets) for unit, targets in graph.items()}
+    out = []
+    for component in strongly_connected(edges):
+        if len(component) > 1:
+            cycle = _cycle_in(component, edges)
+            why = ", ".join(
+                f"{a} imports {b}" for a, b in (graph[x][y] for x, y in zip(cycle, cycle[1:], strict=False))
+            )
+            out.append(f"{' -> '.join(cycle)} ({why})")
+    return out
+
+
 def test_the_graph_sees_the_packages():
     graph = import_graph()
     assert {"recsys.cli", "recsys.data.dataset", "features.embed", "experiments.tuning"} <= set(graph)
@@ -175,3 +230,63 @@ def test_only_the_cli_imports_the_cli():
         if target == CLI or target.startswith(CLI + ".")
     )
     assert not offenders, "\n".join(offenders)
+
+
+def test_no_cycles_between_packages():
+    cycles = package_cycles()
+    assert not cycles, "import cycles between packages:\n" + "\n".join(cycles)
+
+
+def test_the_package_graph_has_the_layers():
+    graph = package_graph()
+    assert {
+        "recsys.data",
+        "recsys.models",
+        "recsys.retrieval",
+        "features",
+        "experiments",
+        "recsys.leaderboard",
+    } <= set(graph)
+    assert "recsys.data" in graph["recsys.models"] and "recsys.data" in graph["features"]
+    assert "recsys.models" in graph["recsys.retrieval"] and "recsys.retrieval" not in graph["recsys.models"]
+    assert graph["recsys.data"].keys() <= {"recsys.errors"}
+
+
+def _write_tree(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_a_circle_between_packages_is_caught_even_without_a_module_cycle(tmp_path):
+    """app.data.load imports tools.embed inside a function; tools.embed imports app.data.table: no module
+    imports itself back, but app.data and tools import each other; app.models -> app.data is a plain layer."""
+    _write_tree(
+        tmp_path,
+        {
+            "app/__init__.py": "",
+            "app/errors.py": "",
+            "app/data/__init__.py": "",
+            "app/data/table.py": "from app.errors import *\n",
+            "app/data/load.py": "def load():\n    from tools.embed import embed\n    return embed\n",
+            "app/models/__init__.py": "from . import base\n",
+            "app/models/base.py": "from ..data import table\n",
+            "tools/__init__.py": "",
+            "tools/embed.py": "from app.data.table import Table\n",
+        },
+    )
+    packages = ("app", "tools")
+    graph = import_graph(tmp_path, packages)
+    assert not [c for c in strongly_connected(graph) if len(c) > 1]  # no cycle between modules
+    units = package_graph(tmp_path, packages, "app")
+    assert units["app.data"] == {
+        "tools": ("app.data.load", "tools"),
+        "app.errors": ("app.data.table", "app.errors"),
+    }
+    assert units["app.models"] == {"app.data": ("app.models.base", "app.data")}
+    assert package_cycles(tmp_path, packages, "app") == [
+        "app.data -> tools -> app.data (app.data.load imports tools, tools.embed imports app.data)"
+    ]
+    (tmp_path / "app/data/load.py").write_text("def load():\n    return None\n")
+    assert package_cycles(tmp_path, packages, "app") == []

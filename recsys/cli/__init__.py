@@ -10,7 +10,8 @@
     features     features embed | encoders
 
 Only this package imports the command groups' libraries; nothing outside it imports ``recsys.cli``.
-Errors a user can cause (``recsys.errors.UserError``) print one line (``error: ...``) and exit with status 2.
+Errors a user can cause (``recsys.errors.UserError``) print one line (``error: ...``) and exit with status 2;
+so does a command that needs an extra that is not installed (``recsys.extras``: the line names the pip command).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 from recsys.cli import atlas, data, experiments, features, leaderboard, models, retrieval
 from recsys.cli.common import HelpFormatter, add_commands
 from recsys.errors import UserError
+from recsys.extras import extra_providing, missing_reason
 
 #: the command groups, in the order ``recsys --help`` lists them
 COMMAND_GROUPS = (data, models, leaderboard, retrieval, atlas, experiments, features)
@@ -62,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         # one line, whatever the message holds (an error quoted from a library may span several)
         message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
         print(f"error: {message}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:  # an optional package that no explicit check asked for first
+        extra = extra_providing(err.name)
+        if extra is None:
+            raise
+        top = (err.name or "").partition(".")[0]
+        print(f"error: {missing_reason(extra, f'recsys {args.command}', [top])}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

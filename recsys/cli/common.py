@@ -10,6 +10,7 @@ from pathlib import Path
 
 from recsys.cli.catalogue import COMMANDS
 from recsys.errors import UserError
+from recsys.extras import MissingExtra, require
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -163,6 +164,8 @@ def check_params(params: dict, models: list[str] | None = None) -> None:
             )
         try:
             create_model(name, **values)
+        except MissingExtra:  # not about the values: the model cannot run here
+            raise
         except UserError as err:
             raise UserError(f"--params: {err}") from None
 
@@ -240,6 +243,8 @@ def dataset_from_args(args: argparse.Namespace, path=None, problems: list[str] |
     encoder = getattr(args, "encoder", None)
     if encoder and args.image_features:
         raise UserError("pass either --image-features or --encoder, not both")
+    if encoder:
+        require("deep", "--encoder (embedding the images)")
     ds = load_dataset(
         args.data if path is None else path,
         image_features=args.image_features,

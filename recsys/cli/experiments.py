@@ -18,6 +18,7 @@ from recsys.cli.common import (
     positive_int,
 )
 from recsys.evaluation.evaluator import DEFAULT_DRAWS
+from recsys.extras import require
 
 
 def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
@@ -123,6 +124,7 @@ def _tune(args: argparse.Namespace, ds, model: str, study: str | None):
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    require("experiments", "recsys tune")
     _quiet()
     ds = dataset_from_args(args)
     start = time.perf_counter()
@@ -143,6 +145,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     from experiments.spaces import load_space
     from recsys.models.registry import expand_models
 
+    require("experiments", "recsys study")
     _quiet()
     # default: every model but the oracle (nothing to tune) and the ablations (they share their parent's space)
     models = [m for m in expand_models(args.models or ["baselines", "classical", "deep"]) if m != "oracle"]

@@ -87,8 +87,11 @@ def cmd_features_embed(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from features.embed import bad_sidecar_path, embed_dataset, text_output_path
     from recsys.data import load_dataset
+    from recsys.extras import require
+
+    require("deep", "recsys features embed")
+    from features.embed import bad_sidecar_path, embed_dataset, text_output_path
 
     ds = load_dataset(args.data)
     # the options named as embed_dataset's keywords pass through as they are
@@ -109,6 +112,9 @@ def cmd_features_embed(args: argparse.Namespace) -> int:
 
 def cmd_features_encoders(args: argparse.Namespace) -> int:
     """One encoder name per line."""
+    from recsys.extras import require
+
+    require("deep", "recsys features encoders")
     from features.encoders import list_encoders
 
     for name in list_encoders(include_random=args.random):

@@ -23,6 +23,7 @@ from recsys.cli.common import (
 from recsys.evaluation.elicitation import ELICITATION_SHOTS, STRATEGIES
 from recsys.evaluation.evaluator import DEFAULT_DRAWS
 from recsys.evaluation.protocols import PROTOCOLS, apply_protocol, get_protocol
+from recsys.extras import require
 
 
 def jobs_value(text: str) -> int | str:
@@ -126,6 +127,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from recsys.report import format_table, write_leaderboard
     from recsys.workspace import check_target, leaderboard_dir, resolve_workspace, sqlite_url, update_latest
 
+    if args.tuned:  # the extras a run needs, before any work
+        require("experiments", "recsys leaderboard --tuned")
+    if not args.no_tracking:
+        require("experiments", "tracking the leaderboard in MLflow", ", or pass --no-tracking")
     workspace = resolve_workspace(args.workspace)
     params = parse_params(args.params, per_model=True)
     check_params(params, expand_models(args.models) if args.models else None)  # before the data is read

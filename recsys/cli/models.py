@@ -27,22 +27,37 @@ def add_parsers(subparsers) -> None:
 
 def model_catalogue() -> list[dict[str, str]]:
     """Per registered model: name, group, role, what it needs beyond ratings or choices, what it supports, why
-    it cannot run on this machine (empty when it can) and the first line of its class's docstring."""
+    it cannot run on this machine (empty when it can) and the first line of its class's docstring. A model
+    whose extra is missing is not imported: what it supports and its description are then unknown here."""
+    from recsys.extras import MissingExtra
     from recsys.models.capabilities import model_supports
-    from recsys.models.registry import list_models, model_class, model_group, model_needs, model_role
+    from recsys.models.registry import (
+        list_models,
+        model_class,
+        model_group,
+        model_needs,
+        model_role,
+        unavailable_reason,
+    )
 
     out = []
     for name in list_models():
-        cls = model_class(name)
+        reason = unavailable_reason(name)  # a model of a missing extra is listed with the install command
+        try:
+            cls = model_class(name)
+        except MissingExtra:
+            cls = None
         out.append(
             {
                 "model": name,
                 "group": model_group(name),
                 "role": model_role(name) or "",
                 "needs": ", ".join(model_needs(name)) or "-",
-                "unavailable": cls.unavailable_reason() or "",
-                "supports": ", ".join(model_supports(name)),
-                "about": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
+                "unavailable": reason or "",
+                "supports": "?" if cls is None else ", ".join(model_supports(name)),
+                "about": (cls.__doc__ or "").strip().splitlines()[0]
+                if cls is not None and cls.__doc__
+                else "",
             }
         )
     return out
@@ -62,7 +77,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         "\nneeds: beyond ratings or choices (a model whose need is missing gets a skipped or unsupported row); no "
         "model needs demographics: those with a prior for new users use them when present. supports: what it "
         "fits on (ratings, choices), whether it scores new users from references, whether it gives taste "
-        "vectors (similar-users, atlas). role: ceiling (never best), consensus (the best-of-n reference)."
+        "vectors (similar-users, atlas); ? when its extra is missing. role: ceiling (never best), consensus "
+        "(the best-of-n reference)."
     )
     return 0
 

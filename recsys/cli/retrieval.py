@@ -18,6 +18,7 @@ from recsys.cli.common import (
     parse_params,
 )
 from recsys.errors import UserError
+from recsys.extras import require
 from recsys.workspace import resolve_workspace
 
 
@@ -138,6 +139,7 @@ def cmd_similar_users(args: argparse.Namespace) -> int:
 
     if (args.user is None) == (args.references is None):
         raise UserError("similar-users: pass exactly one of --user ID or --references FILE.csv")
+    require("faiss", "recsys similar-users")
     params = parse_params(args.params)
     _check_model_params(args.model, params)
     ds = dataset_from_args(args)
@@ -160,6 +162,8 @@ def cmd_rank(args: argparse.Namespace) -> int:
     if (args.user is None) == (args.references is None):
         raise UserError("rank: pass exactly one of --user ID or --references FILE.csv")
     files = candidate_files(args.images) if args.images.is_dir() else None
+    if files is not None:
+        require("deep", "ranking image files (they are embedded first)")
     image_ids = [] if files is not None else _read_lines(args.images)
     if files is None and not image_ids:
         raise UserError(f"{args.images}: no candidate image ids (one a line)")
@@ -225,6 +229,7 @@ def _read_references(path: Path) -> tuple[list, list[float]]:
 def cmd_similar_images(args: argparse.Namespace) -> int:
     from recsys.retrieval.similar import SimilarImages
 
+    require("faiss", "recsys similar-images")
     ds = dataset_from_args(args)
     _print_neighbours(SimilarImages(ds).by_image(args.image, args.k), args.json, "image_id")
     return 0
@@ -247,6 +252,7 @@ def _listen_socket(host: str, port: int) -> socket.socket:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    require("serve", "recsys serve")
     import uvicorn
 
     from recsys.retrieval.service import ServiceLimits, create_app

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys.data.choices import Choices
 from recsys.data.dataset import SPLITS, Dataset, Ratings, References, is_unseen_split
 from recsys.data.features_file import read_image_features
-from recsys.data.pairs import Pairs
 from recsys.data.pamela import is_pamela_dir, load_pamela
 from recsys.data.piaa import (
     find_flickr_aes_csv,
@@ -29,7 +29,7 @@ from recsys.errors import UserError
 __all__ = [
     "SPLITS",
     "Dataset",
-    "Pairs",
+    "Choices",
     "Ratings",
     "References",
     "is_unseen_split",

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data import encodings
-from recsys.data.pairs import Pairs
+from recsys.data.choices import Choices
 from recsys.errors import UnknownId, UserError
 
 #: Split names, in the order they are reported.
@@ -104,9 +104,9 @@ class Dataset:
         feature_source: what made ``image_features`` (file path or encoder name).
         ground_truth: split name -> float32 noise-free expected score per rating (simulated data only).
         root: the directory the data were loaded from, if any.
-        pairs: split name -> Pairs (pairwise choices; same split names as ``ratings``). A dataset has a
-            ``train`` split in ``ratings`` or in ``pairs``.
-        ground_truth_pairs: split name -> float32 expected choice per pair, P(a) + P(tie) / 2 (simulated only).
+        choices: split name -> Choices (pairwise choices; same split names as ``ratings``). A dataset has a
+            ``train`` split in ``ratings`` or in ``choices``.
+        ground_truth_choices: split name -> float32 expected choice per pair, P(a) + P(tie) / 2 (simulated only).
     """
 
     name: str
@@ -122,8 +122,8 @@ class Dataset:
     feature_source: str | None = None
     ground_truth: dict[str, np.ndarray] | None = None
     root: Path | None = None
-    pairs: dict[str, Pairs] = field(default_factory=dict)
-    ground_truth_pairs: dict[str, np.ndarray] | None = None
+    choices: dict[str, Choices] = field(default_factory=dict)
+    ground_truth_choices: dict[str, np.ndarray] | None = None
     _user_index: dict = field(default_factory=dict, repr=False)
     _image_index: dict = field(default_factory=dict, repr=False)
     #: encodings built once per dataset (a copy made with ``replace`` starts empty)
@@ -132,7 +132,7 @@ class Dataset:
     def __post_init__(self) -> None:
         self._user_index = {uid: i for i, uid in enumerate(self.user_ids.tolist())}
         self._image_index = {iid: i for i, iid in enumerate(self.image_ids.tolist())}
-        if "train" not in self.ratings and "train" not in self.pairs:
+        if "train" not in self.ratings and "train" not in self.choices:
             raise UserError(f"{self.name}: no training ratings or choices; a dataset needs a 'train' split")
 
     # ----------------------------------------------------------------- sizes and lookups
@@ -150,9 +150,9 @@ class Dataset:
         return [s for s in SPLITS if s in self.ratings]
 
     @property
-    def pair_splits(self) -> list[str]:
+    def choice_splits(self) -> list[str]:
         """The splits with pairwise choices, in reporting order."""
-        return [s for s in SPLITS if s in self.pairs]
+        return [s for s in SPLITS if s in self.choices]
 
     def user_index(self, user_id) -> int:
         """The index of an external user id; a clear error for an unknown one."""
@@ -171,13 +171,13 @@ class Dataset:
     def train_users(self) -> np.ndarray:
         """Sorted indices of the users with at least one training rating or choice."""
         users = [self.ratings["train"].user_idx] if "train" in self.ratings else []
-        users += [self.pairs["train"].user_idx] if "train" in self.pairs else []
+        users += [self.choices["train"].user_idx] if "train" in self.choices else []
         return np.unique(np.concatenate(users))
 
     def train_images(self) -> np.ndarray:
         """Sorted indices of the images with at least one training rating or shown in a training choice."""
         images = [self.ratings["train"].image_idx] if "train" in self.ratings else []
-        images += [self.pairs["train"].images()] if "train" in self.pairs else []
+        images += [self.choices["train"].images()] if "train" in self.choices else []
         return np.unique(np.concatenate(images))
 
     def fit_ratings(self, split: str = "train") -> Ratings:
@@ -185,7 +185,7 @@ class Dataset:
         parts = split.split("+")
         for part in parts:
             if part not in self.ratings:
-                if part in self.pairs:
+                if part in self.choices:
                     raise UserError(
                         f"{self.name} holds pairwise choices, not ratings, in {part!r}; use a model that "
                         "learns from choices"
@@ -193,17 +193,25 @@ class Dataset:
                 raise UserError(f"{self.name} has no split {part!r}; it has {', '.join(self.splits)}")
         return Ratings.concat([self.ratings[p] for p in parts])
 
-    def fit_pairs(self, split: str = "train") -> Pairs:
+    def fit_choices(self, split: str = "train") -> Choices:
         """The pairwise choices a model fits on: ``train``, or several splits joined with '+'."""
         parts = split.split("+")
         for part in parts:
-            if part not in self.pairs:
+            if part not in self.choices:
                 kind = "ratings, not pairwise choices," if part in self.ratings else "no pairwise choices"
                 raise UserError(
                     f"{self.name} has {kind} in split {part!r}; its choices are in: "
-                    f"{', '.join(self.pair_splits) or 'none'}"
+                    f"{', '.join(self.choice_splits) or 'none'}"
                 )
-        return Pairs.concat([self.pairs[p] for p in parts])
+        return Choices.concat([self.choices[p] for p in parts])
+
+    def fit_data(self, split: str = "train") -> Ratings | Choices:
+        """What a model fits on: the choices of ``split`` when every part of it holds choices and no ratings,
+        else its ratings (``fit_ratings``, a clear error for a split the dataset lacks)."""
+        parts = split.split("+")
+        if any(p not in self.ratings for p in parts) and all(p in self.choices for p in parts):
+            return self.fit_choices(split)
+        return self.fit_ratings(split)
 
     def fit_view(
         self, fit_split: str = "train", validation_split: str | None = None, *, ground_truth: bool = False
@@ -212,25 +220,22 @@ class Dataset:
         '+'), those of ``validation_split`` unless the fit includes it or the dataset lacks it, and the side
         information. With ``ground_truth`` (the oracle only) the view also holds ``expected_scores()``."""
         parts = fit_split.split("+")
-        if any(part not in self.ratings for part in parts) and all(part in self.pairs for part in parts):
-            self.fit_pairs(fit_split)  # choices only: the view holds the pairs of the fit
-        else:
-            self.fit_ratings(fit_split)  # a clear error for a split the dataset lacks
+        self.fit_data(fit_split)  # a clear error for a split the dataset lacks
         ratings = {part: self.ratings[part] for part in parts if part in self.ratings}
-        pairs = {part: self.pairs[part] for part in parts if part in self.pairs}
+        pairs = {part: self.choices[part] for part in parts if part in self.choices}
         held = None
         if validation_split and validation_split not in parts and len(self.ratings.get(validation_split, ())):
             ratings[validation_split] = self.ratings[validation_split]
             held = validation_split
-        if validation_split and validation_split not in parts and len(self.pairs.get(validation_split, ())):
-            pairs[validation_split] = self.pairs[validation_split]
+        if validation_split and validation_split not in parts and len(self.choices.get(validation_split, ())):
+            pairs[validation_split] = self.choices[validation_split]
             held = validation_split
         shared = {f.name: getattr(self, f.name) for f in fields(Dataset) if f.init}
         view = FitView(
             **(
                 shared
                 | {"ratings": ratings, "ground_truth": None, "root": None}
-                | {"pairs": pairs, "ground_truth_pairs": None}
+                | {"choices": pairs, "ground_truth_choices": None}
             ),
             fit_split=fit_split,
             validation_split=held,
@@ -322,18 +327,18 @@ class Dataset:
             if self.ground_truth is not None and split in self.ground_truth:
                 truth[split] = self.ground_truth[split][keep]
         pairs, pair_truth = {}, {}
-        for split, p in self.pairs.items():
+        for split, p in self.choices.items():
             keep = ~(drop[p.image_a] | drop[p.image_b])
             dropped += int((~keep).sum())
             pairs[split] = p.subset(keep)
-            if self.ground_truth_pairs is not None and split in self.ground_truth_pairs:
-                pair_truth[split] = self.ground_truth_pairs[split][keep]
+            if self.ground_truth_choices is not None and split in self.ground_truth_choices:
+                pair_truth[split] = self.ground_truth_choices[split][keep]
         return replace(
             self,
             ratings=ratings,
             ground_truth=truth if self.ground_truth else None,
-            pairs=pairs,
-            ground_truth_pairs=pair_truth if self.ground_truth_pairs else None,
+            choices=pairs,
+            ground_truth_choices=pair_truth if self.ground_truth_choices else None,
         ), dropped
 
     # ----------------------------------------------------------------- identity
@@ -347,8 +352,10 @@ class Dataset:
             digest.update(np.ascontiguousarray(r.user_idx).tobytes())
             digest.update(np.ascontiguousarray(r.image_idx).tobytes())
             digest.update(np.ascontiguousarray(r.score).tobytes())
-        for split in self.pair_splits:  # nothing added without pairs: rating datasets keep their fingerprints
-            p = self.pairs[split]
+        for (
+            split
+        ) in self.choice_splits:  # nothing added without pairs: rating datasets keep their fingerprints
+            p = self.choices[split]
             digest.update(f"pairs:{split}".encode())
             for values in (p.user_idx, p.image_a, p.image_b, p.choice):
                 digest.update(np.ascontiguousarray(values).tobytes())
@@ -387,7 +394,7 @@ class Dataset:
                 "score_quantiles": [round(float(v), 3) for v in q],
             }
         out["train_ratings_per_user"] = float(len(train) / max(1, len(self.train_users())))
-        if self.pairs:
+        if self.choices:
             out["pairs"] = {
                 split: {
                     "pairs": int(len(p)),
@@ -397,10 +404,10 @@ class Dataset:
                     "chose_b": int((p.choice == 0.0).sum()),
                     "ties": int((p.choice == 0.5).sum()),
                 }
-                for split, p in ((s, self.pairs[s]) for s in self.pair_splits)
+                for split, p in ((s, self.choices[s]) for s in self.choice_splits)
             }
             out["train_pairs_per_user"] = float(
-                len(self.pairs.get("train", ())) / max(1, len(self.train_users()))
+                len(self.choices.get("train", ())) / max(1, len(self.train_users()))
             )
         return out
 

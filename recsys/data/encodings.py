@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from recsys.data.demographics import user_feature_encoder_for
+
 #: columns that describe an image but are not categories (free text, file locations)
 NON_CATEGORICAL = {"path", "prompt", "image_path", "category"}
 PAMELA_HIERARCHY = ("type", "group", "style")
@@ -86,15 +88,13 @@ def image_design(
 
 
 def user_design(users: pd.DataFrame, fitted_users: np.ndarray) -> np.ndarray:
-    """Demographics of every user (float32, (n_users + 1) x d), encoded by ``features.demographics`` fitted on
+    """Demographics of every user (float32, (n_users + 1) x d), encoded by ``recsys.data.demographics`` fitted on
     the rows ``fitted_users`` only (the users of the fit) and reapplied to every row, new users included.
 
     The extra last row is a person with no recorded demographics (every value unknown), so that index -1,
     which ``References`` use for someone absent from the dataset, reads it. Numbers are standardised with a
     missing indicator; categories are one-hot with "other" and "unknown" columns.
     """
-    from features.demographics import user_feature_encoder_for
-
     if users.shape[1] == 0:
         return np.zeros((len(users) + 1, 0), np.float32)
     encoder = user_feature_encoder_for(users).fit(users.iloc[np.unique(fitted_users)].reset_index(drop=True))

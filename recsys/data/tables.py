@@ -245,7 +245,7 @@ def make_holdout(ratings: Ratings, spec: str, seed: int) -> np.ndarray:
 
 def table_dataset(name: str, table_path: Path, ids, score_range, columns=None, **splits) -> Dataset:
     """A real (not simulated) dataset read from a table: ``ids`` (user ids, item ids), ``users.csv`` and
-    ``items.csv`` beside the table when there, and ``splits`` (``ratings=`` and / or ``pairs=``)."""
+    ``items.csv`` beside the table when there, and ``splits`` (``ratings=`` and / or ``choices=``)."""
     user_ids, item_ids = ids
     return Dataset(
         name=name,

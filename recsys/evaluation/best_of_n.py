@@ -2,7 +2,7 @@
 
 For each user, the user's scored queries (one reference draw's queries on unseen splits) are shuffled, seeded by
 the protocol seed, n and the user's external id, so every model meets the same groups, and cut into groups of n
-(the last incomplete group dropped). The model's pick in a group is the image it scores highest (of equal scores,
+(the last incomplete group dropped): ``recsys.evaluation.episodes.groups_of_n``. The model's pick in a group is the image it scores highest (of equal scores,
 the first in the group's shuffled order).
 
 * ``best_of_n_uplift@n``: the observed score of the pick minus the group's mean observed score, averaged over
@@ -16,11 +16,9 @@ The non-personal reference is the consensus model (``ridge``): the report shows 
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 
-from recsys.data.dataset import group_by
+from recsys.evaluation.episodes import groups_of_n
 
 #: group sizes evaluated
 BEST_OF_N = (2, 4, 8)
@@ -37,27 +35,20 @@ def best_of_n(
     truth: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Best-of-n metrics (module docstring) of aligned queries; NaN when no user has n queries."""
-    uplift, hit, true_uplift = [], [], []
-    for user, rows in group_by(user_idx):
-        if len(rows) < n:
-            continue
-        key = zlib.crc32(str(user_ids[user]).encode())
-        shuffled = rows[np.random.default_rng([seed, n, key]).permutation(len(rows))]
-        groups = shuffled[: len(shuffled) // n * n].reshape(-1, n)
-        pick = np.argmax(prediction[groups], axis=1)
-        observed = score[groups].astype(np.float64)
-        chosen = observed[np.arange(len(groups)), pick]
-        uplift.append(chosen - observed.mean(1))
-        hit.append(chosen >= observed.max(1))
-        if truth is not None:
-            expected = truth[groups].astype(np.float64)
-            true_uplift.append(expected[np.arange(len(groups)), pick] - expected.mean(1))
+    groups = groups_of_n(user_idx, n, user_ids=user_ids, seed=seed)
+    if not len(groups):
+        out = {f"best_of_n_uplift@{n}": float("nan"), f"best_of_n_hit@{n}": float("nan")}
+        return out | ({f"best_of_n_true_uplift@{n}": float("nan")} if truth is not None else {})
+    pick = np.argmax(prediction[groups], axis=1)
+    observed = score[groups].astype(np.float64)
+    chosen = observed[np.arange(len(groups)), pick]
     out = {
-        f"best_of_n_uplift@{n}": float(np.concatenate(uplift).mean()) if uplift else float("nan"),
-        f"best_of_n_hit@{n}": float(np.concatenate(hit).mean()) if hit else float("nan"),
+        f"best_of_n_uplift@{n}": float((chosen - observed.mean(1)).mean()),
+        f"best_of_n_hit@{n}": float((chosen >= observed.max(1)).mean()),
     }
     if truth is not None:
-        out[f"best_of_n_true_uplift@{n}"] = (
-            float(np.concatenate(true_uplift).mean()) if true_uplift else float("nan")
+        expected = truth[groups].astype(np.float64)
+        out[f"best_of_n_true_uplift@{n}"] = float(
+            (expected[np.arange(len(groups)), pick] - expected.mean(1)).mean()
         )
     return out

@@ -1,12 +1,12 @@
-"""One protocol, one evaluator for every model.
+"""One protocol, one evaluator for every model: an episode sampler and a scorer, composed.
 
-* Seen splits: the model predicts every rating of the split (its users were in the fit).
-* Unseen splits: repeated, nested reference draws. For each user and each of ``draws`` draws (seeded by the
-  protocol seed, the user's external id and the draw, so every model sees the same draws) one permutation of
-  the user's ratings is drawn: all but the first K (the largest k evaluated) are the queries, the same for
-  every k; the references at k are the first k of the permutation. So every k scores the same users on the same
-  queries, and a k-curve compares like with like. Users with fewer than K + MIN_USER_QUERIES ratings are skipped
-  for every k, and counted.
+* Seen splits: the model predicts every row of the split (its users were in the fit).
+* Unseen splits: repeated, nested reference draws by the one sampler (``recsys.evaluation.episodes``): for each
+  user and each of ``draws`` draws (seeded by the protocol seed, the user's external id and the draw, so every
+  model sees the same draws) one permutation of the user's rows; all but the first K (the largest k evaluated)
+  are the queries, the same for every k; the references at k are the first k of the permutation. So every k
+  scores the same users on the same queries, and a k-curve compares like with like. Users with fewer than K +
+  MIN_USER_QUERIES ratings are skipped for every k, and counted.
 * ``references=STRATEGY`` (``recsys.evaluation.elicitation``): the queries stay those of random references (all
   but the first ``reference_pool`` of the permutation, default K), and the strategy picks the references from the
   rest of the permutation (the pool) one at a time, from the answers so far; ``random`` takes them in order.
@@ -15,40 +15,43 @@
 * Per-user metrics are averaged over the draws before they are averaged over users, bootstrapped and tested,
   so an interval covers the users and the draw no longer decides a claim on its own.
 
-The evaluator is the only place where reference ratings are separated from queries.
+The scorer says what a row is and how it is scored: ``RatingScorer`` (here: ``predict`` / ``predict_new``, the
+rating metrics and best-of-n) or ``ChoiceScorer`` (``recsys.evaluation.pairwise``: ``predict_choices`` /
+``predict_new_choices``, the choice metrics). The evaluator is the only place where references are separated
+from queries; rows that cannot be scored (``unsupported``, ``skipped``, ``empty``) come from ``failed_row``.
 """
 
 from __future__ import annotations
 
 import time
-import zlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
-from recsys.data.dataset import Dataset, References, is_unseen_split
+from recsys.data.dataset import Dataset, Ratings, References, is_unseen_split
 from recsys.errors import ColdStartNotSupported
 from recsys.evaluation.best_of_n import BEST_OF_N, best_of_n
 from recsys.evaluation.elicitation import Elicitor, check_strategy
+from recsys.evaluation.episodes import DEFAULT_DRAWS, Episode, EpisodeSampler
 from recsys.evaluation.metrics import MIN_USER_QUERIES, NDCG_K, all_metrics, bootstrap_ci, ndcg_left_out
+
+__all__ = [
+    "DEFAULT_DRAWS",
+    "ChoicePredictions",
+    "Episode",
+    "Evaluator",
+    "Predictions",
+    "RatingScorer",
+    "Result",
+    "Scorer",
+]
 
 CI_METRICS = ("user_srocc", "pairwise_acc")
 USER_METRICS = ("user_srocc", "pairwise_acc", "ndcg@10")
 GLOBAL_METRICS = ("rmse", "mae", "plcc", "srocc")
-#: reference draws per new user (the README's numbers use this many)
-DEFAULT_DRAWS = 5
-
-
-@dataclass(frozen=True)
-class Episode:
-    """The references and queries of one new user in one draw."""
-
-    references: References
-    query_image_idx: np.ndarray
-    query_score: np.ndarray
-    draw: int = 0
 
 
 @dataclass(frozen=True)
@@ -63,14 +66,31 @@ class Predictions:
     draw: np.ndarray
 
 
+@dataclass(frozen=True)
+class ChoicePredictions:
+    """Every scored query of a pairwise row, aligned: ``user_idx[i]`` compared ``image_a[i]`` with ``image_b[i]``
+    and chose ``choice[i]`` (1.0 a, 0.0 b, 0.5 a tie); the model gave ``prediction[i]`` = P(a chosen), in
+    reference draw ``draw[i]`` (-1 on seen splits: no draw)."""
+
+    user_idx: np.ndarray
+    image_a: np.ndarray
+    image_b: np.ndarray
+    choice: np.ndarray
+    prediction: np.ndarray
+    draw: np.ndarray
+
+
 @dataclass
 class Result:
     """One row of the leaderboard: a model on a split (and a number of shots for unseen splits).
 
     ``metrics`` of user-level metrics are means over users of per-user values averaged over draws (global ones:
-    means over draws); ``metric_users`` says how many users each one averaged; ``by_draw`` holds the user-level
-    means of each draw (the draw-to-draw spread); ``ndcg_left_out`` counts users with too few queries for
-    ndcg@10. ``n_ratings`` is the number of queries of one draw (the same in every draw and at every k).
+    means over draws); ``metric_users`` says how many users each one averaged; ``by_draw`` holds each named
+    metric's value in each draw (the draw-to-draw spread; rows with more than one draw): for a user-level metric
+    the mean over the draw's users, for a pooled one (``choice_acc``) the draw's pooled value; ``ndcg_left_out``
+    counts users with too few queries for ndcg@10. ``n_ratings`` is the number of queries of the first draw (the
+    same at every k; in every draw too, unless whole sessions are drawn: ``recsys.evaluation.episodes``).
+    ``predictions``: ``Predictions`` of rating rows, ``ChoicePredictions`` of pairwise ones.
     """
 
     model: str
@@ -93,7 +113,7 @@ class Result:
     validation_split: str | None = None
     tuned_study: str | None = None
     per_user: dict[str, dict] = field(default_factory=dict, repr=False)
-    predictions: Predictions | None = field(default=None, repr=False)
+    predictions: Predictions | ChoicePredictions | None = field(default=None, repr=False)
 
     @property
     def tuned(self) -> bool:
@@ -136,21 +156,60 @@ def model_context(model, fit_seconds: float) -> tuple[str, dict]:
     return getattr(model, "name", type(model).__name__), context
 
 
+@dataclass(frozen=True)
+class Scored:
+    """Every scored query of a row: ``prediction[i]`` for row ``rows[i]`` of the split, in reference draw
+    ``draw[i]`` (-1 on seen splits); draws in order, each draw's users ascending."""
+
+    rows: np.ndarray
+    draw: np.ndarray
+    prediction: np.ndarray
+
+
+class Scorer(Protocol):
+    """What the evaluator asks of the kind of data it scores (ratings, choices)."""
+
+    #: what a row is, in messages ("ratings", "choices")
+    unit: str
+    #: queries every new user keeps beyond the references' pool
+    min_queries: int
+
+    def table(self, dataset: Dataset, split: str):
+        """The split's rows (``Ratings``, ``Choices``); a ValueError for a split the dataset lacks."""
+
+    def units(self, table) -> np.ndarray | None:
+        """A unit id per row (rows that the sampler keeps together), or None: every row its own unit."""
+
+    def predict_seen(self, model, table) -> np.ndarray:
+        """The fitted model's prediction of every row of a seen split."""
+
+    def predict_new(self, model, table, episodes: list[Episode]) -> list[np.ndarray]:
+        """Per episode (one draw's new users), the model's predictions of its queries from its references."""
+
+    def truth(self, dataset: Dataset, split: str) -> np.ndarray | None:
+        """The ground truth's prediction of every row (the oracle's row), or None."""
+
+    def summary(self, evaluator: Evaluator, split: str, table, scored: Scored) -> dict:
+        """The metric fields of the ``Result`` (metrics, ci95, per_user, by_draw, ...) of scored queries."""
+
+
 class Evaluator:
-    """Scores any fitted model on a dataset's splits under the one protocol.
+    """Scores any fitted model on a dataset's splits under the one protocol: an ``EpisodeSampler`` draws the new
+    users' references and queries, a scorer predicts and measures them.
 
     Args:
         dataset: the data (the model must have been fitted on it).
-        shots: numbers of reference ratings per new user on unseen splits; the largest fixes the queries.
+        shots: numbers of references per new user on unseen splits; the largest fixes the queries.
         seed: seed of the reference draws and of the bootstrap.
         n_bootstrap: bootstrap resamples for the 95% intervals over users.
-        draws: reference draws per new user (seen splits have none: every rating is scored once).
+        draws: reference draws per new user (seen splits have none: every row is scored once).
         fixed_queries: True: every k scores the same queries (all but the largest k's references); False: each
-            k scores all of the user's ratings but its own k references.
+            k scores all of the user's rows but its own k references.
         references: how a new user's references are chosen: ``random`` or a strategy of
-            ``recsys.evaluation.elicitation`` (needs fixed queries).
-        reference_pool: how many of each new user's ratings are kept out of the queries for the references to be
-            chosen from (default None: the largest k); users need this many plus MIN_USER_QUERIES ratings.
+            ``recsys.evaluation.elicitation`` (ratings only; needs fixed queries).
+        reference_pool: how many of each new user's rows are kept out of the queries for the references to be
+            chosen from (default None: the largest k); users need this many plus the scorer's minimum queries.
+        scorer: ``RatingScorer()`` (default) or ``recsys.evaluation.pairwise.ChoiceScorer()``.
     """
 
     def __init__(
@@ -164,69 +223,75 @@ class Evaluator:
         fixed_queries: bool = True,
         references: str = "random",
         reference_pool: int | None = None,
+        scorer: Scorer | None = None,
     ):
-        if not len(shots) or any(k < 0 for k in shots):
-            raise ValueError(f"shots must be non-negative, got {list(shots)}")
-        if draws < 1:
-            raise ValueError(f"draws must be at least 1, got {draws}")
-        if reference_pool is not None and reference_pool < max(shots):
-            raise ValueError(f"the reference pool ({reference_pool}) must hold the largest k ({max(shots)})")
-        if check_strategy(references) != "random" and not fixed_queries:
-            raise ValueError(f"references={references!r} needs fixed queries (the default protocol)")
+        self.scorer = scorer if scorer is not None else RatingScorer()
+        self.sampler = EpisodeSampler(
+            dataset.user_ids,
+            shots=shots,
+            seed=seed,
+            draws=draws,
+            pool=reference_pool,
+            min_queries=self.scorer.min_queries,
+            fixed_queries=fixed_queries,
+        )
+        if check_strategy(references) != "random":
+            if not fixed_queries:
+                raise ValueError(f"references={references!r} needs fixed queries (the default protocol)")
+            if not isinstance(self.scorer, RatingScorer):
+                raise ValueError(f"references={references!r} chooses among ratings; choices take random ones")
         self.dataset = dataset
-        self.shots = tuple(int(k) for k in shots)
-        self.seed = seed
         self.n_bootstrap = n_bootstrap
-        self.draws = int(draws)
-        self.fixed_queries = bool(fixed_queries)
         self.references = references
-        self.reference_pool = self.max_shots if reference_pool is None else int(reference_pool)
-        self._elicited: dict = {}  # (model, split, draw) -> {user: pool positions picked}, for one model
+        self._elicited: dict = {}  # (split, draw) -> {user: pool positions picked}, for one model
+
+    @property
+    def shots(self) -> tuple[int, ...]:
+        return self.sampler.shots
+
+    @property
+    def seed(self) -> int:
+        return self.sampler.seed
+
+    @property
+    def draws(self) -> int:
+        return self.sampler.draws
+
+    @property
+    def fixed_queries(self) -> bool:
+        return self.sampler.fixed_queries
+
+    @property
+    def reference_pool(self) -> int:
+        return self.sampler.pool
 
     @property
     def max_shots(self) -> int:
-        """The largest k: every user keeps this many ratings out of its queries, whatever k is scored."""
-        return max(self.shots)
+        """The largest k: every user keeps this many rows out of its queries, whatever k is scored."""
+        return self.sampler.max_shots
 
     # ------------------------------------------------------------------ protocol
     def tasks(self, split: str) -> list[int | None]:
         """The shot counts evaluated on a split: None for seen splits."""
-        return list(self.shots) if is_unseen_split(split) else [None]
+        return self.sampler.tasks(split)
+
+    def table(self, split: str):
+        """The split's rows the scorer scores (``Ratings`` or ``Choices``); a ValueError for a split without."""
+        return self.scorer.table(self.dataset, split)
 
     def episodes(self, split: str, shots: int, draw: int = 0, model=None) -> tuple[list[Episode], int]:
-        """The new-user episodes of an unseen split at k = ``shots`` in reference draw ``draw``, and the number
-        of users skipped (too few ratings for the reference pool plus MIN_USER_QUERIES queries). A reference
-        strategy other than random picks from the pool for ``model`` (``recsys.evaluation.elicitation``)."""
-        if not 0 <= shots <= self.max_shots:
-            raise ValueError(f"shots = {shots} is not within the evaluator's 0..{self.max_shots}")
-        r = self.dataset.ratings[split]
-        order = np.argsort(r.user_idx, kind="stable")
-        users, starts = np.unique(r.user_idx[order], return_index=True)
-        picks = self._picks(model, split, draw) if self.references != "random" else None
-        episodes, skipped = [], 0
-        for user, chunk in zip(users, np.split(order, starts[1:]), strict=True):
-            if len(chunk) < self.reference_pool + MIN_USER_QUERIES:
-                skipped += 1
-                continue
-            user_key = zlib.crc32(str(self.dataset.user_ids[user]).encode())
-            permutation = chunk[np.random.default_rng([self.seed, user_key, draw]).permutation(len(chunk))]
-            first_query = self.reference_pool if self.fixed_queries else shots
-            refs, queries = permutation[:shots], np.sort(permutation[first_query:])
-            if picks is not None:
-                refs = permutation[picks(int(user), permutation[: self.reference_pool])[:shots]]
-            episodes.append(
-                Episode(
-                    References(int(user), r.image_idx[refs], r.score[refs]),
-                    r.image_idx[queries],
-                    r.score[queries],
-                    draw,
-                )
-            )
-        return episodes, skipped
+        """The new-user episodes of an unseen split at k = ``shots`` in reference draw ``draw`` (row positions in
+        ``table(split)``), and the number of users skipped (too few rows for the reference pool plus the
+        scorer's minimum queries). A reference strategy other than random picks from the pool for ``model``."""
+        table = self.table(split)
+        choose = self._chooser(model, split, draw, table) if self.references != "random" else None
+        return self.sampler.episodes(
+            table.user_idx, shots, draw, units=self.scorer.units(table), choose=choose
+        )
 
-    def _picks(self, model, split: str, draw: int):
-        """``picks(user, pool)``: the positions in ``pool`` (rating rows of the user's pool, in permutation order)
-        of the strategy's first K picks for ``model``, computed once per model, split and draw."""
+    def _chooser(self, model, split: str, draw: int, ratings: Ratings):
+        """``choose(user, pool)``: the positions in ``pool`` (rating rows of the user's pool, in draw order) of the
+        strategy's first K picks for ``model``, computed once per model, split and draw."""
         if model is None:
             raise ValueError(f"references={self.references!r} chooses references for a model: pass it")
         if self._elicited.get("model") is not model:
@@ -235,68 +300,140 @@ class Evaluator:
                 "elicitor": Elicitor(self.references, model, self.dataset, self.seed),
             }
         elicitor, cache = self._elicited["elicitor"], self._elicited.setdefault((split, draw), {})
-        r = self.dataset.ratings[split]
 
-        def picks(user: int, pool: np.ndarray) -> np.ndarray:
+        def choose(user: int, pool: np.ndarray) -> np.ndarray:
             if user not in cache:
                 cache[user] = elicitor.picks(
-                    r.image_idx[pool], lambda p: float(r.score[pool[p]]), self.max_shots
+                    ratings.image_idx[pool], lambda p: float(ratings.score[pool[p]]), self.max_shots
                 )
             return cache[user]
 
-        return picks
+        return choose
 
     # ------------------------------------------------------------------ scoring
     def evaluate(self, model, split: str, shots: int | None = None, *, fit_seconds: float = 0.0) -> Result:
         """Score a fitted model on one split (and k for an unseen split)."""
-        if split not in self.dataset.ratings:
-            raise ValueError(f"no split {split!r} in {self.dataset.name}")
         name, context = model_context(model, fit_seconds)
+        return self._score(
+            name,
+            split,
+            shots,
+            context,
+            lambda table: self.scorer.predict_seen(model, table),
+            lambda table, episodes: self.scorer.predict_new(model, table, episodes),
+            model,
+        )
+
+    def oracle_result(self, split: str, shots: int | None = None) -> Result | None:
+        """The ground truth's row on the same queries, where the scorer has one for the split (simulated choices:
+        P(a) + P(tie) / 2 of each query, references unused); None otherwise."""
+        truth = self.scorer.truth(self.dataset, split)
+        if truth is None:
+            return None
+        context = {"fit_seconds": 0.0, "fit_split": "train", "validation_split": None}
+
+        def seen(table) -> np.ndarray:
+            return truth.astype(np.float64)
+
+        def new(table, episodes: list[Episode]) -> list[np.ndarray]:
+            return [truth[e.queries].astype(np.float64) for e in episodes]
+
+        return self._score("oracle", split, shots, context, seen, new, None, timed=False)
+
+    def _score(
+        self,
+        name: str,
+        split: str,
+        shots: int | None,
+        context: dict,
+        predict_seen: Callable,
+        predict_new: Callable,
+        model,
+        *,
+        timed: bool = True,
+    ) -> Result:
+        table = self.table(split)
         if not is_unseen_split(split):
-            r = self.dataset.ratings[split]
             start = time.perf_counter()
             try:
-                pred = np.asarray(model.predict(r.user_idx, r.image_idx), dtype=float)
+                prediction = np.asarray(predict_seen(table), dtype=np.float64).ravel()
             except ColdStartNotSupported as err:  # e.g. a scorer whose weights are not available here
-                return self._failed(name, split, None, "unsupported", str(err), context)
+                return self.failed_row(name, split, None, "unsupported", str(err), context)
             seconds = time.perf_counter() - start
-            draw = np.full(len(pred), -1, np.int64)
-            scored = Predictions(r.user_idx, r.image_idx, r.score, pred, draw)
-            return self._result(name, split, None, scored, seconds, 0, 1, context)
+            rows = np.arange(len(table))
+            self._check(name, split, [prediction], [rows])
+            scored = Scored(rows, np.full(len(rows), -1, np.int64), prediction)
+            return self._result(name, split, None, table, scored, seconds if timed else 0.0, 0, context)
         if shots is None:
             raise ValueError(f"{split} is an unseen split: pass shots")
-        episodes, skipped = [], 0
+        draws, skipped = [], 0
         try:
             for draw in range(self.draws):
                 drawn, skipped = self.episodes(split, shots, draw, model)
-                episodes += drawn
+                draws.append(drawn)
         except ColdStartNotSupported as err:  # the reference strategy needs what the model lacks
-            return self._failed(name, split, shots, "unsupported", str(err), context)
-        n_users = len(episodes) // self.draws
+            return self.failed_row(name, split, shots, "unsupported", str(err), context)
+        episodes = [e for drawn in draws for e in drawn]
         if not episodes:
-            reason = f"no user has at least {self.reference_pool + MIN_USER_QUERIES} ratings"
-            return self._failed(name, split, shots, "empty", reason, context, skipped=skipped)
+            reason = f"no user has at least {self.sampler.needed_rows()} {self.scorer.unit}"
+            if self.scorer.units(table) is not None:
+                reason += " in whole sessions"
+            return self.failed_row(name, split, shots, "empty", reason, context, skipped=skipped)
         start = time.perf_counter()
-        try:
-            preds = model.predict_new([e.references for e in episodes], [e.query_image_idx for e in episodes])
+        try:  # one call per draw: each new user once per call
+            predictions = [p for drawn in draws for p in predict_new(table, drawn)]
         except ColdStartNotSupported as err:
-            return self._failed(name, split, shots, "unsupported", str(err), context, n_users, skipped)
+            n_users = len(draws[0])
+            return self.failed_row(name, split, shots, "unsupported", str(err), context, n_users, skipped)
         seconds = time.perf_counter() - start
-        y_pred = np.concatenate([np.asarray(p, dtype=float).ravel() for p in preds])
-        sizes = [len(e.query_score) for e in episodes]
-        if len(y_pred) != sum(sizes) or any(len(np.ravel(p)) != n for p, n in zip(preds, sizes, strict=True)):
-            raise RuntimeError(f"{name} returned {len(y_pred)} scores for {sum(sizes)} queries")
-        scored = Predictions(
-            np.repeat([e.references.user_idx for e in episodes], sizes).astype(np.int64),
-            np.concatenate([e.query_image_idx for e in episodes]),
-            np.concatenate([e.query_score for e in episodes]),
-            y_pred,
+        queries = [e.queries for e in episodes]
+        self._check(name, split, predictions, queries)
+        sizes = [len(q) for q in queries]
+        scored = Scored(
+            np.concatenate(queries),
             np.repeat([e.draw for e in episodes], sizes).astype(np.int64),
+            np.concatenate([np.asarray(p, np.float64).ravel() for p in predictions]),
         )
-        return self._result(name, split, shots, scored, seconds, skipped, self.draws, context)
+        return self._result(name, split, shots, table, scored, seconds if timed else 0.0, skipped, context)
 
-    def _failed(self, name, split, shots, status, reason, context, n_users=0, skipped=0) -> Result:
-        """A row without metrics: the model cannot score the split (``unsupported``) or nobody qualifies."""
+    @staticmethod
+    def _check(name: str, split: str, predictions: list, queries: list[np.ndarray]) -> None:
+        """One finite prediction per query of every episode, or a RuntimeError naming the model."""
+        got = [len(np.ravel(p)) for p in predictions]
+        wanted = [len(q) for q in queries]
+        if got != wanted:
+            raise RuntimeError(f"{name} returned {sum(got)} predictions for {sum(wanted)} queries on {split}")
+        if not all(np.isfinite(np.asarray(p, np.float64)).all() for p in predictions):
+            raise RuntimeError(f"{name} predicted NaN or infinite values on {split}")
+
+    def _result(self, name, split, shots, table, scored: Scored, seconds, skipped, context) -> Result:
+        draws = 1 if shots is None else self.draws
+        return Result(
+            model=name,
+            split=split,
+            shots=shots,
+            n_users=int(len(np.unique(table.user_idx[scored.rows]))),
+            n_ratings=int((scored.draw == scored.draw[0]).sum()),
+            predict_seconds=seconds,
+            skipped_users=skipped,
+            draws=draws,
+            **self.scorer.summary(self, split, table, scored),
+            **context,
+        )
+
+    def failed_row(
+        self,
+        name: str,
+        split: str,
+        shots: int | None,
+        status: str,
+        reason: str,
+        context: dict,
+        n_users: int = 0,
+        skipped: int = 0,
+    ) -> Result:
+        """A row without metrics: the model cannot fit the data (``skipped``) or score the split
+        (``unsupported``), or nobody qualifies (``empty``); ``context`` as ``model_context`` gives it."""
         return Result(
             model=name,
             split=split,
@@ -313,36 +450,65 @@ class Evaluator:
             **context,
         )
 
-    def _best_of_n(self, split: str, scored: Predictions) -> dict[str, float]:
-        """Best-of-n metrics (``recsys.evaluation.best_of_n``), each draw's queries apart, averaged over draws."""
-        truth = _truth_of(self.dataset, split, scored)
-        per_draw = []
-        for draw in np.unique(scored.draw):
-            at = scored.draw == draw
-            values = {}
-            for n in BEST_OF_N:
-                values |= best_of_n(
-                    scored.user_idx[at],
-                    scored.score[at],
-                    scored.prediction[at],
-                    n,
-                    user_ids=self.dataset.user_ids,
-                    seed=self.seed,
-                    truth=None if truth is None else truth[at],
-                )
-            per_draw.append(values)
-        return {m: float(np.mean([d[m] for d in per_draw])) for m in per_draw[0]}
+    def failed_rows(
+        self, name: str, splits: Sequence[str], status: str, reason: str, fit_split: str
+    ) -> list[Result]:
+        """One ``failed_row`` per split and k for a model that could not fit (nothing fitted, no seconds)."""
+        context = {"fit_seconds": 0.0, "fit_split": fit_split, "validation_split": None}
+        return [
+            self.failed_row(name, split, k, status, reason, context)
+            for split in splits
+            for k in self.tasks(split)
+        ]
 
-    def _result(self, name, split, shots, scored: Predictions, seconds, skipped, draws, context) -> Result:
-        if not np.isfinite(scored.prediction).all():
-            raise RuntimeError(f"{name} predicted NaN or infinite scores on {split}")
-        min_score = float(self.dataset.score_range[0])
+
+class RatingScorer:
+    """Ratings: ``predict`` on seen splits, ``predict_new`` from ``References`` on unseen ones; the rating metrics
+    (``recsys.evaluation.metrics``), best-of-n (``recsys.evaluation.best_of_n``) and intervals over users."""
+
+    unit = "ratings"
+    min_queries = MIN_USER_QUERIES
+
+    def table(self, dataset: Dataset, split: str) -> Ratings:
+        if split not in dataset.ratings:
+            raise ValueError(f"no split {split!r} in {dataset.name}")
+        return dataset.ratings[split]
+
+    def units(self, table: Ratings) -> None:
+        return None  # every rating is its own unit
+
+    def predict_seen(self, model, table: Ratings) -> np.ndarray:
+        return model.predict(table.user_idx, table.image_idx)
+
+    def predict_new(self, model, table: Ratings, episodes: list[Episode]) -> list[np.ndarray]:
+        references = [
+            References(e.user_idx, table.image_idx[e.references], table.score[e.references]) for e in episodes
+        ]
+        return model.predict_new(references, [table.image_idx[e.queries] for e in episodes])
+
+    def truth(self, dataset: Dataset, split: str) -> None:
+        return None  # the rating oracle is a model of the registry
+
+    def summary(self, evaluator: Evaluator, split: str, table: Ratings, scored: Scored) -> dict:
+        """The metric fields of a ``Result`` (module docstring)."""
+        dataset = evaluator.dataset
+        predictions = Predictions(
+            table.user_idx[scored.rows],
+            table.image_idx[scored.rows],
+            table.score[scored.rows],
+            scored.prediction,
+            scored.draw,
+        )
+        min_score = float(dataset.score_range[0])
         per_draw: list[dict[str, float]] = []
         collected: dict[str, dict[int, list[float]]] = {m: defaultdict(list) for m in USER_METRICS}
-        for draw in np.unique(scored.draw):
-            at = scored.draw == draw
+        for draw in np.unique(predictions.draw):
+            at = predictions.draw == draw
             metrics, per_user = all_metrics(
-                scored.score[at], scored.prediction[at], scored.user_idx[at], min_score=min_score
+                predictions.score[at],
+                predictions.prediction[at],
+                predictions.user_idx[at],
+                min_score=min_score,
             )
             per_draw.append(metrics)
             for metric, values in per_user.items():
@@ -350,36 +516,50 @@ class Evaluator:
                     collected[metric][int(user)].append(value)
         per_user = {m: {u: float(np.mean(v)) for u, v in values.items()} for m, values in collected.items()}
         metrics = {m: float(np.mean([d[m] for d in per_draw])) for m in GLOBAL_METRICS}
-        metrics |= self._best_of_n(split, scored)
+        metrics |= _best_of_n(dataset, split, predictions, evaluator.seed)
         for m in USER_METRICS:
             metrics[m] = float(np.mean(list(per_user[m].values()))) if per_user[m] else float("nan")
         ci = {
             m: list(
                 bootstrap_ci(
-                    np.array(list(per_user[m].values())), n_resamples=self.n_bootstrap, seed=self.seed
+                    np.array(list(per_user[m].values())),
+                    n_resamples=evaluator.n_bootstrap,
+                    seed=evaluator.seed,
                 )
             )
             for m in CI_METRICS
         }
-        first = scored.draw == scored.draw[0]
-        return Result(
-            model=name,
-            split=split,
-            shots=shots,
-            n_users=int(len(np.unique(scored.user_idx))),
-            n_ratings=int(first.sum()),
-            metrics=metrics,
-            ci95=ci,
-            predict_seconds=seconds,
-            skipped_users=skipped,
-            draws=draws,
-            metric_users={m: len(per_user[m]) for m in USER_METRICS},
-            ndcg_left_out=ndcg_left_out(scored.user_idx[first], NDCG_K),
-            by_draw={m: [d[m] for d in per_draw] for m in CI_METRICS} if draws > 1 else {},
-            per_user=per_user,
-            predictions=scored,
-            **context,
-        )
+        first = predictions.draw == predictions.draw[0]
+        return {
+            "metrics": metrics,
+            "ci95": ci,
+            "metric_users": {m: len(per_user[m]) for m in USER_METRICS},
+            "ndcg_left_out": ndcg_left_out(predictions.user_idx[first], NDCG_K),
+            "by_draw": {m: [d[m] for d in per_draw] for m in CI_METRICS} if len(per_draw) > 1 else {},
+            "per_user": per_user,
+            "predictions": predictions,
+        }
+
+
+def _best_of_n(dataset: Dataset, split: str, scored: Predictions, seed: int) -> dict[str, float]:
+    """Best-of-n metrics (``recsys.evaluation.best_of_n``), each draw's queries apart, averaged over draws."""
+    truth = _truth_of(dataset, split, scored)
+    per_draw = []
+    for draw in np.unique(scored.draw):
+        at = scored.draw == draw
+        values = {}
+        for n in BEST_OF_N:
+            values |= best_of_n(
+                scored.user_idx[at],
+                scored.score[at],
+                scored.prediction[at],
+                n,
+                user_ids=dataset.user_ids,
+                seed=seed,
+                truth=None if truth is None else truth[at],
+            )
+        per_draw.append(values)
+    return {m: float(np.mean([d[m] for d in per_draw])) for m in per_draw[0]}
 
 
 def _truth_of(dataset: Dataset, split: str, scored: Predictions) -> np.ndarray | None:

@@ -1,34 +1,43 @@
 """The pairwise protocol: predicting which of two images a person chooses (Pick-a-Pic and the MLLM papers).
 
-* Seen users (``*_seen`` splits): every held-out choice of a fitted user is predicted, P(a chosen over b).
-* New users (``*_unseen`` splits), with the rating protocol's repeated draws and fixed queries: for each user and
-  draw (seeded by the protocol seed, the user's external id and the draw) one permutation of the user's
-  choices; the queries are every choice but the first K (K the largest k), and the k reference choices are the
-  first k of the permutation, so every k scores the same users on the same queries and references never
-  include a query. Users with fewer than K + ``MIN_USER_PAIRS`` choices are skipped at every k, and counted.
+* Seen users (``*_seen`` splits): every held-out choice of a fitted user is predicted, P(a chosen over b); the
+  held-out choices are whole sessions (``recsys.data.pickapic.pair_holdout``), none shares an image with the
+  user's training choices.
+* New users (``*_unseen`` splits), with the rating protocol's sampler (``recsys.evaluation.episodes``), repeated
+  draws and fixed queries, drawn by session (``Choices.session``: one prompt's choices, ``recsys.data.pickapic``):
+  for each user and draw (seeded by the protocol seed, the user's external id and the draw) one permutation of
+  the user's sessions; the pool is the first sessions that hold K choices (K the largest k), the k reference
+  choices are its first k, and the queries are every choice of the sessions after the pool. So every k scores
+  the same users on the same queries, references never include a query, and no image of a reference session
+  appears among the queries (in Pick-a-Pic the chosen image stays for the next comparison: drawn one by one, a
+  query would share its images with a reference). Users with fewer than K - 1 + their largest session +
+  ``MIN_USER_PAIRS`` choices are skipped at every k, and counted. Choices without sessions are drawn by
+  comparison (the repeats of one comparison together).
 * Metrics: ``choice_acc`` (the share of decided choices whose chosen image the model gives the higher
   probability; a prediction of exactly 0.5 counts half; ties are excluded and counted in ``ties``),
   ``user_choice_acc`` (the same per user, averaged over users: the metric with the 95% bootstrap interval),
   ``log_loss`` (a tie counts half for each side) and ``ece`` (expected calibration error over ``ECE_BINS``
   equal-width bins of P(a), against the observed outcome, ties as 0.5). Pooled metrics are averaged over draws,
-  per-user ones over draws before users.
+  per-user ones over draws before users. ``by_draw`` keeps each draw's ``user_choice_acc`` (the mean over the
+  draw's users) and ``choice_acc`` (pooled).
+* Every scored query is kept (``ChoicePredictions``: user, images a and b, choice, P(a), draw), for
+  predictions.parquet.
 
-The simulator's ground truth gives the oracle's rows (``oracle_result``): P(a) + P(tie) / 2 of each query.
+The evaluator is the rating protocol's ``Evaluator`` with a ``ChoiceScorer`` (``pair_evaluator``). The simulator's
+ground truth gives the oracle's rows (``Evaluator.oracle_result``): P(a) + P(tie) / 2 of each query.
 """
 
 from __future__ import annotations
 
-import time
-import zlib
 from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
 
-from recsys.data.dataset import Dataset, is_unseen_split
-from recsys.data.pairs import TIE, PairReferences, Pairs
-from recsys.errors import ColdStartNotSupported
-from recsys.evaluation.evaluator import DEFAULT_DRAWS, Evaluator, Result, model_context
+from recsys.data.choices import TIE, ChoiceReferences, Choices, choice_sessions
+from recsys.data.dataset import Dataset
+from recsys.evaluation.episodes import DEFAULT_DRAWS, Episode
+from recsys.evaluation.evaluator import ChoicePredictions, Evaluator, Scored
 from recsys.evaluation.metrics import bootstrap_ci
 
 #: reference choices per new user, as in the MLLM papers (8 reference pairs) and below
@@ -39,6 +48,8 @@ MIN_USER_PAIRS = 5
 ECE_BINS = 10
 #: the metrics of a pairwise row, the first the one with an interval and the one rows are ranked by
 PAIR_METRICS = ("user_choice_acc", "choice_acc", "log_loss", "ece")
+#: the metrics a pairwise row keeps per draw (``Result.by_draw``): the mean over the draw's users, the pooled value
+BY_DRAW_METRICS = ("user_choice_acc", "choice_acc")
 
 
 def choice_metrics(choice: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -68,108 +79,58 @@ def user_choice_accuracy(user_idx: np.ndarray, choice: np.ndarray, p: np.ndarray
     return out
 
 
-class PairEvaluator(Evaluator):
-    """Scores any fitted model on a dataset's pairwise choices under the pairwise protocol (module docstring)."""
+class ChoiceScorer:
+    """Choices: ``predict_choices`` on seen splits, ``predict_new_choices`` from ``ChoiceReferences`` on unseen ones;
+    the choice metrics (module docstring) with the interval over users; the simulator's probabilities as truth."""
 
-    def __init__(
-        self,
-        dataset: Dataset,
-        *,
-        shots: Sequence[int] = PAIR_SHOTS,
-        seed: int = 0,
-        n_bootstrap: int = 1000,
-        draws: int = DEFAULT_DRAWS,
-    ):
-        super().__init__(dataset, shots=shots, seed=seed, n_bootstrap=n_bootstrap, draws=draws)
+    unit = "choices"
+    min_queries = MIN_USER_PAIRS
 
-    def pair_episodes(self, split: str, shots: int, draw: int = 0) -> tuple[list[tuple], int]:
-        """(references, query positions in the split) per new user at k = ``shots`` in draw ``draw``, and the
-        number of users skipped (too few choices)."""
-        if not 0 <= shots <= self.max_shots:
-            raise ValueError(f"shots = {shots} is not within the evaluator's 0..{self.max_shots}")
-        pairs = self.dataset.pairs[split]
-        episodes, skipped = [], 0
-        for user, rows in pairs.by_user():
-            if len(rows) < self.max_shots + MIN_USER_PAIRS:
-                skipped += 1
-                continue
-            user_key = zlib.crc32(str(self.dataset.user_ids[user]).encode())
-            permutation = rows[np.random.default_rng([self.seed, user_key, draw]).permutation(len(rows))]
-            refs, queries = permutation[:shots], np.sort(permutation[self.max_shots :])
-            references = PairReferences(
-                int(user), pairs.image_a[refs], pairs.image_b[refs], pairs.choice[refs]
+    def table(self, dataset: Dataset, split: str) -> Choices:
+        if split not in dataset.choices:
+            raise ValueError(f"no pairwise split {split!r} in {dataset.name}")
+        return dataset.choices[split]
+
+    def units(self, table: Choices) -> np.ndarray:
+        """The sessions of the split's choices (all references or all queries); without sessions, the repeats
+        of each comparison."""
+        if table.session is not None:
+            return table.session
+        return choice_sessions(
+            table, int(max(table.image_a.max(initial=0), table.image_b.max(initial=0))) + 1
+        )
+
+    def predict_seen(self, model, table: Choices) -> np.ndarray:
+        return model.predict_choices(table.user_idx, table.image_a, table.image_b)
+
+    def predict_new(self, model, table: Choices, episodes: list[Episode]) -> list[np.ndarray]:
+        references = [
+            ChoiceReferences(
+                e.user_idx,
+                table.image_a[e.references],
+                table.image_b[e.references],
+                table.choice[e.references],
             )
-            episodes.append((references, queries))
-        return episodes, skipped
+            for e in episodes
+        ]
+        a = [table.image_a[e.queries] for e in episodes]
+        b = [table.image_b[e.queries] for e in episodes]
+        return model.predict_new_choices(references, a, b)
 
-    def _queries(self, split: str, shots: int | None) -> tuple[list[np.ndarray], list[list], int]:
-        """Per draw: the query positions and the episodes (None on seen splits), and the users skipped."""
-        if not is_unseen_split(split):
-            return [np.arange(len(self.dataset.pairs[split]))], [None], 0
-        positions, episodes, skipped = [], [], 0
-        for draw in range(self.draws):
-            drawn, skipped = self.pair_episodes(split, shots, draw)
-            episodes.append(drawn)
-            positions.append(np.concatenate([q for _, q in drawn]) if drawn else np.zeros(0, np.int64))
-        return positions, episodes, skipped
+    def truth(self, dataset: Dataset, split: str) -> np.ndarray | None:
+        """The simulator's P(a) + P(tie) / 2 of each choice of the split, or None without ground truth."""
+        return (dataset.ground_truth_choices or {}).get(split)
 
-    def evaluate(self, model, split: str, shots: int | None = None, *, fit_seconds: float = 0.0) -> Result:
-        """Score a fitted model on one split's choices (and k for an unseen split)."""
-        if split not in self.dataset.pairs:
-            raise ValueError(f"no pairwise split {split!r} in {self.dataset.name}")
-        name, context = model_context(model, fit_seconds)
-        if is_unseen_split(split) and shots is None:
-            raise ValueError(f"{split} is an unseen split: pass shots")
-        pairs = self.dataset.pairs[split]
-        positions, episodes, skipped = self._queries(split, shots)
-        if not len(positions[0]):
-            reason = f"no user has at least {self.max_shots + MIN_USER_PAIRS} choices"
-            return self._failed(name, split, shots, "empty", reason, context, skipped=skipped)
-        start = time.perf_counter()
-        try:
-            predictions = [
-                self._predict(model, pairs, q, e) for q, e in zip(positions, episodes, strict=True)
-            ]
-        except ColdStartNotSupported as err:
-            n_users = len(episodes[0]) if episodes[0] else 0
-            return self._failed(name, split, shots, "unsupported", str(err), context, n_users, skipped)
-        seconds = time.perf_counter() - start
-        return self._pair_result(name, split, shots, pairs, positions, predictions, seconds, skipped, context)
-
-    def oracle_result(self, split: str, shots: int | None = None) -> Result | None:
-        """The ground truth's row (simulated data only): P(a) + P(tie) / 2 of each query, references unused."""
-        truth = (self.dataset.ground_truth_pairs or {}).get(split)
-        if truth is None:
-            return None
-        pairs = self.dataset.pairs[split]
-        positions, _, skipped = self._queries(split, shots)
-        predictions = [truth[q].astype(np.float64) for q in positions]
-        context = {"fit_seconds": 0.0, "fit_split": "train", "validation_split": None}
-        return self._pair_result("oracle", split, shots, pairs, positions, predictions, 0.0, skipped, context)
-
-    @staticmethod
-    def _predict(model, pairs: Pairs, queries: np.ndarray, episodes) -> np.ndarray:
-        if episodes is None:
-            return model.predict_pairs(
-                pairs.user_idx[queries], pairs.image_a[queries], pairs.image_b[queries]
-            )
-        a = [pairs.image_a[q] for _, q in episodes]
-        b = [pairs.image_b[q] for _, q in episodes]
-        out = model.predict_new_pairs([r for r, _ in episodes], a, b)
-        return np.concatenate([np.asarray(p, np.float64).ravel() for p in out])
-
-    def _pair_result(
-        self, name, split, shots, pairs, positions, predictions, seconds, skipped, context
-    ) -> Result:
-        per_draw, draw_users, collected = [], [], defaultdict(list)
-        for q, p in zip(positions, predictions, strict=True):
-            if len(p) != len(q) or not np.isfinite(p).all():
-                raise RuntimeError(
-                    f"{name} gave {len(p)} probabilities (finite: {np.isfinite(p).all()}) for {len(q)}"
-                )
-            per_draw.append(choice_metrics(pairs.choice[q], p))
-            users = user_choice_accuracy(pairs.user_idx[q], pairs.choice[q], p)
-            draw_users.append(float(np.mean(list(users.values()))) if users else float("nan"))
+    def summary(self, evaluator: Evaluator, split: str, table: Choices, scored: Scored) -> dict:
+        """The metric fields of a ``Result`` (module docstring) and its ``ChoicePredictions``."""
+        per_draw, collected = [], defaultdict(list)
+        for draw in np.unique(scored.draw):
+            at = scored.draw == draw
+            q, p = scored.rows[at], scored.prediction[at]
+            metrics = choice_metrics(table.choice[q], p)
+            users = user_choice_accuracy(table.user_idx[q], table.choice[q], p)
+            metrics["user_choice_acc"] = float(np.mean(list(users.values()))) if users else float("nan")
+            per_draw.append(metrics)
             for user, value in users.items():
                 collected[user].append(value)
         per_user = {user: float(np.mean(v)) for user, v in collected.items()}
@@ -178,24 +139,36 @@ class PairEvaluator(Evaluator):
             m: float(np.mean([d[m] for d in per_draw])) for m in ("choice_acc", "log_loss", "ece", "ties")
         }
         metrics["user_choice_acc"] = float(values.mean()) if len(values) else float("nan")
-        ci = {"user_choice_acc": list(bootstrap_ci(values, n_resamples=self.n_bootstrap, seed=self.seed))}
-        draws = len(positions)
-        return Result(
-            model=name,
-            split=split,
-            shots=shots,
-            n_users=int(len(np.unique(pairs.user_idx[positions[0]]))),
-            n_ratings=int(len(positions[0])),
-            metrics=metrics,
-            ci95=ci,
-            predict_seconds=seconds,
-            skipped_users=skipped,
-            draws=draws,
-            metric_users={"user_choice_acc": len(per_user)},
-            # each metric on each draw alone: the user mean and the pooled accuracy
-            by_draw={"user_choice_acc": draw_users, "choice_acc": [d["choice_acc"] for d in per_draw]}
-            if draws > 1
-            else {},
-            per_user={"user_choice_acc": per_user},
-            **context,
+        ci = bootstrap_ci(values, n_resamples=evaluator.n_bootstrap, seed=evaluator.seed)
+        by_draw = {m: [d[m] for d in per_draw] for m in BY_DRAW_METRICS} if len(per_draw) > 1 else {}
+        rows = scored.rows
+        predictions = ChoicePredictions(
+            table.user_idx[rows],
+            table.image_a[rows],
+            table.image_b[rows],
+            table.choice[rows],
+            scored.prediction,
+            scored.draw,
         )
+        return {
+            "metrics": metrics,
+            "ci95": {"user_choice_acc": list(ci)},
+            "metric_users": {"user_choice_acc": len(per_user)},
+            "by_draw": by_draw,
+            "per_user": {"user_choice_acc": per_user},
+            "predictions": predictions,
+        }
+
+
+def pair_evaluator(
+    dataset: Dataset,
+    *,
+    shots: Sequence[int] = PAIR_SHOTS,
+    seed: int = 0,
+    n_bootstrap: int = 1000,
+    draws: int = DEFAULT_DRAWS,
+) -> Evaluator:
+    """The evaluator of the pairwise protocol (module docstring): the one sampler and a ``ChoiceScorer``."""
+    return Evaluator(
+        dataset, shots=shots, seed=seed, n_bootstrap=n_bootstrap, draws=draws, scorer=ChoiceScorer()
+    )

@@ -85,7 +85,7 @@ def apply_protocol(dataset: Dataset, protocol: Protocol) -> Dataset:
     fixed test users (``test_unseen``) and the training users (``train``, ``val_seen``)."""
     if protocol.name != "piaa":
         return dataset
-    if dataset.pairs and not dataset.ratings:
+    if dataset.choices and not dataset.ratings:
         raise UserError(f"--protocol piaa evaluates ratings; {dataset.name} holds pairwise choices only")
     parts = [s for s in SPLITS if s in dataset.ratings]
     every = Ratings.concat([dataset.ratings[s] for s in parts])

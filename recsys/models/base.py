@@ -16,12 +16,12 @@
   (``ColdStartNotSupported``, which the evaluator reports).
 * ``user_vectors()`` / ``fold_in(references)``: taste vectors for retrieval, from ``_user_vectors`` and
   ``_taste`` (the taste part of a folded state; the state itself by default).
-* Pairwise choices (``recsys.data.pairs``): a model with ``learns_from_pairs`` fits on data whose fit split holds
-  choices instead of ratings (its ``_fit`` gets empty ratings and reads ``dataset.fit_pairs(split)``); any other
-  model raises ``ChoicesNotSupported`` there (reported unsupported, with the reason). ``predict_pairs`` gives
+* Typed inputs: ``_fit`` receives the fit split's data as they are, ``Ratings`` or ``Choices`` (pairwise choices,
+  ``recsys.data.choices``). Each model declares which it learns from in ``learns_from``; on data of another kind
+  ``fit`` raises ``DataNotSupported`` (reported unsupported, with the reason). ``fitted_on_`` records the kind. ``predict_choices`` gives
   P(a chosen over b) = sigmoid(s(a) - s(b)): Bradley-Terry on the model's scores, which pair-trained models
-  learn on that scale. New users come with reference choices: ``predict_new_pairs`` folds them in with
-  ``_fold_pairs`` (by default each choice becomes two pseudo-ratings, the chosen image 1 and the other 0, given
+  learn on that scale. New users come with reference choices: ``predict_new_choices`` folds them in with
+  ``_fold_choices`` (by default each choice becomes two pseudo-ratings, the chosen image 1 and the other 0, given
   to ``_fold``) and scores with ``_score_folded``.
 * ``save(path)`` / ``Model.load(path)``: ``recsys.models.persistence`` (JSON, ``.npz``, torch state dicts).
   Fitted state is every public attribute ending with ``_``; a model with a torch module writes
@@ -39,9 +39,9 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
+from recsys.data.choices import ChoiceReferences, Choices
 from recsys.data.dataset import Dataset, Ratings, References
-from recsys.data.pairs import PairReferences
-from recsys.errors import ChoicesNotSupported, ColdStartNotSupported, UserError
+from recsys.errors import ColdStartNotSupported, DataNotSupported, UserError
 from recsys.models.params import Hyperparameters
 from recsys.models.persistence import SAVE_FORMAT, fitted_state, write_model_dir
 
@@ -86,8 +86,8 @@ class Model(ABC):
     needs_known_users: ClassVar[bool] = True
     #: True only for the oracle: its fit view holds the simulator's expected score of every rated pair
     needs_ground_truth: ClassVar[bool] = False
-    #: True for models that can fit on pairwise choices (data without ratings)
-    learns_from_pairs: ClassVar[bool] = False
+    #: the kinds of fit data ``_fit`` accepts: ``Ratings``, ``Choices`` or both
+    learns_from: ClassVar[tuple[type, ...]] = (Ratings,)
 
     def __init__(self, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.param_names()))
@@ -135,26 +135,23 @@ class Model(ABC):
 
     # ------------------------------------------------------------------ the contract
     def fit(self, dataset: Dataset, split: str = DATA_POLICY.fit_split) -> Self:
-        """Learn from the ratings of ``split`` (``train`` or e.g. ``train+val_seen``); returns self.
+        """Learn from the ratings or choices of ``split`` (``train`` or e.g. ``train+val_seen``); returns self.
 
-        The model sees a ``FitView``: ``split``'s ratings, the policy's validation split (unless ``split``
+        The model sees a ``FitView``: ``split``'s data, the policy's validation split (unless ``split``
         includes it) and the side information, nothing else.
         """
         view = dataset.fit_view(split, DATA_POLICY.validation_split, ground_truth=self.needs_ground_truth)
-        if all(part in view.pairs and part not in view.ratings for part in split.split("+")):
-            if not self.learns_from_pairs:
-                raise ChoicesNotSupported(
-                    f"{self.name} learns from ratings only; {dataset.name} holds pairwise choices"
-                )
-            ratings = Ratings(*(np.zeros(0, t) for t in (np.int64, np.int64, np.float32)))
-            users = view.fit_pairs(split).user_idx
-        else:
-            ratings = view.fit_ratings(split)
-            users = ratings.user_idx
+        data = view.fit_data(split)
+        if not isinstance(data, self.learns_from):
+            kinds = " or ".join(kind_of(t) for t in self.learns_from)
+            raise DataNotSupported(
+                f"{self.name} learns from {kinds} only; {dataset.name} holds {kind_of(data)}"
+            )
         self.known_ = np.zeros(dataset.n_users, dtype=bool)
-        self.known_[users] = True
+        self.known_[data.user_idx] = True
         self.fit_split_, self.validation_split_ = split, None
-        self._fit(view, ratings, split)
+        self.fitted_on_ = kind_of(data)
+        self._fit(view, data, split)
         self.fitted_ = True
         return self
 
@@ -191,30 +188,30 @@ class Model(ABC):
             raise ValueError(f"{len(references)} users' references but {len(images)} candidate lists")
         return [np.asarray(s, dtype=np.float64) for s in self._predict_new(references, images)]
 
-    def predict_pairs(self, user_idx: np.ndarray, image_a: np.ndarray, image_b: np.ndarray) -> np.ndarray:
+    def predict_choices(self, user_idx: np.ndarray, image_a: np.ndarray, image_b: np.ndarray) -> np.ndarray:
         """P(a chosen over b) (float64, n) for aligned (user, a, b) of users fitted on."""
         user_idx, image_a = _pairs(user_idx, image_a)
         return _sigmoid(self.predict(user_idx, image_a) - self.predict(user_idx, image_b))
 
-    def predict_new_pairs(
+    def predict_new_choices(
         self,
-        references: Sequence[PairReferences],
+        references: Sequence[ChoiceReferences],
         image_a: Sequence[np.ndarray],
         image_b: Sequence[np.ndarray],
     ) -> list[np.ndarray]:
         """P(a chosen over b) of new users' candidate pairs from their reference choices, one array per user."""
         self._check_fitted()
         references = list(references)
-        if type(self)._fold is Model._fold and type(self)._fold_pairs is Model._fold_pairs:
+        if type(self)._fold is Model._fold and type(self)._fold_choices is Model._fold_choices:
             raise ColdStartNotSupported(f"{self.name} cannot score users it was not fitted on")
         a = [np.atleast_1d(np.asarray(x, np.int64)) for x in image_a]
         b = [np.atleast_1d(np.asarray(x, np.int64)) for x in image_b]
         scores = self._score_folded(
-            self._fold_pairs(references), [np.concatenate(p) for p in zip(a, b, strict=True)]
+            self._fold_choices(references), [np.concatenate(p) for p in zip(a, b, strict=True)]
         )
         return [_sigmoid(s[: len(x)] - s[len(x) :]) for s, x in zip(scores, a, strict=True)]
 
-    def _fold_pairs(self, references: list[PairReferences]) -> Any:
+    def _fold_choices(self, references: list[ChoiceReferences]) -> Any:
         """Per-user state from reference choices; by default each choice as two pseudo-ratings (``_fold``)."""
         return self._fold([References(r.user_idx, *r.as_ratings()) for r in references])
 
@@ -237,8 +234,9 @@ class Model(ABC):
 
     # ------------------------------------------------------------------ hooks a model writes
     @abstractmethod
-    def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
-        """Learn from ``ratings`` (the fit split's) and the dataset's side information."""
+    def _fit(self, dataset: Dataset, data: Ratings | Choices, split: str) -> None:
+        """Learn from ``data`` (the fit split's ratings or choices, of a kind in ``learns_from``) and the dataset's
+        side information."""
 
     @abstractmethod
     def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
@@ -271,31 +269,16 @@ class Model(ABC):
     def _after_load(self) -> None:  # noqa: B027 - optional hook; most models keep nothing in memory only
         """Rebuild what the model keeps only in memory (caches), after its state was loaded."""
 
-    def _validation(self, dataset: Dataset, split: str, name: str | None = None) -> Ratings | None:
-        """The ratings of the policy's validation split, for early stopping or calibration: None when the fit
-        includes it (e.g. ``train+val_seen``), or the dataset lacks it or it is empty. Records
-        ``validation_split_``. ``name``, if given, must be the policy's split: every model validates on one."""
+    def _validation(self, dataset: Dataset, split: str, kind: type = Ratings) -> Ratings | Choices | None:
+        """The policy's validation split (``DATA_POLICY.validation_split``, the same for every model) for early
+        stopping or calibration: its ratings, or with ``kind=Choices`` its choices. None when the fit includes it
+        (e.g. ``train+val_seen``) or the dataset has none of that kind. Records ``validation_split_``."""
         declared = DATA_POLICY.validation_split
-        if name is not None and name != declared:
-            raise RuntimeError(
-                f"{self.name} asks for validation split {name!r}; the data policy validates every model on "
-                f"{declared!r} (recsys.models.base.DATA_POLICY)"
-            )
-        if declared in split.split("+") or not len(dataset.ratings.get(declared, ())):
+        held = (dataset.choices if kind is Choices else dataset.ratings).get(declared, ())
+        if declared in split.split("+") or not len(held):
             return None
         self.validation_split_ = declared
-        return dataset.ratings[declared]
-
-    def _held_out(self, dataset: Dataset, split: str, choices: bool):
-        """The policy's validation split for early stopping: its ratings (``_validation``) or, for a fit on
-        choices, its choices; None when the fit includes it or there is none. Records ``validation_split_``."""
-        if not choices:
-            return self._validation(dataset, split)
-        declared = DATA_POLICY.validation_split
-        if declared in split.split("+") or not len(dataset.pairs.get(declared, ())):
-            return None
-        self.validation_split_ = declared
-        return dataset.pairs[declared]
+        return held
 
     # ------------------------------------------------------------------ checks
     def _check_fitted(self) -> None:
@@ -332,6 +315,12 @@ class Model(ABC):
         from recsys.models.registry import load_model
 
         return load_model(path)
+
+
+def kind_of(data: Ratings | Choices | type) -> str:
+    """ "ratings" or "choices": the kind of fit data (or of a fit data class)."""
+    cls = data if isinstance(data, type) else type(data)
+    return "choices" if issubclass(cls, Choices) else "ratings"
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -241,7 +241,7 @@ class FactorModel(Model):
         """
         raw = np.einsum("ij,ij->i", user_vecs[ratings.user_idx], item_vecs[ratings.image_idx])
         a, b = calibrate(raw + item_offset[ratings.image_idx], ratings.score)
-        val = self._validation(dataset, split, "val_seen")
+        val = self._validation(dataset, split)
         mapped = self.scorable_ & ~fitted
         if (
             val is not None

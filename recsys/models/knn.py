@@ -212,8 +212,8 @@ class UserKNN(_KNNBase):
     """User kNN: user mean + similarity-weighted mean over the k most similar users of their centred ratings
     near the candidate (the mean of a neighbour's centred ratings on its ``image_k`` rated images nearest the
     candidate by embedding). Users are compared by cosine of taste vectors (mean-centred ratings projected on
-    image features), searched in one exact FAISS inner-product index over the fitted users; without features,
-    by co-rating cosine."""
+    image features), searched exactly (one product with the fitted users' taste vectors, in numpy: a few
+    thousand users need no index); without features, by co-rating cosine."""
 
     name = "user_knn"
 
@@ -268,13 +268,10 @@ class UserKNN(_KNNBase):
         )
 
     def _after_load(self) -> None:
-        self._index = None
-        if self.taste_ is not None:
-            from recsys.retrieval.index import VectorIndex
-
-            self._index = VectorIndex(metric="inner_product", kind="exact").build(
-                self.taste_[self.train_users_]
-            )
+        # the fitted users' taste vectors, contiguous for the neighbour search (kept in memory only)
+        self._train_tastes = (
+            None if self.taste_ is None else np.ascontiguousarray(self.taste_[self.train_users_])
+        )
 
     def _taste_of(self, rated: np.ndarray, centred: np.ndarray) -> np.ndarray:
         vec = (centred[:, None] * self.embedding_[rated]).mean(0)
@@ -285,9 +282,9 @@ class UserKNN(_KNNBase):
     ):
         """(neighbour user indices, similarities) of the k most similar training users."""
         if taste is not None:
-            found = self._index.search(taste[None, :], min(self.k + 1, len(self.train_users_)))
-            positions, scores = found
-            users, sims = self.train_users_[positions[0]], scores[0].astype(np.float64)
+            scores = self._train_tastes @ taste  # exact inner products (float32, as the taste vectors)
+            positions = np.argsort(-scores, kind="stable")[: self.k + 1]  # ties: the lower position first
+            users, sims = self.train_users_[positions], scores[positions].astype(np.float64)
         else:
             row = sp.csr_matrix((centred, (np.zeros(len(rated), np.int64), rated)), shape=(1, self.n_images_))
             gram = (self.centred_ @ row.T).toarray().ravel()

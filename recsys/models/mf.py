@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from recsys.data.choices import ChoiceReferences, Choices
 from recsys.data.dataset import Dataset, Ratings
+from recsys.extras import require
 from recsys.models.biases import clip_scores
-from recsys.models.factor import FactorModel, ImageMap, build_fold_in
+from recsys.models.factor import FactorModel, FoldIn, ImageMap, build_fold_in
 from recsys.models.params import Hyperparameters, at_least_one, hyper, non_negative, positive
 
 #: on choices: Adam's learning rate, full-batch steps per epoch, and Newton steps of a new user's fit
@@ -64,7 +66,7 @@ class MatrixFactorization(FactorModel):
     """Biased MF by ALS with a feature prior on items (see the module docstring)."""
 
     name = "mf"
-    learns_from_pairs = True
+    learns_from = (Ratings, Choices)
 
     class Params(Hyperparameters):
         factors: int = at_least_one(16, "latent dimensions")
@@ -79,11 +81,11 @@ class MatrixFactorization(FactorModel):
         demo_alpha: float = positive(10.0, "ridge penalty of the demographics -> user prior map")
         seed: int = hyper(0, doc="seed of the factor initialisation")
 
-    def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
-        self.choices_ = not len(ratings)
-        if self.choices_:
-            self._fit_choices(dataset, split)
+    def _fit(self, dataset: Dataset, data: Ratings | Choices, split: str) -> None:
+        if isinstance(data, Choices):
+            self._fit_choices(dataset, data, split)
             return
+        ratings = data
         rng = np.random.default_rng(self.seed)
         self.score_range_ = np.asarray(dataset.score_range, np.float64)
         k = self.factors
@@ -100,7 +102,7 @@ class MatrixFactorization(FactorModel):
         item_prior = np.zeros_like(items)
         user_penalty, item_penalty = self._penalty(by_user.counts), self._penalty(by_item.counts)
         image_map = ImageMap(design, self.feature_alpha)
-        val = self._validation(dataset, split, "val_seen")
+        val = self._validation(dataset, split)
         if val is not None and not self.known_[val.user_idx].all():
             val = None
         if val is not None and design is None and not fitted[val.image_idx].all():
@@ -148,25 +150,22 @@ class MatrixFactorization(FactorModel):
         )
 
     def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
-        if getattr(self, "choices_", False):
-            return self.items_[image_idx, -1] + np.einsum(
-                "ij,ij->i", self.users_[user_idx], self.items_[image_idx, :-1]
-            )
         return clip_scores(super()._predict(user_idx, image_idx), self.score_range_)
 
     def _score_folded(self, states: list[np.ndarray], images: list[np.ndarray]) -> list[np.ndarray]:
-        if getattr(self, "choices_", False):
-            return [self.items_[i, -1] + self.items_[i, :-1] @ p for p, i in zip(states, images, strict=True)]
         return [clip_scores(s, self.score_range_) for s in super()._score_folded(states, images)]
 
     # ------------------------------------------------------------------ choices
-    def _fit_choices(self, dataset: Dataset, split: str) -> None:
+    def _fit_choices(self, dataset: Dataset, pairs: Choices, split: str) -> None:
+        """Bradley-Terry fit of ``b_i + p_u . q_i`` on choices (module docstring). The result is stored as the
+        rating fit's is (``fold_``, ``user_vecs_``) with no calibration (a = 0, b = 1), no user offsets and an
+        unbounded score range, so that scoring and taste vectors are the same code for both kinds of data."""
+        require("deep", f"{self.name} on pairwise choices")
         import torch
 
         from recsys.models.torch_utils import deterministic_algorithms, seed_everything
 
         seed_everything(self.seed)
-        pairs = dataset.fit_pairs(split)
         design = dataset.image_design(required=False)
         design = np.zeros((dataset.n_images, 0)) if design is None else design
         x = torch.tensor(np.asarray(design, np.float32))
@@ -178,7 +177,7 @@ class MatrixFactorization(FactorModel):
         in_fit = torch.as_tensor(counts > 0, dtype=torch.float32)[:, None]
         penalty = torch.as_tensor(self.reg + self.reg_per_rating * counts, dtype=torch.float32)[:, None]
         t = [torch.as_tensor(v) for v in (pairs.user_idx, pairs.image_a, pairs.image_b, pairs.choice)]
-        held = self._held_out(dataset, split, choices=True)
+        held = self._validation(dataset, split, Choices)
         held = None if held is None else held.subset(self.known_[held.user_idx])
         v = (
             None
@@ -220,36 +219,33 @@ class MatrixFactorization(FactorModel):
                     break
         with torch.no_grad():
             best = best or (users.detach().clone(), items().detach().clone())
-        self.users_, self.items_ = (b.double().numpy() for b in best)
+        users, items = (b.double().numpy() for b in best)
+        self.score_range_ = np.array([-np.inf, np.inf])  # choice scores are differences, not ratings
+        self.scorable_ = np.ones(dataset.n_images, dtype=bool)  # every image has a design row (or zeros)
+        no_prior = np.zeros((dataset.n_users + 1, k + 1))  # a new user's p starts at 0 (``_fold_choice``)
+        self.fold_ = FoldIn(items[:, :k], items[:, k], 0.0, 1.0, no_prior, np.full(k + 1, float(self.reg)))
+        self.user_vecs_ = np.hstack([users, np.zeros((dataset.n_users, 1))])
 
-    def _fold_pairs(self, references):
-        if not getattr(self, "choices_", False):
-            return super()._fold_pairs(references)
-        return [self._fold_choice(r) for r in references]
+    def _fold_choices(self, references: list[ChoiceReferences]) -> list[np.ndarray]:
+        if self.fitted_on_ == "choices":
+            return [self._fold_choice(r) for r in references]
+        return super()._fold_choices(references)
 
-    def _fold_choice(self, refs) -> np.ndarray:
-        """A new user's p: MAP of the Bradley-Terry likelihood of its reference choices, prior N(0, 1 / reg)."""
+    def _fold_choice(self, refs: ChoiceReferences) -> np.ndarray:
+        """A new user's ``[p, 0]``: p the MAP of the Bradley-Terry likelihood of its reference choices under the
+        prior N(0, 1 / reg)."""
         p = np.zeros(self.factors)
-        if not len(refs):
-            return p
-        a, b = np.asarray(refs.image_a, np.int64), np.asarray(refs.image_b, np.int64)
-        d = self.items_[a, :-1] - self.items_[b, :-1]
-        offset = self.items_[a, -1] - self.items_[b, -1]
-        c = np.asarray(refs.choice, np.float64)
-        for _ in range(CHOICE_NEWTON_STEPS):
-            prob = 1.0 / (1.0 + np.exp(-(offset + d @ p)))
-            grad = d.T @ (prob - c) + self.reg * p
-            hess = (d * (prob * (1 - prob))[:, None]).T @ d + self.reg * np.eye(self.factors)
-            p = p - np.linalg.solve(hess, grad)
-        return p
-
-    def _user_vectors(self) -> np.ndarray:
-        return self.users_ if getattr(self, "choices_", False) else super()._user_vectors()
-
-    def _taste(self, states) -> np.ndarray:
-        if getattr(self, "choices_", False):
-            return np.asarray(states).reshape(len(states), -1)
-        return super()._taste(states)
+        if len(refs):
+            a, b = np.asarray(refs.image_a, np.int64), np.asarray(refs.image_b, np.int64)
+            q, offset = self.fold_.item_vecs, self.fold_.item_offset
+            d, gap = q[a] - q[b], offset[a] - offset[b]
+            c = np.asarray(refs.choice, np.float64)
+            for _ in range(CHOICE_NEWTON_STEPS):
+                prob = 1.0 / (1.0 + np.exp(-(gap + d @ p)))
+                grad = d.T @ (prob - c) + self.reg * p
+                hess = (d * (prob * (1 - prob))[:, None]).T @ d + self.reg * np.eye(self.factors)
+                p = p - np.linalg.solve(hess, grad)
+        return np.append(p, 0.0)
 
     def _penalty(self, counts: np.ndarray) -> np.ndarray:
         """Ridge penalties (n_groups, factors + 1) of users or images with ``counts`` ratings: ``reg +

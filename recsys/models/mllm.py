@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from recsys.data.choices import ChoiceReferences, Choices
 from recsys.data.dataset import Dataset, Ratings, References, group_by
-from recsys.data.pairs import PairReferences
 from recsys.errors import ColdStartNotSupported
+from recsys.extras import missing_reason
 from recsys.models.base import Model, _sigmoid
 from recsys.models.params import DEVICES, Hyperparameters, at_least_one, hyper
 
@@ -114,18 +115,17 @@ class MLLMScorer(Model):
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        if not transformers_available():
-            return "needs the transformers package (pip install 'recsys-pamela[mllm]')"
-        return None
+        return missing_reason("mllm", cls.name)
 
-    learns_from_pairs = True  # zero-shot: choices become references as they are
+    learns_from = (Ratings, Choices)  # zero-shot: choices become references as they are
 
-    def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
+    def _fit(self, dataset: Dataset, data: Ratings | Choices, split: str) -> None:
         """Nothing is learned (zero-shot): keeps prompts and image paths, and the fit ratings (on choices: each
         choice as two pseudo-ratings, the chosen image 1, the other 0) as seen users' references."""
-        if not len(ratings):
-            pairs = dataset.fit_pairs(split)
-            refs = PairReferences(-1, pairs.image_a, pairs.image_b, pairs.choice)
+        ratings = data
+        if isinstance(data, Choices):
+            pairs = data
+            refs = ChoiceReferences(-1, pairs.image_a, pairs.image_b, pairs.choice)
             images, scores = refs.as_ratings()
             users = np.concatenate([pairs.user_idx, pairs.user_idx])
             ratings = Ratings(users, images, self.score_low + scores * (self.score_high - self.score_low))
@@ -166,10 +166,10 @@ class MLLMScorer(Model):
         ]
         return _sigmoid(np.log(p[0] / (1 - p[0])) - np.log(p[1] / (1 - p[1])))
 
-    def predict_pairs(self, user_idx: np.ndarray, image_a: np.ndarray, image_b: np.ndarray) -> np.ndarray:
+    def predict_choices(self, user_idx: np.ndarray, image_a: np.ndarray, image_b: np.ndarray) -> np.ndarray:
         return self._choice(self.predict(user_idx, image_a), self.predict(user_idx, image_b))
 
-    def predict_new_pairs(self, references, image_a, image_b) -> list[np.ndarray]:
+    def predict_new_choices(self, references, image_a, image_b) -> list[np.ndarray]:
         self._check_fitted()
         span = self.score_high - self.score_low
         refs = []

@@ -8,7 +8,7 @@ r_u(i) = sum_k w_uk * (-||f(x_i) - p_k||^2),  w_u = softmax(alpha_u),  P(a chose
   stopping on the validation choices (``val_seen``). On ratings it learns from choices made of them: pairs of one
   user's ratings with different scores, the higher one chosen; its scores are then mapped to the rating scale by
   one affine fit on the training ratings (choice probabilities then follow those scores, as for every model:
-  ``Model.predict_pairs``).
+  ``Model.predict_choices``).
 * New users: only their mixture logits are fitted, to their reference choices (or ratings made into choices), by
   MAP with a Gaussian prior at 0 (the population's even mixture), f and the ideal points frozen; with no
   reference they get the even mixture.
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from recsys.data.choices import ChoiceReferences, Choices
 from recsys.data.dataset import Dataset, Ratings, References
-from recsys.data.pairs import PairReferences, Pairs
 from recsys.models.base import Model
 from recsys.models.params import at_least_one, non_negative
 from recsys.models.torch_utils import (
@@ -55,7 +55,7 @@ def _bradley_terry(diff: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
     return (choice * nn.functional.softplus(-diff) + (1 - choice) * nn.functional.softplus(diff)).mean()
 
 
-def pairs_from_ratings(ratings: Ratings, per_rating: int, seed: int) -> Pairs:
+def pairs_from_ratings(ratings: Ratings, per_rating: int, seed: int) -> Choices:
     """Choices made of ratings: for each rating, ``per_rating`` random other ratings of the same user with a
     different score; the higher-rated image is the chosen one."""
     rng = np.random.default_rng(seed)
@@ -69,16 +69,16 @@ def pairs_from_ratings(ratings: Ratings, per_rating: int, seed: int) -> Pairs:
         a, b = a[keep], b[keep]
         choice = (ratings.score[a] > ratings.score[b]).astype(np.float32)
         parts.append(
-            Pairs(np.full(len(a), user, np.int64), ratings.image_idx[a], ratings.image_idx[b], choice)
+            Choices(np.full(len(a), user, np.int64), ratings.image_idx[a], ratings.image_idx[b], choice)
         )
-    return Pairs.concat(parts)
+    return Choices.concat(parts)
 
 
 class PalB(Model):
     """PAL-B: each user a mixture of shared ideal points over frozen image features, learned from choices."""
 
     name = "pal"
-    learns_from_pairs = True
+    learns_from = (Ratings, Choices)
 
     class Params(TrainParams):
         dim: int = at_least_one(16, "dimensions of the projected image features")
@@ -96,16 +96,12 @@ class PalB(Model):
         return _PalNet(state["features_"].shape[1], len(state["known_"]), self.dim, self.n_prototypes)
 
     # ------------------------------------------------------------------ fitting
-    def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
+    def _fit(self, dataset: Dataset, data: Ratings | Choices, split: str) -> None:
         generator = seed_everything(self.seed)
         device = choose_device(self.device)
         self.features_ = dataset.image_inputs()
-        on_ratings = len(ratings) > 0
-        pairs = (
-            pairs_from_ratings(ratings, self.pairs_per_rating, self.seed)
-            if on_ratings
-            else dataset.fit_pairs(split)
-        )
+        on_ratings = isinstance(data, Ratings)
+        pairs = pairs_from_ratings(data, self.pairs_per_rating, self.seed) if on_ratings else data
         net = _PalNet(self.features_.shape[1], dataset.n_users, self.dim, self.n_prototypes).to(device)
         features = torch.as_tensor(self.features_, device=device)
         t = {
@@ -151,17 +147,17 @@ class PalB(Model):
         self._after_load()
         self.scale_ = np.array([0.0, 1.0])  # choices: rewards as they are
         if on_ratings:  # one affine map of rewards to the rating scale, on the training ratings
-            reward = self._predict(ratings.user_idx, ratings.image_idx)
-            slope, intercept = np.polyfit(reward, ratings.score.astype(np.float64), 1)
+            reward = self._predict(data.user_idx, data.image_idx)
+            slope, intercept = np.polyfit(reward, data.score.astype(np.float64), 1)
             self.scale_ = np.array([intercept, slope])
 
-    def _validation_pairs(self, dataset: Dataset, split: str, on_ratings: bool) -> Pairs | None:
+    def _validation_pairs(self, dataset: Dataset, split: str, on_ratings: bool) -> Choices | None:
         """The policy's validation split as choices (made of its ratings on rating data), fitted users only."""
         if on_ratings:
             held = self._validation(dataset, split)
             held = None if held is None else pairs_from_ratings(held, self.pairs_per_rating, self.seed + 1)
         else:
-            held = self._held_out(dataset, split, choices=True)
+            held = self._validation(dataset, split, Choices)
         return None if held is None else held.subset(self.known_[held.user_idx])
 
     def _after_load(self) -> None:
@@ -184,10 +180,10 @@ class PalB(Model):
                 np.asarray(refs.score, np.float32),
             )
             p = pairs_from_ratings(r, max(len(refs) - 1, 1), self.seed)
-            made.append(PairReferences(refs.user_idx, p.image_a, p.image_b, p.choice))
-        return self._fold_pairs(made)
+            made.append(ChoiceReferences(refs.user_idx, p.image_a, p.image_b, p.choice))
+        return self._fold_choices(made)
 
-    def _fold_pairs(self, references: list[PairReferences]) -> np.ndarray:
+    def _fold_choices(self, references: list[ChoiceReferences]) -> np.ndarray:
         """Mixture logits (n x K) fitted to each new user's reference choices (MAP, prior at 0)."""
         logits = torch.zeros(len(references), self.n_prototypes, requires_grad=True)
         rewards = torch.as_tensor(self._rewards, dtype=torch.float32)

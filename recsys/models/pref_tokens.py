@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from recsys.data.choices import ChoiceReferences, Choices
 from recsys.data.dataset import Dataset, Ratings, References
-from recsys.data.pairs import PairReferences, Pairs
 from recsys.models.params import at_least_one, hyper, non_negative, positive
 from recsys.models.torch_utils import (
     DeepModel,
@@ -94,7 +94,7 @@ class PrefTokens(DeepModel):
     """Preference tokens selected per user from a learnable pool, refined by the user's whole history."""
 
     name = "pref_tokens"
-    learns_from_pairs = True
+    learns_from = (Ratings, Choices)
 
     class Params(TowerParams):
         hidden: int = at_least_one(64, "hidden width of the image tower (narrower than two_tower's)")
@@ -136,11 +136,9 @@ class PrefTokens(DeepModel):
     # an extra image whose z, bias and base are 0; a choice is (a, b, choice). A row's value is the difference
     # s(a) - s(b), so one taste fit serves both: a rating's target is its score, a choice's gap * (2 choice - 1)
     # with a learned gap; a query is scored by squared error (ratings) or Bradley-Terry (choices).
-    def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
-        self.choices_ = not len(ratings)
-        data = dataset.fit_pairs(split) if self.choices_ else ratings
-        users = data.user_idx
-        _, device, t = self._start_fit(dataset, ratings, users)
+    def _fit(self, dataset: Dataset, data: Ratings | Choices, split: str) -> None:
+        choices = isinstance(data, Choices)
+        _, device, t = self._start_fit(dataset, data)
         rng = np.random.default_rng(self.seed)
         net = self._build(self.features_.shape[1], self.meta_["meta_sizes"], self.demo_.shape[1]).to(device)
         histories = [(u, *self._rows(data, rows)) for u, rows in data.by_user()]
@@ -152,12 +150,12 @@ class PrefTokens(DeepModel):
             users, hist_a, hist_b, hist_y, hist_m, query_a, query_b, query_y, query_m = batch
             z_all, bias_all = net.tower(t["features"], t["codes"])
             z_all, s0 = _with_none(z_all), _with_none(t["base"] + bias_all)
-            target = net.gap() * (2 * hist_y - 1) if self.choices_ else hist_y
+            target = net.gap() * (2 * hist_y - 1) if choices else hist_y
             resid = target - (s0[hist_a] - s0[hist_b])
             taste, key_loss = net.taste(z_all[hist_a] - z_all[hist_b], resid, hist_m, t["demo"][users])
             diff = s0[query_a] - s0[query_b] + ((z_all[query_a] - z_all[query_b]) * taste[:, None, :]).sum(-1)
             diff, outcome = diff[query_m], query_y[query_m]
-            if self.choices_:
+            if choices:
                 loss = (
                     outcome * nn.functional.softplus(-diff) + (1 - outcome) * nn.functional.softplus(diff)
                 ).mean()
@@ -166,7 +164,8 @@ class PrefTokens(DeepModel):
             if train:
                 loss = loss + self.key_weight * key_loss
                 if self.contrastive_weight > 0:
-                    loss = loss + self.contrastive_weight * self._contrastive(diff, outcome, query_m, device)
+                    contrastive = self._contrastive(diff, outcome, query_m, device, choices)
+                    loss = loss + self.contrastive_weight * contrastive
             return loss
 
         def step(b: int) -> torch.Tensor:
@@ -189,7 +188,7 @@ class PrefTokens(DeepModel):
             return loss_of(_pad(episodes, device), True)
 
         validate = None
-        held = self._held_out(dataset, split, self.choices_)
+        held = self._validation(dataset, split, type(data))
         if held is not None:
             by_user = {h[0]: h[1:] for h in histories}
             val_episodes = [
@@ -207,18 +206,18 @@ class PrefTokens(DeepModel):
             fit_module(self, net, step, n_steps, validate)
         self._after_load()
         self.taste_ = np.zeros((dataset.n_users, self.dim), np.float32)
-        self.taste_[[h[0] for h in histories]] = self._fold_rows(histories)
+        self.taste_[[h[0] for h in histories]] = self._fold_rows(histories, choices)
 
     def _rows(self, data, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(image a, image b, target) of some rows of ratings (b: NONE) or of choices."""
-        if isinstance(data, Pairs):
+        if isinstance(data, Choices):
             return data.image_a[rows], data.image_b[rows], data.choice[rows]
         return data.image_idx[rows], np.full(len(rows), len(self.base_), np.int64), data.score[rows]
 
-    def _contrastive(self, diff, outcome, mask, device) -> torch.Tensor:
+    def _contrastive(self, diff, outcome, mask, device, choices: bool) -> torch.Tensor:
         """The contrastive preference loss on (disliked, liked) pairs at ``temperature``: of ratings, pairs of one
         user's query images with different scores; of choices, the decided choices themselves."""
-        if not self.choices_:
+        if not choices:
             group = torch.arange(mask.shape[0], device=device)[:, None].expand_as(mask)[mask]
             return preference_loss(diff, outcome, group, self.temperature)
         decided = outcome != 0.5
@@ -251,15 +250,15 @@ class PrefTokens(DeepModel):
             choices=False,
         )
 
-    def _fold_pairs(self, references: list[PairReferences]) -> np.ndarray:
+    def _fold_choices(self, references: list[ChoiceReferences]) -> np.ndarray:
         """Taste vectors (float32, n x dim) of users from reference choices."""
         return self._fold_rows(
             [(r.user_idx, r.image_a, r.image_b, r.choice) for r in references], choices=True
         )
 
-    def _fold_rows(self, histories: list[tuple], choices: bool | None = None) -> np.ndarray:
-        """Taste vectors of (user, image a, image b, target) histories (see the fitting section)."""
-        choices = self.choices_ if choices is None else choices
+    def _fold_rows(self, histories: list[tuple], choices: bool) -> np.ndarray:
+        """Taste vectors of (user, image a, image b, target) histories of ratings or, with ``choices``, of choices
+        (see the fitting section)."""
         out = np.zeros((len(histories), self.dim), np.float32)
         z_all = torch.as_tensor(self._z)
         for start in range(0, len(histories), 256):

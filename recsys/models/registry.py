@@ -1,5 +1,6 @@
 """One explicit registry: model name -> the class that implements it ("module:Class", imported on use so that
-listing models does not import torch), plus named presets of a class's hyperparameters (the ablations)."""
+listing models does not import torch), the extra a model's module needs (``recsys.extras``), plus named
+presets of a class's hyperparameters (the ablations)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.errors import UserError
+from recsys.extras import missing_reason, require
 from recsys.models.persistence import SavedModelError, read_config, read_state
 
 _REGISTRY: dict[str, str] = {
@@ -28,6 +30,17 @@ _REGISTRY: dict[str, str] = {
     "profile": "recsys.models.profile:PreferenceProfile",
     "pal": "recsys.models.pal:PalB",
     "mllm_scorer": "recsys.models.mllm:MLLMScorer",
+}
+
+#: models that need an extra, checked before their module is imported (the torch models' modules cannot be
+#: without it); a model that needs one only in some uses says so itself, as mf on choices does
+EXTRA_OF: dict[str, str] = {
+    "als": "implicit",
+    "bpr": "implicit",
+    "lightfm": "implicit",
+    "two_tower": "deep",
+    "pref_tokens": "deep",
+    "pal": "deep",
 }
 
 #: named presets: (registered model, the hyperparameters it fixes); the ablations of the deep models
@@ -82,7 +95,7 @@ def expand_models(names) -> list[str]:
     out: list[str] = []
     for name in names:
         for member in GROUPS.get(name, (name,)):
-            model_class(member)
+            _registered(member)
             if member not in out:
                 out.append(member)
     return out
@@ -114,18 +127,38 @@ def model_group(name: str) -> str:
 
 
 def model_needs(name: str) -> tuple[str, ...]:
-    """What a model needs beyond ratings or choices (``NEEDS``; a preset needs what its base model needs)."""
-    model_class(name)
-    return NEEDS.get(name, NEEDS.get(preset_of(name)[0], ()))
+    """What a model needs beyond ratings or choices: ``NEEDS`` (a preset needs what its base model needs) and
+    the extra its module needs (``EXTRA_OF``). Imports nothing."""
+    base = _registered(name)
+    extra = (f"the {EXTRA_OF[base]} extra",) if base in EXTRA_OF else ()
+    return NEEDS.get(name, NEEDS.get(base, ())) + extra
 
 
-def model_class(name: str) -> type:
-    """The class registered under ``name`` (a preset's base class); a clear error listing names otherwise."""
+def _registered(name: str) -> str:
+    """The registered base model of ``name`` (itself, or a preset's); a clear error listing names otherwise."""
     base, _ = preset_of(name)
     if base not in _REGISTRY:
         raise UserError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
+    return base
+
+
+def model_class(name: str) -> type:
+    """The class registered under ``name`` (a preset's base class); a clear error listing names otherwise, and
+    ``recsys.extras.MissingExtra`` (naming the install command) when its module needs a missing extra."""
+    base = _registered(name)
+    if base in EXTRA_OF:
+        require(EXTRA_OF[base], name)
     module, _, attr = _REGISTRY[base].partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def unavailable_reason(name: str) -> str | None:
+    """Why the model cannot run on this machine (one line: a missing extra and its install command, or the
+    class's own ``unavailable_reason``), or None when it can. Does not import a module whose extra is missing."""
+    base = _registered(name)
+    if base in EXTRA_OF and (reason := missing_reason(EXTRA_OF[base], name)):
+        return reason
+    return model_class(name).unavailable_reason()
 
 
 def create_model(name: str, **params: Any):

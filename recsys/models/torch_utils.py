@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from recsys.data.choices import Choices
 from recsys.data.dataset import Dataset, Ratings
 from recsys.data.encodings import with_intercept
 from recsys.models.base import Model
@@ -60,21 +61,21 @@ class ImageTower(torch.nn.Module):
         return out[:, :-1], out[:, -1]
 
 
-def set_image_inputs(model, dataset: Dataset, ratings: Ratings, users: np.ndarray | None = None) -> None:
+def set_image_inputs(model, dataset: Dataset, data: Ratings | Choices) -> None:
     """The inputs every deep model keeps (saved with it): the consensus base score of each image (``base_``;
-    zeros without ratings, on choices), the image features (``features_``), the metadata codes and their sizes
-    (``codes_``, ``meta_``) and the demographics of every user (``demo_``, encoded on ``users``, by default the
-    rating users)."""
+    zeros on choices, which have no rating scale), the image features (``features_``), the metadata codes and
+    their sizes (``codes_``, ``meta_``) and the demographics of every user (``demo_``, encoded on the users of
+    ``data``)."""
     model.base_ = (
-        global_ridge_scores(dataset, ratings, model.base_alpha).astype(np.float32)
-        if len(ratings)
+        global_ridge_scores(dataset, data, model.base_alpha).astype(np.float32)
+        if isinstance(data, Ratings)
         else np.zeros(dataset.n_images, np.float32)
     )
     model.features_ = dataset.image_inputs()
     metadata = dataset.metadata()
     model.codes_ = metadata.codes.copy()
     model.meta_ = {"meta_sizes": metadata.sizes}
-    model.demo_ = with_intercept(dataset.user_design(ratings.user_idx if users is None else users))
+    model.demo_ = with_intercept(dataset.user_design(data.user_idx))
 
 
 def input_tensors(model, device) -> dict[str, torch.Tensor]:
@@ -90,12 +91,12 @@ def input_tensors(model, device) -> dict[str, torch.Tensor]:
 class DeepModel(Model):
     """Base of the deep models over frozen image features (``DeepParams``)."""
 
-    def _start_fit(self, dataset: Dataset, ratings: Ratings, users: np.ndarray | None = None):
+    def _start_fit(self, dataset: Dataset, data: Ratings | Choices):
         """Seeds everything, chooses the device and keeps the inputs (``set_image_inputs``); returns the seeded
         torch generator, the device and the inputs as tensors on it."""
         generator = seed_everything(self.seed)
         device = choose_device(self.device)
-        set_image_inputs(self, dataset, ratings, users)
+        set_image_inputs(self, dataset, data)
         return generator, device, input_tensors(self, device)
 
     def _cpu_inputs(self) -> dict[str, torch.Tensor]:

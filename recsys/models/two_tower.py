@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
+from recsys.data.choices import ChoiceReferences, Choices
 from recsys.data.dataset import Dataset, Ratings, References
-from recsys.data.pairs import PairReferences, Pairs
 from recsys.models.params import at_least_one, hyper, non_negative
 from recsys.models.torch_utils import DeepModel, ImageTower, TowerParams, fit_module, preference_loss
 
@@ -71,7 +71,7 @@ class TwoTower(DeepModel):
     """Two-tower hybrid: image MLP x user mixture of shared taste prototypes, on top of the global ridge."""
 
     name = "two_tower"
-    learns_from_pairs = True
+    learns_from = (Ratings, Choices)
 
     class Params(TowerParams):
         n_prototypes: int = non_negative(8, "shared taste prototypes")
@@ -109,10 +109,9 @@ class TwoTower(DeepModel):
             features.shape[1], state["meta_"]["meta_sizes"], demo.shape[1], len(state["known_"])
         )
 
-    def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
-        self.choices_ = not len(ratings)
-        data = dataset.fit_pairs(split) if self.choices_ else ratings
-        generator, device, tensors = self._start_fit(dataset, ratings, data.user_idx)
+    def _fit(self, dataset: Dataset, data: Ratings | Choices, split: str) -> None:
+        choices = isinstance(data, Choices)
+        generator, device, tensors = self._start_fit(dataset, data)
         sizes = self.meta_["meta_sizes"]
         net = self._build(self.features_.shape[1], sizes, self.demo_.shape[1], dataset.n_users).to(device)
         rows = _rows(data, device)
@@ -125,7 +124,7 @@ class TwoTower(DeepModel):
             the contrastive loss when training)."""
             u = batch[0]
             pred, penalty = self._forward(net, tensors, u, batch[1])
-            if self.choices_:
+            if choices:
                 other, _ = self._forward(net, tensors, u, batch[2])
                 diff, outcome = pred - other, batch[3]
                 loss = (outcome * softplus(-diff) + (1 - outcome) * softplus(diff)).mean()
@@ -134,7 +133,7 @@ class TwoTower(DeepModel):
             if not train:
                 return loss
             loss = loss + self.user_reg * penalty
-            if self.contrastive_weight > 0 and self.choices_:
+            if self.contrastive_weight > 0 and choices:
                 decided = outcome != 0.5
                 if bool(decided.any()):
                     sign = 2 * outcome[decided] - 1
@@ -154,7 +153,7 @@ class TwoTower(DeepModel):
             return loss_of([x[idx] for x in rows], True)
 
         validate = None
-        held = self._held_out(dataset, split, self.choices_)
+        held = self._validation(dataset, split, type(data))
         if held is not None:
             held_rows = _rows(held.subset(self.known_[held.user_idx]), device)
 
@@ -165,7 +164,7 @@ class TwoTower(DeepModel):
 
         fit_module(self, net, step, n_batches, validate)
         self._after_load()
-        self._measure_priors(data)
+        self._measure_priors(data if not choices else None)
 
     def _after_load(self) -> None:
         self._cpu = self._cpu_inputs()
@@ -182,16 +181,16 @@ class TwoTower(DeepModel):
             penalty = penalty + 0.1 * (logit_offset**2).sum(-1).mean()
         return pred, penalty
 
-    def _measure_priors(self, data) -> None:
-        """Prior variances of new users' parameters and the noise variance, measured on the training users (on
-        choices the Bradley-Terry likelihood has no noise variance: 1)."""
+    def _measure_priors(self, ratings: Ratings | None) -> None:
+        """Prior variances of new users' parameters and the noise variance, measured on the training users and
+        their ``ratings`` (on choices, None: the Bradley-Terry likelihood has no noise variance, 1)."""
         known = torch.as_tensor(np.flatnonzero(self.known_))
         with torch.no_grad():
             noise = 1.0
-            if not self.choices_:
-                users, images = torch.as_tensor(data.user_idx), torch.as_tensor(data.image_idx)
+            if ratings is not None:
+                users, images = torch.as_tensor(ratings.user_idx), torch.as_tensor(ratings.image_idx)
                 pred, _ = self._forward(self.net_, self._cpu, users, images)
-                noise = float(torch.mean((pred - torch.as_tensor(data.score)) ** 2))
+                noise = float(torch.mean((pred - torch.as_tensor(ratings.score)) ** 2))
             offset_var = float((self.net_.offset.weight[known] ** 2).mean())
             bias_var = float((self.net_.user_bias.weight[known] ** 2).mean())
             logit_var = (
@@ -212,7 +211,7 @@ class TwoTower(DeepModel):
         with torch.enable_grad():
             return self._map_fit(references)
 
-    def _fold_pairs(self, references: list[PairReferences]):
+    def _fold_choices(self, references: list[ChoiceReferences]):
         """MAP fit of new users' parameters to their reference choices (Bradley-Terry likelihood), towers frozen."""
         with torch.enable_grad():
             return self._map_fit(references, choices=True)
@@ -324,7 +323,7 @@ def _rows(data, device) -> list[torch.Tensor]:
     """The training rows as tensors: (user, image, score) of ratings, (user, image a, image b, choice) of choices."""
     columns = (
         ("user_idx", "image_a", "image_b", "choice")
-        if isinstance(data, Pairs)
+        if isinstance(data, Choices)
         else ("user_idx", "image_idx", "score")
     )
     return [torch.as_tensor(getattr(data, c), device=device) for c in columns]

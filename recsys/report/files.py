@@ -215,7 +215,8 @@ def write_per_user(board: Leaderboard, path: Path) -> None:
 
 def predictions_table(board: Leaderboard) -> pd.DataFrame:
     """Every scored query of every row: run_id, dataset, simulated, model, tuned_study, split, shots, draw,
-    user_id, image_id, score (observed), prediction. ``shots`` and ``draw`` are null on seen splits."""
+    user_id, image_id, score (observed), prediction; on choices image_a_id, image_b_id, choice (1 a, 0 b, 0.5 a
+    tie) and prediction = P(a) instead of image_id, score. ``shots`` and ``draw`` are null on seen splits."""
     ds = board.dataset
     parts = []
     for row in board.rows:
@@ -223,6 +224,11 @@ def predictions_table(board: Leaderboard) -> pd.DataFrame:
         if p is None:
             continue
         n = len(p.prediction)
+        if hasattr(p, "choice"):  # a pairwise row: the two images, the choice, P(a)
+            scored = {"image_a_id": ds.image_ids[p.image_a], "image_b_id": ds.image_ids[p.image_b]}
+            scored["choice"] = p.choice.astype(np.float32)
+        else:
+            scored = {"image_id": ds.image_ids[p.image_idx], "score": p.score.astype(np.float32)}
         parts.append(
             pd.DataFrame(
                 {
@@ -232,8 +238,7 @@ def predictions_table(board: Leaderboard) -> pd.DataFrame:
                     "shots": pd.array(np.full(n, -1 if row.shots is None else row.shots), dtype="Int64"),
                     "draw": pd.array(p.draw, dtype="Int64"),
                     "user_id": ds.user_ids[p.user_idx].astype(str),
-                    "image_id": ds.image_ids[p.image_idx],
-                    "score": p.score.astype(np.float32),
+                    **scored,
                     "prediction": p.prediction.astype(np.float64),
                 }
             )

@@ -323,7 +323,7 @@ def protocol_line(table: ReportTable) -> str:
     board, unit = table.board, table.unit
     unseen = any(r.shots is not None for r in board.rows)
     queries = (
-        f"the same queries at every k (all but {board.pool} {unit} of each new user)"
+        f"the same queries at every k (all but {board.held_out} of each new user)"
         + ("" if board.references == "random" else f", references chosen by {board.references} from those")
         if board.fixed_queries
         else f"each k scored on every {unit[:-1]} of the user but its k references"

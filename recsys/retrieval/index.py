@@ -43,11 +43,14 @@ import math
 import warnings
 from typing import Any, Literal, NamedTuple
 
-import faiss
 import numpy as np
 
 from recsys.errors import UserError
+from recsys.extras import LazyModule
 from recsys.threads import ensure_faiss_threads_configured
+
+#: FAISS, imported when an index is first built or loaded (the ``faiss`` extra)
+faiss = LazyModule("faiss", "faiss", "the FAISS index (similar users and images)")
 
 Metric = Literal["cosine", "inner_product"]
 Kind = Literal["auto", "exact", "hnsw", "ivf"]
@@ -68,7 +71,7 @@ _METRICS = ("cosine", "inner_product")
 _KINDS = ("auto", "exact", "hnsw", "ivf")
 _DEVICES = ("auto", "cpu", "cuda")
 #: The FAISS CPU index class of each built kind (all with METRIC_INNER_PRODUCT).
-_FAISS_CLASSES = {"exact": faiss.IndexFlat, "hnsw": faiss.IndexHNSWFlat, "ivf": faiss.IndexIVFFlat}
+_FAISS_CLASSES = {"exact": "IndexFlat", "hnsw": "IndexHNSWFlat", "ivf": "IndexIVFFlat"}
 
 _gpu_resources: Any = None
 
@@ -335,9 +338,9 @@ class VectorIndex:
             index = cls(**{**params, "device": device})
         except TypeError as error:
             raise IndexInputError(f"unknown index parameters ({error})") from None
-        expected = _FAISS_CLASSES.get(kind)
-        if expected is None:
+        if kind not in _FAISS_CLASSES:
             raise IndexInputError(f"unknown index kind {kind!r}; expected one of 'exact', 'hnsw', 'ivf'")
+        expected = getattr(faiss, _FAISS_CLASSES[kind])
         if not isinstance(cpu_index, expected) or cpu_index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise IndexInputError(
                 f"the FAISS index is {type(cpu_index).__name__} (metric {cpu_index.metric_type}), "

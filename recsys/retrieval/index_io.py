@@ -30,9 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import faiss
-
-from recsys.retrieval.index import Device, IndexInputError, VectorIndex, resolve_device
+from recsys.retrieval.index import Device, IndexInputError, VectorIndex, faiss, resolve_device
 from recsys.threads import ensure_faiss_threads_configured
 
 SIDECAR_SUFFIX = ".json"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from dataclasses import replace
 from datetime import datetime
 
 import numpy as np
@@ -16,7 +17,8 @@ from PIL import Image
 
 import recsys.data.pickapic as pickapic_module
 from recsys.cli import main
-from recsys.data import Pairs, load_dataset
+from recsys.data import Choices, load_dataset
+from recsys.data.choices import choice_sessions
 from recsys.data.features_file import write_image_features
 from recsys.data.pickapic import iter_pickapic_images, load_pickapic, pair_holdout
 from recsys.data.simulate_pairs import PICKAPIC_SCHEMA, write_pickapic_shard
@@ -86,7 +88,7 @@ def write_pickapic(root, shards: dict[str, list[dict]] | None = None):
 def choices(ds) -> set[tuple]:
     """Every choice of every split as (user id, image a uid, image b uid, choice)."""
     out = set()
-    for p in ds.pairs.values():
+    for p in ds.choices.values():
         for u, a, b, c in zip(p.user_idx, p.image_a, p.image_b, p.choice, strict=True):
             out.add((ds.user_ids[u], ds.image_ids[a], ds.image_ids[b], float(c)))
     return out
@@ -113,7 +115,7 @@ def test_loads_pickapic_shards_as_published(tmp_path, capsys):
     # F's first choice row is "a glass forest"; its dropped rows do not count
     assert prompt[UID["A"]] == prompt[UID["C"]] == "a red fox" and prompt[UID["F"]] == "a glass forest"
     assert model[UID["A"]] == "sdxl" and model[UID["B"]] == "sd-2.1"
-    for p in ds.pairs.values():
+    for p in ds.choices.values():
         assert p.user_idx.dtype == np.int64 and p.image_a.dtype == np.int64 and p.choice.dtype == np.float32
     summary = ds.summary()
     assert sum(s["pairs"] for s in summary["pairs"].values()) == 5
@@ -123,9 +125,9 @@ def test_loads_pickapic_shards_as_published(tmp_path, capsys):
 def test_three_users_give_one_seen_and_two_unseen(tmp_path):
     ds = load_dataset(write_pickapic(tmp_path))
     # users:0.1 of 3 users: max(1, round(0.3)) = 1 test_unseen, max(1, round(0.2)) = 1 val_unseen
-    test_users = set(ds.user_ids[ds.pairs["test_unseen"].user_idx].tolist())
-    val_users = set(ds.user_ids[ds.pairs["val_unseen"].user_idx].tolist())
-    train_users = set(ds.user_ids[ds.pairs["train"].user_idx].tolist())
+    test_users = set(ds.user_ids[ds.choices["test_unseen"].user_idx].tolist())
+    val_users = set(ds.user_ids[ds.choices["val_unseen"].user_idx].tolist())
+    train_users = set(ds.user_ids[ds.choices["train"].user_idx].tolist())
     assert len(test_users) == len(val_users) == len(train_users) == 1
     assert test_users | val_users | train_users == {7, 8, 9}
     order = np.random.default_rng(0).permutation(np.arange(3))
@@ -246,7 +248,7 @@ def test_validate_reports_pickapic_problems_and_summary(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------------------------- the split rule
-def synthetic_pairs(n_users: int = 20, per_user: int = 10) -> Pairs:
+def synthetic_pairs(n_users: int = 20, per_user: int = 10) -> Choices:
     """User u compares images (u*100 + i, u*100 + i + 1) for i < per_user, and repeats its first comparison
     with the sides swapped."""
     users, a, b = [], [], []
@@ -255,7 +257,7 @@ def synthetic_pairs(n_users: int = 20, per_user: int = 10) -> Pairs:
         a += [u * 100 + i for i in range(per_user)] + [u * 100 + 1]
         b += [u * 100 + i + 1 for i in range(per_user)] + [u * 100]
     n = len(users)
-    return Pairs(np.array(users), np.array(a), np.array(b), np.ones(n, np.float32))
+    return Choices(np.array(users), np.array(a), np.array(b), np.ones(n, np.float32))
 
 
 def test_the_pair_holdout_follows_its_rule():
@@ -277,10 +279,77 @@ def test_the_pair_holdout_follows_its_rule():
 
 
 def test_a_user_with_one_comparison_keeps_it_in_train_and_too_few_users_is_an_error():
-    one = Pairs(np.array([0, 1]), np.array([0, 2]), np.array([1, 3]), np.ones(2, np.float32))
+    one = Choices(np.array([0, 1]), np.array([0, 2]), np.array([1, 3]), np.ones(2, np.float32))
     assert pair_holdout(one, "random:0.4", seed=0).tolist() == ["train", "train"]
     with pytest.raises(UserError, match="only 2 users with choices"):
         pair_holdout(one, "users:0.1", seed=0)
+
+
+def test_sessions_join_a_users_choices_by_prompt_and_by_shared_image():
+    # user 0: "fox" (images 0-1, 1-2), "owl" (3-4), "cat" (5-6) shares image 4 with "owl"; "fox" again later;
+    # user 1: "fox" too (its own images 7-8); a choice without a caption (9-10) and a repeat of it (10-9)
+    user = np.array([0, 0, 0, 0, 1, 0, 1, 1])
+    a = np.array([0, 1, 3, 5, 7, 2, 9, 10])
+    b = np.array([1, 2, 4, 4, 8, 11, 10, 9])
+    prompts = np.array(["fox", "fox", "owl", "cat", "fox", "fox", None, None], dtype=object)
+    pairs = Choices(user, a, b, np.ones(8, np.float32))
+    sessions = choice_sessions(pairs, 12, prompts)
+    # by hand: {0, 1, 5} (fox), {2, 3} (owl + cat through image 4), {4} (user 1's fox), {6, 7} (one comparison)
+    assert sessions.tolist() == [0, 0, 1, 1, 2, 0, 3, 3]
+    # without prompts: each distinct comparison, ascending (user, lower image, higher image)
+    by_comparison = choice_sessions(pairs, 12)
+    codes = [(u, min(x, y), max(x, y)) for u, x, y in zip(user.tolist(), a.tolist(), b.tolist(), strict=True)]
+    ranks = {code: i for i, code in enumerate(sorted(set(codes)))}
+    assert by_comparison.tolist() == [ranks[c] for c in codes] and by_comparison[6] == by_comparison[7]
+
+
+def test_the_pair_holdout_keeps_sessions_whole():
+    """20 users, each with 10 sessions of one to three comparisons chained as on the site (the chosen image
+    stays): every session falls in one split, floor(0.1 * 10 + 0.5) = 1 session per seen user is test_seen and
+    floor(0.1 * 9 + 0.5) = 1 val_seen, and no held-out image of a seen user is in the user's training choices."""
+    rng = np.random.default_rng(0)
+    users, a, b, session = [], [], [], []
+    image = 0
+    for u in range(20):
+        for _ in range(10):
+            n = int(rng.integers(1, 4))
+            images = image + np.arange(n + 1)
+            image += n + 1
+            kept = images[0]
+            for step in range(n):
+                users.append(u)
+                a.append(kept)
+                b.append(images[step + 1])
+                session.append(len(set(session)) if step == 0 else session[-1])
+                kept = images[step + 1] if rng.random() < 0.5 else kept
+    pairs = Choices(
+        np.array(users), np.array(a), np.array(b), np.ones(len(users), np.float32), np.array(session)
+    )
+    split_of = pair_holdout(pairs, "users:0.1", seed=3)
+    for s in np.unique(pairs.session):
+        assert len(set(split_of[pairs.session == s])) == 1
+    for u in set(users) - set(pairs.user_idx[np.char.endswith(split_of.astype(str), "_unseen")].tolist()):
+        mine = pairs.user_idx == u
+        for split in ("test_seen", "val_seen"):
+            assert len(np.unique(pairs.session[mine & (split_of == split)])) == 1
+        train = mine & (split_of == "train")
+        held = mine & (split_of != "train")
+        trained = set(pairs.image_a[train].tolist()) | set(pairs.image_b[train].tolist())
+        assert not trained & (set(pairs.image_a[held].tolist()) | set(pairs.image_b[held].tolist()))
+    # without sessions the same pairs split comparison by comparison: sessions straddle splits
+    one_by_one = pair_holdout(replace(pairs, session=None), "users:0.1", seed=3)
+    assert any(len(set(one_by_one[pairs.session == s])) > 1 for s in np.unique(pairs.session))
+
+
+def test_loaded_pickapic_choices_carry_their_sessions(tmp_path):
+    ds = load_dataset(write_pickapic(tmp_path))
+    every = Choices.concat([ds.choices[s] for s in ds.choice_splits])
+    by_user = {}
+    for u, s in zip(ds.user_ids[every.user_idx].tolist(), every.session.tolist(), strict=True):
+        by_user.setdefault(u, set()).add(s)
+    # one caption per user in the good shards: one session each, three in all
+    assert {u: len(s) for u, s in by_user.items()} == {7: 1, 8: 1, 9: 1}
+    assert len(set().union(*by_user.values())) == 3
 
 
 # --------------------------------------------------------------------------------------------- pairs tables
@@ -305,9 +374,9 @@ def test_loads_a_pairs_table(tmp_path):
     path = write_table(tmp_path / "choices.csv", table_rows(), {"user_id": ["ann", "bob"], "age": [31, 47]})
     ds = load_dataset(path)
     assert ds.name == "pairs table (choices.csv)" and ds.ratings == {}
-    assert ds.pair_splits == ["train", "test_seen", "test_unseen"]
+    assert ds.choice_splits == ["train", "test_seen", "test_unseen"]
     assert ds.image_ids.dtype == np.int64 and ds.image_ids.tolist() == [1, 2, 3, 4, 5]
-    train = ds.pairs["train"]
+    train = ds.choices["train"]
     assert ds.user_ids[train.user_idx].tolist() == ["ann", "ann", "bob"]
     assert ds.image_ids[train.image_a].tolist() == [1, 2, 1] and ds.image_ids[train.image_b].tolist() == [
         2,
@@ -315,7 +384,7 @@ def test_loads_a_pairs_table(tmp_path):
         4,
     ]
     np.testing.assert_array_equal(train.choice, [1.0, 0.0, 0.0])
-    np.testing.assert_array_equal(ds.pairs["test_seen"].choice, [0.5, 1.0])
+    np.testing.assert_array_equal(ds.choices["test_seen"].choice, [0.5, 1.0])
     assert ds.users["age"].tolist()[:2] == [31, 47] and np.isnan(ds.users["age"].tolist()[2])
     assert ds.train_users().tolist() == [0, 1] and ds.train_images().tolist() == [0, 1, 2, 3]
 
@@ -394,14 +463,18 @@ def test_string_image_ids_in_a_features_file(tmp_path):
 def test_a_pairwise_dataset_keeps_the_dataset_contract(tmp_path):
     ds = load_dataset(write_table(tmp_path / "pairs.csv", table_rows()))
     view = ds.fit_view("train", "test_seen")
-    assert view.pair_splits == ["train", "test_seen"] and view.validation_split == "test_seen"
-    assert view.pairs["train"] is ds.pairs["train"] and view.ground_truth_pairs is None and view.ratings == {}
-    assert "test_unseen" not in ds.fit_view("train").pairs
-    assert len(ds.fit_pairs("train+test_seen")) == 5
+    assert view.choice_splits == ["train", "test_seen"] and view.validation_split == "test_seen"
+    assert (
+        view.choices["train"] is ds.choices["train"]
+        and view.ground_truth_choices is None
+        and view.ratings == {}
+    )
+    assert "test_unseen" not in ds.fit_view("train").choices
+    assert len(ds.fit_choices("train+test_seen")) == 5
     with pytest.raises(UserError, match="holds pairwise choices, not ratings"):
         ds.fit_ratings("train")
     with pytest.raises(UserError, match="no pairwise choices in split 'val_seen'"):
-        ds.fit_pairs("val_seen")
+        ds.fit_choices("val_seen")
     # the fingerprint sees the choices
     flipped = pd.DataFrame(table_rows())
     flipped.loc[0, "choice"] = "b"
@@ -411,7 +484,7 @@ def test_a_pairwise_dataset_keeps_the_dataset_contract(tmp_path):
     assert load_dataset(tmp_path / "pairs.csv").fingerprint() == ds.fingerprint()
     # dropping an image drops every pair that shows it
     dropped, count = ds.drop_images(np.array([ds.image_index(1)]))
-    assert count == 3 and len(dropped.pairs["train"]) == 1
+    assert count == 3 and len(dropped.choices["train"]) == 1
 
 
 def test_a_dataset_needs_training_ratings_or_choices(tmp_path):

@@ -87,10 +87,10 @@ def test_writes_the_published_layout_and_types(sim_dir):
 def test_the_loader_reads_it_with_ground_truth_and_features(sim_dir):
     ds = load_dataset(sim_dir)
     assert ds.simulated and ds.name == "simulated Pick-a-Pic (seed 5)"
-    assert ds.pair_splits == ["train", "val_seen", "val_unseen", "test_seen", "test_unseen"]
-    assert set(ds.ground_truth_pairs) == set(ds.pair_splits)
-    for split in ds.pair_splits:
-        assert ds.ground_truth_pairs[split].shape == ds.pairs[split].choice.shape
+    assert ds.choice_splits == ["train", "val_seen", "val_unseen", "test_seen", "test_unseen"]
+    assert set(ds.ground_truth_choices) == set(ds.choice_splits)
+    for split in ds.choice_splits:
+        assert ds.ground_truth_choices[split].shape == ds.choices[split].choice.shape
     assert ds.image_features is not None and ds.image_features.shape == (ds.n_images, 16)
     # the ground truth file names each row's probabilities; they sum to one
     truth = pd.read_csv(sim_dir / "simulation" / "choice_probabilities.csv")
@@ -100,8 +100,8 @@ def test_the_loader_reads_it_with_ground_truth_and_features(sim_dir):
 
 def test_choice_frequencies_match_the_ground_truth(sim_dir):
     ds = load_dataset(sim_dir)
-    choice = np.concatenate([ds.pairs[s].choice for s in ds.pair_splits]).astype(np.float64)
-    expected = np.concatenate([ds.ground_truth_pairs[s] for s in ds.pair_splits]).astype(np.float64)
+    choice = np.concatenate([ds.choices[s].choice for s in ds.choice_splits]).astype(np.float64)
+    expected = np.concatenate([ds.ground_truth_choices[s] for s in ds.choice_splits]).astype(np.float64)
     truth = pd.read_csv(sim_dir / "simulation" / "choice_probabilities.csv")
     p_tie = truth["p_tie"].to_numpy()
     assert len(choice) > 2000

@@ -35,8 +35,17 @@ def profile(small_sim):
 
 
 def episodes(evaluator, model, shots, draw=0):
+    """user -> (references, query images, query scores) of each new user's episode."""
     drawn, _ = evaluator.episodes("test_unseen", shots, draw, model)
-    return {e.references.user_idx: e for e in drawn}
+    r = evaluator.table("test_unseen")
+    return {
+        e.user_idx: (
+            References(e.user_idx, r.image_idx[e.references], r.score[e.references]),
+            r.image_idx[e.queries],
+            r.score[e.queries],
+        )
+        for e in drawn
+    }
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -49,21 +58,20 @@ def test_queries_are_randoms_and_references_come_from_the_pool(small_sim, mf, st
         for k in (0, 3, 8):
             a, b = episodes(random, mf, k, draw), episodes(chosen, mf, k, draw)
             assert a.keys() == b.keys() and len(a) > 0
-            for user, episode in b.items():
-                np.testing.assert_array_equal(episode.query_image_idx, a[user].query_image_idx)
-                np.testing.assert_array_equal(episode.query_score, a[user].query_score)
-                refs = episode.references
+            for user, (refs, query_images, query_scores) in b.items():
+                np.testing.assert_array_equal(query_images, a[user][1])
+                np.testing.assert_array_equal(query_scores, a[user][2])
                 assert len(refs) == k and len(set(refs.image_idx.tolist())) == k
-                assert not set(refs.image_idx.tolist()) & set(episode.query_image_idx.tolist())
+                assert not set(refs.image_idx.tolist()) & set(query_images.tolist())
                 # the pool is the user's ratings that are not queries: 20 of them
                 rated = r.image_idx[r.user_idx == user]
-                pool = np.setdiff1d(rated, episode.query_image_idx)
+                pool = np.setdiff1d(rated, query_images)
                 assert len(pool) == 20 and np.isin(refs.image_idx, pool).all()
                 mine = r.user_idx == user
                 observed = dict(zip(r.image_idx[mine].tolist(), r.score[mine].tolist(), strict=True))
                 assert [observed[i] for i in refs.image_idx.tolist()] == refs.score.tolist()
                 if previous is not None:  # nested: the references at k start with those at a smaller k
-                    earlier = previous[user].references.image_idx
+                    earlier = previous[user][0].image_idx
                     np.testing.assert_array_equal(refs.image_idx[: len(earlier)], earlier)
             previous = b
 

@@ -24,33 +24,30 @@ def test_episodes_are_seeded_disjoint_and_complete(small_sim):
     assert len(episodes) == len(np.unique(r.user_idx))
     total = 0
     for e, e2 in zip(episodes, again, strict=True):
-        assert len(e.references) == 10
-        np.testing.assert_array_equal(e.references.image_idx, e2.references.image_idx)
-        assert not set(e.references.image_idx) & set(e.query_image_idx)
-        total += len(e.references) + len(e.query_image_idx)
+        assert len(e.references) == 10 and (r.user_idx[e.references] == e.user_idx).all()
+        np.testing.assert_array_equal(r.image_idx[e.references], r.image_idx[e2.references])
+        assert not set(r.image_idx[e.references]) & set(r.image_idx[e.queries])
+        total += len(e.references) + len(e.queries)
     assert total == len(r)
     assert any(
-        not np.array_equal(a.references.image_idx, b.references.image_idx)
+        not np.array_equal(r.image_idx[a.references], r.image_idx[b.references])
         for a, b in zip(episodes, other, strict=True)
     )
 
 
 def test_draws_are_nested_same_queries_at_every_k_and_references_are_prefixes(small_sim):
     ev = Evaluator(small_sim, shots=(0, 2, 5, 10), seed=1, draws=3)
+    r = small_sim.ratings["test_unseen"]
     for draw in range(3):
         by_k = {k: ev.episodes("test_unseen", k, draw)[0] for k in ev.shots}
         for k, episodes in by_k.items():
             for e, e10 in zip(episodes, by_k[10], strict=True):
                 assert e.draw == draw and len(e.references) == k
-                np.testing.assert_array_equal(e.query_image_idx, e10.query_image_idx)  # fixed queries
-                np.testing.assert_array_equal(
-                    e.references.image_idx, e10.references.image_idx[:k]
-                )  # a prefix
-                assert not set(e10.references.image_idx) & set(e.query_image_idx)
+                np.testing.assert_array_equal(e.queries, e10.queries)  # fixed queries
+                np.testing.assert_array_equal(e.references, e10.references[:k])  # a prefix
+                assert not set(r.image_idx[e10.references]) & set(r.image_idx[e.queries])
     first, second = ev.episodes("test_unseen", 10, 0)[0], ev.episodes("test_unseen", 10, 1)[0]
-    assert any(
-        not np.array_equal(a.query_image_idx, b.query_image_idx) for a, b in zip(first, second, strict=True)
-    )
+    assert any(not np.array_equal(a.queries, b.queries) for a, b in zip(first, second, strict=True))
     with pytest.raises(ValueError, match="not within"):
         ev.episodes("test_unseen", 20)
 
@@ -72,7 +69,7 @@ def test_a_user_short_of_the_largest_k_is_skipped_at_every_k_and_counted(small_s
     for k in (0, 10):
         episodes, skipped = ev.episodes("test_unseen", k)
         assert skipped == 1 and len(episodes) == n_users - 1
-        assert user not in {e.references.user_idx for e in episodes}
+        assert user not in {e.user_idx for e in episodes}
     result = ev.evaluate(create_model("ridge").fit(ds), "test_unseen", 0)
     assert result.skipped_users == 1 and result.n_users == n_users - 1
     # with 9 as the largest k the user has enough ratings again
@@ -144,3 +141,24 @@ def test_the_same_draws_for_every_model(small_sim):
 def test_draws_must_be_positive(small_sim):
     with pytest.raises(ValueError, match="draws"):
         Evaluator(small_sim, draws=0)
+
+
+def test_failed_rows_one_per_split_and_k_without_metrics(small_sim):
+    ev = Evaluator(small_sim, shots=(0, 4, 10), draws=3)
+    rows = ev.failed_rows("m", ["test_seen", "test_unseen"], "skipped", "no features", "train+val_seen")
+    assert [(r.split, r.shots, r.draws) for r in rows] == [
+        ("test_seen", None, 1),
+        ("test_unseen", 0, 3),
+        ("test_unseen", 4, 3),
+        ("test_unseen", 10, 3),
+    ]
+    for r in rows:
+        assert (r.model, r.status, r.reason, r.metrics, r.ci95, r.n_ratings) == (
+            "m",
+            "skipped",
+            "no features",
+            None,
+            None,
+            0,
+        )
+        assert (r.fit_split, r.fit_seconds, r.validation_split) == ("train+val_seen", 0.0, None)

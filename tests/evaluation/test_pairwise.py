@@ -11,7 +11,13 @@ import pytest
 from recsys.cli import main
 from recsys.data import load_dataset
 from recsys.data.simulate_pairs import PickapicSimulationConfig, simulate_pickapic
-from recsys.evaluation.pairwise import PAIR_SHOTS, PairEvaluator, choice_metrics, user_choice_accuracy
+from recsys.evaluation.pairwise import (
+    MIN_USER_PAIRS,
+    PAIR_SHOTS,
+    choice_metrics,
+    pair_evaluator,
+    user_choice_accuracy,
+)
 from recsys.leaderboard import run_leaderboard
 from recsys.models import create_model
 
@@ -48,29 +54,41 @@ def test_choice_metrics_by_hand():
 
 
 def test_references_and_queries_are_disjoint_and_queries_fixed_across_k(choices):
-    evaluator = PairEvaluator(choices, draws=2)
-    pairs = choices.pairs["test_unseen"]
+    """Whole sessions: the queries are every choice of the user outside the pool (the first sessions holding 8
+    choices), the same at every k; the references are the pool's first k choices; no session and no image of the
+    pool is among the queries."""
+    evaluator = pair_evaluator(choices, draws=2)
+    pairs = choices.choices["test_unseen"]
     for draw in (0, 1):
-        at_k = {k: evaluator.pair_episodes("test_unseen", k, draw) for k in PAIR_SHOTS}
-        queries = [tuple(q.tolist()) for _, q in at_k[max(PAIR_SHOTS)][0]]
+        at_k = {k: evaluator.episodes("test_unseen", k, draw) for k in PAIR_SHOTS}
+        queries = [tuple(e.queries.tolist()) for e in at_k[max(PAIR_SHOTS)][0]]
         for k, (episodes, skipped) in at_k.items():
-            assert [tuple(q.tolist()) for _, q in episodes] == queries  # the same queries at every k
+            assert [tuple(e.queries.tolist()) for e in episodes] == queries  # the same queries at every k
             assert skipped == at_k[0][1]
-            for refs, q in episodes:
-                assert len(refs) == k and (pairs.user_idx[q] == refs.user_idx).all()
-                mine = np.flatnonzero(pairs.user_idx == refs.user_idx)
-                ref_rows = {(a, b) for a, b in zip(refs.image_a.tolist(), refs.image_b.tolist(), strict=True)}
-                query_rows = set(zip(pairs.image_a[q].tolist(), pairs.image_b[q].tolist(), strict=True))
-                assert not ref_rows & query_rows and len(q) == len(mine) - max(PAIR_SHOTS)
+            for e, e8 in zip(episodes, at_k[max(PAIR_SHOTS)][0], strict=True):
+                q, refs = e.queries, e.references
+                assert len(refs) == k and (pairs.user_idx[q] == e.user_idx).all()
+                assert (pairs.user_idx[refs] == e.user_idx).all()
+                np.testing.assert_array_equal(refs, e8.references[:k])  # nested
+                mine = np.flatnonzero(pairs.user_idx == e.user_idx)
+                pool = np.setdiff1d(mine, q)  # whole sessions, at least 8 choices
+                assert len(pool) >= max(PAIR_SHOTS) and np.isin(refs, pool).all()
+                assert not set(pairs.session[pool].tolist()) & set(pairs.session[q].tolist())
+                pool_images = set(pairs.image_a[pool].tolist()) | set(pairs.image_b[pool].tolist())
+                assert not pool_images & (set(pairs.image_a[q].tolist()) | set(pairs.image_b[q].tolist()))
+                assert len(q) >= MIN_USER_PAIRS
     first, second = (
-        evaluator.pair_episodes("test_unseen", 8, 0)[0],
-        evaluator.pair_episodes("test_unseen", 8, 1)[0],
+        evaluator.episodes("test_unseen", 8, 0)[0],
+        evaluator.episodes("test_unseen", 8, 1)[0],
     )
-    assert any(not np.array_equal(a[1], b[1]) for a, b in zip(first, second, strict=True))  # draws differ
+    assert any(
+        not np.array_equal(a.queries, b.queries) for a, b in zip(first, second, strict=True)
+    )  # draws differ
 
 
 def test_pal_learns_from_choices(choices):
-    board = run_leaderboard(choices, ["pal"], progress=False, jobs=1, draws=2)
+    # 3 draws: the five new users' values are averaged over enough draws for their interval to clear chance
+    board = run_leaderboard(choices, ["pal"], progress=False, jobs=1, draws=3)
     rows = {(r.model, r.split, r.shots): r for r in board.rows}
     assert rows[("pal", "test_seen", None)].metrics["user_choice_acc"] > 0.52  # chance is 0.5
     for k in (0, 8):  # the lower end of the interval over users is above chance
@@ -86,10 +104,10 @@ def test_pal_new_user_weights_follow_the_references(choices):
     favourite = int(np.argmax(rewards.std(0)))
     order = np.argsort(rewards[:, favourite])
     best, worst = order[-20:], order[:20]
-    from recsys.data.pairs import PairReferences
+    from recsys.data.choices import ChoiceReferences
 
-    refs = PairReferences(-1, best, worst, np.ones(20, np.float32))
-    weights = model._softmax(model._fold_pairs([refs]))[0]
+    refs = ChoiceReferences(-1, best, worst, np.ones(20, np.float32))
+    weights = model._softmax(model._fold_choices([refs]))[0]
     assert weights[favourite] > 1.0 / model.n_prototypes
 
 
@@ -99,7 +117,7 @@ def test_rating_models_are_unsupported_on_choices_with_the_reason(choices):
     assert ridge and all(r.status == "unsupported" and "learns from ratings only" in r.reason for r in ridge)
 
 
-def test_leaderboard_command_on_a_simulated_pickapic_folder(pickapic_dir, tmp_path, capsys):
+def test_leaderboard_command_on_a_simulated_pickapic_folder(pickapic_dir, choices, tmp_path, capsys):
     features = pickapic_dir / "image_features.npz"
     args = ["leaderboard", "--data", str(pickapic_dir), "--image-features", str(features), "--models", "pal"]
     assert main([*args, "--draws", "2", "--no-tracking", "--out", str(tmp_path / "out")]) == 0
@@ -109,7 +127,52 @@ def test_leaderboard_command_on_a_simulated_pickapic_folder(pickapic_dir, tmp_pa
     tasks = {(r["model"], r["split"], r["shots"]) for r in board["rows"]}
     assert {("pal", "test_unseen", k) for k in PAIR_SHOTS} <= tasks and ("oracle", "test_seen", None) in tasks
     markdown = (tmp_path / "out" / "leaderboard.md").read_text()
-    assert "p (user_choice_acc)" in markdown and "choices of each new user" in markdown
+    assert (
+        "p (user_choice_acc)" in markdown and "the whole sessions of 8 choices of each new user" in markdown
+    )
+    assert "the whole sessions of 8 choices" in board["protocol"]["queries"]
+    check_predictions_file_and_draws(tmp_path / "out", board, choices)
+
+
+def check_predictions_file_and_draws(out, board: dict, ds) -> None:
+    """predictions.parquet holds every scored choice (user, images a and b, choice, P(a)) of every row, and each
+    row's by-draw values are recomputed from it by hand: the pooled accuracy and the mean over users per draw."""
+    import pandas as pd
+
+    predictions = pd.read_parquet(out / "predictions.parquet")
+    assert (
+        list(predictions.columns)
+        == (
+            "run_id dataset simulated model tuned_study split shots draw user_id image_a_id image_b_id choice "
+            "prediction"
+        ).split()
+    )
+    rows = {(r["model"], r["split"], r["shots"]): r for r in board["rows"]}
+    for (model, split, shots), row in rows.items():
+        part = predictions[(predictions["model"] == model) & (predictions["split"] == split)]
+        part = part[part["shots"].isna()] if shots is None else part[part["shots"] == shots]
+        assert (part["draw"].fillna(0) == 0).sum() == row["n_ratings"] > 0  # the first draw's queries
+        assert part["draw"].fillna(0).nunique() == row["draws"]
+        hits, users = {}, {}
+        for draw, at_draw in part.groupby(part["draw"].fillna(-1)):
+            decided = at_draw[at_draw["choice"] != 0.5]
+            p, chose_a = decided["prediction"].to_numpy(), decided["choice"].to_numpy() == 1.0
+            hit = np.where(p == 0.5, 0.5, (p > 0.5) == chose_a)
+            hits[draw] = hit.mean()
+            per_user = pd.Series(hit).groupby(decided["user_id"].to_numpy()).mean()
+            users[draw] = per_user.mean()
+        if split == "test_seen":  # every held-out choice, in order; the oracle's P(a) is the ground truth
+            pairs = ds.choices[split]
+            assert part["user_id"].tolist() == ds.user_ids[pairs.user_idx].astype(str).tolist()
+            assert part["image_a_id"].tolist() == ds.image_ids[pairs.image_a].tolist()
+            assert part["image_b_id"].tolist() == ds.image_ids[pairs.image_b].tolist()
+            np.testing.assert_array_equal(part["choice"].to_numpy(), pairs.choice)
+            if model == "oracle":
+                np.testing.assert_allclose(part["prediction"], ds.ground_truth_choices[split], rtol=1e-6)
+        if row["draws"] > 1:
+            assert row["by_draw"]["choice_acc"] == pytest.approx([hits[d] for d in sorted(hits)])
+            assert row["by_draw"]["user_choice_acc"] == pytest.approx([users[d] for d in sorted(users)])
+        assert row["metrics"]["choice_acc"] == pytest.approx(np.mean(list(hits.values())))
 
 
 def test_simulate_command_writes_a_pickapic_folder(tmp_path, capsys):
@@ -120,7 +183,7 @@ def test_simulate_command_writes_a_pickapic_folder(tmp_path, capsys):
     assert main(["data", "validate", str(out), "--image-features", str(out / "image_features.npz")]) == 0
     printed = capsys.readouterr().out
     ds = load_dataset(out, image_features=out / "image_features.npz")
-    train = ds.pairs["train"]
+    train = ds.choices["train"]
     row = next(line for line in printed.splitlines() if line.startswith("train "))
     assert "choices" in printed and row.split()[1:2] == [str(len(train))]
     assert row.split()[-1] == str(int((train.choice == 0.5).sum()))  # ties
@@ -134,11 +197,11 @@ def test_pref_tokens_learns_from_choices_and_keeps_them_when_saved(choices, tmp_
     assert rows[("test_seen", None)].ci95["user_choice_acc"][0] > 0.5  # above chance over users
     assert rows[("test_unseen", 8)].metrics["user_choice_acc"] > 0.55
     model = create_model("pref_tokens", epochs=5).fit(choices)
-    pairs = choices.pairs["test_seen"]
-    before = model.predict_pairs(pairs.user_idx, pairs.image_a, pairs.image_b)
+    pairs = choices.choices["test_seen"]
+    before = model.predict_choices(pairs.user_idx, pairs.image_a, pairs.image_b)
     loaded = Model.load(model.save(tmp_path / "pt"))
     np.testing.assert_allclose(
-        loaded.predict_pairs(pairs.user_idx, pairs.image_a, pairs.image_b), before, rtol=1e-5
+        loaded.predict_choices(pairs.user_idx, pairs.image_a, pairs.image_b), before, rtol=1e-5
     )
 
 
@@ -161,31 +224,9 @@ def test_mf_learns_from_choices_and_folds_in_new_users(choices):
     )  # above chance over users (0.60 measured)
     assert rows[("test_unseen", 8)].metrics["user_choice_acc"] > 0.55
     model = create_model("mf").fit(choices)
-    from recsys.data.pairs import PairReferences
+    from recsys.data.choices import ChoiceReferences
 
     a, b = np.arange(0, 20), np.arange(20, 40)
-    p = model._fold_choice(PairReferences(-1, a, b, np.ones(20, np.float32)))
-    before = model.items_[a, :-1] - model.items_[b, :-1]
+    p = model._fold_choice(ChoiceReferences(-1, a, b, np.ones(20, np.float32)))[:-1]
+    before = model.fold_.item_vecs[a] - model.fold_.item_vecs[b]
     assert (before @ p).mean() > 0  # the fitted taste prefers the chosen images
-
-
-def test_by_draw_holds_each_metric_computed_on_each_draw_alone(choices):
-    evaluator = PairEvaluator(choices, shots=(0, 2), draws=3)
-    row = evaluator.oracle_result("test_unseen", 2)  # P(a) of the ground truth: no model to fit
-    truth, pairs = choices.ground_truth_pairs["test_unseen"], choices.pairs["test_unseen"]
-    user_means, pooled = [], []
-    for draw in range(3):
-        episodes, _ = evaluator.pair_episodes("test_unseen", 2, draw)
-        hits: dict[int, list[float]] = {}
-        for _, queries in episodes:
-            for q in queries:
-                if pairs.choice[q] == 0.5:  # a tie: not in the accuracies
-                    continue
-                p = float(truth[q])
-                hit = 0.5 if p == 0.5 else float((p > 0.5) == (pairs.choice[q] == 1.0))
-                hits.setdefault(int(pairs.user_idx[q]), []).append(hit)
-        user_means.append(np.mean([np.mean(h) for h in hits.values()]))
-        pooled.append(np.mean([h for user in hits.values() for h in user]))
-    assert row.by_draw["user_choice_acc"] == pytest.approx(user_means)
-    assert row.by_draw["choice_acc"] == pytest.approx(pooled)
-    assert user_means != pytest.approx(pooled)  # the two differ: the names matter

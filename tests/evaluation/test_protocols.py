@@ -66,14 +66,14 @@ def test_unfixed_queries_score_every_other_rating(tmp_path):
             episodes, skipped = evaluator.episodes("test_unseen", k, draw)
             assert skipped == 0 and len(episodes) == len(np.unique(r.user_idx))
             for e in episodes:
-                rated = r.image_idx[r.user_idx == e.references.user_idx]
-                refs, queries = e.references.image_idx, e.query_image_idx
+                rated = r.image_idx[r.user_idx == e.user_idx]
+                refs, queries = r.image_idx[e.references], r.image_idx[e.queries]
                 assert len(refs) == k and len(queries) == PER_WORKER - k
                 assert not set(refs.tolist()) & set(queries.tolist())
                 assert sorted([*refs.tolist(), *queries.tolist()]) == sorted(rated.tolist())
     # the fixed-query rule, for comparison: every k scores the ratings left after the largest k
     fixed = Evaluator(ds, shots=(10, 100), draws=1)
-    assert all(len(e.query_image_idx) == PER_WORKER - 100 for e in fixed.episodes("test_unseen", 10)[0])
+    assert all(len(e.queries) == PER_WORKER - 100 for e in fixed.episodes("test_unseen", 10)[0])
 
 
 def test_leaderboard_protocol_piaa(tmp_path, monkeypatch, capsys):

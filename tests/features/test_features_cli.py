@@ -10,11 +10,11 @@ import warnings
 import numpy as np
 import pytest
 
-from features.demographics import PamelaUserEncoder, user_feature_encoder_for
 from features.embed import bad_sidecar_path, embed_dataset_features, text_output_path
 from features.encoders import TINY_ARCHITECTURE, register_architecture
 from recsys.cli import main
 from recsys.data import load_dataset
+from recsys.data.demographics import PamelaUserEncoder, user_feature_encoder_for
 from recsys.data.features_file import read_image_features
 from recsys.data.simulate import SimulationConfig, simulate
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recsys.data.choices import Choices
 from recsys.data.dataset import Ratings, References
 from recsys.errors import ColdStartNotSupported, UserError
 from recsys.evaluation.evaluator import Evaluator
@@ -232,8 +233,11 @@ def test_models_that_stop_early_use_the_same_validation_split_and_report_their_e
     assert refit.validation_split_ is None and refit.stopping_epoch() is None
 
 
-def test_asking_for_another_validation_split_is_an_error(small_sim):
+def test_validation_is_the_policy_split_of_the_fit_data_kind(small_sim):
+    """A model asks for the validation data of its kind; the split is the policy's, never one it names."""
     model = create_model("ridge")
     view = small_sim.fit_view("train", "val_seen")
-    with pytest.raises(RuntimeError, match="validates every model on 'val_seen'"):
-        model._validation(view, "train", "val_unseen")
+    held = model._validation(view, "train")
+    assert model.validation_split_ == "val_seen" and len(held) == len(small_sim.ratings["val_seen"])
+    assert model._validation(view, "train", Choices) is None  # rating data hold no validation choices
+    assert model._validation(small_sim.fit_view("train+val_seen"), "train+val_seen") is None

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from recsys.data import References
 from recsys.errors import ColdStartNotSupported
 from recsys.evaluation.evaluator import Evaluator
 from recsys.models.mllm import (
@@ -54,6 +55,13 @@ def test_plus_probability_reads_the_two_tokens():
     assert plus_probability(np.array([1000.0, -1000.0]), 0, 1) == 1.0  # no overflow
 
 
+def first_references(dataset, k: int) -> References:
+    """The references of the evaluator's first new user at k (draw 0)."""
+    evaluator = Evaluator(dataset, shots=[k])
+    episode, r = evaluator.episodes("test_unseen", k)[0][0], evaluator.table("test_unseen")
+    return References(episode.user_idx, r.image_idx[episode.references], r.score[episode.references])
+
+
 def test_scorer_with_a_fake_backend_scores_new_users(small_sim):
     seen: list[list[int]] = []
 
@@ -66,7 +74,7 @@ def test_scorer_with_a_fake_backend_scores_new_users(small_sim):
     result = Evaluator(small_sim, shots=[10], n_bootstrap=10).evaluate(model, "test_unseen", 10)
     assert result.status == "ok" and result.n_ratings > 0
     assert all(len(images) <= 2 * 2 + 1 for images in seen)
-    refs = Evaluator(small_sim, shots=[10]).episodes("test_unseen", 10)[0][0].references
+    refs = first_references(small_sim, 10)
     assert model.predict_new([refs], [np.array([1, 2])])[0] == pytest.approx([2.0, 2.0])  # 1 + 0.25 * 4
 
 
@@ -76,9 +84,7 @@ def test_scorer_with_a_fake_backend_scores_new_users(small_sim):
 def test_without_transformers_the_evaluator_reports_a_skip(small_sim):
     model = MLLMScorer().fit(small_sim)
     with pytest.raises(MLLMUnavailable, match="^skipped: "):
-        model.score_user(
-            Evaluator(small_sim, shots=[5]).episodes("test_unseen", 5)[0][0].references, np.array([0])
-        )
+        model.score_user(first_references(small_sim, 5), np.array([0]))
     assert issubclass(MLLMUnavailable, ColdStartNotSupported)
     result = Evaluator(small_sim, shots=[5], n_bootstrap=10).evaluate(model, "test_unseen", 5)
     assert result.status == "unsupported" and result.reason.startswith("skipped: ")

@@ -8,7 +8,7 @@ from test_api import write_table
 
 from recsys.cli import main
 from recsys.data import load_dataset
-from recsys.errors import ChoicesNotSupported, UserError
+from recsys.errors import DataNotSupported, UserError
 from recsys.models.capabilities import model_supports
 from recsys.models.registry import (
     CEILING,
@@ -59,7 +59,10 @@ def test_a_model_needs_image_input_exactly_when_it_says_so(bare, name):
 
 
 def test_presets_need_what_their_base_model_needs():
-    assert model_needs("two_tower_no_prototypes") == model_needs("two_tower") == (IMAGE_INPUT,)
+    assert (
+        model_needs("two_tower_no_prototypes") == model_needs("two_tower") == (IMAGE_INPUT, "the deep extra")
+    )
+    assert model_needs("als") == ("the implicit extra",)
     assert model_group("two_tower_no_prototypes") == "ablations" and model_group("mf") == "classical"
     assert model_needs("oracle") == ("a simulator's ground truth",) and model_needs("mf") == ()
 
@@ -86,7 +89,7 @@ def test_a_rating_model_on_choices_is_what_supports_says(tmp_path):
     )
     folder = simulate_pickapic(tmp_path / "pap", config, progress=False)
     choices = load_dataset(folder, image_features=folder / "image_features.npz")
-    with pytest.raises(ChoicesNotSupported):
+    with pytest.raises(DataNotSupported):
         create_model("ridge").fit(choices)
     create_model("mf", epochs=2).fit(choices)  # "choices" in model_supports("mf")
 

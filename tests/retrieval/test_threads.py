@@ -15,6 +15,7 @@ from recsys.threads import (
     available_cores,
     configure_faiss_threads,
     configure_torch_threads,
+    single_threaded,
     single_threaded_blas,
     threads_from_environment,
 )
@@ -90,6 +91,28 @@ def test_single_threaded_blas_limits_blas_inside_the_block_only() -> None:
     with single_threaded_blas():
         assert all(n == 1 for n in blas_threads())
     assert blas_threads() == before
+
+
+def test_single_threaded_pins_blas_and_torch_inside_the_block_only(monkeypatch) -> None:
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> list[int]:
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    monkeypatch.setenv(TORCH_THREADS_ENV_VAR, "2")
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with threadpool_limits(2, "blas"):
+            with single_threaded():
+                assert blas_threads() and all(n == 1 for n in blas_threads())
+                assert torch.get_num_threads() == 1
+                assert configure_torch_threads() == 1 == torch.get_num_threads()  # the environment waits
+            assert all(n == 2 for n in blas_threads()) and torch.get_num_threads() == 2
+            assert configure_torch_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
 
 
 def test_importing_the_module_is_cheap() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.demographics import (
+from recsys.data.demographics import (
     PamelaUserEncoder,
     TabularEncoder,
     age_bin,
