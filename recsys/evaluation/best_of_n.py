@@ -2,8 +2,10 @@
 
 For each user, the user's scored queries (one reference draw's queries on unseen splits) are shuffled, seeded by
 the protocol seed, n and the user's external id, so every model meets the same groups, and cut into groups of n
-(the last incomplete group dropped): ``recsys.evaluation.episodes.groups_of_n``. The model's pick in a group is the image it scores highest (of equal scores,
-the first in the group's shuffled order).
+(the last incomplete group dropped): ``recsys.evaluation.episodes.groups_of_n``. The model's pick in a group is the
+image it scores highest. Candidates tied at the top score share the pick: the group counts the mean of their
+outcomes (the expectation of a pick drawn at random among them), so a constant predictor's uplift is exactly 0
+whatever the grouping seed, instead of the outcome of whichever image the shuffle put first.
 
 * ``best_of_n_uplift@n``: the observed score of the pick minus the group's mean observed score, averaged over
   groups (0 for a random pick, in score units);
@@ -11,7 +13,8 @@ the first in the group's shuffled order).
   group's highest observed score; ties in the observed score all count as favourites);
 * ``best_of_n_true_uplift@n`` (simulated data only): the same uplift in the simulator's noise-free expected score.
 
-The non-personal reference is the consensus model (``ridge``): the report shows each model's uplift beside it.
+Each user's mean uplift (``per_user``) is kept, so that a model's uplift can be compared with the consensus model's
+(the registry role ``consensus``) by a paired interval over users (``recsys.evaluation.stats``).
 """
 
 from __future__ import annotations
@@ -33,22 +36,27 @@ def best_of_n(
     user_ids: np.ndarray,
     seed: int = 0,
     truth: np.ndarray | None = None,
-) -> dict[str, float]:
-    """Best-of-n metrics (module docstring) of aligned queries; NaN when no user has n queries."""
+) -> tuple[dict[str, float], dict[int, float]]:
+    """Best-of-n metrics (module docstring) of aligned queries, NaN when no user has n queries; and each user's
+    mean uplift over its groups (user index -> uplift)."""
     groups = groups_of_n(user_idx, n, user_ids=user_ids, seed=seed)
     if not len(groups):
         out = {f"best_of_n_uplift@{n}": float("nan"), f"best_of_n_hit@{n}": float("nan")}
-        return out | ({f"best_of_n_true_uplift@{n}": float("nan")} if truth is not None else {})
-    pick = np.argmax(prediction[groups], axis=1)
+        return out | ({f"best_of_n_true_uplift@{n}": float("nan")} if truth is not None else {}), {}
+    predicted = prediction[groups]
+    share = (predicted == predicted.max(1, keepdims=True)).astype(np.float64)
+    share /= share.sum(1, keepdims=True)  # the pick: uniform over the candidates tied at the top score
     observed = score[groups].astype(np.float64)
-    chosen = observed[np.arange(len(groups)), pick]
+    uplift = (share * observed).sum(1) - observed.mean(1)
+    favourite = observed >= observed.max(1, keepdims=True)
     out = {
-        f"best_of_n_uplift@{n}": float((chosen - observed.mean(1)).mean()),
-        f"best_of_n_hit@{n}": float((chosen >= observed.max(1)).mean()),
+        f"best_of_n_uplift@{n}": float(uplift.mean()),
+        f"best_of_n_hit@{n}": float((share * favourite).sum(1).mean()),
     }
     if truth is not None:
         expected = truth[groups].astype(np.float64)
-        out[f"best_of_n_true_uplift@{n}"] = float(
-            (expected[np.arange(len(groups)), pick] - expected.mean(1)).mean()
-        )
-    return out
+        out[f"best_of_n_true_uplift@{n}"] = float(((share * expected).sum(1) - expected.mean(1)).mean())
+    owners = user_idx[groups[:, 0]]
+    users, inverse = np.unique(owners, return_inverse=True)
+    per_user = np.bincount(inverse, uplift) / np.bincount(inverse)
+    return out, dict(zip(users.tolist(), per_user.tolist(), strict=True))

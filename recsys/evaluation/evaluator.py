@@ -516,7 +516,8 @@ class RatingScorer:
                     collected[metric][int(user)].append(value)
         per_user = {m: {u: float(np.mean(v)) for u, v in values.items()} for m, values in collected.items()}
         metrics = {m: float(np.mean([d[m] for d in per_draw])) for m in GLOBAL_METRICS}
-        metrics |= _best_of_n(dataset, split, predictions, evaluator.seed)
+        best, best_per_user = _best_of_n(dataset, split, predictions, evaluator.seed)
+        metrics |= best
         for m in USER_METRICS:
             metrics[m] = float(np.mean(list(per_user[m].values()))) if per_user[m] else float("nan")
         ci = {
@@ -536,20 +537,24 @@ class RatingScorer:
             "metric_users": {m: len(per_user[m]) for m in USER_METRICS},
             "ndcg_left_out": ndcg_left_out(predictions.user_idx[first], NDCG_K),
             "by_draw": {m: [d[m] for d in per_draw] for m in CI_METRICS} if len(per_draw) > 1 else {},
-            "per_user": per_user,
+            "per_user": per_user | best_per_user,
             "predictions": predictions,
         }
 
 
-def _best_of_n(dataset: Dataset, split: str, scored: Predictions, seed: int) -> dict[str, float]:
-    """Best-of-n metrics (``recsys.evaluation.best_of_n``), each draw's queries apart, averaged over draws."""
+def _best_of_n(
+    dataset: Dataset, split: str, scored: Predictions, seed: int
+) -> tuple[dict[str, float], dict[str, dict[int, float]]]:
+    """Best-of-n metrics (``recsys.evaluation.best_of_n``), each draw's queries apart, averaged over draws; and
+    each user's uplift at every n, averaged over the draws where the user had a group (``per_user`` keys
+    ``best_of_n_uplift@n``)."""
     truth = _truth_of(dataset, split, scored)
-    per_draw = []
+    per_draw, collected = [], defaultdict(lambda: defaultdict(list))
     for draw in np.unique(scored.draw):
         at = scored.draw == draw
         values = {}
         for n in BEST_OF_N:
-            values |= best_of_n(
+            metrics, per_user = best_of_n(
                 scored.user_idx[at],
                 scored.score[at],
                 scored.prediction[at],
@@ -558,8 +563,12 @@ def _best_of_n(dataset: Dataset, split: str, scored: Predictions, seed: int) -> 
                 seed=seed,
                 truth=None if truth is None else truth[at],
             )
+            values |= metrics
+            for user, uplift in per_user.items():
+                collected[f"best_of_n_uplift@{n}"][user].append(uplift)
         per_draw.append(values)
-    return {m: float(np.mean([d[m] for d in per_draw])) for m in per_draw[0]}
+    per_user = {m: {u: float(np.mean(v)) for u, v in users.items()} for m, users in collected.items()}
+    return {m: float(np.mean([d[m] for d in per_draw])) for m in per_draw[0]}, per_user
 
 
 def _truth_of(dataset: Dataset, split: str, scored: Predictions) -> np.ndarray | None:

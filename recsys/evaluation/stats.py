@@ -22,7 +22,7 @@ import numpy as np
 from scipy import stats
 
 from recsys.evaluation.evaluator import Result
-from recsys.evaluation.metrics import HIGHER_IS_BETTER
+from recsys.evaluation.metrics import HIGHER_IS_BETTER, bootstrap_ci
 from recsys.models.registry import CEILING, model_role
 
 #: a paired test needs at least this many users with a value under both models
@@ -80,6 +80,19 @@ def paired_differences(reference: Mapping[int, float], other: Mapping[int, float
     """``reference[u] - other[u]`` over the users both have, in user order."""
     users = sorted(set(reference) & set(other))
     return np.array([reference[u] - other[u] for u in users], dtype=np.float64)
+
+
+def paired_interval(
+    reference: Mapping[int, float], other: Mapping[int, float], *, n_resamples: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
+    """The mean over users of ``reference[u] - other[u]`` (the users both have) with its 95% percentile bootstrap
+    interval over users (the users resampled together, so the interval is of the paired difference):
+    (mean, low, high), NaN without common users."""
+    differences = paired_differences(reference, other)
+    if not len(differences):
+        return float("nan"), float("nan"), float("nan")
+    low, high = bootstrap_ci(differences, n_resamples=n_resamples, seed=seed)
+    return float(differences.mean()), low, high
 
 
 def wilcoxon_p(differences: np.ndarray) -> float:

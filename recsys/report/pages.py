@@ -133,7 +133,12 @@ def _best_of_n(table: ReportTable) -> dict | None:
         for r in mine.to_dict("records"):
             cells = [fmt(r[f"best_of_n_uplift@{n}"]) for n in ns] + [fmt(r[f"best_of_n_hit@{n}"]) for n in ns]
             over = r.get(OVER_CONSENSUS, float("nan"))
-            cells.append("-" if over != over else f"{over:+.3f}")
+            low, high = (
+                r.get(OVER_CONSENSUS + "_lo", float("nan")),
+                r.get(OVER_CONSENSUS + "_hi", float("nan")),
+            )
+            interval = "" if low != low else f" [{low:+.3f}, {high:+.3f}]"
+            cells.append("-" if over != over else f"{over:+.3f}{interval}")
             cells += [fmt(r[f"best_of_n_true_uplift@{ns[-1]}"])] if true else []
             lines.append({"label": r["label"], "cells": cells})
         tasks.append({"label": task_label(*task), "rows": lines})

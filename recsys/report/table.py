@@ -315,6 +315,20 @@ def build_table(board: Leaderboard) -> ReportTable:
             else np.nan
             for r in rows
         ]
+        # the same difference per user, with its paired bootstrap interval over users
+        per_user = {
+            task_of(r): r.per_user.get(top, {})
+            for r in rows
+            if model_role(r.model) == CONSENSUS and r.metrics
+        }
+        intervals = [
+            stats.paired_interval(r.per_user.get(top, {}), per_user[task_of(r)], seed=board.seed)
+            if r.metrics and task_of(r) in per_user and r.per_user.get(top)
+            else (np.nan, np.nan, np.nan)
+            for r in rows
+        ]
+        frame[OVER_CONSENSUS + "_lo"] = [i[1] for i in intervals]
+        frame[OVER_CONSENSUS + "_hi"] = [i[2] for i in intervals]
     return ReportTable(board, ms, frame, stats.tasks(rows), best, tests, bon)
 
 
