@@ -17,7 +17,7 @@ from recsys.evaluation.metrics import NDCG_K
 from recsys.evaluation.stats import CORRECTION
 from recsys.leaderboard import Leaderboard
 from recsys.models.base import DATA_POLICY
-from recsys.models.registry import CEILING
+from recsys.models.registry import CEILING, CONSENSUS, model_role
 from recsys.report.table import (
     OVER_CONSENSUS,
     RATING_METRIC_SET,
@@ -138,7 +138,10 @@ def _best_of_n(table: ReportTable) -> dict | None:
                 r.get(OVER_CONSENSUS + "_hi", float("nan")),
             )
             interval = "" if low != low else f" [{low:+.3f}, {high:+.3f}]"
-            cells.append("-" if over != over else f"{over:+.3f}{interval}")
+            if model_role(r["model"]) == CONSENSUS:
+                cells.append("consensus")
+            else:
+                cells.append("-" if over != over else f"{over:+.3f}{interval}")
             cells += [fmt(r[f"best_of_n_true_uplift@{ns[-1]}"])] if true else []
             lines.append({"label": r["label"], "cells": cells})
         tasks.append({"label": task_label(*task), "rows": lines})
