@@ -35,7 +35,9 @@ class Recommender:
 
     @classmethod
     def load_data(cls, path: str | Path | None = None, **kwargs: Any) -> Recommender:
-        """A recommender over the data at ``path`` (keyword arguments as ``recsys.data.load_dataset``)."""
+        """A recommender over the data at ``path`` (keyword arguments as ``recsys.data.load_dataset``: ``holdout``,
+        ``seed``, ``columns``, ``score_range`` and, for a delimited table, ``sep`` and ``header=False``, as the
+        command line's ``--sep`` and ``--no-header``; the delimiter and the header are found when not given)."""
         return cls(load_dataset(path, **kwargs))
 
     def fit(self, model: str = "biases", split: str = "train", **params: Any) -> Recommender:

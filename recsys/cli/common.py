@@ -200,7 +200,8 @@ def add_tracking_arguments(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """--data, --image-features, --encoder, --checkpoint, --holdout, --score-range, --seed: the dataset."""
+    """--data, --image-features, --encoder, --checkpoint, --holdout, --columns, --sep, --no-header,
+    --score-range, --seed: the dataset."""
     parser.add_argument(
         "--data",
         type=Path,
@@ -221,15 +222,33 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="random:F, users:F or both:F (tables' default: both:0.2) for data without a split column",
     )
+    add_table_arguments(parser)
+    parser.add_argument(
+        "--score-range", type=score_range, default=None, help="declared score range LOW,HIGH of a table"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of holdouts, reference draws and bootstrap")
+
+
+def add_table_arguments(parser: argparse.ArgumentParser) -> None:
+    """--columns, --sep, --no-header: how a rating table is read (found from its first lines when not given)."""
     parser.add_argument(
         "--columns",
         default=None,
         help="a table's own column names, e.g. user=uid,item=movie,score=rating (also split=COLUMN)",
     )
     parser.add_argument(
-        "--score-range", type=score_range, default=None, help="declared score range LOW,HIGH of a table"
+        "--sep",
+        default=None,
+        help="a table's delimiter: , ; | :: or tab, whitespace (default None: found from the first lines)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of holdouts, reference draws and bootstrap")
+    parser.add_argument(
+        "--no-header",
+        dest="header",
+        action="store_false",
+        default=None,
+        help="the table has no header line: columns are user, item, score[, timestamp] by position (default: "
+        "found from the first lines)",
+    )
 
 
 def dataset_from_args(args: argparse.Namespace, path=None, problems: list[str] | None = None):
@@ -247,6 +266,8 @@ def dataset_from_args(args: argparse.Namespace, path=None, problems: list[str] |
         seed=args.seed,
         score_range=args.score_range,
         columns=getattr(args, "columns", None),
+        sep=getattr(args, "sep", None),
+        header=getattr(args, "header", None),
         problems=problems,
     )
     if encoder:

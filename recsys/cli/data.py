@@ -8,7 +8,13 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from recsys.cli.common import add_command, add_commands, dataset_from_args, score_range
+from recsys.cli.common import (
+    add_command,
+    add_commands,
+    add_table_arguments,
+    dataset_from_args,
+    score_range,
+)
 from recsys.data.simulate import SimulationConfig
 
 
@@ -40,6 +46,7 @@ def add_parsers(subparsers) -> None:
     val.add_argument("path", type=Path, help="PAMELA directory or rating table (CSV/Parquet)")
     val.add_argument("--image-features", type=Path, default=None, help=".npz with image_id and embedding")
     val.add_argument("--holdout", default=None, help="random:F or users:F for tables without a split column")
+    add_table_arguments(val)
     val.add_argument(
         "--score-range", type=score_range, default=None, help="declared score range LOW,HIGH of a table"
     )

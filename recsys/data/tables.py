@@ -15,16 +15,19 @@ beside the table. Without a ``split`` column a seeded holdout is made:
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from recsys.data.dataset import SPLITS, Dataset, Ratings
+from recsys.data.delimited import apply_aliases, read_delimited
 from recsys.data.validate import check_duplicates, check_scores, check_splits
 from recsys.errors import UserError
 
-TABLE_NAMES = ("ratings.parquet", "ratings.csv")
+#: a directory's rating table: ours, MovieLens-100k's and MovieLens-1M's
+TABLE_NAMES = ("ratings.parquet", "ratings.csv", "u.data", "ratings.dat")
 DEFAULT_HOLDOUT = "both:0.2"
 
 
@@ -84,7 +87,8 @@ def find_table(path: Path) -> Path:
         if (path / name).is_file():
             return path / name
     raise UserError(
-        f"{path}: no rating table (expected a .csv/.parquet file or a directory with ratings.csv)"
+        f"{path}: no rating table (expected a .csv/.parquet file or a directory with one of "
+        f"{', '.join(TABLE_NAMES)})"
     )
 
 
@@ -151,6 +155,45 @@ def read_manifest(file: Path, simulate_command: str) -> dict:
         raise UserError(f"{file}: malformed JSON ({err.msg}); re-run `{simulate_command}`") from None
 
 
+def read_rating_table(
+    table_path: Path,
+    *,
+    sep: str | None = None,
+    header: bool | None = None,
+    columns: dict[str, str] | None = None,
+) -> pd.DataFrame:
+    """The table at ``table_path`` with columns named user_id, item_id, score (and split when it has one).
+
+    Parquet is read as it is; a delimited file has its delimiter and header found (``recsys.data.delimited``;
+    ``sep`` and ``header=False`` override them), and each choice the reader made on its own is printed as one
+    line on stderr. ``columns`` maps the table's own names (``parse_columns``).
+
+    Raises:
+        UserError: the file cannot be read, or it lacks a needed column: the message lists the columns it has
+            and the ``--columns`` mapping to use.
+    """
+    if table_path.suffix == ".parquet":
+        if sep is not None or header is not None:
+            raise UserError(f"{table_path}: --sep and --no-header apply to delimited text, not to Parquet")
+        table, fmt = _read(table_path), None
+    else:
+        table, fmt = read_delimited(table_path, sep=sep, header=header, columns=columns)
+    table = rename_columns(table, columns, table_path)
+    if fmt is not None and fmt.header:
+        table = apply_aliases(table, fmt)
+    missing = [c for c in ("user_id", "item_id", "score") if c not in table.columns]
+    if missing:
+        found = ", ".join(map(str, table.columns))
+        example = ",".join(f"{k}=COLUMN" for k, v in COLUMN_KEYS.items() if v in missing)
+        raise UserError(
+            f"{table_path}: lacks column(s) {', '.join(missing)} (it has {found}); a rating table needs "
+            f"user_id, item_id, score: map its own names with --columns {example}"
+        )
+    for note in fmt.notes(table_path) if fmt is not None else []:
+        print(note, file=sys.stderr)
+    return table
+
+
 def load_table(
     path: str | Path,
     *,
@@ -159,18 +202,16 @@ def load_table(
     score_range: tuple[float, float] | None = None,
     problems: list[str] | None = None,
     columns: dict[str, str] | None = None,
+    sep: str | None = None,
+    header: bool | None = None,
 ) -> Dataset:
     """Load a generic rating table into a Dataset (see the module docstring for the layout); ``columns`` maps
-    user_id, item_id, score, split to the table's own column names (``parse_columns``)."""
+    user_id, item_id, score, split to the table's own column names (``parse_columns``); ``sep`` and ``header``
+    as in ``read_rating_table``."""
     table_path = find_table(Path(path))
     collect = problems is not None
     problems = problems if problems is not None else []
-    table = rename_columns(_read(table_path), columns, table_path)
-    missing = [c for c in ("user_id", "item_id", "score") if c not in table.columns]
-    if missing:
-        raise UserError(
-            f"{table_path}: lacks column(s) {', '.join(missing)}; a rating table needs user_id, item_id, score"
-        )
+    table = read_rating_table(table_path, sep=sep, header=header, columns=columns)
     if table[["user_id", "item_id"]].isna().any().any():
         row = int(np.flatnonzero(table[["user_id", "item_id"]].isna().any(axis=1).to_numpy())[0])
         raise UserError(f"{table_path}: empty user_id or item_id at row {row}; every rating needs both")
