@@ -95,7 +95,15 @@ class Recommender:
         if len(user_ids) != len(item_ids):
             raise UserError(f"{len(user_ids)} user ids but {len(item_ids)} item ids; pass aligned pairs")
         users = np.array([self.dataset.user_index(u) for u in user_ids], np.int64)
-        return self._fitted().predict(users, self._items(item_ids))
+        model = self._fitted()
+        if model.needs_known_users:
+            for user_id, user in zip(user_ids, users.tolist(), strict=True):
+                if not model.known_[user]:
+                    raise UserError(
+                        f"user {user_id!r} was not in the fit of {model.name}; score them with predict_new("
+                        "references) or fit on every rating (fit(..., split='all'))"
+                    )
+        return model.predict(users, self._items(item_ids))
 
     def predict_new(
         self,

@@ -75,6 +75,7 @@ CSV_HEAD = (
     "n_users",
     "n_ratings",
     "skipped_users",
+    "fallback_predictions",
     "status",
 )
 #: a k-curve is drawn (and the bar chart shows only the end points of k) from this many k values on
@@ -201,6 +202,8 @@ def format_table(board: Leaderboard) -> str:
                 else ""
             )
         )
+    if fallback_line(board.rows):
+        lines.append(fallback_line(board.rows))
     return "\n".join(lines)
 
 
@@ -218,6 +221,25 @@ def _best_of_n_columns(rows: list[Result]) -> tuple[str, str, dict] | None:
         if r.metrics and top in r.metrics and _task(r) in ridge
     }
     return f"best@{top.split('@')[1]}", top, over
+
+
+def fallback_line(rows: list[Result]) -> str:
+    """One sentence: per task, how many predictions the models scored by their fallback (``Model.placeable``),
+    with the models that did; "" when none did."""
+    groups: dict[tuple, list[str]] = {}
+    for r in rows:
+        if r.fallback_predictions:
+            groups.setdefault((_task(r), r.fallback_predictions, r.n_ratings), []).append(_label(r))
+    if not groups:
+        return ""
+    parts = "; ".join(
+        f"{_task_label(*task)}: {used:,} of {total:,} ({', '.join(models)})"
+        for (task, used, total), models in groups.items()
+    )
+    return (
+        "Fallbacks (predictions of images a model cannot place, with no training rating and no features or "
+        f"metadata, scored as the average image; `fallback_predictions` in leaderboard.json): {parts}."
+    )
 
 
 def _users_line(rows: list[Result]) -> str:
@@ -280,6 +302,8 @@ def to_markdown(board: Leaderboard, breakdown: bd.Breakdown | None = None) -> st
         split, shots = task
         rows = [r for r in board.rows if _task(r) == task]
         lines += ["", f"## {_task_label(split, shots)}", "", _users_line(rows), ""]
+        if fallback_line(rows):
+            lines[-1:-1] = ["", fallback_line(rows)]
         lines.append(
             "| model | users | " + " | ".join(ms.shown) + f" | p ({ms.primary}) | fit s | predict s |"
         )
@@ -444,6 +468,7 @@ def write_csv(board: Leaderboard, path: Path) -> None:
                 "n_users": row.n_users,
                 "n_ratings": row.n_ratings,
                 "skipped_users": row.skipped_users,
+                "fallback_predictions": row.fallback_predictions,
                 "status": row.status,
                 "ndcg_left_out": row.ndcg_left_out,
                 "fit_seconds": f"{row.fit_seconds:.4f}",

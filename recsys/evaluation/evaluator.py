@@ -70,7 +70,9 @@ class Result:
     ``metrics`` of user-level metrics are means over users of per-user values averaged over draws (global ones:
     means over draws); ``metric_users`` says how many users each one averaged; ``by_draw`` holds the user-level
     means of each draw (the draw-to-draw spread); ``ndcg_left_out`` counts users with too few queries for
-    ndcg@10. ``n_ratings`` is the number of queries of one draw (the same in every draw and at every k).
+    ndcg@10. ``n_ratings`` is the number of queries of one draw (the same in every draw and at every k), and
+    ``fallback_predictions`` how many of them the model scored by its fallback (images it cannot place, e.g. no
+    training rating and no features: ``Model.placeable``).
     """
 
     model: str
@@ -92,6 +94,7 @@ class Result:
     fit_split: str = "train"
     validation_split: str | None = None
     tuned_study: str | None = None
+    fallback_predictions: int = 0
     per_user: dict[str, dict] = field(default_factory=dict, repr=False)
     predictions: Predictions | None = field(default=None, repr=False)
 
@@ -119,6 +122,7 @@ class Result:
             "fit_seconds": round(self.fit_seconds, 4),
             "predict_seconds": round(self.predict_seconds, 4),
             "skipped_users": self.skipped_users,
+            "fallback_predictions": self.fallback_predictions,
             "status": self.status,
         }
         if self.reason:
@@ -262,7 +266,7 @@ class Evaluator:
             seconds = time.perf_counter() - start
             draw = np.full(len(pred), -1, np.int64)
             scored = Predictions(r.user_idx, r.image_idx, r.score, pred, draw)
-            return self._result(name, split, None, scored, seconds, 0, 1, context)
+            return count_fallbacks(model, self._result(name, split, None, scored, seconds, 0, 1, context))
         if shots is None:
             raise ValueError(f"{split} is an unseen split: pass shots")
         episodes, skipped = [], 0
@@ -293,7 +297,9 @@ class Evaluator:
             y_pred,
             np.repeat([e.draw for e in episodes], sizes).astype(np.int64),
         )
-        return self._result(name, split, shots, scored, seconds, skipped, self.draws, context)
+        return count_fallbacks(
+            model, self._result(name, split, shots, scored, seconds, skipped, self.draws, context)
+        )
 
     def _failed(self, name, split, shots, status, reason, context, n_users=0, skipped=0) -> Result:
         """A row without metrics: the model cannot score the split (``unsupported``) or nobody qualifies."""
@@ -380,6 +386,18 @@ class Evaluator:
             predictions=scored,
             **context,
         )
+
+
+def count_fallbacks(model, result: Result) -> Result:
+    """``result`` with ``fallback_predictions`` set: how many queries of its first draw ``model`` scored by its
+    fallback (``Model.placeable`` False: an image it cannot place). Users need none: a seen split's users are in
+    the fit (checked on load), and a new user is scored from its references by design."""
+    placeable = getattr(model, "placeable", None)
+    if placeable is not None and result.predictions is not None:
+        scored = result.predictions
+        first = scored.draw == scored.draw[0]
+        result.fallback_predictions = int((~placeable(scored.image_idx[first])).sum())
+    return result
 
 
 def _truth_of(dataset: Dataset, split: str, scored: Predictions) -> np.ndarray | None:

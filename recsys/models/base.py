@@ -177,6 +177,20 @@ class Model(ABC):
             self._check_known(user_idx)
         return np.asarray(self._predict(user_idx, image_idx), dtype=np.float64)
 
+    def placeable(self, image_idx: np.ndarray) -> np.ndarray:
+        """True (bool, n) where the model scores an image from what it learned of it: the image's own training
+        ratings or, through its features or metadata, images like it; False where it scores its fallback instead
+        (an image with no training rating and no side information scores as the average image: the global mean
+        plus the user's offset, or the item bias prior; each model's docstring says which). The evaluator counts
+        the predictions that used a fallback."""
+        self._check_fitted()
+        return np.asarray(self._placeable(np.atleast_1d(np.asarray(image_idx, np.int64))), dtype=bool)
+
+    def _placeable(self, image_idx: np.ndarray) -> np.ndarray:
+        """``placeable`` of checked int64 image indices; every image by default (models that score every image
+        from its content, or the same for every image)."""
+        return np.ones(len(image_idx), dtype=bool)
+
     def predict_new(
         self, references: Sequence[References], image_idx: Sequence[np.ndarray]
     ) -> list[np.ndarray]:

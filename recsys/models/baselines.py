@@ -46,6 +46,11 @@ class MetadataMean(_ImageScoreModel):
 
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
         codes = dataset.metadata().codes  # (n_images, depth): a cell is a prefix of an image's codes
+        if not codes.shape[1]:  # it would be global_mean under another name
+            raise UserError(
+                f"metadata_mean needs categorical image metadata (items.csv beside a table) and {dataset.name} "
+                "has none"
+            )
         score = ratings.score.astype(float)
         cell_mean = np.full(dataset.n_images, float(score.mean()))  # each image's deepest estimate so far
         for depth in range(1, codes.shape[1] + 1):

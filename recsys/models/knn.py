@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from recsys.data.dataset import Dataset, Ratings, References, group_by
 from recsys.errors import UserError
 from recsys.models.base import Model
-from recsys.models.biases import BiasParams, clip_scores, fit_model_baseline
+from recsys.models.biases import BiasParams, clip_scores, fit_model_baseline, placed_images
 from recsys.models.linear import consensus_scores
 from recsys.models.params import Hyperparameters, at_least_one, hyper, non_negative
 
@@ -105,7 +105,11 @@ class KNNParams(Hyperparameters):
 
 
 class _KNNBase(Model):
-    """What both kNNs keep: each fitted user's ratings."""
+    """What both kNNs keep: each fitted user's ratings, and which images they place (``placed_images``: an image
+    without training ratings and without features scores by the baseline alone, no neighbour having rated it)."""
+
+    def _placeable(self, image_idx: np.ndarray) -> np.ndarray:
+        return self.placed_[image_idx]
 
     def _keep_ratings(self, ratings: Ratings, n_users: int) -> None:
         # user u's ratings are rated_image_[rated_start_[u]:rated_start_[u + 1]], likewise rated_score_
@@ -164,6 +168,7 @@ class ItemKNN(_KNNBase):
             )
         self.score_range_ = np.asarray(dataset.score_range, np.float64)
         self.baseline_ = fit_model_baseline(dataset, ratings, self)
+        self.placed_ = placed_images(dataset, ratings)
         self._keep_ratings(ratings, dataset.n_users)
         self.embedding_ = self.item_sim_ = None
         if similarity == "embedding":
@@ -260,6 +265,7 @@ class UserKNN(_KNNBase):
             icount = np.bincount(ratings.image_idx, minlength=dataset.n_images)
             self.item_score_ = (isum + 5.0 * self.global_) / (icount + 5.0)
         self._keep_ratings(ratings, dataset.n_users)
+        self.placed_ = placed_images(dataset, ratings)
         self.n_images_ = dataset.n_images
 
     def _user_mean(self, scores: np.ndarray) -> float:
