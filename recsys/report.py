@@ -179,6 +179,7 @@ def format_table(board: Leaderboard) -> str:
     lines = [
         f"dataset: {board.dataset.name}" + ("  [SIMULATED data]" if board.dataset.simulated else ""),
         f"run {board.run_id}: {_protocol_line(board)}; fit on {board.fit_split}",
+        f"splits: {board.dataset.describe_splits(board.fit_split)}",
         head,
         "-" * len(head),
     ]
@@ -279,6 +280,8 @@ def to_markdown(board: Leaderboard, breakdown: bd.Breakdown | None = None) -> st
         "",
         f"**Data policy.** {DATA_POLICY.describe()} This run fits on `{board.fit_split}`; validation split: "
         f"{validation}. Each row's `validation_split` is in leaderboard.json.",
+        "",
+        f"**Splits.** {ds.describe_splits(board.fit_split)} (`splits` in leaderboard.json).",
     ]
     if board.tuned:
         studies = ", ".join(f"{m}: `{t['study']}`" for m, t in board.tuned.items())
