@@ -41,7 +41,12 @@ class Recommender:
         return cls(load_dataset(path, **kwargs))
 
     def fit(self, model: str = "biases", split: str = "train", **params: Any) -> Recommender:
-        """Fit the registered model ``model`` with hyperparameters ``params`` on ``split``; returns self."""
+        """Fit the registered model ``model`` with hyperparameters ``params`` on ``split``; returns self.
+
+        ``split="all"`` fits on every rating of every split (the recommender's dataset becomes
+        ``Dataset.all_as_train()``), so that every user of the data is known; nothing is left to evaluate."""
+        if split == "all":
+            self.dataset, split = self.dataset.all_as_train(), "train"
         fitted = create_model(model, **params)
         try:
             fitted.fit(self.dataset, split)

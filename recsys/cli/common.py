@@ -199,6 +199,28 @@ def add_tracking_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--no-tracking", action="store_true", help=f"do not log {what} to MLflow")
 
 
+#: what ``--fit-on`` takes: the training split, or every rating of every split
+FIT_ON = ("train", "all")
+
+
+def add_fit_on_argument(parser: argparse.ArgumentParser) -> None:
+    """``--fit-on``: fit on train (as the leaderboard does) or on every rating (every user known)."""
+    parser.add_argument(
+        "--fit-on",
+        choices=FIT_ON,
+        default="train",
+        help="the ratings the model learns from: train, as the leaderboard fits (held-out users are then new "
+        "users), or all: every rating of every split, so that every user and image of the data is known (for "
+        "serving; nothing is evaluated)",
+    )
+
+
+def fit_data(dataset, fit_on: str):
+    """The dataset a command's model fits on: ``dataset`` itself, or with ``fit_on="all"`` a copy whose every
+    rating is in train (``Dataset.all_as_train``)."""
+    return dataset.all_as_train() if fit_on == "all" else dataset
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """--data, --image-features, --encoder, --checkpoint, --holdout, --columns, --sep, --no-header,
     --score-range, --seed: the dataset."""

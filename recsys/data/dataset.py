@@ -314,6 +314,33 @@ class Dataset:
             raise UserError(f"image features from {source} contain NaN or infinite values")
         return replace(self, image_features=features, feature_source=source)
 
+    def all_as_train(self) -> Dataset:
+        """A copy whose every rating (and choice) is in ``train``: what ``--fit-on all`` fits on, so that every
+        user and image of the data is known to the model. Nothing is held out, so nothing of it can be
+        evaluated; the name says so (and so the fingerprint, hence a saved model's key, differs)."""
+        if set(self.splits) <= {"train"} and set(self.choice_splits) <= {"train"}:
+            return self
+        ratings = {"train": Ratings.concat([self.ratings[s] for s in self.splits])} if self.ratings else {}
+        choices = (
+            {"train": Choices.concat([self.choices[s] for s in self.choice_splits])} if self.choices else {}
+        )
+        truth = pair_truth = None
+        if self.ground_truth is not None and all(s in self.ground_truth for s in self.splits):
+            truth = {"train": np.concatenate([self.ground_truth[s] for s in self.splits])}
+        if self.ground_truth_choices is not None and all(
+            s in self.ground_truth_choices for s in self.choice_splits
+        ):
+            pair_truth = {"train": np.concatenate([self.ground_truth_choices[s] for s in self.choice_splits])}
+        return replace(
+            self,
+            name=f"{self.name}, every split as train",
+            ratings=ratings,
+            choices=choices,
+            ground_truth=truth,
+            ground_truth_choices=pair_truth,
+            splits_made_by="every split joined into train (fit on all)",
+        )
+
     def drop_images(self, image_idx: np.ndarray) -> tuple[Dataset, int]:
         """A copy without the ratings (and choices) of the given images (e.g. undecodable files); returns it and
         the count of ratings and choices dropped.
