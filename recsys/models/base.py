@@ -16,6 +16,9 @@
   (``ColdStartNotSupported``, which the evaluator reports).
 * ``user_vectors()`` / ``fold_in(references)``: taste vectors for retrieval, from ``_user_vectors`` and
   ``_taste`` (the taste part of a folded state; the state itself by default).
+* ``placeable(image_idx)``: which images the model scores from what it learned of them; the others (no
+  training rating, no features or metadata) get its documented fallback, the average image, and the evaluator
+  counts them. A model writes ``_placeable`` when it has such images.
 * Typed inputs: ``_fit`` receives the fit split's data as they are, ``Ratings`` or ``Choices`` (pairwise choices,
   ``recsys.data.choices``). Each model declares which it learns from in ``learns_from``; on data of another kind
   ``fit`` raises ``DataNotSupported`` (reported unsupported, with the reason). ``fitted_on_`` records the kind. ``predict_choices`` gives
