@@ -131,3 +131,28 @@ def test_fit_on_all_knows_every_user(table, tmp_path, capsys):
         "i2",
         "i3",
     }
+
+
+def test_data_split_of_choices_keeps_each_choice_in_its_split(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    every_pair = [(a, b) for a in range(12) for b in range(a + 1, 12)]
+    rows = []
+    for u in range(40):
+        for first, second in rng.permutation(every_pair)[:20]:
+            rows.append((f"u{u}", f"i{first}", f"i{second}", rng.choice(["a", "b", "tie"])))
+    pairs = tmp_path / "pairs.csv"
+    pd.DataFrame(rows, columns=["user_id", "item_a", "item_b", "choice"]).to_csv(pairs, index=False)
+    out = tmp_path / "pairs_split.csv"
+    assert main(["data", "split", "--data", str(pairs), "--out", str(out)]) == 0
+    capsys.readouterr()
+    written = pd.read_csv(out)
+    assert list(written.columns) == ["user_id", "item_a", "item_b", "choice", "split"]
+    original, again = load_dataset(pairs), load_dataset(out)
+    for split in original.choice_splits:
+
+        def rows_of(ds, split=split):
+            p = ds.choices[split]
+            a, b = ds.image_ids[p.image_a], ds.image_ids[p.image_b]
+            return set(zip(ds.user_ids[p.user_idx], a, b, p.choice.tolist(), strict=True))
+
+        assert rows_of(again) == rows_of(original)
