@@ -211,7 +211,7 @@ def add_fit_on_argument(parser: argparse.ArgumentParser) -> None:
         default="train",
         help="the ratings the model learns from: train, as the leaderboard fits (held-out users are then new "
         "users), or all: every rating of every split, so that every user and image of the data is known (for "
-        "serving; nothing is evaluated)",
+        "serving; nothing is evaluated, and models that stop early on val_seen train their full epochs)",
     )
 
 
