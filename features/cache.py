@@ -82,6 +82,11 @@ def atomic_write_json(path: str | Path, obj) -> None:
     _atomic_write(Path(path), lambda handle: handle.write(json.dumps(obj, indent=1).encode()))
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """``data`` to ``path`` atomically."""
+    _atomic_write(Path(path), lambda handle: handle.write(data))
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """``text`` (UTF-8) to ``path`` atomically."""
     _atomic_write(Path(path), lambda handle: handle.write(text.encode()))

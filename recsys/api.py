@@ -35,11 +35,18 @@ class Recommender:
 
     @classmethod
     def load_data(cls, path: str | Path | None = None, **kwargs: Any) -> Recommender:
-        """A recommender over the data at ``path`` (keyword arguments as ``recsys.data.load_dataset``)."""
+        """A recommender over the data at ``path`` (keyword arguments as ``recsys.data.load_dataset``: ``holdout``,
+        ``seed``, ``columns``, ``score_range`` and, for a delimited table, ``sep`` and ``header=False``, as the
+        command line's ``--sep`` and ``--no-header``; the delimiter and the header are found when not given)."""
         return cls(load_dataset(path, **kwargs))
 
     def fit(self, model: str = "biases", split: str = "train", **params: Any) -> Recommender:
-        """Fit the registered model ``model`` with hyperparameters ``params`` on ``split``; returns self."""
+        """Fit the registered model ``model`` with hyperparameters ``params`` on ``split``; returns self.
+
+        ``split="all"`` fits on every rating of every split (the recommender's dataset becomes
+        ``Dataset.all_as_train()``), so that every user of the data is known; nothing is left to evaluate."""
+        if split == "all":
+            self.dataset, split = self.dataset.all_as_train(), "train"
         fitted = create_model(model, **params)
         try:
             fitted.fit(self.dataset, split)
@@ -93,7 +100,15 @@ class Recommender:
         if len(user_ids) != len(item_ids):
             raise UserError(f"{len(user_ids)} user ids but {len(item_ids)} item ids; pass aligned pairs")
         users = np.array([self.dataset.user_index(u) for u in user_ids], np.int64)
-        return self._fitted().predict(users, self._items(item_ids))
+        model = self._fitted()
+        if model.needs_known_users:
+            for user_id, user in zip(user_ids, users.tolist(), strict=True):
+                if not model.known_[user]:
+                    raise UserError(
+                        f"user {user_id!r} was not in the fit of {model.name}; score them with predict_new("
+                        "references) or fit on every rating (fit(..., split='all'))"
+                    )
+        return model.predict(users, self._items(item_ids))
 
     def predict_new(
         self,

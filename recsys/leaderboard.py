@@ -91,6 +91,11 @@ class Leaderboard:
                 "references": self.references,
                 "reference_pool": self.pool,
             },
+            "splits": {
+                "made_by": self.dataset.splits_made_by,
+                "sizes": self.dataset.split_sizes(),
+                "fit_split": self.fit_split,
+            },
             "data_policy": {
                 "fit_split": self.fit_split,
                 "validation_split": None if "val_seen" in self.fit_split else DATA_POLICY.validation_split,

@@ -32,7 +32,7 @@ def test_default_holdout_makes_both_settings(table):
     )
     assert not unseen & train  # new users have no training rating
     assert set(ds.ratings["test_seen"].user_idx.tolist()) <= train  # seen users do
-    assert len(set(ds.ratings["test_unseen"].user_idx.tolist())) == 12  # 20% of 60 users
+    assert len(set(ds.ratings["test_unseen"].user_idx.tolist())) == 6  # 10% of 60 users
     again = load_dataset(table)
     assert np.array_equal(again.ratings["test_seen"].image_idx, ds.ratings["test_seen"].image_idx)
     other = load_dataset(table, seed=1)

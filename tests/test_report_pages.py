@@ -133,7 +133,8 @@ def test_p_values_are_holm_corrected_everywhere(board, written):
 
 def test_the_model_to_pick_comes_first_and_is_never_the_ceiling(board):
     text = format_table(board).splitlines()
-    assert text[2].startswith("best per task by user_srocc; oracle, the ceiling, excluded")
+    assert [line.split(" ")[0] for line in text[:3]] == ["dataset:", "run", "splits:"]  # the header, then:
+    assert text[3].startswith("best per task by user_srocc; oracle, the ceiling, excluded")
     markdown = to_markdown(board)
     assert markdown.index("**Best per task**") < markdown.index("\n## ")
     for split, shots in (("test_seen", None), ("test_unseen", 0), ("test_unseen", 5)):
@@ -145,7 +146,7 @@ def test_the_model_to_pick_comes_first_and_is_never_the_ceiling(board):
             r.model: r.metrics["user_srocc"] for r in board.rows if (r.split, r.shots) == (split, shots)
         }
         runner = max(raw, key=values.get)
-        line = next(line for line in text[3:7] if line.strip().startswith(label + ":"))  # 4 tasks
+        line = next(line for line in text[4:8] if line.strip().startswith(label + ":"))  # 4 tasks
         assert line.split(":", 1)[1].split()[0] == best.model and f"next {runner}" in line
         assert f"p = {holm[runner]:.2g}" in line
         assert f"- {label}: **{best.model}** {best.metrics['user_srocc']:.3f}" in markdown

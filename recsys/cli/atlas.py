@@ -45,6 +45,7 @@ def add_parsers(subparsers) -> None:
         "is refused unless --overwrite",
     )
     atlas.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    common.add_fit_on_argument(atlas)
     common.add_workspace_argument(atlas)
     atlas.set_defaults(func=cmd_atlas)
 
@@ -66,8 +67,8 @@ def cmd_atlas(args: argparse.Namespace) -> int:
     common.check_params({args.model: params})
     workspace = resolve_workspace(args.workspace)
     check_taste_model(args.model)  # before the data is read and the model fitted
-    ds = common.dataset_from_args(args)
-    model, _, _ = load_or_fit_model(args.model, ds, params=params, workspace=workspace)
+    ds = common.fit_data(common.dataset_from_args(args), args.fit_on)
+    model, _, _ = load_or_fit_model(args.model, ds, params=params, workspace=workspace, fit_on=args.fit_on)
     print(f"grouping {len(ds.train_users())} users and writing the atlas")
     atlas = build_atlas(model, ds, k=args.groups or 6, seed=args.seed, min_ratings=args.min_ratings)
     if args.groups is not None and atlas.groups.by_prototype:

@@ -17,8 +17,9 @@ class Command(NamedTuple):
 
 COMMANDS: dict[str, Command] = {
     "data": Command(
-        help="simulate or validate datasets",
-        example="recsys data simulate --out data/sim\nrecsys data validate data/sim",
+        help="simulate, validate or split datasets",
+        example="recsys data simulate --out data/sim\nrecsys data validate data/sim\n"
+        "recsys data split --data ratings.csv --out split.csv",
     ),
     "simulate": Command(
         help="write simulated PAMELA-format data with a known ground truth",
@@ -28,6 +29,14 @@ COMMANDS: dict[str, Command] = {
     "validate": Command(
         help="check a dataset and print a summary or its problems",
         example="recsys data validate /data/PAMELA --json",
+    ),
+    "split": Command(
+        help="write a dataset's ratings with their split (user_id, item_id, score, split) for other tools",
+        description="Write every rating (or choice) of a dataset with the split it is in: the seeded holdout "
+        "of a table without a split column (--holdout, --seed), or the data's own splits. Read back (by recsys "
+        "or any other tool) it gives the same split.",
+        example="recsys data split --data ratings.csv --out ratings_split.csv\n"
+        "recsys data split --data u.data --holdout random:0.1 --seed 1 --out split.parquet",
     ),
     "tune": Command(
         help="search one model's hyperparameters (Optuna TPE; resumable)",

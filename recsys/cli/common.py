@@ -202,8 +202,31 @@ def add_tracking_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--no-tracking", action="store_true", help=f"do not log {what} to MLflow")
 
 
+#: what ``--fit-on`` takes: the training split, or every rating of every split
+FIT_ON = ("train", "all")
+
+
+def add_fit_on_argument(parser: argparse.ArgumentParser) -> None:
+    """``--fit-on``: fit on train (as the leaderboard does) or on every rating (every user known)."""
+    parser.add_argument(
+        "--fit-on",
+        choices=FIT_ON,
+        default="train",
+        help="the ratings the model learns from: train, as the leaderboard fits (held-out users are then new "
+        "users), or all: every rating of every split, so that every user and image of the data is known (for "
+        "serving; nothing is evaluated, and models that stop early on val_seen train their full epochs)",
+    )
+
+
+def fit_data(dataset, fit_on: str):
+    """The dataset a command's model fits on: ``dataset`` itself, or with ``fit_on="all"`` a copy whose every
+    rating is in train (``Dataset.all_as_train``)."""
+    return dataset.all_as_train() if fit_on == "all" else dataset
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """--data, --image-features, --encoder, --checkpoint, --holdout, --score-range, --seed: the dataset."""
+    """--data, --image-features, --encoder, --checkpoint, --holdout, --columns, --sep, --no-header,
+    --score-range, --seed: the dataset."""
     parser.add_argument(
         "--data",
         type=Path,
@@ -224,15 +247,33 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="random:F, users:F or both:F (tables' default: both:0.2) for data without a split column",
     )
+    add_table_arguments(parser)
+    parser.add_argument(
+        "--score-range", type=score_range, default=None, help="declared score range LOW,HIGH of a table"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of holdouts, reference draws and bootstrap")
+
+
+def add_table_arguments(parser: argparse.ArgumentParser) -> None:
+    """--columns, --sep, --no-header: how a rating table is read (found from its first lines when not given)."""
     parser.add_argument(
         "--columns",
         default=None,
         help="a table's own column names, e.g. user=uid,item=movie,score=rating (also split=COLUMN)",
     )
     parser.add_argument(
-        "--score-range", type=score_range, default=None, help="declared score range LOW,HIGH of a table"
+        "--sep",
+        default=None,
+        help="a table's delimiter: , ; | :: or tab, whitespace (default None: found from the first lines)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of holdouts, reference draws and bootstrap")
+    parser.add_argument(
+        "--no-header",
+        dest="header",
+        action="store_false",
+        default=None,
+        help="the table has no header line: columns are user, item, score[, timestamp] by position (default: "
+        "found from the first lines)",
+    )
 
 
 def dataset_from_args(args: argparse.Namespace, path=None, problems: list[str] | None = None):
@@ -252,6 +293,8 @@ def dataset_from_args(args: argparse.Namespace, path=None, problems: list[str] |
         seed=args.seed,
         score_range=args.score_range,
         columns=getattr(args, "columns", None),
+        sep=getattr(args, "sep", None),
+        header=getattr(args, "header", None),
         problems=problems,
     )
     if encoder:

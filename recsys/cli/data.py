@@ -1,4 +1,4 @@
-"""``recsys data simulate`` and ``recsys data validate``."""
+"""``recsys data simulate``, ``recsys data validate`` and ``recsys data split``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,16 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from recsys.cli.common import add_command, add_commands, dataset_from_args, score_range
+from recsys.cli.common import (
+    add_command,
+    add_commands,
+    add_data_arguments,
+    add_table_arguments,
+    dataset_from_args,
+    score_range,
+)
 from recsys.data.simulate import SimulationConfig
+from recsys.errors import UserError
 
 
 def add_parsers(subparsers) -> None:
@@ -40,12 +48,25 @@ def add_parsers(subparsers) -> None:
     val.add_argument("path", type=Path, help="PAMELA directory or rating table (CSV/Parquet)")
     val.add_argument("--image-features", type=Path, default=None, help=".npz with image_id and embedding")
     val.add_argument("--holdout", default=None, help="random:F or users:F for tables without a split column")
+    add_table_arguments(val)
     val.add_argument(
         "--score-range", type=score_range, default=None, help="declared score range LOW,HIGH of a table"
     )
     val.add_argument("--seed", type=int, default=0, help="seed of the --holdout split")
     val.add_argument("--json", action="store_true", help="print the summary as JSON")
     val.set_defaults(func=cmd_validate)
+
+    split = add_command(sub, "split")
+    add_data_arguments(split)
+    split.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="the split table to write, .csv or .parquet: user_id, item_id, score, split (on choices user_id, "
+        "item_a, item_b, choice, split); put it beside users.csv and items.csv to keep them",
+    )
+    split.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    split.set_defaults(func=cmd_split)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -114,4 +135,32 @@ def cmd_validate(args: argparse.Namespace) -> int:
             f"image features: {summary['image_features']['dim']}-d from {summary['image_features']['source']}"
         )
     print("no problems found")
+    return 0
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    """Write every rating (or choice) with the split it is in, so that other tools use the same split."""
+    import io
+
+    from features.cache import atomic_write_bytes
+
+    out = args.out
+    if out.suffix not in (".csv", ".parquet"):
+        raise UserError(f"--out {out}: name a .csv or .parquet file")
+    if out.is_dir():
+        raise UserError(f"{out} is a folder; --out names the file to write")
+    if out.exists() and not args.overwrite:
+        raise UserError(f"{out} exists; pass --overwrite to replace it")
+    ds = dataset_from_args(args)
+    table = ds.split_table()
+    if out.suffix == ".parquet":
+        buffer = io.BytesIO()
+        table.to_parquet(buffer, index=False)
+        atomic_write_bytes(out, buffer.getvalue())
+    else:
+        atomic_write_bytes(out, table.to_csv(index=False).encode())
+    print(f"{ds.name}: {ds.describe_splits()}")
+    print(
+        f"wrote {len(table):,} rows with their split to {out}; `recsys leaderboard --data {out}` uses this split"
+    )
     return 0

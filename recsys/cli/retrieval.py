@@ -12,9 +12,11 @@ import numpy as np
 from recsys.cli.common import (
     add_command,
     add_data_arguments,
+    add_fit_on_argument,
     add_workspace_argument,
     check_params,
     dataset_from_args,
+    fit_data,
     parse_params,
 )
 from recsys.errors import UserError
@@ -32,6 +34,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--params", default=None, help='JSON hyperparameters of the model, e.g. {"alpha": 10}'
     )
+    add_fit_on_argument(parser)
     add_workspace_argument(parser)  # fitted models and indexes go to WORKSPACE/models/
 
 
@@ -142,9 +145,19 @@ def cmd_similar_users(args: argparse.Namespace) -> int:
     require("faiss", "recsys similar-users")
     params = parse_params(args.params)
     _check_model_params(args.model, params)
-    ds = dataset_from_args(args)
+    ds = fit_data(dataset_from_args(args), args.fit_on)
+    if args.user is not None and ds.user_index(args.user) not in set(ds.train_users().tolist()):
+        raise UserError(  # before a model is fitted for nothing
+            f"user {args.user!r} has no training ratings; query by reference ratings instead, or fit on every "
+            "rating (--fit-on all)"
+        )
     _, similar = load_or_fit(
-        args.model, ds, params=params, workspace=resolve_workspace(args.workspace), progress=not args.json
+        args.model,
+        ds,
+        params=params,
+        workspace=resolve_workspace(args.workspace),
+        progress=not args.json,
+        fit_on=args.fit_on,
     )
     if args.references is not None:
         items, scores = _read_references(args.references)
@@ -169,7 +182,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
         raise UserError(f"{args.images}: no candidate image ids (one a line)")
     params = parse_params(args.params)
     _check_model_params(args.model, params)
-    ds = dataset_from_args(args)
+    ds = fit_data(dataset_from_args(args), args.fit_on)
     new_images = None
     if files is not None:
         from features.embed import embed_images
@@ -187,7 +200,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
     def fit(data):
         return load_or_fit_model(
-            args.model, data, params=params, workspace=workspace, progress=not args.json
+            args.model, data, params=params, workspace=workspace, progress=not args.json, fit_on=args.fit_on
         )[0]
 
     ranking = rank_candidates(
@@ -268,9 +281,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     sock = _listen_socket(args.host, args.port)  # before loading: a busy port fails fast
     try:
-        ds = dataset_from_args(args)
+        ds = fit_data(dataset_from_args(args), args.fit_on)
         model, similar = load_or_fit(
-            args.model, ds, params=params, workspace=resolve_workspace(args.workspace)
+            args.model, ds, params=params, workspace=resolve_workspace(args.workspace), fit_on=args.fit_on
         )
         app = create_app(model, ds, similar, limits, encoder=args.encoder, checkpoint=args.checkpoint)
         config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info")

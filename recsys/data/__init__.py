@@ -12,6 +12,7 @@ import numpy as np
 
 from recsys.data.choices import Choices
 from recsys.data.dataset import SPLITS, Dataset, Ratings, References, is_unseen_split
+from recsys.data.delimited import parse_sep
 from recsys.data.features_file import read_image_features
 from recsys.data.pamela import is_pamela_dir, load_pamela
 from recsys.data.piaa import (
@@ -36,6 +37,10 @@ __all__ = [
     "load_dataset",
     "default_data_dir",
 ]
+
+
+#: the options of rating tables only, by the flag that sets them
+FLAGS = {"--columns": "columns", "--sep": "sep", "--no-header": "header"}
 
 
 def default_data_dir() -> Path:
@@ -66,6 +71,8 @@ def load_dataset(
     score_range: tuple[float, float] | None = None,
     problems: list[str] | None = None,
     columns: dict[str, str] | str | None = None,
+    sep: str | None = None,
+    header: bool | None = None,
 ) -> Dataset:
     """Load a dataset: a PAMELA directory (real or simulated), a Pick-a-Pic directory (real or simulated), a
     PARA directory, a LAPIS or FLICKR-AES ratings CSV, a pairs table or a generic rating table.
@@ -85,37 +92,39 @@ def load_dataset(
         problems: collect data problems here instead of raising on the first (used by ``data validate``).
         columns: a rating table's own names of user_id, item_id, score, split: a dict, or a string like
             ``"user=uid,item=movie,score=rating"`` (rating tables only).
+        sep: a rating table's delimiter (``,`` ``\\t`` ``;`` ``::``, or a name: tab, whitespace; see
+            ``recsys.data.delimited.parse_sep``); found from the first lines when None.
+        header: False for a rating table without a header line (columns by position: user, item, score and
+            optionally timestamp); None finds out from the first lines.
     """
     if isinstance(columns, str):
         columns = parse_columns(columns)
+    sep = parse_sep(sep)
+    table_options = {"columns": columns, "sep": sep, "header": header}
     root = Path(path) if path is not None else ensure_default_dataset()
     if not root.exists():
         raise UserError(f"{root}: no such file or directory")
-    if root.is_dir() and is_pamela_dir(root):
+    kind = data_kind(root)
+    given = [flag for flag, key in FLAGS.items() if table_options[key] not in (None, {})]
+    if given and kind != "rating table":
+        verb = "applies" if len(given) == 1 else "apply"
+        raise UserError(f"{root}: {', '.join(given)} {verb} to rating tables only, not to a {kind}")
+    if kind == "PAMELA directory":
         if holdout:
             raise UserError(f"{root}: PAMELA data come with their own splits; drop --holdout")
         ds = load_pamela(root, problems=problems)
         if image_features is None and ds.simulated and (root / "image_features.npz").is_file():
             image_features = root / "image_features.npz"
-    elif is_pickapic_dir(root):
+    elif kind == "Pick-a-Pic directory":
         ds = load_pickapic(root, holdout=holdout, seed=seed, problems=problems)
         if image_features is None and ds.simulated and (root / "image_features.npz").is_file():
             image_features = root / "image_features.npz"
-    elif is_para_dir(root):
-        ds = load_para(root, holdout=holdout, seed=seed, problems=problems)
-    elif find_lapis_csv(root) is not None:
-        ds = load_lapis(root, holdout=holdout, seed=seed, problems=problems)
-    elif find_flickr_aes_csv(root) is not None:
-        ds = load_flickr_aes(root, holdout=holdout, seed=seed, problems=problems)
-    elif is_pairs_table(root):
-        ds = load_pairs_table(root, holdout=holdout, seed=seed, problems=problems)
-    else:
+    elif kind == "rating table":
         ds = load_table(
-            root, holdout=holdout, seed=seed, score_range=score_range, problems=problems, columns=columns
+            root, holdout=holdout, seed=seed, score_range=score_range, problems=problems, **table_options
         )
-        columns = None
-    if columns:
-        raise UserError(f"{root}: --columns applies to rating tables only, not to {ds.name}")
+    else:
+        ds = PIAA_LOADERS[kind](root, holdout=holdout, seed=seed, problems=problems)
     if image_features is not None:
         left_out = _left_out_images(Path(image_features), ds)
         features = read_image_features(image_features, ds.image_ids, allow_missing=left_out)
@@ -126,6 +135,33 @@ def load_dataset(
                 f"dropped {dropped} ratings of {len(left_out)} image(s) left out of {image_features} (see its .bad.json)"
             )
     return ds
+
+
+#: the loaders of the PIAA datasets and of pairs tables, by the kind of data ``data_kind`` names
+PIAA_LOADERS = {
+    "PARA directory": load_para,
+    "LAPIS table": load_lapis,
+    "FLICKR-AES table": load_flickr_aes,
+    "pairs table": load_pairs_table,
+}
+
+
+def data_kind(root: Path) -> str:
+    """What ``root`` holds, as ``load_dataset`` tells: a PAMELA or Pick-a-Pic directory, a PIAA dataset, a pairs
+    table, or (anything else) a rating table."""
+    if root.is_dir() and is_pamela_dir(root):
+        return "PAMELA directory"
+    if is_pickapic_dir(root):
+        return "Pick-a-Pic directory"
+    if is_para_dir(root):
+        return "PARA directory"
+    if find_lapis_csv(root) is not None:
+        return "LAPIS table"
+    if find_flickr_aes_csv(root) is not None:
+        return "FLICKR-AES table"
+    if is_pairs_table(root):
+        return "pairs table"
+    return "rating table"
 
 
 def _left_out_images(features_file: Path, ds: Dataset) -> np.ndarray:

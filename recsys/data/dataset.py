@@ -107,6 +107,8 @@ class Dataset:
         choices: split name -> Choices (pairwise choices; same split names as ``ratings``). A dataset has a
             ``train`` split in ``ratings`` or in ``choices``.
         ground_truth_choices: split name -> float32 expected choice per pair, P(a) + P(tie) / 2 (simulated only).
+        splits_made_by: how the splits were made, as outputs say it (``holdout both:0.1,0.05 (the default),
+            seed 0``, ``the table's split column``); None for data that come with their splits.
     """
 
     name: str
@@ -124,6 +126,7 @@ class Dataset:
     root: Path | None = None
     choices: dict[str, Choices] = field(default_factory=dict)
     ground_truth_choices: dict[str, np.ndarray] | None = None
+    splits_made_by: str | None = None
     _user_index: dict = field(default_factory=dict, repr=False)
     _image_index: dict = field(default_factory=dict, repr=False)
     #: encodings built once per dataset (a copy made with ``replace`` starts empty)
@@ -311,6 +314,33 @@ class Dataset:
             raise UserError(f"image features from {source} contain NaN or infinite values")
         return replace(self, image_features=features, feature_source=source)
 
+    def all_as_train(self) -> Dataset:
+        """A copy whose every rating (and choice) is in ``train``: what ``--fit-on all`` fits on, so that every
+        user and image of the data is known to the model. Nothing is held out, so nothing of it can be
+        evaluated; the name says so (and so the fingerprint, hence a saved model's key, differs)."""
+        if set(self.splits) <= {"train"} and set(self.choice_splits) <= {"train"}:
+            return self
+        ratings = {"train": Ratings.concat([self.ratings[s] for s in self.splits])} if self.ratings else {}
+        choices = (
+            {"train": Choices.concat([self.choices[s] for s in self.choice_splits])} if self.choices else {}
+        )
+        truth = pair_truth = None
+        if self.ground_truth is not None and all(s in self.ground_truth for s in self.splits):
+            truth = {"train": np.concatenate([self.ground_truth[s] for s in self.splits])}
+        if self.ground_truth_choices is not None and all(
+            s in self.ground_truth_choices for s in self.choice_splits
+        ):
+            pair_truth = {"train": np.concatenate([self.ground_truth_choices[s] for s in self.choice_splits])}
+        return replace(
+            self,
+            name=f"{self.name}, every split as train",
+            ratings=ratings,
+            choices=choices,
+            ground_truth=truth,
+            ground_truth_choices=pair_truth,
+            splits_made_by="every split joined into train (fit on all)",
+        )
+
     def drop_images(self, image_idx: np.ndarray) -> tuple[Dataset, int]:
         """A copy without the ratings (and choices) of the given images (e.g. undecodable files); returns it and
         the count of ratings and choices dropped.
@@ -364,6 +394,74 @@ class Dataset:
         if self.image_features is not None:
             digest.update(self.image_features.tobytes())
         return digest.hexdigest()[:16]
+
+    def split_table(self) -> pd.DataFrame:
+        """Every rating with its split, on external ids: ``user_id, item_id, score, split`` (on data of choices
+        ``user_id, item_a, item_b, choice, split``, choice a, b or tie), splits in reporting order. Read back as
+        a table, it gives the same splits (``recsys data split``)."""
+        if self.ratings and self.choices:
+            raise UserError(f"{self.name} holds ratings and choices; a split table holds one kind")
+        parts = []
+        for split in SPLITS:
+            if split in self.ratings:
+                r = self.ratings[split]
+                score = r.score.astype(np.float64)
+                integral = np.array_equal(score, np.round(score))
+                columns = {
+                    "user_id": self.user_ids[r.user_idx],
+                    "item_id": self.image_ids[r.image_idx],
+                    "score": score.astype(np.int64) if integral else score,
+                }
+            elif split in self.choices:
+                p = self.choices[split]
+                columns = {
+                    "user_id": self.user_ids[p.user_idx],
+                    "item_a": self.image_ids[p.image_a],
+                    "item_b": self.image_ids[p.image_b],
+                    "choice": np.select([p.choice == 1.0, p.choice == 0.0], ["a", "b"], "tie"),
+                }
+            else:
+                continue
+            parts.append(pd.DataFrame(columns).assign(split=split))
+        return pd.concat(parts, ignore_index=True)
+
+    def split_sizes(self) -> dict[str, dict[str, int]]:
+        """Per split present, in reporting order: its ratings (or choices, on data of choices), users and
+        images."""
+        out = {}
+        for split in SPLITS:
+            data = self.ratings.get(split) if split in self.ratings else self.choices.get(split)
+            if data is None:
+                continue
+            images = data.image_idx if isinstance(data, Ratings) else data.images()
+            unit = "ratings" if isinstance(data, Ratings) else "choices"
+            out[split] = {
+                unit: int(len(data)),
+                "users": int(len(np.unique(data.user_idx))),
+                "images": int(len(np.unique(images))),
+            }
+        return out
+
+    def describe_splits(self, fit_split: str = "train") -> str:
+        """One line for a leaderboard's header: how the splits were made, their sizes, and what share of the
+        ratings (or choices) a model fitted on ``fit_split`` learns from."""
+        sizes = self.split_sizes()
+        unit = "ratings" if all("ratings" in s for s in sizes.values()) else "choices"
+        count = {split: next(iter(s.values())) for split, s in sizes.items()}
+        total = max(1, sum(count.values()))
+        made_by = self.splits_made_by or (
+            "the simulator's splits" if self.simulated else "the splits the data came with"
+        )
+        parts = ", ".join(
+            f"{split} {n:,} ({n / total:.0%}"
+            + (f", {sizes[split]['users']:,} users)" if is_unseen_split(split) else ")")
+            for split, n in count.items()
+        )
+        fit = sum(count.get(part, 0) for part in fit_split.split("+"))
+        return (
+            f"{made_by}: {parts} of {total:,} {unit}; models fit on {fit_split}, {fit:,} {unit} "
+            f"({fit / total:.0%})"
+        )
 
     def summary(self) -> dict:
         """Counts per split, users, images and the score distribution (for ``recsys data validate``); choices

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.dataset import SPLITS, Dataset, Ratings
-from recsys.data.tables import _ids, _side_table, make_holdout
+from recsys.data.tables import _ids, _side_table, holdout_label, make_holdout
 from recsys.data.validate import check_duplicates, check_scores, check_splits, raise_problems
 from recsys.errors import UserError
 
@@ -163,7 +163,8 @@ def _rating_dataset(
     image_ids, image_idx = np.unique(_ids(table[image_column]), return_inverse=True)
     every = Ratings(user_idx.astype(np.int64), image_idx.astype(np.int64), score.astype(np.float32))
     problems.extend(check_duplicates(every, str(where), rows, user_ids, image_ids))
-    split_of = make_holdout(every, options["holdout"] or DEFAULT_PIAA_HOLDOUT, options["seed"])
+    spec = options["holdout"] or DEFAULT_PIAA_HOLDOUT
+    split_of = make_holdout(every, spec, options["seed"])
     ratings = {split: every.subset(split_of == split) for split in SPLITS if (split_of == split).any()}
     _, first = np.unique(image_idx, return_index=True)
     ds = Dataset(
@@ -177,6 +178,7 @@ def _rating_dataset(
         ratings=ratings,
         score_range=fmt.score_range,
         root=root.resolve(),
+        splits_made_by=holdout_label(spec, options["seed"], default=not options["holdout"]),
     )
     problems.extend(check_splits(ds, {s: f"{where} ({s})" for s in ratings}))
     if not collect:

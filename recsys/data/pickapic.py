@@ -64,7 +64,15 @@ import pyarrow.parquet as pq
 
 from recsys.data.choices import CHOSE_A, CHOSE_B, TIE, Choices, choice_sessions
 from recsys.data.dataset import SPLITS, Dataset
-from recsys.data.tables import _ids, _read, parse_holdout, read_manifest, split_column, table_dataset
+from recsys.data.tables import (
+    _ids,
+    _read,
+    holdout_label,
+    parse_holdout,
+    read_manifest,
+    split_column,
+    table_dataset,
+)
 from recsys.data.validate import check_split_users, raise_problems
 from recsys.errors import UserError
 
@@ -417,6 +425,7 @@ def load_pickapic(
         root=root.resolve(),
         choices=pairs,
         ground_truth_choices=ground_truth or None,
+        splits_made_by=holdout_label(holdout or DEFAULT_PAIR_HOLDOUT, seed, default=not holdout),
     )
     problems.extend(check_pair_splits(ds, {s: f"{root} ({s})" for s in pairs}))
     if not collect:
@@ -570,14 +579,17 @@ def load_pairs_table(
     )
     every = replace(every, session=choice_sessions(every, len(item_ids)))
     split_of = split_column(table, where, holdout)
+    made_by = "the table's split column"
     if split_of is None:
         split_of = pair_holdout(every, holdout or DEFAULT_PAIR_HOLDOUT, seed)
+        made_by = holdout_label(holdout or DEFAULT_PAIR_HOLDOUT, seed, default=not holdout)
     problems.extend(_check_duplicate_comparisons(every, split_of, where, rows, user_ids))
     pairs = {split: every.subset(split_of == split) for split in SPLITS if (split_of == split).any()}
     if "train" not in pairs:
         raise UserError(f"{where}: no training comparisons")
     ids = (user_ids, item_ids)
     ds = table_dataset(f"pairs table ({table_path.name})", table_path, ids, PAIR_SCORE_RANGE, choices=pairs)
+    ds.splits_made_by = made_by
     problems.extend(check_pair_splits(ds, {s: f"{where} ({s})" for s in pairs}))
     if not collect:
         raise_problems(problems, str(path))

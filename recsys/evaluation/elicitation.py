@@ -115,9 +115,9 @@ def linear_posterior(model) -> LinearPosterior:
     if isinstance(model, PreferenceProfile):  # lhs = X'X / noise + diag(precision)
         rows = model._design(np.arange(len(model.dimensions_)))
         return LinearPosterior(rows, 1.0 / np.asarray(model.prior_precision_, np.float64), model.noise_)
-    if isinstance(model, UserRidge):  # weights: X'X + user_alpha I
+    if isinstance(model, UserRidge):  # weights: X'X + user_alpha_ I (the fitted penalty)
         rows = np.asarray(model.design_, np.float64)
-        return LinearPosterior(rows, np.full(rows.shape[1], 1.0 / model.user_alpha), 1.0)
+        return LinearPosterior(rows, np.full(rows.shape[1], 1.0 / model.user_alpha_), 1.0)
     raise ColdStartNotSupported(
         f"{getattr(model, 'name', type(model).__name__)} has no posterior over a new user's taste, so the "
         "uncertainty strategy cannot choose its references (models with one: mf, als, bpr, lightfm, profile, "

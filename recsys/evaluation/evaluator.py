@@ -91,6 +91,8 @@ class Result:
     counts users with too few queries for ndcg@10. ``n_ratings`` is the number of queries of the first draw (the
     same at every k; in every draw too, unless whole sessions are drawn: ``recsys.evaluation.episodes``).
     ``predictions``: ``Predictions`` of rating rows, ``ChoicePredictions`` of pairwise ones.
+    ``fallback_predictions``: how many queries of the first draw the model scored by its fallback (images it
+    cannot place, e.g. no training rating and no features: ``Model.placeable``).
     """
 
     model: str
@@ -112,6 +114,7 @@ class Result:
     fit_split: str = "train"
     validation_split: str | None = None
     tuned_study: str | None = None
+    fallback_predictions: int = 0
     per_user: dict[str, dict] = field(default_factory=dict, repr=False)
     predictions: Predictions | ChoicePredictions | None = field(default=None, repr=False)
 
@@ -139,6 +142,7 @@ class Result:
             "fit_seconds": round(self.fit_seconds, 4),
             "predict_seconds": round(self.predict_seconds, 4),
             "skipped_users": self.skipped_users,
+            "fallback_predictions": self.fallback_predictions,
             "status": self.status,
         }
         if self.reason:
@@ -363,7 +367,8 @@ class Evaluator:
             rows = np.arange(len(table))
             self._check(name, split, [prediction], [rows])
             scored = Scored(rows, np.full(len(rows), -1, np.int64), prediction)
-            return self._result(name, split, None, table, scored, seconds if timed else 0.0, 0, context)
+            result = self._result(name, split, None, table, scored, seconds if timed else 0.0, 0, context)
+            return count_fallbacks(model, result)
         if shots is None:
             raise ValueError(f"{split} is an unseen split: pass shots")
         draws, skipped = [], 0
@@ -394,7 +399,8 @@ class Evaluator:
             np.repeat([e.draw for e in episodes], sizes).astype(np.int64),
             np.concatenate([np.asarray(p, np.float64).ravel() for p in predictions]),
         )
-        return self._result(name, split, shots, table, scored, seconds if timed else 0.0, skipped, context)
+        result = self._result(name, split, shots, table, scored, seconds if timed else 0.0, skipped, context)
+        return count_fallbacks(model, result)
 
     @staticmethod
     def _check(name: str, split: str, predictions: list, queries: list[np.ndarray]) -> None:
@@ -569,6 +575,23 @@ def _best_of_n(
         per_draw.append(values)
     per_user = {m: {u: float(np.mean(v)) for u, v in users.items()} for m, users in collected.items()}
     return {m: float(np.mean([d[m] for d in per_draw])) for m in per_draw[0]}, per_user
+
+
+def count_fallbacks(model, result: Result) -> Result:
+    """``result`` with ``fallback_predictions`` set: how many queries of its first draw ``model`` scored by its
+    fallback (``Model.placeable`` False: an image it cannot place; on choices, a pair with such an image). Users
+    need none: a seen split's users are in the fit (checked on load), and a new user is scored from its
+    references by design."""
+    placeable = getattr(model, "placeable", None)
+    scored = result.predictions
+    if placeable is not None and scored is not None and len(scored.draw):
+        first = scored.draw == scored.draw[0]
+        if isinstance(scored, ChoicePredictions):
+            unplaced = ~placeable(scored.image_a[first]) | ~placeable(scored.image_b[first])
+        else:
+            unplaced = ~placeable(scored.image_idx[first])
+        result.fallback_predictions = int(unplaced.sum())
+    return result
 
 
 def _truth_of(dataset: Dataset, split: str, scored: Predictions) -> np.ndarray | None:

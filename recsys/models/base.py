@@ -16,6 +16,9 @@
   (``ColdStartNotSupported``, which the evaluator reports).
 * ``user_vectors()`` / ``fold_in(references)``: taste vectors for retrieval, from ``_user_vectors`` and
   ``_taste`` (the taste part of a folded state; the state itself by default).
+* ``placeable(image_idx)``: which images the model scores from what it learned of them; the others (no
+  training rating, no features or metadata) get its documented fallback, the average image, and the evaluator
+  counts them. A model writes ``_placeable`` when it has such images.
 * Typed inputs: ``_fit`` receives the fit split's data as they are, ``Ratings`` or ``Choices`` (pairwise choices,
   ``recsys.data.choices``). Each model declares which it learns from in ``learns_from``; on data of another kind
   ``fit`` raises ``DataNotSupported`` (reported unsupported, with the reason). ``fitted_on_`` records the kind. ``predict_choices`` gives
@@ -176,6 +179,20 @@ class Model(ABC):
         if self.needs_known_users:
             self._check_known(user_idx)
         return np.asarray(self._predict(user_idx, image_idx), dtype=np.float64)
+
+    def placeable(self, image_idx: np.ndarray) -> np.ndarray:
+        """True (bool, n) where the model scores an image from what it learned of it: the image's own training
+        ratings or, through its features or metadata, images like it; False where it scores its fallback instead
+        (an image with no training rating and no side information scores as the average image: the global mean
+        plus the user's offset, or the item bias prior; each model's docstring says which). The evaluator counts
+        the predictions that used a fallback."""
+        self._check_fitted()
+        return np.asarray(self._placeable(np.atleast_1d(np.asarray(image_idx, np.int64))), dtype=bool)
+
+    def _placeable(self, image_idx: np.ndarray) -> np.ndarray:
+        """``placeable`` of checked int64 image indices; every image by default (models that score every image
+        from its content, or the same for every image)."""
+        return np.ones(len(image_idx), dtype=bool)
 
     def predict_new(
         self, references: Sequence[References], image_idx: Sequence[np.ndarray]

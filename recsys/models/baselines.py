@@ -46,6 +46,11 @@ class MetadataMean(_ImageScoreModel):
 
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
         codes = dataset.metadata().codes  # (n_images, depth): a cell is a prefix of an image's codes
+        if not codes.shape[1]:  # it would be global_mean under another name
+            raise UserError(
+                f"metadata_mean needs categorical image metadata (items.csv beside a table) and {dataset.name} "
+                "has none"
+            )
         score = ratings.score.astype(float)
         cell_mean = np.full(dataset.n_images, float(score.mean()))  # each image's deepest estimate so far
         for depth in range(1, codes.shape[1] + 1):
@@ -73,25 +78,61 @@ class Ridge(_ImageScoreModel):
         self.image_score_ = consensus_scores(dataset.image_design(), ratings, self.alpha)
 
 
+def weight_prior_ratio(design: np.ndarray, ratings: Ratings, residual: np.ndarray) -> float:
+    """The empirical-Bayes ridge penalty of per-user weights: noise variance / prior variance of the weights.
+
+    Model: a user's residuals ``r = b + X w + e`` with ``b ~ (0, s_b)``, ``w ~ (0, t I)``, ``e ~ (0, s)``. Two
+    ratings i != j of one user then have ``E[r_i r_j] = s_b + t x_i.x_j`` and one rating ``E[r_i^2] = s_b + t
+    |x_i|^2 + s``: least squares of the products of residual pairs within users on ``[1, x_i.x_j]`` gives
+    ``s_b`` and ``t``, the squares then ``s``. Returns ``s / t``, within [1e-2, 1e4] (1e4 when the weights show
+    no spread: the data hold no personal taste along the design).
+    """
+    normal, target, squares = np.zeros((2, 2)), np.zeros(2), []
+    for _, rows in ratings.by_user():
+        x, r = design[ratings.image_idx[rows]], residual[rows]
+        gram, products = x @ x.T, np.outer(r, r)
+        off = ~np.eye(len(rows), dtype=bool)
+        g, p = gram[off], products[off]
+        normal += [[len(g), g.sum()], [g.sum(), g @ g]]
+        target += [p.sum(), g @ p]
+        squares.append((r**2, np.diag(gram)))
+    if np.linalg.det(normal) <= 1e-12:
+        return 1e4
+    bias_var, weight_var = np.linalg.solve(normal, target)
+    r2, g2 = (np.concatenate(parts) for parts in zip(*squares, strict=True))
+    noise = float(np.mean(r2 - bias_var - weight_var * g2))
+    if weight_var <= 0 or noise <= 0:
+        return 1e4
+    return float(np.clip(noise / weight_var, 1e-2, 1e4))
+
+
 class UserRidge(Model):
     """Per-user ridge on image features, shrunk toward the global ridge.
 
     For user u with residuals ``r = y - global(x)``: a bias ``b = sum(r) / (n + bias_shrinkage)``, then weights
-    ``w = argmin |r - b - X w|^2 + user_alpha |w|^2``, solved in the dual (``X^T (X X^T + user_alpha I)^-1``)
+    ``w = argmin |r - b - X w|^2 + user_alpha_ |w|^2``, solved in the dual (``X^T (X X^T + user_alpha_ I)^-1``)
     since a user rates fewer images than there are feature dimensions. A new user gets the same fit on its
-    k references; at k = 0 it is the global ridge.
+    k references; at k = 0 it is the global ridge. The penalty ``user_alpha_`` is ``user_alpha`` times the
+    empirical-Bayes ratio of the rating noise to the spread of users' weights, estimated from the fitted users'
+    residuals (``weight_prior_ratio``): a fixed penalty fits one data set's noise level (1.2 on the simulated
+    default, 17 on MovieLens-100k with genre and decade metadata, whose weights from a few references then
+    overfit and ranked a new user's queries worse with 10 references than with none).
     """
 
     name = "user_ridge"
 
     class Params(Hyperparameters):
         alpha: float = positive(3.0, "ridge penalty of the global (consensus) ridge")
-        user_alpha: float = positive(1.0, "ridge penalty of each user's weights")
+        user_alpha: float = positive(
+            1.0, "multiplier of the empirical-Bayes ridge penalty of each user's weights (1: the estimate)"
+        )
         bias_shrinkage: float = non_negative(3.0, "pseudo-ratings at zero residual in each user's bias")
 
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
         self.design_ = dataset.image_design()
         self.global_score_ = consensus_scores(self.design_, ratings, self.alpha)
+        residual = ratings.score.astype(np.float64) - self.global_score_[ratings.image_idx]
+        self.user_alpha_ = self.user_alpha * weight_prior_ratio(self.design_, ratings, residual)
         states = self._fold(
             [
                 References(user, ratings.image_idx[rows], ratings.score[rows])
@@ -113,7 +154,7 @@ class UserRidge(Model):
             residual = np.asarray(refs.score).astype(float) - self.global_score_[images]
             bias[row] = residual.sum() / (len(images) + self.bias_shrinkage)
             x = self.design_[images]
-            dual = np.linalg.solve(x @ x.T + self.user_alpha * np.eye(len(images)), residual - bias[row])
+            dual = np.linalg.solve(x @ x.T + self.user_alpha_ * np.eye(len(images)), residual - bias[row])
             weights[row] = x.T @ dual
         return bias, weights
 

@@ -99,6 +99,17 @@ def fit_baseline(
     return Baseline(mu, user_bias, item_bias, user_prior, float(user_reg))
 
 
+def placed_images(dataset: Dataset, ratings: Ratings) -> np.ndarray:
+    """(n_images,) bool: the images a model of baseline estimates places, those with a training rating, or every
+    image when the dataset has an image design (an image absent from the fit then gets its bias from it). The
+    others score with the prior bias 0, as the average image (``Model.placeable``)."""
+    if dataset.image_design(required=False) is not None:
+        return np.ones(dataset.n_images, dtype=bool)
+    placed = np.zeros(dataset.n_images, dtype=bool)
+    placed[ratings.image_idx] = True
+    return placed
+
+
 def fit_model_baseline(dataset: Dataset, ratings: Ratings, params: BiasParams) -> Baseline:
     """``fit_baseline`` with the hyperparameters of ``params`` (a ``BiasParams``, or a model that has them)."""
     return fit_baseline(
@@ -132,6 +143,10 @@ class Biases(Model):
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
         self.score_range_ = np.asarray(dataset.score_range, np.float64)
         self.baseline_ = fit_model_baseline(dataset, ratings, self)
+        self.placed_ = placed_images(dataset, ratings)
+
+    def _placeable(self, image_idx: np.ndarray) -> np.ndarray:
+        return self.placed_[image_idx]
 
     def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
         return clip_scores(self.baseline_.pairs(user_idx, image_idx), self.score_range_)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.data.dataset import Dataset, Ratings, References
-from recsys.errors import UserError
 from recsys.models.base import Model
 from recsys.models.linear import ridge
 from recsys.models.persistence import state_record
@@ -56,12 +55,13 @@ def complete_items(
 
     ``params`` (n_images, t) hold learned rows for fitted images; with ``blend`` > 0 a fitted row becomes
     ``w * learned + (1 - w) * mapped`` with ``w = counts / (counts + blend)`` (rarely rated images lean on
-    their features). Returns (params (n_images, t), mask (n_images,) of images that can be scored: fitted
-    ones, or all of them when a design exists).
+    their features). Without a design an image absent from the fit gets the mean of the fitted rows (the
+    average image: what the map of an empty design predicts). Returns (params (n_images, t), mask (n_images,)
+    of the images placed by their own ratings or their design row: fitted ones, or all of them with a design).
     """
     params = params.copy()
     if design is None:
-        return params, fitted.copy()
+        return average_image(params, fitted), fitted.copy()
     images = np.flatnonzero(fitted)
     image_map = ImageMap(design, alpha).fit(images, params[images])
     missing = np.flatnonzero(~fitted)
@@ -73,14 +73,13 @@ def complete_items(
     return params, np.ones(len(params), dtype=bool)
 
 
-def check_scorable(name: str, known: np.ndarray, image_idx: np.ndarray) -> None:
-    """A clear error for images without learned parameters when the dataset has no design to map them."""
-    bad = ~known[image_idx]
-    if bad.any():
-        raise UserError(
-            f"{name}: {int(bad.sum())} image(s) (e.g. index {int(image_idx[np.argmax(bad)])}) have no training "
-            "ratings and the dataset has no image features or metadata to carry factors to them"
-        )
+def average_image(params: np.ndarray, placed: np.ndarray) -> np.ndarray:
+    """``params`` (n_images, ...) with every row outside ``placed`` set to the mean of the placed rows: the
+    fallback of an image that has neither training ratings nor a design row (it scores as the average image)."""
+    params = params.copy()
+    if placed.any() and not placed.all():
+        params[~placed] = params[placed].mean(0)
+    return params
 
 
 @state_record
@@ -188,29 +187,27 @@ class FactorModel(Model):
     from the fit through the image design, and the fold-in of new users (see the module docstring).
 
     A subclass's ``_fit`` sets ``fold_`` (a ``FoldIn``), ``user_vecs_`` (n_users, f + 1: ``[p_u, c_u]``) and
-    ``scorable_`` (n_images, bool: images with parameters), usually through ``_calibrate_and_fold``.
+    ``scorable_`` (n_images, bool: images placed by their own ratings or their design row), usually through
+    ``_calibrate_and_fold``. Every other image has the mean item parameters of the placed ones
+    (``average_image``): it scores as the user's score of the average image.
     """
 
     fold_: FoldIn
 
+    def _placeable(self, image_idx: np.ndarray) -> np.ndarray:
+        return self.scorable_[image_idx]
+
     def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
-        check_scorable(self.name, self.scorable_, image_idx)
         return self.fold_.score_pairs(self.user_vecs_, user_idx, image_idx)
 
     def _fold(self, references: list[References]) -> list[np.ndarray]:
-        states = []
-        for refs in references:
-            images = np.asarray(refs.image_idx, np.int64)
-            check_scorable(self.name, self.scorable_, images)
-            states.append(self.fold_.user(refs.user_idx, images, np.asarray(refs.score)))
-        return states
+        return [
+            self.fold_.user(refs.user_idx, np.asarray(refs.image_idx, np.int64), np.asarray(refs.score))
+            for refs in references
+        ]
 
     def _score_folded(self, states: list[np.ndarray], images: list[np.ndarray]) -> list[np.ndarray]:
-        out = []
-        for vec, candidates in zip(states, images, strict=True):
-            check_scorable(self.name, self.scorable_, candidates)
-            out.append(self.fold_.score(vec, candidates))
-        return out
+        return [self.fold_.score(vec, candidates) for vec, candidates in zip(states, images, strict=True)]
 
     def _taste(self, states: list[np.ndarray]) -> np.ndarray:
         return np.array([vec[:-1] for vec in states]).reshape(len(states), -1)

@@ -1,6 +1,7 @@
 """LightFM hybrid on likes, with user features (identity + demographics) and item features (metadata one-hots +
 k-means cluster ids of the image features at several granularities, no identity), so that every image, rated or
-not, has a representation. LightFM is built inside ``fit``; user and item representations are copied out as
+not, has a representation (on a table with neither, identities: an image absent from the fit then scores as the
+average image, and ``placeable`` says so). LightFM is built inside ``fit``; user and item representations are copied out as
 numpy. Scores are calibrated to the rating scale (train for rated images, val_seen for unrated ones) and new
 users are folded in on the item representations toward a demographic prior, as for ``als``.
 """
@@ -13,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.data.dataset import Dataset, Ratings
-from recsys.models.factor import FactorModel
+from recsys.models.factor import FactorModel, average_image
 from recsys.models.implicit_models import likes_matrix
 from recsys.models.params import Hyperparameters, at_least_one, hyper, non_negative, positive
 
@@ -112,9 +113,16 @@ class LightFMModel(FactorModel):
         item_bias, item_vecs = model.get_item_representations(item_features)
         fitted = np.zeros(dataset.n_images, dtype=bool)
         fitted[ratings.image_idx] = True
-        self.scorable_ = np.ones(
-            dataset.n_images, dtype=bool
-        )  # item features give every image a representation
+        # item features give every image a representation; identity features only the fitted ones (the others
+        # keep LightFM's random initialisation and get the average image's instead)
+        described = dataset.metadata().onehot.shape[1] > 0 or (
+            dataset.image_features is not None and len(self.cluster_sizes) > 0
+        )
+        self.scorable_ = np.ones(dataset.n_images, dtype=bool) if described else fitted
+        item_bias, item_vecs = (
+            average_image(item_bias, self.scorable_),
+            average_image(item_vecs, self.scorable_),
+        )
         # user biases shift a user's scores uniformly: they only matter for calibration, folded into offsets
         self._calibrate_and_fold(
             dataset,

@@ -5,7 +5,8 @@ subproblem in one batch. The factor penalty of a user or image is ``reg + reg_pe
 (weighted-lambda regularisation, which carries over between rating tables of different noise levels better
 than either term alone); biases get ``bias_reg``. Item parameters ``[b_i, q_i]`` are shrunk toward a ridge
 map from the image design (features + metadata one-hots), refitted each epoch, so images absent from the fit
-(PAMELA's ``*_seen`` splits) get ``[b_i, q_i]`` from their features. Early stopping on ``val_seen`` RMSE
+(PAMELA's ``*_seen`` splits) get ``[b_i, q_i]`` from their features; without features or metadata they get
+the mean ``[b_i, q_i]`` of the fitted images (the average image; ``placeable`` is False). Early stopping on ``val_seen`` RMSE
 when present. New users: fold-in of ``[p, b_u]`` from their references, toward a demographic prior (k = 0:
 the prior). Predictions are clipped to the dataset's score range.
 
@@ -24,7 +25,7 @@ from recsys.data.choices import ChoiceReferences, Choices
 from recsys.data.dataset import Dataset, Ratings
 from recsys.extras import require
 from recsys.models.biases import clip_scores
-from recsys.models.factor import FactorModel, FoldIn, ImageMap, build_fold_in
+from recsys.models.factor import FactorModel, FoldIn, ImageMap, average_image, build_fold_in
 from recsys.models.params import Hyperparameters, at_least_one, hyper, non_negative, positive
 
 #: on choices: Adam's learning rate, full-batch steps per epoch, and Newton steps of a new user's fit
@@ -136,6 +137,7 @@ class MatrixFactorization(FactorModel):
                 best = (users.copy(), completed.copy())
         users, items = best
         self.scorable_ = np.ones(dataset.n_images, dtype=bool) if design is not None else fitted
+        items = average_image(items, self.scorable_)
         self.fold_, self.user_vecs_ = build_fold_in(
             dataset,
             ratings,

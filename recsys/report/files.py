@@ -38,6 +38,7 @@ CSV_HEAD = (
     "n_users",
     "n_ratings",
     "skipped_users",
+    "fallback_predictions",
     "status",
 )
 #: what each row's ``by_draw`` (leaderboard.json) holds, stated in the file
@@ -108,6 +109,7 @@ def write_csv(board: Leaderboard, path: Path, table: ReportTable | None = None) 
                 "n_users": row.n_users,
                 "n_ratings": row.n_ratings,
                 "skipped_users": row.skipped_users,
+                "fallback_predictions": row.fallback_predictions,
                 "status": row.status,
                 "ndcg_left_out": row.ndcg_left_out,
                 "fit_seconds": f"{row.fit_seconds:.4f}",

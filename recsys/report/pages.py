@@ -14,7 +14,7 @@ from pathlib import Path
 
 from recsys.evaluation import breakdown as bd
 from recsys.evaluation.metrics import NDCG_K
-from recsys.evaluation.stats import CORRECTION
+from recsys.evaluation.stats import CORRECTION, task_of
 from recsys.leaderboard import Leaderboard
 from recsys.models.base import DATA_POLICY
 from recsys.models.registry import CEILING, CONSENSUS, model_role
@@ -23,6 +23,7 @@ from recsys.report.table import (
     RATING_METRIC_SET,
     ReportTable,
     build_table,
+    fallback_line,
     fmt,
     fmt_p,
     interval,
@@ -107,6 +108,7 @@ def _task_section(table: ReportTable, task) -> dict:
         "label": task_label(*task),
         "users_line": _users_line(table, task),
         "tests_line": _tests_line(table, task),
+        "fallback_line": fallback_line([r for r in table.board.rows if task_of(r) == task]),
         "rows": out,
     }
 
@@ -214,6 +216,7 @@ def page_context(table: ReportTable, breakdown: bd.Breakdown) -> dict:
         "protocol": protocol_line(table),
         "policy": f"{DATA_POLICY.describe()} This run fits on `{board.fit_split}`; validation split: "
         f"{validation}. Each row's `validation_split` is in leaderboard.json.",
+        "splits": f"{ds.describe_splits(board.fit_split)} (`splits` in leaderboard.json).",
         "tuned": [{"model": m, "study": t["study"]} for m, t in board.tuned.items()],
         "primary": ms.primary,
         "ceiling": ceiling,

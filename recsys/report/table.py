@@ -352,6 +352,25 @@ def protocol_line(table: ReportTable) -> str:
     return f"{name}protocol seed {board.seed}, shots {list(board.shots)}, {draws}"
 
 
+def fallback_line(rows: list[Result]) -> str:
+    """One sentence: per task, how many predictions the models scored by their fallback (``Model.placeable``),
+    with the models that did; "" when none did."""
+    groups: dict[tuple, list[str]] = {}
+    for r in rows:
+        if r.fallback_predictions:
+            groups.setdefault((task_of(r), r.fallback_predictions, r.n_ratings), []).append(row_label(r))
+    if not groups:
+        return ""
+    parts = "; ".join(
+        f"{task_label(*task)}: {used:,} of {total:,} ({', '.join(models)})"
+        for (task, used, total), models in groups.items()
+    )
+    return (
+        "Fallbacks (predictions of images a model cannot place, with no training rating and no features or "
+        f"metadata, scored as the average image; `fallback_predictions` in leaderboard.json): {parts}."
+    )
+
+
 def board_title(board: Leaderboard) -> str:
     """The dataset's name, labelled when simulated (chart titles)."""
     return board.dataset.name + (" — SIMULATED data" if board.dataset.simulated else "")

@@ -7,6 +7,7 @@ from recsys.report.table import (
     OVER_CONSENSUS,
     ReportTable,
     build_table,
+    fallback_line,
     fmt,
     interval,
     protocol_line,
@@ -24,6 +25,7 @@ def format_table(board: Leaderboard, table: ReportTable | None = None) -> str:
     lines = [
         f"dataset: {board.dataset.name}" + ("  [SIMULATED data]" if board.dataset.simulated else ""),
         f"run {board.run_id}: {protocol_line(table)}; fit on {board.fit_split}",
+        f"splits: {board.dataset.describe_splits(board.fit_split)}",
     ]
     picks = table.picks()
     if picks:
@@ -60,4 +62,6 @@ def format_table(board: Leaderboard, table: ReportTable | None = None) -> str:
         lines.append(line)
     for group in table.not_measured():
         lines.append(group.text())
+    if fallback_line(board.rows):
+        lines.append(fallback_line(board.rows))
     return "\n".join(lines)

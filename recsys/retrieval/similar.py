@@ -155,7 +155,10 @@ class SimilarUsers:
         """The k users most similar to a fitted user, most similar first, never the user itself."""
         user = self.dataset.user_index(user_id)
         if user not in self._tastes:
-            raise UserError(f"user {user_id!r} has no training ratings; query by reference ratings instead")
+            raise UserError(
+                f"user {user_id!r} has no training ratings; query by reference ratings instead, or fit on every "
+                "rating (--fit-on all)"
+            )
         self._check_k(k, exclude=1)
         if not np.any(self._vectors[self._position[user]]):
             raise UserError(
@@ -238,11 +241,15 @@ class SimilarImages:
         return out
 
 
-def fitted_model_dir(workspace: Path, model_name: str, params: dict, dataset: Dataset) -> Path:
-    """Where a fitted model and its index are kept: keyed by model, parameters and dataset fingerprint."""
-    key = hashlib.sha256(
-        json.dumps([model_name, params, dataset.fingerprint()], sort_keys=True, default=str).encode()
+def fitted_model_dir(
+    workspace: Path, model_name: str, params: dict, dataset: Dataset, fit_on: str = "train"
+) -> Path:
+    """Where a fitted model and its index are kept: keyed by model, parameters, dataset fingerprint and what it
+    fitted on (``fit_on``: train, or all for every split; a model of one is never taken for the other)."""
+    identity = [model_name, params, dataset.fingerprint()] + (
+        [] if fit_on == "train" else [f"fit_on={fit_on}"]
     )
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
     return workspace / "models" / f"{model_name}-{key.hexdigest()[:12]}"
 
 
@@ -259,16 +266,18 @@ def load_or_fit_model(
     params: dict | None = None,
     workspace: Path = Path("runs"),
     progress: bool = True,
+    fit_on: str = "train",
 ) -> tuple[Model, Path, bool]:
     """A fitted model: reloaded from the workspace when saved before, else fitted and saved. Returns it, its
     folder and whether it was fitted now. A saved model that cannot be loaded is refitted, with one line on
-    stderr. ``model_name`` None: ``default_taste_model``."""
+    stderr. ``model_name`` None: ``default_taste_model``. ``fit_on`` ("train", or "all" for a ``dataset`` whose
+    every split was joined into train, ``Dataset.all_as_train``) is part of the saved model's key."""
     from recsys.models.registry import create_model
 
     model_name = model_name or default_taste_model(dataset)
     params = params or {}
     model = create_model(model_name, **params)
-    directory = fitted_model_dir(workspace, model_name, model.get_params(), dataset)
+    directory = fitted_model_dir(workspace, model_name, model.get_params(), dataset, fit_on)
     if (directory / "config.json").is_file():
         try:
             return Model.load(directory), directory, False
@@ -283,7 +292,7 @@ def load_or_fit_model(
 
 def load_or_fit(model_name: str | None, dataset: Dataset, **options) -> tuple[Model, SimilarUsers]:
     """A fitted model and its user index: reloaded from the workspace when saved before, else fitted and saved
-    (``options``: ``params``, ``workspace``, ``progress`` as for ``load_or_fit_model``).
+    (``options``: ``params``, ``workspace``, ``progress``, ``fit_on`` as for ``load_or_fit_model``).
 
     A saved model that cannot be loaded is refitted, and a saved index that cannot be used (or belongs to other
     vectors) is rebuilt; either says so in one line on stderr. ``model_name`` None: ``default_taste_model``.

@@ -71,7 +71,9 @@ def test_leaderboard_has_best_of_n_for_every_model_with_the_consensus(small_sim,
         > by[("mf", "test_seen", None)]["best_of_n_uplift@2"]
     )
     table = format_table(board).splitlines()
-    head = next(line for line in table if line.startswith("model "))  # after the best-per-task lines
+    head = next(
+        line for line in table if line.startswith("model ")
+    )  # after the header, splits and best-per-task lines
     assert "best@8" in head and "vs ridge" in head
     mf_seen = next(line for line in table if line.startswith("mf ") and "test_seen" in line)
     mf_up, ridge_up = (by[(m, "test_seen", None)]["best_of_n_uplift@8"] for m in ("mf", "ridge"))

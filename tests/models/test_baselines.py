@@ -10,6 +10,7 @@ from sklearn.linear_model import Ridge as SkRidge
 from recsys.data.dataset import Dataset, Ratings, References
 from recsys.evaluation.evaluator import Evaluator
 from recsys.models import create_model
+from recsys.models.baselines import weight_prior_ratio
 
 
 def tiny_dataset(features=None) -> Dataset:
@@ -92,14 +93,52 @@ def test_user_ridge_equals_primal_solution_and_new_user_path():
     images, scores = np.array([0, 2, 3]), np.array([2.0, 4.0, 5.0])
     residual = scores - model.global_score_[images]
     bias = residual.sum() / (3 + 2.0)
-    # primal ridge without intercept: (X^T X + a I)^-1 X^T (r - b), an independent route to the dual solution
-    w = np.linalg.solve(x[images].T @ x[images] + 0.5 * np.eye(x.shape[1]), x[images].T @ (residual - bias))
+    # primal ridge without intercept: (X^T X + a I)^-1 X^T (r - b), an independent route to the dual solution;
+    # a = user_alpha times the empirical-Bayes ratio estimated from the fitted users
+    penalty = model.user_alpha_
+    assert penalty == pytest.approx(
+        0.5 * weight_prior_ratio(x, ds.ratings["train"], model_residual(model, ds))
+    )
+    w = np.linalg.solve(
+        x[images].T @ x[images] + penalty * np.eye(x.shape[1]), x[images].T @ (residual - bias)
+    )
     expected = model.global_score_ + bias + x @ w
     np.testing.assert_allclose(model.predict(np.ones(4, int), np.arange(4)), expected, rtol=1e-6)
     new = model.predict_new([References(1, images, scores)], [np.arange(4)])[0]
     np.testing.assert_allclose(new, expected, rtol=1e-6)
     zero_shot = model.predict_new([References(1, np.array([], int), np.array([]))], [np.arange(4)])[0]
     np.testing.assert_allclose(zero_shot, model.global_score_, rtol=1e-9)
+
+
+def model_residual(model, ds):
+    train = ds.ratings["train"]
+    return train.score.astype(np.float64) - model.global_score_[train.image_idx]
+
+
+def synthetic_users(rng, weight_var, users=500, per_user=40, images=300, dims=5):
+    """Residuals ``b + X w + e`` of users with ``b ~ N(0, 0.3)``, ``w ~ N(0, weight_var I)``, ``e ~ N(0, 1)``."""
+    design = rng.normal(size=(images, dims))
+    user_idx = np.repeat(np.arange(users), per_user)
+    image_idx = np.concatenate([rng.choice(images, per_user, replace=False) for _ in range(users)])
+    w = rng.normal(0, np.sqrt(weight_var), (users, dims)) if weight_var else np.zeros((users, dims))
+    bias = rng.normal(0, np.sqrt(0.3), users)
+    residual = (
+        bias[user_idx]
+        + np.einsum("ij,ij->i", design[image_idx], w[user_idx])
+        + rng.normal(size=len(user_idx))
+    )
+    return design, Ratings(user_idx, image_idx, residual.astype(np.float32)), residual
+
+
+def test_the_empirical_bayes_penalty_recovers_noise_over_weight_variance():
+    rng = np.random.default_rng(0)
+    design, ratings, residual = synthetic_users(rng, weight_var=0.05)
+    assert weight_prior_ratio(design, ratings, residual) == pytest.approx(1.0 / 0.05, rel=0.15)
+    design, ratings, residual = synthetic_users(rng, weight_var=0.5)
+    assert weight_prior_ratio(design, ratings, residual) == pytest.approx(1.0 / 0.5, rel=0.15)
+    # no personal weights at all: a large penalty (the estimate of their variance is about 0)
+    design, ratings, residual = synthetic_users(rng, weight_var=0.0)
+    assert weight_prior_ratio(design, ratings, residual) > 50
 
 
 @pytest.mark.parametrize("name", ["metadata_mean", "ridge", "user_ridge"])

@@ -46,12 +46,16 @@ def test_user_knn_scores_are_its_definition_computed_by_loops(small_sim):
         if sim <= 0:
             continue
         their_images, their_scores = model._rated(neighbour)
-        centred = their_scores - model.user_mean_[neighbour]
+        # beyond the neighbour's mean and each image's deviation from the global mean in the consensus score
+        beyond = [
+            score - model.user_mean_[neighbour] - (model.item_score_[j] - model.global_)
+            for j, score in zip(their_images, their_scores, strict=True)
+        ]
         for row, image in enumerate(candidates):  # its 3 rated images nearest the candidate, one at a time
             cosine = [float(model.embedding_[image] @ model.embedding_[j]) for j in their_images]
-            num[row] += sim * np.mean(centred[np.argsort(cosine)[::-1][:3]])
+            num[row] += sim * np.mean(np.array(beyond)[np.argsort(cosine)[::-1][:3]])
             den[row] += sim
-    expected = mean + num / den
+    expected = mean + (model.item_score_[candidates] - model.global_) + num / den
     np.testing.assert_allclose(model.predict(np.full(12, user), candidates), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -76,6 +80,61 @@ def test_rating_based_fallback_without_features(cls, table):
                       train.score[train.user_idx == train.user_idx[0]][:10])  # fmt: skip
     out = model.predict_new([refs], [test.image_idx[:5]])[0]
     assert out.shape == (5,) and np.isfinite(out).all()
+
+
+def test_user_knn_on_a_table_by_loops_and_without_neighbours_is_the_zero_shot_ranking(table):
+    """Without features: co-rating cosine neighbours, each judged by its own rating of the candidate beyond its
+    mean and the image's deviation; an image no neighbour rated keeps user mean + its deviation, which orders
+    the images as the 0-shot prediction (the shrunk image mean) does."""
+    model = UserKNN(k=5).fit(table)
+    train = table.ratings["train"]
+    user = int(train.user_idx[0])
+    rated, scores = model._rated(user)
+    mean = model.user_mean_[user]
+    neighbours, sims = model._neighbours(None, rated, scores - mean, exclude=user)
+    candidates = np.arange(table.n_images)
+    num, den = np.zeros(len(candidates)), np.full(len(candidates), model.shrinkage)
+    deviation = model.item_score_ - model.global_
+    for neighbour, sim in zip(neighbours, sims, strict=True):
+        if sim <= 0:
+            continue
+        for image, score in zip(*model._rated(neighbour), strict=True):
+            num[image] += sim * (score - model.user_mean_[neighbour] - deviation[image])
+            den[image] += sim
+    expected = mean + deviation + num / den
+    np.testing.assert_allclose(model.predict(np.full(len(candidates), user), candidates), expected, atol=1e-9)
+    unrated = den == model.shrinkage
+    assert unrated.sum() >= 2
+    zero_shot = model.predict_new([References(-1, np.empty(0, np.int64), np.empty(0, np.float32))],
+                                  [candidates[unrated]])[0]  # fmt: skip
+    np.testing.assert_allclose(expected[unrated] - zero_shot, mean - model.global_, atol=1e-9)  # a shift
+
+
+def test_item_knn_new_user_by_loops_and_one_reference_keeps_the_zero_shot_ranking(table):
+    """A new user's score: baseline + sum over its references with positive similarity of s * (residual - the
+    references' mean residual), over (sum of s + shrinkage); one reference has no residual beyond its mean, so it
+    leaves the 0-shot ranking as it was."""
+    model = ItemKNN().fit(table)
+    base = model.baseline_
+    train = table.ratings["train"]
+    rows = np.flatnonzero(train.user_idx == train.user_idx[0])[:6]
+    rated, scores = train.image_idx[rows], train.score[rows].astype(np.float64)
+    candidates = np.setdiff1d(np.arange(table.n_images), rated)
+    bias = base.fold(-1, rated, scores)
+    residual = scores - (base.mu + bias + base.item_bias[rated])
+    centred = residual - residual.mean()
+    expected = []
+    for c in candidates:
+        sims = [float(model.item_sim_[c, j]) for j in rated]
+        num = sum(s * e for s, e in zip(sims, centred, strict=True) if s > 0)
+        den = sum(s for s in sims if s > 0) + model.shrinkage
+        expected.append(base.mu + bias + base.item_bias[c] + num / den)
+    expected = np.clip(expected, *table.score_range)
+    new = model.predict_new([References(-1, rated, scores.astype(np.float32))], [candidates])[0]
+    np.testing.assert_allclose(new, expected, atol=1e-6)
+    one = model.predict_new([References(-1, rated[:1], scores[:1].astype(np.float32))], [candidates])[0]
+    none = model.predict_new([References(-1, rated[:0], scores[:0].astype(np.float32))], [candidates])[0]
+    np.testing.assert_allclose(one - none, (one - none)[0], atol=1e-9)  # a shift: the same order
 
 
 def test_item_knn_zero_shot_is_the_baseline_estimate(small_sim):
@@ -110,10 +169,11 @@ def test_pearson_baseline_against_loops_over_co_raters():
 
 
 def test_item_knn_on_a_table_is_surprise_knn_baseline(table):
-    """Without features, item_knn's defaults are KNNBaseline's (item-based pearson_baseline, k = 40, shrinkage
-    100, baselines by ALS with reg_u 15, reg_i 10, 10 epochs): the same predictions on identical data."""
+    """Without features, no shrinkage of the neighbour sum and uncentred residuals, item_knn is KNNBaseline
+    (item-based pearson_baseline, k = 40, shrinkage 100, baselines by ALS with reg_u 15, reg_i 10, 10 epochs):
+    the same predictions on identical data."""
     surprise = pytest.importorskip("surprise")
-    ours = ItemKNN().fit(table)
+    ours = ItemKNN(shrinkage=0.0, centre_residuals=False).fit(table)
     test = table.ratings["test_seen"]
     peer = surprise.KNNBaseline(sim_options={"name": "pearson_baseline", "user_based": False}, verbose=False)
     theirs = surprise_predictions(surprise, peer, table)

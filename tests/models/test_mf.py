@@ -10,7 +10,6 @@ from sklearn.linear_model import Ridge
 
 from recsys.data import load_dataset
 from recsys.data.dataset import References
-from recsys.errors import UserError
 from recsys.models import create_model
 from recsys.models.mf import Groups, MatrixFactorization, als_solve
 
@@ -81,14 +80,19 @@ def test_recovers_a_known_low_rank_table_to_the_noise_level(tmp_path):
     assert rmse < 1.2 * NOISE < baseline, (rmse, baseline)
 
 
-def test_table_without_side_information_cannot_score_unrated_items(tmp_path):
+def test_table_without_side_information_scores_unrated_items_as_the_average_image(tmp_path):
     table = load_dataset(
         low_rank_table(tmp_path / "ratings.csv", users=30, items=40, per_user=20), holdout="random:0.2"
     )
     dataset, _ = table.drop_images(np.array([0]))  # image 0 keeps its index but loses every rating
     model = create_model("mf", factors=2, epochs=3).fit(dataset)
-    with pytest.raises(UserError, match="no training ratings and the dataset has no image features"):
-        model.predict(dataset.ratings["train"].user_idx[:1], np.array([0]))
+    placed = np.flatnonzero(model.placeable(np.arange(dataset.n_images)))
+    in_train = np.unique(dataset.ratings["train"].image_idx)
+    np.testing.assert_array_equal(placed, in_train)
+    user = int(dataset.ratings["train"].user_idx[0])
+    # scores are linear in the item parameters: the mean item's score is the mean of the placed images' scores
+    average = model.fold_.score(model.user_vecs_[user], placed).mean()
+    np.testing.assert_allclose(model.predict([user], [0]), np.clip(average, *dataset.score_range))
 
 
 @pytest.mark.parametrize("params", [{"factors": 0}, {"reg": -1.0}, {"epochs": 0}, {"feature_alpha": 0.0}])
