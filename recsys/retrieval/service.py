@@ -40,7 +40,8 @@ take turns. ``workers=1`` serialises every model call. While it serves, the obje
 (model, dataset, index) are frozen out of the garbage collector's full collections (``gc.freeze``), which
 would otherwise stall every request when a large body's many parsed objects set one off.
 
-Uploads are embedded in a separate pool of ``upload_workers`` threads (``--upload-workers``, [1]) with at most
+The encoder is loaded in the background as the service starts. Uploads are embedded in a separate pool of
+``upload_workers`` threads (``--upload-workers``, [1]) with at most
 ``upload_queue`` requests waiting ([2]), so that encoder work never holds a thread of the model pool: a request
 that finds that pool full is answered 503 at once. An upload request whose client goes away (checked every
 50 ms while it waits) or that times out is abandoned: its embedding never starts if it was waiting, and stops
@@ -474,7 +475,8 @@ def create_app(
     Args:
         limits: request limits, workers and timeout; the defaults of :class:`ServiceLimits` when None.
         encoder, checkpoint: the encoder of the data's image features, which embeds images uploaded to
-            ``POST /rank`` (loaded on the first upload; ``UploadEmbedder``); None: uploads are refused.
+            ``POST /rank`` (loaded in the background when the service starts, else by the first upload;
+            ``UploadEmbedder``); None: uploads are refused.
     """
     similar = similar or SimilarUsers(model, dataset)
     limits = limits or ServiceLimits()
@@ -511,6 +513,10 @@ def create_app(
         # cyclic garbage collector's full collections (which the many objects a large JSON body parses into
         # set off), they are not scanned again: such a collection stalled every request for 0.1-0.4 s.
         gc.freeze()
+        if (
+            embedder is not None
+        ):  # the encoder loads while the service starts answering, not in the first upload
+            threading.Thread(target=embedder.preload, name="recsys-encoder-load", daemon=True).start()
         try:
             yield
         finally:
@@ -651,6 +657,13 @@ class UploadEmbedder:
             if self._encoder is None:
                 self._encoder = load_encoder(self.encoder_name, checkpoint=self.checkpoint)
             return self._encoder
+
+    def preload(self) -> None:
+        """Load the encoder now (at the service's start); a failure is left for the first upload to report."""
+        try:
+            self.encoder()
+        except Exception:  # the first upload loads it again and answers the error in one line
+            pass
 
     def embed(self, uploads: list[tuple[str, bytes]], cancel: threading.Event) -> np.ndarray:
         """Embedding rows (float32, one per upload, in order) of (name, bytes) uploads.
