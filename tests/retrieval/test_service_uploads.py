@@ -17,6 +17,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from test_service import assert_one_line, limits, serving
 
+import features.embed
+from features.embed import embed_image_bytes
 from recsys.models import create_model
 from recsys.retrieval import service
 from recsys.retrieval.service import UploadEmbedder, create_app
@@ -34,7 +36,7 @@ def png(size: tuple[int, int] = (16, 16), seed: int = 0) -> str:
 
 
 class GatedEmbedder(UploadEmbedder):
-    """The real embedder, but each request waits at ``gate`` before it embeds; counts the encoder calls."""
+    """The real embedder, but each request waits at ``gate`` before it embeds; counts the batches it encodes."""
 
     def __init__(self, *args) -> None:
         super().__init__(*args)
@@ -46,10 +48,6 @@ class GatedEmbedder(UploadEmbedder):
         self.entered.release()
         assert self.gate.wait(60), "the test never opened the gate"
         return super().embed(uploads, cancel)
-
-    def encoder(self):
-        self.encoder_calls += 1
-        return super().encoder()
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +67,12 @@ def gated_app(monkeypatch, served, **values):
     model, data = served
     gated = GatedEmbedder(TINY_ENCODER)
     monkeypatch.setattr(service, "UploadEmbedder", lambda *args: gated)
+
+    def counted(*args, **kwargs):
+        gated.encoder_calls += 1
+        return embed_image_bytes(*args, **kwargs)
+
+    monkeypatch.setattr(features.embed, "embed_image_bytes", counted)
     return create_app(model, data, limits=limits(**values), encoder=TINY_ENCODER), gated
 
 
