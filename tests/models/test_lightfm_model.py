@@ -17,7 +17,8 @@ from recsys.models.lightfm_model import (
 def test_item_features_hold_metadata_and_one_cluster_per_granularity(small_sim):
     features, centres = item_feature_matrix(small_sim, (4, 16), seed=0)
     features = features.toarray()
-    assert features.shape[0] == small_sim.n_images and centres.shape == (20, small_sim.image_features.shape[1])
+    assert features.shape[0] == small_sim.n_images
+    assert centres.shape == (20, small_sim.image_features.shape[1])
     np.testing.assert_allclose(features.sum(1), 1.0, rtol=1e-5)
     clusters, _ = cluster_onehots(small_sim.image_features, (4, 16), seed=0)
     assert clusters.shape == (small_sim.n_images, 20)
