@@ -41,12 +41,13 @@ take turns. ``workers=1`` serialises every model call. While it serves, the obje
 would otherwise stall every request when a large body's many parsed objects set one off.
 
 The encoder is loaded in the background as the service starts. Uploads are embedded in a separate pool of
-``upload_workers`` threads (``--upload-workers``, [1]) with at most
-``upload_queue`` requests waiting ([2]), so that encoder work never holds a thread of the model pool: a request
-that finds that pool full is answered 503 at once. An upload request whose client goes away (checked every
-50 ms while it waits) or that times out is abandoned: its embedding never starts if it was waiting, and stops
-at its next batch of ``UPLOAD_BATCH`` images if it was running. Its scoring then takes one short call of the
-model pool, within what is left of the same timeout.
+``upload_workers`` threads (``--upload-workers``, [1]) with at most ``upload_queue`` requests waiting ([2]), so
+that encoder work never holds a thread of the model pool: a request that finds that pool full is answered 503 at
+once (``Retry-After: 1``). On Linux these threads (and torch's threads they start) run at a lower CPU priority
+(nice + ``UPLOAD_NICENESS``), so that while both pools compute, the cores go to model calls first. An upload
+request whose client goes away (checked every 50 ms while it waits) or that times out is abandoned: its
+embedding never starts if it was waiting, and stops at its next batch of ``UPLOAD_BATCH`` images if it was
+running. Its scoring then takes one short call of the model pool, within what is left of the same timeout.
 
 Errors: every 4xx and 5xx body is ``{"detail": "one line"}``, and a detail never repeats the request body: 404
 for an unknown user or image; 413 for a body or list over a limit; 422 for a malformed body, a value out of
@@ -61,8 +62,11 @@ away; 500 (the exception's type only) for a bug, with the traceback in the serve
 import asyncio
 import base64
 import binascii
+import contextlib
 import gc
 import io
+import os
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -100,6 +104,8 @@ DEFAULT_UPLOAD_WORKERS = 1
 DEFAULT_UPLOAD_QUEUE = 2
 #: uploads embedded per encoder call; an abandoned upload request stops between two such batches
 UPLOAD_BATCH = 8
+#: how much lower the encoder threads' CPU priority is than the model threads' (Linux nice value)
+UPLOAD_NICENESS = 10
 #: how often (s) a waiting upload request checks whether its client went away
 DISCONNECT_POLL_S = 0.05
 #: The longest ``detail`` sent (longer ones, e.g. naming a very long unknown id, are cut with "...").
@@ -350,6 +356,8 @@ class ModelPool:
     never starts, one that has finishes in the background and frees its thread when done (or stops early, when
     it checks the ``cancel`` event it was given). ``what``, ``who`` and ``limits`` name the calls, what answers
     them and the limits in messages: the service has one pool for model calls and one for embedding uploads.
+    ``niceness`` > 0 lowers the CPU priority of the pool's threads (and of the threads they start: torch's) on
+    Linux, so that its work yields the cores to the other pool's.
     """
 
     def __init__(
@@ -362,12 +370,18 @@ class ModelPool:
         what: str = "model calls",
         who: str = "model",
         limits: str = "workers + max_queue",
+        niceness: int = 0,
     ) -> None:
         self.workers = workers
         self.timeout_s = timeout_s
         self.max_queue = max_queue
         self.what, self.who, self.limits = what, who, limits
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix=f"recsys-{what.split()[0]}")
+        self._executor = ThreadPoolExecutor(
+            workers,
+            thread_name_prefix=f"recsys-{what.split()[0]}",
+            initializer=_lower_thread_priority if niceness else None,
+            initargs=(niceness,),
+        )
         self._lock = threading.Lock()
         self._pending = 0  # calls submitted and not yet done (queued, running, or timed out but running)
         self._serial = threading.Lock() if serial else nullcontext()
@@ -451,6 +465,14 @@ class ModelPool:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+def _lower_thread_priority(niceness: int) -> None:
+    """Raise the calling thread's nice value by ``niceness`` (Linux only: there a nice value is per thread, and
+    threads it starts inherit it; elsewhere it would apply to the whole process, so nothing is done)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+
+
 def _holds_gpu_index(*objects: object) -> bool:
     """Whether any of ``objects`` is, or has an attribute that is, a VectorIndex searched on a GPU."""
     for obj in objects:
@@ -493,6 +515,7 @@ def create_app(
         what="upload requests",
         who="image encoder",
         limits="upload_workers + upload_queue",
+        niceness=UPLOAD_NICENESS,
     )
     embedder = UploadEmbedder(encoder, checkpoint) if encoder is not None else None
     SimilarRequest, ScoreRequest, RankRequest = request_models(limits)

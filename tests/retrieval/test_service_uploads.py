@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -184,3 +185,23 @@ def test_abandoned_upload_work_never_runs(served, monkeypatch, tiny_home):
         assert first.result().status_code == 504  # it too waited past the timeout at the gate
         wait_until(lambda: pool.pending == 0)
         assert gated.encoder_calls == 0  # both abandoned before their first batch
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a nice value per thread is Linux's")
+def test_upload_threads_run_at_a_lower_cpu_priority(served):
+    import asyncio
+    import os
+
+    from recsys.retrieval.service import UPLOAD_NICENESS
+
+    model, data = served
+    app = create_app(model, data, encoder=TINY_ENCODER)
+
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    async def both():
+        return await app.state.pool.run(nice), await app.state.upload_pool.run(nice)
+
+    model_nice, upload_nice = asyncio.run(both())
+    assert model_nice == nice() and upload_nice == min(19, nice() + UPLOAD_NICENESS)
