@@ -87,7 +87,7 @@ def main() -> None:
         rows[name] = overheads(direct, *adapter_seconds(model, dataset, type(model.build()), args.repeats))
     model = create_model("lightfm", seed=0)
     interactions = model.interactions(dataset)
-    items = item_feature_matrix(dataset, model.cluster_sizes, model.seed)
+    items, _ = item_feature_matrix(dataset, model.cluster_sizes, model.seed)
     users = user_feature_matrix(dataset.users, dataset.ratings["train"].user_idx)
 
     def direct_lightfm():

@@ -19,3 +19,8 @@ class UnknownId(UserError):
 class DataNotSupported(UserError):
     """Raised by a model fitted on data of a kind it does not learn from (``Model.learns_from``): e.g. a model of
     ratings on pairwise choices."""
+
+
+class NewImagesNotSupported(UserError):
+    """Raised by a model that cannot score images it was not fitted with (``Model.with_new_images``): its image
+    side is per image id (the oracle, item_knn on co-raters), with no map from image features or metadata."""

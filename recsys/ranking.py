@@ -2,25 +2,28 @@
 
 ``rank_images`` scores a known user's candidates with ``predict`` or a new user's with ``predict_new`` from
 reference ratings, and orders them by predicted score, highest first (equal scores keep the candidates' order).
-The ``recsys rank`` command and the service's ``POST /rank`` both call it, through ``rank_candidates``.
+The ``recsys rank`` command and the service's ``POST /rank`` both call it.
 
 Candidates need not be images of the dataset. New images (files of a folder, or uploaded bytes) are embedded
-with the encoder that made the dataset's image features (through the embedding cache of ``features.embed``),
-appended to the dataset as images without ratings and without metadata (``with_new_images``), and scored by the
-model fitted on that dataset (``rank_candidates``): its fit sees exactly the ratings it saw before, and it scores
-the new images from their features as it scores any image it has no rating of (PAMELA's seen-split images).
+once with the encoder that made the dataset's image features (through the embedding cache of ``features.embed``),
+described as the dataset describes its own images (``new_images``: their features, and no metadata, which is
+how the dataset encodes a missing value) and scored by the fitted model from them (``Model.with_new_images``):
+one pass of the model's image-side map over the new images, no refit and nothing added to the dataset. A model
+whose image side is per image id (the oracle; item_knn on co-raters) says so in one line
+(``NewImagesNotSupported``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from recsys.data.dataset import Dataset, References
+from recsys.data.encodings import ImageInputs
 from recsys.errors import UserError
 from recsys.models.base import Model
 
@@ -28,31 +31,82 @@ from recsys.models.base import Model
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 
 
+@dataclass(frozen=True)
+class NewImages:
+    """Candidates that are not images of the dataset: their names (their ids in a ranking) and what a model reads
+    of them (``ImageInputs``, rows aligned with ``names``)."""
+
+    names: list[str]
+    inputs: ImageInputs
+
+
+def new_images(
+    dataset: Dataset, names: Sequence[str], features: np.ndarray, metadata: pd.DataFrame | None = None
+) -> NewImages:
+    """New candidate images named ``names``, with feature rows ``features`` (aligned; from the encoder of the
+    dataset's features) and optional ``metadata`` (one row each), encoded as ``dataset`` encodes its images.
+
+    Raises:
+        UserError: no names, a name twice or the id of a dataset image, features of another shape.
+    """
+    names = check_new_names(dataset, names)
+    if len(features) != len(names):
+        raise UserError(f"rank: {len(features)} feature rows for {len(names)} new images")
+    if metadata is not None:
+        metadata = metadata.set_axis(names, axis=0)
+    return NewImages(names, dataset.new_image_inputs(features, metadata))
+
+
+def check_new_names(dataset: Dataset, names: Sequence[str]) -> list[str]:
+    """The names of new images as strings; a UserError for none, a name twice or the id of a dataset image."""
+    names = [str(n) for n in names]
+    if not names:
+        raise UserError("rank: no new images")
+    if len(set(names)) != len(names):
+        raise UserError("rank: two new images have the same name")
+    taken = {str(i) for i in dataset.image_ids.tolist()}
+    clash = [n for n in names if n in taken]
+    if clash:
+        raise UserError(f"rank: new image {clash[0]!r} has the id of an image of {dataset.name}; rename it")
+    return names
+
+
 def rank_images(
     model: Model,
     dataset: Dataset,
     image_ids: list,
     *,
+    new: NewImages | None = None,
     user_id=None,
     references: References | None = None,
 ) -> list[dict]:
-    """``[{"rank", "image_id", "score"}]`` of the candidates ``image_ids``, best first, for the fitted user
-    ``user_id`` or for a new user given by ``references`` (exactly one of them)."""
+    """``[{"rank", "image_id", "score"}]`` of the candidates, best first: the dataset's images ``image_ids`` and the
+    ``new`` images (scored by ``model.with_new_images``, no refit), for the fitted user ``user_id`` or for a new
+    user given by ``references`` (exactly one of them)."""
     if (user_id is None) == (references is None):
         raise UserError("rank: give exactly one of a fitted user or a new user's references")
-    if not image_ids:
+    names = [] if new is None else new.names
+    if not image_ids and not names:
         raise UserError("rank: no candidate images")
     if len(set(map(str, image_ids))) != len(image_ids):
         raise UserError("rank: a candidate image is listed twice")
     images = np.array([dataset.image_index(i) for i in image_ids], np.int64)
-    ids = dataset.image_ids[images].tolist()  # the dataset's own ids (ints for PAMELA, as typed elsewhere)
+    ids = [*dataset.image_ids[images].tolist(), *names]  # the dataset's own ids (ints for PAMELA), then names
+    scorer = model
+    if new is not None:
+        if model.n_images_ != dataset.n_images:
+            raise UserError(
+                f"rank: {model.name} was fitted on {model.n_images_} images, not {dataset.name}'s"
+            )
+        scorer = model.with_new_images(new.inputs)
+        images = np.concatenate([images, np.arange(model.n_images_, scorer.n_images_)])
     if user_id is not None:
         user = dataset.user_index(user_id)
         if not model.known_[user]:
             raise UserError(f"rank: user {user_id!r} was not fitted; give their references instead")
-        scores = model.predict(np.full(len(images), user), images)
+        scores = scorer.predict(np.full(len(images), user), images)
     else:
-        scores = model.predict_new([references], [images])[0]
+        scores = scorer.predict_new([references], [images])[0]
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
     return [
         {"rank": rank, "image_id": ids[i], "score": float(scores[i])}
@@ -82,45 +136,3 @@ def check_encoder(dataset: Dataset, encoder: str | None) -> str:
             "alike"
         )
     return encoder
-
-
-def with_new_images(dataset: Dataset, image_ids: Sequence[str], features: np.ndarray) -> Dataset:
-    """``dataset`` with images appended: ids ``image_ids``, feature rows ``features`` (aligned), no ratings and
-    no metadata. Existing images, users and ratings keep their indices."""
-    features = np.asarray(features, np.float32)
-    if dataset.image_features is None or features.shape != (len(image_ids), dataset.image_features.shape[1]):
-        have = None if dataset.image_features is None else dataset.image_features.shape
-        raise UserError(f"new image features have shape {features.shape}; the data's have shape {have}")
-    names = [str(i) for i in image_ids]
-    if len(set(names)) != len(names):
-        raise UserError("rank: two new images have the same name")
-    taken = {str(i) for i in dataset.image_ids.tolist()}
-    clash = [n for n in names if n in taken]
-    if clash:
-        raise UserError(f"rank: new image {clash[0]!r} has the id of an image of {dataset.name}; rename it")
-    blank = pd.DataFrame(index=range(len(names)), columns=dataset.images.columns, dtype=object)
-    return replace(
-        dataset,
-        image_ids=np.concatenate([dataset.image_ids.astype(object), np.array(names, dtype=object)]),
-        images=pd.concat([dataset.images.astype(object), blank], ignore_index=True),
-        image_features=np.vstack([dataset.image_features, features]),
-    )
-
-
-def rank_candidates(
-    fit: Callable[[Dataset], Model],
-    dataset: Dataset,
-    image_ids: list,
-    *,
-    new_images: tuple[list[str], np.ndarray] | None = None,
-    user_id=None,
-    references: References | None = None,
-) -> list[dict]:
-    """``rank_images`` over the dataset's images ``image_ids`` and ``new_images`` (names, embedding rows), by the
-    model ``fit(data)`` returns for the data that hold them all: ``dataset`` itself without new images, else
-    ``with_new_images(dataset, ...)``."""
-    names, data = [], dataset
-    if new_images is not None and len(new_images[0]):
-        names = [str(n) for n in new_images[0]]
-        data = with_new_images(dataset, names, new_images[1])
-    return rank_images(fit(data), data, [*image_ids, *names], user_id=user_id, references=references)

@@ -21,3 +21,28 @@ def small_sim_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_sim(small_sim_dir):
     return load_dataset(small_sim_dir)
+
+
+#: a CLIP small enough to build and run in milliseconds (random weights): the encoder of upload tests
+TINY_ENCODER = "clip:recsys-test-tiny/random"
+
+
+@pytest.fixture(scope="session")
+def tiny_home(tmp_path_factory):
+    """A RECSYS_HOME for commands that embed with the tiny encoder (its embedding cache lives there)."""
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="session")
+def tiny_sim(tmp_path_factory, tiny_home):
+    """(root, dataset) of a small simulation with rendered images, embedded by ``TINY_ENCODER``."""
+    from features.embed import embed_dataset_features
+    from features.encoders import TINY_ARCHITECTURE, register_architecture
+
+    register_architecture("recsys-test-tiny", TINY_ARCHITECTURE)
+    config = SimulationConfig(seed=5, users=30, images=40, ratings_per_user=15, feature_dim=8, image_size=16)
+    root = simulate(tmp_path_factory.mktemp("sim") / "pamela", config, progress=False)
+    data = embed_dataset_features(
+        load_dataset(root), TINY_ENCODER, device="cpu", cache_dir=tiny_home / "embeddings", progress=False
+    )
+    return root, data

@@ -79,7 +79,8 @@ def add_parsers(subparsers) -> None:
         type=Path,
         required=True,
         help="text file of candidate image ids of the data, one a line; or a folder of new image files, embedded "
-        "with --encoder (the encoder of the data's features) and scored by the model fitted with them",
+        "with --encoder (the encoder of the data's features) and scored by the fitted model from their features, "
+        "without a refit",
     )
     rank.add_argument("--json", action="store_true", help="print JSON, best first")
     rank.set_defaults(func=cmd_rank)
@@ -112,6 +113,18 @@ def add_parsers(subparsers) -> None:
         type=float,
         default=10.0,
         help="seconds a request may wait for its model call (queueing included) before it is answered 504",
+    )
+    serve.add_argument(
+        "--upload-workers",
+        type=int,
+        default=1,
+        help="threads that embed images uploaded to POST /rank, apart from --workers (a busy pool answers 503)",
+    )
+    serve.add_argument(
+        "--max-upload-pixels",
+        type=int,
+        default=1 << 25,
+        help="most pixels (width x height, from the image headers) of one request's uploads; more is a 413",
     )
     serve.set_defaults(func=cmd_serve)
 
@@ -169,7 +182,7 @@ def cmd_similar_users(args: argparse.Namespace) -> int:
 
 def cmd_rank(args: argparse.Namespace) -> int:
     from recsys.data import References
-    from recsys.ranking import candidate_files, check_encoder, rank_candidates
+    from recsys.ranking import candidate_files, check_encoder, new_images, rank_images
     from recsys.retrieval.similar import load_or_fit_model
 
     if (args.user is None) == (args.references is None):
@@ -183,29 +196,28 @@ def cmd_rank(args: argparse.Namespace) -> int:
     params = parse_params(args.params)
     _check_model_params(args.model, params)
     ds = fit_data(dataset_from_args(args), args.fit_on)
-    new_images = None
+    new = None
     if files is not None:
         from features.embed import embed_images
 
         encoder = check_encoder(ds, args.encoder)
         names = [p.name for p in files]
         embedded = embed_images(files, names, encoder, checkpoint=args.checkpoint, progress=not args.json)
-        new_images = (names, embedded.embedding)
+        new = new_images(ds, names, embedded.embedding)
     references = None
     if args.references is not None:
         items, scores = _read_references(args.references)
         images = np.array([ds.image_index(i) for i in items], np.int64)
         references = References(-1, images, np.asarray(scores, np.float32))
-    workspace = resolve_workspace(args.workspace)
-
-    def fit(data):
-        return load_or_fit_model(
-            args.model, data, params=params, workspace=workspace, progress=not args.json, fit_on=args.fit_on
-        )[0]
-
-    ranking = rank_candidates(
-        fit, ds, image_ids, new_images=new_images, user_id=args.user, references=references
+    model, _, _ = load_or_fit_model(
+        args.model,
+        ds,
+        params=params,
+        workspace=resolve_workspace(args.workspace),
+        progress=not args.json,
+        fit_on=args.fit_on,
     )
+    ranking = rank_images(model, ds, image_ids, new=new, user_id=args.user, references=references)
     if args.json:
         print(json.dumps(ranking, indent=2, default=str))
     else:
@@ -278,6 +290,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_references=args.max_references,
         workers=args.workers,
         timeout_s=args.timeout,
+        upload_workers=args.upload_workers,
+        max_upload_pixels=args.max_upload_pixels,
     )
     sock = _listen_socket(args.host, args.port)  # before loading: a busy port fails fast
     try:

@@ -13,6 +13,7 @@ import numpy as np
 from recsys.data.choices import Choices
 from recsys.data.dataset import SPLITS, Dataset, Ratings, References, is_unseen_split
 from recsys.data.delimited import parse_sep
+from recsys.data.encodings import ImageInputs
 from recsys.data.features_file import read_image_features
 from recsys.data.pamela import is_pamela_dir, load_pamela
 from recsys.data.piaa import (
@@ -31,6 +32,7 @@ __all__ = [
     "SPLITS",
     "Dataset",
     "Choices",
+    "ImageInputs",
     "Ratings",
     "References",
     "is_unseen_split",

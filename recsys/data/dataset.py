@@ -292,6 +292,56 @@ class Dataset:
             return self.image_features.astype(np.float32)
         return self.image_design().astype(np.float32)
 
+    def image_inputs_at(self, image_idx: np.ndarray) -> encodings.ImageInputs:
+        """What a model may read of the dataset's images ``image_idx``: their features and encoded metadata."""
+        image_idx = np.atleast_1d(np.asarray(image_idx, np.int64))
+        features = None if self.image_features is None else self.image_features[image_idx]
+        return encodings.ImageInputs(features, self.metadata().rows(image_idx))
+
+    def new_image_inputs(
+        self, features: np.ndarray | None, metadata: pd.DataFrame | None = None
+    ) -> encodings.ImageInputs:
+        """What a model may read of images the dataset does not hold, encoded as the dataset encodes its own: their
+        features (float32, m x d, from the encoder of ``image_features``; None when the dataset has none) and their
+        metadata (a frame of m rows with any of the dataset's image columns, index = how errors name the images;
+        None or a missing value: encoded as the dataset encodes a missing value).
+
+        Raises:
+            UserError: features of another width, non-finite, or given to a dataset without any (or missing for one
+                with them); a metadata frame of another length, with an unknown column or an unknown level.
+        """
+        if features is None:
+            if self.image_features is not None:
+                raise UserError(
+                    f"new images need features: {self.name}'s models read image features ({self.feature_source})"
+                )
+            if metadata is None:
+                raise UserError("new images need features or metadata")
+            n = len(metadata)
+        else:
+            features = np.asarray(features, np.float32)
+            if self.image_features is None:
+                raise UserError(f"{self.name} has no image features, so new images' features cannot be used")
+            if features.ndim != 2 or features.shape[1] != self.image_features.shape[1]:
+                raise UserError(
+                    f"new image features have shape {features.shape}; the data's have "
+                    f"{self.image_features.shape[1]} per image ({self.feature_source})"
+                )
+            if not np.isfinite(features).all():
+                raise UserError("new image features contain NaN or infinite values")
+            n = len(features)
+        if metadata is None:
+            metadata = pd.DataFrame(index=range(n))
+        if len(metadata) != n:
+            raise UserError(f"{len(metadata)} rows of new image metadata for {n} new images")
+        unknown = [c for c in metadata.columns if c not in self.images.columns]
+        if unknown:
+            raise UserError(
+                f"new image metadata has column(s) {', '.join(map(str, unknown))} that {self.name}'s images lack; "
+                f"its columns: {', '.join(map(str, self.images.columns)) or 'none'}"
+            )
+        return encodings.ImageInputs(features, self.metadata().encode(metadata))
+
     def user_design(self, fitted_users: np.ndarray, *, categorical_only: bool = False) -> np.ndarray:
         """Demographics of every user, encoded on ``fitted_users`` only (float32, (n_users + 1) x d; the last
         row is a person with no recorded demographics, read by user_idx -1). See ``encodings.user_design``."""

@@ -1,15 +1,20 @@
 """Side information as float arrays: the one image design (features + metadata) and the one user design
 (demographics). ``Dataset`` builds each once and caches it (``Dataset.image_design``, ``Dataset.user_design``,
-``Dataset.metadata``); models read them from there."""
+``Dataset.metadata``); models read them from there.
+
+``ImageInputs`` is what a model may read of some images, the dataset's or new ones: their features and their
+metadata encoded with the dataset's own levels, so that a new image's design row is the row the dataset would
+give it if it held the image (``Dataset.image_inputs_at``, ``Dataset.new_image_inputs``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from recsys.data.demographics import user_feature_encoder_for
+from recsys.errors import UserError
 
 #: columns that describe an image but are not categories (free text, file locations)
 NON_CATEGORICAL = {"path", "prompt", "image_path", "category"}
@@ -35,6 +40,75 @@ class Metadata:
     names: list[str]
     codes: np.ndarray
     sizes: list[int]
+
+    def levels(self, column: str) -> list[str]:
+        """The sorted levels of one of ``columns`` (code ``j + 1`` is level ``j``)."""
+        start = sum(size - 1 for size in self.sizes[: self.columns.index(column)])
+        size = self.sizes[self.columns.index(column)] - 1
+        return [name[len(column) + 1 :] for name in self.names[start : start + size]]
+
+    def rows(self, image_idx: np.ndarray) -> Metadata:
+        """The metadata of some images only (same columns and levels)."""
+        return replace(self, onehot=self.onehot[image_idx], codes=self.codes[image_idx])
+
+    def encode(self, frame: pd.DataFrame) -> Metadata:
+        """The metadata of other images (rows of ``frame``, named by its index in errors), encoded with these levels:
+        a missing value (no column, None, NaN) has code 0 and no one-hot, as in ``encode_metadata``.
+
+        Raises:
+            UserError: a value that is not one of the column's levels (a one-hot column the fit never saw).
+        """
+        onehot = np.zeros((len(frame), self.onehot.shape[1]))
+        codes = np.zeros((len(frame), len(self.columns)), np.int64)
+        start = 0
+        for j, column in enumerate(self.columns):
+            levels = self.levels(column)
+            if column in frame.columns:
+                position = {level: k for k, level in enumerate(levels)}
+                values = frame[column].astype("string").tolist()
+                for row, (label, value) in enumerate(zip(frame.index, values, strict=True)):
+                    if value is pd.NA or (value == "" and "" not in position):
+                        continue
+                    if value not in position:
+                        shown = ", ".join(levels[:5]) + (", ..." if len(levels) > 5 else "")
+                        raise UserError(
+                            f"new image {label!r}: {column}={value!r} is not a level of the data's {column} "
+                            f"({shown}); use one of them or leave it empty"
+                        )
+                    codes[row, j] = position[value] + 1
+                    onehot[row, start + position[value]] = 1.0
+            start += len(levels)
+        return replace(self, onehot=onehot, codes=codes)
+
+
+@dataclass(frozen=True)
+class ImageInputs:
+    """What a model may read of ``len(self)`` images: features and metadata, encoded as the dataset encodes its own.
+
+    Attributes:
+        features: float32 (m, d) image features, or None when the dataset has none.
+        metadata: these images' metadata with the dataset's columns, levels and sizes (``Metadata.rows`` of the
+            dataset's images, ``Metadata.encode`` of new ones).
+    """
+
+    features: np.ndarray | None
+    metadata: Metadata
+
+    def __len__(self) -> int:
+        return len(self.metadata.codes)
+
+    def design(self, metadata_weight: float = 0.5) -> np.ndarray | None:
+        """These images' rows of ``Dataset.image_design(metadata_weight)``; None without features and metadata."""
+        return image_design(self.features, self.metadata, metadata_weight)
+
+    def inputs(self) -> np.ndarray:
+        """These images' rows of ``Dataset.image_inputs()``: the features, else the image design (float32)."""
+        if self.features is not None:
+            return self.features.astype(np.float32)
+        design = self.design()
+        if design is None:
+            raise UserError("these images have no features and no categorical metadata")
+        return design.astype(np.float32)
 
 
 def metadata_columns(images: pd.DataFrame) -> list[str]:

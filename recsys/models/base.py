@@ -26,6 +26,14 @@
   learn on that scale. New users come with reference choices: ``predict_new_choices`` folds them in with
   ``_fold_choices`` (by default each choice becomes two pseudo-ratings, the chosen image 1 and the other 0, given
   to ``_fold``) and scores with ``_score_folded``.
+* New images: ``with_new_images(inputs)`` returns a light copy that also scores images the model was not fitted
+  with (``ImageInputs``: features and metadata encoded with the dataset's levels), as image indices
+  ``n_images_ ..`` in order, by every scoring method (``predict``, ``predict_new``, choices); ``score_new_images``
+  scores one person's new images directly. A model that reads image content keeps its fitted image-side map (a
+  ``LinearMap`` of the design, an image tower, a projection) and writes ``_new_image_state(inputs)``: the fitted
+  attributes of the copy, its per-image tables with the new images' rows appended from that map. No refit, and
+  the model itself is not changed (the service scores from several threads). A model whose image side is per
+  image id raises ``NewImagesNotSupported`` (one line), the default.
 * ``save(path)`` / ``Model.load(path)``: ``recsys.models.persistence`` (JSON, ``.npz``, torch state dicts).
   Fitted state is every public attribute ending with ``_``; a model with a torch module writes
   ``_build_module`` to make the empty module that the saved weights are loaded into, and ``_after_load`` for
@@ -44,7 +52,8 @@ import numpy as np
 
 from recsys.data.choices import ChoiceReferences, Choices
 from recsys.data.dataset import Dataset, Ratings, References
-from recsys.errors import ColdStartNotSupported, DataNotSupported, UserError
+from recsys.data.encodings import ImageInputs
+from recsys.errors import ColdStartNotSupported, DataNotSupported, NewImagesNotSupported, UserError
 from recsys.models.params import Hyperparameters
 from recsys.models.persistence import SAVE_FORMAT, fitted_state, write_model_dir
 
@@ -152,6 +161,14 @@ class Model(ABC):
             )
         self.known_ = np.zeros(dataset.n_users, dtype=bool)
         self.known_[data.user_idx] = True
+        self.n_images_ = dataset.n_images
+        metadata = dataset.metadata()
+        features = dataset.image_features
+        # what new images must look like to be scored beside the fitted ones (``with_new_images``)
+        self.image_layout_ = {
+            "features": None if features is None else int(features.shape[1]),
+            "metadata": list(metadata.names),
+        }
         self.fit_split_, self.validation_split_ = split, None
         self.fitted_on_ = kind_of(data)
         self._fit(view, data, split)
@@ -178,6 +195,7 @@ class Model(ABC):
         user_idx, image_idx = _pairs(user_idx, image_idx)
         if self.needs_known_users:
             self._check_known(user_idx)
+        self._check_images(image_idx)
         return np.asarray(self._predict(user_idx, image_idx), dtype=np.float64)
 
     def placeable(self, image_idx: np.ndarray) -> np.ndarray:
@@ -203,6 +221,8 @@ class Model(ABC):
         images = [np.atleast_1d(np.asarray(i, dtype=np.int64)) for i in image_idx]
         if len(references) != len(images):
             raise ValueError(f"{len(references)} users' references but {len(images)} candidate lists")
+        for candidates in images:
+            self._check_images(candidates)
         return [np.asarray(s, dtype=np.float64) for s in self._predict_new(references, images)]
 
     def predict_choices(self, user_idx: np.ndarray, image_a: np.ndarray, image_b: np.ndarray) -> np.ndarray:
@@ -227,6 +247,45 @@ class Model(ABC):
             self._fold_choices(references), [np.concatenate(p) for p in zip(a, b, strict=True)]
         )
         return [_sigmoid(s[: len(x)] - s[len(x) :]) for s, x in zip(scores, a, strict=True)]
+
+    def with_new_images(self, inputs: ImageInputs) -> Self:
+        """A light copy of this fitted model that also scores ``len(inputs)`` images it was not fitted with, as image
+        indices ``n_images_``, ``n_images_ + 1``, ... in the order of ``inputs`` (made by
+        ``dataset.new_image_inputs``), for every scoring method. Their rows come from the fitted image-side map
+        (``_new_image_state``): no refit. The model itself is not changed; the copy shares its arrays.
+
+        Raises:
+            NewImagesNotSupported: the model scores only the images it was fitted with (one line).
+            UserError: ``inputs`` are not encoded like the images the model was fitted on.
+        """
+        self._check_fitted()
+        layout = self.image_layout_
+        features = None if inputs.features is None else int(inputs.features.shape[1])
+        if features != layout["features"] or list(inputs.metadata.names) != layout["metadata"]:
+            raise UserError(
+                f"{self.name}: the new images are described by {features or 'no'} features and "
+                f"{len(inputs.metadata.names)} metadata levels; the images it was fitted on by "
+                f"{layout['features'] or 'no'} and {len(layout['metadata'])}: build them with new_image_inputs of "
+                "the dataset it was fitted on"
+            )
+        state = self._new_image_state(inputs)
+        extended = object.__new__(type(self))
+        vars(extended).update(vars(self))
+        vars(extended).update(state, n_images_=self.n_images_ + len(inputs))
+        return extended
+
+    def score_new_images(
+        self, inputs: ImageInputs, *, user_idx: int | None = None, references: References | None = None
+    ) -> np.ndarray:
+        """Scores (float64, m) of images the model was not fitted with, for one fitted user ``user_idx`` or one new
+        user given by ``references`` (exactly one of them); see ``with_new_images``."""
+        if (user_idx is None) == (references is None):
+            raise ValueError("give exactly one of user_idx or references")
+        extended = self.with_new_images(inputs)
+        images = np.arange(self.n_images_, extended.n_images_)
+        if user_idx is not None:
+            return extended.predict(np.full(len(images), user_idx), images)
+        return extended.predict_new([references], [images])[0]
 
     def _fold_choices(self, references: list[ChoiceReferences]) -> Any:
         """Per-user state from reference choices; by default each choice as two pseudo-ratings (``_fold``)."""
@@ -279,6 +338,14 @@ class Model(ABC):
     def _user_vectors(self) -> np.ndarray:
         raise NotImplementedError
 
+    def _new_image_state(self, inputs: ImageInputs) -> dict[str, Any]:
+        """The fitted attributes that differ in ``with_new_images``'s copy: each per-image table with the rows of
+        ``inputs`` appended (``append_rows``), computed from the fitted image-side map. The default: none can be."""
+        raise NewImagesNotSupported(
+            f"{self.name} cannot score images it was not fitted with: it keeps no map from image features or "
+            "metadata to scores"
+        )
+
     def _build_module(self, key: str, state: dict[str, Any]) -> Any:
         """An empty torch module for the saved weights of attribute ``key``, shaped from the other ``state``."""
         raise TypeError(f"{self.name} saved a module {key} but cannot build one")
@@ -301,6 +368,16 @@ class Model(ABC):
     def _check_fitted(self) -> None:
         if not getattr(self, "fitted_", False):
             raise RuntimeError(f"{self.name} is not fitted; call fit(dataset) first")
+
+    def _check_images(self, image_idx: np.ndarray) -> None:
+        """A clear error for image indices outside the images the model scores (those it was fitted with, and
+        those ``with_new_images`` added)."""
+        if len(image_idx) and (image_idx.min() < 0 or image_idx.max() >= self.n_images_):
+            bad = image_idx[(image_idx < 0) | (image_idx >= self.n_images_)][0]
+            raise UserError(
+                f"{self.name}: image index {int(bad)} is not one of its {self.n_images_} images; score images it "
+                "was not fitted with through with_new_images"
+            )
 
     def _check_known(self, user_idx: np.ndarray) -> None:
         """A clear error for users the model was not fitted on."""
@@ -332,6 +409,11 @@ class Model(ABC):
         from recsys.models.registry import load_model
 
         return load_model(path)
+
+
+def append_rows(table: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """A new ``table`` (n x ...) with ``rows`` (m x ...) after its own, in the table's dtype (``_new_image_state``)."""
+    return np.concatenate([table, np.asarray(rows, table.dtype).reshape(-1, *table.shape[1:])])
 
 
 def kind_of(data: Ratings | Choices | type) -> str:

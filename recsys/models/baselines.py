@@ -5,14 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from recsys.data.dataset import Dataset, Ratings, References
-from recsys.errors import UserError
-from recsys.models.base import Model
-from recsys.models.linear import consensus_scores
+from recsys.data.encodings import ImageInputs
+from recsys.errors import NewImagesNotSupported, UserError
+from recsys.models.base import Model, append_rows
+from recsys.models.linear import consensus_map
 from recsys.models.params import Hyperparameters, non_negative, positive
 
 
 class _ImageScoreModel(Model):
-    """A non-personalised model: one fitted score per image (``image_score_``), the same for every user."""
+    """A non-personalised model: one fitted score per image (``image_score_``), the same for every user. A new
+    image's score comes from ``_score_images``."""
 
     needs_known_users = False
 
@@ -22,6 +24,13 @@ class _ImageScoreModel(Model):
     def _predict_new(self, references: list[References], images: list[np.ndarray]) -> list[np.ndarray]:
         return [self.image_score_[candidates] for candidates in images]
 
+    def _new_image_state(self, inputs: ImageInputs) -> dict:
+        return {"image_score_": append_rows(self.image_score_, self._score_images(inputs))}
+
+    def _score_images(self, inputs: ImageInputs) -> np.ndarray:
+        """Scores (m,) of images from their inputs, as ``image_score_`` holds them for the fitted images."""
+        raise NotImplementedError
+
 
 class GlobalMean(_ImageScoreModel):
     """The mean training score for every pair: the floor every model must clear."""
@@ -29,14 +38,20 @@ class GlobalMean(_ImageScoreModel):
     name = "global_mean"
 
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
-        self.image_score_ = np.full(dataset.n_images, float(ratings.score.mean()))
+        self.mean_ = float(ratings.score.mean())
+        self.image_score_ = np.full(dataset.n_images, self.mean_)
+
+    def _score_images(self, inputs: ImageInputs) -> np.ndarray:
+        return np.full(len(inputs), self.mean_)
 
 
 class MetadataMean(_ImageScoreModel):
     """Hierarchically shrunk mean score per metadata cell (PAMELA: type, then group, then style).
 
     Each level's cell mean is shrunk toward its parent cell: ``(sum + shrinkage * parent) / (n + shrinkage)``;
-    a cell unseen in training takes its parent's value. Not personalised.
+    a cell unseen in training takes its parent's value. Not personalised. The cells seen in training are kept
+    (``cells_``: their codes, -1 below their depth; ``cell_score_``), so a new image takes the value of its
+    deepest seen cell, the global mean without one.
     """
 
     name = "metadata_mean"
@@ -52,9 +67,11 @@ class MetadataMean(_ImageScoreModel):
                 "has none"
             )
         score = ratings.score.astype(float)
-        cell_mean = np.full(dataset.n_images, float(score.mean()))  # each image's deepest estimate so far
+        self.mean_ = float(score.mean())
+        cell_mean = np.full(dataset.n_images, self.mean_)  # each image's deepest estimate so far
+        cells, cell_scores = [np.zeros((0, codes.shape[1]), np.int64)], [np.zeros(0)]
         for depth in range(1, codes.shape[1] + 1):
-            _, cell = np.unique(codes[:, :depth], axis=0, return_inverse=True)
+            prefixes, cell = np.unique(codes[:, :depth], axis=0, return_inverse=True)
             cell = cell.ravel()
             sums = np.bincount(cell[ratings.image_idx], score, minlength=cell.max() + 1)
             counts = np.bincount(cell[ratings.image_idx], minlength=cell.max() + 1)
@@ -63,7 +80,23 @@ class MetadataMean(_ImageScoreModel):
             fitted = counts > 0
             value = (sums + self.shrinkage * parent) / np.maximum(counts + self.shrinkage, 1e-300)
             cell_mean = np.where(fitted[cell], value[cell], cell_mean)
+            below = np.full((int(fitted.sum()), codes.shape[1] - depth), -1, np.int64)
+            cells.append(np.hstack([prefixes[fitted], below]))
+            cell_scores.append(value[fitted])
         self.image_score_ = cell_mean
+        self.cells_, self.cell_score_ = np.vstack(cells), np.concatenate(cell_scores)
+
+    def _score_images(self, inputs: ImageInputs) -> np.ndarray:
+        seen = dict(zip(map(tuple, self.cells_.tolist()), self.cell_score_.tolist(), strict=True))
+        codes = inputs.metadata.codes.tolist()
+        out = np.full(len(codes), self.mean_)
+        for row, image in enumerate(codes):
+            for depth in range(len(image), 0, -1):  # the deepest cell seen in training
+                key = (*image[:depth], *[-1] * (len(image) - depth))
+                if key in seen:
+                    out[row] = seen[key]
+                    break
+        return out
 
 
 class Ridge(_ImageScoreModel):
@@ -75,7 +108,11 @@ class Ridge(_ImageScoreModel):
         alpha: float = positive(3.0, "ridge penalty")
 
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
-        self.image_score_ = consensus_scores(dataset.image_design(), ratings, self.alpha)
+        self.consensus_ = consensus_map(dataset.image_design(), ratings, self.alpha)
+        self.image_score_ = self.consensus_.scores(dataset.image_design())
+
+    def _score_images(self, inputs: ImageInputs) -> np.ndarray:
+        return self.consensus_.scores(inputs.design())
 
 
 def weight_prior_ratio(design: np.ndarray, ratings: Ratings, residual: np.ndarray) -> float:
@@ -130,7 +167,8 @@ class UserRidge(Model):
 
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
         self.design_ = dataset.image_design()
-        self.global_score_ = consensus_scores(self.design_, ratings, self.alpha)
+        self.consensus_ = consensus_map(self.design_, ratings, self.alpha)
+        self.global_score_ = self.consensus_.scores(self.design_)
         residual = ratings.score.astype(np.float64) - self.global_score_[ratings.image_idx]
         self.user_alpha_ = self.user_alpha * weight_prior_ratio(self.design_, ratings, residual)
         states = self._fold(
@@ -175,6 +213,13 @@ class UserRidge(Model):
     def _user_vectors(self) -> np.ndarray:
         return self.weights_
 
+    def _new_image_state(self, inputs: ImageInputs) -> dict:
+        design = inputs.design()
+        return {
+            "design_": append_rows(self.design_, design),
+            "global_score_": append_rows(self.global_score_, self.consensus_.scores(design)),
+        }
+
 
 class Oracle(Model):
     """The simulator's noise-free expected score of each rating: the ceiling (simulated data only)."""
@@ -193,7 +238,11 @@ class Oracle(Model):
         last = len(keys) - 1 - np.unique(keys[::-1], return_index=True)[1]
         order = np.argsort(keys[last], kind="stable")
         self.truth_key_, self.truth_value_ = keys[last][order], values[last][order]
-        self.n_images_ = dataset.n_images
+
+    def _new_image_state(self, inputs: ImageInputs) -> dict:
+        raise NewImagesNotSupported(
+            "oracle knows the simulator's expected scores of rated pairs only; it cannot score new images"
+        )
 
     def _lookup(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
         keys = user_idx * self.n_images_ + image_idx

@@ -4,7 +4,8 @@
 ``b_i = (sum_u (r_ui - mu - b_u) + item_reg * prior_i) / (n_i + item_reg)``, then likewise ``b_u`` with
 ``user_reg``. The priors come from side information and are refitted every epoch: an image's is a ridge map
 from its design row (features + metadata one-hots) to the fitted item biases, so images absent from the fit
-get a bias from their features; a user's is a ridge map from demographics, so a new user with no references
+get a bias from their features (and so do images the model was not fitted with: ``with_new_images``); a user's
+is a ridge map from demographics, so a new user with no references
 gets the bias of people like them. Without side information the priors are 0 (plain baseline estimates, and
 an image absent from the fit scores ``mu + b_u``). New users: ``b_u`` from their references by the same
 formula. Predictions are clipped to the dataset's score range.
@@ -12,14 +13,16 @@ formula. Predictions are clipped to the dataset's score range.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from recsys.data.dataset import Dataset, Ratings, References
-from recsys.models.base import Model
+from recsys.data.encodings import ImageInputs
+from recsys.errors import NewImagesNotSupported
+from recsys.models.base import Model, append_rows
 from recsys.models.factor import ImageMap
-from recsys.models.linear import ridge
+from recsys.models.linear import LinearMap, ridge
 from recsys.models.params import Hyperparameters, at_least_one, positive
 from recsys.models.persistence import state_record
 
@@ -41,6 +44,8 @@ class Baseline:
         item_bias: (n_images,) ``b_i`` (the image prior for images absent from the fit).
         user_prior: (n_users + 1,) prior ``b_u`` of every dataset user; the last row is a person not in it.
         user_reg: shrinkage of a user's bias toward its prior, in pseudo-ratings.
+        item_map: the image design -> image bias prior map (None without a design), which gave the biases of the
+            images absent from the fit and gives those of new images.
     """
 
     mu: float
@@ -48,6 +53,15 @@ class Baseline:
     item_bias: np.ndarray
     user_prior: np.ndarray
     user_reg: float
+    item_map: LinearMap | None = None
+
+    def with_images(self, name: str, inputs: ImageInputs) -> Baseline:
+        """A copy whose ``item_bias`` also holds the biases of new images, from ``item_map``."""
+        if self.item_map is None:
+            raise NewImagesNotSupported(
+                f"{name} was fitted on data without image features or metadata: its image biases are per image id"
+            )
+        return replace(self, item_bias=append_rows(self.item_bias, self.item_map.scores(inputs.design())))
 
     def fold(self, user_idx: int, images: np.ndarray, scores: np.ndarray) -> float:
         """``b_u`` of a user from its rated images, shrunk toward its prior (the prior if there are none)."""
@@ -96,7 +110,8 @@ def fit_baseline(
         if use_demo:
             coef, intercept = ridge(demo[fitted_users], user_bias[fitted_users], demo_alpha)
             user_prior = (demo @ coef + intercept).ravel()
-    return Baseline(mu, user_bias, item_bias, user_prior, float(user_reg))
+    item_map = image_map.linear() if design is not None else None
+    return Baseline(mu, user_bias, item_bias, user_prior, float(user_reg), item_map)
 
 
 def placed_images(dataset: Dataset, ratings: Ratings) -> np.ndarray:
@@ -163,3 +178,9 @@ class Biases(Model):
             clip_scores(base.mu + bias + base.item_bias[i], self.score_range_)
             for bias, i in zip(states, images, strict=True)
         ]
+
+    def _new_image_state(self, inputs: ImageInputs) -> dict:
+        return {
+            "baseline_": self.baseline_.with_images(self.name, inputs),
+            "placed_": append_rows(self.placed_, np.ones(len(inputs), bool)),
+        }

@@ -10,13 +10,15 @@ per-dimension penalty is ``noise variance / prior variance``, estimated from the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from recsys.data.dataset import Dataset, Ratings, References
-from recsys.models.base import Model
-from recsys.models.linear import ridge
+from recsys.data.encodings import ImageInputs
+from recsys.errors import NewImagesNotSupported
+from recsys.models.base import Model, append_rows
+from recsys.models.linear import LinearMap, ridge
 from recsys.models.persistence import state_record
 
 
@@ -42,6 +44,10 @@ class ImageMap:
         design = self.design if images is None else self.design[images]
         return design @ self.coef + self.intercept
 
+    def linear(self) -> LinearMap:
+        """The fitted map as fitted state (a copy): it gives the targets of any image's design row."""
+        return LinearMap(self.coef.copy(), np.asarray(self.intercept).copy())
+
 
 def complete_items(
     design: np.ndarray | None,
@@ -50,18 +56,19 @@ def complete_items(
     alpha: float,
     counts: np.ndarray | None = None,
     blend: float = 0.0,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, LinearMap | None]:
     """Item parameters for every image: learned ones where ``fitted``, the feature map's prediction elsewhere.
 
     ``params`` (n_images, t) hold learned rows for fitted images; with ``blend`` > 0 a fitted row becomes
     ``w * learned + (1 - w) * mapped`` with ``w = counts / (counts + blend)`` (rarely rated images lean on
     their features). Without a design an image absent from the fit gets the mean of the fitted rows (the
     average image: what the map of an empty design predicts). Returns (params (n_images, t), mask (n_images,)
-    of the images placed by their own ratings or their design row: fitted ones, or all of them with a design).
+    of the images placed by their own ratings or their design row: fitted ones, or all of them with a design,
+    and the feature map, None without a design).
     """
     params = params.copy()
     if design is None:
-        return average_image(params, fitted), fitted.copy()
+        return average_image(params, fitted), fitted.copy(), None
     images = np.flatnonzero(fitted)
     image_map = ImageMap(design, alpha).fit(images, params[images])
     missing = np.flatnonzero(~fitted)
@@ -70,7 +77,7 @@ def complete_items(
     if blend > 0 and counts is not None:
         w = (counts[images] / (counts[images] + blend))[:, None]
         params[images] = w * params[images] + (1 - w) * image_map.predict(images)
-    return params, np.ones(len(params), dtype=bool)
+    return params, np.ones(len(params), dtype=bool), image_map.linear()
 
 
 def average_image(params: np.ndarray, placed: np.ndarray) -> np.ndarray:
@@ -186,13 +193,35 @@ class FactorModel(Model):
     """Base of the factor models (mf, als, bpr, lightfm): calibrated factor scoring, factors for images absent
     from the fit through the image design, and the fold-in of new users (see the module docstring).
 
-    A subclass's ``_fit`` sets ``fold_`` (a ``FoldIn``), ``user_vecs_`` (n_users, f + 1: ``[p_u, c_u]``) and
-    ``scorable_`` (n_images, bool: images placed by their own ratings or their design row), usually through
-    ``_calibrate_and_fold``. Every other image has the mean item parameters of the placed ones
-    (``average_image``): it scores as the user's score of the average image.
+    A subclass's ``_fit`` sets ``fold_`` (a ``FoldIn``), ``user_vecs_`` (n_users, f + 1: ``[p_u, c_u]``),
+    ``scorable_`` (n_images, bool: images placed by their own ratings or their design row) and ``item_map_``,
+    the map from an image's item inputs (``_item_inputs``: its design row by default) to its ``[q_i, o_i]``, as
+    it gave them to the images absent from the fit (None when there is none: the item side is then per image
+    id), usually through ``_calibrate_and_fold``. Every image not placed has the mean item parameters of the
+    placed ones (``average_image``): it scores as the user's score of the average image. New images get their
+    item parameters from ``item_map_``.
     """
 
     fold_: FoldIn
+    item_map_: LinearMap | None
+
+    def _item_inputs(self, inputs: ImageInputs) -> np.ndarray:
+        """What ``item_map_`` maps, for some images: their rows of the image design."""
+        return inputs.design()
+
+    def _new_image_state(self, inputs: ImageInputs) -> dict:
+        if self.item_map_ is None:
+            raise NewImagesNotSupported(
+                f"{self.name} was fitted on data without image features or metadata: its item factors are per "
+                "image id, with no map to carry them to new images"
+            )
+        params = self.item_map_(self._item_inputs(inputs))
+        fold = replace(
+            self.fold_,
+            item_vecs=append_rows(self.fold_.item_vecs, params[:, :-1]),
+            item_offset=append_rows(self.fold_.item_offset, params[:, -1]),
+        )
+        return {"fold_": fold, "scorable_": append_rows(self.scorable_, np.ones(len(inputs), bool))}
 
     def _placeable(self, image_idx: np.ndarray) -> np.ndarray:
         return self.scorable_[image_idx]
@@ -234,7 +263,8 @@ class FactorModel(Model):
 
         Images with learned factors and images given factors by the feature map score on different scales
         (fitted vs shrunk): the first are calibrated on the fit ratings, the second on ``val_seen`` (when it
-        holds known users rating only such images), and the mapped ones are rescaled onto the first.
+        holds known users rating only such images), and the mapped ones are rescaled onto the first; so is the
+        map itself (``item_map_``, which the caller sets), for new images.
         """
         raw = np.einsum("ij,ij->i", user_vecs[ratings.user_idx], item_vecs[ratings.image_idx])
         a, b = calibrate(raw + item_offset[ratings.image_idx], ratings.score)
@@ -250,6 +280,12 @@ class FactorModel(Model):
             a_map, b_map = calibrate(raw + item_offset[val.image_idx], val.score)
             item_vecs[mapped] *= b_map / b
             item_offset[mapped] = item_offset[mapped] * b_map / b + (a_map - a) / b
+            if self.item_map_ is not None:
+                shift = np.zeros(item_vecs.shape[1] + 1)
+                shift[-1] = (a_map - a) / b
+                self.item_map_ = LinearMap(
+                    self.item_map_.coef * (b_map / b), self.item_map_.intercept * (b_map / b) + shift
+                )
         self.fold_, self.user_vecs_ = build_fold_in(
             dataset,
             ratings,

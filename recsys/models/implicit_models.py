@@ -13,6 +13,7 @@ import scipy.sparse as sp
 
 from recsys.data.dataset import Dataset, Ratings
 from recsys.models.factor import FactorModel, complete_items
+from recsys.models.linear import LinearMap
 from recsys.models.params import Hyperparameters, at_least_one, hyper, non_negative, positive
 from recsys.threads import single_threaded_blas
 
@@ -90,7 +91,7 @@ class _LikesFactorModel(FactorModel):
             user_vecs, item_vecs, item_offset = self._train(matrix)
         fitted = np.zeros(dataset.n_images, dtype=bool)
         fitted[ratings.image_idx] = True
-        params, self.scorable_ = complete_items(
+        params, self.scorable_, image_map = complete_items(
             dataset.image_design(required=False),
             fitted,
             np.hstack([item_offset[:, None], item_vecs]),
@@ -99,6 +100,10 @@ class _LikesFactorModel(FactorModel):
             self.blend,
         )
         item_offset, item_vecs = params[:, 0].copy(), params[:, 1:].copy()
+        self.item_map_ = None
+        if image_map is not None:  # [offset, vecs] -> [vecs, offset], as FoldIn holds them
+            order = np.r_[1 : params.shape[1], 0]
+            self.item_map_ = LinearMap(image_map.coef[:, order], image_map.intercept[order])
         self._calibrate_and_fold(dataset, ratings, split, user_vecs, item_vecs, item_offset, fitted)
 
 

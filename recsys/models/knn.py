@@ -12,10 +12,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.data.dataset import Dataset, Ratings, References, group_by
-from recsys.errors import UserError
-from recsys.models.base import Model
+from recsys.data.encodings import ImageInputs
+from recsys.errors import NewImagesNotSupported, UserError
+from recsys.models.base import Model, append_rows
 from recsys.models.biases import BiasParams, clip_scores, fit_model_baseline, placed_images
-from recsys.models.linear import consensus_scores
+from recsys.models.linear import consensus_map
 from recsys.models.params import Hyperparameters, at_least_one, hyper, non_negative
 
 #: item_knn's similarities (auto: embedding when the dataset has image features, else pearson_baseline)
@@ -225,6 +226,18 @@ class ItemKNN(_KNNBase):
             out.append(self._score(bias, rated, scores, candidates))
         return out
 
+    def _new_image_state(self, inputs: ImageInputs) -> dict:
+        if self.embedding_ is None:
+            raise NewImagesNotSupported(
+                "item_knn with pearson_baseline similarity compares images by their co-raters, which a new image "
+                "has none of; use similarity='embedding' (image features)"
+            )
+        return {
+            "embedding_": append_rows(self.embedding_, _unit(inputs.features.astype(np.float32))),
+            "baseline_": self.baseline_.with_images(self.name, inputs),
+            "placed_": append_rows(self.placed_, np.ones(len(inputs), bool)),
+        }
+
 
 class UserKNN(_KNNBase):
     """User kNN around each image's non-personal score: ``user mean + d_c + sum_v s_uv e_vc / (sum_v s_uv +
@@ -279,8 +292,10 @@ class UserKNN(_KNNBase):
         )
         # non-personalised fallback for k = 0: a global ridge on the image design, else the image mean
         design = dataset.image_design(required=False)
+        self.consensus_ = None
         if design is not None:
-            self.item_score_ = consensus_scores(design, ratings, 3.0)
+            self.consensus_ = consensus_map(design, ratings, 3.0)
+            self.item_score_ = self.consensus_.scores(design)
         else:
             isum = np.bincount(ratings.image_idx, score, minlength=dataset.n_images)
             icount = np.bincount(ratings.image_idx, minlength=dataset.n_images)
@@ -391,6 +406,18 @@ class UserKNN(_KNNBase):
             neighbours, sims = self._neighbours(taste, rated, scores - mean, exclude=None)
             out.append(self._score(neighbours, sims, mean, candidates))
         return out
+
+    def _new_image_state(self, inputs: ImageInputs) -> dict:
+        if self.embedding_ is None:
+            raise NewImagesNotSupported(
+                "user_knn on data without image features judges a neighbour by its ratings of the very candidate, "
+                "which a new image has none of; embed the data's images (--encoder NAME)"
+            )
+        return {
+            "embedding_": append_rows(self.embedding_, _unit(inputs.features.astype(np.float32))),
+            "item_score_": append_rows(self.item_score_, self.consensus_.scores(inputs.design())),
+            "placed_": append_rows(self.placed_, np.ones(len(inputs), bool)),
+        }
 
     def _user_vectors(self) -> np.ndarray:
         if self.taste_ is not None:

@@ -3,7 +3,9 @@ k-means cluster ids of the image features at several granularities, no identity)
 not, has a representation (on a table with neither, identities: an image absent from the fit then scores as the
 average image, and ``placeable`` says so). LightFM is built inside ``fit``; user and item representations are copied out as
 numpy. Scores are calibrated to the rating scale (train for rated images, val_seen for unrated ones) and new
-users are folded in on the item representations toward a demographic prior, as for ``als``.
+users are folded in on the item representations toward a demographic prior, as for ``als``. A new image gets its
+representation as an unrated image of the fit does: its metadata one-hots and its nearest k-means cluster of each
+granularity (the centres are kept) times LightFM's item feature embeddings (``item_map_``), calibrated alike.
 """
 
 from __future__ import annotations
@@ -14,34 +16,63 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.data.dataset import Dataset, Ratings
+from recsys.data.encodings import ImageInputs
 from recsys.models.factor import FactorModel, average_image
 from recsys.models.implicit_models import likes_matrix
+from recsys.models.linear import LinearMap
 from recsys.models.params import Hyperparameters, at_least_one, hyper, non_negative, positive
 
 
-def cluster_onehots(features: np.ndarray, sizes: Sequence[int], seed: int) -> np.ndarray:
-    """One-hots (n, sum of sizes) of k-means cluster ids of unit-normalised features, one block per size."""
+def _unit(features: np.ndarray) -> np.ndarray:
+    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
+
+def cluster_onehots(features: np.ndarray, sizes: Sequence[int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One-hots (n, sum of sizes) of k-means cluster ids of unit-normalised features, one block per size, and
+    the cluster centres (sum of sizes, d), block after block."""
     from sklearn.cluster import KMeans
 
-    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-    blocks = []
+    unit = _unit(features)
+    blocks, centres = [], []
     for size in sizes:
         size = min(int(size), len(unit))
-        labels = KMeans(n_clusters=size, n_init=1, max_iter=50, random_state=seed).fit_predict(unit)
-        blocks.append(np.eye(size, dtype=np.float32)[labels])
+        kmeans = KMeans(n_clusters=size, n_init=1, max_iter=50, random_state=seed).fit(unit)
+        blocks.append(np.eye(size, dtype=np.float32)[kmeans.labels_])
+        centres.append(kmeans.cluster_centers_.astype(np.float32))
+    return np.hstack(blocks), np.vstack(centres)
+
+
+def nearest_clusters(features: np.ndarray, centres: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
+    """One-hots (n, sum of sizes) of the nearest centre of each block (``cluster_onehots``'s) to each
+    unit-normalised feature row: the clusters k-means would assign to new images."""
+    unit = _unit(features).astype(np.float64)
+    blocks, start = [], 0
+    for size in sizes:
+        block = centres[start : start + size].astype(np.float64)
+        distance = (block**2).sum(1)[None, :] - 2 * unit @ block.T
+        blocks.append(np.eye(size, dtype=np.float32)[np.argmin(distance, axis=1)])
+        start += size
     return np.hstack(blocks)
 
 
-def item_feature_matrix(dataset: Dataset, cluster_sizes: Sequence[int], seed: int) -> sp.csr_matrix:
-    """Row-normalised item features: metadata one-hots and feature clusters (identity when there is neither)."""
-    parts = [dataset.metadata().onehot.astype(np.float32)]
+def _normalised_rows(dense: np.ndarray) -> sp.csr_matrix:
+    dense = dense / np.maximum(dense.sum(1, keepdims=True), 1e-12)
+    return sp.csr_matrix(dense.astype(np.float32))
+
+
+def item_feature_matrix(
+    dataset: Dataset, cluster_sizes: Sequence[int], seed: int
+) -> tuple[sp.csr_matrix, np.ndarray | None]:
+    """Row-normalised item features: metadata one-hots and feature clusters (identity when there is neither), and
+    the cluster centres (None without clusters)."""
+    parts, centres = [dataset.metadata().onehot.astype(np.float32)], None
     if dataset.image_features is not None and cluster_sizes:
-        parts.append(cluster_onehots(dataset.image_features, cluster_sizes, seed))
+        onehots, centres = cluster_onehots(dataset.image_features, cluster_sizes, seed)
+        parts.append(onehots)
     dense = np.hstack(parts)
     if dense.shape[1] == 0:
         dense = np.eye(dataset.n_images, dtype=np.float32)
-    dense = dense / np.maximum(dense.sum(1, keepdims=True), 1e-12)
-    return sp.csr_matrix(dense.astype(np.float32))
+    return _normalised_rows(dense), centres
 
 
 def user_feature_matrix(dataset: Dataset, fitted_users: np.ndarray) -> sp.csr_matrix:
@@ -99,7 +130,8 @@ class LightFMModel(FactorModel):
         interactions = self.interactions(dataset, ratings)
         if interactions.nnz == 0 or (interactions.data > 0).sum() == 0:
             raise ValueError(f"lightfm: no training score reaches like_threshold={self.like_threshold}")
-        item_features = item_feature_matrix(dataset, self.cluster_sizes, self.seed)
+        item_features, self.cluster_centres_ = item_feature_matrix(dataset, self.cluster_sizes, self.seed)
+        self.cluster_sizes_ = [min(int(size), dataset.n_images) for size in self.cluster_sizes]
         user_features = user_feature_matrix(dataset, ratings.user_idx)
         model = self.build()
         model.fit(
@@ -111,6 +143,12 @@ class LightFMModel(FactorModel):
         )
         _, user_vecs = model.get_user_representations(user_features)
         item_bias, item_vecs = model.get_item_representations(item_features)
+        # what gave every image its representation gives new images theirs; identity features are per image id
+        identity = self.cluster_centres_ is None and dataset.metadata().onehot.shape[1] == 0
+        self.item_map_ = None
+        if not identity:
+            coef = np.hstack([model.item_embeddings, model.item_biases[:, None]])
+            self.item_map_ = LinearMap(coef.astype(np.float32), np.zeros(coef.shape[1], np.float32))
         fitted = np.zeros(dataset.n_images, dtype=bool)
         fitted[ratings.image_idx] = True
         # item features give every image a representation; identity features only the fitted ones (the others
@@ -133,3 +171,11 @@ class LightFMModel(FactorModel):
             item_bias.astype(np.float64),
             fitted,
         )
+
+    def _item_inputs(self, inputs: ImageInputs) -> sp.csr_matrix:
+        """New images' item feature rows, as ``item_feature_matrix`` makes them: metadata one-hots and the nearest
+        cluster of each granularity."""
+        parts = [inputs.metadata.onehot.astype(np.float32)]
+        if self.cluster_centres_ is not None:
+            parts.append(nearest_clusters(inputs.features, self.cluster_centres_, self.cluster_sizes_))
+        return _normalised_rows(np.hstack(parts))

@@ -1,10 +1,35 @@
-"""Closed-form linear algebra shared by the models: one ridge solver and the consensus (global ridge) score."""
+"""Closed-form linear algebra shared by the models: one ridge solver, the affine maps it fits (kept as fitted
+state, so that images absent from the data are scored from their design rows) and the consensus (global ridge)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from recsys.data.dataset import Ratings
+from recsys.models.persistence import state_record
+
+
+@state_record
+@dataclass
+class LinearMap:
+    """An affine map of design rows: ``design @ coef + intercept`` (coef (d, t), intercept (t,)).
+
+    Models keep such maps as fitted state: the map from an image's design row to its score or its parameters,
+    which gives the rows of images the model was not fitted with (``Model.with_new_images``).
+    """
+
+    coef: np.ndarray
+    intercept: np.ndarray
+
+    def __call__(self, design: np.ndarray) -> np.ndarray:
+        """(n, t) outputs of (n, d) design rows."""
+        return design @ self.coef + self.intercept
+
+    def scores(self, design: np.ndarray) -> np.ndarray:
+        """(n,) outputs of a map with one output."""
+        return self(design).ravel()
 
 
 def ridge(
@@ -26,16 +51,20 @@ def ridge(
     return coef, y_mean - x_mean @ coef
 
 
-def consensus_scores(design: np.ndarray, ratings: Ratings, alpha: float) -> np.ndarray:
-    """The global ridge of scores on image design rows, applied to every image (float64, n_images).
+def consensus_map(design: np.ndarray, ratings: Ratings, alpha: float) -> LinearMap:
+    """The global ridge of scores on image design rows (one output): the consensus score of any image's row.
 
-    The non-personalised score that ``ridge``, ``user_ridge``, ``item_knn``, ``profile`` and the deep models
-    start from.
+    The non-personalised score that ``ridge``, ``user_ridge``, ``user_knn``, ``profile`` and the deep models start
+    from (``consensus_scores`` applies it to every image of the design).
     """
     # One row per rated image, weighted by its number of ratings, with the image's mean score as the target:
     # the same normal equations as one row per rating (the same fit), from far fewer rows.
     counts = np.bincount(ratings.image_idx, minlength=len(design))
     sums = np.bincount(ratings.image_idx, ratings.score.astype(np.float64), minlength=len(design))
     rated = np.flatnonzero(counts)
-    coef, intercept = ridge(design[rated], sums[rated] / counts[rated], alpha, weight=counts[rated])
-    return (design @ coef + intercept).ravel()
+    return LinearMap(*ridge(design[rated], sums[rated] / counts[rated], alpha, weight=counts[rated]))
+
+
+def consensus_scores(design: np.ndarray, ratings: Ratings, alpha: float) -> np.ndarray:
+    """``consensus_map`` applied to every image of ``design`` (float64, n_images)."""
+    return consensus_map(design, ratings, alpha).scores(design)

@@ -8,7 +8,8 @@ map from the image design (features + metadata one-hots), refitted each epoch, s
 (PAMELA's ``*_seen`` splits) get ``[b_i, q_i]`` from their features; without features or metadata they get
 the mean ``[b_i, q_i]`` of the fitted images (the average image; ``placeable`` is False). Early stopping on ``val_seen`` RMSE
 when present. New users: fold-in of ``[p, b_u]`` from their references, toward a demographic prior (k = 0:
-the prior). Predictions are clipped to the dataset's score range.
+the prior). Predictions are clipped to the dataset's score range. New images get ``[b_i, q_i]`` from the map
+of the epoch kept (``item_map_``), as the images absent from the fit did.
 
 On choices (no ratings) the same scores ``b_i + p_u . q_i`` (``mu`` and ``b_u`` cancel in a choice) are fitted
 with the Bradley-Terry loss on score differences by Adam, full batch: ``[q_i, b_i]`` is the ridge map of the
@@ -26,6 +27,7 @@ from recsys.data.dataset import Dataset, Ratings
 from recsys.extras import require
 from recsys.models.biases import clip_scores
 from recsys.models.factor import FactorModel, FoldIn, ImageMap, average_image, build_fold_in
+from recsys.models.linear import LinearMap
 from recsys.models.params import Hyperparameters, at_least_one, hyper, non_negative, positive
 
 #: on choices: Adam's learning rate, full-batch steps per epoch, and Newton steps of a new user's fit
@@ -123,19 +125,18 @@ class MatrixFactorization(FactorModel):
                 image_map.fit(train_images, items[train_images])
                 item_prior = image_map.predict()
             completed = np.where(fitted[:, None], items, item_prior)
+            improved = True
             if val is not None:
                 pred = mu + self._raw(users, completed, val.user_idx, val.image_idx)
                 rmse = float(np.sqrt(np.mean((pred - val.score) ** 2)))
                 self.history_.append(rmse)
-                if rmse < best_rmse - 1e-5:
-                    best, best_rmse, since_best = (users.copy(), completed.copy()), rmse, 0
-                else:
-                    since_best += 1
-                    if since_best >= self.patience:
-                        break
-            else:
-                best = (users.copy(), completed.copy())
-        users, items = best
+                improved = rmse < best_rmse - 1e-5
+                best_rmse, since_best = (rmse, 0) if improved else (best_rmse, since_best + 1)
+                if since_best >= self.patience:
+                    break
+            if improved:  # the epoch's factors, and the feature map that gave the unfitted images theirs
+                best = (users.copy(), completed.copy(), image_map.linear() if design is not None else None)
+        users, items, self.item_map_ = best
         self.scorable_ = np.ones(dataset.n_images, dtype=bool) if design is not None else fitted
         items = average_image(items, self.scorable_)
         self.fold_, self.user_vecs_ = build_fold_in(
@@ -216,12 +217,14 @@ class MatrixFactorization(FactorModel):
                     val = float(nll(v, items()))
                 self.history_.append(val)
                 if val < best_loss - 1e-5:
-                    best, best_loss, since = (users.detach().clone(), items().detach().clone()), val, 0
+                    best, best_loss, since = [p.detach().clone() for p in (users, items(), image_map)], val, 0
                 elif (since := since + 1) >= self.patience * CHOICE_STEPS_PER_EPOCH:
                     break
         with torch.no_grad():
-            best = best or (users.detach().clone(), items().detach().clone())
-        users, items = (b.double().numpy() for b in best)
+            best = best or [p.detach().clone() for p in (users, items(), image_map)]
+        users, items, weights = (b.double().numpy() for b in best)
+        # a new image's [q_i, b_i] is its design row times the map (it has no offset of its own)
+        self.item_map_ = LinearMap(weights, np.zeros(k + 1)) if x.shape[1] else None
         self.score_range_ = np.array([-np.inf, np.inf])  # choice scores are differences, not ratings
         self.scorable_ = np.ones(dataset.n_images, dtype=bool)  # every image has a design row (or zeros)
         no_prior = np.zeros((dataset.n_users + 1, k + 1))  # a new user's p starts at 0 (``_fold_choice``)

@@ -9,6 +9,7 @@ r_u(i) = sum_k w_uk * (-||f(x_i) - p_k||^2),  w_u = softmax(alpha_u),  P(a chose
   user's ratings with different scores, the higher one chosen; its scores are then mapped to the rating scale by
   one affine fit on the training ratings (choice probabilities then follow those scores, as for every model:
   ``Model.predict_choices``).
+* New images: their rewards from their features, through f and the ideal points (``with_new_images``).
 * New users: only their mixture logits are fitted, to their reference choices (or ratings made into choices), by
   MAP with a Gaussian prior at 0 (the population's even mixture), f and the ideal points frozen; with no
   reference they get the even mixture.
@@ -22,7 +23,8 @@ from torch import nn
 
 from recsys.data.choices import ChoiceReferences, Choices
 from recsys.data.dataset import Dataset, Ratings, References
-from recsys.models.base import Model
+from recsys.data.encodings import ImageInputs
+from recsys.models.base import Model, append_rows
 from recsys.models.params import at_least_one, non_negative
 from recsys.models.torch_utils import (
     TrainParams,
@@ -164,6 +166,16 @@ class PalB(Model):
         with torch.no_grad():
             self._rewards = self.net_.distances(torch.as_tensor(self.features_)).double().numpy()
             self._weights = torch.softmax(self.net_.logits.weight, -1).double().numpy()
+
+    def _new_image_state(self, inputs: ImageInputs) -> dict:
+        """New images' features and their rewards: the distances of their projections to the ideal points."""
+        features = inputs.inputs()
+        with torch.no_grad():
+            rewards = self.net_.distances(torch.as_tensor(features)).double().numpy()
+        return {
+            "features_": append_rows(self.features_, features),
+            "_rewards": append_rows(self._rewards, rewards),
+        }
 
     # ------------------------------------------------------------------ scoring
     def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:

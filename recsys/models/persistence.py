@@ -30,7 +30,7 @@ import scipy.sparse as sp
 from recsys.errors import UserError
 
 #: Version of the saved-model layout this code writes and reads.
-SAVE_FORMAT = 2
+SAVE_FORMAT = 3
 
 #: Dataclasses allowed as fitted state, by name (registered with :func:`state_record`); nothing else is built.
 _RECORDS: dict[str, type] = {}

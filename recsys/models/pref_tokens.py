@@ -31,6 +31,7 @@ from torch import nn
 
 from recsys.data.choices import ChoiceReferences, Choices
 from recsys.data.dataset import Dataset, Ratings, References
+from recsys.data.encodings import ImageInputs
 from recsys.models.params import at_least_one, hyper, non_negative, positive
 from recsys.models.torch_utils import (
     DeepModel,
@@ -234,6 +235,20 @@ class PrefTokens(DeepModel):
             self._gap = float(self.net_.gap())
         self._z = np.vstack([z.numpy(), np.zeros((1, z.shape[1]), np.float32)])
         self._score0 = np.append(self.base_ + bias.numpy(), 0.0).astype(np.float64)
+
+    def _new_image_state(self, inputs: ImageInputs) -> dict:
+        """The kept inputs and the tower's output with new images' rows; NONE stays the last row."""
+        state = super()._new_image_state(inputs)
+        with torch.no_grad():
+            z, bias = self.net_.tower(
+                torch.as_tensor(state["features_"][self.n_images_ :]),
+                torch.as_tensor(state["codes_"][self.n_images_ :]),
+            )
+        score0 = (state["base_"][self.n_images_ :] + bias.numpy()).astype(np.float64)
+        return state | {
+            "_z": np.vstack([self._z[:-1], z.numpy(), self._z[-1:]]),
+            "_score0": np.concatenate([self._score0[:-1], score0, self._score0[-1:]]),
+        }
 
     # ------------------------------------------------------------------ prediction
     def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:

@@ -10,7 +10,9 @@ score(u, i) = consensus(i) + bias(u) + sum_d affinity(u, d) * x(i, d)
   toward a prior predicted from demographics with per-dimension prior variances measured on the training users
   (empirical Bayes). A new user's profile comes from its k references (k = 0: the demographic prior).
 
-``explain`` returns the profile and the contributions, which sum exactly to the score.
+``explain`` returns the profile and the contributions, which sum exactly to the score. A new image gets its
+consensus and its dimensions from the same maps (the consensus ridge, its metadata one-hots and its features'
+standardised projections: ``with_new_images``).
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from __future__ import annotations
 import numpy as np
 
 from recsys.data.dataset import Dataset, Ratings, References
-from recsys.data.encodings import with_intercept
-from recsys.models.base import Model
-from recsys.models.linear import consensus_scores
+from recsys.data.encodings import ImageInputs, with_intercept
+from recsys.models.base import Model, append_rows
+from recsys.models.linear import consensus_map
 from recsys.models.params import Hyperparameters, non_negative, positive
 
 
@@ -42,7 +44,8 @@ class PreferenceProfile(Model):
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
-        self.consensus_ = consensus_scores(dataset.image_design(), ratings, self.alpha)
+        self.consensus_map_ = consensus_map(dataset.image_design(), ratings, self.alpha)
+        self.consensus_ = self.consensus_map_.scores(dataset.image_design())
         residual = ratings.score.astype(float) - self.consensus_[ratings.image_idx]
         grouped = ratings.by_user()
         users = np.array([user for user, _ in grouped], np.int64)
@@ -51,6 +54,7 @@ class PreferenceProfile(Model):
         # metadata dimensions
         metadata = dataset.metadata()
         names, blocks = list(metadata.names), [metadata.onehot]
+        self.directions_ = self.projection_mean_ = self.projection_std_ = None
         # visual directions: principal directions of the users' personal ridge weights in feature space
         if self.n_directions and dataset.image_features is not None:
             features = dataset.image_features.astype(np.float64)
@@ -60,11 +64,12 @@ class PreferenceProfile(Model):
                 personal.append(x.T @ np.linalg.solve(x @ x.T + self.direction_alpha * np.eye(len(chunk)), r))
             personal = np.array(personal)
             _, _, vt = np.linalg.svd(personal - personal.mean(axis=0), full_matrices=False)
-            directions = vt[: self.n_directions].T
-            projection = features @ directions
-            projection = (projection - projection.mean(axis=0)) / (projection.std(axis=0) + 1e-12)
+            self.directions_ = vt[: self.n_directions].T
+            projection = features @ self.directions_
+            self.projection_mean_ = projection.mean(axis=0)
+            self.projection_std_ = projection.std(axis=0) + 1e-12
             names += [f"visual_{j + 1}" for j in range(projection.shape[1])]
-            blocks.append(projection)
+            blocks.append(self._visual(features))
         self.dimensions_ = np.hstack(blocks)
         self.dimension_names_ = names
 
@@ -89,6 +94,20 @@ class PreferenceProfile(Model):
         self.profiles_ = self.demo_ @ self.demo_map_
         for user, chunk in zip(users, chunks, strict=True):
             self.profiles_[user] = self._profile(int(user), ratings.image_idx[chunk], ratings.score[chunk])
+
+    def _visual(self, features: np.ndarray) -> np.ndarray:
+        """The visual dimensions of images: their features' projections on the directions, standardised as the
+        fitted images' are."""
+        return (features.astype(np.float64) @ self.directions_ - self.projection_mean_) / self.projection_std_
+
+    def _new_image_state(self, inputs: ImageInputs) -> dict:
+        blocks = [inputs.metadata.onehot]
+        if self.directions_ is not None:
+            blocks.append(self._visual(inputs.features))
+        return {
+            "consensus_": append_rows(self.consensus_, self.consensus_map_.scores(inputs.design())),
+            "dimensions_": append_rows(self.dimensions_, np.hstack(blocks)),
+        }
 
     def _design(self, images: np.ndarray) -> np.ndarray:
         return np.hstack([np.ones((len(images), 1)), self.dimensions_[images]])

@@ -75,9 +75,11 @@ ROLES: dict[str, str] = {"oracle": CEILING, "ridge": CONSENSUS}
 
 #: image features, or categorical image metadata standing in for them
 IMAGE_INPUT = "image features or metadata"
+METADATA = "categorical image metadata"
 #: what a model needs beyond ratings or choices; a model whose need the data or machine lacks is a ``skipped``
 #: or ``unsupported`` row. No model needs demographics: those with a new-user prior use them when present.
 NEEDS: dict[str, tuple[str, ...]] = {
+    "metadata_mean": (METADATA,),
     "ridge": (IMAGE_INPUT,),
     "user_ridge": (IMAGE_INPUT,),
     "oracle": ("a simulator's ground truth",),

@@ -13,9 +13,9 @@ from tqdm.auto import tqdm
 
 from recsys.data.choices import Choices
 from recsys.data.dataset import Dataset, Ratings
-from recsys.data.encodings import with_intercept
-from recsys.models.base import Model
-from recsys.models.linear import consensus_scores
+from recsys.data.encodings import ImageInputs, with_intercept
+from recsys.models.base import Model, append_rows
+from recsys.models.linear import consensus_map
 from recsys.models.params import DEVICES, Hyperparameters, at_least_one, hyper, non_negative, positive
 from recsys.threads import configure_torch_threads
 
@@ -63,14 +63,14 @@ class ImageTower(torch.nn.Module):
 
 def set_image_inputs(model, dataset: Dataset, data: Ratings | Choices) -> None:
     """The inputs every deep model keeps (saved with it): the consensus base score of each image (``base_``;
-    zeros on choices, which have no rating scale), the image features (``features_``), the metadata codes and
-    their sizes (``codes_``, ``meta_``) and the demographics of every user (``demo_``, encoded on the users of
-    ``data``)."""
-    model.base_ = (
-        global_ridge_scores(dataset, data, model.base_alpha).astype(np.float32)
-        if isinstance(data, Ratings)
-        else np.zeros(dataset.n_images, np.float32)
-    )
+    zeros on choices, which have no rating scale) and its map (``base_map_``, None on choices), the image features
+    (``features_``), the metadata codes and their sizes (``codes_``, ``meta_``) and the demographics of every user
+    (``demo_``, encoded on the users of ``data``)."""
+    model.base_map_ = None
+    model.base_ = np.zeros(dataset.n_images, np.float32)
+    if isinstance(data, Ratings):
+        model.base_map_ = consensus_map(dataset.image_design(), data, model.base_alpha)
+        model.base_ = model.base_map_.scores(dataset.image_design()).astype(np.float32)
     model.features_ = dataset.image_inputs()
     metadata = dataset.metadata()
     model.codes_ = metadata.codes.copy()
@@ -102,6 +102,16 @@ class DeepModel(Model):
     def _cpu_inputs(self) -> dict[str, torch.Tensor]:
         """The kept inputs as CPU tensors (scoring and folding run on the CPU)."""
         return input_tensors(self, torch.device("cpu"))
+
+    def _new_image_state(self, inputs: ImageInputs) -> dict:
+        """The kept inputs with new images' rows: their base score from ``base_map_``, features and codes. A
+        subclass adds what it computes from them (its image tower's output, its tensors)."""
+        base = np.zeros(len(inputs)) if self.base_map_ is None else self.base_map_.scores(inputs.design())
+        return {
+            "base_": append_rows(self.base_, base),
+            "features_": append_rows(self.features_, inputs.inputs()),
+            "codes_": append_rows(self.codes_, inputs.metadata.codes),
+        }
 
 
 class TowerParams(DeepParams):
@@ -139,11 +149,6 @@ def choose_device(device: str = "auto") -> torch.device:
     if device == "cpu":
         configure_torch_threads()
     return torch.device(device)
-
-
-def global_ridge_scores(dataset: Dataset, ratings: Ratings, alpha: float = 3.0) -> np.ndarray:
-    """The global (consensus) ridge score of every image (float64, n_images): the base every deep model refines."""
-    return consensus_scores(dataset.image_design(), ratings, alpha)
 
 
 def preference_loss(

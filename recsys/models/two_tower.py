@@ -9,6 +9,8 @@ score(u, i) = consensus(i) + image_bias(i) + demographic_bias(u) + user_bias(u) 
 * user tower: taste(u) = softmax(demographic_logits(u) + logit_offset(u)) @ prototypes + offset(u): a mixture of
   ``n_prototypes`` shared prototypes (predicted from demographics, refined per user) plus a personal offset.
 * loss: MSE + ``contrastive_weight`` x a logistic preference loss over pairs of one user with different scores.
+* new images: their base from the consensus map, their z and image bias from the image tower, on their features and
+  metadata codes (``with_new_images``).
 * new users (towers frozen): the mixture logits, offset and bias are fitted to the k references by MAP
   (Gaussian priors whose variances are measured on the training users), with a fixed number of full-batch
   gradient steps; at k = 0 this is the demographic prior.
@@ -28,6 +30,7 @@ from torch.nn.functional import softplus
 
 from recsys.data.choices import ChoiceReferences, Choices
 from recsys.data.dataset import Dataset, Ratings, References
+from recsys.data.encodings import ImageInputs
 from recsys.models.params import at_least_one, hyper, non_negative
 from recsys.models.torch_utils import DeepModel, ImageTower, TowerParams, fit_module, preference_loss
 
@@ -168,6 +171,11 @@ class TwoTower(DeepModel):
 
     def _after_load(self) -> None:
         self._cpu = self._cpu_inputs()
+
+    def _new_image_state(self, inputs: ImageInputs) -> dict:
+        state = super()._new_image_state(inputs)
+        tensors = {"features": state["features_"], "codes": state["codes_"], "base": state["base_"]}
+        return state | {"_cpu": self._cpu | {k: torch.as_tensor(v) for k, v in tensors.items()}}
 
     def _forward(self, net, tensors, u, i):
         z, image_bias = net.image(tensors["features"][i], tensors["codes"][i])

@@ -19,12 +19,14 @@ Limits (:class:`ServiceLimits`; ``recsys serve`` sets them with the flags named,
   in a new user costs cubic time in the number of references (user_ridge solves a k x k system: 10,000
   references took 19 s and 1.9 GB), which is what the reference limit bounds;
 * ``k`` is at most 1000 (a 422 above);
-* ``POST /rank`` takes at most ``MAX_UPLOADS`` ([32]) uploaded images, base64 in JSON (``{"name": "a.png",
-  "data": "iVBOR..."}``); raise ``--max-body-bytes`` to upload more than a few small images. Uploaded images are
-  embedded with the encoder of the data's features (``recsys serve --encoder NAME``; without it, uploads are a
-  422) through the embedding cache, appended to the data as images without ratings or metadata, and scored by
-  the model fitted again with them (``recsys.ranking``): a request with uploads costs one fit of the model, which
-  ``--timeout`` bounds (fast fits: user_ridge, profile, mf; a deep model's fit can take longer than the timeout).
+* ``POST /rank`` takes uploaded images, base64 in JSON (``{"name": "a.png", "data": "iVBOR..."}``), within a
+  budget checked before any work starts (the base64 decoded and each image's header read, nothing decoded
+  further): at most ``max_uploads`` images ([32]), ``max_upload_bytes`` bytes of them ([8 MiB]) and
+  ``max_upload_pixels`` pixels in all (``--max-upload-pixels``, [33554432] = 32 megapixels; this also refuses a
+  decompression bomb by its header); over it, 413. Raise ``--max-body-bytes`` to upload more than a few small
+  images. Uploads are embedded with the encoder of the data's features (``recsys serve --encoder NAME``;
+  without it, uploads are a 422) through the embedding cache, in a pool of their own (below), and scored by the
+  fitted model from their features (``Model.with_new_images``): no refit, nothing added to the data.
 
 Concurrency: health checks are answered on the event loop and never wait for a model. Model calls (fold-in,
 scoring, the index search, id look-ups) run in a pool of ``workers`` threads (``--workers``, [4]); numpy,
@@ -38,11 +40,21 @@ take turns. ``workers=1`` serialises every model call. While it serves, the obje
 (model, dataset, index) are frozen out of the garbage collector's full collections (``gc.freeze``), which
 would otherwise stall every request when a large body's many parsed objects set one off.
 
+The encoder is loaded in the background as the service starts. Uploads are embedded in a separate pool of
+``upload_workers`` threads (``--upload-workers``, [1]) with at most ``upload_queue`` requests waiting ([2]), so
+that encoder work never holds a thread of the model pool: a request that finds that pool full is answered 503 at
+once (``Retry-After: 1``). On Linux these threads (and torch's threads they start) run at a lower CPU priority
+(nice + ``UPLOAD_NICENESS``), so that while both pools compute, the cores go to model calls first. An upload
+request whose client goes away (checked every 50 ms while it waits) or that times out is abandoned: its
+embedding never starts if it was waiting, and stops at its next batch of ``UPLOAD_BATCH`` images if it was
+running. Its scoring then takes one short call of the model pool, within what is left of the same timeout.
+
 Errors: every 4xx and 5xx body is ``{"detail": "one line"}``, and a detail never repeats the request body: 404
 for an unknown user or image; 413 for a body or list over a limit; 422 for a malformed body, a value out of
 range or k out of range (the first problem, e.g. ``body.references[3].score: Input should be a valid
-number``, and how many more there are); 503 when the queue is full; 504 after the timeout; 500 (the
-exception's type only) for a bug, with the traceback in the server's log.
+number``, and how many more there are), or an upload that is not a readable image, or a model that cannot
+score new images; 503 when a queue is full; 504 after the timeout; 499 (in the log only) when the client went
+away; 500 (the exception's type only) for a bug, with the traceback in the server's log.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations, and the request
@@ -50,9 +62,13 @@ exception's type only) for a bug, with the traceback in the server's log.
 import asyncio
 import base64
 import binascii
+import contextlib
 import gc
+import io
+import os
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
@@ -74,8 +90,6 @@ from recsys.retrieval.index import VectorIndex
 from recsys.retrieval.similar import SimilarUsers
 
 MAX_K = 1000
-#: most images one POST /rank may upload
-MAX_UPLOADS = 32
 #: Defaults of :class:`ServiceLimits` (and of ``recsys serve``'s flags).
 DEFAULT_MAX_BODY_BYTES = 1 << 18
 DEFAULT_MAX_REFERENCES = 1000
@@ -83,6 +97,17 @@ DEFAULT_MAX_IMAGE_IDS = 10_000
 DEFAULT_WORKERS = 4
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MAX_QUEUE = 64
+DEFAULT_MAX_UPLOADS = 32
+DEFAULT_MAX_UPLOAD_BYTES = 8 << 20
+DEFAULT_MAX_UPLOAD_PIXELS = 1 << 25
+DEFAULT_UPLOAD_WORKERS = 1
+DEFAULT_UPLOAD_QUEUE = 2
+#: uploads embedded per encoder call; an abandoned upload request stops between two such batches
+UPLOAD_BATCH = 8
+#: how much lower the encoder threads' CPU priority is than the model threads' (Linux nice value)
+UPLOAD_NICENESS = 10
+#: how often (s) a waiting upload request checks whether its client went away
+DISCONNECT_POLL_S = 0.05
 #: The longest ``detail`` sent (longer ones, e.g. naming a very long unknown id, are cut with "...").
 MAX_DETAIL_CHARS = 300
 
@@ -103,6 +128,11 @@ class ServiceLimits:
     workers: int = DEFAULT_WORKERS
     timeout_s: float = DEFAULT_TIMEOUT_S
     max_queue: int = DEFAULT_MAX_QUEUE
+    max_uploads: int = DEFAULT_MAX_UPLOADS
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_upload_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS
+    upload_workers: int = DEFAULT_UPLOAD_WORKERS
+    upload_queue: int = DEFAULT_UPLOAD_QUEUE
 
     def __post_init__(self) -> None:
         flags = {
@@ -111,11 +141,18 @@ class ServiceLimits:
             "max_image_ids": "max_image_ids",
             "workers": "--workers",
             "max_queue": "max_queue",
+            "max_uploads": "max_uploads",
+            "max_upload_bytes": "max_upload_bytes",
+            "max_upload_pixels": "--max-upload-pixels",
+            "upload_workers": "--upload-workers",
+            "upload_queue": "upload_queue",
         }
         for name, flag in flags.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"{flag} must be a positive integer, got {value!r}")
+            low = 0 if name == "upload_queue" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                kind = "a non-negative" if low == 0 else "a positive"
+                raise UserError(f"{flag} must be {kind} integer, got {value!r}")
         timeout = self.timeout_s
         if (
             isinstance(timeout, bool)
@@ -156,7 +193,7 @@ def request_models(limits: ServiceLimits) -> tuple[type[BaseModel], type[BaseMod
         user_id: str | None = None
         references: list[Reference] | None = Field(None, max_length=limits.max_references)
         image_ids: list[int | str] = Field(default_factory=list, max_length=limits.max_image_ids)
-        images: list[Upload] = Field(default_factory=list, max_length=MAX_UPLOADS)
+        images: list[Upload] = Field(default_factory=list, max_length=limits.max_uploads)
 
     return SimilarRequest, ScoreRequest, RankRequest
 
@@ -183,7 +220,7 @@ def _location(loc: tuple | list) -> str:
 _COUNTED_LISTS = {
     "references": ("references", "max_references; recsys serve --max-references"),
     "image_ids": ("image ids", "max_image_ids"),
-    "images": ("uploaded images", "MAX_UPLOADS"),
+    "images": ("uploaded images", "max_uploads"),
 }
 
 
@@ -306,20 +343,45 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
 
-# ---------------------------------------------------------------------- the model pool
+# ---------------------------------------------------------------------- the pools
+class Abandoned(Exception):
+    """Raised inside work whose request was abandoned (the client went away or the request timed out)."""
+
+
 class ModelPool:
-    """Model calls in ``workers`` threads: at most ``max_queue`` waiting, each answered within ``timeout_s``.
+    """Calls in ``workers`` threads: at most ``max_queue`` waiting, each answered within ``timeout_s``.
 
     :meth:`run` awaits a call without blocking the event loop. A full queue raises HTTPException 503 at
     once, a call not done within the timeout (waiting included) 504; a call that has not started by then
-    never starts, one that has finishes in the background and frees its thread when done.
+    never starts, one that has finishes in the background and frees its thread when done (or stops early, when
+    it checks the ``cancel`` event it was given). ``what``, ``who`` and ``limits`` name the calls, what answers
+    them and the limits in messages: the service has one pool for model calls and one for embedding uploads.
+    ``niceness`` > 0 lowers the CPU priority of the pool's threads (and of the threads they start: torch's) on
+    Linux, so that its work yields the cores to the other pool's.
     """
 
-    def __init__(self, workers: int, timeout_s: float, max_queue: int, *, serial: bool = False) -> None:
+    def __init__(
+        self,
+        workers: int,
+        timeout_s: float,
+        max_queue: int,
+        *,
+        serial: bool = False,
+        what: str = "model calls",
+        who: str = "model",
+        limits: str = "workers + max_queue",
+        niceness: int = 0,
+    ) -> None:
         self.workers = workers
         self.timeout_s = timeout_s
         self.max_queue = max_queue
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="recsys-model")
+        self.what, self.who, self.limits = what, who, limits
+        self._executor = ThreadPoolExecutor(
+            workers,
+            thread_name_prefix=f"recsys-{what.split()[0]}",
+            initializer=_lower_thread_priority if niceness else None,
+            initargs=(niceness,),
+        )
         self._lock = threading.Lock()
         self._pending = 0  # calls submitted and not yet done (queued, running, or timed out but running)
         self._serial = threading.Lock() if serial else nullcontext()
@@ -337,14 +399,24 @@ class ModelPool:
         with self._serial:
             return fn()
 
-    async def run(self, fn: Callable[[], T]) -> T:
-        """``fn()`` in a worker thread; HTTPException 503 (queue full) or 504 (timeout)."""
+    async def run(
+        self,
+        fn: Callable[[], T],
+        *,
+        timeout_s: float | None = None,
+        cancel: threading.Event | None = None,
+        gone: Callable[[], Awaitable[bool]] | None = None,
+    ) -> T:
+        """``fn()`` in a worker thread; HTTPException 503 (queue full), 504 (timeout: ``timeout_s``, else the
+        pool's) or 499 (``gone()``, polled while waiting, says the client went away). On 504 or 499 a call still
+        waiting never runs and ``cancel`` is set, for a running call that checks it."""
         with self._lock:
             if self._pending >= self.workers + self.max_queue:
                 raise HTTPException(
                     503,
-                    f"the service is busy: {self._pending} model calls are running or waiting "
-                    f"(workers + max_queue = {self.workers + self.max_queue}); retry later",
+                    f"the service is busy: {self._pending} {self.what} are running or waiting "
+                    f"({self.limits} = {self.workers + self.max_queue}); retry later",
+                    headers={"Retry-After": "1"},
                 )
             self._pending += 1
         try:
@@ -354,19 +426,51 @@ class ModelPool:
                 self._pending -= 1
             raise HTTPException(503, "the service is shutting down") from None
         future.add_done_callback(self._done)
+        waiting = asyncio.wrap_future(future)
+        # the error of a call abandoned before it ended is read here, so that asyncio does not log it
+        waiting.add_done_callback(lambda f: f.cancelled() or f.exception())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.timeout_s if timeout_s is None else timeout_s)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise TimeoutError
+                poll = remaining if gone is None else min(remaining, DISCONNECT_POLL_S)
+                done, _ = await asyncio.wait({waiting}, timeout=poll)
+                if done:
+                    return waiting.result()
+                if gone is not None and await gone():
+                    self._abandon(future, cancel)
+                    raise HTTPException(499, "the client went away; its request was abandoned")
         except TimeoutError:
-            future.cancel()  # a call still waiting never runs
+            self._abandon(future, cancel)
             raise HTTPException(
                 504,
-                f"the model did not answer within {self.timeout_s:g} s (timeout_s; recsys serve --timeout); "
-                "send fewer references or image ids, or retry later",
+                f"the {self.who} did not answer within {self.timeout_s:g} s (timeout_s; recsys serve --timeout); "
+                "send fewer references, image ids or uploads, or retry later",
             ) from None
+        except asyncio.CancelledError:  # the server cancelled the request
+            self._abandon(future, cancel)
+            raise
+
+    @staticmethod
+    def _abandon(future: Future, cancel: threading.Event | None) -> None:
+        future.cancel()  # a call still waiting never runs
+        if cancel is not None:
+            cancel.set()  # a running call that checks it stops
 
     def shutdown(self) -> None:
         """Stop taking calls; calls still waiting are cancelled, running ones finish in their threads."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _lower_thread_priority(niceness: int) -> None:
+    """Raise the calling thread's nice value by ``niceness`` (Linux only: there a nice value is per thread, and
+    threads it starts inherit it; elsewhere it would apply to the whole process, so nothing is done)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
 
 
 def _holds_gpu_index(*objects: object) -> bool:
@@ -393,7 +497,8 @@ def create_app(
     Args:
         limits: request limits, workers and timeout; the defaults of :class:`ServiceLimits` when None.
         encoder, checkpoint: the encoder of the data's image features, which embeds images uploaded to
-            ``POST /rank`` (loaded on the first upload); None: uploads are refused.
+            ``POST /rank`` (loaded in the background when the service starts, else by the first upload;
+            ``UploadEmbedder``); None: uploads are refused.
     """
     similar = similar or SimilarUsers(model, dataset)
     limits = limits or ServiceLimits()
@@ -403,6 +508,16 @@ def create_app(
         limits.max_queue,
         serial=_holds_gpu_index(model, similar, similar.index),
     )
+    upload_pool = ModelPool(
+        limits.upload_workers,
+        limits.timeout_s,
+        limits.upload_queue,
+        what="upload requests",
+        who="image encoder",
+        limits="upload_workers + upload_queue",
+        niceness=UPLOAD_NICENESS,
+    )
+    embedder = UploadEmbedder(encoder, checkpoint) if encoder is not None else None
     SimilarRequest, ScoreRequest, RankRequest = request_models(limits)
     known = np.zeros(dataset.n_users, dtype=bool)
     known[dataset.train_users()] = True
@@ -421,10 +536,15 @@ def create_app(
         # cyclic garbage collector's full collections (which the many objects a large JSON body parses into
         # set off), they are not scanned again: such a collection stalled every request for 0.1-0.4 s.
         gc.freeze()
+        if (
+            embedder is not None
+        ):  # the encoder loads while the service starts answering, not in the first upload
+            threading.Thread(target=embedder.preload, name="recsys-encoder-load", daemon=True).start()
         try:
             yield
         finally:
             pool.shutdown()
+            upload_pool.shutdown()
             gc.unfreeze()
 
     app = FastAPI(
@@ -433,6 +553,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.pool = pool
+    app.state.upload_pool = upload_pool
     app.state.limits = limits
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes)
@@ -447,9 +568,9 @@ def create_app(
             raise HTTPException(422, f"reference scores must lie in [{lo:g}, {hi:g}]")
         return References(user_idx, image_indices([r.image_id for r in refs]), scores)
 
-    async def run(call: Callable[[], T]) -> T:
+    async def run(call: Callable[[], T], on: ModelPool = pool, **options: Any) -> T:
         try:
-            return await pool.run(call)
+            return await on.run(call, **options)
         except UnknownId as err:
             raise HTTPException(404, str(err)) from None
         except UserError as err:
@@ -498,28 +619,9 @@ def create_app(
             ],
         }
 
-    encoders: dict[str, Any] = {}
-    encoder_lock = threading.Lock()
-
-    def embed_uploads(uploads: list[tuple[str, bytes]]) -> np.ndarray:
-        """Embedding rows of uploaded images, by the data's encoder through the embedding cache."""
-        from features.embed import embed_image_bytes
-        from features.encoders import load_encoder
-        from recsys.ranking import check_encoder
-
-        name = check_encoder(dataset, encoder)
-        with encoder_lock:
-            if name not in encoders:
-                encoders[name] = load_encoder(name, checkpoint=checkpoint)
-        items = [(n, blob, f"images[{i}] ({n})") for i, (n, blob) in enumerate(uploads)]
-        return embed_image_bytes(items, encoders[name], progress=False, num_workers=0).embedding
-
-    def refit(data: Dataset) -> Model:
-        return model if data is dataset else model.clone().fit(data)
-
     @app.post("/rank")
-    async def rank(body: RankRequest) -> dict:
-        from recsys.ranking import rank_candidates
+    async def rank(body: RankRequest, request: Request) -> dict:
+        from recsys.ranking import check_encoder, check_new_names, new_images, rank_images
 
         if (body.user_id is None) == (body.references is None):
             raise HTTPException(
@@ -527,22 +629,118 @@ def create_app(
             )
         if not body.image_ids and not body.images:
             raise HTTPException(422, "give candidates: image_ids of the data, images to upload, or both")
-        uploads = []
-        for i, upload in enumerate(body.images):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limits.timeout_s
+        rows = None
+        names = [upload.name for upload in body.images]
+        if body.images:
             try:
-                uploads.append((upload.name, base64.b64decode(upload.data, validate=True)))
-            except binascii.Error:
-                raise HTTPException(422, f"body.images[{i}].data: not base64") from None
+                check_encoder(dataset, encoder)
+                check_new_names(dataset, names)
+            except UserError as err:
+                raise HTTPException(422, str(err)) from None
+            blobs = check_upload_budget(body.images, limits)  # before any work: bytes, count, pixels
+            cancel = threading.Event()
+            rows = await run(
+                lambda: embedder.embed(list(zip(names, blobs, strict=True)), cancel),
+                upload_pool,
+                cancel=cancel,
+                gone=request.is_disconnected,
+            )
 
         def call() -> list[dict]:
             refs = None if body.references is None else references_of(body.references)
-            new = None
-            if uploads:
-                new = ([n for n, _ in uploads], embed_uploads(uploads))
-            return rank_candidates(
-                refit, dataset, list(body.image_ids), new_images=new, user_id=body.user_id, references=refs
+            new = None if rows is None else new_images(dataset, names, rows)
+            return rank_images(
+                model, dataset, list(body.image_ids), new=new, user_id=body.user_id, references=refs
             )
 
-        return {"model": model.name, "ranking": await run(call)}
+        ranking = await run(call, timeout_s=max(deadline - loop.time(), 1e-3))
+        return {"model": model.name, "ranking": ranking}
 
     return app
+
+
+class UploadEmbedder:
+    """Embeds uploaded images with the encoder of the data's features (``encoder``, ``checkpoint``; loaded on the
+    first upload), through the embedding cache, ``UPLOAD_BATCH`` images per encoder call: an abandoned request
+    (its ``cancel`` event set) stops before its next batch."""
+
+    def __init__(self, encoder: str, checkpoint: str | None = None) -> None:
+        self.encoder_name = encoder
+        self.checkpoint = checkpoint
+        self._encoder: Any = None
+        self._lock = threading.Lock()
+
+    def encoder(self) -> Any:
+        """The loaded encoder (loaded once, by the first caller)."""
+        from features.encoders import load_encoder
+
+        with self._lock:
+            if self._encoder is None:
+                self._encoder = load_encoder(self.encoder_name, checkpoint=self.checkpoint)
+            return self._encoder
+
+    def preload(self) -> None:
+        """Load the encoder now (at the service's start); a failure is left for the first upload to report."""
+        try:
+            self.encoder()
+        except Exception:  # the first upload loads it again and answers the error in one line
+            pass
+
+    def embed(self, uploads: list[tuple[str, bytes]], cancel: threading.Event) -> np.ndarray:
+        """Embedding rows (float32, one per upload, in order) of (name, bytes) uploads.
+
+        Raises:
+            Abandoned: ``cancel`` was set (checked before each batch).
+            UserError: an upload is not a readable image (naming it).
+        """
+        from features.embed import embed_image_bytes
+
+        rows = []
+        for start in range(0, len(uploads), UPLOAD_BATCH):
+            if cancel.is_set():
+                raise Abandoned
+            batch = uploads[start : start + UPLOAD_BATCH]
+            items = [(n, blob, f"images[{start + i}] ({n})") for i, (n, blob) in enumerate(batch)]
+            rows.append(embed_image_bytes(items, self.encoder(), progress=False, num_workers=0).embedding)
+        return np.vstack(rows)
+
+
+def check_upload_budget(uploads: list[Upload], limits: ServiceLimits) -> list[bytes]:
+    """The decoded bytes of ``uploads``, after checking the request's budget from their bytes and image headers
+    alone (nothing is decoded beyond a header): HTTPException 422 for data that is not base64 or not an image,
+    413 over ``max_upload_bytes`` or ``max_upload_pixels`` (which also refuses a decompression bomb)."""
+    from PIL import Image
+
+    blobs, total = [], 0
+    for i, upload in enumerate(uploads):
+        try:
+            blob = base64.b64decode(upload.data, validate=True)
+        except binascii.Error:
+            raise HTTPException(422, f"body.images[{i}].data: not base64") from None
+        total += len(blob)
+        if total > limits.max_upload_bytes:
+            raise HTTPException(
+                413, f"the uploads are over the limit of {limits.max_upload_bytes} bytes (max_upload_bytes)"
+            )
+        blobs.append(blob)
+    pixels = 0
+    for i, (upload, blob) in enumerate(zip(uploads, blobs, strict=True)):
+        try:
+            with Image.open(io.BytesIO(blob)) as image:  # reads the header only
+                width, height = image.size
+        except Image.DecompressionBombError:
+            width = height = limits.max_upload_pixels + 1
+        except Exception as err:  # PIL raises many types for data that is not an image
+            raise HTTPException(
+                422, f"body.images[{i}] ({upload.name}): not a readable image ({type(err).__name__})"
+            ) from None
+        pixels += width * height
+        if pixels > limits.max_upload_pixels:
+            raise HTTPException(
+                413,
+                f"the uploads hold over {limits.max_upload_pixels} pixels by images[{i}] ({upload.name}) "
+                "(max_upload_pixels; recsys serve --max-upload-pixels)",
+            )
+    return blobs

@@ -13,7 +13,7 @@ import pytest
 
 from recsys.data.choices import Choices
 from recsys.data.dataset import Ratings, References
-from recsys.errors import ColdStartNotSupported, UserError
+from recsys.errors import ColdStartNotSupported, NewImagesNotSupported, UserError
 from recsys.evaluation.evaluator import Evaluator
 from recsys.models import create_model, list_models, registry
 from recsys.models.base import DATA_POLICY, Model
@@ -241,3 +241,94 @@ def test_validation_is_the_policy_split_of_the_fit_data_kind(small_sim):
     assert model.validation_split_ == "val_seen" and len(held) == len(small_sim.ratings["val_seen"])
     assert model._validation(view, "train", Choices) is None  # rating data hold no validation choices
     assert model._validation(small_sim.fit_view("train+val_seen"), "train+val_seen") is None
+
+
+# ---------------------------------------------------------------------- images the model was not fitted with
+#: models whose image side is per image id: they cannot score new images, and say so in one line
+CANNOT_SCORE_NEW_IMAGES = {"oracle"}
+#: models that compute in float32 (torch, LightFM): their new-image scores agree to float32 precision only
+FLOAT32 = {"lightfm", "pal"} | {m for m in MODELS if m.startswith(("two_tower", "pref_tokens"))}
+
+
+def _unrated_images(dataset, n: int = 12) -> np.ndarray:
+    """Images without a rating in the fit view (train and the validation split), like PAMELA's test_seen images."""
+    rated = np.zeros(dataset.n_images, bool)
+    for split in ("train", DATA_POLICY.validation_split):
+        rated[dataset.ratings[split].image_idx] = True
+    return np.flatnonzero(~rated)[:n]
+
+
+def _as_new_images(dataset, images: np.ndarray):
+    """The inputs of dataset images described as new ones: their features and their metadata table alone."""
+    columns = dataset.metadata().columns
+    return dataset.new_image_inputs(dataset.image_features[images], dataset.images.iloc[images][columns])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_new_images_score_as_the_same_images_in_the_data(name, small_sim, tmp_path):
+    """Images the fit never saw a rating of, scored from their features and metadata only, get the scores the model
+    gives the same images by index: for fitted users and for new users from references; the model itself is not
+    changed; a saved-and-loaded model scores them identically."""
+    model = fitted(name, small_sim)
+    images = _unrated_images(small_sim)
+    assert len(images) >= 10
+    inputs = _as_new_images(small_sim, images)
+    if name in CANNOT_SCORE_NEW_IMAGES:
+        with pytest.raises(NewImagesNotSupported) as err:
+            model.with_new_images(inputs)
+        assert name in str(err.value) and "\n" not in str(err.value)
+        return
+    tolerance = {"rtol": 2e-5, "atol": 2e-5} if name in FLOAT32 else {"rtol": 1e-10, "atol": 1e-10}
+    before = {k: v for k, v in vars(model).items() if k.endswith("_")}
+    extended = model.with_new_images(inputs)
+    new = np.arange(model.n_images_, model.n_images_ + len(images))
+    assert extended.n_images_ == small_sim.n_images + len(images) and model.n_images_ == small_sim.n_images
+    for user in small_sim.train_users()[:4]:
+        users = np.full(len(images), user)
+        np.testing.assert_allclose(extended.predict(users, new), model.predict(users, images), **tolerance)
+        np.testing.assert_allclose(
+            model.score_new_images(inputs, user_idx=int(user)), model.predict(users, images), **tolerance
+        )
+    r = small_sim.ratings["test_unseen"]
+    person = r.user_idx == r.user_idx[0]
+    for refs in (
+        References(int(r.user_idx[0]), r.image_idx[person][:10], r.score[person][:10]),
+        References(-1, r.image_idx[:0], r.score[:0]),
+    ):
+        by_index = model.predict_new([refs], [images])[0]
+        np.testing.assert_allclose(extended.predict_new([refs], [new])[0], by_index, **tolerance)
+        np.testing.assert_allclose(model.score_new_images(inputs, references=refs), by_index, **tolerance)
+    # the fitted model is untouched (the service scores from several threads): same objects, same values
+    assert all(vars(model)[k] is v for k, v in before.items())
+    with pytest.raises(UserError, match="not one of its"):
+        model.predict(np.array([small_sim.train_users()[0]]), np.array([small_sim.n_images]))
+    loaded = Model.load(model.save(tmp_path / name))
+    users = np.full(len(images), small_sim.train_users()[0])
+    np.testing.assert_allclose(
+        loaded.with_new_images(inputs).predict(users, new), extended.predict(users, new), rtol=1e-6, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "without"),
+    [
+        ("item_knn", {"similarity": "pearson_baseline"}, None),
+        ("user_knn", {}, "features"),
+        ("mf", {"epochs": 2}, "features and metadata"),
+        ("biases", {"epochs": 2}, "features and metadata"),
+    ],
+)
+def test_models_whose_image_side_is_per_id_cannot_score_new_images(name, params, without, small_sim):
+    """item_knn on co-raters, user_knn without image features, factor and bias models without any image design:
+    one line naming the model (the oracle is in the test above)."""
+    data = small_sim
+    if without is not None:
+        data = replace(data, image_features=None, feature_source=None)
+    if without == "features and metadata":
+        data = replace(data, images=data.images[[]])
+    model = create_model(name, **params).fit(data)
+    metadata = data.images.iloc[:2][data.metadata().columns]  # no columns at all without metadata
+    inputs = data.new_image_inputs(None if data.image_features is None else data.image_features[:2], metadata)
+    with pytest.raises(NewImagesNotSupported) as err:
+        model.with_new_images(inputs)
+    assert str(err.value).startswith(name) and "\n" not in str(err.value)

@@ -9,18 +9,23 @@ from recsys.models.lightfm_model import (
     LightFMModel,
     cluster_onehots,
     item_feature_matrix,
+    nearest_clusters,
     user_feature_matrix,
 )
 
 
 def test_item_features_hold_metadata_and_one_cluster_per_granularity(small_sim):
-    features = item_feature_matrix(small_sim, (4, 16), seed=0).toarray()
+    features, centres = item_feature_matrix(small_sim, (4, 16), seed=0)
+    features = features.toarray()
     assert features.shape[0] == small_sim.n_images
+    assert centres.shape == (20, small_sim.image_features.shape[1])
     np.testing.assert_allclose(features.sum(1), 1.0, rtol=1e-5)
-    clusters = cluster_onehots(small_sim.image_features, (4, 16), seed=0)
+    clusters, _ = cluster_onehots(small_sim.image_features, (4, 16), seed=0)
     assert clusters.shape == (small_sim.n_images, 20)
     np.testing.assert_array_equal(clusters[:, :4].sum(1), 1)
     np.testing.assert_array_equal(clusters[:, 4:].sum(1), 1)
+    # the nearest kept centre is the cluster k-means gave each image: new images are assigned alike
+    np.testing.assert_array_equal(nearest_clusters(small_sim.image_features, centres, (4, 16)), clusters)
     # images never rated in train still have cluster features
     unseen = np.setdiff1d(small_sim.ratings["test_seen"].image_idx, small_sim.ratings["train"].image_idx)
     assert len(unseen) and (features[unseen][:, -20:] > 0).sum(1).min() == 2

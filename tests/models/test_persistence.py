@@ -106,6 +106,8 @@ def test_a_stray_state_pkl_is_ignored(saved, tmp_path):
         (lambda d: (d / "state.json").write_text("[]"), "state.json is not a state index"),
         (lambda d: _set_config(d, format=999), "format 999 by a newer version"),
         (lambda d: _set_config(d, format=1), "old format 1"),
+        # format 2 kept no image-side maps: a model saved then cannot score new images; refit
+        (lambda d: _set_config(d, format=2), r"old format 2 \(this version reads 3\); refit"),
         (lambda d: _set_config(d, model="no_such_model"), "unknown model"),
         (
             lambda d: _set_config(d, model="ridge", params={"alpha": 3.0}),

@@ -14,6 +14,7 @@ from recsys.models.registry import (
     CEILING,
     CONSENSUS,
     IMAGE_INPUT,
+    METADATA,
     create_model,
     list_models,
     model_group,
@@ -50,6 +51,9 @@ def test_a_model_needs_image_input_exactly_when_it_says_so(bare, name):
     model = create_model(name, **params)
     if IMAGE_INPUT in model_needs(name):
         with pytest.raises(UserError, match="no image features and no categorical metadata"):
+            model.fit(bare)
+    elif METADATA in model_needs(name):
+        with pytest.raises(UserError, match="needs categorical image metadata"):
             model.fit(bare)
     else:
         model.fit(bare)  # fits without features, metadata or demographics
