@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
-import json
 import os
 import re
 import warnings
@@ -51,6 +50,7 @@ from features.cache import (
 )
 from features.encoders import ClipEncoder, load_encoder
 from recsys.errors import UserError
+from recsys.files import read_json
 
 DEFAULT_CHUNK_SIZE = 1024
 _MAX_NAMED = 3
@@ -666,7 +666,7 @@ def embed_dataset_features(
     if not sidecar.is_file():
         features = read_image_features(out, np.asarray(ds.image_ids))
         return ds.with_image_features(features, encoder_name)
-    bad_ids = {b["image_id"] for b in json.loads(sidecar.read_text())["left_out"]}
+    bad_ids = {b["image_id"] for b in read_json(sidecar, "a list of left-out images")["left_out"]}
     ids = np.asarray(ds.image_ids)
     bad_mask = np.array([v in bad_ids for v in ids.tolist()], dtype=bool)
     good = read_image_features(out, ids[~bad_mask])

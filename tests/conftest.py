@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+
 import pytest
 
 from recsys.data import load_dataset
@@ -21,3 +24,23 @@ def small_sim_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_sim(small_sim_dir):
     return load_dataset(small_sim_dir)
+
+
+@contextlib.contextmanager
+def _deadline(seconds: int):
+    def expired(signum, frame):
+        raise TimeoutError(f"blocked for more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture()
+def deadline():
+    """``with deadline(seconds):`` fails the test (TimeoutError) instead of hanging the run when a read blocks."""
+    return _deadline

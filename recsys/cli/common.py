@@ -10,6 +10,7 @@ from pathlib import Path
 
 from recsys.cli.catalogue import COMMANDS
 from recsys.errors import UserError
+from recsys.files import loads
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -125,7 +126,7 @@ def parse_params(text: str | None, *, per_model: bool = False) -> dict:
         return {}
     example = '{"ridge": {"alpha": 10}}' if per_model else '{"alpha": 10}'
     try:
-        params = json.loads(text)
+        params = loads(text)
     except json.JSONDecodeError as err:
         raise UserError(f"--params is not valid JSON: {err}; e.g. {example}") from None
     if not isinstance(params, dict):

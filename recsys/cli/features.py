@@ -83,12 +83,11 @@ def add_parsers(subparsers) -> None:
 
 def cmd_features_embed(args: argparse.Namespace) -> int:
     """Load the dataset, embed it, print where the files went."""
-    import json
-
     import numpy as np
 
     from features.embed import bad_sidecar_path, embed_dataset, text_output_path
     from recsys.data import load_dataset
+    from recsys.files import read_json
 
     ds = load_dataset(args.data)
     # the options named as embed_dataset's keywords pass through as they are
@@ -102,7 +101,7 @@ def cmd_features_embed(args: argparse.Namespace) -> int:
         print(f"wrote {n} embeddings ({dim}-d, {args.encoder}) to {path}")
         sidecar = bad_sidecar_path(path)
         if sidecar.is_file():
-            count = json.loads(sidecar.read_text())["count"]
+            count = read_json(sidecar, "a list of left-out images")["count"]
             print(f"  {count} left out (unreadable image or no prompt), listed in {sidecar}")
     return 0
 

@@ -16,6 +16,7 @@ from recsys.data.dataset import SPLITS, Dataset, Ratings
 from recsys.data.tables import read_manifest
 from recsys.data.validate import check_duplicates, check_not_empty, check_scores, check_splits
 from recsys.errors import UserError
+from recsys.files import loads, read_text
 
 PAMELA_SCORE_RANGE = (1.0, 5.0)
 REQUIRED_FIELDS = ("image_id", "participant_id", "original_score", "image_metadata", "user_demographics")
@@ -35,11 +36,15 @@ def is_pamela_dir(path: Path) -> bool:
 
 def _read_entries(path: Path) -> list:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, "a PAMELA annotation file")
     except OSError as err:
         raise UserError(f"{path}: cannot read ({err.strerror}); check the file and its permissions") from None
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); re-download or fix the file"
+        ) from None
     try:
-        entries = json.loads(text)
+        entries = loads(text)
     except json.JSONDecodeError as err:
         raise UserError(
             f"{path}: malformed JSON at line {err.lineno} column {err.colno} ({err.msg}); re-download or fix the file"

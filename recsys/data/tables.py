@@ -23,6 +23,7 @@ import pandas as pd
 from recsys.data.dataset import SPLITS, Dataset, Ratings
 from recsys.data.validate import check_duplicates, check_scores, check_splits
 from recsys.errors import UserError
+from recsys.files import read_json
 
 TABLE_NAMES = ("ratings.parquet", "ratings.csv")
 DEFAULT_HOLDOUT = "both:0.2"
@@ -146,9 +147,13 @@ def read_manifest(file: Path, simulate_command: str) -> dict:
     if not file.is_file():
         return {}
     try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"{file}: malformed JSON ({err.msg}); re-run `{simulate_command}`") from None
+        manifest = read_json(file, "a simulator's manifest")
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        reason = err.msg if isinstance(err, json.JSONDecodeError) else "not UTF-8"
+        raise UserError(f"{file}: malformed JSON ({reason}); re-run `{simulate_command}`") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{file}: not a simulator's manifest (a JSON object); re-run `{simulate_command}`")
+    return manifest
 
 
 def load_table(

@@ -32,6 +32,7 @@ from typing import Any
 
 import faiss
 
+from recsys.files import NotARegularFile, read_json
 from recsys.retrieval.index import Device, IndexInputError, VectorIndex, resolve_device
 from recsys.threads import ensure_faiss_threads_configured
 
@@ -149,8 +150,8 @@ def load_index(path: str | os.PathLike[str], *, device: Device = "auto") -> Vect
 
 def _read_sidecar(sidecar: Path) -> dict[str, Any]:
     try:
-        metadata = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        metadata = read_json(sidecar, "an index sidecar")
+    except (json.JSONDecodeError, UnicodeDecodeError, NotARegularFile) as error:
         raise IndexInputError(f"{sidecar}: not a readable JSON sidecar ({error}); {_RESAVE}") from None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise IndexInputError(f"{sidecar}: not a VectorIndex sidecar (no format {FORMAT!r}); {_RESAVE}")
