@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.dataset import SPLITS, Dataset, Ratings
+from recsys.data.paths import image_paths
 from recsys.data.tables import read_manifest
 from recsys.data.validate import check_duplicates, check_not_empty, check_scores, check_splits
 from recsys.errors import UserError
@@ -112,6 +113,7 @@ def load_pamela(path: str | Path, *, problems: list[str] | None = None) -> Datas
                 meta = entry["image_metadata"] or {}
                 record = {c: meta.get(c) for c in IMAGE_COLUMNS}
                 record["image_path"] = entry.get("image_path")
+                record["image_path_at"] = f"{file.name} entry {row}"
                 image_rows.append(record)
             users.append(user_ids[pid])
             images.append(image_ids[image_id])
@@ -140,10 +142,14 @@ def load_pamela(path: str | Path, *, problems: list[str] | None = None) -> Datas
     users_df["age"] = pd.to_numeric(users_df["age"], errors="coerce")
     images_df = pd.DataFrame(image_rows)
     images_dir = root / "images"
-    images_df["path"] = [
-        str((root / p).resolve()) if (p and images_dir.is_dir()) else None
-        for p in images_df.pop("image_path")
-    ]
+    names, labels = images_df.pop("image_path"), images_df.pop("image_path_at")
+    if images_dir.is_dir():
+        images_df["path"] = image_paths(
+            names.tolist(), labels.tolist(), folder=root, inside=images_dir,
+            where=str(root / "annotations"), problems=problems, existing=False,
+        )  # fmt: skip
+    else:
+        images_df["path"] = None
 
     manifest = read_manifest(root / SIMULATION_MANIFEST, "recsys data simulate")
     ds = Dataset(

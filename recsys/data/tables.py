@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.dataset import SPLITS, Dataset, Ratings
+from recsys.data.paths import image_paths
 from recsys.data.validate import check_duplicates, check_scores, check_splits
 from recsys.errors import UserError
 from recsys.files import read_json
@@ -252,6 +253,16 @@ def table_dataset(name: str, table_path: Path, ids, score_range, columns=None, *
     """A real (not simulated) dataset read from a table: ``ids`` (user ids, item ids), ``users.csv`` and
     ``items.csv`` beside the table when there, and ``splits`` (``ratings=`` and / or ``choices=``)."""
     user_ids, item_ids = ids
+    images = _side_table(table_path.parent / "items.csv", "item_id", item_ids, columns)
+    if "path" in images.columns:  # image files, relative to the table's folder and inside it
+        problems: list[str] = []
+        labels = [f"item {i}" for i in item_ids.tolist()]
+        where, folder = str(table_path.parent / "items.csv"), table_path.parent
+        images["path"] = image_paths(
+            images["path"].tolist(), labels, folder=folder, where=where, problems=problems
+        )
+        for problem in problems:
+            raise UserError(problem)
     return Dataset(
         name=name,
         simulated=False,
@@ -259,7 +270,7 @@ def table_dataset(name: str, table_path: Path, ids, score_range, columns=None, *
         user_ids=user_ids,
         image_ids=item_ids,
         users=_side_table(table_path.parent / "users.csv", "user_id", user_ids, columns),
-        images=_side_table(table_path.parent / "items.csv", "item_id", item_ids, columns),
+        images=images,
         ratings=splits.pop("ratings", {}),
         score_range=score_range,
         root=table_path.parent.resolve(),
