@@ -21,7 +21,6 @@ Images given as bytes rather than files (Pick-a-Pic's ``jpg_0``/``jpg_1`` column
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import os
 import re
@@ -35,7 +34,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from features.cache import (
@@ -49,6 +48,7 @@ from features.cache import (
     sha256_file,
 )
 from features.encoders import ClipEncoder, load_encoder
+from recsys.data.images import open_image
 from recsys.errors import UserError
 from recsys.files import read_json
 
@@ -172,20 +172,28 @@ def _prefetch(items: Iterable, load: Callable, num_workers: int, lookahead: int)
         pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _pixels(preprocess: Callable, source: str | bytes, where: str) -> tuple[torch.Tensor | None, str]:
+    """(preprocessed pixels, "") of an image file or bytes, or (None, why it is unusable). ``open_image``
+    decodes it fully now, so that a truncated file fails here, not halfway through a batch, and refuses a
+    decompression bomb from its header."""
+    try:
+        with open_image(source, where) as image:
+            return preprocess(image), ""
+    except FileNotFoundError:
+        return None, "no such file"
+    except UnidentifiedImageError:
+        return None, "not a readable image (unknown format or damaged header)"
+    except UserError as err:  # too many pixels, not a regular file: the message names the image already
+        return None, str(err).removeprefix(f"{where}: ")
+    except Exception as err:  # PIL raises many types for bad files; each means "this image is unusable"
+        return None, f"{type(err).__name__}: {err}"
+
+
 def _load_pixels(preprocess: Callable) -> Callable:
     def load(path: str | None) -> tuple[torch.Tensor | None, str]:
         if path is None:
             return None, "no image file"
-        try:
-            with Image.open(path) as image:
-                image.load()  # decode fully now so a truncated file fails here, not halfway through a batch
-                return preprocess(image), ""
-        except FileNotFoundError:
-            return None, "no such file"
-        except UnidentifiedImageError:
-            return None, "not a readable image (unknown format or damaged header)"
-        except Exception as err:  # PIL raises many types for bad files; each means "this file is unusable"
-            return None, f"{type(err).__name__}: {err}"
+        return _pixels(preprocess, path, path)
 
     return load
 
@@ -194,14 +202,7 @@ def _load_pixels_from_bytes(preprocess: Callable) -> Callable:
     def load(blob: bytes | None) -> tuple[torch.Tensor | None, str]:
         if not blob:
             return None, "no image bytes"
-        try:
-            with Image.open(io.BytesIO(blob)) as image:
-                image.load()  # decode fully now so truncated bytes fail here, not halfway through a batch
-                return preprocess(image), ""
-        except UnidentifiedImageError:
-            return None, "not a readable image (unknown format or damaged header)"
-        except Exception as err:  # PIL raises many types for bad data; each means "this image is unusable"
-            return None, f"{type(err).__name__}: {err}"
+        return _pixels(preprocess, blob, "image bytes")
 
     return load
 
