@@ -15,7 +15,7 @@ import pandas as pd
 from recsys.data.dataset import SPLITS, Dataset, Ratings
 from recsys.data.paths import image_paths
 from recsys.data.tables import read_manifest
-from recsys.data.validate import check_duplicates, check_not_empty, check_scores, check_splits
+from recsys.data.validate import as_scores, check_duplicates, check_not_empty, check_scores, check_splits
 from recsys.errors import UserError
 from recsys.files import loads, read_text
 
@@ -127,12 +127,13 @@ def load_pamela(path: str | Path, *, problems: list[str] | None = None) -> Datas
     image_id_arr = np.array(list(image_ids), dtype=np.int64)
     ratings, split_files = {}, {}
     for split, (users, images, scores, rows) in columns.items():
-        r = Ratings(np.array(users, np.int64), np.array(images, np.int64), np.array(scores, np.float32))
+        read = np.array(scores, np.float64)
+        r = Ratings(np.array(users, np.int64), np.array(images, np.int64), as_scores(read))
         file = str(split_file(root, split))
         split_files[split] = file
         rows_arr = np.array(rows, np.int64)
         problems.extend(check_not_empty(r, file))
-        problems.extend(check_scores(r.score, PAMELA_SCORE_RANGE, file, rows_arr))
+        problems.extend(check_scores(read, PAMELA_SCORE_RANGE, file, rows_arr))
         problems.extend(check_duplicates(r, file, rows_arr, user_id_arr, image_id_arr))
         ratings[split] = r
     if "train" not in ratings or not len(ratings["train"]):

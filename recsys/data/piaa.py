@@ -43,7 +43,7 @@ import pandas as pd
 from recsys.data.dataset import SPLITS, Dataset, Ratings
 from recsys.data.paths import image_paths
 from recsys.data.tables import _ids, _side_table, make_holdout
-from recsys.data.validate import check_duplicates, check_scores, check_splits, raise_problems
+from recsys.data.validate import as_scores, check_duplicates, check_scores, check_splits, raise_problems
 from recsys.errors import UserError
 
 DEFAULT_PIAA_HOLDOUT = "users:0.1"
@@ -165,7 +165,7 @@ def _rating_dataset(
         raise UserError(f"{where}: no ratings with a user, an image and a numeric {score_column}")
     user_ids, user_idx = np.unique(_ids(table[user_column]), return_inverse=True)
     image_ids, image_idx = np.unique(_ids(table[image_column]), return_inverse=True)
-    every = Ratings(user_idx.astype(np.int64), image_idx.astype(np.int64), score.astype(np.float32))
+    every = Ratings(user_idx.astype(np.int64), image_idx.astype(np.int64), as_scores(score))
     problems.extend(check_duplicates(every, str(where), rows, user_ids, image_ids))
     split_of = make_holdout(every, options["holdout"] or DEFAULT_PIAA_HOLDOUT, options["seed"])
     ratings = {split: every.subset(split_of == split) for split in SPLITS if (split_of == split).any()}

@@ -22,7 +22,7 @@ import pandas as pd
 
 from recsys.data.dataset import SPLITS, Dataset, Ratings
 from recsys.data.paths import image_paths
-from recsys.data.validate import check_duplicates, check_scores, check_splits
+from recsys.data.validate import as_scores, check_duplicates, check_scores, check_splits
 from recsys.errors import UserError
 from recsys.files import read_json
 
@@ -192,7 +192,7 @@ def load_table(
 
     user_ids, user_idx = np.unique(_ids(table["user_id"]), return_inverse=True)
     item_ids, item_idx = np.unique(_ids(table["item_id"]), return_inverse=True)
-    all_ratings = Ratings(user_idx.astype(np.int64), item_idx.astype(np.int64), score.astype(np.float32))
+    all_ratings = Ratings(user_idx.astype(np.int64), item_idx.astype(np.int64), as_scores(score))
     problems.extend(check_scores(score, score_range, str(table_path), rows))
     # on the whole table, before any holdout: a pair rated twice must not land in two splits unnoticed
     problems.extend(check_duplicates(all_ratings, str(table_path), rows, user_ids, item_ids))
