@@ -115,6 +115,17 @@ positive_int = int_at_least(1, "a positive integer")
 non_negative_int = int_at_least(0, "an integer >= 0")
 
 
+def positive_float(text: str) -> float:
+    """A finite number > 0 (seconds, sizes)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 # ---------------------------------------------------------------------- --params
 def parse_params(text: str | None, *, per_model: bool = False) -> dict:
     """The ``--params`` JSON: hyperparameters of one model, or (``per_model``) an object of them per model.
