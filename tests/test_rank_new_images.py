@@ -37,7 +37,7 @@ def sim(tmp_path_factory, home):
     config = SimulationConfig(seed=5, users=30, images=40, ratings_per_user=15, feature_dim=8, image_size=16)
     root = simulate(tmp_path_factory.mktemp("sim") / "pamela", config, progress=False)
     data = embed_dataset_features(
-        load_dataset(root), TINY, device="cpu", cache_dir=home / "embeddings", progress=False
+        load_dataset(root), TINY, device="cpu", cache_dir=home / "embeddings", progress=False, workspace=home
     )
     return root, data
 

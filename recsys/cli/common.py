@@ -246,7 +246,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def dataset_from_args(args: argparse.Namespace, path=None, problems: list[str] | None = None):
     """The dataset named by ``add_data_arguments`` flags (or at ``path``), embedded through the cache when
-    --encoder is given; ``problems`` collects what is wrong instead of raising (``recsys data validate``)."""
+    --encoder is given (the features file under the command's workspace); ``problems`` collects what is wrong
+    instead of raising (``recsys data validate``)."""
     from recsys.data import load_dataset
 
     encoder = getattr(args, "encoder", None)
@@ -262,7 +263,23 @@ def dataset_from_args(args: argparse.Namespace, path=None, problems: list[str] |
         problems=problems,
     )
     if encoder:
-        from features.embed import embed_dataset_features
+        from features.embed import BadImagesError, embed_dataset_features
 
-        ds = embed_dataset_features(ds, encoder, checkpoint=args.checkpoint)
+        try:  # the features file goes under the workspace, never into the data folder
+            ds = embed_dataset_features(ds, encoder, checkpoint=args.checkpoint, workspace=args.workspace)
+        except BadImagesError as err:
+            raise err.remedy(
+                "fix or remove them, or leave them out with `recsys features embed --skip-bad-images` and pass "
+                "the file it writes with --image-features"
+            ) from None
     return ds
+
+
+def workspace_for_models(args: argparse.Namespace) -> Path:
+    """The workspace of a command that saves fitted models, with ``WORKSPACE/models`` checked writable first: a
+    read-only or full workspace fails in one line before any fitting, not after it."""
+    from recsys.workspace import check_writable, resolve_workspace
+
+    workspace = resolve_workspace(args.workspace)
+    check_writable(workspace / "models")
+    return workspace

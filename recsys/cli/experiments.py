@@ -15,16 +15,15 @@ from recsys.cli.common import (
     add_tracking_arguments,
     add_workspace_argument,
     dataset_from_args,
-    non_negative_int,
-    positive_float,
     positive_int,
 )
+from recsys.errors import UserError
 from recsys.evaluation.evaluator import DEFAULT_DRAWS
 
 
 def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
-    parser.add_argument("--trials", type=positive_int, default=20, help="trials to add to each study")
+    parser.add_argument("--trials", type=int, default=20, help="trials to add to each study")
     parser.add_argument(
         "--storage",
         default=None,
@@ -37,15 +36,13 @@ def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["val_seen", "val_unseen"],
         help="validation split measured by every trial",
     )
-    parser.add_argument(
-        "--shots", type=non_negative_int, default=10, help="reference ratings per new user on val_unseen"
-    )
+    parser.add_argument("--shots", type=int, default=10, help="reference ratings per new user on val_unseen")
     parser.add_argument(
         "--draws", type=positive_int, default=DEFAULT_DRAWS, help="reference draws per new user on val_unseen"
     )
     parser.add_argument(
         "--timeout",
-        type=positive_float,
+        type=float,
         default=None,
         help="stop starting trials after this many seconds (a trial under way runs to its end)",
     )
@@ -73,6 +70,14 @@ def add_parsers(subparsers) -> None:
 def _quiet() -> None:
     for name in ("mlflow", "alembic", "optuna"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _check_budget(args: argparse.Namespace) -> None:
+    """--trials and --timeout, before any data are read."""
+    if args.trials < 1:
+        raise UserError(f"--trials must be at least 1, got {args.trials}")
+    if args.timeout is not None and not args.timeout > 0:
+        raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
 
 
 def _objective(args: argparse.Namespace) -> Objective:
@@ -126,12 +131,14 @@ def _stores(args: argparse.Namespace) -> tuple[str, str]:
     workspace's SQLite files."""
     import os
 
-    from recsys.workspace import sqlite_url
+    from recsys.workspace import check_writable, resolve_workspace, sqlite_url
 
     storage = args.storage or sqlite_url(args.workspace, "optuna.db")
     tracking = (
         args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or sqlite_url(args.workspace, "mlflow.db")
     )
+    if not args.storage or (not args.no_tracking and tracking == sqlite_url(args.workspace, "mlflow.db")):
+        check_writable(resolve_workspace(args.workspace))  # a read-only or full workspace: one line, now
     return storage, tracking
 
 
@@ -156,6 +163,8 @@ def _tune(args: argparse.Namespace, ds, model: str, study: str | None):
 
 def cmd_tune(args: argparse.Namespace) -> int:
     _quiet()
+    _check_budget(args)
+    _stores(args)  # a read-only or full workspace fails here, before the data are read
     ds = dataset_from_args(args)
     name = args.study or study_name(args.model)
     before = _trials_before(args, name)
@@ -192,6 +201,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     models = [m for m in expand_models(args.models or ["baselines", "classical", "deep"]) if m != "oracle"]
     for model in models:  # fail fast: every space must load before any fitting
         load_space(model)
+    _check_budget(args)
+    _stores(args)  # a read-only or full workspace fails here, before the data are read
     ds = dataset_from_args(args)
     summaries = []
     for model in models:

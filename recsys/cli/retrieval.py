@@ -16,9 +16,9 @@ from recsys.cli.common import (
     check_params,
     dataset_from_args,
     parse_params,
+    workspace_for_models,
 )
 from recsys.errors import UserError
-from recsys.workspace import resolve_workspace
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +64,7 @@ def add_parsers(subparsers) -> None:
     add_data_arguments(images)
     images.add_argument("--image", required=True, help="external image id")
     _add_listing_arguments(images, "images")
+    add_workspace_argument(images)  # where --encoder writes the data's features
     images.set_defaults(func=cmd_similar_images)
 
     rank = add_command(subparsers, "rank")
@@ -140,10 +141,9 @@ def cmd_similar_users(args: argparse.Namespace) -> int:
         raise UserError("similar-users: pass exactly one of --user ID or --references FILE.csv")
     params = parse_params(args.params)
     _check_model_params(args.model, params)
+    workspace = workspace_for_models(args)
     ds = dataset_from_args(args)
-    _, similar = load_or_fit(
-        args.model, ds, params=params, workspace=resolve_workspace(args.workspace), progress=not args.json
-    )
+    _, similar = load_or_fit(args.model, ds, params=params, workspace=workspace, progress=not args.json)
     if args.references is not None:
         items, scores = _read_references(args.references)
         _print_neighbours(similar.by_references(items, scores, args.k), args.json, "user_id")
@@ -165,21 +165,24 @@ def cmd_rank(args: argparse.Namespace) -> int:
         raise UserError(f"{args.images}: no candidate image ids (one a line)")
     params = parse_params(args.params)
     _check_model_params(args.model, params)
+    workspace = workspace_for_models(args)
     ds = dataset_from_args(args)
     new_images = None
     if files is not None:
-        from features.embed import embed_images
+        from features.embed import BadImagesError, embed_images
 
         encoder = check_encoder(ds, args.encoder)
         names = [p.name for p in files]
-        embedded = embed_images(files, names, encoder, checkpoint=args.checkpoint, progress=not args.json)
+        try:
+            embedded = embed_images(files, names, encoder, checkpoint=args.checkpoint, progress=not args.json)
+        except BadImagesError as err:
+            raise err.remedy(f"fix them or remove them from {args.images}") from None
         new_images = (names, embedded.embedding)
     references = None
     if args.references is not None:
         items, scores = _read_references(args.references)
         images = np.array([ds.image_index(i) for i in items], np.int64)
         references = References(-1, images, np.asarray(scores, np.float32))
-    workspace = resolve_workspace(args.workspace)
 
     def fit(data):
         return load_or_fit_model(
@@ -260,17 +263,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         timeout_s=args.timeout,
     )
+    workspace = workspace_for_models(args)
     sock = _listen_socket(args.host, args.port)  # before loading: a busy port fails fast
     try:
         ds = dataset_from_args(args)
-        model, similar = load_or_fit(
-            args.model, ds, params=params, workspace=resolve_workspace(args.workspace)
-        )
+        model, similar = load_or_fit(args.model, ds, params=params, workspace=workspace)
         app = create_app(model, ds, similar, limits, encoder=args.encoder, checkpoint=args.checkpoint)
         config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info")
+        # Ctrl-C: uvicorn shuts down gracefully, then raises the signal again; the KeyboardInterrupt it becomes
+        # ends the command like any other interrupted one ("interrupted", exit 130)
         uvicorn.Server(config).run(sockets=[sock])
-    except KeyboardInterrupt:  # Ctrl-C stops the server, as with uvicorn.run
-        pass
     finally:
         sock.close()
     return 0
