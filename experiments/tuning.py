@@ -45,6 +45,7 @@ from recsys.evaluation.metrics import HIGHER_IS_BETTER
 from recsys.files import check_depth
 from recsys.models.params import SIZE_BOUNDS, MemoryEstimateError
 from recsys.models.registry import create_model, model_class
+from recsys.workspace import pid_alive
 
 DEFAULT_STORAGE = "sqlite:///runs/optuna.db"
 DEFAULT_STUDY_PREFIX = "recsys"
@@ -353,17 +354,6 @@ def worker_tags() -> dict[str, Any]:
         "worker_pid": os.getpid(),
         "last_seen": round(time.time(), 3),
     }
-
-
-def pid_alive(pid: int) -> bool:
-    """True when a process of that id exists on this machine (of any user)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def close_dead_parents(tracker: Tracker, handle, name: str) -> list[str]:

@@ -19,7 +19,6 @@ import dataclasses
 import io
 import json
 import shutil
-import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import scipy.sparse as sp
 
 from recsys.errors import UserError
 from recsys.files import NotARegularFile, read_bytes, read_json, regular_file
+from recsys.workspace import remove_stale, temporary_sibling
 
 #: Version of the saved-model layout this code writes and reads.
 SAVE_FORMAT = 2
@@ -62,7 +62,8 @@ def write_model_dir(path: str | Path, config: dict, state: dict[str, Any]) -> Pa
     modules: dict[str, dict] = {}
     index = {key: _encode(key, value, arrays, modules) for key, value in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    remove_stale(path.parent)  # what writers killed mid-save left beside it
+    tmp = temporary_sibling(path)
     tmp.mkdir()
     try:
         (tmp / "state.json").write_text(json.dumps(index, allow_nan=True))
@@ -75,7 +76,7 @@ def write_model_dir(path: str | Path, config: dict, state: dict[str, Any]) -> Pa
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         old = None
         if path.exists():
-            old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
+            old = temporary_sibling(path, "old")
             path.rename(old)
         tmp.rename(path)
         if old is not None:
