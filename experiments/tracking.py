@@ -253,6 +253,19 @@ class Tracker:
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 
+    def running_runs(self, **tags: str) -> list:
+        """The RUNNING runs of the experiment whose tags have the given values (compared here, not in an MLflow
+        filter string, which has no way to quote every value)."""
+        found, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], "attributes.status = 'RUNNING'", max_results=1000, page_token=token
+            )
+            found += [run for run in page if all(run.data.tags.get(k) == v for k, v in tags.items())]
+            token = page.token
+            if not token:
+                return found
+
     def end_if_running(self, run_id: str, status: str = "KILLED") -> bool:
         """End a run that is still RUNNING (one whose process died) as ``status``; False if it was not
         running or is not in this tracking store."""
@@ -338,6 +351,9 @@ def log_leaderboard(
             tracker.end_run(child)
         tracker.log_metrics(parent, parent_metrics)
         tracker.log_artifacts(parent, [Path(p) for p in files.values()])
+    except KeyboardInterrupt:
+        tracker.end_run(parent, "KILLED")
+        raise
     except BaseException:
         tracker.end_run(parent, "FAILED")
         raise

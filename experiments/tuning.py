@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -41,7 +42,10 @@ from recsys.data.dataset import Dataset, is_unseen_split
 from recsys.errors import UserError
 from recsys.evaluation.evaluator import DEFAULT_DRAWS, Evaluator
 from recsys.evaluation.metrics import HIGHER_IS_BETTER
+from recsys.files import check_depth
+from recsys.models.params import SIZE_BOUNDS, MemoryEstimateError
 from recsys.models.registry import create_model, model_class
+from recsys.workspace import pid_alive
 
 DEFAULT_STORAGE = "sqlite:///runs/optuna.db"
 DEFAULT_STUDY_PREFIX = "recsys"
@@ -58,6 +62,60 @@ class InvalidTrialParams(Exception):
     """A sampled combination the model rejects, at construction (e.g. dim not a multiple of heads) or with a
     ValueError from fit on this data: that trial is marked failed (reason in its ``invalid`` user attribute)
     and the study goes on."""
+
+
+@contextlib.contextmanager
+def reading_study(name: str):
+    """Within the block, what Optuna parses from a study's storage (attributes, distributions: JSON) and cannot
+    (nested too deeply, malformed: a tampered database) is one ``UserError`` naming the study."""
+    try:
+        yield
+    except RecursionError:
+        raise UserError(
+            f"study {name!r}: a stored attribute is nested too deeply to read (a tampered study?); tune again "
+            "under another --study name"
+        ) from None
+    except ValueError as err:  # json.JSONDecodeError and Optuna's own checks of stored distributions
+        raise UserError(
+            f"study {name!r}: its stored values are unreadable ({str(err).splitlines()[0][:200]}); tune again "
+            "under another --study name"
+        ) from None
+
+
+def study_attrs(handle, name: str) -> dict[str, Any]:
+    """The study's user attributes, each checked to nest at most ``MAX_JSON_DEPTH`` levels."""
+    with reading_study(name):
+        attrs = dict(handle.user_attrs)
+    for key, value in attrs.items():
+        check_depth(value, f"study {name!r} attribute {key}")
+    return attrs
+
+
+def trial_record(trial, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(params, user attributes) of a trial read from storage, each attribute depth-checked."""
+    with reading_study(name):
+        params, attrs = dict(trial.params), dict(trial.user_attrs)
+    for key, value in attrs.items():
+        check_depth(value, f"study {name!r} trial {trial.number} attribute {key}")
+    return params, attrs
+
+
+def checked_stop_epoch(value: Any, name: str, trial: int) -> int | None:
+    """A trial's ``stop_epoch`` attribute: None, or a whole number of epochs within the models' bound."""
+    if value is None:
+        return None
+    high = SIZE_BOUNDS["epochs"][1]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or value != int(value)
+        or not 1 <= value <= high
+    ):
+        raise UserError(
+            f"study {name!r} trial {trial}: stop_epoch is {value!r}, not a number of epochs from 1 to {high} "
+            "(a tampered study?); tune again under another --study-prefix"
+        )
+    return int(value)
 
 
 def study_name(model: str, prefix: str = DEFAULT_STUDY_PREFIX) -> str:
@@ -201,6 +259,8 @@ def tune(
 
     if trials < 1:
         raise UserError(f"--trials must be at least 1, got {trials}")
+    if timeout is not None and not timeout > 0:
+        raise UserError(f"--timeout must be a positive number of seconds, got {timeout:g}")
     objective = objective or Objective()
     objective.check(dataset)
     space = load_space(model, spaces_dir)
@@ -226,31 +286,33 @@ def tune(
 
     tracker = Tracker(tracking_uri) if tracking else None
     stale.tracker = tracker  # a dead worker's runs are ended in the store this worker logs to
-    parent = None
     if tracker is not None:
-        parent = tracker.start_run(
-            f"tune {model}",
-            params=dataset_params(dataset, seed)
-            | {
-                "model": model,
-                "study": name,
-                "metric": objective.metric,
-                "split": objective.split,
-                "shots": objective.task_shots,
-                "draws": objective.task_draws,
-                "trials": trials,
-                "sampler": "TPE, seeded per trial from (seed, trial number)",
-                "sampler_seed": seed,
-            },
-            tags={"kind": "tune", "model": model, "study": name},
-        )
-    evaluator = Evaluator(
-        dataset, shots=[objective.shots], seed=seed, n_bootstrap=_TUNING_BOOTSTRAP, draws=objective.draws
-    )
-    worker = f"{socket.gethostname()}:{os.getpid()}"
-    run = _TrialRunner(dataset, model, space, objective, evaluator, tracker, parent, worker, seed)
+        close_dead_parents(tracker, handle, name)
+    parent = None
     status = "FAILED"
-    try:
+    try:  # from here on every exit ends the parent run: FINISHED, FAILED, or KILLED on an interrupt
+        if tracker is not None:
+            parent = tracker.start_run(
+                f"tune {model}",
+                params=dataset_params(dataset, seed)
+                | {
+                    "model": model,
+                    "study": name,
+                    "metric": objective.metric,
+                    "split": objective.split,
+                    "shots": objective.task_shots,
+                    "draws": objective.task_draws,
+                    "trials": trials,
+                    "sampler": "TPE, seeded per trial from (seed, trial number)",
+                    "sampler_seed": seed,
+                },
+                tags={"kind": "tune", "model": model, "study": name} | worker_tags(),
+            )
+        evaluator = Evaluator(
+            dataset, shots=[objective.shots], seed=seed, n_bootstrap=_TUNING_BOOTSTRAP, draws=objective.draws
+        )
+        worker = f"{socket.gethostname()}:{os.getpid()}"
+        run = _TrialRunner(dataset, model, space, objective, evaluator, tracker, parent, worker, seed)
         handle.optimize(
             run, n_trials=trials, timeout=timeout, show_progress_bar=progress, catch=(InvalidTrialParams,)
         )
@@ -260,15 +322,68 @@ def tune(
         raise
     finally:
         if tracker is not None and parent is not None:
-            done = [t for t in handle.trials if t.state == optuna.trial.TrialState.COMPLETE]
-            if done:
-                best = handle.best_trial
-                tracker.log_metrics(parent, {"best_value": best.value, "trials_in_study": len(handle.trials)})
-                tracker.set_tags(
-                    parent, {"best_trial": best.number} | {f"best.{k}": v for k, v in best.params.items()}
-                )
-            tracker.end_run(parent, status)
+            try:
+                _log_best(tracker, parent, handle, name)
+            finally:
+                tracker.end_run(parent, status)
     return handle
+
+
+def _log_best(tracker: Tracker, parent: str, handle, name: str) -> None:
+    """The study's best trial so far as metrics and tags of the worker's parent run."""
+    import optuna
+
+    with reading_study(name):
+        trials = handle.trials
+        if not any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
+            return
+        best = handle.best_trial
+    tracker.log_metrics(parent, {"best_value": best.value, "trials_in_study": len(trials)})
+    tracker.set_tags(parent, {"best_trial": best.number} | {f"best.{k}": v for k, v in best.params.items()})
+
+
+# ---------------------------------------------------------------------- workers that died between trials
+#: seconds without a sign of life after which a tuning run of a worker on another machine counts as dead
+PARENT_GRACE_PERIOD = 10 * GRACE_PERIOD
+
+
+def worker_tags() -> dict[str, Any]:
+    """Who runs a tuning session, and when it was last seen (updated at each trial): tags of its parent run."""
+    return {
+        "worker_host": socket.gethostname(),
+        "worker_pid": os.getpid(),
+        "last_seen": round(time.time(), 3),
+    }
+
+
+def close_dead_parents(tracker: Tracker, handle, name: str) -> list[str]:
+    """End as KILLED the RUNNING tuning runs of study ``name`` whose worker died between trials (a trial that
+    dies is found by its heartbeat, ``StaleTrials``; between trials nothing beats). A worker on this machine is
+    dead when its process is gone; one on another machine when it has no running trial and was last seen more
+    than ``PARENT_GRACE_PERIOD`` seconds ago. Returns the ended run ids."""
+    import optuna
+
+    host, now = socket.gethostname(), time.time()
+    with reading_study(name):
+        running = {
+            str(t.user_attrs.get("mlflow_parent_run_id"))
+            for t in handle.trials
+            if t.state == optuna.trial.TrialState.RUNNING
+        }
+    ended = []
+    for run in tracker.running_runs(kind="tune", study=name):
+        tags = run.data.tags
+        try:
+            pid, last_seen = int(tags.get("worker_pid", "")), float(tags.get("last_seen", ""))
+        except ValueError:
+            continue  # a run of an older version: no way to tell
+        if tags.get("worker_host") == host:
+            dead = not pid_alive(pid)
+        else:
+            dead = run.info.run_id not in running and now - last_seen > PARENT_GRACE_PERIOD
+        if dead and tracker.end_if_running(run.info.run_id, "KILLED"):
+            ended.append(run.info.run_id)
+    return ended
 
 
 def study_spec(dataset: Dataset, model: str, objective: Objective, seed: int) -> dict[str, Any]:
@@ -290,7 +405,7 @@ def _check_resumable(handle, spec: dict, name: str, objective: Objective) -> Non
             f"study {name!r} is to {handle.direction.name.lower()}; {objective.metric} needs "
             f"{objective.direction}: pass another --study name"
         )
-    stored = handle.user_attrs
+    stored = study_attrs(handle, name)
     for key, value in spec.items():
         if key in stored and stored[key] != value:
             raise UserError(
@@ -407,6 +522,7 @@ class _TrialRunner:
         trial.set_user_attr("worker", self.worker)
         if self.parent is not None:  # so that a worker that dies can have its runs ended (StaleTrials)
             trial.set_user_attr("mlflow_parent_run_id", self.parent)
+            self.tracker.set_tags(self.parent, {"last_seen": round(time.time(), 3)})
         try:
             model = create_model(self.model, **params)
         except UserError as err:
@@ -426,7 +542,8 @@ class _TrialRunner:
             start = time.perf_counter()
             try:
                 model.fit(self.dataset, "train")
-            except ValueError as err:  # a combination this data cannot fit (e.g. no rating above a threshold)
+            except (ValueError, MemoryEstimateError) as err:  # a combination this data cannot fit (e.g. no
+                # rating above a threshold, or too large for the memory available)
                 trial.set_user_attr("invalid", str(err))
                 raise InvalidTrialParams(str(err)) from None
             fit_seconds = time.perf_counter() - start
@@ -458,18 +575,36 @@ def _load_study(model: str, storage: str | None, study_name: str):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = resolve_storage(storage)
     try:
-        handle = optuna.load_study(study_name=study_name, storage=store)
+        with reading_study(study_name):
+            handle = optuna.load_study(study_name=study_name, storage=store)
     except KeyError:
         raise UserError(
             f"no study {study_name!r} for {model} in {_redact(storage or DEFAULT_STORAGE)}; "
             f"run `recsys tune {model} --study {study_name}` (or `recsys study`) first"
         ) from None
-    stored_model = handle.user_attrs.get("model")
+    stored_model = study_attrs(handle, study_name).get("model")
     if stored_model is not None and stored_model != model:
         raise UserError(f"study {study_name!r} tuned {stored_model}, not {model}")
-    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in handle.trials):
+    with reading_study(study_name):
+        completed = any(t.state == optuna.trial.TrialState.COMPLETE for t in handle.trials)
+    if not completed:
         raise UserError(f"study {study_name!r} has no completed trial; run `recsys tune {model}` again")
     return handle
+
+
+def best_trial(handle, model: str, name: str):
+    """(trial number, params, user attributes) of the study's best completed trial, its params validated as
+    the model's hyperparameters (a tampered study is refused like a bad --params)."""
+    with reading_study(name):
+        best = handle.best_trial
+    params, attrs = trial_record(best, name)
+    try:
+        create_model(model, **params)
+    except UserError as err:
+        raise UserError(
+            f"study {name!r} trial {best.number}: {err}; tune again under another --study-prefix"
+        ) from None
+    return best.number, params, attrs
 
 
 def best_params(model: str, storage: str | None, study_name: str) -> dict[str, Any]:
@@ -477,7 +612,8 @@ def best_params(model: str, storage: str | None, study_name: str) -> dict[str, A
 
     Raises ``UserError`` naming the study when it is missing or has no completed trial.
     """
-    return dict(_load_study(model, storage, study_name).best_trial.params)
+    _, params, _ = best_trial(_load_study(model, storage, study_name), model, study_name)
+    return params
 
 
 @dataclass(frozen=True)
@@ -527,7 +663,7 @@ def tuned_models(
             continue
         name = study_name(model, study_prefix)
         handle = _load_study(model, storage, name)
-        stored = handle.user_attrs
+        stored = study_attrs(handle, name)
         wanted: dict[str, Any] = {"dataset_fingerprint": dataset.fingerprint(), "protocol_seed": seed}
         if is_unseen_split(str(stored.get("split", ""))):
             wanted["draws"] = draws
@@ -546,11 +682,10 @@ def tuned_models(
                     "the same data and protocol (--data, --seed, --draws, --split, --shots) or pass another "
                     "--study-prefix"
                 )
-        best = handle.best_trial
-        stop_epoch = best.user_attrs.get("stop_epoch")
-        params = dict(best.params)
+        number, params, attrs = best_trial(handle, model, name)
+        stop_epoch = checked_stop_epoch(attrs.get("stop_epoch"), name, number)
         if stop_epoch is not None and "epochs" in model_class(model).param_names():
-            params["epochs"] = int(stop_epoch)
+            params["epochs"] = stop_epoch
         spec = {k: stored.get(k) for k in ("metric", "split", "shots", "draws", "protocol_seed")}
         out[model] = TunedModel(model, name, params, stop_epoch, spec)
     return out

@@ -9,9 +9,10 @@ Output format (what ``recsys.data.read_image_features`` reads):
   whose prompt it is, so either file can be passed wherever image features are accepted. Images without
   a prompt are left out of it and listed in ``FILE.text.bad.json``.
 
-``embed_dataset`` writes by default to ``<dataset root>/features/<encoder slug>.npz`` (or, for a dataset
-without a root, under the cache directory); the chunk cache lives in ``$RECSYS_HOME/embeddings`` (default
-``~/.cache/recsys/embeddings``) unless ``cache_dir`` says otherwise.
+``embed_dataset`` writes by default under the workspace, to
+``WORKSPACE/features/<dataset folder>-<digest>/<encoder slug>.npz`` (``default_output_path``), never into the
+data folder; the chunk cache lives in ``$RECSYS_HOME/embeddings`` (default ``~/.cache/recsys/embeddings``)
+unless ``cache_dir`` says otherwise.
 
 Images given as bytes rather than files (Pick-a-Pic's ``jpg_0``/``jpg_1`` columns) go through
 ``embed_image_bytes``: the same chunks, cache and encoder, each image keyed by the SHA-256 of its bytes.
@@ -21,9 +22,7 @@ Images given as bytes rather than files (Pick-a-Pic's ``jpg_0``/``jpg_1`` column
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
-import json
 import os
 import re
 import warnings
@@ -36,7 +35,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from features.cache import (
@@ -44,13 +43,16 @@ from features.cache import (
     ChunkCache,
     atomic_write_json,
     atomic_write_npz,
+    cache_limit_bytes,
     chunk_key,
     default_cache_dir,
     file_identity,
     sha256_file,
 )
 from features.encoders import ClipEncoder, load_encoder
+from recsys.data.images import open_image
 from recsys.errors import UserError
+from recsys.files import read_json
 
 DEFAULT_CHUNK_SIZE = 1024
 _MAX_NAMED = 3
@@ -140,13 +142,28 @@ def _short(reason: str, limit: int = 80) -> str:
     return reason if len(reason) <= limit else reason[: limit - 3] + "..."
 
 
-def _bad_images_error(bad: Sequence[BadImage], noun: str = "image file(s)") -> UserError:
-    named = "; ".join(f"{b.path or f'image {b.image_id}'} ({_short(b.reason)})" for b in bad[:_MAX_NAMED])
-    more = f" and {len(bad) - _MAX_NAMED} more" if len(bad) > _MAX_NAMED else ""
-    return UserError(
-        f"{len(bad)} {noun} missing or unreadable: {named}{more}; fix or remove them, "
-        "or pass --skip-bad-images (skip_bad_images=True) to leave them out"
-    )
+class BadImagesError(UserError):
+    """Images that are missing or cannot be decoded (``bad``), named in one line with what to do about them.
+
+    The remedy depends on who asked: ``skip_bad_images=True`` for the API, a command's own option for a command,
+    so a command re-words the error with ``remedy`` instead of the library naming options it may not have."""
+
+    def __init__(self, bad: Sequence[BadImage], noun: str = "image file(s)", remedy: str = "") -> None:
+        self.bad, self.noun = tuple(bad), noun
+        named = "; ".join(
+            f"{b.path or f'image {b.image_id}'} ({_short(b.reason)})" for b in self.bad[:_MAX_NAMED]
+        )
+        more = f" and {len(self.bad) - _MAX_NAMED} more" if len(self.bad) > _MAX_NAMED else ""
+        remedy = remedy or "fix or remove them, or pass skip_bad_images=True to leave them out"
+        super().__init__(f"{len(self.bad)} {noun} missing or unreadable: {named}{more}; {remedy}")
+
+    def remedy(self, remedy: str) -> BadImagesError:
+        """The same error with another remedy (a command's options)."""
+        return BadImagesError(self.bad, self.noun, remedy)
+
+
+def _bad_images_error(bad: Sequence[BadImage], noun: str = "image file(s)") -> BadImagesError:
+    return BadImagesError(bad, noun)
 
 
 def _prefetch(items: Iterable, load: Callable, num_workers: int, lookahead: int) -> Iterator:
@@ -172,20 +189,28 @@ def _prefetch(items: Iterable, load: Callable, num_workers: int, lookahead: int)
         pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _pixels(preprocess: Callable, source: str | bytes, where: str) -> tuple[torch.Tensor | None, str]:
+    """(preprocessed pixels, "") of an image file or bytes, or (None, why it is unusable). ``open_image``
+    decodes it fully now, so that a truncated file fails here, not halfway through a batch, and refuses a
+    decompression bomb from its header."""
+    try:
+        with open_image(source, where) as image:
+            return preprocess(image), ""
+    except FileNotFoundError:
+        return None, "no such file"
+    except UnidentifiedImageError:
+        return None, "not a readable image (unknown format or damaged header)"
+    except UserError as err:  # too many pixels, not a regular file: the message names the image already
+        return None, str(err).removeprefix(f"{where}: ")
+    except Exception as err:  # PIL raises many types for bad files; each means "this image is unusable"
+        return None, f"{type(err).__name__}: {err}"
+
+
 def _load_pixels(preprocess: Callable) -> Callable:
     def load(path: str | None) -> tuple[torch.Tensor | None, str]:
         if path is None:
             return None, "no image file"
-        try:
-            with Image.open(path) as image:
-                image.load()  # decode fully now so a truncated file fails here, not halfway through a batch
-                return preprocess(image), ""
-        except FileNotFoundError:
-            return None, "no such file"
-        except UnidentifiedImageError:
-            return None, "not a readable image (unknown format or damaged header)"
-        except Exception as err:  # PIL raises many types for bad files; each means "this file is unusable"
-            return None, f"{type(err).__name__}: {err}"
+        return _pixels(preprocess, path, path)
 
     return load
 
@@ -194,14 +219,7 @@ def _load_pixels_from_bytes(preprocess: Callable) -> Callable:
     def load(blob: bytes | None) -> tuple[torch.Tensor | None, str]:
         if not blob:
             return None, "no image bytes"
-        try:
-            with Image.open(io.BytesIO(blob)) as image:
-                image.load()  # decode fully now so truncated bytes fail here, not halfway through a batch
-                return preprocess(image), ""
-        except UnidentifiedImageError:
-            return None, "not a readable image (unknown format or damaged header)"
-        except Exception as err:  # PIL raises many types for bad data; each means "this image is unusable"
-            return None, f"{type(err).__name__}: {err}"
+        return _pixels(preprocess, blob, "image bytes")
 
     return load
 
@@ -217,12 +235,14 @@ def _chunk_bounds(n: int, chunk_size: int) -> list[tuple[int, int]]:
     return [(start, min(start + chunk_size, n)) for start in range(0, n, chunk_size)]
 
 
-def _cached_chunks(cache: ChunkCache | None, keys: list[str], bounds: list[tuple[int, int]], ids: np.ndarray):
-    """The chunks already in the cache, None where a chunk must be computed."""
+def _cached_chunks(
+    cache: ChunkCache | None, keys: list[str], bounds: list[tuple[int, int]], ids: np.ndarray, dim: int
+):
+    """The chunks already in the cache (``dim`` wide), None where a chunk must be computed."""
     chunks: list[Chunk | None] = [None] * len(keys)
     if cache is not None:
         for i, (key, (start, stop)) in enumerate(zip(keys, bounds, strict=True)):
-            chunks[i] = cache.load(key, ids[start:stop])
+            chunks[i] = cache.load(key, ids[start:stop], dim)
     return chunks
 
 
@@ -279,7 +299,8 @@ class EmbedSettings:
     batch_size: images per forward pass. device: ``auto`` (a GPU when there is one), cpu, cuda or cuda:N, for an
     encoder given by name (as is ``checkpoint``, a local open_clip state dict). num_workers: decoding threads;
     default min(8, CPU count); 0 decodes in the calling thread. cache_dir: chunk cache root (default
-    ``default_cache_dir()``); ``use_cache=False`` bypasses it. chunk_size: inputs per cache chunk (the unit of
+    ``default_cache_dir()``); ``use_cache=False`` bypasses it. cache_max_gb: the cache's size bound (default
+    ``$RECSYS_CACHE_MAX_GB`` or 10 GB; least recently used chunks go first). chunk_size: inputs per cache chunk (the unit of
     resumption). skip_bad_images: leave missing, truncated or undecodable images out (listed in
     ``result.bad``) instead of raising. progress: a tqdm bar with images/s.
     """
@@ -288,6 +309,7 @@ class EmbedSettings:
     device: str = "auto"
     num_workers: int | None = None
     cache_dir: str | Path | None = None
+    cache_max_gb: float | None = None
     use_cache: bool = True
     chunk_size: int = DEFAULT_CHUNK_SIZE
     skip_bad_images: bool = False
@@ -306,7 +328,11 @@ def _image_setup(encoder: ClipEncoder | str, o: EmbedSettings) -> tuple[ClipEnco
     encoder = _resolve_encoder(encoder, o.checkpoint, o.device)
     workers = min(8, os.cpu_count() or 1) if o.num_workers is None else o.num_workers
     cache = (
-        ChunkCache(o.cache_dir or default_cache_dir(), encoder.cache_key, "image") if o.use_cache else None
+        ChunkCache(
+            o.cache_dir or default_cache_dir(), encoder.cache_key, "image", cache_limit_bytes(o.cache_max_gb)
+        )
+        if o.use_cache
+        else None
     )
     return encoder, workers, cache
 
@@ -363,7 +389,7 @@ def embed_images(
 
     bounds = _chunk_bounds(len(ids), o.chunk_size)
     keys = [chunk_key(encoder.cache_key, "image", ids[a:b].tolist(), identities[a:b]) for a, b in bounds]
-    chunks = _cached_chunks(cache, keys, bounds, ids)
+    chunks = _cached_chunks(cache, keys, bounds, ids, encoder.embed_dim)
     todo = [i for i, chunk in enumerate(chunks) if chunk is None]
 
     bar = _image_bar(len(ids), encoder, o.progress)
@@ -428,7 +454,7 @@ def embed_image_bytes(
             ids = _as_ids([item[0] for item in block])
             blobs = [item[1] for item in block]
             key = chunk_key(encoder.cache_key, "image", ids.tolist(), [bytes_identity(b) for b in blobs])
-            chunk = cache.load(key, ids) if cache is not None else None
+            chunk = cache.load(key, ids, encoder.embed_dim) if cache is not None else None
             if chunk is None:
                 # the preprocessing is asked for only when something is left to compute: it builds the model
                 load = load or _load_pixels_from_bytes(encoder.preprocess)
@@ -479,6 +505,7 @@ def embed_texts(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: bool = True,
     checkpoint: str | Path | None = None,
+    cache_max_gb: float | None = None,
 ) -> Embeddings:
     """Embed texts (prompts), one per image id, through the same cache as ``embed_images``.
 
@@ -494,10 +521,16 @@ def embed_texts(
         raise ValueError(f"batch_size and chunk_size must be positive, got {batch_size} and {chunk_size}")
     clean = [t if isinstance(t, str) and t.strip() else None for t in texts]
     encoder = _resolve_encoder(encoder, checkpoint, device)
-    cache = ChunkCache(cache_dir or default_cache_dir(), encoder.cache_key, "text") if use_cache else None
+    cache = (
+        ChunkCache(
+            cache_dir or default_cache_dir(), encoder.cache_key, "text", cache_limit_bytes(cache_max_gb)
+        )
+        if use_cache
+        else None
+    )
     bounds = _chunk_bounds(len(ids), chunk_size)
     keys = [chunk_key(encoder.cache_key, "text", ids[a:b].tolist(), clean[a:b]) for a, b in bounds]
-    chunks = _cached_chunks(cache, keys, bounds, ids)
+    chunks = _cached_chunks(cache, keys, bounds, ids, encoder.embed_dim)
     todo = [i for i, chunk in enumerate(chunks) if chunk is None]
     bar = tqdm(total=len(ids), unit="text", desc=f"embedding prompts ({encoder.name})", disable=not progress,
                dynamic_ncols=True)  # fmt: skip
@@ -530,15 +563,21 @@ def encoder_slug(encoder_name: str, checkpoint: str | Path | None = None) -> str
     return slug
 
 
-def default_output_path(ds, encoder_name: str, checkpoint: str | Path | None = None) -> Path:
-    """``<ds.root>/features/<slug>.npz``; for a dataset without a root, under the cache directory."""
+def default_output_path(
+    ds, encoder_name: str, checkpoint: str | Path | None = None, workspace: str | Path | None = None
+) -> Path:
+    """``WORKSPACE/features/<data>-<digest>/<encoder slug>.npz``: under the workspace (``workspace``, else
+    ``$RECSYS_WORKSPACE``, else ``./runs``), never in the data folder (which may be shared or read-only).
+    ``<data>`` is the name of the dataset's folder and ``<digest>`` hashes that folder's path and the image
+    ids, so two datasets never share a features file."""
+    from recsys.workspace import resolve_workspace
+
     slug = encoder_slug(encoder_name, checkpoint)
     root = getattr(ds, "root", None)
-    if root is not None:
-        return Path(root) / "features" / f"{slug}.npz"
     joined_ids = "\0".join(map(str, np.asarray(ds.image_ids).tolist()))
-    ids_digest = hashlib.sha256(joined_ids.encode()).hexdigest()[:12]
-    return default_cache_dir() / "datasets" / ids_digest / f"{slug}.npz"
+    digest = hashlib.sha256(f"{Path(root).resolve() if root else ''}\0{joined_ids}".encode()).hexdigest()[:12]
+    folder = re.sub(r"[^A-Za-z0-9_.+-]+", "_", Path(root).name if root else "data").strip("_.") or "data"
+    return resolve_workspace(workspace) / "features" / f"{folder}-{digest}" / f"{slug}.npz"
 
 
 def _dataset_column(ds, column: str) -> list:
@@ -565,6 +604,8 @@ def embed_dataset(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     skip_bad_images: bool = False,
     progress: bool = True,
+    workspace: str | Path | None = None,
+    cache_max_gb: float | None = None,
 ) -> Path:
     """Embed every image of a dataset (and with ``text`` its prompts) and write the features file(s).
 
@@ -572,7 +613,8 @@ def embed_dataset(
         ds: a dataset with ``image_ids`` (n,), ``images`` (DataFrame with ``path`` and ``prompt`` columns, one
             row per image index) and ``root`` (Path or None).
         encoder_name: ``clip:ARCH/TAG``.
-        out: the image features file; default ``default_output_path(ds, encoder_name, checkpoint)``.
+        out: the image features file; default ``default_output_path(ds, encoder_name, checkpoint, workspace)``,
+            under the workspace.
         text: also write the prompt embeddings to ``text_output_path(out)``.
         chunk_size: images (and prompts) per cache chunk: an interrupted run resumes from its last whole chunk.
             The chunks of another size are not reused.
@@ -584,25 +626,21 @@ def embed_dataset(
         UserError: no image files at all, bad image files (unless ``skip_bad_images``), encoder problems.
     """
     if chunk_size < 1:
-        raise UserError(f"--chunk-size must be at least 1, got {chunk_size}")
+        raise UserError(f"chunk_size must be at least 1, got {chunk_size}")
     paths = _dataset_column(ds, "path")
     pickapic_root = _pickapic_root(ds) if all(p is None for p in paths) else None
     if all(p is None for p in paths) and pickapic_root is None:
         where = f" in {ds.root}" if getattr(ds, "root", None) else ""
         raise UserError(f"the dataset{where} has no image files to embed (no 'path' per image); "
-                        "pass precomputed features with --image-features instead")  # fmt: skip
-    out = Path(out) if out is not None else default_output_path(ds, encoder_name, checkpoint)
+                        "use precomputed image features (an .npz of image_id and embedding) instead")  # fmt: skip
+    out = Path(out) if out is not None else default_output_path(ds, encoder_name, checkpoint, workspace)
     if out.suffix != ".npz":
         raise UserError(f"{out}: the output must be an .npz file")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(
-            f"{out.parent}: cannot create the output directory ({err.strerror}); pass --out"
-        ) from None
+    out.parent.mkdir(parents=True, exist_ok=True)  # an OSError names the folder (the CLI: one line)
     # lazy: a run served from the cache never builds the model or reads its weights
     encoder = load_encoder(encoder_name, checkpoint=checkpoint, device=device, lazy=True)
     settings = {"batch_size": batch_size, "num_workers": num_workers, "cache_dir": cache_dir}
+    settings |= {"cache_max_gb": cache_max_gb}
     settings |= {"chunk_size": chunk_size, "skip_bad_images": skip_bad_images, "progress": progress}
     if pickapic_root is not None:
         from recsys.data.pickapic import iter_pickapic_images
@@ -619,6 +657,7 @@ def embed_dataset(
             encoder,
             batch_size=max(batch_size, 256),
             cache_dir=cache_dir,
+            cache_max_gb=cache_max_gb,
             chunk_size=chunk_size,
             progress=progress,
         )
@@ -636,7 +675,8 @@ def _pickapic_root(ds) -> Path | None:
 
 def embed_pickapic(root: str | Path, encoder_name: str, *, out: str | Path | None = None, **kwargs) -> Path:
     """Embed every image of a Pick-a-Pic directory from the JPEG bytes of its shards (``jpg_0``/``jpg_1``,
-    streamed) and write the features file; returns its path (default ``<root>/features/<encoder slug>.npz``).
+    streamed) and write the features file; returns its path (default ``default_output_path``, under the
+    workspace).
 
     The images are those of ``recsys.data.pickapic.load_pickapic(root)``; with ``text=True`` the captions are
     embedded too. Other keyword arguments go to ``embed_dataset``.
@@ -666,7 +706,7 @@ def embed_dataset_features(
     if not sidecar.is_file():
         features = read_image_features(out, np.asarray(ds.image_ids))
         return ds.with_image_features(features, encoder_name)
-    bad_ids = {b["image_id"] for b in json.loads(sidecar.read_text())["left_out"]}
+    bad_ids = {b["image_id"] for b in read_json(sidecar, "a list of left-out images")["left_out"]}
     ids = np.asarray(ds.image_ids)
     bad_mask = np.array([v in bad_ids for v in ids.tolist()], dtype=bool)
     good = read_image_features(out, ids[~bad_mask])

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -215,10 +216,12 @@ def likes(
 
 def thumbnails(dataset: Dataset, image_idx: Iterable[int], size: int = THUMBNAIL) -> dict[int, str]:
     """``data:`` URIs (JPEG, at most ``size`` pixels a side) of the images ``image_idx`` whose file (the images
-    table's ``path``, as PAMELA and the simulator give it) can be read as an image; the others are left out."""
+    table's ``path``, as PAMELA and the simulator give it) can be read as an image; the others are left out. An
+    image refused by ``recsys.data.images.open_image`` (a decompression bomb, a FIFO) is left out with one line
+    on stderr naming it."""
     if "path" not in dataset.images.columns:
         return {}
-    from PIL import Image
+    from recsys.data.images import open_image
 
     out = {}
     for image in sorted({int(i) for i in image_idx}):
@@ -226,11 +229,14 @@ def thumbnails(dataset: Dataset, image_idx: Iterable[int], size: int = THUMBNAIL
         if not isinstance(path, str) or not path:
             continue
         try:
-            with Image.open(path) as opened:
+            with open_image(path) as opened:
                 small = opened.convert("RGB")
             small.thumbnail((size, size))
             buffer = io.BytesIO()
             small.save(buffer, "JPEG", quality=80)
+        except UserError as err:
+            print(f"warning: {err}; shown without a thumbnail", file=sys.stderr)
+            continue
         except (OSError, ValueError):  # missing, unreadable or not an image: shown without a thumbnail
             continue
         out[image] = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

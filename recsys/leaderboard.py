@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
@@ -305,7 +307,10 @@ def _run_in_workers(
         initargs=(evaluator, splits, fit_split),
     )
     try:
-        pending = {pool.submit(_worker_fit_and_score, task): task for task in ordered}
+        # no Ctrl-C while the workers are spawned (one would orphan a half-started worker): it is handled right
+        # after; the workers start with it blocked (an exec keeps the mask) and then ignore it (_init_worker)
+        with _interrupts_deferred():
+            pending = {pool.submit(_worker_fit_and_score, task): task for task in ordered}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
@@ -313,13 +318,55 @@ def _run_in_workers(
                 rows[task.name] = future.result()
                 bar.set_postfix_str(task.name)
                 bar.update()
+    except BaseException:
+        # an interrupt or an error ends the run now: the fits under way are stopped, not waited for
+        pool.shutdown(wait=False, cancel_futures=True)
+        _stop_workers()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
     return rows
 
 
+def _stop_workers(grace: float = 10.0) -> None:
+    """Terminate this process's worker processes (every live multiprocessing child: whatever the pool's own
+    bookkeeping holds at this moment) and reap them."""
+    import multiprocessing
+
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(grace)
+        if child.is_alive():
+            child.kill()
+            child.join(grace)
+
+
 _WORKER: dict = {}
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Within the block a SIGINT is recorded, not raised (Python runs its handler in the main thread whichever
+    thread the signal reached, so blocking it in this thread alone is not enough), and raised again after the
+    block through the handler that was in place; processes started in the block inherit it blocked."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            signal.raise_signal(signal.SIGINT)
 
 
 def _init_worker(evaluator: Evaluator, splits: Sequence[str], fit_split: str) -> None:
@@ -329,12 +376,28 @@ def _init_worker(evaluator: Evaluator, splits: Sequence[str], fit_split: str) ->
 
     from threadpoolctl import threadpool_limits
 
+    # Ctrl-C reaches every process of the terminal's group: the parent alone handles it, and stops the workers
+    # with SIGTERM, on which a worker releases what it registered with the resource tracker and exits
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _worker_stop)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
     from recsys.threads import FAISS_THREADS_ENV_VAR, TORCH_THREADS_ENV_VAR
 
     os.environ[TORCH_THREADS_ENV_VAR] = "1"
     os.environ[FAISS_THREADS_ENV_VAR] = "1"
     threadpool_limits(1)
     _WORKER.update(evaluator=evaluator, splits=splits, fit_split=fit_split)
+
+
+def _worker_stop(signum: int, frame) -> None:
+    """A worker's SIGTERM: run multiprocessing's finalizers (shared semaphores are unregistered, so the resource
+    tracker has no "leaked semaphore" to warn about) and exit at once."""
+    import os
+    from multiprocessing import util
+
+    util._run_finalizers(0)
+    os._exit(128 + signum)
 
 
 def _worker_fit_and_score(task: ModelTask) -> list[Result]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+
 import pytest
 
 from recsys.data import load_dataset
@@ -43,6 +46,31 @@ def tiny_sim(tmp_path_factory, tiny_home):
     config = SimulationConfig(seed=5, users=30, images=40, ratings_per_user=15, feature_dim=8, image_size=16)
     root = simulate(tmp_path_factory.mktemp("sim") / "pamela", config, progress=False)
     data = embed_dataset_features(
-        load_dataset(root), TINY_ENCODER, device="cpu", cache_dir=tiny_home / "embeddings", progress=False
+        load_dataset(root),
+        TINY_ENCODER,
+        device="cpu",
+        cache_dir=tiny_home / "embeddings",
+        progress=False,
+        workspace=tiny_home,
     )
     return root, data
+
+
+@contextlib.contextmanager
+def _deadline(seconds: int):
+    def expired(signum, frame):
+        raise TimeoutError(f"blocked for more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture()
+def deadline():
+    """``with deadline(seconds):`` fails the test (TimeoutError) instead of hanging the run when a read blocks."""
+    return _deadline

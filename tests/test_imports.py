@@ -249,7 +249,9 @@ def test_the_package_graph_has_the_layers():
     } <= set(graph)
     assert "recsys.data" in graph["recsys.models"] and "recsys.data" in graph["features"]
     assert "recsys.models" in graph["recsys.retrieval"] and "recsys.retrieval" not in graph["recsys.models"]
-    assert graph["recsys.data"].keys() <= {"recsys.errors"}
+    # the data layer rests on the leaf modules only: errors, and the one reader of found files
+    assert graph["recsys.data"].keys() <= {"recsys.errors", "recsys.files"}
+    assert graph["recsys.files"].keys() <= {"recsys.errors"}
 
 
 def _write_tree(root: Path, files: dict[str, str]) -> None:

@@ -10,8 +10,10 @@
     features     features embed | encoders
 
 Only this package imports the command groups' libraries; nothing outside it imports ``recsys.cli``.
-Errors a user can cause (``recsys.errors.UserError``) print one line (``error: ...``) and exit with status 2;
-so does a command that needs an extra that is not installed (``recsys.extras``: the line names the pip command).
+Errors a user can cause (``recsys.errors.UserError``) print one line (``error: ...``) and exit with status 2; so
+does a command that needs an extra that is not installed (``recsys.extras``: the line names the pip command), and
+so do file-system errors the user can fix (a read-only or full workspace, a path in the way:
+``recsys.workspace.storage_error``), naming the path and the options that choose another place.
 """
 
 from __future__ import annotations
@@ -20,13 +22,19 @@ import argparse
 import os
 import sys
 
-from recsys.cli import atlas, data, experiments, features, leaderboard, models, retrieval
 from recsys.cli.common import HelpFormatter, add_commands
 from recsys.errors import UserError
 from recsys.extras import extra_providing, missing_reason
+from recsys.workspace import storage_error
 
-#: the command groups, in the order ``recsys --help`` lists them
-COMMAND_GROUPS = (data, models, leaderboard, retrieval, atlas, experiments, features)
+
+def command_groups() -> tuple:
+    """The command group modules, in the order ``recsys --help`` lists them. Imported here, not when this
+    package is: they import numpy, pandas and the rest, and ``recsys.cli.console`` installs its interrupt
+    handlers before that."""
+    from recsys.cli import atlas, data, experiments, features, leaderboard, models, retrieval
+
+    return (data, models, leaderboard, retrieval, atlas, experiments, features)
 
 
 def version() -> str:
@@ -49,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"recsys {version()}")
     sub = add_commands(parser, "command", "recsys")
-    for group in COMMAND_GROUPS:
+    for group in command_groups():
         group.add_parsers(sub)
     return parser
 
@@ -80,6 +88,20 @@ def main(argv: list[str] | None = None) -> int:
         # so that the interpreter's final flush does not fail again (as the Python docs on SIGPIPE advise)
         _stdout_to_devnull()
         return 0
+    except OSError as err:  # a read-only, full or unusable disk, a path in the way: one line, what to do
+        line = storage_error(err, _elsewhere(args))
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 2
+
+
+def _elsewhere(args: argparse.Namespace) -> str:
+    """How the running command lets the user write somewhere else: the options it declares."""
+    options = [
+        f"--{name.replace('_', '-')}" for name in ("out", "workspace", "cache_dir") if hasattr(args, name)
+    ]
+    return f"choose another {' or '.join(options)}" if options else ""
 
 
 def _stdout_to_devnull() -> None:

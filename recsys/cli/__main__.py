@@ -1,7 +1,5 @@
-"""``python -m recsys.cli``: the ``recsys`` command."""
+"""``python -m recsys.cli``: the ``recsys`` command (``recsys.cli.console.run``: interrupts end it with 130)."""
 
-import sys
+from recsys.cli.console import run
 
-from recsys.cli import main
-
-sys.exit(main())
+run()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from recsys.cli import common
 from recsys.errors import UserError
-from recsys.workspace import resolve_workspace
+from recsys.workspace import check_writable
 
 #: the folder under the workspace that atlases go to by default
 ATLASES = "atlases"
@@ -65,7 +65,10 @@ def cmd_atlas(args: argparse.Namespace) -> int:
         raise UserError(f"{args.out} exists; pass --overwrite to replace it")
     params = common.parse_params(args.params)
     common.check_params({args.model: params})
-    workspace = resolve_workspace(args.workspace)
+    workspace = common.workspace_for_models(args)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = args.out or workspace / ATLASES / f"{stamp}-{args.model}.html"
+    check_writable(out.parent)  # a read-only or full place fails now, not after the fit
     check_taste_model(args.model)  # before the data is read and the model fitted
     ds = common.fit_data(common.dataset_from_args(args), args.fit_on)
     model, _, _ = load_or_fit_model(args.model, ds, params=params, workspace=workspace, fit_on=args.fit_on)
@@ -73,8 +76,6 @@ def cmd_atlas(args: argparse.Namespace) -> int:
     atlas = build_atlas(model, ds, k=args.groups or 6, seed=args.seed, min_ratings=args.min_ratings)
     if args.groups is not None and atlas.groups.by_prototype:
         print(f"--groups {args.groups} is not used: {model.name}'s groups are its prototypes")
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out = args.out or workspace / ATLASES / f"{stamp}-{args.model}.html"
     atomic_write_text(out, render_html(atlas))
     sizes = ", ".join(str(int((atlas.groups.labels == g).sum())) for g in range(atlas.groups.n_groups))
     print(f"wrote the atlas of {atlas.groups.n_groups} groups ({sizes} users) to {out}")

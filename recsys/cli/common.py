@@ -11,6 +11,7 @@ from pathlib import Path
 from recsys.cli.catalogue import COMMANDS
 from recsys.errors import UserError
 from recsys.extras import MissingExtra, require
+from recsys.files import loads
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -115,6 +116,17 @@ positive_int = int_at_least(1, "a positive integer")
 non_negative_int = int_at_least(0, "an integer >= 0")
 
 
+def positive_float(text: str) -> float:
+    """A finite number > 0 (seconds, sizes)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 # ---------------------------------------------------------------------- --params
 def parse_params(text: str | None, *, per_model: bool = False) -> dict:
     """The ``--params`` JSON: hyperparameters of one model, or (``per_model``) an object of them per model.
@@ -126,7 +138,7 @@ def parse_params(text: str | None, *, per_model: bool = False) -> dict:
         return {}
     example = '{"ridge": {"alpha": 10}}' if per_model else '{"alpha": 10}'
     try:
-        params = json.loads(text)
+        params = loads(text)
     except json.JSONDecodeError as err:
         raise UserError(f"--params is not valid JSON: {err}; e.g. {example}") from None
     if not isinstance(params, dict):
@@ -278,7 +290,8 @@ def add_table_arguments(parser: argparse.ArgumentParser) -> None:
 
 def dataset_from_args(args: argparse.Namespace, path=None, problems: list[str] | None = None):
     """The dataset named by ``add_data_arguments`` flags (or at ``path``), embedded through the cache when
-    --encoder is given; ``problems`` collects what is wrong instead of raising (``recsys data validate``)."""
+    --encoder is given (the features file under the command's workspace); ``problems`` collects what is wrong
+    instead of raising (``recsys data validate``)."""
     from recsys.data import load_dataset
 
     encoder = getattr(args, "encoder", None)
@@ -298,7 +311,23 @@ def dataset_from_args(args: argparse.Namespace, path=None, problems: list[str] |
         problems=problems,
     )
     if encoder:
-        from features.embed import embed_dataset_features
+        from features.embed import BadImagesError, embed_dataset_features
 
-        ds = embed_dataset_features(ds, encoder, checkpoint=args.checkpoint)
+        try:  # the features file goes under the workspace, never into the data folder
+            ds = embed_dataset_features(ds, encoder, checkpoint=args.checkpoint, workspace=args.workspace)
+        except BadImagesError as err:
+            raise err.remedy(
+                "fix or remove them, or leave them out with `recsys features embed --skip-bad-images` and pass "
+                "the file it writes with --image-features"
+            ) from None
     return ds
+
+
+def workspace_for_models(args: argparse.Namespace) -> Path:
+    """The workspace of a command that saves fitted models, with ``WORKSPACE/models`` checked writable first: a
+    read-only or full workspace fails in one line before any fitting, not after it."""
+    from recsys.workspace import check_writable, resolve_workspace
+
+    workspace = resolve_workspace(args.workspace)
+    check_writable(workspace / "models")
+    return workspace

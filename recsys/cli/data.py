@@ -95,6 +95,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from recsys.data.validate import constant_scores
+
     problems: list[str] = []
     ds = dataset_from_args(args, args.path, problems=problems)
     if problems:
@@ -102,6 +104,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"problem: {problem}", file=sys.stderr)
         print(f"{len(problems)} problem(s) found in {args.path}", file=sys.stderr)
         return 2
+    for warning in constant_scores(ds):
+        print(f"warning: {warning}", file=sys.stderr)
     summary = ds.summary()
     if args.json:
         print(json.dumps(summary, indent=2))

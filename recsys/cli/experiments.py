@@ -17,6 +17,7 @@ from recsys.cli.common import (
     dataset_from_args,
     positive_int,
 )
+from recsys.errors import UserError
 from recsys.evaluation.evaluator import DEFAULT_DRAWS
 from recsys.extras import require
 
@@ -41,7 +42,10 @@ def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
         "--draws", type=positive_int, default=DEFAULT_DRAWS, help="reference draws per new user on val_unseen"
     )
     parser.add_argument(
-        "--timeout", type=float, default=None, help="stop starting trials after this many seconds"
+        "--timeout",
+        type=float,
+        default=None,
+        help="stop starting trials after this many seconds (a trial under way runs to its end)",
     )
     add_tracking_arguments(parser, "the trials")
     add_workspace_argument(parser)
@@ -69,20 +73,38 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _check_budget(args: argparse.Namespace) -> None:
+    """--trials and --timeout, before any data are read."""
+    if args.trials < 1:
+        raise UserError(f"--trials must be at least 1, got {args.trials}")
+    if args.timeout is not None and not args.timeout > 0:
+        raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+
+
 def _objective(args: argparse.Namespace) -> Objective:
     return Objective(metric=args.metric, split=args.split, shots=args.shots, draws=args.draws)
 
 
-def _summary(model: str, handle, added: int, seconds: float) -> dict:
+def _summary(model: str, handle, added: int, seconds: float, before: dict[int, str]) -> dict:
+    """What a tuning session did: the trials that ran in it (new ones, and waiting ones it started) by their
+    state, the trials still waiting, and the best so far. ``before``: each trial's state before the session."""
     import optuna
 
-    done = [t for t in handle.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    trials = handle.trials
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     best = handle.best_trial if done else None
+    states: dict[str, int] = {}
+    for trial in trials:
+        if trial.state.name != "WAITING" and before.get(trial.number, "WAITING") == "WAITING":
+            states[trial.state.name.lower()] = states.get(trial.state.name.lower(), 0) + 1
     return {
         "model": model,
         "study": handle.study_name,
-        "trials_added": added,
-        "trials_total": len(handle.trials),
+        "trials_added": sum(states.values()),
+        "trials_asked": added,
+        "trials_total": len(trials),
+        "states_added": states,
+        "waiting": sum(t.state == optuna.trial.TrialState.WAITING for t in trials),
         "best_value": None if best is None else best.value,
         "best_trial": None if best is None else best.number,
         "best_params": {} if best is None else best.params,
@@ -90,17 +112,34 @@ def _summary(model: str, handle, added: int, seconds: float) -> dict:
     }
 
 
+def _trials_before(args: argparse.Namespace, study: str) -> dict[int, str]:
+    """The state of each trial of the study before this session (none for a new study)."""
+    import optuna
+
+    from experiments.tuning import reading_study, resolve_storage
+
+    storage, _ = _stores(args)
+    try:
+        with reading_study(study):
+            trials = optuna.load_study(study_name=study, storage=resolve_storage(storage)).trials
+    except KeyError:
+        return {}
+    return {t.number: t.state.name for t in trials}
+
+
 def _stores(args: argparse.Namespace) -> tuple[str, str]:
     """The Optuna storage and the MLflow tracking URI: the flags, else ($MLFLOW_TRACKING_URI, else) the
     workspace's SQLite files."""
     import os
 
-    from recsys.workspace import sqlite_url
+    from recsys.workspace import check_writable, resolve_workspace, sqlite_url
 
     storage = args.storage or sqlite_url(args.workspace, "optuna.db")
     tracking = (
         args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or sqlite_url(args.workspace, "mlflow.db")
     )
+    if not args.storage or (not args.no_tracking and tracking == sqlite_url(args.workspace, "mlflow.db")):
+        check_writable(resolve_workspace(args.workspace))  # a read-only or full workspace: one line, now
     return storage, tracking
 
 
@@ -126,13 +165,27 @@ def _tune(args: argparse.Namespace, ds, model: str, study: str | None):
 def cmd_tune(args: argparse.Namespace) -> int:
     require("experiments", "recsys tune")
     _quiet()
+    _check_budget(args)
+    _stores(args)  # a read-only or full workspace fails here, before the data are read
     ds = dataset_from_args(args)
+    name = args.study or study_name(args.model)
+    before = _trials_before(args, name)
     start = time.perf_counter()
     handle = _tune(args, ds, args.model, args.study)
-    s = _summary(args.model, handle, args.trials, time.perf_counter() - start)
-    head = f"study {s['study']}: {s['trials_total']} trials ({args.trials} added in {s['seconds']:.1f} s); "
+    s = _summary(args.model, handle, args.trials, time.perf_counter() - start, before)
+    ran = ", ".join(f"{n} {state}" for state, n in sorted(s["states_added"].items()))
+    head = (
+        f"study {s['study']}: {s['trials_total']} trials ({s['trials_added']} of the {args.trials} asked for "
+        f"ran in {s['seconds']:.1f} s{': ' + ran if ran else ''}); "
+    )
     if s["best_value"] is None:
-        print(head + "no trial completed (see the failed trials' `invalid` reasons in the study)")
+        if s["trials_added"] < args.trials and args.timeout is not None:
+            why = f"the --timeout of {args.timeout:g} s ran out"
+            if s["waiting"]:
+                why += f" with {s['waiting']} trial(s) still waiting (the defaults come first); they run next time"
+            print(head + f"no trial completed: {why}")
+        else:
+            print(head + "no trial completed (see the failed trials' `invalid` reasons in the study)")
         return 0
     print(
         head + f"best {args.metric} on {args.split} = {s['best_value']:.4f} (trial {s['best_trial']}) "
@@ -151,12 +204,16 @@ def cmd_study(args: argparse.Namespace) -> int:
     models = [m for m in expand_models(args.models or ["baselines", "classical", "deep"]) if m != "oracle"]
     for model in models:  # fail fast: every space must load before any fitting
         load_space(model)
+    _check_budget(args)
+    _stores(args)  # a read-only or full workspace fails here, before the data are read
     ds = dataset_from_args(args)
     summaries = []
     for model in models:
+        name = study_name(model, args.study_prefix)
+        before = _trials_before(args, name)
         start = time.perf_counter()
-        handle = _tune(args, ds, model, study_name(model, args.study_prefix))
-        summaries.append(_summary(model, handle, args.trials, time.perf_counter() - start))
+        handle = _tune(args, ds, model, name)
+        summaries.append(_summary(model, handle, args.trials, time.perf_counter() - start, before))
     if args.json:
         print(json.dumps(summaries, indent=2))
         return 0

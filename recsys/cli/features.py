@@ -8,7 +8,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from recsys.cli.common import add_command, add_commands, non_negative_int, positive_int
+from recsys.cli.common import (
+    add_command,
+    add_commands,
+    add_workspace_argument,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 #: features.embed.DEFAULT_CHUNK_SIZE, without importing torch for `recsys --help`
 DEFAULT_CHUNK_SIZE = 1024
@@ -42,8 +49,9 @@ def add_parsers(subparsers) -> None:
         "--out",
         type=Path,
         default=None,
-        help="output .npz, prompts beside it as NAME.text.npz; default: DATA/features/ENCODER.npz",
+        help="output .npz, prompts beside it as NAME.text.npz; default: WORKSPACE/features/DATA-DIGEST/ENCODER.npz",
     )
+    add_workspace_argument(embed)
     embed.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass")
     embed.add_argument(
         "--chunk-size",
@@ -66,6 +74,13 @@ def add_parsers(subparsers) -> None:
         help="chunk cache; default: $RECSYS_HOME/embeddings or ~/.cache/recsys/embeddings",
     )
     embed.add_argument(
+        "--cache-max-gb",
+        type=positive_float,
+        default=None,
+        help="size bound of the cache in gigabytes: the least recently used chunks are deleted beyond it "
+        "(default: $RECSYS_CACHE_MAX_GB, else 10)",
+    )
+    embed.add_argument(
         "--workers",
         type=non_negative_int,
         default=None,
@@ -83,21 +98,28 @@ def add_parsers(subparsers) -> None:
 
 def cmd_features_embed(args: argparse.Namespace) -> int:
     """Load the dataset, embed it, print where the files went."""
-    import json
-
     import numpy as np
 
     from recsys.data import load_dataset
     from recsys.extras import require
+    from recsys.files import read_json
 
     require("deep", "recsys features embed")
-    from features.embed import bad_sidecar_path, embed_dataset, text_output_path
+    from features.embed import BadImagesError, bad_sidecar_path, embed_dataset, text_output_path
 
     ds = load_dataset(args.data)
     # the options named as embed_dataset's keywords pass through as they are
-    same = ("checkpoint", "out", "text", "batch_size", "chunk_size", "device", "cache_dir", "skip_bad_images")
-    settings = {name: getattr(args, name) for name in same}
-    out = embed_dataset(ds, args.encoder, num_workers=args.workers, progress=not args.no_progress, **settings)
+    same = ("checkpoint", "out", "text", "batch_size", "chunk_size", "device", "cache_dir", "cache_max_gb")
+    same += ("skip_bad_images",)
+    settings = {name: getattr(args, name) for name in same} | {"workspace": args.workspace}
+    try:
+        out = embed_dataset(
+            ds, args.encoder, num_workers=args.workers, progress=not args.no_progress, **settings
+        )
+    except BadImagesError as err:
+        raise err.remedy(
+            "fix or remove them, or pass --skip-bad-images to leave them out (listed in X.bad.json)"
+        ) from None
     outputs = [out, text_output_path(out)] if args.text else [out]
     for path in outputs:
         with np.load(path, allow_pickle=False) as data:
@@ -105,7 +127,7 @@ def cmd_features_embed(args: argparse.Namespace) -> int:
         print(f"wrote {n} embeddings ({dim}-d, {args.encoder}) to {path}")
         sidecar = bad_sidecar_path(path)
         if sidecar.is_file():
-            count = json.loads(sidecar.read_text())["count"]
+            count = read_json(sidecar, "a list of left-out images")["count"]
             print(f"  {count} left out (unreadable image or no prompt), listed in {sidecar}")
     return 0
 

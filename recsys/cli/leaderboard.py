@@ -20,6 +20,7 @@ from recsys.cli.common import (
     parse_params,
     positive_int,
 )
+from recsys.errors import UserError
 from recsys.evaluation.elicitation import ELICITATION_SHOTS, STRATEGIES
 from recsys.evaluation.evaluator import DEFAULT_DRAWS
 from recsys.evaluation.protocols import PROTOCOLS, apply_protocol, get_protocol
@@ -125,7 +126,15 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from recsys.leaderboard import run_leaderboard
     from recsys.models.registry import expand_models
     from recsys.report import format_table, write_leaderboard
-    from recsys.workspace import check_target, leaderboard_dir, resolve_workspace, sqlite_url, update_latest
+    from recsys.workspace import (
+        LEADERBOARDS,
+        check_target,
+        check_writable,
+        leaderboard_dir,
+        resolve_workspace,
+        sqlite_url,
+        update_latest,
+    )
 
     if args.tuned:  # the extras a run needs, before any work
         require("experiments", "recsys leaderboard --tuned")
@@ -136,6 +145,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     check_params(params, expand_models(args.models) if args.models else None)  # before the data is read
     if args.out is not None:
         check_target(args.out, args.overwrite)  # before any model is fitted
+    # a read-only or full place fails now, in one line, not after every model is fitted
+    check_writable(args.out.absolute().parent if args.out is not None else workspace / LEADERBOARDS)
     preset = get_protocol(args.protocol)
     ds = apply_protocol(dataset_from_args(args), preset)
     protocol = {
@@ -180,7 +191,15 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         tracking_uri = (
             args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or sqlite_url(workspace, "mlflow.db")
         )
-        run_id = log_leaderboard(board, paths, tracking_uri=tracking_uri)  # tagged with board.run_id
+        try:
+            run_id = log_leaderboard(board, paths, tracking_uri=tracking_uri)  # tagged with board.run_id
+        except UserError:
+            raise
+        except Exception as err:  # MLflow and SQLAlchemy errors: a full or read-only store, a lost server
+            raise UserError(
+                f"run {board.run_id} is written to {target}, but logging it to MLflow at {tracking_uri} failed "
+                f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); rerun with --no-tracking, or fix the store"
+            ) from None
         print(
             f"tracked as MLflow run {run_id} in {resolve_tracking_uri(tracking_uri)} (open with `mlflow ui`)"
         )

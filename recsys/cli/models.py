@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from recsys.cli.common import add_command, add_data_arguments, dataset_from_args
+from recsys.cli.common import add_command, add_data_arguments, add_workspace_argument, dataset_from_args
+from recsys.errors import UserError
 
 
 def add_parsers(subparsers) -> None:
@@ -22,6 +23,7 @@ def add_parsers(subparsers) -> None:
         "--shots", type=int, default=10, help="references drawn for a user absent from training"
     )
     explain.add_argument("--top", type=int, default=8, help="contributions to print")
+    add_workspace_argument(explain)  # where --encoder writes the data's features
     explain.set_defaults(func=cmd_explain)
 
 
@@ -90,6 +92,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from recsys.data.dataset import References
     from recsys.models.profile import PreferenceProfile
 
+    if args.top < 1:
+        raise UserError(f"--top must be at least 1, got {args.top}")
+    if args.shots < 0:
+        raise UserError(f"--shots must be non-negative, got {args.shots}")
     dataset = dataset_from_args(args)
     user, image = dataset.user_index(args.user), dataset.image_index(args.image)
     model = PreferenceProfile().fit(dataset)

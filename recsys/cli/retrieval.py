@@ -18,10 +18,10 @@ from recsys.cli.common import (
     dataset_from_args,
     fit_data,
     parse_params,
+    workspace_for_models,
 )
 from recsys.errors import UserError
 from recsys.extras import require
-from recsys.workspace import resolve_workspace
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +68,7 @@ def add_parsers(subparsers) -> None:
     add_data_arguments(images)
     images.add_argument("--image", required=True, help="external image id")
     _add_listing_arguments(images, "images")
+    add_workspace_argument(images)  # where --encoder writes the data's features
     images.set_defaults(func=cmd_similar_images)
 
     rank = add_command(subparsers, "rank")
@@ -158,6 +159,7 @@ def cmd_similar_users(args: argparse.Namespace) -> int:
     require("faiss", "recsys similar-users")
     params = parse_params(args.params)
     _check_model_params(args.model, params)
+    workspace = workspace_for_models(args)
     ds = fit_data(dataset_from_args(args), args.fit_on)
     if args.user is not None and ds.user_index(args.user) not in set(ds.train_users().tolist()):
         raise UserError(  # before a model is fitted for nothing
@@ -165,12 +167,7 @@ def cmd_similar_users(args: argparse.Namespace) -> int:
             "rating (--fit-on all)"
         )
     _, similar = load_or_fit(
-        args.model,
-        ds,
-        params=params,
-        workspace=resolve_workspace(args.workspace),
-        progress=not args.json,
-        fit_on=args.fit_on,
+        args.model, ds, params=params, workspace=workspace, progress=not args.json, fit_on=args.fit_on
     )
     if args.references is not None:
         items, scores = _read_references(args.references)
@@ -195,14 +192,18 @@ def cmd_rank(args: argparse.Namespace) -> int:
         raise UserError(f"{args.images}: no candidate image ids (one a line)")
     params = parse_params(args.params)
     _check_model_params(args.model, params)
+    workspace = workspace_for_models(args)
     ds = fit_data(dataset_from_args(args), args.fit_on)
     new = None
     if files is not None:
-        from features.embed import embed_images
+        from features.embed import BadImagesError, embed_images
 
         encoder = check_encoder(ds, args.encoder)
         names = [p.name for p in files]
-        embedded = embed_images(files, names, encoder, checkpoint=args.checkpoint, progress=not args.json)
+        try:
+            embedded = embed_images(files, names, encoder, checkpoint=args.checkpoint, progress=not args.json)
+        except BadImagesError as err:
+            raise err.remedy(f"fix them or remove them from {args.images}") from None
         new = new_images(ds, names, embedded.embedding)
     references = None
     if args.references is not None:
@@ -210,12 +211,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
         images = np.array([ds.image_index(i) for i in items], np.int64)
         references = References(-1, images, np.asarray(scores, np.float32))
     model, _, _ = load_or_fit_model(
-        args.model,
-        ds,
-        params=params,
-        workspace=resolve_workspace(args.workspace),
-        progress=not args.json,
-        fit_on=args.fit_on,
+        args.model, ds, params=params, workspace=workspace, progress=not args.json, fit_on=args.fit_on
     )
     ranking = rank_images(model, ds, image_ids, new=new, user_id=args.user, references=references)
     if args.json:
@@ -293,17 +289,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         upload_workers=args.upload_workers,
         max_upload_pixels=args.max_upload_pixels,
     )
+    workspace = workspace_for_models(args)
     sock = _listen_socket(args.host, args.port)  # before loading: a busy port fails fast
     try:
         ds = fit_data(dataset_from_args(args), args.fit_on)
-        model, similar = load_or_fit(
-            args.model, ds, params=params, workspace=resolve_workspace(args.workspace), fit_on=args.fit_on
-        )
+        model, similar = load_or_fit(args.model, ds, params=params, workspace=workspace, fit_on=args.fit_on)
         app = create_app(model, ds, similar, limits, encoder=args.encoder, checkpoint=args.checkpoint)
         config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info")
+        # Ctrl-C: uvicorn shuts down gracefully, then raises the signal again; the KeyboardInterrupt it becomes
+        # ends the command like any other interrupted one ("interrupted", exit 130)
         uvicorn.Server(config).run(sockets=[sock])
-    except KeyboardInterrupt:  # Ctrl-C stops the server, as with uvicorn.run
-        pass
     finally:
         sock.close()
     return 0

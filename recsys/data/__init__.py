@@ -27,6 +27,7 @@ from recsys.data.piaa import (
 from recsys.data.pickapic import is_pairs_table, is_pickapic_dir, load_pairs_table, load_pickapic
 from recsys.data.tables import load_table, parse_columns
 from recsys.errors import UserError
+from recsys.files import read_json
 
 __all__ = [
     "SPLITS",
@@ -172,9 +173,9 @@ def _left_out_images(features_file: Path, ds: Dataset) -> np.ndarray:
     if not sidecar.is_file():
         return np.empty(0, np.int64)
     try:
-        records = json.loads(sidecar.read_text())["left_out"]
+        records = read_json(sidecar, "a list of left-out images")["left_out"]
         ids = [record["image_id"] for record in records]
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
         raise UserError(
             f"{sidecar}: not a list of left-out images; delete it or re-run `recsys features embed`"
         ) from None

@@ -13,9 +13,11 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.dataset import SPLITS, Dataset, Ratings
+from recsys.data.paths import image_paths
 from recsys.data.tables import read_manifest
-from recsys.data.validate import check_duplicates, check_not_empty, check_scores, check_splits
+from recsys.data.validate import as_scores, check_duplicates, check_not_empty, check_scores, check_splits
 from recsys.errors import UserError
+from recsys.files import loads, read_text
 
 PAMELA_SCORE_RANGE = (1.0, 5.0)
 REQUIRED_FIELDS = ("image_id", "participant_id", "original_score", "image_metadata", "user_demographics")
@@ -35,11 +37,15 @@ def is_pamela_dir(path: Path) -> bool:
 
 def _read_entries(path: Path) -> list:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, "a PAMELA annotation file")
     except OSError as err:
         raise UserError(f"{path}: cannot read ({err.strerror}); check the file and its permissions") from None
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); re-download or fix the file"
+        ) from None
     try:
-        entries = json.loads(text)
+        entries = loads(text)
     except json.JSONDecodeError as err:
         raise UserError(
             f"{path}: malformed JSON at line {err.lineno} column {err.colno} ({err.msg}); re-download or fix the file"
@@ -107,6 +113,7 @@ def load_pamela(path: str | Path, *, problems: list[str] | None = None) -> Datas
                 meta = entry["image_metadata"] or {}
                 record = {c: meta.get(c) for c in IMAGE_COLUMNS}
                 record["image_path"] = entry.get("image_path")
+                record["image_path_at"] = f"{file.name} entry {row}"
                 image_rows.append(record)
             users.append(user_ids[pid])
             images.append(image_ids[image_id])
@@ -120,12 +127,13 @@ def load_pamela(path: str | Path, *, problems: list[str] | None = None) -> Datas
     image_id_arr = np.array(list(image_ids), dtype=np.int64)
     ratings, split_files = {}, {}
     for split, (users, images, scores, rows) in columns.items():
-        r = Ratings(np.array(users, np.int64), np.array(images, np.int64), np.array(scores, np.float32))
+        read = np.array(scores, np.float64)
+        r = Ratings(np.array(users, np.int64), np.array(images, np.int64), as_scores(read))
         file = str(split_file(root, split))
         split_files[split] = file
         rows_arr = np.array(rows, np.int64)
         problems.extend(check_not_empty(r, file))
-        problems.extend(check_scores(r.score, PAMELA_SCORE_RANGE, file, rows_arr))
+        problems.extend(check_scores(read, PAMELA_SCORE_RANGE, file, rows_arr))
         problems.extend(check_duplicates(r, file, rows_arr, user_id_arr, image_id_arr))
         ratings[split] = r
     if "train" not in ratings or not len(ratings["train"]):
@@ -135,10 +143,14 @@ def load_pamela(path: str | Path, *, problems: list[str] | None = None) -> Datas
     users_df["age"] = pd.to_numeric(users_df["age"], errors="coerce")
     images_df = pd.DataFrame(image_rows)
     images_dir = root / "images"
-    images_df["path"] = [
-        str((root / p).resolve()) if (p and images_dir.is_dir()) else None
-        for p in images_df.pop("image_path")
-    ]
+    names, labels = images_df.pop("image_path"), images_df.pop("image_path_at")
+    if images_dir.is_dir():
+        images_df["path"] = image_paths(
+            names.tolist(), labels.tolist(), folder=root, inside=images_dir,
+            where=str(root / "annotations"), problems=problems, existing=False,
+        )  # fmt: skip
+    else:
+        images_df["path"] = None
 
     manifest = read_manifest(root / SIMULATION_MANIFEST, "recsys data simulate")
     ds = Dataset(

@@ -41,8 +41,9 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.dataset import SPLITS, Dataset, Ratings
+from recsys.data.paths import image_paths
 from recsys.data.tables import _ids, _side_table, holdout_label, make_holdout
-from recsys.data.validate import check_duplicates, check_scores, check_splits, raise_problems
+from recsys.data.validate import as_scores, check_duplicates, check_scores, check_splits, raise_problems
 from recsys.errors import UserError
 
 DEFAULT_PIAA_HOLDOUT = "users:0.1"
@@ -116,8 +117,11 @@ def _first_per(table: pd.DataFrame, key: str, columns, ids: np.ndarray) -> pd.Da
     return first.reindex(ids.tolist()).reset_index(drop=True)
 
 
-def _existing(paths: list[Path | None]) -> list[str | None]:
-    return [str(p.resolve()) if p is not None and p.is_file() else None for p in paths]
+def _image_paths(folder: Path, names: list, first: pd.DataFrame, where: Path, problems: list[str]):
+    """The resolved files of ``names`` (None where there is none), contained in ``folder``; ``first`` holds
+    the rows the names were read from (its index: the table's row numbers)."""
+    labels = [f"row {r}" for r in first.index.tolist()]
+    return image_paths(names, labels, folder=folder, where=str(where), problems=problems)
 
 
 @dataclass(frozen=True)
@@ -140,8 +144,8 @@ def _rating_dataset(
     fmt: PiaaFormat, label: str, root: Path, where: Path, table: pd.DataFrame, users, images, options: dict
 ) -> Dataset:
     """A rating Dataset from one table (the file ``where`` of the dataset folder ``root``, named ``fmt.name
-    (label)``): checks, ids, a seeded holdout; ``users(user_ids)`` and ``images(image_ids, first_rows)`` build
-    the side tables; ``options``: the loader's holdout, seed and problems."""
+    (label)``): checks, ids, a seeded holdout; ``users(user_ids)`` and ``images(image_ids, first_rows,
+    problems)`` build the side tables; ``options``: the loader's holdout, seed and problems."""
     user_column, image_column, score_column = fmt.user_column, fmt.image_column, fmt.score_column
     problems = options["problems"]
     collect = problems is not None
@@ -161,7 +165,7 @@ def _rating_dataset(
         raise UserError(f"{where}: no ratings with a user, an image and a numeric {score_column}")
     user_ids, user_idx = np.unique(_ids(table[user_column]), return_inverse=True)
     image_ids, image_idx = np.unique(_ids(table[image_column]), return_inverse=True)
-    every = Ratings(user_idx.astype(np.int64), image_idx.astype(np.int64), score.astype(np.float32))
+    every = Ratings(user_idx.astype(np.int64), image_idx.astype(np.int64), as_scores(score))
     problems.extend(check_duplicates(every, str(where), rows, user_ids, image_ids))
     spec = options["holdout"] or DEFAULT_PIAA_HOLDOUT
     split_of = make_holdout(every, spec, options["seed"])
@@ -174,7 +178,7 @@ def _rating_dataset(
         user_ids=user_ids,
         image_ids=image_ids,
         users=users(user_ids),
-        images=images(image_ids, table.iloc[first]),
+        images=images(image_ids, table.iloc[first], problems),
         ratings=ratings,
         score_range=fmt.score_range,
         root=root.resolve(),
@@ -210,14 +214,12 @@ def load_para(
     _require(table, ("sessionId", "imageName", "userId", "aestheticScore"), images_file, "PARA-Images.csv")
     table["imageName"] = table["imageName"].astype("string").str.strip()
 
-    def images(image_ids: np.ndarray, first: pd.DataFrame) -> pd.DataFrame:
+    def images(image_ids: np.ndarray, first: pd.DataFrame, problems: list[str]) -> pd.DataFrame:
         session = first["sessionId"].astype(str).tolist()
-        candidates = [
-            root / "imgs" / s / n if (root / "imgs" / s / n).is_file() else root / "imgs" / n
-            for s, n in zip(session, image_ids.tolist(), strict=True)
-        ]
+        # imgs/<sessionId>/<imageName>, else imgs/<imageName>
+        candidates = [(f"{s}/{n}", n) for s, n in zip(session, image_ids.tolist(), strict=True)]
         out = pd.DataFrame({"semantic": first["semantic"].to_numpy()} if "semantic" in first else {})
-        out["path"] = _existing(candidates)
+        out["path"] = _image_paths(root / "imgs", candidates, first, images_file, problems)
         return out
 
     users = lambda ids: _side_table(users_file, "userId", ids)  # noqa: E731
@@ -246,12 +248,13 @@ def load_lapis(
     folders = [file.parent / "images", file.parent.parent / "images"]
     image_dir = next((d for d in folders if d.is_dir()), None)
 
-    def images(image_ids: np.ndarray, first: pd.DataFrame) -> pd.DataFrame:
+    def images(image_ids: np.ndarray, first: pd.DataFrame, problems: list[str]) -> pd.DataFrame:
         out = _first_per(first, "image_id", LAPIS_IMAGE_COLUMNS, image_ids)
         names = first["image_filename"].tolist() if "image_filename" in first else [None] * len(first)
-        out["path"] = _existing(
-            [image_dir / str(n) if image_dir and isinstance(n, str) else None for n in names]
-        )
+        if image_dir is None:
+            out["path"] = None
+        else:
+            out["path"] = _image_paths(image_dir, names, first, file, problems)
         return out
 
     root = file.parent.parent if file.parent.name == "annotation" else file.parent
@@ -280,8 +283,9 @@ def load_flickr_aes(
     for column in ("worker", "imagePair"):
         table[column] = table[column].astype("string").str.strip()
 
-    def images(image_ids: np.ndarray, first: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame({"path": _existing([file.parent / "40K" / str(n) for n in image_ids.tolist()])})
+    def images(image_ids: np.ndarray, first: pd.DataFrame, problems: list[str]) -> pd.DataFrame:
+        names = [str(n) for n in image_ids.tolist()]
+        return pd.DataFrame({"path": _image_paths(file.parent / "40K", names, first, file, problems)})
 
     users = lambda ids: pd.DataFrame(index=range(len(ids)))  # noqa: E731
     options = {"holdout": holdout, "seed": seed, "problems": problems}

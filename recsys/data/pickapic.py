@@ -474,7 +474,7 @@ def iter_pickapic_images(
             if missing:
                 raise UserError(
                     f"{file}: lacks column(s) {', '.join(missing)}; embedding needs the shards with image bytes "
-                    "(or pass precomputed --image-features)"
+                    "(or use precomputed image features)"
                 )
             start = 0
             for batch in pq.ParquetFile(file).iter_batches(batch_size=batch_rows, columns=list(JPEG_COLUMNS)):

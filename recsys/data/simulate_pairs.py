@@ -104,21 +104,23 @@ class PickapicSimulationConfig:
     train_shards: int = 2
 
     def validate(self) -> None:
+        # `recsys data simulate --pickapic` sets users (and the images' detail) only: the rest are named as the
+        # fields they are
         if self.users < 10:
             raise UserError(f"--users {self.users}: the simulator needs at least 10 users")
         if self.prompts_per_user < 1 or self.max_comparisons < 1:
-            raise UserError("--prompts-per-user and --max-comparisons must be at least 1")
+            raise UserError("prompts_per_user and max_comparisons must be at least 1")
         if self.feature_dim < 8:
-            raise UserError(f"--feature-dim {self.feature_dim}: needs at least 8")
+            raise UserError(f"feature_dim {self.feature_dim}: needs at least 8")
         if not 8 <= self.image_size <= 512:
-            raise UserError(f"--image-size {self.image_size}: choose 8 to 512 pixels")
+            raise UserError(f"image_size {self.image_size}: choose 8 to 512 pixels")
         if self.tie_margin < 0 or self.noise_scale < 0:
-            raise UserError("--tie-margin and --noise-scale must be non-negative")
+            raise UserError("tie_margin and noise_scale must be non-negative")
         for name in ("unlabelled_share", "same_image_share", "published_holdout_users"):
             if not 0.0 <= getattr(self, name) < 0.5:
-                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: choose 0 <= value < 0.5")
+                raise UserError(f"{name} {getattr(self, name)}: choose 0 <= value < 0.5")
         if self.train_shards < 1:
-            raise UserError("--train-shards must be at least 1")
+            raise UserError("train_shards must be at least 1")
 
 
 def choice_probabilities(

@@ -29,8 +29,10 @@ import pandas as pd
 
 from recsys.data.dataset import SPLITS, Dataset, Ratings
 from recsys.data.delimited import apply_aliases, read_delimited
-from recsys.data.validate import check_duplicates, check_scores, check_splits
+from recsys.data.paths import image_paths
+from recsys.data.validate import as_scores, check_duplicates, check_scores, check_splits
 from recsys.errors import UserError
+from recsys.files import read_json
 
 #: a directory's rating table: ours, MovieLens-100k's and MovieLens-1M's
 TABLE_NAMES = ("ratings.parquet", "ratings.csv", "u.data", "ratings.dat")
@@ -193,9 +195,13 @@ def read_manifest(file: Path, simulate_command: str) -> dict:
     if not file.is_file():
         return {}
     try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"{file}: malformed JSON ({err.msg}); re-run `{simulate_command}`") from None
+        manifest = read_json(file, "a simulator's manifest")
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        reason = err.msg if isinstance(err, json.JSONDecodeError) else "not UTF-8"
+        raise UserError(f"{file}: malformed JSON ({reason}); re-run `{simulate_command}`") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{file}: not a simulator's manifest (a JSON object); re-run `{simulate_command}`")
+    return manifest
 
 
 def read_rating_table(
@@ -270,7 +276,7 @@ def load_table(
 
     user_ids, user_idx = np.unique(_ids(table["user_id"]), return_inverse=True)
     item_ids, item_idx = np.unique(_ids(table["item_id"]), return_inverse=True)
-    all_ratings = Ratings(user_idx.astype(np.int64), item_idx.astype(np.int64), score.astype(np.float32))
+    all_ratings = Ratings(user_idx.astype(np.int64), item_idx.astype(np.int64), as_scores(score))
     problems.extend(check_scores(score, score_range, str(table_path), rows))
     # on the whole table, before any holdout: a pair rated twice must not land in two splits unnoticed
     problems.extend(check_duplicates(all_ratings, str(table_path), rows, user_ids, item_ids))
@@ -338,6 +344,16 @@ def table_dataset(name: str, table_path: Path, ids, score_range, columns=None, *
     """A real (not simulated) dataset read from a table: ``ids`` (user ids, item ids), ``users.csv`` and
     ``items.csv`` beside the table when there, and ``splits`` (``ratings=`` and / or ``choices=``)."""
     user_ids, item_ids = ids
+    images = _side_table(table_path.parent / "items.csv", "item_id", item_ids, columns)
+    if "path" in images.columns:  # image files, relative to the table's folder and inside it
+        problems: list[str] = []
+        labels = [f"item {i}" for i in item_ids.tolist()]
+        where, folder = str(table_path.parent / "items.csv"), table_path.parent
+        images["path"] = image_paths(
+            images["path"].tolist(), labels, folder=folder, where=where, problems=problems
+        )
+        for problem in problems:
+            raise UserError(problem)
     return Dataset(
         name=name,
         simulated=False,
@@ -345,7 +361,7 @@ def table_dataset(name: str, table_path: Path, ids, score_range, columns=None, *
         user_ids=user_ids,
         image_ids=item_ids,
         users=_side_table(table_path.parent / "users.csv", "user_id", user_ids, columns),
-        images=_side_table(table_path.parent / "items.csv", "item_id", item_ids, columns),
+        images=images,
         ratings=splits.pop("ratings", {}),
         score_range=score_range,
         root=table_path.parent.resolve(),

@@ -14,15 +14,35 @@ def _first(values, limit: int = 5) -> str:
     return shown + (f" (and {len(values) - limit} more)" if len(values) > limit else "")
 
 
+#: the largest magnitude a float32 holds: scores are stored as float32, so a larger one would become infinite
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def as_scores(score) -> np.ndarray:
+    """Scores as the float32 a ``Ratings`` holds, without numpy's overflow warning: a score beyond
+    ``FLOAT32_MAX`` becomes infinite, and ``check_scores`` (given the scores as read) names it."""
+    with np.errstate(over="ignore"):
+        return np.asarray(score, dtype=np.float64).astype(np.float32)
+
+
 def check_scores(
     score: np.ndarray, score_range: tuple[float, float], where: str, rows: np.ndarray
 ) -> list[str]:
-    """Problems with NaN or out-of-range scores; ``rows`` maps positions to the user's row numbers."""
+    """Problems with NaN, infinite, overflowing or out-of-range scores; ``rows`` maps positions to the user's
+    row numbers. ``score`` as read (float64), before ``as_scores``."""
     problems = []
+    score = np.asarray(score, dtype=np.float64)
     nan = ~np.isfinite(score)
     if nan.any():
         problems.append(
             f"{where}: score is NaN or infinite at row(s) {_first(rows[nan])}; fix or drop those rows"
+        )
+    huge = np.isfinite(score) & (np.abs(score) > FLOAT32_MAX)
+    if huge.any():
+        i = np.flatnonzero(huge)
+        problems.append(
+            f"{where}: score {score[i[0]]:g} at row(s) {_first(rows[i])} overflows the 32-bit floats scores are "
+            f"stored in (largest {FLOAT32_MAX:.4g}); rescale the scores"
         )
     lo, hi = score_range
     bad = np.isfinite(score) & ((score < lo) | (score > hi))
@@ -33,6 +53,24 @@ def check_scores(
             f"{_first(rows[i])}; fix the scores or declare the range"
         )
     return problems
+
+
+def constant_scores(ds: Dataset) -> list[str]:
+    """A warning (one line, not a problem: every model still fits) when every score of a split is the same:
+    there is no order to learn or measure, so the correlation metrics are undefined there."""
+    constant = {}
+    for split in ds.splits:
+        score = ds.ratings[split].score
+        if len(score) > 1 and float(score.min()) == float(score.max()):
+            constant[split] = float(score[0])
+    if not constant:
+        return []
+    values = sorted(set(constant.values()))
+    shown = ", ".join(f"{v:g}" for v in values)
+    return [
+        f"{ds.name}: every score of {', '.join(constant)} is {shown if len(values) == 1 else 'one value (' + shown + ')'}; "
+        "the models fit, but there is no order to learn and the correlation metrics are undefined"
+    ]
 
 
 def check_duplicates(r: Ratings, where: str, rows: np.ndarray, user_ids, image_ids) -> list[str]:

@@ -3,7 +3,8 @@
 * Hyperparameters are declared once, as a nested frozen dataclass ``Params`` (see ``recsys.models.params``):
   keyword-only constructor arguments, validated with clear messages, read back as attributes
   (``model.factors``), by ``get_params`` and by ``clone``. Nothing is learned in the constructor.
-* ``fit(dataset, split="train") -> self`` hands the model a ``FitView`` of the data (the fit split, the
+* ``fit(dataset, split="train") -> self`` refuses, in one line, a fit too large for the memory available
+  (``recsys.models.params.check_memory``), then hands the model a ``FitView`` of the data (the fit split, the
   validation split of the one ``DATA_POLICY``, side information; never test ratings or, but for the oracle,
   the ground truth), records which users the fit saw (``known_``) and calls the model's
   ``_fit(view, ratings, split)``. A model that early-stops or calibrates reads the validation ratings with
@@ -54,7 +55,7 @@ from recsys.data.choices import ChoiceReferences, Choices
 from recsys.data.dataset import Dataset, Ratings, References
 from recsys.data.encodings import ImageInputs
 from recsys.errors import ColdStartNotSupported, DataNotSupported, NewImagesNotSupported, UserError
-from recsys.models.params import Hyperparameters
+from recsys.models.params import DataSizes, Hyperparameters, check_memory
 from recsys.models.persistence import SAVE_FORMAT, fitted_state, write_model_dir
 
 
@@ -154,6 +155,9 @@ class Model(ABC):
         """
         view = dataset.fit_view(split, DATA_POLICY.validation_split, ground_truth=self.needs_ground_truth)
         data = view.fit_data(split)
+        features = 0 if dataset.image_features is None else int(dataset.image_features.shape[1])
+        sizes = DataSizes(dataset.n_users, dataset.n_images, features, len(data))
+        check_memory(self.name, self.params, sizes)
         if not isinstance(data, self.learns_from):
             kinds = " or ".join(kind_of(t) for t in self.learns_from)
             raise DataNotSupported(

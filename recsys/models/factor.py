@@ -21,6 +21,9 @@ from recsys.models.base import Model, append_rows
 from recsys.models.linear import LinearMap, ridge
 from recsys.models.persistence import state_record
 
+#: the smallest residual variance a fold-in assumes (in squared score units; far below any rating scale's noise)
+MIN_NOISE = 1e-6
+
 
 class ImageMap:
     """Ridge from image design rows to item parameters ([offset, vector...]), for images absent from the fit."""
@@ -167,6 +170,7 @@ def build_fold_in(
         prior = demo @ coef + intercept
     # Gaussian prior / noise: penalty = noise variance / prior variance per dimension
     noise = float(np.var(resid - offset[ratings.user_idx])) if len(resid) else 1.0
+    noise = max(noise, MIN_NOISE)  # scores that are all equal leave no noise: keep the fold-in a ridge
     spread = (
         np.var(vecs[train_users] - prior[train_users], axis=0)
         if len(train_users) > 1

@@ -12,6 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.data.dataset import Dataset, Ratings
+from recsys.errors import UserError
 from recsys.models.factor import FactorModel, complete_items
 from recsys.models.linear import LinearMap
 from recsys.models.params import Hyperparameters, at_least_one, hyper, non_negative, positive
@@ -66,8 +67,16 @@ class _LikesFactorModel(FactorModel):
 
     def _train(self, matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(user vectors (n_users, f), item vectors (n_images, f), item offsets (n_images,))."""
+        from implicit.recommender_base import ModelFitError
+
         model = self.build()
-        model.fit(matrix, show_progress=False)
+        try:
+            model.fit(matrix, show_progress=False)
+        except ModelFitError as err:  # NaN or infinite factors: float32 arithmetic overflowed
+            largest = float(np.abs(matrix.data).max(initial=0.0))
+            raise UserError(
+                f"{self.name}: the fit diverged ({err}) on training weights up to {largest:g}; rescale the scores"
+            ) from None
         return self._factors(
             np.asarray(model.user_factors, np.float64), np.asarray(model.item_factors, np.float64)
         )

@@ -37,6 +37,8 @@ def _rating_basis(centred: sp.csr_matrix, dims: int) -> np.ndarray:
     from scipy.sparse.linalg import svds
 
     d = max(1, min(dims, min(centred.shape) - 1))
+    if not np.any(centred.data):  # every user rates every image at their mean: no taste direction to find
+        return np.zeros((centred.shape[1], d), np.float32)
     v0 = np.random.default_rng(0).standard_normal(min(centred.shape))
     _, _, vt = svds(centred.astype(np.float64), k=d, v0=v0)
     return np.ascontiguousarray(vt.T, dtype=np.float32)

@@ -28,7 +28,7 @@ from recsys.extras import require
 from recsys.models.biases import clip_scores
 from recsys.models.factor import FactorModel, FoldIn, ImageMap, average_image, build_fold_in
 from recsys.models.linear import LinearMap
-from recsys.models.params import Hyperparameters, at_least_one, hyper, non_negative, positive
+from recsys.models.params import DataSizes, Hyperparameters, at_least_one, hyper, non_negative, positive
 
 #: on choices: Adam's learning rate, full-batch steps per epoch, and Newton steps of a new user's fit
 CHOICE_LR = 0.05
@@ -83,6 +83,13 @@ class MatrixFactorization(FactorModel):
         patience: int = at_least_one(3, "epochs without val_seen improvement before stopping")
         demo_alpha: float = positive(10.0, "ridge penalty of the demographics -> user prior map")
         seed: int = hyper(0, doc="seed of the factor initialisation")
+
+        def memory_bytes(self, sizes: DataSizes) -> int:
+            # each half-epoch holds a (factors + 1)^2 normal-equation matrix per user (or image) and the
+            # solver's copy of them, and the rated rows' factors (three copies)
+            gram = 2 * 8 * max(sizes.users, sizes.images) * (self.factors + 1) ** 2
+            rows = 3 * 8 * sizes.ratings * (self.factors + 1)
+            return super().memory_bytes(sizes) + gram + rows
 
     def _fit(self, dataset: Dataset, data: Ratings | Choices, split: str) -> None:
         if isinstance(data, Choices):

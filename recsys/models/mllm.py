@@ -199,7 +199,6 @@ def _load_transformers_backend(model: MLLMScorer) -> Callable[[str, list[int]], 
         )
     try:
         import torch
-        from PIL import Image
         from transformers import AutoModelForImageTextToText, AutoProcessor
     except ImportError as err:
         raise MLLMUnavailable(f"skipped: mllm_scorer cannot import its dependencies ({err})") from None
@@ -224,12 +223,14 @@ def _load_transformers_backend(model: MLLMScorer) -> Callable[[str, list[int]], 
     tokenizer = processor.tokenizer
     plus_id = tokenizer.convert_tokens_to_ids("+")
     minus_id = tokenizer.convert_tokens_to_ids("-")
+    from recsys.data.images import open_image
+
     paths = model.image_paths_
     if paths is None:
         raise MLLMUnavailable("skipped: the dataset has no image paths (images.path) to show the MLLM")
 
     def p_plus(text: str, images: list[int]) -> float:
-        pictures: list[Any] = [Image.open(paths[i]).convert("RGB") for i in images]
+        pictures: list[Any] = [open_image(paths[i]).convert("RGB") for i in images]
         inputs = processor(text=text, images=pictures, return_tensors="pt").to(device)
         with torch.no_grad():
             logits = net(**inputs).logits[0, -1].float().cpu().numpy()

@@ -19,7 +19,6 @@ import dataclasses
 import io
 import json
 import shutil
-import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.errors import UserError
+from recsys.files import NotARegularFile, read_bytes, read_json, regular_file
+from recsys.workspace import remove_stale, temporary_sibling
 
 #: Version of the saved-model layout this code writes and reads.
 SAVE_FORMAT = 3
@@ -61,7 +62,8 @@ def write_model_dir(path: str | Path, config: dict, state: dict[str, Any]) -> Pa
     modules: dict[str, dict] = {}
     index = {key: _encode(key, value, arrays, modules) for key, value in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    remove_stale(path.parent)  # what writers killed mid-save left beside it
+    tmp = temporary_sibling(path)
     tmp.mkdir()
     try:
         (tmp / "state.json").write_text(json.dumps(index, allow_nan=True))
@@ -74,7 +76,7 @@ def write_model_dir(path: str | Path, config: dict, state: dict[str, Any]) -> Pa
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         old = None
         if path.exists():
-            old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
+            old = temporary_sibling(path, "old")
             path.rename(old)
         tmp.rename(path)
         if old is not None:
@@ -163,10 +165,12 @@ def read_state(path: str | Path, build_module) -> dict[str, Any]:
     if not isinstance(index, dict):
         raise SavedModelError(f"{path}: state.json is not a state index")
     try:
-        with np.load(path / "arrays.npz", allow_pickle=False) as data:
+        with np.load(regular_file(path / "arrays.npz", "a saved model's arrays"), allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except FileNotFoundError:
         raise SavedModelError(f"{path}: arrays.npz is missing") from None
+    except NotARegularFile as err:
+        raise SavedModelError(str(err)) from None
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
         raise SavedModelError(f"{path}: arrays.npz is unreadable ({_first_line(err)})") from None
     modules = {}
@@ -209,9 +213,11 @@ def _decode(entry: Any, arrays: dict[str, np.ndarray]) -> Any:
 
 def _read_json(path: Path, name: str) -> Any:
     try:
-        return json.loads((path / name).read_text())
+        return read_json(path / name, f"a saved model's {name}")
     except FileNotFoundError:
         raise SavedModelError(f"{path}: not a saved model ({name} is missing)") from None
+    except NotARegularFile as err:
+        raise SavedModelError(str(err)) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise SavedModelError(f"{path}: {name} is unreadable ({_first_line(err)})") from None
 
@@ -220,7 +226,7 @@ def _read_torch(file: Path) -> dict:
     import torch
 
     try:
-        data = file.read_bytes()
+        data = read_bytes(file, "a saved model's weights")
         modules = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # the weights-only unpickler refuses anything but tensors, with its own errors
         raise SavedModelError(

@@ -22,6 +22,7 @@ import numpy as np
 from recsys.data.dataset import Dataset, Ratings, References
 from recsys.data.encodings import ImageInputs, with_intercept
 from recsys.models.base import Model, append_rows
+from recsys.models.factor import MIN_NOISE
 from recsys.models.linear import consensus_map
 from recsys.models.params import Hyperparameters, non_negative, positive
 
@@ -88,7 +89,8 @@ class PreferenceProfile(Model):
         fitted_resid = np.concatenate(
             [residual[c] - self._design(ratings.image_idx[c]) @ p for c, p in zip(chunks, first, strict=True)]
         )
-        self.noise_ = float(np.mean(fitted_resid**2))
+        # scores that are all equal leave no residual: a floor keeps the profile fits ridge regressions
+        self.noise_ = max(float(np.mean(fitted_resid**2)), MIN_NOISE)
         spread = first - demo @ self.demo_map_
         self.prior_precision_ = self.noise_ / np.maximum(np.mean(spread**2, axis=0), 1e-4)
         self.profiles_ = self.demo_ @ self.demo_map_

@@ -30,6 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from recsys.files import NotARegularFile, read_json
 from recsys.retrieval.index import Device, IndexInputError, VectorIndex, faiss, resolve_device
 from recsys.threads import ensure_faiss_threads_configured
 
@@ -147,8 +148,8 @@ def load_index(path: str | os.PathLike[str], *, device: Device = "auto") -> Vect
 
 def _read_sidecar(sidecar: Path) -> dict[str, Any]:
     try:
-        metadata = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        metadata = read_json(sidecar, "an index sidecar")
+    except (json.JSONDecodeError, UnicodeDecodeError, NotARegularFile) as error:
         raise IndexInputError(f"{sidecar}: not a readable JSON sidecar ({error}); {_RESAVE}") from None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise IndexInputError(f"{sidecar}: not a VectorIndex sidecar (no format {FORMAT!r}); {_RESAVE}")

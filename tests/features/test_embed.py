@@ -188,7 +188,7 @@ def test_corrupt_png_is_a_user_error_naming_the_file(encoder, images, tmp_path):
     with pytest.raises(UserError) as caught:
         embed_images(paths, ids, encoder, cache_dir=tmp_path / "cache", progress=False)
     message = str(caught.value)
-    assert "1 image file(s)" in message and "img2.png" in message and "--skip-bad-images" in message
+    assert "1 image file(s)" in message and "img2.png" in message and "skip_bad_images=True" in message
     assert "\n" not in message
 
 
@@ -256,8 +256,11 @@ def test_embed_dataset_writes_image_and_prompt_files(encoder, images, tmp_path):
         ),
         root=tmp_path / "dataset",
     )
-    out = embed_dataset(ds, TINY, text=True, device="cpu", cache_dir=tmp_path / "cache", progress=False)
-    assert out == tmp_path / "dataset" / "features" / "clip_recsys-test-tiny_random.npz"
+    out = embed_dataset(ds, TINY, text=True, device="cpu", cache_dir=tmp_path / "cache", progress=False,
+                        workspace=tmp_path / "ws")  # fmt: skip
+    # under the workspace, in a folder named after the dataset's; nothing is written into the data folder
+    assert out.parent.parent == tmp_path / "ws" / "features" and out.parent.name.startswith("dataset-")
+    assert out.name == "clip_recsys-test-tiny_random.npz" and not (tmp_path / "dataset").exists()
     np.testing.assert_allclose(read_image_features(out, ids), _direct(encoder, paths), atol=1e-5)
     prompts = read_image_features(text_output_path(out), ids)
     assert prompts.shape == (N_IMAGES, 32) and text_output_path(out).name.endswith(".text.npz")

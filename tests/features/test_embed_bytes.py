@@ -89,8 +89,9 @@ def test_a_pickapic_directory_embeds_from_its_shards(encoder, tmp_path):
     )
     root = simulate_pickapic(tmp_path / "pickapic", config, progress=False)
     ds = load_dataset(root)
-    out = embed_dataset(ds, TINY, cache_dir=tmp_path / "cache", progress=False, text=True)
-    assert out == root / "features" / "clip_recsys-test-tiny_random.npz"
+    out = embed_dataset(ds, TINY, cache_dir=tmp_path / "cache", progress=False, text=True, workspace=tmp_path)
+    assert out.parent.parent == tmp_path / "features" and out.parent.name.startswith("pickapic-")
+    assert out.name == "clip_recsys-test-tiny_random.npz" and not (root / "features").exists()
     with np.load(out, allow_pickle=False) as data:
         assert data["image_id"].dtype.kind == "U" and sorted(data["image_id"].tolist()) == sorted(
             ds.image_ids
