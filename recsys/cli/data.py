@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from recsys.cli.common import add_command, add_commands, dataset_from_args, score_range
-from recsys.data.simulate import SimulationConfig
+from recsys.data.simulate import WORLD_KNOBS, SimulationConfig
 
 
 def add_parsers(subparsers) -> None:
@@ -24,7 +24,13 @@ def add_parsers(subparsers) -> None:
     ):  # an option per simulator setting, declared once in SimulationConfig
         if knob.name != "render_images":
             flag = "--" + knob.name.replace("_", "-")
-            sim.add_argument(flag, type=type(knob.default), default=knob.default, help=knob.metadata["doc"])
+            sim.add_argument(
+                flag,
+                type=type(knob.default),
+                default=knob.default,
+                choices=knob.metadata["choices"],
+                help=knob.metadata["doc"],
+            )
     sim.add_argument(
         "--no-images", action="store_true", help="skip rendering PNGs (with --pickapic: flat JPEGs)"
     )
@@ -32,7 +38,8 @@ def add_parsers(subparsers) -> None:
         "--pickapic",
         action="store_true",
         help="write simulated Pick-a-Pic v2 choices instead (data/<split>-*.parquet with JPEGs, "
-        "image_features.npz); --seed and --users apply",
+        "image_features.npz); --seed, --users, --feature-dim and the world's settings (--noise-scale to "
+        "--hidden-attributes) apply",
     )
     sim.set_defaults(func=cmd_simulate)
 
@@ -55,7 +62,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         from recsys.data.simulate_pairs import PickapicSimulationConfig, simulate_pickapic
 
         config = PickapicSimulationConfig(
-            seed=args.seed, users=args.users, detailed_images=not args.no_images
+            seed=args.seed,
+            users=args.users,
+            feature_dim=args.feature_dim,
+            detailed_images=not args.no_images,
+            **{name: getattr(args, name) for name in WORLD_KNOBS},
         )
         out = simulate_pickapic(args.out, config)
         print(
