@@ -46,6 +46,7 @@ class Leaderboard:
     fixed_queries: bool = True
     references: str = "random"
     reference_pool: int | None = None
+    protocol_note: str = ""  # what the protocol's split did (the PIAA split's rule and removals)
 
     @property
     def pool(self) -> int:
@@ -81,6 +82,7 @@ class Leaderboard:
                 ),
                 "references": self.references,
                 "reference_pool": self.pool,
+                "split": self.protocol_note or None,
             },
             "data_policy": {
                 "fit_split": self.fit_split,
@@ -132,6 +134,7 @@ def run_leaderboard(
     jobs: int | str = "auto",
     references: str = "random",
     reference_pool: int | None = None,
+    protocol_note: str = "",
 ) -> Leaderboard:
     """Fit every model on ``fit_split`` (validating, where a model does, on the policy's validation split) and
     evaluate it on ``splits`` with ``draws`` reference draws per new user.
@@ -147,6 +150,7 @@ def run_leaderboard(
     arguments came from (``recsys.evaluation.protocols``); ``fixed_queries`` as in ``Evaluator``. ``jobs``: worker
     processes fitting models side by side (``resolve_jobs``; 1 fits them one after the other in this process).
     ``references`` (random or an elicitation strategy) and ``reference_pool`` as in ``Evaluator``.
+    ``protocol_note``: what the protocol's split did (``recsys.evaluation.protocols.split_for_protocol``).
     """
     models = expand_models(models) if models else default_models(dataset)  # unknown names fail before any fit
     choices = is_choice_data(dataset)
@@ -193,6 +197,7 @@ def run_leaderboard(
         fixed_queries=fixed_queries,
         references=references,
         reference_pool=reference_pool,
+        protocol_note=protocol_note,
     )
     tasks = [ModelTask(name, params.get(name, {}), tuned.get(name, {}).get("study")) for name in models]
     for name in models:

@@ -164,7 +164,8 @@ def _protocol_line(board: Leaderboard) -> str:
         else "seen splits only"
     )
     name = "" if board.protocol == "default" else f"{board.protocol} protocol, "
-    return f"{name}protocol seed {board.seed}, shots {list(board.shots)}, {draws}"
+    note = f"; {board.protocol_note}" if board.protocol_note else ""
+    return f"{name}protocol seed {board.seed}, shots {list(board.shots)}, {draws}{note}"
 
 
 def format_table(board: Leaderboard) -> str:

@@ -20,9 +20,10 @@ from recsys.cli.common import (
     parse_params,
     positive_int,
 )
+from recsys.errors import UserError
 from recsys.evaluation.elicitation import ELICITATION_SHOTS, STRATEGIES
 from recsys.evaluation.evaluator import DEFAULT_DRAWS
-from recsys.evaluation.protocols import PROTOCOLS, apply_protocol, get_protocol
+from recsys.evaluation.protocols import PROTOCOLS, get_protocol, read_id_file, split_for_protocol
 
 
 def jobs_value(text: str) -> int | str:
@@ -42,7 +43,22 @@ def add_parsers(subparsers) -> None:
         choices=sorted(PROTOCOLS),
         default="default",
         help="a named protocol: default (the suite's), or piaa (fixed test users, 10 and 100 shots, 10 draws, "
-        "each k scored on all the user's other ratings); --shots, --draws and --splits override its values",
+        "each k scored on all the user's other ratings, every rating of the test users' images kept out of "
+        "training); --shots, --draws and --splits override its values",
+    )
+    board.add_argument(
+        "--test-users",
+        type=Path,
+        default=None,
+        help="with --protocol piaa: a published split's test users, one user id per line (default: a seed-0 "
+        "draw among the users with enough ratings)",
+    )
+    board.add_argument(
+        "--test-images",
+        type=Path,
+        default=None,
+        help="with --protocol piaa: a published split's test images, one image id per line, kept out of "
+        "training; the test users are scored on their ratings of them (default: every image a test user rated)",
     )
     board.add_argument(
         "--shots",
@@ -132,7 +148,13 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_target(args.out, args.overwrite)  # before any model is fitted
     preset = get_protocol(args.protocol)
-    ds = apply_protocol(dataset_from_args(args), preset)
+    test_users = read_id_file(args.test_users, "--test-users") if args.test_users else None
+    test_images = read_id_file(args.test_images, "--test-images") if args.test_images else None
+    if (test_users or test_images) and preset.name != "piaa":
+        raise UserError("--test-users and --test-images apply to --protocol piaa only")
+    ds, split_note = split_for_protocol(
+        dataset_from_args(args), preset, test_users=test_users, test_images=test_images
+    )
     protocol = {
         "splits": args.splits or preset.splits,
         # the default protocol's shots depend on the data (ratings: 0,10; choices: 0,1,2,4,8)
@@ -147,6 +169,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         "jobs": args.jobs,
         "references": args.references,
         "reference_pool": args.reference_pool,
+        "protocol_note": split_note,
     }
     if args.tuned:
         from experiments.tuning import run_tuned_leaderboard
