@@ -160,10 +160,10 @@ def print_world(result: dict, models: list[str]) -> None:
         f"  {result['dataset']} [SIMULATED]; simulated in {result['simulate_seconds']:.0f} s, leaderboard "
         f"{result['leaderboard_seconds']:.0f} s; {result['metric']} [95% CI], rank (1 = best)"
     )
-    head = f"  {'model':<24}" + "".join(f" {c + ' [95% CI]':>27} {'rank':>5}" for c in cells)
+    head = f"  {'model':<28}" + "".join(f" {c + ' [95% CI]':>27} {'rank':>5}" for c in cells)
     print(head)
     for model in [*[m for m in models if m != ORACLE], ORACLE]:
-        line = f"  {model + (' (ceiling)' if model == ORACLE else ''):<24}"
+        line = f"  {model + (' (ceiling)' if model == ORACLE else ''):<28}"
         present = False
         for column in cells.values():
             cell = column.get(model)
@@ -221,11 +221,11 @@ def print_summary(kind: str, results: list[dict], models: list[str]) -> dict:
         f"\n{kind}: summary over {n} world(s) ({HEADLINE[kind][0]}; rank 1 = best of the measured models; "
         "'in CI' = worlds where the model's score is at least the lower end of the best model's 95% interval)"
     )
-    head = f"  {'model':<24}" + "".join(f" {c + ' mean rank':>16} {'best':>5} {'in CI':>6}" for c in columns)
+    head = f"  {'model':<28}" + "".join(f" {c + ' mean rank':>16} {'best':>5} {'in CI':>6}" for c in columns)
     print(head)
     order = sorted(done["models"], key=lambda m: done["models"][m][columns[-1]]["mean_rank"] or np.inf)
     for model in order:
-        line = f"  {model:<24}"
+        line = f"  {model:<28}"
         for column in columns:
             e = done["models"][model][column]
             rank = f"{e['mean_rank']:.1f}" if e["mean_rank"] is not None else "-"
