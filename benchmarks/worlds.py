@@ -30,7 +30,8 @@ over users and its rank (1 = best; the oracle, the simulator's ground truth, is 
 then per kind a summary: each model's mean rank, the worlds where it is best, and the worlds where it is
 within the interval of the best (its score at least the lower end of the best model's 95% interval); and per
 world the ceiling and the best model's gap to it. Everything (0-reference rows too) is written to
-``WORKSPACE/worlds/<UTC time>.json``. All numbers are on SIMULATED data.
+``WORKSPACE/worlds/<UTC time>-<kinds>.json`` (after each world, so an interrupted run keeps what it did). All
+numbers are on SIMULATED data.
 """
 
 from __future__ import annotations
@@ -308,21 +309,19 @@ def main() -> None:
         "draws": args.draws,
         "arguments": vars(args) | {"workspace": str(args.workspace)},
     }
+    out = resolve_workspace(args.workspace) / "worlds" / f"{stamp}-{'-'.join(kinds)}.json"
     for kind in kinds:
         results = []
+        payload[kind] = {"models": models[kind], "worlds": results}
         for world in worlds:
             result = run_world(world, kind, models[kind], args)
             results.append(result)
             print_world(result, models[kind])
-        payload[kind] = {
-            "models": models[kind],
-            "worlds": results,
-            "summary": print_summary(kind, results, models[kind]),
-        }
+            write_json(out, payload | {"complete": False})  # what is done so far survives an interruption
+        payload[kind]["summary"] = print_summary(kind, results, models[kind])
     payload["seconds"] = round(time.perf_counter() - start, 1)
     payload["cpu_seconds"] = round(cpu_seconds() - cpu_start, 1)
-    out = resolve_workspace(args.workspace) / "worlds" / f"{stamp}.json"
-    write_json(out, payload)
+    write_json(out, payload | {"complete": True})
     print(
         f"\n{len(worlds)} world(s) x {len(kinds)} kind(s) in {payload['seconds']:.0f} s "
         f"({payload['cpu_seconds']:.0f} CPU s, worker processes included); wrote {out}"
