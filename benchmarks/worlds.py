@@ -30,8 +30,8 @@ over users and its rank (1 = best; the oracle, the simulator's ground truth, is 
 then per kind a summary: each model's mean rank, the worlds where it is best, and the worlds where it is
 within the interval of the best (its score at least the lower end of the best model's 95% interval); and per
 world the ceiling and the best model's gap to it. Everything (0-reference rows too) is written to
-``WORKSPACE/worlds/<UTC time>-<kinds>.json`` (after each world, so an interrupted run keeps what it did). All
-numbers are on SIMULATED data.
+``WORKSPACE/worlds/<UTC time>-<kinds>.json`` (after each world, so an interrupted run keeps what it did;
+``--resume FILE`` takes the worlds such a file holds and runs the rest). All numbers are on SIMULATED data.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from scipy.stats import rankdata
 
 from recsys.data import load_dataset
 from recsys.data.worlds import KINDS, World, get_worlds, simulate_world
+from recsys.errors import UserError
 from recsys.leaderboard import run_leaderboard
 from recsys.models.registry import expand_models
 from recsys.workspace import resolve_workspace
@@ -159,7 +160,8 @@ def print_world(result: dict, models: list[str]) -> None:
     print(
         f"\n{result['kind']} world `{result['world']}`: {result['description']}\n"
         f"  {result['dataset']} [SIMULATED]; simulated in {result['simulate_seconds']:.0f} s, leaderboard "
-        f"{result['leaderboard_seconds']:.0f} s; {result['metric']} [95% CI], rank (1 = best)"
+        f"{result['leaderboard_seconds']:.0f} s{'' if 'resumed_from' not in result else ' (taken from --resume)'}; "
+        f"{result['metric']} [95% CI], rank (1 = best)"
     )
     head = f"  {'model':<28}" + "".join(f" {c + ' [95% CI]':>27} {'rank':>5}" for c in cells)
     print(head)
@@ -267,6 +269,44 @@ def write_json(path: Path, payload: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
+#: the arguments that decide a world's result: a resumed run must have the same
+RESULT_ARGUMENTS = (
+    "seed",
+    "draws",
+    "users",
+    "images",
+    "ratings_per_user",
+    "choice_users",
+    "prompts_per_user",
+)
+
+
+def resumed_worlds(args, models: dict[str, list[str]]) -> dict[tuple[str, str], dict]:
+    """(kind, world) -> result of the worlds finished in ``args.resume`` (empty without it); a file of other
+    settings or models is refused in one line."""
+    if args.resume is None:
+        return {}
+    try:
+        earlier = json.loads(args.resume.read_text())
+    except (OSError, ValueError) as err:
+        raise SystemExit(
+            f"error: --resume {args.resume}: cannot be read ({type(err).__name__}: {err})"
+        ) from None
+    for name in RESULT_ARGUMENTS:
+        if earlier.get("arguments", {}).get(name) != getattr(args, name):
+            raise UserError(
+                f"--resume {args.resume}: made with --{name.replace('_', '-')} "
+                f"{earlier.get('arguments', {}).get(name)}, not {getattr(args, name)}"
+            )
+    found = {}
+    for kind in KINDS:
+        if kind in earlier and earlier[kind]["models"] != models[kind]:
+            raise UserError(f"--resume {args.resume}: its {kind} models are not those of this run")
+        for result in earlier.get(kind, {}).get("worlds", []):
+            found[(kind, result["world"])] = result | {"resumed_from": str(args.resume)}
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -290,31 +330,42 @@ def main() -> None:
     parser.add_argument(
         "--workspace", type=Path, default=None, help="default: $RECSYS_WORKSPACE, else ./runs"
     )
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        help="the JSON of an earlier run with the same seed, draws, sizes and models: its finished worlds are "
+        "taken as they are (and printed again), the others are run",
+    )
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # each world's table as soon as it is done, even into a file
     args.jobs = args.jobs if args.jobs == "auto" else int(args.jobs)
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     if not kinds or any(k not in KINDS for k in kinds):
         parser.error(f"--kinds: choose from {', '.join(KINDS)}")
-    worlds = get_worlds(args.worlds.split(",") if args.worlds else None)
-    models = {
-        "ratings": expand_models(args.rating_models.split(",")),
-        "choices": expand_models(args.choice_models.split(",")),
-    }
+    try:  # unknown worlds or models, a --resume file of other settings: one line, exit 2
+        worlds = get_worlds(args.worlds.split(",") if args.worlds else None)
+        models = {
+            "ratings": expand_models(args.rating_models.split(",")),
+            "choices": expand_models(args.choice_models.split(",")),
+        }
+        done = resumed_worlds(args, models)
+    except UserError as err:
+        parser.error(str(err))
     start, cpu_start = time.perf_counter(), cpu_seconds()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     payload = {
         "simulated": True,
         "seed": args.seed,
         "draws": args.draws,
-        "arguments": vars(args) | {"workspace": str(args.workspace)},
+        "arguments": vars(args) | {"workspace": str(args.workspace), "resume": str(args.resume)},
     }
     out = resolve_workspace(args.workspace) / "worlds" / f"{stamp}-{'-'.join(kinds)}.json"
     for kind in kinds:
         results = []
         payload[kind] = {"models": models[kind], "worlds": results}
         for world in worlds:
-            result = run_world(world, kind, models[kind], args)
+            result = done.get((kind, world.name)) or run_world(world, kind, models[kind], args)
             results.append(result)
             print_world(result, models[kind])
             write_json(out, payload | {"complete": False})  # what is done so far survives an interruption
