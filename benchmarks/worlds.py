@@ -78,6 +78,7 @@ def run_world(world: World, kind: str, models: list[str], args) -> dict:
         if kind == "ratings"
         else {"users": args.choice_users, "prompts_per_user": args.prompts_per_user}
     )
+    cpu_start = cpu_seconds()
     with tempfile.TemporaryDirectory(prefix="worlds-") as tmp:
         start = time.perf_counter()
         path = simulate_world(world, kind, Path(tmp) / world.name, seed=args.seed, sizes=sizes)
@@ -126,6 +127,7 @@ def run_world(world: World, kind: str, models: list[str], args) -> dict:
         "metric": metric,
         "simulate_seconds": round(simulate_seconds, 1),
         "leaderboard_seconds": round(leaderboard_seconds, 1),
+        "cpu_seconds": round(cpu_seconds() - cpu_start, 1),
         "rows": rows,
     }
 
@@ -237,7 +239,7 @@ def print_summary(kind: str, results: list[dict], models: list[str]) -> dict:
     print(f"\n{kind}: the ceiling (oracle, ground truth) and the best measured model per world")
     print(
         f"  {'world':<16}"
-        + "".join(f" {c + ' oracle':>13} {'best model':>20} {'score':>6} {'gap':>6}" for c in columns)
+        + "".join(f" {c + ' oracle':>13} {'best model':>26} {'score':>6} {'gap':>6}" for c in columns)
     )
     for world, cells in done["ceiling"].items():
         line = f"  {world:<16}"
@@ -245,7 +247,7 @@ def print_summary(kind: str, results: list[dict], models: list[str]) -> dict:
             c = cells[column]
             fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
             line += (
-                f" {fmt(c['oracle']):>13} {c['best_model'] or '-':>20} {fmt(c['best']):>6} {fmt(c['gap']):>6}"
+                f" {fmt(c['oracle']):>13} {c['best_model'] or '-':>26} {fmt(c['best']):>6} {fmt(c['gap']):>6}"
             )
         print(line)
     return done
@@ -282,28 +284,25 @@ RESULT_ARGUMENTS = (
 
 
 def resumed_worlds(args, models: dict[str, list[str]]) -> dict[tuple[str, str], dict]:
-    """(kind, world) -> result of the worlds finished in ``args.resume`` (empty without it); a file of other
-    settings or models is refused in one line."""
-    if args.resume is None:
-        return {}
-    try:
-        earlier = json.loads(args.resume.read_text())
-    except (OSError, ValueError) as err:
-        raise SystemExit(
-            f"error: --resume {args.resume}: cannot be read ({type(err).__name__}: {err})"
-        ) from None
-    for name in RESULT_ARGUMENTS:
-        if earlier.get("arguments", {}).get(name) != getattr(args, name):
-            raise UserError(
-                f"--resume {args.resume}: made with --{name.replace('_', '-')} "
-                f"{earlier.get('arguments', {}).get(name)}, not {getattr(args, name)}"
-            )
+    """(kind, world) -> result of the worlds finished in the ``args.resume`` files (none without them); a file of
+    other settings or models is refused in one line."""
     found = {}
-    for kind in KINDS:
-        if kind in earlier and earlier[kind]["models"] != models[kind]:
-            raise UserError(f"--resume {args.resume}: its {kind} models are not those of this run")
-        for result in earlier.get(kind, {}).get("worlds", []):
-            found[(kind, result["world"])] = result | {"resumed_from": str(args.resume)}
+    for path in args.resume or []:
+        try:
+            earlier = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise UserError(f"--resume {path}: cannot be read ({type(err).__name__}: {err})") from None
+        for name in RESULT_ARGUMENTS:
+            if earlier.get("arguments", {}).get(name) != getattr(args, name):
+                raise UserError(
+                    f"--resume {path}: made with --{name.replace('_', '-')} "
+                    f"{earlier.get('arguments', {}).get(name)}, not {getattr(args, name)}"
+                )
+        for kind in KINDS:
+            if kind in earlier and earlier[kind]["models"] != models[kind]:
+                raise UserError(f"--resume {path}: its {kind} models are not those of this run")
+            for result in earlier.get(kind, {}).get("worlds", []):
+                found[(kind, result["world"])] = result | {"resumed_from": str(path)}
     return found
 
 
@@ -333,9 +332,10 @@ def main() -> None:
     parser.add_argument(
         "--resume",
         type=Path,
+        action="append",
         default=None,
-        help="the JSON of an earlier run with the same seed, draws, sizes and models: its finished worlds are "
-        "taken as they are (and printed again), the others are run",
+        help="the JSON of an earlier run with the same seed, draws, sizes and models (repeat for several): its "
+        "finished worlds are taken as they are (and printed again), the others are run",
     )
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # each world's table as soon as it is done, even into a file
@@ -358,7 +358,8 @@ def main() -> None:
         "simulated": True,
         "seed": args.seed,
         "draws": args.draws,
-        "arguments": vars(args) | {"workspace": str(args.workspace), "resume": str(args.resume)},
+        "arguments": vars(args)
+        | {"workspace": str(args.workspace), "resume": [str(p) for p in args.resume or []]},
     }
     out = resolve_workspace(args.workspace) / "worlds" / f"{stamp}-{'-'.join(kinds)}.json"
     for kind in kinds:
@@ -373,9 +374,14 @@ def main() -> None:
     payload["seconds"] = round(time.perf_counter() - start, 1)
     payload["cpu_seconds"] = round(cpu_seconds() - cpu_start, 1)
     write_json(out, payload | {"complete": True})
+    ran = [r for kind in kinds for r in payload[kind]["worlds"]]
+    resumed = sum("resumed_from" in r for r in ran)
+    own = sum(r["simulate_seconds"] + r["leaderboard_seconds"] for r in ran)
     print(
         f"\n{len(worlds)} world(s) x {len(kinds)} kind(s) in {payload['seconds']:.0f} s "
-        f"({payload['cpu_seconds']:.0f} CPU s, worker processes included); wrote {out}"
+        f"({payload['cpu_seconds']:.0f} CPU s, worker processes included)"
+        + (f"; {resumed} taken from --resume" if resumed else "")
+        + f"; the worlds' simulations and leaderboards took {own:.0f} s when they ran; wrote {out}"
     )
 
 
