@@ -49,6 +49,7 @@ class Leaderboard:
     fixed_queries: bool = True
     references: str = "random"
     reference_pool: int | None = None
+    protocol_note: str = ""  # what the protocol's split did (the PIAA split's rule and removals)
 
     @property
     def pool(self) -> int:
@@ -92,6 +93,7 @@ class Leaderboard:
                 ),
                 "references": self.references,
                 "reference_pool": self.pool,
+                "split": self.protocol_note or None,
             },
             "splits": {
                 "made_by": self.dataset.splits_made_by,
@@ -133,6 +135,7 @@ def run_leaderboard(
     jobs: int | str = "auto",
     references: str = "random",
     reference_pool: int | None = None,
+    protocol_note: str = "",
 ) -> Leaderboard:
     """Fit every model on ``fit_split`` (validating, where a model does, on the policy's validation split) and
     evaluate it on ``splits`` with ``draws`` reference draws per new user.
@@ -149,6 +152,7 @@ def run_leaderboard(
     arguments came from (``recsys.evaluation.protocols``); ``fixed_queries`` as in ``Evaluator``. ``jobs``: worker
     processes fitting models side by side (``resolve_jobs``; 1 fits them one after the other in this process).
     ``references`` (random or an elicitation strategy) and ``reference_pool`` as in ``Evaluator``.
+    ``protocol_note``: what the protocol's split did (``recsys.evaluation.protocols.split_for_protocol``).
     """
     models = expand_models(models) if models else default_models(dataset)  # unknown names fail before any fit
     choices = is_choice_data(dataset)
@@ -195,6 +199,7 @@ def run_leaderboard(
         fixed_queries=fixed_queries,
         references=references,
         reference_pool=reference_pool,
+        protocol_note=protocol_note,
     )
     tasks = [ModelTask(name, params.get(name, {}), tuned.get(name, {}).get("study")) for name in models]
     for name in models:  # a model that cannot run here (a missing extra) records the values it was given

@@ -16,7 +16,7 @@ from recsys.cli.common import (
     dataset_from_args,
     score_range,
 )
-from recsys.data.simulate import SimulationConfig
+from recsys.data.simulate import WORLD_KNOBS, SimulationConfig
 from recsys.errors import UserError
 
 
@@ -32,7 +32,13 @@ def add_parsers(subparsers) -> None:
     ):  # an option per simulator setting, declared once in SimulationConfig
         if knob.name != "render_images":
             flag = "--" + knob.name.replace("_", "-")
-            sim.add_argument(flag, type=type(knob.default), default=knob.default, help=knob.metadata["doc"])
+            sim.add_argument(
+                flag,
+                type=type(knob.default),
+                default=knob.default,
+                choices=knob.metadata["choices"],
+                help=knob.metadata["doc"],
+            )
     sim.add_argument(
         "--no-images", action="store_true", help="skip rendering PNGs (with --pickapic: flat JPEGs)"
     )
@@ -40,7 +46,8 @@ def add_parsers(subparsers) -> None:
         "--pickapic",
         action="store_true",
         help="write simulated Pick-a-Pic v2 choices instead (data/<split>-*.parquet with JPEGs, "
-        "image_features.npz); --seed and --users apply",
+        "image_features.npz); --seed, --users, --feature-dim and the world's settings (--noise-scale to "
+        "--hidden-attributes) apply",
     )
     sim.set_defaults(func=cmd_simulate)
 
@@ -76,7 +83,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         from recsys.data.simulate_pairs import PickapicSimulationConfig, simulate_pickapic
 
         config = PickapicSimulationConfig(
-            seed=args.seed, users=args.users, detailed_images=not args.no_images
+            seed=args.seed,
+            users=args.users,
+            feature_dim=args.feature_dim,
+            detailed_images=not args.no_images,
+            **{name: getattr(args, name) for name in WORLD_KNOBS},
         )
         out = simulate_pickapic(args.out, config)
         print(

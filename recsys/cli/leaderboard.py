@@ -23,7 +23,7 @@ from recsys.cli.common import (
 from recsys.errors import UserError
 from recsys.evaluation.elicitation import ELICITATION_SHOTS, STRATEGIES
 from recsys.evaluation.evaluator import DEFAULT_DRAWS
-from recsys.evaluation.protocols import PROTOCOLS, apply_protocol, get_protocol
+from recsys.evaluation.protocols import PROTOCOLS, get_protocol, read_id_file, split_for_protocol
 from recsys.extras import require
 
 
@@ -44,7 +44,22 @@ def add_parsers(subparsers) -> None:
         choices=sorted(PROTOCOLS),
         default="default",
         help="a named protocol: default (the suite's), or piaa (fixed test users, 10 and 100 shots, 10 draws, "
-        "each k scored on all the user's other ratings); --shots, --draws and --splits override its values",
+        "each k scored on all the user's other ratings, every rating of the test users' images kept out of "
+        "training); --shots, --draws and --splits override its values",
+    )
+    board.add_argument(
+        "--test-users",
+        type=Path,
+        default=None,
+        help="with --protocol piaa: a published split's test users, one user id per line (default: a seed-0 "
+        "draw among the users with enough ratings)",
+    )
+    board.add_argument(
+        "--test-images",
+        type=Path,
+        default=None,
+        help="with --protocol piaa: a published split's test images, one image id per line, kept out of "
+        "training; the test users are scored on their ratings of them (default: every image a test user rated)",
     )
     board.add_argument(
         "--shots",
@@ -148,7 +163,13 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     # a read-only or full place fails now, in one line, not after every model is fitted
     check_writable(args.out.absolute().parent if args.out is not None else workspace / LEADERBOARDS)
     preset = get_protocol(args.protocol)
-    ds = apply_protocol(dataset_from_args(args), preset)
+    test_users = read_id_file(args.test_users, "--test-users") if args.test_users else None
+    test_images = read_id_file(args.test_images, "--test-images") if args.test_images else None
+    if (test_users or test_images) and preset.name != "piaa":
+        raise UserError("--test-users and --test-images apply to --protocol piaa only")
+    ds, split_note = split_for_protocol(
+        dataset_from_args(args), preset, test_users=test_users, test_images=test_images
+    )
     protocol = {
         "splits": args.splits or preset.splits,
         # the default protocol's shots depend on the data (ratings: 0,10; choices: 0,1,2,4,8)
@@ -163,6 +184,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         "jobs": args.jobs,
         "references": args.references,
         "reference_pool": args.reference_pool,
+        "protocol_note": split_note,
     }
     if args.tuned:
         from experiments.tuning import run_tuned_leaderboard

@@ -14,6 +14,15 @@ The generative model (all draws from one seeded generator):
   noise-free expected observed score.
 * Image features (512-d, unit norm, like CLIP) are a fixed random two-layer tanh map of the image content plus
   noise; PNGs render the same attributes as colours, brightness, clutter and layout.
+
+The world's structure is a setting too (``SimulationConfig``; ``recsys.data.worlds`` names a family of worlds):
+the number of taste groups and the rank of their shared taste, the share of individual taste, how strongly
+demographics pull group membership, rating and feature noise, and three changes of form: each user's shared
+taste a mixture of groups (``membership``), taste acting on products of content attributes as well
+(``taste_form``), and another map from content to features (``feature_map``, ``hidden_attributes``). The
+defaults are the world above, drawn exactly as before; a world that differs only in these settings keeps the
+images, demographics, biases, noise levels and rated pairs of the default world of the same seed (its other
+draws come from a second stream of the seed).
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ import math
 import os
 import shutil
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 
@@ -62,7 +71,29 @@ AGE_BINS = (
 )
 QUALITY_LABELS = ("poor", "fair", "good", "great", "excellent")
 N_ATTRIBUTES = 12  # continuous content attributes; the first four are rendered into the PNGs
-N_TASTE_GROUPS = 6
+N_TASTE_GROUPS = 6  # the default world's
+#: spread of a group's taste and of a user's individual deviation in the default world
+GROUP_TASTE_SD, INDIVIDUAL_TASTE_SD = 0.3, 0.13
+#: the default world's share of taste variance that is individual (about 0.158)
+DEFAULT_INDIVIDUAL_SHARE = INDIVIDUAL_TASTE_SD**2 / (GROUP_TASTE_SD**2 + INDIVIDUAL_TASTE_SD**2)
+MEMBERSHIPS = ("single", "mixture")
+TASTE_FORMS = ("linear", "interaction")
+FEATURE_MAPS = ("tanh", "relu", "fourier")
+#: the settings of the generative model that both simulators share (``simulate_pairs`` passes them through)
+WORLD_KNOBS = (
+    "noise_scale",
+    "taste_groups",
+    "taste_rank",
+    "individual_share",
+    "demographic_weight",
+    "membership",
+    "taste_form",
+    "feature_map",
+    "feature_noise",
+    "hidden_attributes",
+)
+#: the second stream of a seed: every draw of a world's non-default structure comes from it
+SIDE_STREAM = 7
 SUBJECTS = {
     "abstract": ("interlocking shapes", "a field of colour", "flowing lines"),
     "animal": ("a fox in the snow", "a heron at dawn", "a sleeping cat"),
@@ -92,9 +123,10 @@ ATTRIBUTE_WORDS = (
 )
 
 
-def knob(default, doc: str):
-    """A simulator setting: its default and what it does (``recsys data simulate`` makes an option of each)."""
-    return field(default=default, metadata={"doc": doc})
+def knob(default, doc: str, choices: tuple[str, ...] | None = None):
+    """A simulator setting: its default, what it does and (for a named form) its choices; ``recsys data
+    simulate`` makes an option of each."""
+    return field(default=default, metadata={"doc": doc, "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -111,6 +143,40 @@ class SimulationConfig:
     image_size: int = knob(96, "side of the rendered PNGs in pixels")
     render_images: bool = knob(True, "render a PNG per image")
     noise_scale: float = knob(1.0, "multiplies every user's rating noise")
+    taste_groups: int = knob(N_TASTE_GROUPS, "number of shared taste groups")
+    taste_rank: int = knob(
+        0,
+        "dimension of the shared taste: the groups' tastes span this many directions (at most --taste-groups); "
+        "0: one independent direction per group",
+    )
+    individual_share: float = knob(
+        DEFAULT_INDIVIDUAL_SHARE,
+        "share of taste variance that is each user's own, not shared with a group: 0 all shared, 1 none shared "
+        "(default: about 0.158, the default world's)",
+    )
+    demographic_weight: float = knob(
+        1.0, "multiplies the pull of age, gender and nationality on taste group membership (0: none)"
+    )
+    membership: str = knob(
+        "single",
+        "single: each user in one taste group; mixture: each user's shared taste a softmax mixture of the groups",
+        MEMBERSHIPS,
+    )
+    taste_form: str = knob(
+        "linear",
+        "linear: taste . content; interaction: taste also weights products of pairs of content attributes",
+        TASTE_FORMS,
+    )
+    feature_map: str = knob(
+        "tanh",
+        "map from image content to features: tanh (2-layer tanh net), relu (3-layer ReLU net), fourier (random "
+        "cosine features, local in content)",
+        FEATURE_MAPS,
+    )
+    feature_noise: float = knob(0.35, "noise added to the unit-norm feature signal (then renormalised)")
+    hidden_attributes: int = knob(
+        0, f"content attributes (the last of {N_ATTRIBUTES}) the image features do not see; taste still does"
+    )
 
     def validate(self) -> None:
         if self.users < 10:
@@ -123,8 +189,49 @@ class SimulationConfig:
             raise UserError(f"--feature-dim {self.feature_dim}: needs at least 8")
         if not 16 <= self.image_size <= 1024:
             raise UserError(f"--image-size {self.image_size}: choose 16 to 1024 pixels")
-        if self.noise_scale < 0:
-            raise UserError("--noise-scale must be non-negative")
+        check_world(self)
+
+
+def check_world(config) -> None:
+    """One-line errors for the world settings (``WORLD_KNOBS``) of ``config``, a config of either simulator."""
+    if config.noise_scale < 0:
+        raise UserError("--noise-scale must be non-negative")
+    if config.taste_groups < 1:
+        raise UserError(f"--taste-groups {config.taste_groups}: needs at least 1")
+    if not 0 <= config.taste_rank <= config.taste_groups:
+        raise UserError(
+            f"--taste-rank {config.taste_rank}: choose 0 to --taste-groups ({config.taste_groups}); "
+            "the groups' tastes span at most that many directions"
+        )
+    if not 0.0 <= config.individual_share <= 1.0:
+        raise UserError(f"--individual-share {config.individual_share}: choose 0 to 1")
+    if config.demographic_weight < 0 or config.feature_noise < 0:
+        raise UserError("--demographic-weight and --feature-noise must be non-negative")
+    for name, allowed in (
+        ("membership", MEMBERSHIPS),
+        ("taste_form", TASTE_FORMS),
+        ("feature_map", FEATURE_MAPS),
+    ):
+        if getattr(config, name) not in allowed:
+            raise UserError(
+                f"--{name.replace('_', '-')} {getattr(config, name)!r}: choose one of {', '.join(allowed)}"
+            )
+    if not 0 <= config.hidden_attributes <= N_ATTRIBUTES:
+        raise UserError(f"--hidden-attributes {config.hidden_attributes}: choose 0 to {N_ATTRIBUTES}")
+
+
+def world_label(config) -> str:
+    """The world settings of ``config`` that differ from the default world's, as ``", name=value, ..."`` (empty
+    for the default world): what a simulated dataset's name adds after its seed."""
+    defaults = {f.name: f.default for f in fields(SimulationConfig)}
+    changed = [
+        f"{name}={getattr(config, name):.3g}"
+        if isinstance(getattr(config, name), float)
+        else f"{name}={getattr(config, name)}"
+        for name in WORLD_KNOBS
+        if getattr(config, name) != defaults[name]
+    ]
+    return "".join(f", {c}" for c in changed)
 
 
 def load_aggregates() -> dict:
@@ -202,15 +309,49 @@ class _World:
         self.nationality[rng.permutation(n_users)[:cover]] = np.arange(cover)  # every nationality appears
         age_z = (self.age - 30.0) / 10.0
         nat_region = self.nationality % 4
+        # the default world's draws are always made, so that every later draw is the same whatever the settings
+        age_pull = rng.normal(0, 1.0, N_TASTE_GROUPS)
+        gender_pull = rng.normal(0, 0.8, (3, N_TASTE_GROUPS))
+        region_pull = rng.normal(0, 0.8, (4, N_TASTE_GROUPS))
+        chance = rng.gumbel(0, 1.0, (n_users, N_TASTE_GROUPS))
+        group_taste = rng.normal(0, GROUP_TASTE_SD, (N_TASTE_GROUPS, n_content))
+        individual = rng.normal(0, INDIVIDUAL_TASTE_SD, (n_users, n_content))
+        side = np.random.default_rng([config.seed, SIDE_STREAM])  # a non-default structure's draws
+        n_groups = config.taste_groups
+        if n_groups != N_TASTE_GROUPS:
+            age_pull = side.normal(0, 1.0, n_groups)
+            gender_pull = side.normal(0, 0.8, (3, n_groups))
+            region_pull = side.normal(0, 0.8, (4, n_groups))
+            chance = side.gumbel(0, 1.0, (n_users, n_groups))
         logits = (
-            np.outer(age_z, rng.normal(0, 1.0, N_TASTE_GROUPS))
-            + rng.normal(0, 0.8, (3, N_TASTE_GROUPS))[self.gender]
-            + rng.normal(0, 0.8, (4, N_TASTE_GROUPS))[nat_region]
-            + rng.gumbel(0, 1.0, (n_users, N_TASTE_GROUPS))
+            config.demographic_weight
+            * (np.outer(age_z, age_pull) + gender_pull[self.gender] + region_pull[nat_region])
+            + chance
         )
         self.taste_group = logits.argmax(1)
-        group_taste = rng.normal(0, 0.3, (N_TASTE_GROUPS, n_content))
-        self.taste = group_taste[self.taste_group] + rng.normal(0, 0.13, (n_users, n_content))
+        self.taste_content = self.content  # what taste acts on: (n_img, n_taste)
+        if config.taste_form == "interaction":
+            self.taste_content = np.hstack([self.content, self._attribute_products(side)])
+        n_taste = self.taste_content.shape[1]
+        if n_groups != N_TASTE_GROUPS or config.taste_rank or n_taste != n_content:
+            rank = config.taste_rank
+            group_taste = (
+                side.normal(0, 1.0, (n_groups, rank))
+                @ side.normal(0, GROUP_TASTE_SD / math.sqrt(rank), (rank, n_taste))
+                if rank
+                else side.normal(0, GROUP_TASTE_SD, (n_groups, n_taste))
+            )
+            extra = side.normal(0, INDIVIDUAL_TASTE_SD, (n_users, n_taste - n_content))
+            individual = np.hstack([individual, extra])
+        if config.membership == "mixture":  # weights of unit norm keep the shared taste's spread
+            weights = np.exp(logits - logits.max(1, keepdims=True))
+            shared = (weights / np.linalg.norm(weights, axis=1, keepdims=True)) @ group_taste
+        else:
+            shared = group_taste[self.taste_group]
+        share, default_share = config.individual_share, DEFAULT_INDIVIDUAL_SHARE
+        self.taste = shared * math.sqrt((1 - share) / (1 - default_share)) + individual * math.sqrt(
+            share / default_share
+        )
         self.user_bias = rng.normal(0, 0.3, n_users)
         self.user_scale = np.exp(rng.normal(0, 0.2, n_users))
         self.user_noise = rng.uniform(0.6, 0.95, n_users) * config.noise_scale
@@ -220,11 +361,42 @@ class _World:
         w1 = rng.normal(0, 1.0 / math.sqrt(n_content), (n_content, hidden)) * 1.6
         b1 = rng.normal(0, 0.3, hidden)
         w2 = rng.normal(0, 1.0 / math.sqrt(hidden), (hidden, config.feature_dim))
-        signal = np.tanh(self.content @ w1 + b1) @ w2
+        seen = self.content
+        if config.hidden_attributes:  # the last attributes are invisible to the features
+            seen = seen.copy()
+            seen[:, n_content - config.hidden_attributes :] = 0.0
+        if config.feature_map == "tanh":
+            signal = np.tanh(seen @ w1 + b1) @ w2
+        else:
+            signal = self._other_feature_map(seen, config.feature_map, config.feature_dim, side)
         signal /= np.linalg.norm(signal, axis=1, keepdims=True)
         noise = rng.normal(0, 1.0 / math.sqrt(config.feature_dim), (n_img, config.feature_dim))
-        features = signal + 0.35 * noise
+        features = signal + config.feature_noise * noise
         self.features = (features / np.linalg.norm(features, axis=1, keepdims=True)).astype(np.float32)
+
+    def _attribute_products(self, side: np.random.Generator) -> np.ndarray:
+        """(n_img, N_ATTRIBUTES): products of as many random pairs of content attributes (on the content's
+        scale), for taste of the ``interaction`` form ("likes bright images when they are colourful")."""
+        first, second = np.triu_indices(N_ATTRIBUTES, k=1)
+        pairs = side.choice(len(first), N_ATTRIBUTES, replace=False)
+        scaled = self.attributes / 1.2
+        return scaled[:, first[pairs]] * scaled[:, second[pairs]]
+
+    @staticmethod
+    def _other_feature_map(content: np.ndarray, form: str, dim: int, side: np.random.Generator) -> np.ndarray:
+        """Features of another generator than the default tanh net: a random 3-layer ReLU net (He-scaled), or
+        random cosine features of an RBF kernel of length 2.5 over the content (similar content, similar
+        features; unlike content, unrelated ones)."""
+        n_content = content.shape[1]
+        if form == "relu":
+            width = 128
+            h = np.maximum(content @ side.normal(0, math.sqrt(2.0 / n_content), (n_content, width)), 0)
+            h = np.maximum(
+                h @ side.normal(0, math.sqrt(2.0 / width), (width, width)) + side.normal(0, 0.1, width), 0
+            )
+            return h @ side.normal(0, 1.0 / math.sqrt(width), (width, dim))
+        frequencies = side.normal(0, 1.0 / 2.5, (n_content, dim))
+        return np.cos(content @ frequencies + side.uniform(0, 2 * math.pi, dim))
 
     def _content_matrix(self) -> np.ndarray:
         n = len(self.image_type)
@@ -242,7 +414,7 @@ class _World:
             + self.attributes[images] @ self.attribute_appeal
             + self.idiosyncratic[images]
         )
-        personal = np.einsum("ij,ij->i", self.taste[users], self.content[images])
+        personal = np.einsum("ij,ij->i", self.taste[users], self.taste_content[images])
         return 3.0 + self.user_bias[users] + self.user_scale[users] * (appeal + personal)
 
     def expected_score(self, users: np.ndarray, images: np.ndarray) -> np.ndarray:
@@ -420,7 +592,7 @@ def simulate(out: str | Path, config: SimulationConfig | None = None, *, progres
             _render(world, i, config.image_size).save(tmp / "images" / f"{uuids[i]}.png", compress_level=1)
 
     manifest = {
-        "name": f"simulated PAMELA (seed {config.seed})",
+        "name": f"simulated PAMELA (seed {config.seed}{world_label(config)})",
         "simulated": True,
         "note": "Simulated data calibrated to PAMELA's published training aggregates; not ratings by real people.",
         "config": asdict(config),

@@ -47,7 +47,18 @@ from tqdm.auto import tqdm
 
 from recsys.data.features_file import write_image_features
 from recsys.data.pickapic import CHOICE_PROBABILITIES, SIMULATION_MANIFEST
-from recsys.data.simulate import SimulationConfig, _prompt, _render, _World, load_aggregates
+from recsys.data.simulate import (
+    DEFAULT_INDIVIDUAL_SHARE,
+    N_TASTE_GROUPS,
+    WORLD_KNOBS,
+    SimulationConfig,
+    _prompt,
+    _render,
+    _World,
+    check_world,
+    load_aggregates,
+    world_label,
+)
 from recsys.errors import UserError
 
 #: the generators an image may come from, and the shift each gives to its consensus appeal
@@ -98,6 +109,16 @@ class PickapicSimulationConfig:
     detailed_images: bool = True  # False: flat colour swatches (fast, for tests)
     tie_margin: float = 0.15  # on the 1-5 score scale
     noise_scale: float = 1.0  # multiplies every user's perception noise
+    # the world's taste and feature settings, as in SimulationConfig (recsys.data.simulate.WORLD_KNOBS)
+    taste_groups: int = N_TASTE_GROUPS
+    taste_rank: int = 0
+    individual_share: float = DEFAULT_INDIVIDUAL_SHARE
+    demographic_weight: float = 1.0
+    membership: str = "single"
+    taste_form: str = "linear"
+    feature_map: str = "tanh"
+    feature_noise: float = 0.35
+    hidden_attributes: int = 0
     unlabelled_share: float = 0.02
     same_image_share: float = 0.01
     published_holdout_users: float = 0.1  # users whose rows go to the published validation and test files
@@ -113,9 +134,10 @@ class PickapicSimulationConfig:
         if self.feature_dim < 8:
             raise UserError(f"feature_dim {self.feature_dim}: needs at least 8")
         if not 8 <= self.image_size <= 512:
-            raise UserError(f"image_size {self.image_size}: choose 8 to 512 pixels")
-        if self.tie_margin < 0 or self.noise_scale < 0:
-            raise UserError("tie_margin and noise_scale must be non-negative")
+            raise UserError(f"--image-size {self.image_size}: choose 8 to 512 pixels")
+        if self.tie_margin < 0:
+            raise UserError(f"tie_margin {self.tie_margin}: must be non-negative")
+        check_world(self)
         for name in ("unlabelled_share", "same_image_share", "published_holdout_users"):
             if not 0.0 <= getattr(self, name) < 0.5:
                 raise UserError(f"{name} {getattr(self, name)}: choose 0 <= value < 0.5")
@@ -161,7 +183,7 @@ def simulate_pickapic(
         images=max(n_images, 20),
         feature_dim=config.feature_dim,
         image_size=max(16, config.image_size),
-        noise_scale=config.noise_scale,
+        **{name: getattr(config, name) for name in WORLD_KNOBS},
     )
     aggregates = load_aggregates()
     world = _World(world_config, aggregates)
@@ -303,7 +325,7 @@ def simulate_pickapic(
     )
     write_image_features(tmp / "image_features.npz", uids.astype(str), world.features)
     manifest = {
-        "name": f"simulated Pick-a-Pic (seed {config.seed})",
+        "name": f"simulated Pick-a-Pic (seed {config.seed}{world_label(config)})",
         "simulated": True,
         "note": "Simulated pairwise choices in Pick-a-Pic v2's format; not choices by real people.",
         "config": asdict(config),

@@ -7,14 +7,22 @@
   ``--seed`` is, among users with enough ratings for the largest k; 40 on PARA and 37 on FLICKR-AES as in those
   papers, else 10% of the users who qualify; at most half of the users), each given k = 10 and k = 100 of their ratings at random and
   scored on all their other ratings (so the queries differ between k, as in those papers), 10 repeated draws,
-  user SROCC averaged over users. Every other user's ratings are the training data (10% of them, seeded, held
-  out as ``val_seen`` for the models that stop early or calibrate).
+  user SROCC averaged over users. The test users' images are kept out of training, as in those papers: every
+  rating of an image a test user rated is removed from the fit splits. Every other rating is the training
+  data (10% of it, seeded, held out as ``val_seen`` for the models that stop early or calibrate).
+
+  A published split replaces the draw: ``test_users`` (ids, e.g. from ``--test-users FILE``) are exactly the
+  test users, and ``test_images`` (``--test-images FILE``), when given, are the images kept out of training
+  (then the test users are scored on their ratings of those images only; their other ratings are dropped).
+  ``piaa_split`` says which rule was used and how many ratings it removed; leaderboard.md prints it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -80,11 +88,90 @@ def piaa_test_user_count(dataset: Dataset, qualifying: int, raters: int) -> int:
     return min(wanted, qualifying, max(1, raters // 2))
 
 
-def apply_protocol(dataset: Dataset, protocol: Protocol) -> Dataset:
-    """The dataset as the protocol splits it: itself for ``default``; for ``piaa`` every rating re-split into the
-    fixed test users (``test_unseen``) and the training users (``train``, ``val_seen``)."""
+@dataclass(frozen=True)
+class PiaaSplit:
+    """A dataset as the PIAA protocol splits it, and what the split did: ``rule`` (which images were kept out
+    of training, a template for their number), ``chosen`` (how the test users were chosen), the test users and images, the training ratings
+    removed (ratings by other users of the images kept out) and the test users' ratings dropped (of images
+    outside ``--test-images``)."""
+
+    dataset: Dataset
+    rule: str
+    chosen: str
+    test_users: int
+    test_images: int
+    removed: int
+    kept: int
+    dropped: int = 0
+
+    def describe(self) -> str:
+        """One sentence for leaderboard.md and the terminal."""
+        share = self.removed / max(1, self.removed + self.kept)
+        text = (
+            f"PIAA split: {self.test_users} test users ({self.chosen}); {self.rule.format(self.test_images)} "
+            f"kept out of training: {self.removed:,} ratings of them by other users removed from training and "
+            f"validation ({share:.1%} of those users' ratings; {self.kept:,} left)"
+        )
+        if self.dropped:
+            text += f"; {self.dropped:,} ratings of the test users on other images dropped"
+        return text
+
+
+def read_id_file(path: str | Path, what: str) -> list[str]:
+    """Ids from a text file, one per line (blank lines ignored, surrounding spaces stripped), in file order
+    without repeats; ``what`` names the option in one-line errors."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{what} {path}: cannot be read ({type(err).__name__}: {err})") from None
+    ids = list(dict.fromkeys(line.strip() for line in lines if line.strip()))
+    if not ids:
+        raise UserError(f"{what} {path}: holds no ids (one per line)")
+    return ids
+
+
+def _positions(ids: Sequence[str], known: np.ndarray, what: str, dataset: Dataset) -> np.ndarray:
+    """The positions in ``known`` (a dataset's ids) of ``ids`` (as text); unknown ids are a one-line error."""
+    index = {str(v): i for i, v in enumerate(known.tolist())}
+    missing = [i for i in ids if str(i) not in index]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else "")
+        raise UserError(f"{what}: {len(missing)} id(s) not in {dataset.name}: {shown}")
+    return np.array([index[str(i)] for i in ids], dtype=np.int64)
+
+
+def split_for_protocol(
+    dataset: Dataset,
+    protocol: Protocol,
+    *,
+    test_users: Sequence[str] | None = None,
+    test_images: Sequence[str] | None = None,
+) -> tuple[Dataset, str]:
+    """(the dataset as the protocol splits it, a sentence on the split for the outputs; empty for
+    ``default``). ``test_users`` / ``test_images`` (a published split) apply to ``piaa`` only."""
     if protocol.name != "piaa":
-        return dataset
+        if test_users is not None or test_images is not None:
+            raise UserError("--test-users and --test-images apply to --protocol piaa only")
+        return dataset, ""
+    split = piaa_split(dataset, protocol, test_users=test_users, test_images=test_images)
+    return split.dataset, split.describe()
+
+
+def apply_protocol(dataset: Dataset, protocol: Protocol) -> Dataset:
+    """The dataset as the protocol splits it: itself for ``default``; for ``piaa`` see ``piaa_split``."""
+    return split_for_protocol(dataset, protocol)[0]
+
+
+def piaa_split(
+    dataset: Dataset,
+    protocol: Protocol,
+    *,
+    test_users: Sequence[str] | None = None,
+    test_images: Sequence[str] | None = None,
+) -> PiaaSplit:
+    """Every rating re-split into the test users' (``test_unseen``) and the training data (``train``,
+    ``val_seen``), with the test images kept out of the training data (module docstring)."""
     if dataset.choices and not dataset.ratings:
         raise UserError(f"--protocol piaa evaluates ratings; {dataset.name} holds pairwise choices only")
     parts = [s for s in SPLITS if s in dataset.ratings]
@@ -93,21 +180,51 @@ def apply_protocol(dataset: Dataset, protocol: Protocol) -> Dataset:
         np.concatenate([dataset.ground_truth[s] for s in parts]) if dataset.ground_truth is not None else None
     )
     counts = np.bincount(every.user_idx, minlength=dataset.n_users)
+    raters = int((counts > 0).sum())
     need = max(protocol.shots) + MIN_USER_QUERIES
-    qualifying = np.flatnonzero(counts >= need)
-    if not len(qualifying):
-        raise UserError(
-            f"--protocol piaa needs users with at least {need} ratings ({max(protocol.shots)} references + "
-            f"{MIN_USER_QUERIES} queries); {dataset.name} has none (most: {int(counts.max())})"
-        )
-    # sorted by external id, so the choice does not depend on the order the data were read in
-    qualifying = qualifying[np.argsort(dataset.user_ids[qualifying].astype(str), kind="stable")]
-    n_test = piaa_test_user_count(dataset, len(qualifying), int((counts > 0).sum()))
-    test_users = np.random.default_rng(PIAA_SEED).choice(qualifying, n_test, replace=False)
-    split_of = np.where(np.isin(every.user_idx, test_users), "test_unseen", "train").astype(object)
+    if test_users is not None:
+        chosen_users = np.unique(_positions(test_users, dataset.user_ids, "--test-users", dataset))
+        unrated = chosen_users[counts[chosen_users] == 0]
+        if len(unrated):
+            raise UserError(
+                f"--test-users: {len(unrated)} user(s) without ratings in {dataset.name}: "
+                + ", ".join(str(v) for v in dataset.user_ids[unrated[:5]].tolist())
+            )
+        chosen = "from --test-users"
+    else:
+        qualifying = np.flatnonzero(counts >= need)
+        if not len(qualifying):
+            raise UserError(
+                f"--protocol piaa needs users with at least {need} ratings ({max(protocol.shots)} references + "
+                f"{MIN_USER_QUERIES} queries); {dataset.name} has none (most: {int(counts.max())})"
+            )
+        # sorted by external id, so the choice does not depend on the order the data were read in
+        qualifying = qualifying[np.argsort(dataset.user_ids[qualifying].astype(str), kind="stable")]
+        n_test = piaa_test_user_count(dataset, len(qualifying), raters)
+        chosen_users = np.random.default_rng(PIAA_SEED).choice(qualifying, n_test, replace=False)
+        chosen = f"a seed-{PIAA_SEED} draw among the {len(qualifying)} users with at least {need} ratings"
+    by_test_user = np.isin(every.user_idx, chosen_users)
+    if test_images is not None:
+        held_images = np.unique(_positions(test_images, dataset.image_ids, "--test-images", dataset))
+        rule = "the {:,} images of --test-images"
+    else:
+        held_images = np.unique(every.image_idx[by_test_user])
+        rule = "the {:,} images the test users rated"
+    of_held_image = np.isin(every.image_idx, held_images)
+    split_of = np.full(len(every), "train", dtype=object)
+    split_of[by_test_user & of_held_image] = "test_unseen"
+    split_of[by_test_user & ~of_held_image] = "dropped"
+    split_of[~by_test_user & of_held_image] = "removed"
     train = np.flatnonzero(split_of == "train")
     if not len(train):
-        raise UserError(f"--protocol piaa leaves no training user in {dataset.name}")
+        raise UserError(
+            f"--protocol piaa leaves no training rating in {dataset.name} once the test users and every rating "
+            "of the test images are held out"
+        )
+    if not (split_of == "test_unseen").any():
+        raise UserError(
+            f"--protocol piaa: the test users have no ratings of the test images in {dataset.name}"
+        )
     held = np.random.default_rng(PIAA_SEED).permutation(train)[: round(PIAA_VALIDATION_SHARE * len(train))]
     split_of[held] = "val_seen"
     in_train = np.zeros(dataset.n_users, bool)
@@ -115,4 +232,13 @@ def apply_protocol(dataset: Dataset, protocol: Protocol) -> Dataset:
     split_of[(split_of == "val_seen") & ~in_train[every.user_idx]] = "train"  # seen users must be known
     ratings = {s: every.subset(split_of == s) for s in SPLITS if (split_of == s).any()}
     ground_truth = None if truth is None else {s: truth[split_of == s] for s in ratings}
-    return dataclasses.replace(dataset, ratings=ratings, ground_truth=ground_truth)
+    return PiaaSplit(
+        dataset=dataclasses.replace(dataset, ratings=ratings, ground_truth=ground_truth),
+        rule=rule,
+        chosen=chosen,
+        test_users=len(chosen_users),
+        test_images=len(held_images),
+        removed=int((split_of == "removed").sum()),
+        kept=len(train),
+        dropped=int((split_of == "dropped").sum()),
+    )

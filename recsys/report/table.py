@@ -349,7 +349,8 @@ def protocol_line(table: ReportTable) -> str:
         else "seen splits only"
     )
     name = "" if board.protocol == "default" else f"{board.protocol} protocol, "
-    return f"{name}protocol seed {board.seed}, shots {list(board.shots)}, {draws}"
+    note = f"; {board.protocol_note}" if board.protocol_note else ""
+    return f"{name}protocol seed {board.seed}, shots {list(board.shots)}, {draws}{note}"
 
 
 def fallback_line(rows: list[Result]) -> str:

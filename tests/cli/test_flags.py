@@ -119,7 +119,11 @@ def bad_images(tmp_path_factory):
 #: (command, arguments after it, what the one line says); {sim} is the small simulation
 CASES = [
     ("explain", ["--data", "{sim}", "--user", "nobody", "--image", "1"], "unknown user id 'nobody'"),
-    ("similar-users", ["--data", "{sim}", "--model", "oracle", "--user", "{user}"], "oracle has no taste vectors"),
+    (
+        "similar-users",
+        ["--data", "{sim}", "--model", "oracle", "--user", "{user}"],
+        "oracle has no taste vectors",
+    ),
     ("similar-images", ["--data", "{sim}", "--image", "0", "--k", "5"], "unknown image id '0'"),
     (
         "rank",
