@@ -80,6 +80,14 @@ COMMANDS: dict[str, Command] = {
         "recsys rank --model mf --references refs.csv --images candidates.txt --json\n"
         "recsys rank --encoder clip:ViT-B-32/laion2b_s34b_b79k --references refs.csv --images new_images/",
     ),
+    "recommend": Command(
+        help="the n images a model scores highest for a person, among those they have not rated",
+        description="Score every image of the data for a fitted user (--user) or a new user (--references) "
+        "and print the n best, leaving out the images the user rated in the fit data unless --include-rated.",
+        example="recsys recommend --user p_00856a24 --n 10\n"
+        "recsys recommend --data ratings.csv --model mf --user 196 --n 20 --json\n"
+        "recsys recommend --model mf --references refs.csv --include-rated",
+    ),
     "atlas": Command(
         help="an HTML report of a model's taste groups: members, demographics, likes, a map",
         description="Group the fitted users by taste (two_tower: by main prototype; other models: k-means of "
