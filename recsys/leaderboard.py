@@ -9,16 +9,20 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from recsys.data.dataset import Dataset
+from recsys.data.dataset import Dataset, is_unseen_split
 from recsys.errors import DataNotSupported, UserError
 from recsys.evaluation.evaluator import DEFAULT_DRAWS, Evaluator, Result
 from recsys.evaluation.pairwise import PAIR_SHOTS, pair_evaluator
+from recsys.evaluation.topn import TOPN_KS, Popularity, TopNScorer
 from recsys.extras import MissingExtra
 from recsys.models.base import DATA_POLICY
 from recsys.models.registry import GROUPS, create_model, expand_models, unavailable_reason
 from recsys.threads import available_cores, single_threaded
 
 DEFAULT_SPLITS = ("test_seen", "test_unseen")
+#: what a leaderboard measures: predicted scores against held-out ones (ratings, or choices), or the top-N task
+#: (``recsys.evaluation.topn``: the whole catalogue ranked for each seen user)
+TASKS = ("predict", "topn")
 
 
 def new_run_id() -> str:
@@ -47,11 +51,13 @@ class Leaderboard:
     fixed_queries: bool = True
     references: str = "random"
     reference_pool: int | None = None
+    task: str = "predict"
+    topn: dict = field(default_factory=dict)
 
     @property
     def pool(self) -> int:
         """How many of each new user's ratings are kept out of the queries (the references' pool)."""
-        return max(self.shots) if self.reference_pool is None else self.reference_pool
+        return max(self.shots, default=0) if self.reference_pool is None else self.reference_pool
 
     @property
     def held_out(self) -> str:
@@ -96,6 +102,8 @@ class Leaderboard:
                 "validation_split": None if "val_seen" in self.fit_split else DATA_POLICY.validation_split,
                 "statement": DATA_POLICY.describe(),
             },
+            "task": self.task,
+            **({"topn": self.topn} if self.task == "topn" else {}),
             "params": self.params,
             "tuned": self.tuned,
             "rows": [r.to_json() for r in self.rows],
@@ -126,6 +134,9 @@ def run_leaderboard(
     jobs: int | str = "auto",
     references: str = "random",
     reference_pool: int | None = None,
+    task: str = "predict",
+    topn_ks: Sequence[int] = TOPN_KS,
+    relevant_at: float | None = None,
 ) -> Leaderboard:
     """Fit every model on ``fit_split`` (validating, where a model does, on the policy's validation split) and
     evaluate it on ``splits`` with ``draws`` reference draws per new user.
@@ -142,6 +153,9 @@ def run_leaderboard(
     arguments came from (``recsys.evaluation.protocols``); ``fixed_queries`` as in ``Evaluator``. ``jobs``: worker
     processes fitting models side by side (``resolve_jobs``; 1 fits them one after the other in this process).
     ``references`` (random or an elicitation strategy) and ``reference_pool`` as in ``Evaluator``.
+    ``task="topn"`` ranks the whole catalogue for each user of the seen test split instead (``TopNScorer``: recall
+    and ndcg at each of ``topn_ks``, relevant = held-out images rated at or above ``relevant_at``), and adds the
+    label-free ``Popularity`` row.
     """
     models = expand_models(models) if models else default_models(dataset)  # unknown names fail before any fit
     choices = is_choice_data(dataset)
@@ -152,6 +166,10 @@ def run_leaderboard(
     params = params or {}
     tuned = dict(tuned or {})
     held = dataset.choices if choices else dataset.ratings
+    if task not in TASKS:
+        raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if task == "topn":
+        splits = _topn_splits(dataset, splits, choices)
     if splits is None:
         splits = [s for s in DEFAULT_SPLITS if s in held] or list(DEFAULT_SPLITS)
     missing = [s for s in splits if s not in held]
@@ -161,7 +179,10 @@ def run_leaderboard(
         )
     if draws < 1:
         raise UserError(f"--draws must be at least 1, got {draws}")
-    if choices:
+    if task == "topn":
+        scorer = TopNScorer(topn_ks, relevant_at)
+        evaluator = Evaluator(dataset, shots=(0,), seed=seed, draws=draws, scorer=scorer)
+    elif choices:
         evaluator = pair_evaluator(dataset, shots=shots or PAIR_SHOTS, seed=seed, draws=draws)
     else:
         try:
@@ -176,7 +197,7 @@ def run_leaderboard(
             )
         except ValueError as err:
             raise UserError(str(err)) from None
-    shots = evaluator.shots
+    shots = () if task == "topn" else evaluator.shots  # the top-N task draws no references
     board = Leaderboard(
         dataset,
         seed,
@@ -188,6 +209,8 @@ def run_leaderboard(
         fixed_queries=fixed_queries,
         references=references,
         reference_pool=reference_pool,
+        task=task,
+        topn=evaluator.scorer.describe(dataset) if task == "topn" else {},
     )
     tasks = [ModelTask(name, params.get(name, {}), tuned.get(name, {}).get("study")) for name in models]
     for name in models:  # a model that cannot run here (a missing extra) records the values it was given
@@ -201,13 +224,39 @@ def run_leaderboard(
     else:
         rows = {}
         bar = tqdm(tasks, desc="models", unit="model", disable=not progress)
-        for task in bar:
-            bar.set_postfix_str(task.name)
-            rows[task.name] = fit_and_score(task, evaluator, splits, fit_split)
+        for model_task in bar:
+            bar.set_postfix_str(model_task.name)
+            rows[model_task.name] = fit_and_score(model_task, evaluator, splits, fit_split)
     board.rows = [row for name in models for row in rows[name]]
     if choices:  # the simulator's ground truth, on the same queries
         board.rows += [r for s in splits for k in evaluator.tasks(s) if (r := evaluator.oracle_result(s, k))]
+    if task == "topn":  # the label-free reference of any top-N table
+        start = time.perf_counter()
+        popularity = Popularity(dataset, fit_split)
+        board.rows += [
+            evaluator.evaluate(popularity, split, fit_seconds=time.perf_counter() - start) for split in splits
+        ]
     return board
+
+
+def _topn_splits(dataset: Dataset, splits: Sequence[str] | None, choices: bool) -> list[str]:
+    """The splits of the top-N task: seen splits of ratings (default: test_seen), or a one-line error."""
+    if choices:
+        raise UserError(f"the top-N task ranks rated images; {dataset.name} holds pairwise choices")
+    if splits is None:
+        if "test_seen" not in dataset.ratings:
+            raise UserError(
+                f"the top-N task ranks the catalogue for the users of test_seen, which {dataset.name} lacks (it "
+                f"has {', '.join(dataset.splits)}); a table makes one with --holdout random:0.2 or both:0.2"
+            )
+        return ["test_seen"]
+    unseen = [s for s in splits if is_unseen_split(s)]
+    if unseen:
+        raise UserError(
+            f"the top-N task ranks the catalogue for seen users (test_seen, val_seen), not {', '.join(unseen)}: "
+            "new users have no fit ratings to leave out"
+        )
+    return list(splits)
 
 
 def is_choice_data(dataset: Dataset) -> bool:

@@ -55,8 +55,15 @@ PAIR_METRIC_SET = MetricSet(
 
 
 def metric_set(rows: list[Result]) -> MetricSet:
-    """Pairwise metrics for rows of choices, rating metrics otherwise."""
+    """Pairwise metrics for rows of choices, the top-N task's (recall@k, ndcg@k; the first ranks) for its rows,
+    rating metrics otherwise."""
     pairs = any(r.metrics and "user_choice_acc" in r.metrics for r in rows)
+    topn = next(
+        (tuple(r.metrics) for r in rows if r.metrics and any(m.startswith("recall@") for m in r.metrics)),
+        None,
+    )
+    if topn is not None:
+        return MetricSet(topn[0], topn, topn, topn, topn, topn, ())
     return PAIR_METRIC_SET if pairs else RATING_METRIC_SET
 
 
@@ -146,6 +153,11 @@ def paired_tests(rows: list[Result], metric: str | None = None) -> dict[tuple, d
 
 
 def _protocol_line(board: Leaderboard) -> str:
+    if board.task == "topn":
+        return (
+            f"top-N task, protocol seed {board.seed}: {board.topn['candidates']} ranked for each user of the split; "
+            f"relevant: {board.topn['relevant']}"
+        )
     unseen = any(r.shots is not None for r in board.rows)
     queries = (
         f"the same queries at every k (all but {board.held_out} of each new user)"
@@ -270,6 +282,11 @@ def to_markdown(board: Leaderboard, breakdown: bd.Breakdown | None = None) -> st
             f"ndcg@10 gains are scores minus the scale's minimum ({ds.score_range[0]:g})."
             if ms is RATING_METRIC_SET
             else "Choices: P(a chosen over b); ties are left out of the accuracies and counted (`ties`)."
+            if ms is PAIR_METRIC_SET
+            else "Top-N: recall@k is the share of a user's relevant held-out images among the k it ranks first, "
+            "ndcg@k its binary-gain NDCG; equal scores rank an irrelevant image first. Users without a relevant "
+            "held-out image are left out (`users` counts those averaged). `popularity` ranks images by their "
+            "number of fit ratings, the same for everyone (label-free)."
         ),
     ]
     for task in dict.fromkeys(_task(r) for r in board.rows):

@@ -57,7 +57,8 @@ COMMANDS: dict[str, Command] = {
         help="fit models and evaluate them under one protocol",
         example="recsys leaderboard --data data/sim --models baselines,classical --shots 0,10\n"
         "recsys leaderboard --tuned --models ridge,mf\n"
-        "recsys leaderboard --models mf,profile --splits test_unseen --references uncertainty --reference-pool 40",
+        "recsys leaderboard --models mf,profile --splits test_unseen --references uncertainty --reference-pool 40\n"
+        "recsys leaderboard --data ratings.csv --holdout random:0.2 --task topn --topn-k 10,20",
     ),
     "models": Command(help="list registered models", example="recsys models"),
     "explain": Command(
