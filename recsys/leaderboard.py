@@ -34,8 +34,9 @@ def new_run_id() -> str:
 class Leaderboard:
     """Rows of results plus what is needed to reproduce them.
 
-    ``tuned`` maps each tuned model to its study (name, objective and stopping epoch); ``fit_split`` is the split
-    every model fitted on (``train``, or ``train+val_seen`` for a tuned refit).
+    ``tuned`` maps each tuned model to its study (name, objective and stopping epoch) and, on a ``--tuned`` board,
+    ``defaults`` each other model to why it runs at its defaults; ``fit_split`` is the split every model fitted on
+    (``train``, tuned or not).
     """
 
     dataset: Dataset
@@ -46,6 +47,7 @@ class Leaderboard:
     rows: list[Result] = field(default_factory=list)
     params: dict[str, dict] = field(default_factory=dict)
     tuned: dict[str, dict] = field(default_factory=dict)
+    defaults: dict[str, str] = field(default_factory=dict)
     run_id: str = field(default_factory=new_run_id)
     protocol: str = "default"
     fixed_queries: bool = True
@@ -106,6 +108,7 @@ class Leaderboard:
             **({"topn": self.topn} if self.task == "topn" else {}),
             "params": self.params,
             "tuned": self.tuned,
+            "defaults": self.defaults,
             "rows": [r.to_json() for r in self.rows],
         }
 
@@ -128,6 +131,7 @@ def run_leaderboard(
     params: dict[str, dict] | None = None,
     fit_split: str = DATA_POLICY.fit_split,
     tuned: Mapping[str, dict] | None = None,
+    defaults: Mapping[str, str] | None = None,
     progress: bool = True,
     protocol: str = "default",
     fixed_queries: bool = True,
@@ -149,7 +153,8 @@ def run_leaderboard(
     ``skipped`` row per split with the reason, and one that cannot score new users, or cannot run here (an extra
     that is not installed: the row names the install command), an ``unsupported`` row, instead of stopping
     the run. ``tuned`` (model -> study record, from
-    ``experiments.tuning``) marks the rows of tuned models with their study. ``protocol`` names the preset the
+    ``experiments.tuning``) marks the rows of tuned models with their study, and ``defaults`` (model -> why, on a
+    ``--tuned`` board) the rows of the others as at their defaults (``params_source``). ``protocol`` names the preset the
     arguments came from (``recsys.evaluation.protocols``); ``fixed_queries`` as in ``Evaluator``. ``jobs``: worker
     processes fitting models side by side (``resolve_jobs``; 1 fits them one after the other in this process).
     ``references`` (random or an elicitation strategy) and ``reference_pool`` as in ``Evaluator``.
@@ -165,6 +170,7 @@ def run_leaderboard(
         models.remove("oracle")  # on choices the ground truth's rows come from the pair evaluator
     params = params or {}
     tuned = dict(tuned or {})
+    defaults = dict(defaults or {})
     held = dataset.choices if choices else dataset.ratings
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
@@ -205,6 +211,7 @@ def run_leaderboard(
         draws,
         fit_split,
         tuned=tuned,
+        defaults=defaults,
         protocol=protocol,
         fixed_queries=fixed_queries,
         references=references,
@@ -212,7 +219,15 @@ def run_leaderboard(
         task=task,
         topn=evaluator.scorer.describe(dataset) if task == "topn" else {},
     )
-    tasks = [ModelTask(name, params.get(name, {}), tuned.get(name, {}).get("study")) for name in models]
+    tasks = [
+        ModelTask(
+            name,
+            params.get(name, {}),
+            tuned.get(name, {}).get("study"),
+            _params_source(name, tuned, defaults, params),
+        )
+        for name in models
+    ]
     for name in models:  # a model that cannot run here (a missing extra) records the values it was given
         given = params.get(name, {})
         board.params[name] = (
@@ -266,11 +281,23 @@ def is_choice_data(dataset: Dataset) -> bool:
 
 @dataclass(frozen=True)
 class ModelTask:
-    """One model of a leaderboard: its name, hyperparameters and tuning study (None when not tuned)."""
+    """One model of a leaderboard: its name, hyperparameters, tuning study (None when not tuned) and where its
+    hyperparameters come from on a ``--tuned`` board (``Result.params_source``)."""
 
     name: str
     params: dict
     study: str | None = None
+    params_source: str | None = None
+
+
+def _params_source(name: str, tuned: Mapping, defaults: Mapping, params: Mapping) -> str | None:
+    """``study`` for a tuned model, ``defaults`` for a model of a ``--tuned`` board without a study (``given`` when
+    --params set some of its values), None on a board without tuning."""
+    if name in tuned:
+        return "study"
+    if name in defaults:
+        return "given" if params.get(name) else "defaults"
+    return None
 
 
 def fit_and_score(
@@ -281,7 +308,10 @@ def fit_and_score(
     Numeric libraries run on one thread throughout (``recsys.threads.single_threaded``), here as in a worker
     process: the rows are then the same whatever ``--jobs`` and the machine's core count."""
     with single_threaded():
-        return _fit_and_score(task, evaluator, splits, fit_split)
+        rows = _fit_and_score(task, evaluator, splits, fit_split)
+    for row in rows:  # failed rows too: they say which hyperparameters they would have run with
+        row.tuned_study, row.params_source = task.study, task.params_source
+    return rows
 
 
 def _fit_and_score(
@@ -303,9 +333,7 @@ def _fit_and_score(
     rows = []
     for split in splits:
         for k in evaluator.tasks(split):
-            row = evaluator.evaluate(model, split, k, fit_seconds=fit_seconds)
-            row.tuned_study = task.study
-            rows.append(row)
+            rows.append(evaluator.evaluate(model, split, k, fit_seconds=fit_seconds))
     return rows
 
 

@@ -74,6 +74,7 @@ CSV_HEAD = (
     "model",
     "tuned",
     "tuned_study",
+    "params_source",
     "split",
     "shots",
     "draws",
@@ -97,8 +98,11 @@ def _task_label(split: str, shots: int | None) -> str:
 
 
 def _label(row: Result) -> str:
-    """The model's name, marked when its hyperparameters come from a study."""
-    return f"{row.model} (tuned)" if row.tuned else row.model
+    """The model's name, marked on a ``--tuned`` board by where its hyperparameters come from: a study (tuned),
+    its defaults, or --params."""
+    if row.tuned:
+        return f"{row.model} (tuned)"
+    return f"{row.model} ({row.params_source})" if row.params_source else row.model
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -270,8 +274,12 @@ def to_markdown(board: Leaderboard, breakdown: bd.Breakdown | None = None) -> st
         studies = ", ".join(f"{m}: `{t['study']}`" for m, t in board.tuned.items())
         lines += [
             "",
-            f"**Tuned** rows take their hyperparameters (and stopping epoch) from a study: {studies}.",
+            f"**Tuned** rows take their hyperparameters from a study: {studies}; they fit on the same splits as "
+            "untuned rows, so a difference comes from the hyperparameters alone.",
         ]
+    if board.defaults:
+        reasons = "; ".join(f"{m}: {why}" for m, why in board.defaults.items())
+        lines += ["", f"Rows marked **(defaults)** run at their default hyperparameters: {reasons}."]
     lines += [
         "",
         "Best measured model per task and metric in **bold** (the oracle, where present, is the simulator's "
@@ -449,6 +457,7 @@ def write_csv(board: Leaderboard, path: Path) -> None:
                 "model": row.model,
                 "tuned": row.tuned,
                 "tuned_study": row.tuned_study or "",
+                "params_source": row.params_source or "",
                 "split": row.split,
                 "shots": "" if row.shots is None else row.shots,
                 "draws": row.draws,

@@ -128,8 +128,9 @@ def add_parsers(subparsers) -> None:
     board.add_argument(
         "--tuned",
         action="store_true",
-        help="use each model's best study parameters and stopping epoch (--params override them); refit on "
-        "train+val_seen; a study made on other data or under another protocol is refused",
+        help="use the best study parameters of each model that has a study (--params override them), the others "
+        "at their defaults (marked so); every row fits on the same splits as without --tuned; a study made on "
+        "other data or under another protocol is refused",
     )
     board.add_argument(
         "--storage",
