@@ -176,6 +176,10 @@ def run_leaderboard(
         raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     if task == "topn":
         splits = _topn_splits(dataset, splits, choices)
+        if references != "random" or reference_pool is not None:
+            raise UserError(
+                "--references and --reference-pool choose new users' references; --task topn has none"
+            )
     if splits is None:
         splits = [s for s in DEFAULT_SPLITS if s in held] or list(DEFAULT_SPLITS)
     missing = [s for s in splits if s not in held]
