@@ -152,11 +152,11 @@ def run_leaderboard(
     these data (no image features, no metadata: a ``UserError`` or ``ValueError`` from its fit) gets a
     ``skipped`` row per split with the reason, and one that cannot score new users, or cannot run here (an extra
     that is not installed: the row names the install command), an ``unsupported`` row, instead of stopping
-    the run. ``tuned`` (model -> study record, from
-    ``experiments.tuning``) marks the rows of tuned models with their study, and ``defaults`` (model -> why, on a
-    ``--tuned`` board) the rows of the others as at their defaults (``params_source``). ``protocol`` names the preset the
-    arguments came from (``recsys.evaluation.protocols``); ``fixed_queries`` as in ``Evaluator``. ``jobs``: worker
-    processes fitting models side by side (``resolve_jobs``; 1 fits them one after the other in this process).
+    the run. ``tuned`` (model -> study record, from ``experiments.tuning``) marks the rows of tuned models with
+    their study, and ``defaults`` (model -> why, on a ``--tuned`` board) the rows of the others as at their
+    defaults (``params_source``). ``protocol`` names the preset the arguments came from
+    (``recsys.evaluation.protocols``); ``fixed_queries`` as in ``Evaluator``. ``jobs``: worker processes fitting
+    models side by side (``resolve_jobs``; 1 fits them one after the other in this process).
     ``references`` (random or an elicitation strategy) and ``reference_pool`` as in ``Evaluator``.
     ``task="topn"`` ranks the whole catalogue for each user of the seen test split instead (``TopNScorer``: recall
     and ndcg at each of ``topn_ks``, relevant = held-out images rated at or above ``relevant_at``), and adds the

@@ -158,6 +158,8 @@ def test_the_topn_leaderboard(small_sim, tmp_path):
     assert "top-N task" in markdown and "| popularity |" in markdown
     with pytest.raises(UserError, match="seen users .test_seen, val_seen., not test_unseen"):
         run_leaderboard(small_sim, ["biases"], task="topn", splits=["test_unseen"], progress=False)
+    with pytest.raises(UserError, match="--task topn has none"):
+        run_leaderboard(small_sim, ["biases"], task="topn", references="uncertainty", progress=False)
     with pytest.raises(UserError, match="unknown task 'ranking'"):
         run_leaderboard(small_sim, ["biases"], task="ranking", progress=False)
     with pytest.raises(UserError, match="cut-offs must be positive integers"):
