@@ -1,4 +1,4 @@
-"""The suite's models beside scikit-surprise on a public rating table nobody here wrote (MovieLens-100k).
+"""The suite's models beside the libraries people use, on a public rating table nobody here wrote (MovieLens-100k).
 
 MovieLens-100k is fetched at run time from the PyPI wheel that ships it (``recbole==1.2.1``,
 ``recbole/dataset_example/ml-100k/ml-100k.inter``) with ``pip download`` into a temporary directory; its
@@ -10,10 +10,21 @@ and Surprise would fall back to the global mean. Surprise's predictions are clip
 default), as biases, mf and item_knn clip theirs. Only ratings are given to every method: a suite model
 that needs image features or metadata is listed as skipped.
 
-    OPENBLAS_NUM_THREADS=1 python benchmarks/peers.py [--models classical] [--peers SVD,KNNBaseline]
-        [--seed 0] [--wheel recbole-1.2.1-py3-none-any.whl] [--out runs/peers.json]
+Top-N (``--task topn``), on the same split and the same train ratings: implicit's ALS and BPR, LightFM with the
+WARP loss and Cornac's BPR, MF and EASE, beside the suite's models and the label-free popularity ranking. Each peer
+gets every training rating as an interaction (1; Cornac's MF the rating itself) with its library's default
+hyperparameters, one thread and the seed (LightFM: 30 epochs, as its MovieLens quickstart; its default is one);
+the suite's models fit as they always do (als, bpr and lightfm on likes, score >= 4). Every method's scores go
+through the suite's one top-N scorer (``recsys.evaluation.topn``): for each test user with a held-out rating of 4
+or more, every item with a training rating that the user did not rate in train is ranked; recall@k and ndcg@k (k
+= 10, 20) against the held-out items rated 4 or more, averaged over those users with a 95% bootstrap interval.
 
-Needs the ``bench`` extra (``pip install -e ".[bench]"``: scikit-surprise).
+    OPENBLAS_NUM_THREADS=1 python benchmarks/peers.py [--task rating,topn] [--models classical]
+        [--peers SVD,KNNBaseline] [--topn-peers implicit-ALS,cornac-BPR] [--seed 0]
+        [--wheel recbole-1.2.1-py3-none-any.whl | --ratings ratings.csv] [--out runs/peers.json]
+
+Needs the ``bench`` extra (``pip install -e ".[bench]"``: scikit-surprise, Cornac) and, for the top-N peers, the
+``implicit`` extra.
 """
 
 from __future__ import annotations
@@ -45,6 +56,10 @@ WHEEL = "recbole==1.2.1"
 MEMBER = "recbole/dataset_example/ml-100k/ml-100k.inter"
 #: the peers, as Surprise names them; the classical ones users pick today for explicit ratings
 PEERS = ("BaselineOnly", "SVD", "SVD++", "KNNBaseline")
+#: the top-N peers: library-model
+TOPN_PEERS = ("implicit-ALS", "implicit-BPR", "LightFM-WARP", "cornac-BPR", "cornac-MF", "cornac-EASE")
+#: cut-offs of the top-N metrics
+TOPN_KS = (10, 20)
 
 
 def fetch_wheel(directory: Path) -> Path:
@@ -132,29 +147,54 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--task", default="rating,topn", help="rating, topn or both (default: rating,topn)")
     parser.add_argument("--models", default="classical", help="suite models or groups (default: classical)")
     parser.add_argument(
         "--peers", default=",".join(PEERS), help=f"Surprise algorithms (default: {','.join(PEERS)})"
     )
+    parser.add_argument(
+        "--topn-peers",
+        default=",".join(TOPN_PEERS),
+        help=f"top-N peers (default: {','.join(TOPN_PEERS)})",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and of every seeded model")
     parser.add_argument("--test-fraction", type=float, default=0.2)
     parser.add_argument("--wheel", type=Path, default=None, help="an already downloaded recbole-1.2.1 wheel")
+    parser.add_argument(
+        "--ratings",
+        type=Path,
+        default=None,
+        help="read MovieLens-100k from this user_id,item_id,score CSV instead of the wheel",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/peers.json"), help="where the JSON goes")
     args = parser.parse_args()
-    peers = [p for p in args.peers.split(",") if p]
+    tasks = [t for t in args.task.split(",") if t]
+    if not tasks or set(tasks) - {"rating", "topn"}:
+        raise SystemExit(f"--task takes rating, topn or both, got {args.task!r}")
+    peers = [p for p in args.peers.split(",") if p] if "rating" in tasks else []
     unknown = sorted(set(peers) - set(PEERS))
     if unknown:
         raise SystemExit(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}")
-    if peers:
-        try:
-            import surprise  # noqa: F401
-        except ImportError:
-            raise SystemExit('scikit-surprise is not installed: pip install -e ".[bench]"') from None
+    topn_peers = [p for p in args.topn_peers.split(",") if p] if "topn" in tasks else []
+    unknown = sorted(set(topn_peers) - set(TOPN_PEERS))
+    if unknown:
+        raise SystemExit(f"unknown top-N peer(s) {', '.join(unknown)}; choose from {', '.join(TOPN_PEERS)}")
+    needed = {"surprise": peers, "cornac": [p for p in topn_peers if p.startswith("cornac")]}
+    needed |= {"implicit": [p for p in topn_peers if p.startswith("implicit")]}
+    needed |= {"lightfm": [p for p in topn_peers if p.startswith("LightFM")]}
+    for module, users in needed.items():
+        if users:
+            try:
+                __import__(module)
+            except ImportError:
+                raise SystemExit(f'{module} is not installed: pip install -e ".[bench,implicit]"') from None
     models = expand_models(args.models.split(","))
 
     with tempfile.TemporaryDirectory() as tmp:
-        wheel = args.wheel or fetch_wheel(Path(tmp))
-        table = read_movielens(wheel)
+        if args.ratings is not None:
+            table = read_ratings(args.ratings)
+        else:
+            table = read_movielens(args.wheel or fetch_wheel(Path(tmp)))
         is_test = split_table(table, args.test_fraction, args.seed)
         train, test = table[~is_test], table[is_test]
         # every method scores the same pairs: those whose user and item have training ratings
@@ -164,27 +204,17 @@ def main() -> None:
         # the suite reads the same split as a rating table with a split column (in the temporary directory)
         frame = pd.concat([train.assign(split="train"), test.assign(split="test_seen")])
         frame.to_csv(Path(tmp) / "ratings.csv", index=False)
-        rows, skipped = [], []
-        for name in peers:
-            pred, fit_seconds = run_peer(name, train, test, args.seed)
-            row = {"library": "scikit-surprise", "model": name, "fit_seconds": fit_seconds}
-            rows.append(row | scores(test.score.to_numpy(), pred, test.user_id.to_numpy()))
-            print(_line(rows[-1]), flush=True)
         dataset = load_dataset(Path(tmp) / "ratings.csv")
-        truth = dataset.ratings["test_seen"]
-        for name in models:
-            try:
-                pred, fit_seconds = run_suite(name, dataset, args.seed)
-            except UserError as err:  # e.g. a model that needs image features or metadata
-                skipped.append({"library": "recsys", "model": name, "reason": str(err)})
-                print(f"recsys           {name:14s} cannot run on a rating table alone: {err}", flush=True)
-                continue
-            row = {"library": "recsys", "model": name, "fit_seconds": fit_seconds}
-            rows.append(row | scores(truth.score, pred, truth.user_idx))
-            print(_line(rows[-1]), flush=True)
+        rows, skipped = [], []
+        if "rating" in tasks:
+            rows, skipped = rating_rows(peers, models, train, test, dataset, args.seed)
+        topn, topn_skipped = [], []
+        if "topn" in tasks:
+            topn, topn_skipped = topn_rows(topn_peers, models, dataset, args.seed)
 
     result = {
-        "dataset": "MovieLens-100k (recbole 1.2.1 wheel)",
+        "dataset": "MovieLens-100k "
+        + (f"({args.ratings.name})" if args.ratings else "(recbole 1.2.1 wheel)"),
         "ratings": len(table),
         "train": len(train),
         "test": len(test),
@@ -194,6 +224,7 @@ def main() -> None:
         "cpu": platform.processor() or platform.machine(),
         "rows": rows,
         "skipped": skipped,
+        "topn": {"ks": list(TOPN_KS), "relevant_at": 4.0, "rows": topn, "skipped": topn_skipped},
     }
     result["verdicts"] = verdicts(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -205,14 +236,176 @@ def main() -> None:
         f"MovieLens-100k: {len(train)} train, {len(test)} test ratings (seed {args.seed}; {dropped} test "
         "ratings of users or items without training ratings dropped for every method)"
     )
-    print(f"{'library':16s} {'model':14s} {'RMSE':>7s} {'MAE':>7s} {'user SROCC':>10s} {'fit s':>8s}")
-    for row in sorted(rows, key=lambda r: r["rmse"]):
-        print(_line(row))
-    for row in skipped:
-        print(f"{row['library']:16s} {row['model']:14s} skipped: needs side information the table lacks")
-    for verdict in result["verdicts"]:
-        print(verdict)
+    if rows or skipped:
+        print(f"{'library':16s} {'model':14s} {'RMSE':>7s} {'MAE':>7s} {'user SROCC':>10s} {'fit s':>8s}")
+        for row in sorted(rows, key=lambda r: r["rmse"]):
+            print(_line(row))
+        for row in skipped:
+            print(f"{row['library']:16s} {row['model']:14s} skipped: needs side information the table lacks")
+        for verdict in result["verdicts"]:
+            print(verdict)
+    if topn or topn_skipped:
+        users = topn[0]["users"] if topn else 0
+        print(
+            f"\ntop-N: every item with a training rating that the user did not rate in train, ranked for each of "
+            f"{users} test users with a held-out rating >= 4; relevant: those held-out items"
+        )
+        print(_topn_head())
+        for row in sorted(topn, key=lambda r: -r["recall@10"]):
+            print(_topn_line(row))
+        for row in topn_skipped:
+            print(f"{row['library']:16s} {row['model']:14s} skipped: {row['reason']}")
     print(f"written {args.out}")
+
+
+def read_ratings(path: Path) -> pd.DataFrame:
+    """A user_id,item_id,score CSV (MovieLens-100k as a plain table)."""
+    table = pd.read_csv(path)
+    missing = {"user_id", "item_id", "score"} - set(table.columns)
+    if missing:
+        raise SystemExit(f"{path}: lacks column(s) {', '.join(sorted(missing))}")
+    return table[["user_id", "item_id", "score"]].astype({"score": float})
+
+
+def rating_rows(peers, models, train, test, dataset, seed) -> tuple[list[dict], list[dict]]:
+    """RMSE, MAE and user SROCC of every Surprise peer and suite model on the test ratings."""
+    rows, skipped = [], []
+    for name in peers:
+        pred, fit_seconds = run_peer(name, train, test, seed)
+        row = {"library": "scikit-surprise", "model": name, "fit_seconds": fit_seconds}
+        rows.append(row | scores(test.score.to_numpy(), pred, test.user_id.to_numpy()))
+        print(_line(rows[-1]), flush=True)
+    truth = dataset.ratings["test_seen"]
+    for name in models:
+        try:
+            pred, fit_seconds = run_suite(name, dataset, seed)
+        except UserError as err:  # e.g. a model that needs image features or metadata
+            skipped.append({"library": "recsys", "model": name, "reason": str(err)})
+            print(f"recsys           {name:14s} cannot run on a rating table alone: {err}", flush=True)
+            continue
+        row = {"library": "recsys", "model": name, "fit_seconds": fit_seconds}
+        rows.append(row | scores(truth.score, pred, truth.user_idx))
+        print(_line(rows[-1]), flush=True)
+    return rows, skipped
+
+
+class PeerScores:
+    """A peer's score of every (user, item) of the suite's dataset, read as the suite's scorer reads a model."""
+
+    def __init__(self, name: str, scores: np.ndarray, fit_seconds: float):
+        self.name, self.scores, self.fit_seconds = name, scores, fit_seconds
+        self.fit_split_, self.validation_split_ = "train", None
+
+    def predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
+        return self.scores[user_idx, image_idx]
+
+
+def fit_topn_peer(name: str, dataset, seed: int) -> PeerScores:
+    """Fit a top-N peer on the training ratings of ``dataset`` (indices as the suite's) and score every pair."""
+    import scipy.sparse as sp
+
+    train = dataset.ratings["train"]
+    shape = (dataset.n_users, dataset.n_images)
+    interactions = sp.csr_matrix(
+        (np.ones(len(train), np.float32), (train.user_idx, train.image_idx)), shape=shape
+    )
+    start = time.perf_counter()
+    if name.startswith("implicit"):
+        from implicit.cpu.als import AlternatingLeastSquares
+        from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+        cls = AlternatingLeastSquares if name == "implicit-ALS" else BayesianPersonalizedRanking
+        model = cls(num_threads=1, random_state=seed)
+        model.fit(interactions, show_progress=False)
+        fit_seconds = time.perf_counter() - start
+        scores = np.asarray(model.user_factors) @ np.asarray(model.item_factors).T
+    elif name == "LightFM-WARP":
+        from lightfm import LightFM
+
+        model = LightFM(loss="warp", random_state=seed)
+        model.fit(interactions.tocoo(), epochs=30, num_threads=1)
+        fit_seconds = time.perf_counter() - start
+        users = np.repeat(np.arange(shape[0], dtype=np.int32), shape[1])
+        items = np.tile(np.arange(shape[1], dtype=np.int32), shape[0])
+        scores = model.predict(users, items, num_threads=1).reshape(shape)
+    else:
+        import cornac
+
+        values = train.score if name == "cornac-MF" else np.ones(len(train))
+        triples = list(
+            zip(train.user_idx.astype(str), train.image_idx.astype(str), values.tolist(), strict=True)
+        )
+        data = cornac.data.Dataset.from_uir(triples, seed=seed)
+        model = {
+            "cornac-BPR": lambda: cornac.models.BPR(num_threads=1, seed=seed),
+            "cornac-MF": lambda: cornac.models.MF(num_threads=1, seed=seed),
+            "cornac-EASE": lambda: cornac.models.EASE(verbose=False, seed=seed),
+        }[name]()
+        model.fit(data)
+        fit_seconds = time.perf_counter() - start
+        items = np.empty(data.num_items, np.int64)
+        for raw, inner in data.iid_map.items():
+            items[inner] = int(raw)
+        scores = np.zeros(shape)
+        for raw, inner in data.uid_map.items():
+            scores[int(raw), items] = model.score(inner)
+    return PeerScores(name, np.asarray(scores, np.float64), fit_seconds)
+
+
+def topn_rows(peers, models, dataset, seed) -> tuple[list[dict], list[dict]]:
+    """recall@k and ndcg@k of every top-N peer, suite model and the popularity ranking, by the suite's one
+    top-N scorer on the same candidates."""
+    from recsys.evaluation.evaluator import Evaluator
+    from recsys.evaluation.topn import Popularity, TopNScorer
+
+    evaluator = Evaluator(dataset, shots=(0,), seed=seed, scorer=TopNScorer(TOPN_KS, relevant_at=4.0))
+    rows, skipped = [], []
+
+    def add(library: str, fitted, fit_seconds: float) -> None:
+        result = evaluator.evaluate(fitted, "test_seen", fit_seconds=fit_seconds)
+        if result.metrics is None:
+            skipped.append(
+                {"library": library, "model": fitted.name, "reason": f"{result.status}: {result.reason}"}
+            )
+            print(f"{library:16s} {fitted.name:14s} {result.status}: {result.reason}", flush=True)
+            return
+        rows.append(
+            {"library": library, "model": fitted.name, "fit_seconds": fit_seconds}
+            | result.metrics
+            | {"ci95": result.ci95, "users": result.metric_users[f"recall@{TOPN_KS[0]}"]}
+        )
+        print(_topn_line(rows[-1]), flush=True)
+
+    for name in peers:
+        fitted = fit_topn_peer(name, dataset, seed)
+        add(name.split("-")[0], fitted, fitted.fit_seconds)
+    for name in models:
+        params = {"seed": seed} if "seed" in model_class(name).param_names() else {}
+        model = create_model(name, **params)
+        start = time.perf_counter()
+        try:
+            model.fit(dataset)
+        except UserError as err:  # e.g. a model that needs image features or metadata
+            skipped.append({"library": "recsys", "model": name, "reason": str(err)})
+            print(f"recsys           {name:14s} cannot run on a rating table alone: {err}", flush=True)
+            continue
+        add("recsys", model, time.perf_counter() - start)
+    add("label-free", Popularity(dataset), 0.0)
+    return rows, skipped
+
+
+def _topn_head() -> str:
+    cells = " ".join(f"{f'{m}@{k}':>22s}" for k in TOPN_KS for m in ("recall", "ndcg"))
+    return f"{'library':16s} {'model':14s} {cells} {'fit s':>8s}"
+
+
+def _topn_line(row: dict) -> str:
+    cells = []
+    for k in TOPN_KS:
+        for metric in (f"recall@{k}", f"ndcg@{k}"):
+            lo, hi = row["ci95"][metric]
+            cells.append(f"{row[metric]:.3f} [{lo:.3f}, {hi:.3f}]".rjust(22))
+    return f"{row['library']:16s} {row['model']:14s} {' '.join(cells)} {row['fit_seconds']:8.2f}"
 
 
 def verdicts(rows: list[dict]) -> list[str]:

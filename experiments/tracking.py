@@ -337,7 +337,8 @@ def log_leaderboard(
                 | {"validation_split": validation or "none", "tuned_study": study or "none"}
                 | board.params.get(model, {}),
                 tags={"kind": "fit", "model": model, "tuned": str(study is not None).lower()}
-                | ({"study": study} if study else {}),
+                | ({"study": study} if study else {})
+                | ({"params_source": rows[0].params_source} if rows and rows[0].params_source else {}),
             )
             metrics: dict[str, float | None] = {"fit_seconds": rows[0].fit_seconds if rows else None}
             for row in rows:

@@ -19,8 +19,11 @@
 * A study records the model, metric, split, shots, draws, protocol seed and dataset fingerprint it was made
   for; resuming it with different ones is an error (pass another ``--study`` name), and so is using it for a
   leaderboard on other data or under another protocol (``tuned_models``).
-* Every trial records the epoch its validation split chose (``stop_epoch``, for models that stop early); the
-  tuned refit on train+val_seen, which has nothing left to stop on, trains the best trial's number of epochs.
+* Every trial records the epoch its validation split chose (``stop_epoch``, for models that stop early).
+* A tuned leaderboard (``run_tuned_leaderboard``) fits every model as the trials did, under the one data policy:
+  on train, stopping early and calibrating on val_seen. A tuned row then differs from an untuned one only in its
+  hyperparameters (a study whose best trial is the defaults gives the untuned row exactly), and models without a
+  study run at their defaults, labelled so.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import functools
 import inspect
 import os
 import socket
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -56,6 +60,11 @@ HEARTBEAT_INTERVAL = 10
 GRACE_PERIOD = 30
 #: times a dead worker's trial is enqueued again (a trial that keeps killing its worker is given up)
 MAX_RETRIES = 2
+
+
+class NoStudy(UserError):
+    """A model has no study to take its hyperparameters from (none by that name, or none with a completed
+    trial): a tuned leaderboard runs it at its defaults."""
 
 
 class InvalidTrialParams(Exception):
@@ -550,7 +559,7 @@ class _TrialRunner:
             value = self.score(model, fit_seconds)
             trial.set_user_attr("fit_seconds", round(fit_seconds, 4))
             stop_epoch = stopping_epoch(model)
-            if stop_epoch is not None:  # the epochs val_seen chose: the tuned refit trains this many
+            if stop_epoch is not None:  # the epochs val_seen chose (recorded; a tuned fit stops there again)
                 trial.set_user_attr("stop_epoch", stop_epoch)
             if self.tracker is not None:
                 self.tracker.log_metrics(run_id, {self.objective.metric: value, "fit_seconds": fit_seconds})
@@ -578,7 +587,7 @@ def _load_study(model: str, storage: str | None, study_name: str):
         with reading_study(study_name):
             handle = optuna.load_study(study_name=study_name, storage=store)
     except KeyError:
-        raise UserError(
+        raise NoStudy(
             f"no study {study_name!r} for {model} in {_redact(storage or DEFAULT_STORAGE)}; "
             f"run `recsys tune {model} --study {study_name}` (or `recsys study`) first"
         ) from None
@@ -588,7 +597,7 @@ def _load_study(model: str, storage: str | None, study_name: str):
     with reading_study(study_name):
         completed = any(t.state == optuna.trial.TrialState.COMPLETE for t in handle.trials)
     if not completed:
-        raise UserError(f"study {study_name!r} has no completed trial; run `recsys tune {model}` again")
+        raise NoStudy(f"study {study_name!r} has no completed trial; run `recsys tune {model}` again")
     return handle
 
 
@@ -620,8 +629,8 @@ def best_params(model: str, storage: str | None, study_name: str) -> dict[str, A
 class TunedModel:
     """A model's best trial, checked against the data and protocol of the leaderboard that uses it.
 
-    ``params`` are what the refit takes: the searched values, plus ``epochs`` = the best trial's stopping epoch
-    for a model that stopped early (the refit on train+val_seen has nothing left to stop on).
+    ``params`` are the best trial's searched values (the others stay at their defaults); ``stop_epoch`` is the
+    epoch its validation split chose, recorded (the tuned fit stops on val_seen again, as the trial did).
     """
 
     model: str
@@ -648,8 +657,12 @@ def tuned_models(
     study_prefix: str = DEFAULT_STUDY_PREFIX,
     seed: int = 0,
     draws: int = DEFAULT_DRAWS,
+    untuned: dict[str, str] | None = None,
 ) -> dict[str, TunedModel]:
-    """The best trial of the study ``{study_prefix}-{model}`` of each model that has hyperparameters.
+    """The best trial of the study ``{study_prefix}-{model}`` of each model that has hyperparameters and a study.
+
+    A model without hyperparameters, without a study or whose study has no completed trial is left out, and
+    ``untuned`` (when given) gets why: model -> one line.
 
     A study is refused, naming both values, when it was made on other data (dataset fingerprint), with another
     protocol seed, another number of draws (on an unseen split), or for another split or shots than the first
@@ -660,9 +673,16 @@ def tuned_models(
     first = ""
     for model in models:
         if not needs_study(model):
+            if untuned is not None:
+                untuned[model] = "no hyperparameters to tune"
             continue
         name = study_name(model, study_prefix)
-        handle = _load_study(model, storage, name)
+        try:
+            handle = _load_study(model, storage, name)
+        except NoStudy as err:
+            if untuned is not None:
+                untuned[model] = str(err)
+            continue
         stored = study_attrs(handle, name)
         wanted: dict[str, Any] = {"dataset_fingerprint": dataset.fingerprint(), "protocol_seed": seed}
         if is_unseen_split(str(stored.get("split", ""))):
@@ -683,9 +703,8 @@ def tuned_models(
                     "--study-prefix"
                 )
         number, params, attrs = best_trial(handle, model, name)
+        # recorded only: the tuned fit stops on val_seen again, as the trial did
         stop_epoch = checked_stop_epoch(attrs.get("stop_epoch"), name, number)
-        if stop_epoch is not None and "epochs" in model_class(model).param_names():
-            params["epochs"] = stop_epoch
         spec = {k: stored.get(k) for k in ("metric", "split", "shots", "draws", "protocol_seed")}
         out[model] = TunedModel(model, name, params, stop_epoch, spec)
     return out
@@ -705,26 +724,40 @@ def run_tuned_leaderboard(
     progress: bool = True,
     **options,
 ):
-    """Refit every model with its best study parameters on train+val_seen and evaluate once on the test splits.
+    """Fit every model that has a study with its best trial's hyperparameters, the others at their defaults, all
+    on the same splits as an untuned leaderboard, and evaluate once on the test splits.
 
-    ``models``: names or groups (default: every model, as ``recsys leaderboard``); models without
-    hyperparameters (global_mean, the oracle) need no study and run as they are. A study made on other data or
-    under another protocol is refused (``tuned_models``). A model that stopped early in its best trial trains
-    that many epochs in the refit. ``params`` override the tuned values per model (``{"ridge": {"alpha": 10}}``).
-    The fit split is ``train+val_seen``, or ``train`` where the dataset has no ``val_seen``; val_unseen users
-    are never in a fit, so the unseen protocol stays intact. Tuned rows carry their study's name. Other
-    ``options`` go to ``run_leaderboard``.
+    ``models``: names or groups (default: every model, as ``recsys leaderboard``). Every model fits as the
+    study's trials did, under the one data policy (train, stopping early and calibrating on val_seen), so a tuned
+    row differs from an untuned one only in its hyperparameters. A model without a study (or with no completed
+    trial) or without hyperparameters runs at its defaults: its rows are marked ``defaults`` and the board's
+    ``defaults`` says why (a line is printed for each model that has hyperparameters); an error when no model to
+    tune has a study. A study made on other data or under another protocol is refused (``tuned_models``).
+    ``params`` override the tuned or default values per model (``{"ridge": {"alpha": 10}}``). Tuned rows carry
+    their study's name. Other ``options`` go to ``run_leaderboard``.
     """
     from recsys.leaderboard import default_models, run_leaderboard
+    from recsys.models.base import DATA_POLICY
     from recsys.models.registry import expand_models
 
     models = expand_models(models) if models else default_models(dataset)  # unknown names fail first
-    found = tuned_models(models, dataset, storage=storage, study_prefix=study_prefix, seed=seed, draws=draws)
+    untuned: dict[str, str] = {}
+    found = tuned_models(
+        models, dataset, storage=storage, study_prefix=study_prefix, seed=seed, draws=draws, untuned=untuned
+    )
+    studied = [m for m in models if needs_study(m)]
+    if studied and not found:
+        raise UserError(
+            f"--tuned found no study for any of {', '.join(studied)} ({untuned[studied[0]]}); run `recsys study` "
+            "or `recsys tune MODEL` first, or leave out --tuned"
+        )
+    for model in studied:
+        if model in untuned:
+            print(f"{model}: {untuned[model]}; it runs at its defaults", file=sys.stderr)
     overrides = params or {}
     merged = {
         name: (found[name].params if name in found else {}) | overrides.get(name, {}) for name in models
     }
-    fit_split = "+".join(s for s in ("train", "val_seen") if s in dataset.ratings)
     return run_leaderboard(
         dataset,
         models,
@@ -733,8 +766,9 @@ def run_tuned_leaderboard(
         seed=seed,
         draws=draws,
         params=merged,
-        fit_split=fit_split,
+        fit_split=DATA_POLICY.fit_split,
         tuned={name: tuned.record() for name, tuned in found.items()},
+        defaults=untuned,
         progress=progress,
         **options,
     )

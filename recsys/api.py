@@ -5,6 +5,7 @@
 >>> rec.predict(["u1", "u2"], ["i9", "i3"])                # scores of aligned (user, item) pairs
 >>> rec.predict_new({"i1": 5, "i2": 1}, items=["i3", "i4"])  # a new user, from reference ratings
 >>> rec.similar_users(user_id="u1", k=5)                   # or references={"i1": 5, "i2": 1}
+>>> rec.recommend("u1", n=10)                               # the 10 best items u1 has not rated
 
 Everything takes and returns the ids of the table; the integer indices models use stay inside.
 """
@@ -22,6 +23,7 @@ from recsys.data import Dataset, References, load_dataset
 from recsys.errors import UserError
 from recsys.models.base import Model
 from recsys.models.registry import create_model
+from recsys.recommend import recommend
 from recsys.retrieval.similar import SimilarUsers
 
 
@@ -135,3 +137,26 @@ class Recommender:
         else:
             rows = self._similar.by_references(list(references), list(references.values()), k=k)
         return pd.DataFrame(rows)
+
+    def recommend(
+        self,
+        user_id: Any = None,
+        n: int = 10,
+        include_rated: bool = False,
+        *,
+        references: Mapping | None = None,
+        demographics: Mapping | None = None,
+    ) -> pd.DataFrame:
+        """The ``n`` items of the whole catalogue the model scores highest (``rank``, ``item_id``, ``score``,
+        ``rated``; best first, equal scores in the data's order of items) for a fitted user ``user_id``, or for a
+        new user given by ``references`` ``{item_id: score}`` (and optionally ``demographics``). Items the user
+        rated in the fit data (a new user's references) are left out unless ``include_rated``
+        (``recsys.recommend``)."""
+        if (user_id is None) == (references is None and demographics is None):
+            raise UserError("pass exactly one of user_id or references (with or without demographics)")
+        refs = None if user_id is not None else self._references(references or {}, demographics)
+        rows = recommend(
+            self._fitted(), self.dataset, user_id=user_id, references=refs, n=n, include_rated=include_rated
+        )
+        table = pd.DataFrame(rows, columns=["rank", "image_id", "score", "rated"])
+        return table.rename(columns={"image_id": "item_id"})

@@ -11,16 +11,20 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from recsys.data.dataset import Dataset
+from recsys.data.dataset import Dataset, is_unseen_split
 from recsys.errors import DataNotSupported, UserError
 from recsys.evaluation.evaluator import DEFAULT_DRAWS, Evaluator, Result
 from recsys.evaluation.pairwise import PAIR_SHOTS, pair_evaluator
+from recsys.evaluation.topn import TOPN_KS, Popularity, TopNScorer
 from recsys.extras import MissingExtra
 from recsys.models.base import DATA_POLICY
 from recsys.models.registry import GROUPS, create_model, expand_models, unavailable_reason
 from recsys.threads import available_cores, single_threaded
 
 DEFAULT_SPLITS = ("test_seen", "test_unseen")
+#: what a leaderboard measures: predicted scores against held-out ones (ratings, or choices), or the top-N task
+#: (``recsys.evaluation.topn``: the whole catalogue ranked for each seen user)
+TASKS = ("predict", "topn")
 
 
 def new_run_id() -> str:
@@ -32,8 +36,9 @@ def new_run_id() -> str:
 class Leaderboard:
     """Rows of results plus what is needed to reproduce them.
 
-    ``tuned`` maps each tuned model to its study (name, objective and stopping epoch); ``fit_split`` is the split
-    every model fitted on (``train``, or ``train+val_seen`` for a tuned refit).
+    ``tuned`` maps each tuned model to its study (name, objective and stopping epoch) and, on a ``--tuned`` board,
+    ``defaults`` each other model to why it runs at its defaults; ``fit_split`` is the split every model fitted on
+    (``train``, tuned or not).
     """
 
     dataset: Dataset
@@ -44,17 +49,20 @@ class Leaderboard:
     rows: list[Result] = field(default_factory=list)
     params: dict[str, dict] = field(default_factory=dict)
     tuned: dict[str, dict] = field(default_factory=dict)
+    defaults: dict[str, str] = field(default_factory=dict)
     run_id: str = field(default_factory=new_run_id)
     protocol: str = "default"
     fixed_queries: bool = True
     references: str = "random"
     reference_pool: int | None = None
     protocol_note: str = ""  # what the protocol's split did (the PIAA split's rule and removals)
+    task: str = "predict"
+    topn: dict = field(default_factory=dict)
 
     @property
     def pool(self) -> int:
         """How many of each new user's ratings are kept out of the queries (the references' pool)."""
-        return max(self.shots) if self.reference_pool is None else self.reference_pool
+        return max(self.shots, default=0) if self.reference_pool is None else self.reference_pool
 
     @property
     def held_out(self) -> str:
@@ -105,8 +113,11 @@ class Leaderboard:
                 "validation_split": None if "val_seen" in self.fit_split else DATA_POLICY.validation_split,
                 "statement": DATA_POLICY.describe(),
             },
+            "task": self.task,
+            **({"topn": self.topn} if self.task == "topn" else {}),
             "params": self.params,
             "tuned": self.tuned,
+            "defaults": self.defaults,
             "rows": [r.to_json() for r in self.rows],
         }
 
@@ -129,6 +140,7 @@ def run_leaderboard(
     params: dict[str, dict] | None = None,
     fit_split: str = DATA_POLICY.fit_split,
     tuned: Mapping[str, dict] | None = None,
+    defaults: Mapping[str, str] | None = None,
     progress: bool = True,
     protocol: str = "default",
     fixed_queries: bool = True,
@@ -136,6 +148,9 @@ def run_leaderboard(
     references: str = "random",
     reference_pool: int | None = None,
     protocol_note: str = "",
+    task: str = "predict",
+    topn_ks: Sequence[int] = TOPN_KS,
+    relevant_at: float | None = None,
 ) -> Leaderboard:
     """Fit every model on ``fit_split`` (validating, where a model does, on the policy's validation split) and
     evaluate it on ``splits`` with ``draws`` reference draws per new user.
@@ -147,12 +162,16 @@ def run_leaderboard(
     these data (no image features, no metadata: a ``UserError`` or ``ValueError`` from its fit) gets a
     ``skipped`` row per split with the reason, and one that cannot score new users, or cannot run here (an extra
     that is not installed: the row names the install command), an ``unsupported`` row, instead of stopping
-    the run. ``tuned`` (model -> study record, from
-    ``experiments.tuning``) marks the rows of tuned models with their study. ``protocol`` names the preset the
-    arguments came from (``recsys.evaluation.protocols``); ``fixed_queries`` as in ``Evaluator``. ``jobs``: worker
-    processes fitting models side by side (``resolve_jobs``; 1 fits them one after the other in this process).
+    the run. ``tuned`` (model -> study record, from ``experiments.tuning``) marks the rows of tuned models with
+    their study, and ``defaults`` (model -> why, on a ``--tuned`` board) the rows of the others as at their
+    defaults (``params_source``). ``protocol`` names the preset the arguments came from
+    (``recsys.evaluation.protocols``); ``fixed_queries`` as in ``Evaluator``. ``jobs``: worker processes fitting
+    models side by side (``resolve_jobs``; 1 fits them one after the other in this process).
     ``references`` (random or an elicitation strategy) and ``reference_pool`` as in ``Evaluator``.
     ``protocol_note``: what the protocol's split did (``recsys.evaluation.protocols.split_for_protocol``).
+    ``task="topn"`` ranks the whole catalogue for each user of the seen test split instead (``TopNScorer``: recall
+    and ndcg at each of ``topn_ks``, relevant = held-out images rated at or above ``relevant_at``), and adds the
+    label-free ``Popularity`` row.
     """
     models = expand_models(models) if models else default_models(dataset)  # unknown names fail before any fit
     choices = is_choice_data(dataset)
@@ -162,7 +181,16 @@ def run_leaderboard(
         models.remove("oracle")  # on choices the ground truth's rows come from the pair evaluator
     params = params or {}
     tuned = dict(tuned or {})
+    defaults = dict(defaults or {})
     held = dataset.choices if choices else dataset.ratings
+    if task not in TASKS:
+        raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if task == "topn":
+        splits = _topn_splits(dataset, splits, choices)
+        if references != "random" or reference_pool is not None:
+            raise UserError(
+                "--references and --reference-pool choose new users' references; --task topn has none"
+            )
     if splits is None:
         splits = [s for s in DEFAULT_SPLITS if s in held] or list(DEFAULT_SPLITS)
     missing = [s for s in splits if s not in held]
@@ -172,7 +200,10 @@ def run_leaderboard(
         )
     if draws < 1:
         raise UserError(f"--draws must be at least 1, got {draws}")
-    if choices:
+    if task == "topn":
+        scorer = TopNScorer(topn_ks, relevant_at)
+        evaluator = Evaluator(dataset, shots=(0,), seed=seed, draws=draws, scorer=scorer)
+    elif choices:
         evaluator = pair_evaluator(dataset, shots=shots or PAIR_SHOTS, seed=seed, draws=draws)
     else:
         try:
@@ -187,7 +218,7 @@ def run_leaderboard(
             )
         except ValueError as err:
             raise UserError(str(err)) from None
-    shots = evaluator.shots
+    shots = () if task == "topn" else evaluator.shots  # the top-N task draws no references
     board = Leaderboard(
         dataset,
         seed,
@@ -195,13 +226,24 @@ def run_leaderboard(
         draws,
         fit_split,
         tuned=tuned,
+        defaults=defaults,
         protocol=protocol,
         fixed_queries=fixed_queries,
         references=references,
         reference_pool=reference_pool,
         protocol_note=protocol_note,
+        task=task,
+        topn=evaluator.scorer.describe(dataset) if task == "topn" else {},
     )
-    tasks = [ModelTask(name, params.get(name, {}), tuned.get(name, {}).get("study")) for name in models]
+    tasks = [
+        ModelTask(
+            name,
+            params.get(name, {}),
+            tuned.get(name, {}).get("study"),
+            _params_source(name, tuned, defaults, params),
+        )
+        for name in models
+    ]
     for name in models:  # a model that cannot run here (a missing extra) records the values it was given
         given = params.get(name, {})
         board.params[name] = (
@@ -213,13 +255,39 @@ def run_leaderboard(
     else:
         rows = {}
         bar = tqdm(tasks, desc="models", unit="model", disable=not progress)
-        for task in bar:
-            bar.set_postfix_str(task.name)
-            rows[task.name] = fit_and_score(task, evaluator, splits, fit_split)
+        for model_task in bar:
+            bar.set_postfix_str(model_task.name)
+            rows[model_task.name] = fit_and_score(model_task, evaluator, splits, fit_split)
     board.rows = [row for name in models for row in rows[name]]
     if choices:  # the simulator's ground truth, on the same queries
         board.rows += [r for s in splits for k in evaluator.tasks(s) if (r := evaluator.oracle_result(s, k))]
+    if task == "topn":  # the label-free reference of any top-N table
+        start = time.perf_counter()
+        popularity = Popularity(dataset, fit_split)
+        board.rows += [
+            evaluator.evaluate(popularity, split, fit_seconds=time.perf_counter() - start) for split in splits
+        ]
     return board
+
+
+def _topn_splits(dataset: Dataset, splits: Sequence[str] | None, choices: bool) -> list[str]:
+    """The splits of the top-N task: seen splits of ratings (default: test_seen), or a one-line error."""
+    if choices:
+        raise UserError(f"the top-N task ranks rated images; {dataset.name} holds pairwise choices")
+    if splits is None:
+        if "test_seen" not in dataset.ratings:
+            raise UserError(
+                f"the top-N task ranks the catalogue for the users of test_seen, which {dataset.name} lacks (it "
+                f"has {', '.join(dataset.splits)}); a table makes one with --holdout random:0.2 or both:0.2"
+            )
+        return ["test_seen"]
+    unseen = [s for s in splits if is_unseen_split(s)]
+    if unseen:
+        raise UserError(
+            f"the top-N task ranks the catalogue for seen users (test_seen, val_seen), not {', '.join(unseen)}: "
+            "new users have no fit ratings to leave out"
+        )
+    return list(splits)
 
 
 def is_choice_data(dataset: Dataset) -> bool:
@@ -229,11 +297,23 @@ def is_choice_data(dataset: Dataset) -> bool:
 
 @dataclass(frozen=True)
 class ModelTask:
-    """One model of a leaderboard: its name, hyperparameters and tuning study (None when not tuned)."""
+    """One model of a leaderboard: its name, hyperparameters, tuning study (None when not tuned) and where its
+    hyperparameters come from on a ``--tuned`` board (``Result.params_source``)."""
 
     name: str
     params: dict
     study: str | None = None
+    params_source: str | None = None
+
+
+def _params_source(name: str, tuned: Mapping, defaults: Mapping, params: Mapping) -> str | None:
+    """``study`` for a tuned model, ``defaults`` for a model of a ``--tuned`` board without a study (``given`` when
+    --params set some of its values), None on a board without tuning."""
+    if name in tuned:
+        return "study"
+    if name in defaults:
+        return "given" if params.get(name) else "defaults"
+    return None
 
 
 def fit_and_score(
@@ -244,7 +324,10 @@ def fit_and_score(
     Numeric libraries run on one thread throughout (``recsys.threads.single_threaded``), here as in a worker
     process: the rows are then the same whatever ``--jobs`` and the machine's core count."""
     with single_threaded():
-        return _fit_and_score(task, evaluator, splits, fit_split)
+        rows = _fit_and_score(task, evaluator, splits, fit_split)
+    for row in rows:  # failed rows too: they say which hyperparameters they would have run with
+        row.tuned_study, row.params_source = task.study, task.params_source
+    return rows
 
 
 def _fit_and_score(
@@ -266,9 +349,7 @@ def _fit_and_score(
     rows = []
     for split in splits:
         for k in evaluator.tasks(split):
-            row = evaluator.evaluate(model, split, k, fit_seconds=fit_seconds)
-            row.tuned_study = task.study
-            rows.append(row)
+            rows.append(evaluator.evaluate(model, split, k, fit_seconds=fit_seconds))
     return rows
 
 

@@ -4,7 +4,7 @@
     data         data simulate | validate
     models       models, explain
     leaderboard  leaderboard (--tuned through experiments.tuning.run_tuned_leaderboard)
-    retrieval    similar-users, similar-images, rank, serve
+    retrieval    similar-users, similar-images, rank, recommend, serve
     atlas        atlas (an HTML report of a model's taste groups)
     experiments  tune, study
     features     features embed | encoders

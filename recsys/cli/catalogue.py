@@ -66,7 +66,8 @@ COMMANDS: dict[str, Command] = {
         help="fit models and evaluate them under one protocol",
         example="recsys leaderboard --data data/sim --models baselines,classical --shots 0,10\n"
         "recsys leaderboard --tuned --models ridge,mf\n"
-        "recsys leaderboard --models mf,profile --splits test_unseen --references uncertainty --reference-pool 40",
+        "recsys leaderboard --models mf,profile --splits test_unseen --references uncertainty --reference-pool 40\n"
+        "recsys leaderboard --data ratings.csv --holdout random:0.2 --task topn --topn-k 10,20",
     ),
     "models": Command(help="list registered models", example="recsys models"),
     "explain": Command(
@@ -88,6 +89,14 @@ COMMANDS: dict[str, Command] = {
         example="recsys rank --user p_00856a24 --images candidates.txt\n"
         "recsys rank --model mf --references refs.csv --images candidates.txt --json\n"
         "recsys rank --encoder clip:ViT-B-32/laion2b_s34b_b79k --references refs.csv --images new_images/",
+    ),
+    "recommend": Command(
+        help="the n images a model scores highest for a person, among those they have not rated",
+        description="Score every image of the data for a fitted user (--user) or a new user (--references) "
+        "and print the n best, leaving out the images the user rated in the fit data unless --include-rated.",
+        example="recsys recommend --user p_00856a24 --n 10\n"
+        "recsys recommend --data ratings.csv --model mf --user 196 --n 20 --json\n"
+        "recsys recommend --model mf --references refs.csv --include-rated",
     ),
     "atlas": Command(
         help="an HTML report of a model's taste groups: members, demographics, likes, a map",

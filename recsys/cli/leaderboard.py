@@ -91,6 +91,27 @@ def add_parsers(subparsers) -> None:
         "None: the largest k); the same value gives the same queries whatever --references",
     )
     board.add_argument(
+        "--task",
+        choices=("predict", "topn"),
+        default="predict",
+        help="predict: predicted scores (or choices) against held-out ones; topn: rank every image a seen user has "
+        "not rated in train or val_seen, recall@k and ndcg@k against the user's held-out images rated at or above "
+        "--relevant-at, beside a label-free popularity row",
+    )
+    board.add_argument(
+        "--topn-k",
+        type=int_list,
+        default=[10, 20],
+        help="cut-offs k of recall@k and ndcg@k (--task topn)",
+    )
+    board.add_argument(
+        "--relevant-at",
+        type=float,
+        default=None,
+        help="held-out scores at or above it are relevant (--task topn; default None: three quarters up the "
+        "score range, 4 on 1-5)",
+    )
+    board.add_argument(
         "--splits",
         type=name_list,
         default=None,
@@ -123,8 +144,9 @@ def add_parsers(subparsers) -> None:
     board.add_argument(
         "--tuned",
         action="store_true",
-        help="use each model's best study parameters and stopping epoch (--params override them); refit on "
-        "train+val_seen; a study made on other data or under another protocol is refused",
+        help="use the best study parameters of each model that has a study (--params override them), the others "
+        "at their defaults (marked so); every row fits on the same splits as without --tuned; a study made on "
+        "other data or under another protocol is refused",
     )
     board.add_argument(
         "--storage",
@@ -186,6 +208,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         "reference_pool": args.reference_pool,
         "protocol_note": split_note,
     }
+    if args.task == "topn":
+        protocol |= {"task": "topn", "topn_ks": args.topn_k, "relevant_at": args.relevant_at}
     if args.tuned:
         from experiments.tuning import run_tuned_leaderboard
 

@@ -18,6 +18,7 @@ from recsys.cli.common import (
     dataset_from_args,
     fit_data,
     parse_params,
+    positive_int,
     workspace_for_models,
 )
 from recsys.errors import UserError
@@ -85,6 +86,24 @@ def add_parsers(subparsers) -> None:
     )
     rank.add_argument("--json", action="store_true", help="print JSON, best first")
     rank.set_defaults(func=cmd_rank)
+
+    recommend = add_command(subparsers, "recommend")
+    add_data_arguments(recommend)
+    _add_model_arguments(recommend)
+    _add_person_arguments(recommend)
+    recommend.add_argument(
+        "--n",
+        type=positive_int,
+        default=10,
+        help="number of images to recommend (fewer if fewer are unrated)",
+    )
+    recommend.add_argument(
+        "--include-rated",
+        action="store_true",
+        help="also recommend images the user rated in the fit data (a new user: the references)",
+    )
+    recommend.add_argument("--json", action="store_true", help="print JSON, best first")
+    recommend.set_defaults(func=cmd_recommend)
 
     serve = add_command(subparsers, "serve")
     add_data_arguments(serve)
@@ -219,6 +238,39 @@ def cmd_rank(args: argparse.Namespace) -> int:
     else:
         for row in ranking:
             print(f"{row['rank']:>4}. {row['image_id']!s:<20} {row['score']:.3f}")
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from recsys.data import References
+    from recsys.recommend import recommend
+    from recsys.retrieval.similar import load_or_fit_model
+
+    if (args.user is None) == (args.references is None):
+        raise UserError("recommend: pass exactly one of --user ID or --references FILE.csv")
+    params = parse_params(args.params)
+    _check_model_params(args.model, params)
+    workspace = workspace_for_models(args)
+    ds = fit_data(dataset_from_args(args), args.fit_on)
+    references = None
+    if args.references is not None:
+        items, scores = _read_references(args.references)
+        images = np.array([ds.image_index(i) for i in items], np.int64)
+        references = References(-1, images, np.asarray(scores, np.float32))
+    if args.user is not None:
+        ds.user_index(args.user)  # an unknown id fails before any fit
+    model = load_or_fit_model(
+        args.model, ds, params=params, workspace=workspace, progress=not args.json, fit_on=args.fit_on
+    )[0]
+    rows = recommend(
+        model, ds, user_id=args.user, references=references, n=args.n, include_rated=args.include_rated
+    )
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        for row in rows:
+            mark = "  (rated)" if row["rated"] else ""
+            print(f"{row['rank']:>4}. {row['image_id']!s:<20} {row['score']:.3f}{mark}")
     return 0
 
 

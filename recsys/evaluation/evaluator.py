@@ -115,6 +115,8 @@ class Result:
     validation_split: str | None = None
     tuned_study: str | None = None
     fallback_predictions: int = 0
+    #: on a ``--tuned`` board: ``study`` (tuned), ``defaults`` (no study), ``given`` (no study, --params); else None
+    params_source: str | None = None
     per_user: dict[str, dict] = field(default_factory=dict, repr=False)
     predictions: Predictions | ChoicePredictions | None = field(default=None, repr=False)
 
@@ -130,6 +132,7 @@ class Result:
             "draws": self.draws,
             "tuned": self.tuned,
             "tuned_study": self.tuned_study,
+            "params_source": self.params_source,
             "fit_split": self.fit_split,
             "validation_split": self.validation_split,
             "n_users": self.n_users,

@@ -3,6 +3,9 @@
 Global metrics take aligned ``y_true`` / ``y_pred``; user-level metrics also take ``user`` (any hashable label
 per rating) and average a per-user value over users. ``per_user_*`` functions return the per-user values
 (for bootstrap intervals and paired tests); ``HIGHER_IS_BETTER`` says which way each metric points.
+
+Top-N metrics (``per_user_recall_at_k``, ``per_user_topn_ndcg``) take one row per candidate item of a user
+instead: ``relevant`` (bool) and the model's score, and rank each user's candidates by score.
 """
 
 from __future__ import annotations
@@ -12,7 +15,21 @@ from scipy import stats
 
 MIN_USER_QUERIES = 5  # a user needs at least this many queries to get a user_srocc
 NDCG_K = 10  # the cut-off of ndcg@10; a user needs more queries than this to get one
-HIGHER_IS_BETTER = {
+#: metric families measured at a cut-off (``recall@10``, ``ndcg@20``): every k points the way its family does
+CUTOFF_FAMILIES = {"recall": True, "ndcg": True}
+
+
+class _Directions(dict):
+    """Metric name -> True when higher is better; a name ``family@k`` of ``CUTOFF_FAMILIES`` at any k too."""
+
+    def __missing__(self, metric: str) -> bool:
+        family, at, k = metric.partition("@")
+        if at and k.isdigit() and family in CUTOFF_FAMILIES:
+            return CUTOFF_FAMILIES[family]
+        raise KeyError(metric)
+
+
+HIGHER_IS_BETTER = _Directions({
     "rmse": False,
     "mae": False,
     "plcc": True,
@@ -24,7 +41,7 @@ HIGHER_IS_BETTER = {
     "choice_acc": True,
     "log_loss": False,
     "ece": False,
-}
+})  # fmt: skip
 
 
 def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -159,6 +176,55 @@ def per_user_ndcg(
         order = np.lexsort((t, -p))  # by prediction descending, then true score ascending
         out[label] = dcg_at_k(t[order], k) / ideal
     return out
+
+
+def _topn_ranks(relevant: np.ndarray, y_pred: np.ndarray, user: np.ndarray):
+    """Each user's candidates ranked by score, highest first, a relevant candidate after an irrelevant one of
+    the same score: (user labels in order of first appearance, user code per row, 0-based rank per row, relevant
+    candidates per user)."""
+    relevant, y_pred, user = np.asarray(relevant, bool), np.asarray(y_pred, float), np.asarray(user)
+    labels, first, code = np.unique(user, return_index=True, return_inverse=True)
+    code = code.ravel()
+    order = np.lexsort((relevant, -y_pred, code))  # by user, score descending, irrelevant first among ties
+    counts = np.bincount(code, minlength=len(labels))
+    starts = np.cumsum(counts) - counts
+    rank = np.empty(len(code), np.int64)
+    rank[order] = np.arange(len(code)) - starts[code[order]]
+    n_relevant = np.bincount(code, weights=relevant, minlength=len(labels))
+    return labels, first, code, rank, n_relevant
+
+
+def per_user_recall_at_k(relevant: np.ndarray, y_pred: np.ndarray, user: np.ndarray, k: int) -> dict:
+    """Recall@k per user over one row per candidate item: the share of the user's relevant candidates among the
+    k it scores highest (``hits / relevant``, so a user with more than k relevant items cannot reach 1).
+
+    Ties in the score are broken pessimistically (an irrelevant candidate ranks before a relevant one of the
+    same score), so a constant scorer earns nothing from the order of the rows. Users without a relevant
+    candidate are left out. Users in order of first appearance.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if not len(np.asarray(user)):
+        return {}
+    labels, first, code, rank, n_relevant = _topn_ranks(relevant, y_pred, user)
+    hits = np.bincount(code, weights=np.asarray(relevant, bool) & (rank < k), minlength=len(labels))
+    return {labels[g]: float(hits[g] / n_relevant[g]) for g in np.argsort(first) if n_relevant[g] > 0}
+
+
+def per_user_topn_ndcg(relevant: np.ndarray, y_pred: np.ndarray, user: np.ndarray, k: int) -> dict:
+    """NDCG@k per user over one row per candidate item, with binary gains: DCG = the sum over relevant
+    candidates ranked i < k (0-based) of 1 / log2(i + 2), divided by the DCG of a ranking with every relevant
+    candidate first. Ties and users without a relevant candidate as in ``per_user_recall_at_k``."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if not len(np.asarray(user)):
+        return {}
+    labels, first, code, rank, n_relevant = _topn_ranks(relevant, y_pred, user)
+    hit = np.asarray(relevant, bool) & (rank < k)
+    dcg = np.bincount(code, weights=np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0), minlength=len(labels))
+    discounts = np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))  # ideal DCG of min(relevant, k) hits
+    ideal = discounts[np.minimum(n_relevant.astype(np.int64), k) - 1]
+    return {labels[g]: float(dcg[g] / ideal[g]) for g in np.argsort(first) if n_relevant[g] > 0}
 
 
 def ndcg_left_out(user: np.ndarray, k: int = NDCG_K) -> int:

@@ -39,10 +39,13 @@ def task_of(row: Result) -> Task:
 
 
 def direction(metric: str) -> bool:
-    """True when a larger value of ``metric`` is better (best-of-n uplifts and hit rates included)."""
+    """True when a larger value of ``metric`` is better (best-of-n uplifts and hit rates, top-N recall@k and
+    ndcg@k at any k included)."""
     if metric in HIGHER_IS_BETTER:
         return HIGHER_IS_BETTER[metric]
-    if metric.startswith(("best_of_n_uplift@", "best_of_n_hit@", "best_of_n_true_uplift@")):
+    if metric.startswith(
+        ("best_of_n_uplift@", "best_of_n_hit@", "best_of_n_true_uplift@", "recall@", "ndcg@")
+    ):
         return True
     raise KeyError(f"no direction is known for metric {metric!r}")
 

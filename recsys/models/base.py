@@ -65,9 +65,11 @@ class DataPolicy:
 
     Every model fits on ``fit_split``. Every model that early-stops or calibrates does so on the same
     ``validation_split``: val_seen, because every model can score it as it scores test_seen (known users,
-    their fit state), because the tuned refit folds it into the fit (train+val_seen) and then uses the stopping
-    epoch it chose, and because val_unseen users then stay out of every fit and every stopping rule.
-    Models that neither stop early nor calibrate use the fit split only.
+    their fit state), and because val_unseen users then stay out of every fit and every stopping rule.
+    Models that neither stop early nor calibrate use the fit split only. A tuned leaderboard fits the same way
+    (train, validated on val_seen, as the study's trials were), so a tuned row differs from an untuned one only
+    in its hyperparameters; val_seen is not added to the fit, which would leave a stopping rule nothing to stop
+    on and make any gain partly the extra data's.
     """
 
     fit_split: str = "train"
@@ -77,12 +79,13 @@ class DataPolicy:
         return (
             f"Every model fits on {self.fit_split}; every model that stops early or calibrates uses "
             f"{self.validation_split} (the same split for all of them; recorded per row as validation_split), "
-            f"the others {self.fit_split} only. No model sees test ratings while it fits; the oracle alone reads "
-            "the simulator's ground truth."
+            f"the others {self.fit_split} only. Tuned and untuned rows fit alike (a tuned model with its study's "
+            "best hyperparameters, as the study's trials were fitted), so they differ only in hyperparameters. No "
+            "model sees test ratings while it fits; the oracle alone reads the simulator's ground truth."
         )
 
 
-#: The one data policy of every fit (a tuned refit fits on train+val_seen and then validates on nothing).
+#: The one data policy of every fit, tuned or not.
 DATA_POLICY = DataPolicy()
 
 
@@ -183,7 +186,7 @@ class Model(ABC):
         """Epochs the validation split chose when the last fit stopped early on it (best epoch + 1), else None.
 
         Read from ``history_``: a dict with ``best_epoch`` (``torch_utils.train_loop``) or a list of validation
-        losses per epoch, lower is better. A tuned refit without validation trains that many epochs.
+        losses per epoch, lower is better. A study records it for each trial.
         """
         history = getattr(self, "history_", None)
         if self.validation_split_ is None or not history:

@@ -20,6 +20,7 @@ from recsys.models.base import DATA_POLICY
 from recsys.models.registry import CEILING, CONSENSUS, model_role
 from recsys.report.table import (
     OVER_CONSENSUS,
+    PAIR_METRIC_SET,
     RATING_METRIC_SET,
     ReportTable,
     build_table,
@@ -218,6 +219,7 @@ def page_context(table: ReportTable, breakdown: bd.Breakdown) -> dict:
         f"{validation}. Each row's `validation_split` is in leaderboard.json.",
         "splits": f"{ds.describe_splits(board.fit_split)} (`splits` in leaderboard.json).",
         "tuned": [{"model": m, "study": t["study"]} for m, t in board.tuned.items()],
+        "defaults": "; ".join(f"{m}: {why}" for m, why in board.defaults.items()),
         "primary": ms.primary,
         "ceiling": ceiling,
         "correction": CORRECTION,
@@ -236,6 +238,11 @@ def page_context(table: ReportTable, breakdown: bd.Breakdown) -> dict:
             f"ndcg@10 gains are scores minus the scale's minimum ({ds.score_range[0]:g})."
             if ms is RATING_METRIC_SET
             else "Choices: P(a chosen over b); ties are left out of the accuracies and counted (`ties`)."
+            if ms is PAIR_METRIC_SET
+            else "Top-N: recall@k is the share of a user's relevant held-out images among the k it ranks first, "
+            "ndcg@k its binary-gain NDCG; equal scores rank an irrelevant image first. Users without a relevant "
+            "held-out image are left out (`users` counts those averaged). `popularity` ranks images by their "
+            "number of fit ratings, the same for everyone (label-free)."
         ),
         "shown": list(ms.shown),
         "tasks": [_task_section(table, task) for task in table.tasks if not table.of_task(task).empty],

@@ -58,8 +58,15 @@ PAIR_METRIC_SET = MetricSet(
 
 
 def metric_set(rows: list[Result]) -> MetricSet:
-    """Pairwise metrics for rows of choices, rating metrics otherwise."""
+    """Pairwise metrics for rows of choices, the top-N task's (recall@k, ndcg@k; the first ranks) for its rows,
+    rating metrics otherwise."""
     pairs = any(r.metrics and "user_choice_acc" in r.metrics for r in rows)
+    topn = next(
+        (tuple(r.metrics) for r in rows if r.metrics and any(m.startswith("recall@") for m in r.metrics)),
+        None,
+    )
+    if topn is not None:
+        return MetricSet(topn[0], topn, topn, topn, topn, topn, ())
     return PAIR_METRIC_SET if pairs else RATING_METRIC_SET
 
 
@@ -80,8 +87,11 @@ def task_label(split: str, shots: int | None) -> str:
 
 
 def row_label(row: Result) -> str:
-    """The model's name, marked when its hyperparameters come from a study."""
-    return f"{row.model} (tuned)" if row.tuned else row.model
+    """The model's name, marked on a ``--tuned`` board by where its hyperparameters come from: a study (tuned),
+    its defaults, or --params."""
+    if row.tuned:
+        return f"{row.model} (tuned)"
+    return f"{row.model} ({row.params_source})" if row.params_source else row.model
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
@@ -257,6 +267,7 @@ def _record(row: Result, ms: MetricSet, bon: tuple[int, ...]) -> dict:
         "draws": row.draws,
         "tuned": row.tuned,
         "tuned_study": row.tuned_study or "",
+        "params_source": row.params_source or "",
         "fit_split": row.fit_split,
         "validation_split": row.validation_split or "",
         "skipped_users": row.skipped_users,
@@ -335,6 +346,11 @@ def build_table(board: Leaderboard) -> ReportTable:
 def protocol_line(table: ReportTable) -> str:
     """The protocol in one line: seed, shots, reference draws and which queries every k is scored on."""
     board, unit = table.board, table.unit
+    if board.task == "topn":
+        return (
+            f"top-N task, protocol seed {board.seed}: {board.topn['candidates']} ranked for each user of the split; "
+            f"relevant: {board.topn['relevant']}"
+        )
     unseen = any(r.shots is not None for r in board.rows)
     queries = (
         f"the same queries at every k (all but {board.held_out} of each new user)"

@@ -2,6 +2,8 @@
 
     GET  /health                      model, dataset, user count
     GET  /users/{user_id}/similar?k=  the k most similar users of a fitted user
+    GET  /users/{user_id}/recommend?n=&include_rated=  the n images the model scores highest for a fitted user,
+                                      among those the user has not rated (``recsys.recommend``)
     POST /users/similar               {"references": [{"image_id", "score"}], "k"}: similar users of a new user
     POST /score                       {"user_id"} or {"references"}, plus {"image_ids"}: predicted scores
     POST /rank                        {"user_id"} or {"references"}, plus {"image_ids"} and/or {"images": [{"name",
@@ -583,6 +585,21 @@ def create_app(
     @app.get("/users/{user_id}/similar")
     async def similar_to_user(user_id: str, k: int = Query(10, ge=1, le=MAX_K)) -> list[dict]:
         return await run(lambda: similar.by_user(user_id, k))
+
+    @app.get("/users/{user_id}/recommend")
+    async def recommend_to_user(
+        user_id: str, n: int = Query(10, ge=1, le=MAX_K), include_rated: bool = False
+    ) -> dict:
+        from recsys.recommend import recommend
+
+        def call() -> list[dict]:
+            if not model.known_[dataset.user_index(user_id)]:
+                raise HTTPException(
+                    404, f"user {user_id!r} was not fitted; no recommendations without ratings"
+                )
+            return recommend(model, dataset, user_id=user_id, n=n, include_rated=include_rated)
+
+        return {"model": model.name, "user_id": user_id, "recommendations": await run(call)}
 
     @app.post("/users/similar")
     async def similar_to_references(body: SimilarRequest) -> list[dict]:

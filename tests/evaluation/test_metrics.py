@@ -127,3 +127,64 @@ def test_per_user_srocc_is_scipy_per_user_with_ties_and_a_minimum():
         for u in qualifying:
             expected = 0.0 if u == "d" else stats.spearmanr(y[user == u], p[user == u])[0]
             assert got[u] == pytest.approx(expected)
+
+
+def test_topn_recall_and_ndcg_by_hand():
+    # user 7: scores rank the candidates 0, 1, 2, 3; relevant are 1 and 3
+    user = np.array([7, 7, 7, 7])
+    relevant = np.array([False, True, False, True])
+    score = np.array([0.9, 0.8, 0.7, 0.1])
+    assert M.per_user_recall_at_k(relevant, score, user, 2) == pytest.approx({7: 1 / 2})
+    assert M.per_user_recall_at_k(relevant, score, user, 4) == pytest.approx({7: 1.0})
+    # DCG@2 = 1 / log2(3); ideal: both relevant first, 1 + 1 / log2(3)
+    assert M.per_user_topn_ndcg(relevant, score, user, 2) == pytest.approx(
+        {7: (1 / math.log2(3)) / (1 + 1 / math.log2(3))}
+    )
+    # DCG@4 = 1 / log2(3) + 1 / log2(5) over the same ideal
+    assert M.per_user_topn_ndcg(relevant, score, user, 4) == pytest.approx(
+        {7: (1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3))}
+    )
+    # k = 1 with one hit at rank 0: recall 1/2 (two relevant), ndcg 1 (the ideal at k = 1 is one hit)
+    first = np.array([False, False, False, True])
+    assert M.per_user_recall_at_k(relevant, first * 1.0, user, 1) == pytest.approx({7: 1 / 2})
+    assert M.per_user_topn_ndcg(relevant, first * 1.0, user, 1) == pytest.approx({7: 1.0})
+
+
+def test_topn_ties_are_pessimistic_and_users_without_relevant_items_are_left_out():
+    user = np.array(["b", "b", "b", "a", "a"])
+    relevant = np.array([True, False, False, False, False])
+    constant = np.zeros(5)
+    # user b: all three tie, the relevant candidate ranks last: nothing in the top 2, rank 2 at k = 3
+    assert M.per_user_recall_at_k(relevant, constant, user, 2) == {"b": 0.0}
+    assert M.per_user_topn_ndcg(relevant, constant, user, 3) == pytest.approx({"b": 1 / math.log2(4)})
+    # the order of the rows does not matter
+    flipped = slice(None, None, -1)
+    assert M.per_user_recall_at_k(relevant[flipped], constant, user[flipped], 2) == {"b": 0.0}
+    assert M.per_user_recall_at_k(np.zeros(0, bool), np.zeros(0), np.zeros(0), 5) == {}
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        M.per_user_topn_ndcg(relevant, constant, user, 0)
+    assert M.HIGHER_IS_BETTER["recall@20"] and M.HIGHER_IS_BETTER["ndcg@5"]
+    with pytest.raises(KeyError):
+        M.HIGHER_IS_BETTER["rmse@10"]
+
+
+def test_topn_metrics_match_a_brute_force_ranking():
+    rng = np.random.default_rng(3)
+    user = rng.integers(0, 12, 600)
+    relevant = rng.random(600) < 0.08
+    score = np.round(rng.normal(size=600), 1)  # many ties
+    for k in (1, 5, 10, 20):
+        recall = M.per_user_recall_at_k(relevant, score, user, k)
+        ndcg = M.per_user_topn_ndcg(relevant, score, user, k)
+        expected_users = [u for u in dict.fromkeys(user.tolist()) if relevant[user == u].any()]
+        assert list(recall) == list(ndcg) == expected_users
+        for u in expected_users:
+            rows = np.flatnonzero(user == u).tolist()
+            # Python's sort: score descending, then irrelevant before relevant
+            ranked = sorted(rows, key=lambda r: (-score[r], bool(relevant[r])))
+            top = [bool(relevant[r]) for r in ranked[:k]]
+            n_relevant = int(relevant[rows].sum())
+            assert recall[u] == pytest.approx(sum(top) / n_relevant)
+            dcg = sum(1 / math.log2(i + 2) for i, hit in enumerate(top) if hit)
+            ideal = sum(1 / math.log2(i + 2) for i in range(min(k, n_relevant)))
+            assert ndcg[u] == pytest.approx(dcg / ideal)

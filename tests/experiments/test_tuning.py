@@ -19,6 +19,7 @@ from experiments.tuning import (
 from recsys.cli import main as recsys_main
 from recsys.data.dataset import Ratings
 from recsys.errors import UserError
+from recsys.leaderboard import run_leaderboard
 from recsys.models import create_model
 
 
@@ -97,10 +98,16 @@ def test_tuned_params_feed_the_leaderboard(tmp_path, small_sim):
     board = run_tuned_leaderboard(small_sim, ["ridge"], shots=(10,), **_exp(storage))
     assert board.params["ridge"]["alpha"] == best["alpha"]
     assert {r.split for r in board.rows} == {"test_seen", "test_unseen"}
-    assert all(r.tuned_study == "exp-ridge" and r.fit_split == "train+val_seen" for r in board.rows)
+    assert all(r.tuned_study == "exp-ridge" and r.fit_split == "train" for r in board.rows)
+    assert all(r.params_source == "study" for r in board.rows)
     assert board.tuned["ridge"]["study"] == "exp-ridge" and board.tuned["ridge"]["split"] == "val_seen"
-    with pytest.raises(UserError, match="no study 'exp-user_ridge' for user_ridge"):
-        tuned_models(["ridge", "user_ridge"], small_sim, storage=storage, study_prefix="exp")
+    untuned: dict = {}
+    found = tuned_models(
+        ["ridge", "user_ridge"], small_sim, storage=storage, study_prefix="exp", untuned=untuned
+    )
+    assert set(found) == {"ridge"} and untuned["user_ridge"].startswith(
+        "no study 'exp-user_ridge' for user_ridge"
+    )
 
 
 def test_a_study_records_its_protocol(tmp_path, small_sim):
@@ -164,21 +171,35 @@ def test_models_without_hyperparameters_need_no_study(tmp_path, small_sim):
     models = ["global_mean", "ridge", "oracle"]
     board = run_tuned_leaderboard(small_sim, models, shots=(0,), draws=1, **_exp(storage))
     assert set(board.tuned) == {"ridge"}
-    studies = {r.model: r.tuned_study for r in board.rows}
-    assert studies == {"global_mean": None, "ridge": "exp-ridge", "oracle": None}
+    studies = {r.model: (r.tuned_study, r.params_source) for r in board.rows}
+    assert studies == {
+        "global_mean": (None, "defaults"), "ridge": ("exp-ridge", "study"), "oracle": (None, "defaults")
+    }  # fmt: skip
+    assert board.defaults == dict.fromkeys(("global_mean", "oracle"), "no hyperparameters to tune")
 
 
-def test_the_refit_trains_the_epochs_the_best_trial_stopped_at(tmp_path, small_sim):
+def test_a_study_whose_best_trial_is_the_defaults_gives_the_untuned_rows_exactly(tmp_path, small_sim):
+    """Tuned and untuned rows fit on the same splits: a tuned gain can only come from the hyperparameters."""
     storage = _storage(tmp_path)
     study = tune(small_sim, "mf", trials=1, storage=storage, study="exp-mf", tracking=False, progress=False)
-    fitted = create_model("mf", **study.best_trial.params).fit(small_sim)  # trial 0: the defaults
+    assert study.best_trial.user_attrs["defaults"]  # trial 0: the defaults
     stop = study.best_trial.user_attrs["stop_epoch"]
-    assert stop == fitted.stopping_epoch() == int(np.argmin(fitted.history_)) + 1
-    assert stop < create_model("mf").epochs  # it did stop early, so the refit differs from the maximum
-    found = tuned_models(["mf"], small_sim, storage=storage, study_prefix="exp")
-    assert found["mf"].params["epochs"] == stop and found["mf"].stop_epoch == stop
-    board = run_tuned_leaderboard(small_sim, ["mf"], shots=(0,), draws=1, **_exp(storage))
-    assert board.params["mf"]["epochs"] == stop and board.tuned["mf"]["stop_epoch"] == stop
+    assert stop < create_model("mf").epochs  # mf stopped early on val_seen, and stops there again below
+    protocol = {"shots": (0, 10), "draws": 2, "jobs": 1}
+    tuned = run_tuned_leaderboard(small_sim, ["mf"], **protocol, **_exp(storage))
+    untuned = run_leaderboard(small_sim, ["mf"], **protocol, progress=False)
+    assert tuned.params == untuned.params and tuned.tuned["mf"]["stop_epoch"] == stop
+    assert len(tuned.rows) == len(untuned.rows) == 3
+    for a, b in zip(tuned.rows, untuned.rows, strict=True):
+        assert (a.tuned_study, a.params_source, b.tuned_study, b.params_source) == (
+            "exp-mf",
+            "study",
+            None,
+            None,
+        )
+        assert (a.split, a.shots, a.fit_split, a.validation_split) == (b.split, b.shots, "train", "val_seen")
+        assert a.metrics == b.metrics and a.ci95 == b.ci95
+        np.testing.assert_array_equal(a.predictions.prediction, b.predictions.prediction)
 
 
 def test_study_command_gives_every_model_the_same_budget(tmp_path, small_sim_dir, capsys):
