@@ -5,7 +5,8 @@ users x 64 dims, recall@10 >= 0.95 at >= 10,000 queries/s within 8 GB (peak memo
 
     OPENBLAS_NUM_THREADS=1 RECSYS_FAISS_THREADS=2 \\
         python benchmarks/retrieval.py --users 10000000 [--dim 64] [--k 10] [--queries 10000] \\
-        [--truth-queries 2000] [--kind auto|exact|hnsw|ivf|ivf_sq] [--json] [--seed 0]
+        [--truth-queries 2000] [--kind auto|exact|hnsw|ivf|ivf_sq] [--sweep-nprobe 8,12,16] \\
+        [--json] [--seed 0]
 
 What it does:
 
@@ -23,7 +24,9 @@ What it does:
    vectors (``faiss.knn``, which reads them in place), tie-tolerant: a returned user counts as correct
    when their true similarity is at least the k-th exact similarity minus 1e-5. A sample, because exact
    search over ten million vectors takes about a second per ten queries on two cores.
-7. Reports ``peak_rss_bytes``, the high-water mark of the whole process's resident memory: the
+7. With ``--sweep-nprobe 8,12,16`` (IVF kinds) or ``--sweep-ef-search 16,32,64`` (HNSW), measures 4-6
+   again at each value on the same index, so one build shows the speed/recall trade-off.
+8. Reports ``peak_rss_bytes``, the high-water mark of the whole process's resident memory: the
    simulated vectors (n x d x 4 bytes, which a caller holds anyway), the index, building and searching.
 
 The machine's 1-minute load average is reported before and after: other processes sharing the
@@ -46,6 +49,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from recsys.errors import UserError
 from recsys.retrieval import VectorIndex, clustered_taste_vectors, save_index, tie_tolerant_recall
 from recsys.threads import configure_faiss_threads
 
@@ -133,6 +137,56 @@ def index_params(index: VectorIndex) -> dict:
     return {}
 
 
+def measure(
+    index: VectorIndex,
+    vectors: np.ndarray,
+    query_rows: np.ndarray,
+    exact_scores: np.ndarray,
+    *,
+    k: int,
+    repeats: int,
+    threads: int,
+) -> dict:
+    """Speed of the suite and of raw FAISS on the same index and queries, and the suite's recall.
+
+    Recall is over the first ``len(exact_scores)`` queries, whose exact top-k scores are given.
+    """
+    query_vectors = np.ascontiguousarray(vectors[query_rows])
+    raw = index.faiss_index
+    result = None
+
+    def suite_search() -> None:
+        nonlocal result
+        result = index.search_positions(query_rows, k)
+
+    def raw_search() -> None:
+        raw.search(query_vectors, k + 1)
+
+    suite_search()  # warm-up: page in the index
+    raw_search()
+    (suite_seconds, suite_cpu_seconds), (raw_seconds, _) = best_seconds_interleaved(
+        [suite_search, raw_search], repeats
+    )
+    n_truth = len(exact_scores)
+    found_rows = result.positions
+    found_scores = np.einsum("qd,qkd->qk", query_vectors[:n_truth], vectors[found_rows[:n_truth]])
+    qps = len(query_rows) / suite_seconds
+    raw_qps = len(query_rows) / raw_seconds
+    return {
+        "recall": round(tie_tolerant_recall(found_scores, exact_scores), 5),
+        "qps": round(qps, 1),
+        "raw_faiss_qps": round(raw_qps, 1),
+        "overhead_ratio": round(qps / raw_qps, 4),
+        # What the suite would reach with the threads to itself: queries per CPU-second x threads.
+        "cpu_bound_qps": round(len(query_rows) / suite_cpu_seconds * threads, 1),
+        # How far the returned scores are from the true similarities (0 up to rounding unless unrefined codes).
+        "max_score_error": round(float(np.abs(found_scores - result.scores[:n_truth]).max()), 6),
+        "params": index_params(index),
+        "self_returned": int((found_rows == query_rows[:, None]).sum()),
+        "rows_with_duplicates": int(sum(len(set(row)) != k for row in found_rows.tolist())),
+    }
+
+
 def run(args: argparse.Namespace) -> dict:
     threads = configure_faiss_threads(args.threads)
     load_before = load_average()
@@ -175,51 +229,31 @@ def run(args: argparse.Namespace) -> dict:
 
     rng = np.random.default_rng(args.seed + 1)
     query_rows = rng.choice(args.users, size=min(args.queries, args.users), replace=False)
-    query_vectors = np.ascontiguousarray(vectors[query_rows])
-    raw = index.faiss_index
-
-    result = None
-
-    def suite_search() -> None:
-        nonlocal result
-        result = index.search_positions(query_rows, args.k)
-
-    def raw_search() -> None:
-        raw.search(query_vectors, args.k + 1)
-
-    suite_search()  # warm-up: page in the index
-    raw_search()
-    (suite_seconds, suite_cpu_seconds), (raw_seconds, _) = best_seconds_interleaved(
-        [suite_search, raw_search], args.repeats
-    )
-
     truth_rows = query_rows[: args.truth_queries]
     start = time.perf_counter()
     exact_scores = exact_neighbour_scores(vectors, truth_rows, args.k)
     truth_seconds = time.perf_counter() - start
-    found_rows = result.positions
-    sampled_rows = found_rows[: len(truth_rows)]
-    found_scores = np.einsum("qd,qkd->qk", query_vectors[: len(truth_rows)], vectors[sampled_rows])
-    recall = tie_tolerant_recall(found_scores, exact_scores)
-    # How far the returned scores are from the true similarities (0 up to rounding unless unrefined codes).
-    score_error = float(np.abs(found_scores - result.scores[: len(truth_rows)]).max())
-    self_returned = int((found_rows == query_rows[:, None]).sum())
-    duplicate_rows = int(sum(len(set(row)) != args.k for row in found_rows.tolist()))
 
-    n_queries = len(query_rows)
-    qps = n_queries / suite_seconds
-    raw_qps = n_queries / raw_seconds
+    def measure_now() -> dict:
+        return measure(
+            index, vectors, query_rows, exact_scores, k=args.k, repeats=args.repeats, threads=threads
+        )
+
+    measured = measure_now()
+    sweep = []
+    for name, values in (("nprobe", args.sweep_nprobe), ("ef_search", args.sweep_ef_search)):
+        for value in values or []:
+            index.set_search_params(**{name: value})
+            sweep.append({name: value, **measure_now()})
     return {
-        f"recall_at_{args.k}": round(recall, 5),
-        "qps": round(qps, 1),
+        f"recall_at_{args.k}": measured["recall"],
+        **{key: measured[key] for key in ("qps", "raw_faiss_qps", "overhead_ratio")},
         "build_seconds": round(build_seconds, 2),
-        "raw_faiss_qps": round(raw_qps, 1),
-        "overhead_ratio": round(qps / raw_qps, 4),
         "users": args.users,
         "dim": args.dim,
         "kind": index.kind_,
         "k": args.k,
-        "queries": n_queries,
+        "queries": len(query_rows),
         "truth_queries": len(truth_rows),
         "index_bytes": index_bytes,
         "peak_rss_bytes": peak_rss_bytes(),
@@ -227,17 +261,18 @@ def run(args: argparse.Namespace) -> dict:
         "rss_before_build_bytes": rss_before_build,
         "rss_after_build_bytes": rss_after_build,
         "vectors_bytes": int(vectors.nbytes),
-        "max_score_error": round(score_error, 6),
-        "params": index_params(index),
+        "max_score_error": measured["max_score_error"],
+        "params": measured["params"],
         "device": index.device_,
         "threads": threads,
-        # What the suite would reach with the threads to itself: queries per CPU-second x threads.
-        "cpu_bound_qps": round(n_queries / suite_cpu_seconds * threads, 1),
+        "cpu_bound_qps": measured["cpu_bound_qps"],
         "seed": args.seed,
         "simulation": {"clusters": args.clusters, "noise": args.noise, "spectrum_decay": args.spectrum_decay},
         "repeats": args.repeats,
-        "self_returned": self_returned,
-        "rows_with_duplicates": duplicate_rows,
+        "self_returned": measured["self_returned"] + sum(row["self_returned"] for row in sweep),
+        "rows_with_duplicates": measured["rows_with_duplicates"]
+        + sum(row["rows_with_duplicates"] for row in sweep),
+        "sweep": sweep,
         "simulate_seconds": round(simulate_seconds, 2),
         "save_seconds": round(save_seconds, 2),
         "truth_seconds": round(truth_seconds, 2),
@@ -288,12 +323,32 @@ def print_report(report: dict) -> None:
         f"{report['peak_rss_after_build_bytes'] / gib:.2f} GiB by the end of the build{growth}; "
         f"the simulated vectors alone: {report['vectors_bytes'] / gib:.2f} GiB)"
     )
+    if report["sweep"]:
+        print(f"sweep            recall@{k}   suite qps   raw qps   cpu-bound qps   params")
+        for row in report["sweep"]:
+            params = ", ".join(f"{name}={value}" for name, value in row["params"].items())
+            print(
+                f"                 {row['recall']:.4f}  {row['qps']:>10,.0f}  {row['raw_faiss_qps']:>8,.0f}  "
+                f"{row['cpu_bound_qps']:>14,.0f}   {params}"
+            )
     print(f"load average     {report['load_average_before']} before, {report['load_average_after']} after")
     if report["self_returned"] or report["rows_with_duplicates"]:
         print(
             f"ERROR: {report['self_returned']} results returned the query itself, "
             f"{report['rows_with_duplicates']} rows repeat a neighbour"
         )
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -347,6 +402,18 @@ def main(argv: list[str] | None = None) -> int:
         help="ivf_sq: re-rank with the full vectors (default) or not",
     )
     parser.add_argument("--refine-factor", type=float, default=None, help="ivf_sq candidates per neighbour")
+    parser.add_argument(
+        "--sweep-nprobe",
+        type=_int_list,
+        default=None,
+        help="after the main run, measure again at each of these comma-separated nprobe values (IVF kinds)",
+    )
+    parser.add_argument(
+        "--sweep-ef-search",
+        type=_int_list,
+        default=None,
+        help="after the main run, measure again at each of these comma-separated efSearch values (HNSW)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if (
@@ -362,7 +429,10 @@ def main(argv: list[str] | None = None) -> int:
             "need --users >= 2, --dim >= 1, 1 <= --k <= users - 1, --queries >= 1, --truth-queries >= 1 "
             "and --repeats >= 1"
         )
-    report = run(args)
+    try:
+        report = run(args)
+    except UserError as error:  # a bad index parameter: one line, exit 2
+        parser.error(str(error))
     if args.json:
         print(json.dumps(report))
     else:
