@@ -20,16 +20,37 @@ Which FAISS index is built (``kind="auto"``):
   same vectors 1.000 and 0.996 at about 14,500 queries/s, built in 35-50 s with half the memory, but
   its recall hinges on nprobe (0.936 on the isotropic vectors at nprobe 16) and it must be trained.
   HNSW is the automatic choice because it needs no training and keeps its recall with fewer knobs.
+* CPU, more vectors than an HNSW graph should hold in memory: when HNSW's estimated size,
+  n * (4 * d + 8 * hnsw_m) bytes, exceeds ``max_hnsw_bytes`` (default :data:`MAX_HNSW_BYTES`, 2 GiB:
+  about 3.3 million 64-d vectors at M=48), ``kind="ivf_sq"``, below. A graph that large would also
+  be slow to build on a few cores (a million vectors take about 80 s).
 * GPU, at most :data:`GPU_EXACT_MAX_VECTORS` vectors: exact search on the GPU (a GPU scans a million
   vectors faster than a CPU walks a graph); more: ``IndexIVFFlat`` on the GPU.
 
+``kind="ivf_sq"`` (never chosen on a GPU by ``"auto"``) is an inverted file over scalar-quantised codes,
+``IndexIVFScalarQuantizer`` (8 bits per dimension by default, ``sq_bits``), encoding each vector's
+residual from its list centroid, with an HNSW graph over the centroids as the coarse quantizer (FAISS's
+advice for millions of vectors: it finds the lists to visit without scanning every centroid). Its
+spherical k-means reads a sample of :data:`IVF_SQ_TRAINING_POINTS_PER_LIST` vectors per list, not all n,
+and finds each one's nearest centroid through a graph too, so training stays a small part of the build
+(10,000,000 simulated 64-d vectors on two busy cores: about 5 of 16 minutes, the rest adding them). With ``refine=True`` (the default) it is wrapped in ``IndexRefineFlat``: the
+codes pick ``refine_factor`` times as many candidates as asked for, and the full vectors, kept beside
+the codes, re-rank them, so the scores returned are exact similarities. Per vector it holds
+4 * d (the vectors, with refine) + d * sq_bits / 8 (the codes) + 8 (the position in its list) bytes:
+for 64 dims and 8 bits 328 bytes against HNSW's 640 at M=48; with ``refine=False`` 72 bytes, and
+the scores returned are then similarities to the decoded codes, approximate (at most 0.005 off at
+8 bits on 30,000 simulated 32-d taste vectors), as is the choice of neighbours.
+
 FAISS has no GPU HNSW. ``kind="hnsw"`` with ``device="auto"`` therefore runs on the CPU even where a
 GPU exists; with ``device="cuda"`` it also runs on the CPU and warns (``RuntimeWarning``). Ask for
-``kind="ivf"`` or ``kind="exact"`` to search on the GPU. IVF indexes for the GPU are trained on the CPU
-and then copied to the device.
+``kind="ivf"``, ``kind="ivf_sq"`` or ``kind="exact"`` to search on the GPU. IVF indexes for the GPU are
+trained on the CPU and then copied to the device. ``ivf_sq`` on a GPU (FAISS's
+``GpuIndexIVFScalarQuantizer``) keeps its HNSW coarse quantizer and its refinement on the CPU, with a
+CPU copy of the index for saving; that path has not been run on a GPU yet.
 
-Every kind stores the full vectors (no compression), so the scores returned are exact similarities
-of the neighbours found; only the choice of neighbours is approximate for HNSW and IVF.
+Every kind but ``ivf_sq`` with ``refine=False`` stores the full vectors, so the scores returned are
+exact similarities of the neighbours found; only the choice of neighbours is approximate for HNSW and
+the IVF kinds.
 
 Saving and loading: :mod:`recsys.retrieval.index_io`. FAISS threads are set once per process from
 ``RECSYS_FAISS_THREADS``, else ``OMP_NUM_THREADS``, else the cores this process may use
@@ -53,25 +74,50 @@ from recsys.threads import ensure_faiss_threads_configured
 faiss = LazyModule("faiss", "faiss", "the FAISS index (similar users and images)")
 
 Metric = Literal["cosine", "inner_product"]
-Kind = Literal["auto", "exact", "hnsw", "ivf"]
+Kind = Literal["auto", "exact", "hnsw", "ivf", "ivf_sq"]
 Device = Literal["auto", "cpu", "cuda"]
 
 #: ``kind="auto"`` on the CPU searches exactly up to this many vectors, and builds HNSW above it.
 EXACT_MAX_VECTORS = 50_000
+#: ``kind="auto"`` on the CPU builds ``ivf_sq`` instead of HNSW when HNSW would take more bytes than this.
+MAX_HNSW_BYTES = 2 * 1024**3
 #: ``kind="auto"`` on a GPU searches exactly up to this many vectors, and builds IVF above it.
 GPU_EXACT_MAX_VECTORS = 1_000_000
+#: Lists an ``ivf_sq`` index visits per query unless ``nprobe`` is given.
+IVF_SQ_NPROBE = 16
+#: Candidates per neighbour that ``ivf_sq`` re-ranks with the full vectors unless ``refine_factor`` is given.
+IVF_SQ_REFINE_FACTOR = 2.0
+#: ``ivf_sq`` trains its lists and its scalar quantiser on about this many sampled vectors per list.
+IVF_SQ_TRAINING_POINTS_PER_LIST = 50
+#: Links per node of the HNSW graph over the ``ivf_sq`` list centroids (its coarse quantizer).
+_IVF_SQ_QUANTIZER_M = 32
+#: Candidate list size of that graph while adding vectors (each vector's list is looked up once), and the
+#: least while searching (where it is at least twice nprobe).
+_IVF_SQ_QUANTIZER_EF = 32
 #: FAISS GPU indexes return at most this many neighbours per query, and probe at most this many lists.
 GPU_MAX_K = 2048
 #: FAISS warns when k-means gets fewer training points than this per IVF list.
 _MIN_TRAINING_POINTS_PER_LIST = 39
+#: Lists an ``ivf`` index visits per query unless ``nprobe`` is given.
+_IVF_NPROBE = 32
 #: Vectors added per step when building, so that progress can be shown.
 _ADD_CHUNK = 100_000
+#: FAISS refuses a saved ``IndexRefine`` whose k_factor is above this.
+_MAX_REFINE_FACTOR = 1000
 
 _METRICS = ("cosine", "inner_product")
-_KINDS = ("auto", "exact", "hnsw", "ivf")
+_KINDS = ("auto", "exact", "hnsw", "ivf", "ivf_sq")
+#: ``sq_bits`` of ``ivf_sq`` and the name of the FAISS scalar quantiser of each (16: half-precision floats).
+_SQ_TYPES = {4: "QT_4bit", 6: "QT_6bit", 8: "QT_8bit", 16: "QT_fp16"}
 _DEVICES = ("auto", "cpu", "cuda")
-#: The FAISS CPU index class of each built kind (all with METRIC_INNER_PRODUCT).
-_FAISS_CLASSES = {"exact": "IndexFlat", "hnsw": "IndexHNSWFlat", "ivf": "IndexIVFFlat"}
+#: The FAISS CPU index class of each built kind (all with METRIC_INNER_PRODUCT); ``ivf_sq`` with refine is
+#: an ``IndexRefineFlat`` around it.
+_FAISS_CLASSES = {
+    "exact": "IndexFlat",
+    "hnsw": "IndexHNSWFlat",
+    "ivf": "IndexIVFFlat",
+    "ivf_sq": "IndexIVFScalarQuantizer",
+}
 
 _gpu_resources: Any = None
 
@@ -157,10 +203,68 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise IndexInputError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
+def _check_refine_factor(value: Any) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float | np.integer | np.floating)
+        or not math.isfinite(value)
+        or not 1 <= value <= _MAX_REFINE_FACTOR
+    ):
+        raise IndexInputError(f"refine_factor must be a number from 1 to {_MAX_REFINE_FACTOR}, got {value!r}")
+
+
+def hnsw_bytes(n_vectors: int, dim: int, hnsw_m: int) -> int:
+    """Estimated memory of an ``IndexHNSWFlat``: per vector, 4 * d bytes of vector and 2 * M links of 4 bytes.
+
+    The upper layers and FAISS's bookkeeping add about 16 bytes more per vector, left out (a saved 64-d
+    index at M=48 holds 656 bytes per vector against 640 here); ``kind="auto"`` compares this estimate with
+    ``max_hnsw_bytes``.
+    """
+    return n_vectors * (4 * dim + 8 * hnsw_m)
+
+
 def default_nlist(n_vectors: int) -> int:
     """IVF list count for ``n_vectors``: about 4 * sqrt(n), but at least 39 training points per list."""
     target = round(4 * math.sqrt(n_vectors))
     return max(1, min(target, n_vectors // _MIN_TRAINING_POINTS_PER_LIST))
+
+
+def _reserve_flat_storage(kind: str, index: Any, n_vectors: int) -> None:
+    """Allocate the full vectors' storage of an empty index once, before it is filled in chunks.
+
+    FAISS appends each chunk to a growing array, which doubles its allocation: when it moves, old and new
+    copies coexist (for 10 million 64-d vectors the peak was 0.7 GiB above the final 2.4 GiB). Resizing
+    to the final size and back to zero keeps the allocation (a vector never shrinks its capacity), so the
+    adds that follow never move it.
+    """
+    if kind == "exact":
+        flat = index
+    elif kind == "hnsw":
+        flat = faiss.downcast_index(index.storage)
+    elif kind == "ivf_sq" and isinstance(index, faiss.IndexRefine):
+        flat = faiss.downcast_index(index.refine_index)
+    else:
+        return
+    flat.codes.resize(n_vectors * flat.code_size)
+    flat.codes.resize(0)
+
+
+def _ivf_of(index: Any) -> Any:
+    """The IVF index itself: ``index``, or the base of an ``IndexRefine`` (an ``ivf_sq`` with refine)."""
+    if isinstance(index, faiss.IndexRefine):
+        return faiss.downcast_index(index.base_index)
+    return index
+
+
+def _set_quantizer_ef_search(index: Any, ef_search: int) -> None:
+    """Set the candidate list size of the HNSW graph over an ``ivf_sq`` index's list centroids.
+
+    A graph quantizer (as built) on the CPU or beside a GPU index; an index read from elsewhere with a
+    flat quantizer has nothing to set.
+    """
+    quantizer = faiss.downcast_index(_ivf_of(index).quantizer)
+    if isinstance(quantizer, faiss.IndexHNSW):
+        quantizer.hnsw.efSearch = int(ef_search)
 
 
 class VectorIndex:
@@ -174,19 +278,29 @@ class VectorIndex:
         metric: ``"cosine"`` (vectors and queries are L2-normalised; a zero vector has similarity 0 to
             everything) or ``"inner_product"`` (raw dot products, e.g. when a vector's norm carries meaning).
         kind: ``"auto"`` (by size and device, see the module docstring), ``"exact"`` (``IndexFlatIP``),
-            ``"hnsw"`` (``IndexHNSWFlat``) or ``"ivf"`` (``IndexIVFFlat``).
+            ``"hnsw"`` (``IndexHNSWFlat``), ``"ivf"`` (``IndexIVFFlat``) or ``"ivf_sq"``
+            (``IndexIVFScalarQuantizer``, with ``IndexRefineFlat`` when ``refine``).
         device: ``"auto"`` (a GPU when FAISS has GPU support and sees a CUDA device, else the CPU),
             ``"cpu"`` or ``"cuda"`` (an IndexInputError without a usable GPU).
         exact_max_vectors: with ``kind="auto"`` on the CPU, the largest size searched exactly.
+        max_hnsw_bytes: with ``kind="auto"`` on the CPU, the largest estimated HNSW size, n * (4 * d +
+            8 * hnsw_m) bytes; above it ``ivf_sq`` is built.
         hnsw_m: HNSW links per node (M); more gives higher recall, slower builds and more memory.
         ef_construction: HNSW candidate list size while building.
         ef_search: HNSW candidate list size while searching (raised to the number of results asked for).
-        nlist: IVF list count; ``None`` uses :func:`default_nlist` (about 4 * sqrt(n)).
-        nprobe: IVF lists visited per query (capped at ``nlist``).
-        seed: seed of the IVF k-means training.
+        nlist: IVF list count (both IVF kinds); ``None`` uses :func:`default_nlist` (about 4 * sqrt(n)).
+        nprobe: IVF lists visited per query (capped at ``nlist``); ``None``: 32 for ``ivf``,
+            :data:`IVF_SQ_NPROBE` for ``ivf_sq``.
+        sq_bits: ``ivf_sq`` code size per dimension: 8 (default), 6 or 4 bits, or 16 (half-precision
+            floats); fewer bits need a larger ``refine_factor`` for the same recall.
+        refine: ``ivf_sq`` keeps the full vectors and re-ranks candidates with them (exact scores);
+            False keeps the codes only (72 instead of 328 bytes per 64-d vector at 8 bits, approximate
+            scores).
+        refine_factor: with ``refine``, how many times k candidates the codes pick for re-ranking (>= 1).
+        seed: seed of the IVF k-means training (and of the ``ivf_sq`` training sample).
 
     Attributes set by :meth:`build` (or by loading):
-        kind_: the kind built (``"exact"``, ``"hnsw"`` or ``"ivf"``).
+        kind_: the kind built (``"exact"``, ``"hnsw"``, ``"ivf"`` or ``"ivf_sq"``).
         device_: where searches run (``"cpu"`` or ``"cuda"``).
         dim_: vector dimension d.
         fingerprint_: :func:`vectors_fingerprint` of the vectors the index was built from.
@@ -199,36 +313,51 @@ class VectorIndex:
         kind: Kind = "auto",
         device: Device = "auto",
         exact_max_vectors: int = EXACT_MAX_VECTORS,
+        max_hnsw_bytes: int = MAX_HNSW_BYTES,
         hnsw_m: int = 48,
         ef_construction: int = 80,
         ef_search: int = 32,
         nlist: int | None = None,
-        nprobe: int = 32,
+        nprobe: int | None = None,
+        sq_bits: int = 8,
+        refine: bool = True,
+        refine_factor: float = IVF_SQ_REFINE_FACTOR,
         seed: int = 0,
     ) -> None:
         _check_choice("metric", metric, _METRICS)
         _check_choice("kind", kind, _KINDS)
         _check_choice("device", device, _DEVICES)
         _check_positive_int("exact_max_vectors", exact_max_vectors)
+        _check_positive_int("max_hnsw_bytes", max_hnsw_bytes)
         _check_positive_int("hnsw_m", hnsw_m)
         _check_positive_int("ef_construction", ef_construction)
         _check_positive_int("ef_search", ef_search)
         _check_positive_int("nlist", nlist, allow_none=True)
-        _check_positive_int("nprobe", nprobe)
+        _check_positive_int("nprobe", nprobe, allow_none=True)
+        if isinstance(sq_bits, bool) or sq_bits not in _SQ_TYPES:
+            raise IndexInputError(f"sq_bits must be one of 4, 6, 8 or 16, got {sq_bits!r}")
+        if not isinstance(refine, bool | np.bool_):
+            raise IndexInputError(f"refine must be True or False, got {refine!r}")
+        _check_refine_factor(refine_factor)
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
             raise IndexInputError(f"seed must be an integer, got {seed!r}")
         self.metric = metric
         self.kind = kind
         self.device = device
         self.exact_max_vectors = exact_max_vectors
+        self.max_hnsw_bytes = max_hnsw_bytes
         self.hnsw_m = hnsw_m
         self.ef_construction = ef_construction
         self.ef_search = ef_search
         self.nlist = nlist
         self.nprobe = nprobe
+        self.sq_bits = int(sq_bits)
+        self.refine = bool(refine)
+        self.refine_factor = float(refine_factor)
         self.seed = seed
         self._index: Any = None
         self._host_vectors: np.ndarray | None = None  # GPU indexes only: the stored (prepared) vectors
+        self._cpu_index: Any = None  # GPU ivf_sq only: the CPU index it was copied from (what is saved)
 
     # ------------------------------------------------------------------ parameters and state
 
@@ -239,11 +368,15 @@ class VectorIndex:
             "kind": self.kind,
             "device": self.device,
             "exact_max_vectors": self.exact_max_vectors,
+            "max_hnsw_bytes": self.max_hnsw_bytes,
             "hnsw_m": self.hnsw_m,
             "ef_construction": self.ef_construction,
             "ef_search": self.ef_search,
             "nlist": self.nlist,
             "nprobe": self.nprobe,
+            "sq_bits": self.sq_bits,
+            "refine": self.refine,
+            "refine_factor": self.refine_factor,
             "seed": self.seed,
         }
 
@@ -269,16 +402,34 @@ class VectorIndex:
     def cpu_faiss_index(self) -> Any:
         """The FAISS index on the CPU: the live one, or a CPU copy of a GPU index (what is saved)."""
         self._check_built()
+        if self._cpu_index is not None:
+            return self._cpu_index
         return faiss.index_gpu_to_cpu(self._index) if self.device_ == "cuda" else self._index
 
-    def set_search_params(self, *, ef_search: int | None = None, nprobe: int | None = None) -> VectorIndex:
+    @property
+    def scores_are_exact(self) -> bool:
+        """True when the scores returned are exact similarities (every kind but ``ivf_sq`` without refine)."""
+        self._check_built()
+        return not (self.kind_ == "ivf_sq" and not self.refine)
+
+    def set_search_params(
+        self,
+        *,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+        refine_factor: float | None = None,
+    ) -> VectorIndex:
         """Change the speed/recall trade-off of a built index without rebuilding it; returns self."""
         _check_positive_int("ef_search", ef_search, allow_none=True)
         _check_positive_int("nprobe", nprobe, allow_none=True)
+        if refine_factor is not None:
+            _check_refine_factor(refine_factor)
         if ef_search is not None:
             self.ef_search = ef_search
         if nprobe is not None:
             self.nprobe = nprobe
+        if refine_factor is not None:
+            self.refine_factor = float(refine_factor)
         if self.is_built:
             self._apply_search_params()
         return self
@@ -300,21 +451,54 @@ class VectorIndex:
         array = self._prepare_vectors(vectors, what="vectors")
         n_vectors, dim = array.shape
         fingerprint = vectors_fingerprint(array)
-        if self.metric == "cosine":
-            array = array.copy()
-            faiss.normalize_L2(array)  # leaves zero rows as they are
         ensure_faiss_threads_configured()
         device = self._resolve_device()
-        kind = self._resolve_kind(n_vectors, device)
+        kind = self._resolve_kind(n_vectors, dim, device)
         device = self._device_for_kind(kind, device)
         cpu_index = self._new_cpu_index(kind, n_vectors, dim)
         if kind == "ivf":
-            cpu_index.train(array)
+            cpu_index.train(self._normalised(array))
+        elif kind == "ivf_sq":
+            self._train_ivf_sq(cpu_index, self._normalised(self._training_sample(array, cpu_index)))
+            _set_quantizer_ef_search(cpu_index, _IVF_SQ_QUANTIZER_EF)
+        _reserve_flat_storage(kind, cpu_index, n_vectors)
         self._add_in_chunks(cpu_index, array, progress=progress)
-        if kind == "ivf":
-            cpu_index.make_direct_map()  # lets search_positions reconstruct stored vectors
+        if kind == "ivf" or (kind == "ivf_sq" and not self.refine):
+            _ivf_of(cpu_index).make_direct_map()  # lets search_positions reconstruct stored vectors
         self._install(cpu_index, kind=kind, device=device, fingerprint=fingerprint)
         return self
+
+    def _normalised(self, array: np.ndarray) -> np.ndarray:
+        """``array`` as the index stores it: an L2-normalised copy under cosine (zero rows left as they are)."""
+        if self.metric != "cosine":
+            return array
+        array = array.copy()
+        faiss.normalize_L2(array)
+        return array
+
+    @staticmethod
+    def _train_ivf_sq(cpu_index: Any, sample: np.ndarray) -> None:
+        """Spherical k-means for the lists, each point's nearest centroid found through an HNSW graph.
+
+        Exact assignment costs n * nlist * d per iteration; the graph makes tens of thousands of lists
+        affordable on a few cores. It is rebuilt over the centroids in every iteration and dropped after;
+        the final centroids then fill the coarse quantizer's own graph.
+        """
+        ivf = _ivf_of(cpu_index)
+        assigner = faiss.IndexHNSWFlat(ivf.d, _IVF_SQ_QUANTIZER_M)  # L2: k-means' own distance
+        ivf.clustering_index = assigner
+        try:
+            cpu_index.train(sample)
+        finally:
+            ivf.clustering_index = None
+
+    def _training_sample(self, array: np.ndarray, cpu_index: Any) -> np.ndarray:
+        """About IVF_SQ_TRAINING_POINTS_PER_LIST rows per list, drawn with ``seed`` (all rows if fewer)."""
+        size = _ivf_of(cpu_index).nlist * IVF_SQ_TRAINING_POINTS_PER_LIST
+        if size >= len(array):
+            return array
+        rows = np.random.default_rng(int(self.seed)).choice(len(array), size=size, replace=False)
+        return array[np.sort(rows)]
 
     @classmethod
     def from_faiss(
@@ -323,11 +507,12 @@ class VectorIndex:
         """Wrap a filled FAISS CPU index (as read from a file by :mod:`recsys.retrieval.index_io`).
 
         Args:
-            cpu_index: an ``IndexFlat``, ``IndexHNSWFlat`` or ``IndexIVFFlat`` with the inner-product
-                metric, holding the prepared (for cosine: normalised) vectors.
+            cpu_index: an ``IndexFlat``, ``IndexHNSWFlat``, ``IndexIVFFlat`` or ``IndexIVFScalarQuantizer``
+                (in an ``IndexRefineFlat`` when ``params["refine"]``) with the inner-product metric,
+                holding the prepared (for cosine: normalised) vectors.
             params: the constructor parameters it was built with (:meth:`get_params`); ``device`` replaces
                 the saved device.
-            kind: ``"exact"``, ``"hnsw"`` or ``"ivf"``, as built.
+            kind: ``"exact"``, ``"hnsw"``, ``"ivf"`` or ``"ivf_sq"``, as built.
             fingerprint: :func:`vectors_fingerprint` of the vectors it was built from.
             device: where to search; HNSW always runs on the CPU.
 
@@ -338,16 +523,27 @@ class VectorIndex:
             index = cls(**{**params, "device": device})
         except TypeError as error:
             raise IndexInputError(f"unknown index parameters ({error})") from None
-        if kind not in _FAISS_CLASSES:
-            raise IndexInputError(f"unknown index kind {kind!r}; expected one of 'exact', 'hnsw', 'ivf'")
-        expected = getattr(faiss, _FAISS_CLASSES[kind])
-        if not isinstance(cpu_index, expected) or cpu_index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        expected = getattr(faiss, _FAISS_CLASSES[kind]) if kind in _FAISS_CLASSES else None
+        if expected is None:
             raise IndexInputError(
-                f"the FAISS index is {type(cpu_index).__name__} (metric {cpu_index.metric_type}), "
+                f"unknown index kind {kind!r}; expected one of 'exact', 'hnsw', 'ivf', 'ivf_sq'"
+            )
+        inner = cpu_index
+        if kind == "ivf_sq" and index.refine:
+            if not isinstance(cpu_index, faiss.IndexRefineFlat):
+                raise IndexInputError(
+                    f"the FAISS index is {type(cpu_index).__name__}, not the IndexRefineFlat of an "
+                    "'ivf_sq' index with refine"
+                )
+            inner = faiss.downcast_index(cpu_index.base_index)
+        if not isinstance(inner, expected) or inner.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise IndexInputError(
+                f"the FAISS index is {type(inner).__name__} (metric {inner.metric_type}), "
                 f"not the inner-product {expected.__name__} of a {kind!r} index"
             )
-        if kind == "ivf" and cpu_index.direct_map.type == faiss.DirectMap.NoMap:
-            cpu_index.make_direct_map()
+        if kind in ("ivf", "ivf_sq") and not (kind == "ivf_sq" and index.refine):
+            if inner.direct_map.type == faiss.DirectMap.NoMap:
+                inner.make_direct_map()
         ensure_faiss_threads_configured()
         resolved = index._device_for_kind(kind, index._resolve_device(), action="loading")
         index._install(cpu_index, kind=kind, device=resolved, fingerprint=fingerprint)
@@ -356,12 +552,14 @@ class VectorIndex:
     def _resolve_device(self) -> str:
         return resolve_device(self.device)
 
-    def _resolve_kind(self, n_vectors: int, device: str) -> str:
+    def _resolve_kind(self, n_vectors: int, dim: int, device: str) -> str:
         if self.kind != "auto":
             return self.kind
         if device == "cuda":
             return "exact" if n_vectors <= GPU_EXACT_MAX_VECTORS else "ivf"
-        return "exact" if n_vectors <= self.exact_max_vectors else "hnsw"
+        if n_vectors <= self.exact_max_vectors:
+            return "exact"
+        return "hnsw" if hnsw_bytes(n_vectors, dim, self.hnsw_m) <= self.max_hnsw_bytes else "ivf_sq"
 
     def _device_for_kind(self, kind: str, device: str, *, action: str = "building") -> str:
         """HNSW runs on the CPU (FAISS has no GPU HNSW); warn when the GPU was asked for explicitly."""
@@ -388,24 +586,40 @@ class VectorIndex:
             raise IndexInputError(
                 f"nlist={nlist} is larger than the {n_vectors} vectors; use nlist <= {n_vectors}"
             )
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = int(self.seed)
-        return index
+        if kind == "ivf":
+            quantizer = faiss.IndexFlatIP(dim)
+            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            index.cp.seed = int(self.seed)
+            return index
+        quantizer = faiss.IndexHNSWFlat(dim, _IVF_SQ_QUANTIZER_M, faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.IndexIVFScalarQuantizer(
+            quantizer,
+            dim,
+            nlist,
+            getattr(faiss.ScalarQuantizer, _SQ_TYPES[self.sq_bits]),
+            faiss.METRIC_INNER_PRODUCT,
+            True,
+        )
+        ivf.cp.seed = int(self.seed)
+        ivf.cp.spherical = True  # unit centroids: the nearest by L2 is the most similar by inner product
+        return faiss.IndexRefineFlat(ivf) if self.refine else ivf
 
-    @staticmethod
-    def _add_in_chunks(index: Any, array: np.ndarray, *, progress: bool) -> None:
+    def _add_in_chunks(self, index: Any, array: np.ndarray, *, progress: bool) -> None:
+        """Add the rows in chunks, each normalised under cosine (so no full normalised copy is held)."""
         starts = range(0, len(array), _ADD_CHUNK)
         if progress:
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc="indexing vectors", unit="chunk")
         for start in starts:
-            index.add(array[start : start + _ADD_CHUNK])
+            index.add(self._normalised(array[start : start + _ADD_CHUNK]))
 
     def _install(self, cpu_index: Any, *, kind: str, device: str, fingerprint: str) -> None:
         """Make ``cpu_index`` (already filled) the live index, on ``device``."""
-        if device == "cuda":
+        self._cpu_index = None
+        if device == "cuda" and kind == "ivf_sq":
+            self._install_ivf_sq_on_gpu(cpu_index)
+        elif device == "cuda":
             self._host_vectors = cpu_index.reconstruct_n(0, cpu_index.ntotal)
             self._index = faiss.index_cpu_to_gpu(_shared_gpu_resources(), 0, cpu_index)
         else:
@@ -415,19 +629,54 @@ class VectorIndex:
         self.device_ = device
         self.dim_ = int(cpu_index.d)
         self.fingerprint_ = fingerprint
-        self._nlist_ = int(cpu_index.nlist) if kind == "ivf" else 0
+        self._nlist_ = int(_ivf_of(cpu_index).nlist) if kind in ("ivf", "ivf_sq") else 0
         self._apply_search_params()
+
+    def _install_ivf_sq_on_gpu(self, cpu_index: Any) -> None:
+        """The IVF scan on the GPU; the HNSW coarse quantizer and the refinement stay on the CPU.
+
+        FAISS has no GPU HNSW (``allowCpuCoarseQuantizer`` keeps the graph on the CPU) and its
+        ``IndexRefineFlat`` re-ranks with a CPU ``IndexFlat``, so a generic ``IndexRefine`` joins the GPU
+        scan to the CPU vectors. Not yet run on a GPU.
+        """
+        options = faiss.GpuClonerOptions()
+        options.allowCpuCoarseQuantizer = True
+        gpu_ivf = faiss.index_cpu_to_gpu(_shared_gpu_resources(), 0, _ivf_of(cpu_index), options)
+        if self.refine:
+            flat = faiss.downcast_index(cpu_index.refine_index)
+            self._host_vectors = faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d).reshape(
+                flat.ntotal, flat.d
+            )
+            live = faiss.IndexRefine(gpu_ivf, flat)
+            live.referenced_objects = [gpu_ivf, flat, cpu_index]  # keep the parts alive with the wrapper
+        else:
+            self._host_vectors = cpu_index.reconstruct_n(0, cpu_index.ntotal)
+            live = gpu_ivf
+        self._index = live
+        self._cpu_index = cpu_index
 
     def _apply_search_params(self) -> None:
         if self.kind_ == "hnsw":
             self._index.hnsw.efSearch = int(self.ef_search)
-        elif self.kind_ == "ivf":
+        elif self.kind_ in ("ivf", "ivf_sq"):
             largest = self._nlist_ if self.device_ == "cpu" else min(self._nlist_, GPU_MAX_K)
-            nprobe = min(int(self.nprobe), largest)
+            nprobe = min(self._nprobe(), largest)
+            ivf = _ivf_of(self._index)
             if self.device_ == "cuda":
-                faiss.GpuParameterSpace().set_index_parameter(self._index, "nprobe", nprobe)
+                faiss.GpuParameterSpace().set_index_parameter(ivf, "nprobe", nprobe)
             else:
-                self._index.nprobe = nprobe
+                ivf.nprobe = nprobe
+            if self.kind_ == "ivf_sq":
+                # The graph must return nprobe lists; a wider candidate list finds the nearest ones.
+                _set_quantizer_ef_search(ivf, max(2 * nprobe, _IVF_SQ_QUANTIZER_EF))
+                if self.refine:
+                    self._index.k_factor = self.refine_factor
+
+    def _nprobe(self) -> int:
+        """``nprobe``, or the built kind's default when it is None."""
+        if self.nprobe is not None:
+            return int(self.nprobe)
+        return IVF_SQ_NPROBE if self.kind_ == "ivf_sq" else _IVF_NPROBE
 
     # ------------------------------------------------------------------ searching
 
@@ -523,12 +772,15 @@ class VectorIndex:
         return keep
 
     def _search_exhaustively(self, queries: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact search, for the rare rows an approximate index leaves short."""
+        """Exact search (on the decoded codes for ``ivf_sq`` without refine), for the rare rows an
+        approximate index leaves short."""
         if self.device_ == "cuda":
             return faiss.knn(queries, self._host_vectors, fetch, metric=faiss.METRIC_INNER_PRODUCT)
         if self.kind_ == "hnsw":
             return faiss.downcast_index(self._index.storage).search(queries, fetch)
-        if self.kind_ == "ivf":
+        if self.kind_ == "ivf_sq" and self.refine:
+            return faiss.downcast_index(self._index.refine_index).search(queries, fetch)
+        if self.kind_ in ("ivf", "ivf_sq"):
             return self._index.search(queries, fetch, params=faiss.SearchParametersIVF(nprobe=self._nlist_))
         return self._index.search(queries, fetch)
 
@@ -552,6 +804,13 @@ class VectorIndex:
             )
         if self.device_ == "cuda" and k + n_excluded > GPU_MAX_K:
             raise IndexInputError(f"GPU indexes return at most {GPU_MAX_K} neighbours; k={k} is too large")
+        if self.device_ == "cuda" and self.kind_ == "ivf_sq" and self.refine:
+            candidates = int((k + n_excluded) * self.refine_factor)
+            if candidates > GPU_MAX_K:
+                raise IndexInputError(
+                    f"k={k} needs {candidates} candidates at refine_factor={self.refine_factor:g}, but GPU "
+                    f"indexes return at most {GPU_MAX_K}; lower k or refine_factor"
+                )
 
     @staticmethod
     def _prepare_vectors(vectors: Any, *, what: str) -> np.ndarray:
@@ -567,7 +826,13 @@ class VectorIndex:
                 f"{what} must have at least one row and one column, got shape {array.shape}"
             )
         array = np.ascontiguousarray(array, dtype=np.float32)
-        finite_rows = np.isfinite(array).all(axis=1)
+        # In chunks: a boolean copy of ten million rows would take as much memory as a quarter of them.
+        finite_rows = np.concatenate(
+            [
+                np.isfinite(array[start : start + _ADD_CHUNK]).all(axis=1)
+                for start in range(0, len(array), _ADD_CHUNK)
+            ]
+        )
         if not finite_rows.all():
             row = int(np.argmin(finite_rows))
             raise IndexInputError(

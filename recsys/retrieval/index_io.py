@@ -4,7 +4,7 @@ An index saved at ``path`` is two files, and no pickle:
 
 * ``path``: the CPU FAISS index, written by ``faiss.write_index`` (a GPU index is copied to the CPU first,
   so the file loads on either device);
-* ``path.json``: the sidecar, ``{"format": "recsys.retrieval.VectorIndex", "format_version": 2,
+* ``path.json``: the sidecar, ``{"format": "recsys.retrieval.VectorIndex", "format_version": 3,
   "faiss_version", "metric", "kind", "params", "dimension", "n_vectors", "vectors_sha256", "index_file",
   "index_file_sha256"}``. ``vectors_sha256`` is the :func:`~recsys.retrieval.index.vectors_fingerprint`
   of the vectors built from, so a caller can tell whether the index still matches them.
@@ -14,8 +14,8 @@ never pairs a sidecar with another save's index file (the SHA-256 of the index f
 catches it if it does).
 
 :func:`load_index` checks, in order: both files exist; the sidecar is JSON of this format; its format
-version is this one (a newer version needs a newer suite; version 1, which stored external ids, is no
-longer read); its fields are complete; the index file's SHA-256 matches; FAISS can read the file; and the
+version is one this suite reads (3, or 2, which lacked the ``ivf_sq`` parameters; a newer version needs
+a newer suite; version 1, which stored external ids, is no longer read); its fields are complete; the index file's SHA-256 matches; FAISS can read the file; and the
 index read has the dimension, size, kind and metric the sidecar says. Any failure is an
 :class:`~recsys.retrieval.index.IndexInputError` (a ``UserError``) whose one-line message says which.
 """
@@ -36,8 +36,11 @@ from recsys.threads import ensure_faiss_threads_configured
 
 SIDECAR_SUFFIX = ".json"
 FORMAT = "recsys.retrieval.VectorIndex"
-#: Version 2: rows are known by position only. Version 1 also stored external ids.
-FORMAT_VERSION = 2
+#: Version 3 adds the ``ivf_sq`` kind and its parameters; version 2 (rows known by position only) reads
+#: as the same index with those parameters at their defaults. Version 1 also stored external ids.
+FORMAT_VERSION = 3
+#: The oldest version :func:`load_index` reads.
+OLDEST_READABLE_VERSION = 2
 _RESAVE = "rebuild the index and save it again"
 
 
@@ -97,7 +100,8 @@ def load_index(path: str | os.PathLike[str], *, device: Device = "auto") -> Vect
 
     Args:
         path: the index file given to :func:`save_index` (the sidecar is ``path.json``).
-        device: ``"auto"``, ``"cpu"`` or ``"cuda"``; HNSW always loads on the CPU.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``; HNSW always loads on the CPU (and the graph over an
+            ``ivf_sq`` index's lists, with its refinement, stays there).
 
     Raises:
         IndexInputError: a file is missing, unreadable, truncated or corrupt, of another or newer format,
@@ -161,10 +165,10 @@ def _read_sidecar(sidecar: Path) -> dict[str, Any]:
             f"{sidecar}: index format version {version} is newer than this suite reads ({FORMAT_VERSION}); "
             f"upgrade recsys, or {_RESAVE}"
         )
-    if version < FORMAT_VERSION:
+    if version < OLDEST_READABLE_VERSION:
         raise IndexInputError(
             f"{sidecar}: index format version {version} is no longer read (this suite reads "
-            f"{FORMAT_VERSION}); {_RESAVE}"
+            f"{OLDEST_READABLE_VERSION} to {FORMAT_VERSION}); {_RESAVE}"
         )
     return metadata
 

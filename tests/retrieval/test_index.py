@@ -154,6 +154,7 @@ def test_auto_chooses_exact_for_small_sets_and_hnsw_above_the_threshold(small_ve
         ({"exact_max_vectors": 10_000}, "hnsw"),  # auto above its threshold
         ({"kind": "hnsw"}, "hnsw"),
         ({"kind": "ivf"}, "ivf"),
+        ({"kind": "ivf_sq"}, "ivf_sq"),  # refined: exact scores
     ],
 )
 def test_recall_at_10_on_clustered_users(
@@ -201,7 +202,7 @@ def test_set_search_params_changes_a_built_index() -> None:
 # ---------------------------------------------------------------- exclusion and search by position
 
 
-@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf", "ivf_sq"])
 def test_search_positions_never_returns_the_query_even_with_identical_twins(
     small_vectors: np.ndarray, kind: str
 ) -> None:
@@ -326,11 +327,19 @@ def test_bad_vectors_raise_value_errors(vectors, message: str) -> None:
         ({"ef_search": 1.5}, "ef_search must be a positive integer"),
         ({"nlist": -3}, "nlist must be a positive integer"),
         ({"nprobe": True}, "nprobe must be a positive integer"),
+        ({"max_hnsw_bytes": 0}, "max_hnsw_bytes must be a positive integer"),
+        ({"sq_bits": 7}, "sq_bits must be one of 4, 6, 8 or 16, got 7"),
+        ({"sq_bits": True}, "sq_bits must be one of"),
+        ({"refine": "yes"}, "refine must be True or False"),
+        ({"refine_factor": 0.5}, "refine_factor must be a number from 1 to 1000, got 0.5"),
+        ({"refine_factor": float("nan")}, "refine_factor must be a number"),
+        ({"refine_factor": "2"}, "refine_factor must be a number"),
     ],
 )
 def test_bad_parameters_raise_value_errors(params: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(IndexInputError, match=message) as raised:
         VectorIndex(**params)
+    assert isinstance(raised.value, ValueError) and "\n" not in str(raised.value)
 
 
 def test_ivf_with_more_lists_than_vectors_is_rejected() -> None:
@@ -348,12 +357,14 @@ def test_searching_an_unbuilt_index_says_what_to_do() -> None:
 # ---------------------------------------------------------------- persistence
 
 
-@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
+@pytest.mark.parametrize(
+    ("kind", "refine"), [("exact", True), ("hnsw", True), ("ivf", True), ("ivf_sq", True), ("ivf_sq", False)]
+)
 def test_save_load_round_trip_gives_identical_results_without_rebuilding(
-    tmp_path, monkeypatch, clustered: np.ndarray, kind: str
+    tmp_path, monkeypatch, clustered: np.ndarray, kind: str, refine: bool
 ) -> None:
     vectors = clustered[:3_000]
-    index = VectorIndex(kind=kind, ef_search=48, nprobe=8).build(vectors)
+    index = VectorIndex(kind=kind, ef_search=48, nprobe=8, refine=refine, refine_factor=3).build(vectors)
     queries = clustered[3_000:3_200]
     before = index.search(queries, 10)
     before_by_position = index.search_positions(np.arange(50), 10)
@@ -374,6 +385,7 @@ def test_save_load_round_trip_gives_identical_results_without_rebuilding(
     np.testing.assert_array_equal(after.scores, before.scores)
     np.testing.assert_array_equal(after_by_position.positions, before_by_position.positions)
     assert loaded.kind_ == kind and loaded.get_params() == {**index.get_params(), "device": "cpu"}
+    assert loaded.scores_are_exact == index.scores_are_exact == (refine or kind != "ivf_sq")
     assert loaded.fingerprint_ == index.fingerprint_ == vectors_fingerprint(vectors)
     assert len(loaded) == 3_000
     assert sorted(os.listdir(tmp_path)) == ["users.faiss", "users.faiss.json"]  # no temporary files left
