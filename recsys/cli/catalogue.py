@@ -45,9 +45,11 @@ COMMANDS: dict[str, Command] = {
     "embed": Command(
         help="write image (and prompt) embeddings of a dataset to an .npz features file",
         description="Embed every image of a dataset; results are cached per chunk, so a second run is "
-        "served from the cache and an interrupted run resumes.",
+        "served from the cache and an interrupted run resumes. Under torchrun each process embeds its share of "
+        "the chunks (chunk c: process c mod N) into the cache, and process 0 writes the file from it.",
         example="recsys features embed --data /data/PAMELA --encoder clip:ViT-B-32/laion2b_s34b_b79k --text\n"
-        "recsys features embed --data DIR --encoder clip:ViT-L-14/openai --checkpoint vit_l14.pt",
+        "recsys features embed --data DIR --encoder clip:ViT-L-14/openai --checkpoint vit_l14.pt\n"
+        "torchrun --nproc_per_node 4 -m recsys.cli features embed --data DIR --encoder clip:ViT-L-14/openai",
     ),
     "encoders": Command(
         help="list the encoder names open_clip can fetch weights for",
