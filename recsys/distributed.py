@@ -7,9 +7,10 @@ work (``recsys features embed``, ``recsys train``) open the process group with :
 CPU tensors, and NCCL for CUDA tensors when torch sees a GPU, each rank then on ``cuda:LOCAL_RANK``. Without
 torchrun (no ``WORLD_SIZE``, or 1) nothing here does anything and a command runs as one process, as before.
 
-A rank that fails must not leave the others waiting at a collective for ever: :func:`together` runs a step on
-every rank and then tells every rank which ranks failed; each failed rank raises its own error and the others a
-one-line ``UserError`` naming the failed ranks, so every process ends with an error.
+A rank that fails must not leave the others waiting at a collective for ever: :func:`together` runs a local
+step (one without collectives of its own) on every rank and then tells every rank which ranks failed; each failed
+rank raises its own error and the others a one-line ``UserError`` naming the failed ranks, so every process ends
+with an error.
 
 torch is imported inside the functions, so importing this module is cheap.
 """
@@ -115,7 +116,9 @@ def together(what: str) -> Iterator[None]:
     """Run the block on every rank, then wait for all of them (a barrier); when any rank failed, every rank
     raises: the failed ranks their own error, the others a ``UserError`` naming the failed ranks.
 
-    An interrupt (KeyboardInterrupt, SystemExit) is not caught: torchrun stops the other ranks then. Without a
+    The block must hold no collective of its own (a rank failing before it would leave the others waiting in
+    it); where one fails amid collectives (a data-parallel fit) it should just raise: its process ends and
+    torchrun stops the others. An interrupt (KeyboardInterrupt, SystemExit) is not caught either. Without a
     process group of several ranks the block just runs.
     """
     if rank_and_world()[1] == 1:
@@ -135,16 +138,16 @@ def together(what: str) -> Iterator[None]:
 
 
 def rank_zero_first(load: Callable[[], T], what: str) -> T:
-    """``load()`` on rank 0 first, then on the other ranks: for a step that fills a cache once (the simulated
-    default dataset) that every rank then reads."""
+    """``load()`` on rank 0 first, then on the first process of each other machine (``LOCAL_RANK`` 0), then on
+    the rest: for a step that fills a cache once (the simulated default dataset) that the others then read,
+    whether the machines share the cache's file system or each has its own."""
     rank, world = rank_and_world()
     if world == 1:
         return load()
+    phase = 0 if rank == 0 else 1 if local_rank() == 0 else 2
     result = None
-    with together(what):
-        if rank == 0:
-            result = load()
-    with together(what):
-        if rank != 0:
-            result = load()
+    for turn in range(3):
+        with together(what):
+            if phase == turn:
+                result = load()
     return result

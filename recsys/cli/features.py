@@ -105,8 +105,11 @@ def _embed(args: argparse.Namespace) -> Path:
     from recsys.data import load_dataset
     from recsys.distributed import rank_zero_first
 
-    # rank 0 first: the simulated default is written once, then read by the other ranks
-    ds = rank_zero_first(lambda: load_dataset(args.data), "loading the data")
+    if args.data is None:  # the simulated default is written once, by rank 0, then read by every rank
+        from recsys.data import ensure_default_dataset
+
+        rank_zero_first(ensure_default_dataset, "simulating the default data")
+    ds = load_dataset(args.data)
     # the options named as embed_dataset's keywords pass through as they are
     same = ("checkpoint", "out", "text", "batch_size", "chunk_size", "device", "cache_dir", "skip_bad_images")
     settings = {name: getattr(args, name) for name in same}
