@@ -62,6 +62,15 @@ COMMANDS: dict[str, Command] = {
         "recsys leaderboard --models mf,profile --splits test_unseen --references uncertainty --reference-pool 40",
     ),
     "models": Command(help="list registered models", example="recsys models"),
+    "train": Command(
+        help="fit one model on the training split and save it (data parallel under torchrun)",
+        description="Fit one model on the data's training split and save it, by default where similar-users, "
+        "rank and serve reload it. Under torchrun the torch models (two_tower, pref_tokens, pal) train data "
+        "parallel with DistributedDataParallel, each process on its share of every epoch's batches, and process "
+        "0 saves.",
+        example="recsys train --model two_tower --data data/sim --out models/two_tower\n"
+        "torchrun --nproc_per_node 2 -m recsys.cli train --model two_tower --data data/sim --out models/tt",
+    ),
     "explain": Command(
         help="a user's preference profile and why it scores an image",
         description="Fit the profile model, then print a user's profile and the top contributions to one "
