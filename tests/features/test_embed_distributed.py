@@ -31,6 +31,18 @@ def sim_dir(tmp_path_factory):
     return simulate(tmp_path_factory.mktemp("sim") / "pamela", config, progress=False)
 
 
+#: a process that stores one chunk under one key again and again, every value in it equal to argv[2]
+WRITER = """
+import sys
+import numpy as np
+from features.cache import Chunk, ChunkCache
+cache, ids = ChunkCache(sys.argv[1], "0" * 16, "image"), np.arange(512)
+chunk = Chunk(ids, np.ones(512, bool), np.full((512, 64), float(sys.argv[2]), np.float32), np.full(512, ""))
+for _ in range(100):
+    cache.store("one-key", chunk)
+"""
+
+
 def torchrun(*args: str) -> subprocess.CompletedProcess:
     """``recsys ARGS`` in two CPU processes under torchrun (gloo), with the tiny test encoder registered."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
@@ -43,6 +55,30 @@ def embed_args(data: Path, out: Path, cache: Path) -> list[str]:
     return ["features", "embed", "--data", str(data), "--encoder", TINY, "--out", str(out), "--text",
             "--device", "cpu", "--cache-dir", str(cache), "--chunk-size", str(CHUNK), "--workers", "0",
             "--no-progress"]  # fmt: skip
+
+
+def test_concurrent_writers_of_one_chunk_never_leave_a_partial_file(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), value], env=env) for value in "12"
+    ]
+    path = tmp_path / "image" / ("0" * 16) / "one-key.npz"
+    seen = set()
+    try:
+        while any(w.poll() is None for w in writers) or not seen:
+            try:
+                with np.load(path, allow_pickle=False) as data:  # any partial file would fail to read here
+                    embedding = data["embedding"]
+            except FileNotFoundError:
+                assert not seen, "the chunk vanished after it was written"
+                continue
+            assert embedding.shape == (512, 64) and len(np.unique(embedding)) == 1  # one writer's, whole
+            seen.add(float(embedding[0, 0]))
+    finally:
+        for writer in writers:
+            writer.wait(timeout=120)
+    assert [w.returncode for w in writers] == [0, 0]
+    assert seen <= {1.0, 2.0} and not list(path.parent.glob("*.tmp"))  # no temporary file left behind
 
 
 @pytest.mark.parametrize(("n", "world"), [(37, 2), (37, 3), (8, 2), (3, 2), (0, 2), (10, 1)])
