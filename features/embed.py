@@ -51,6 +51,7 @@ from features.cache import (
 )
 from features.encoders import ClipEncoder, load_encoder
 from recsys.data.images import open_image
+from recsys.distributed import rank_and_world, rank_device, together
 from recsys.errors import UserError
 from recsys.files import read_json
 
@@ -302,7 +303,9 @@ class EmbedSettings:
     ``default_cache_dir()``); ``use_cache=False`` bypasses it. cache_max_gb: the cache's size bound (default
     ``$RECSYS_CACHE_MAX_GB`` or 10 GB; least recently used chunks go first). chunk_size: inputs per cache chunk (the unit of
     resumption). skip_bad_images: leave missing, truncated or undecodable images out (listed in
-    ``result.bad``) instead of raising. progress: a tqdm bar with images/s.
+    ``result.bad``) instead of raising. progress: a tqdm bar with images/s. shard: ``(rank, world)`` to embed
+    only that rank's chunks (``shard_rows``) into the cache, for one of several processes; the result then holds
+    those inputs only, and undecodable images do not raise (the assembly of the whole result does).
     """
 
     batch_size: int = 64
@@ -315,12 +318,33 @@ class EmbedSettings:
     skip_bad_images: bool = False
     progress: bool = True
     checkpoint: str | Path | None = None
+    shard: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.chunk_size < 1:
             raise ValueError(
                 f"batch_size and chunk_size must be positive, got {self.batch_size} and {self.chunk_size}"
             )
+        _check_shard(self.shard)
+
+
+def _check_shard(shard: tuple[int, int] | None) -> None:
+    if shard is not None and not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
+
+
+def shard_rows(n: int, chunk_size: int, rank: int, world: int) -> np.ndarray:
+    """Positions (in input order) of the inputs rank ``rank`` of ``world`` embeds: the chunks of a single run
+    (positions ``[c * chunk_size, (c + 1) * chunk_size)``) go round-robin, chunk c to rank ``c % world``.
+
+    Every chunk but the last is full, so the shard's inputs cut into chunks of ``chunk_size`` give exactly the
+    single run's chunks, with its cache keys: the ranks' chunks together are the single run's, and rank 0 (or a
+    later single run) assembles the whole result from the cache.
+    """
+    starts = range(rank * chunk_size, n, world * chunk_size)
+    if not starts:
+        return np.zeros(0, np.int64)
+    return np.concatenate([np.arange(start, min(start + chunk_size, n)) for start in starts])
 
 
 def _image_setup(encoder: ClipEncoder | str, o: EmbedSettings) -> tuple[ClipEncoder, int, ChunkCache | None]:
@@ -377,6 +401,9 @@ def embed_images(
     ids = _as_ids(image_ids)
     if len(paths) != len(ids):
         raise ValueError(f"got {len(paths)} paths for {len(ids)} image ids")
+    if o.shard is not None:
+        rows = shard_rows(len(ids), o.chunk_size, *o.shard)
+        ids, paths = ids[rows], [paths[i] for i in rows]
     path_strs = [None if p is None else str(p) for p in paths]
     identities = [file_identity(p) for p in path_strs]
     if not o.skip_bad_images:
@@ -409,7 +436,7 @@ def embed_images(
         bar.close()
 
     result = _assemble(ids, path_strs, chunks, encoder, "image", computed=len(todo))
-    if result.bad and not o.skip_bad_images:
+    if result.bad and not o.skip_bad_images and o.shard is None:
         raise _bad_images_error(result.bad)
     return result
 
@@ -445,12 +472,16 @@ def embed_image_bytes(
     """
     o = EmbedSettings(**settings)
     encoder, workers, cache = _image_setup(encoder, o)
+    if o.shard is not None and total is not None:
+        total = len(shard_rows(total, o.chunk_size, *o.shard))
     bar = _image_bar(total, encoder, o.progress)
     good_ids, rows, bad = [], [], []
     computed = cached = 0
     load = None
     try:
-        for block in _batched(items, o.chunk_size):
+        for index, block in enumerate(_batched(items, o.chunk_size)):
+            if o.shard is not None and index % o.shard[1] != o.shard[0]:
+                continue  # another rank's chunk (its bytes are read all the same: the items are a stream)
             ids = _as_ids([item[0] for item in block])
             blobs = [item[1] for item in block]
             key = chunk_key(encoder.cache_key, "image", ids.tolist(), [bytes_identity(b) for b in blobs])
@@ -480,7 +511,7 @@ def embed_image_bytes(
         np.concatenate(rows).astype(np.float32, copy=False) if rows else np.zeros((0, dim), np.float32)
     )
     image_id = np.concatenate(good_ids) if good_ids else np.array([], dtype=str)
-    if bad and not o.skip_bad_images:
+    if bad and not o.skip_bad_images and o.shard is None:
         raise _bad_images_error(bad, noun="image(s)")
     return Embeddings(
         image_id,
@@ -506,10 +537,12 @@ def embed_texts(
     progress: bool = True,
     checkpoint: str | Path | None = None,
     cache_max_gb: float | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Embeddings:
     """Embed texts (prompts), one per image id, through the same cache as ``embed_images``.
 
     Inputs that are None, NaN or blank have no text; they are left out and listed in ``result.bad``.
+    ``shard=(rank, world)``: only that rank's chunks, as for ``embed_images``.
 
     Returns:
         Embeddings: float32 (n_with_text, d) unit-norm rows, aligned with ``result.image_id``.
@@ -519,6 +552,10 @@ def embed_texts(
         raise ValueError(f"got {len(texts)} texts for {len(ids)} image ids")
     if batch_size < 1 or chunk_size < 1:
         raise ValueError(f"batch_size and chunk_size must be positive, got {batch_size} and {chunk_size}")
+    _check_shard(shard)
+    if shard is not None:
+        rows = shard_rows(len(ids), chunk_size, *shard)
+        ids, texts = ids[rows], [texts[i] for i in rows]
     clean = [t if isinstance(t, str) and t.strip() else None for t in texts]
     encoder = _resolve_encoder(encoder, checkpoint, device)
     cache = (
@@ -619,11 +656,17 @@ def embed_dataset(
         chunk_size: images (and prompts) per cache chunk: an interrupted run resumes from its last whole chunk.
             The chunks of another size are not reused.
 
+    Under torchrun (a process group of several ranks, ``recsys.distributed``) every rank embeds its share of
+    the chunks (``shard_rows``) on its own device (``auto``: ``cuda:LOCAL_RANK``, else the CPU) into the chunk
+    cache, then rank 0 assembles the files from the cache, as a single run would; the cache directory must be
+    one that every rank reaches (on several machines: a shared file system).
+
     Returns:
         The path of the image features file (``.npz``: image_id, embedding).
 
     Raises:
-        UserError: no image files at all, bad image files (unless ``skip_bad_images``), encoder problems.
+        UserError: no image files at all, bad image files (unless ``skip_bad_images``), encoder problems; under
+            torchrun on every rank when any rank failed.
     """
     if chunk_size < 1:
         raise UserError(f"chunk_size must be at least 1, got {chunk_size}")
@@ -636,12 +679,33 @@ def embed_dataset(
     out = Path(out) if out is not None else default_output_path(ds, encoder_name, checkpoint, workspace)
     if out.suffix != ".npz":
         raise UserError(f"{out}: the output must be an .npz file")
-    out.parent.mkdir(parents=True, exist_ok=True)  # an OSError names the folder (the CLI: one line)
-    # lazy: a run served from the cache never builds the model or reads its weights
-    encoder = load_encoder(encoder_name, checkpoint=checkpoint, device=device, lazy=True)
-    settings = {"batch_size": batch_size, "num_workers": num_workers, "cache_dir": cache_dir}
-    settings |= {"cache_max_gb": cache_max_gb}
-    settings |= {"chunk_size": chunk_size, "skip_bad_images": skip_bad_images, "progress": progress}
+    rank, world = rank_and_world()
+    with together("embedding the images"):
+        if rank == 0:
+            out.parent.mkdir(parents=True, exist_ok=True)  # an OSError names the folder (the CLI: one line)
+        # lazy: a run served from the cache never builds the model or reads its weights
+        encoder = load_encoder(encoder_name, checkpoint=checkpoint, device=rank_device(device), lazy=True)
+        settings = {"batch_size": batch_size, "num_workers": num_workers, "cache_dir": cache_dir}
+        settings |= {"cache_max_gb": cache_max_gb}
+        settings |= {"chunk_size": chunk_size, "skip_bad_images": skip_bad_images, "progress": progress}
+        if world > 1:  # this rank's chunks into the cache; rank 0 assembles the files from it below
+            shard = settings | {"shard": (rank, world), "progress": progress and rank == 0}
+            _embed_images_and_prompts(ds, encoder, paths, pickapic_root, text, shard)
+    with together("writing the features file"):
+        if rank == 0:
+            images, prompts = _embed_images_and_prompts(ds, encoder, paths, pickapic_root, text, settings)
+            if world > 1:
+                _check_cache_shared(images, prompts, cache_dir)
+            images.save(out)
+            if prompts is not None:
+                prompts.save(text_output_path(out))
+    return out
+
+
+def _embed_images_and_prompts(
+    ds, encoder: ClipEncoder, paths: list, pickapic_root: Path | None, text: bool, settings: dict
+) -> tuple[Embeddings, Embeddings | None]:
+    """The dataset's image embeddings (files, or Pick-a-Pic's bytes) and with ``text`` its prompts' ones."""
     if pickapic_root is not None:
         from recsys.data.pickapic import iter_pickapic_images
 
@@ -649,20 +713,31 @@ def embed_dataset(
         images = embed_image_bytes(items, encoder, total=len(ds.image_ids), **settings)
     else:
         images = embed_images(paths, ds.image_ids, encoder, **settings)
-    images.save(out)
-    if text:
-        prompts = embed_texts(
-            _dataset_column(ds, "prompt"),
-            ds.image_ids,
-            encoder,
-            batch_size=max(batch_size, 256),
-            cache_dir=cache_dir,
-            cache_max_gb=cache_max_gb,
-            chunk_size=chunk_size,
-            progress=progress,
-        )
-        prompts.save(text_output_path(out))
-    return out
+    if not text:
+        return images, None
+    prompts = embed_texts(
+        _dataset_column(ds, "prompt"),
+        ds.image_ids,
+        encoder,
+        batch_size=max(settings["batch_size"], 256),
+        cache_dir=settings["cache_dir"],
+        cache_max_gb=settings["cache_max_gb"],
+        chunk_size=settings["chunk_size"],
+        progress=settings["progress"],
+        shard=settings.get("shard"),
+    )
+    return images, prompts
+
+
+def _check_cache_shared(images: Embeddings, prompts: Embeddings | None, cache_dir) -> None:
+    """Under torchrun, rank 0's assembly should find every chunk in the cache; a warning when it had to compute
+    some (the other ranks wrote them where rank 0 cannot see them)."""
+    computed = images.computed_chunks + (prompts.computed_chunks if prompts is not None else 0)
+    if computed:
+        where = cache_dir or default_cache_dir()
+        warnings.warn(f"rank 0 computed {computed} chunk(s) the other ranks embedded, missing from the cache "
+                      f"{where}: on several machines pass a --cache-dir on a file system they all share",
+                      stacklevel=3)  # fmt: skip
 
 
 def _pickapic_root(ds) -> Path | None:

@@ -54,9 +54,11 @@ COMMANDS: dict[str, Command] = {
     "embed": Command(
         help="write image (and prompt) embeddings of a dataset to an .npz features file",
         description="Embed every image of a dataset; results are cached per chunk, so a second run is "
-        "served from the cache and an interrupted run resumes.",
+        "served from the cache and an interrupted run resumes. Under torchrun each process embeds its share of "
+        "the chunks (chunk c: process c mod N) into the cache, and process 0 writes the file from it.",
         example="recsys features embed --data /data/PAMELA --encoder clip:ViT-B-32/laion2b_s34b_b79k --text\n"
-        "recsys features embed --data DIR --encoder clip:ViT-L-14/openai --checkpoint vit_l14.pt",
+        "recsys features embed --data DIR --encoder clip:ViT-L-14/openai --checkpoint vit_l14.pt\n"
+        "torchrun --nproc_per_node 4 -m recsys.cli features embed --data DIR --encoder clip:ViT-L-14/openai",
     ),
     "encoders": Command(
         help="list the encoder names open_clip can fetch weights for",
@@ -70,6 +72,15 @@ COMMANDS: dict[str, Command] = {
         "recsys leaderboard --data ratings.csv --holdout random:0.2 --task topn --topn-k 10,20",
     ),
     "models": Command(help="list registered models", example="recsys models"),
+    "train": Command(
+        help="fit one model on the training split and save it (data parallel under torchrun)",
+        description="Fit one model on the data's training split and save it, by default where similar-users, "
+        "rank and serve reload it. Under torchrun the torch models (two_tower, pref_tokens, pal) train data "
+        "parallel with DistributedDataParallel, each process on its share of every epoch's batches, and process "
+        "0 saves.",
+        example="recsys train --model two_tower --data data/sim --out models/two_tower\n"
+        "torchrun --nproc_per_node 2 -m recsys.cli train --model two_tower --data data/sim --out models/tt",
+    ),
     "explain": Command(
         help="a user's preference profile and why it scores an image",
         description="Fit the profile model, then print a user's profile and the top contributions to one "

@@ -60,7 +60,12 @@ def add_parsers(subparsers) -> None:
         help="images per cache file: an interrupted run resumes from its last whole chunk (a run with another "
         "size recomputes)",
     )
-    embed.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda or cuda:N")
+    embed.add_argument(
+        "--device",
+        default="auto",
+        help="auto (GPU when there is one), cpu, cuda or cuda:N; under torchrun auto and cuda are each "
+        "process's own GPU, cuda:LOCAL_RANK",
+    )
     embed.add_argument("--text", action="store_true", help="also embed the prompts")
     embed.add_argument(
         "--skip-bad-images",
@@ -97,29 +102,49 @@ def add_parsers(subparsers) -> None:
 
 
 def cmd_features_embed(args: argparse.Namespace) -> int:
-    """Load the dataset, embed it, print where the files went."""
-    import numpy as np
-
-    from recsys.data import load_dataset
+    """Load the dataset, embed it, print where the files went. Under torchrun every rank embeds its share of
+    the chunks into the cache and rank 0 writes the files and prints (``features.embed.embed_dataset``)."""
+    from recsys.distributed import is_main, process_group
     from recsys.extras import require
-    from recsys.files import read_json
 
     require("deep", "recsys features embed")
-    from features.embed import BadImagesError, bad_sidecar_path, embed_dataset, text_output_path
+    with process_group("recsys features embed"):
+        out = _embed(args)
+        if is_main():
+            _print_outputs(args, out)
+    return 0
 
+
+def _embed(args: argparse.Namespace) -> Path:
+    from features.embed import BadImagesError, embed_dataset
+    from recsys.data import load_dataset
+    from recsys.distributed import rank_zero_first
+
+    if args.data is None:  # the simulated default is written once, by rank 0, then read by every rank
+        from recsys.data import ensure_default_dataset
+
+        rank_zero_first(ensure_default_dataset, "simulating the default data")
     ds = load_dataset(args.data)
     # the options named as embed_dataset's keywords pass through as they are
     same = ("checkpoint", "out", "text", "batch_size", "chunk_size", "device", "cache_dir", "cache_max_gb")
     same += ("skip_bad_images",)
     settings = {name: getattr(args, name) for name in same} | {"workspace": args.workspace}
     try:
-        out = embed_dataset(
+        return embed_dataset(
             ds, args.encoder, num_workers=args.workers, progress=not args.no_progress, **settings
         )
     except BadImagesError as err:
         raise err.remedy(
             "fix or remove them, or pass --skip-bad-images to leave them out (listed in X.bad.json)"
         ) from None
+
+
+def _print_outputs(args: argparse.Namespace, out: Path) -> None:
+    import numpy as np
+
+    from features.embed import bad_sidecar_path, text_output_path
+    from recsys.files import read_json
+
     outputs = [out, text_output_path(out)] if args.text else [out]
     for path in outputs:
         with np.load(path, allow_pickle=False) as data:
@@ -129,7 +154,6 @@ def cmd_features_embed(args: argparse.Namespace) -> int:
         if sidecar.is_file():
             count = read_json(sidecar, "a list of left-out images")["count"]
             print(f"  {count} left out (unreadable image or no prompt), listed in {sidecar}")
-    return 0
 
 
 def cmd_features_encoders(args: argparse.Namespace) -> int:

@@ -1,17 +1,43 @@
-"""``recsys models`` (the registered models) and ``recsys explain`` (a user's preference profile)."""
+"""``recsys models`` (the registered models), ``recsys train`` (fit one model and save it, data parallel under
+torchrun) and ``recsys explain`` (a user's preference profile)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from recsys.cli.common import add_command, add_data_arguments, add_workspace_argument, dataset_from_args
+from recsys.cli.common import (
+    add_command,
+    add_data_arguments,
+    add_workspace_argument,
+    check_params,
+    dataset_from_args,
+    parse_params,
+)
 from recsys.errors import UserError
 
 
 def add_parsers(subparsers) -> None:
-    """Add the ``models`` and ``explain`` commands."""
+    """Add the ``models``, ``train`` and ``explain`` commands."""
     models = add_command(subparsers, "models")
     models.set_defaults(func=cmd_models)
+
+    train = add_command(subparsers, "train")
+    add_data_arguments(train)
+    train.add_argument("--model", required=True, help="a registered model (`recsys models` lists them)")
+    train.add_argument(
+        "--params", default=None, help='JSON hyperparameters of the model, e.g. {"epochs": 20}'
+    )
+    train.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder of the saved model (refused when it is not empty, unless --overwrite); default: "
+        "WORKSPACE/models/MODEL-KEY, the folder similar-users, rank and serve reload it from",
+    )
+    train.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    add_workspace_argument(train)
+    train.set_defaults(func=cmd_train)
 
     explain = add_command(subparsers, "explain")
     add_data_arguments(explain)
@@ -83,6 +109,57 @@ def cmd_models(args: argparse.Namespace) -> int:
         "(the best-of-n reference)."
     )
     return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Fit one model on the data's training split and save it. Under torchrun the torch models train data
+    parallel (``recsys.models.torch_utils.train_loop``) and rank 0 saves; other models refuse to run there."""
+    import time
+
+    from recsys.distributed import is_main, launched, process_group, rank_and_world, rank_zero_first, together
+    from recsys.models.registry import create_model
+    from recsys.retrieval.similar import fitted_model_dir
+    from recsys.workspace import check_target, resolve_workspace
+
+    params = parse_params(args.params)
+    check_params({args.model: params})  # an unknown model or parameter fails before any data is read
+    if args.out is not None:
+        check_target(args.out, args.overwrite)
+    model = create_model(args.model, **params)
+    if launched() and not _trains_data_parallel(model):
+        raise UserError(
+            f"{args.model} does not train across processes (the torch models two_tower, pref_tokens and pal "
+            "do); run `recsys train` without torchrun"
+        )
+    with process_group("recsys train"):
+        if args.data is None:  # the simulated default is written once, by rank 0, then read by every rank
+            from recsys.data import ensure_default_dataset
+
+            rank_zero_first(ensure_default_dataset, "simulating the default data")
+        # on every rank at once: with --encoder the ranks share the embedding out (features.embed)
+        dataset = dataset_from_args(args)
+        out = args.out or fitted_model_dir(
+            resolve_workspace(args.workspace), args.model, model.get_params(), dataset
+        )
+        start = time.perf_counter()
+        # not inside `together`: a process failing amid the gradients' collectives ends, and torchrun stops the rest
+        model.fit(dataset)
+        seconds = time.perf_counter() - start
+        with together(f"saving {args.model}"):
+            if is_main():
+                model.save(out)
+        if is_main():
+            world = rank_and_world()[1]
+            how = f"{world} processes" if world > 1 else "1 process"
+            print(f"fitted {args.model} on {dataset.name} in {seconds:.1f} s ({how}); saved to {out}")
+    return 0
+
+
+def _trains_data_parallel(model) -> bool:
+    """Whether the model trains through ``torch_utils.train_loop`` (its hyperparameters are ``TrainParams``)."""
+    from recsys.models.torch_utils import TrainParams
+
+    return issubclass(type(model).Params, TrainParams)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

@@ -119,10 +119,11 @@ class PalB(Model):
             diff = net.reward(rewards[a], logits) - net.reward(rewards[b], logits)
             return _bradley_terry(diff, choice)
 
+        def shuffle() -> None:
+            net.train()
+            order["perm"] = torch.randperm(len(pairs), generator=generator).to(device)
+
         def step(batch: int) -> torch.Tensor:
-            if batch == 0:
-                net.train()
-                order["perm"] = torch.randperm(len(pairs), generator=generator).to(device)
             idx = order["perm"][batch * self.batch_size : (batch + 1) * self.batch_size]
             users = t["user_idx"][idx]
             penalty = net.logits(users).pow(2).sum(-1).mean()
@@ -145,7 +146,7 @@ class PalB(Model):
                     return float(loss_of(*v))
 
         with deterministic_algorithms():  # the gradients of the gathers are scatter-adds
-            fit_module(self, net, step, n_batches, validate)
+            fit_module(self, net, step, n_batches, validate, shuffle)
         self._after_load()
         self.scale_ = np.array([0.0, 1.0])  # choices: rewards as they are
         if on_ratings:  # one affine map of rewards to the rating scale, on the training ratings

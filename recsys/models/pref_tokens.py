@@ -39,6 +39,7 @@ from recsys.models.torch_utils import (
     TowerParams,
     deterministic_algorithms,
     fit_module,
+    own_draws,
     preference_loss,
 )
 
@@ -141,6 +142,7 @@ class PrefTokens(DeepModel):
         choices = isinstance(data, Choices)
         _, device, t = self._start_fit(dataset, data)
         rng = np.random.default_rng(self.seed)
+        draws = own_draws(rng, self.seed)  # rng itself in one process; a rank's own under torchrun
         net = self._build(self.features_.shape[1], self.meta_["meta_sizes"], self.demo_.shape[1]).to(device)
         histories = [(u, *self._rows(data, rows)) for u, rows in data.by_user()]
         eligible = [h for h in histories if len(h[1]) >= 2]
@@ -169,21 +171,22 @@ class PrefTokens(DeepModel):
                     loss = loss + self.contrastive_weight * contrastive
             return loss
 
+        def shuffle() -> None:
+            order[:] = [eligible[j] for j in rng.permutation(len(eligible))]
+
         def step(b: int) -> torch.Tensor:
-            if b == 0:
-                order[:] = [eligible[j] for j in rng.permutation(len(eligible))]
             net.train()
             episodes = []
             for user, a, b_, y in order[b * self.batch_users : (b + 1) * self.batch_users]:
                 n = len(a)
                 longest = max(1, n - 1)
-                short = rng.random() < 0.5 or longest <= SHORT_HISTORY
+                short = draws.random() < 0.5 or longest <= SHORT_HISTORY
                 k = (
-                    int(rng.integers(0, min(SHORT_HISTORY, longest) + 1))
+                    int(draws.integers(0, min(SHORT_HISTORY, longest) + 1))
                     if short
-                    else int(rng.integers(SHORT_HISTORY, longest + 1))
+                    else int(draws.integers(SHORT_HISTORY, longest + 1))
                 )
-                perm = rng.permutation(n)
+                perm = draws.permutation(n)
                 h, q = perm[:k], perm[k : k + self.n_queries]
                 episodes.append((user, a[h], b_[h], y[h], a[q], b_[q], y[q]))
             return loss_of(_pad(episodes, device), True)
@@ -204,7 +207,7 @@ class PrefTokens(DeepModel):
                         return float(loss_of(val_batch, False))
 
         with deterministic_algorithms():  # the gradient of the gather of z is a scatter-add
-            fit_module(self, net, step, n_steps, validate)
+            fit_module(self, net, step, n_steps, validate, shuffle)
         self._after_load()
         self.taste_ = np.zeros((dataset.n_users, self.dim), np.float32)
         self.taste_[[h[0] for h in histories]] = self._fold_rows(histories, choices)

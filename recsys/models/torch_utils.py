@@ -1,4 +1,8 @@
-"""Shared helpers of the deep models: seeding, device choice, the consensus base score, losses, training loop."""
+"""Shared helpers of the deep models: seeding, device choice, the consensus base score, losses, training loop.
+
+The training loop runs data parallel when the process is one of several started by torchrun (an initialised
+process group, ``recsys.distributed``): see ``train_loop``. A single process trains as it always did.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from tqdm.auto import tqdm
 from recsys.data.choices import Choices
 from recsys.data.dataset import Dataset, Ratings
 from recsys.data.encodings import ImageInputs, with_intercept
+from recsys.distributed import local_rank, rank_and_world
 from recsys.models.base import Model, append_rows
 from recsys.models.linear import consensus_map
 from recsys.models.params import DEVICES, Hyperparameters, at_least_one, hyper, non_negative, positive
@@ -143,9 +148,12 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def choose_device(device: str = "auto") -> torch.device:
-    """``auto``: CUDA when present, else CPU (threads as ``recsys.threads.configure_torch_threads`` says)."""
+    """``auto``: CUDA when present, else CPU (threads as ``recsys.threads.configure_torch_threads`` says). Under
+    torchrun (several ranks) ``cuda`` is the rank's own GPU, ``cuda:LOCAL_RANK``."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and rank_and_world()[1] > 1:
+        device = f"cuda:{local_rank()}"
     if device == "cpu":
         configure_torch_threads()
     return torch.device(device)
@@ -180,9 +188,10 @@ def preference_loss(
     return torch.cat(losses).sum() / total
 
 
-def fit_module(model, net: torch.nn.Module, step, n_batches: int, validate=None) -> None:
+def fit_module(model, net: torch.nn.Module, step, n_batches: int, validate=None, shuffle=None) -> None:
     """Train ``net`` with ``train_loop`` under the model's ``DeepParams``; keeps the best state and the history
-    (``model.history_``), and leaves the module on the CPU in eval mode as ``model.net_``."""
+    (``model.history_``), and leaves the module on the CPU in eval mode as ``model.net_``. ``shuffle()`` starts
+    each epoch (it draws the epoch's order); with it the fit can run data parallel under torchrun."""
     model.history_ = train_loop(
         step,
         n_batches,
@@ -195,9 +204,63 @@ def fit_module(model, net: torch.nn.Module, step, n_batches: int, validate=None)
         desc=model.name,
         state=net.state_dict,
         restore=net.load_state_dict,
+        shuffle=shuffle,
+        module=net,
     )
     net.eval()
     model.net_ = net.cpu()
+
+
+def own_draws(generator: np.random.Generator, seed: int) -> np.random.Generator:
+    """The generator of a rank's own random draws within its batches (e.g. which ratings an episode holds):
+    ``generator`` itself in a single process, so that nothing changes there; under data-parallel training one
+    seeded by (seed, rank), so that ``generator`` draws only the epochs' orders, the same on every rank."""
+    rank, world = rank_and_world()
+    return generator if world == 1 else np.random.default_rng([seed % 2**32, rank])
+
+
+def rank_batches(n_batches: int, rank: int, world: int) -> list[int]:
+    """The batches rank ``rank`` of ``world`` takes in every epoch: batch b goes to rank b mod world, and a rank
+    short of one repeats batches from the start (as torch's DistributedSampler pads), so that every rank takes
+    the same number of steps, ceil(n_batches / world): each step averages gradients over all ranks."""
+    return [(rank + k * world) % n_batches for k in range(-(-n_batches // world))]
+
+
+class _StepModule(torch.nn.Module):
+    """One training step as the forward pass of a module holding ``net``: DistributedDataParallel averages the
+    gradients of what a forward pass through it computed, and the steps reach ``net`` through its own methods."""
+
+    def __init__(self, net: torch.nn.Module, step: Callable[[int], torch.Tensor]) -> None:
+        super().__init__()
+        self.net = net
+        self.step = step
+
+    def forward(self, batch: int) -> torch.Tensor:
+        return self.step(batch)
+
+
+def _data_parallel(
+    module: torch.nn.Module, step: Callable[[int], torch.Tensor]
+) -> Callable[[int], torch.Tensor]:
+    """``step`` through DistributedDataParallel over ``module`` (whose parameters it broadcasts from rank 0)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = next(module.parameters()).device
+    return DistributedDataParallel(
+        _StepModule(module, step),
+        device_ids=[device.index] if device.type == "cuda" else None,
+        # every step uses the same parameters, which may leave some unused (pref_tokens' choice gap on ratings)
+        static_graph=True,
+    )
+
+
+def _mean_over_ranks(total: float, count: int) -> float:
+    """sum(total) / sum(count) over the ranks: the same value on every rank."""
+    import torch.distributed as dist
+
+    both = torch.tensor([total, float(count)], dtype=torch.float64)
+    dist.all_reduce(both)
+    return float(both[0] / both[1])
 
 
 def train_loop(
@@ -213,29 +276,55 @@ def train_loop(
     desc: str = "train",
     state: Callable[[], dict] | None = None,
     restore: Callable[[dict], None] | None = None,
+    shuffle: Callable[[], None] | None = None,
+    module: torch.nn.Module | None = None,
 ) -> dict:
     """Adam over ``epochs`` x ``n_batches`` calls of ``step(batch_index) -> loss``, with early stopping.
 
+    ``shuffle()`` runs at the start of every epoch, before its first step (it draws the epoch's order).
     ``validate() -> loss`` (lower is better) runs after each epoch; the best state (``state()``) is restored
     (``restore``) at the end and training stops after ``patience`` epochs without improvement.
     Returns a history dict (train and validation losses per epoch, best epoch).
+
+    Under torchrun (a process group of several ranks) training is data parallel, which needs ``module`` (the
+    network the steps train) and ``shuffle``: ``module`` is wrapped in DistributedDataParallel (rank 0's
+    parameters broadcast, gradients averaged over the ranks at every step), each rank takes its share of every
+    epoch's batches (``rank_batches``), the train and validation losses are averaged over the ranks (every rank
+    stops at the same epoch and restores the same state) and torch's own random draws (dropout) differ per rank.
+    One step then averages the gradients of N batches: N times the batch, 1/N of the steps per epoch. Every
+    rank ends with the same parameters.
     """
+    rank, world = rank_and_world()
+    run, batches = step, range(n_batches)
+    if world > 1:
+        if module is None or shuffle is None:
+            raise ValueError("data-parallel training needs the module and a shuffle that starts each epoch")
+        run, batches = _data_parallel(module, step), rank_batches(n_batches, rank, world)
+        if rank:
+            torch.manual_seed(torch.initial_seed() + rank)
     optimiser = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
     history = {"train_loss": [], "val_loss": [], "best_epoch": None}
     best, best_state, waited = math.inf, None, 0
-    bar = tqdm(range(epochs), desc=desc, disable=None, leave=False)
+    bar = tqdm(range(epochs), desc=desc, disable=None if rank == 0 else True, leave=False)
     for epoch in bar:
+        if shuffle is not None:
+            shuffle()
         total = 0.0
-        for b in range(n_batches):
+        for b in batches:
             optimiser.zero_grad()
-            loss = step(b)
+            loss = run(b)
             loss.backward()
             optimiser.step()
             total += float(loss.detach())
-        history["train_loss"].append(total / max(n_batches, 1))
+        if world > 1:
+            history["train_loss"].append(_mean_over_ranks(total, len(batches)))
+        else:
+            history["train_loss"].append(total / max(n_batches, 1))
         postfix = {"loss": f"{history['train_loss'][-1]:.4f}"}
         if validate is not None:
             val = float(validate())
+            if world > 1:
+                val = _mean_over_ranks(val, 1)
             history["val_loss"].append(val)
             postfix["val"] = f"{val:.4f}"
             if val < best - 1e-5:

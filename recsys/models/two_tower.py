@@ -148,10 +148,11 @@ class TwoTower(DeepModel):
                 loss = loss + self.contrastive_weight * preference_loss(pred, batch[2], u, self.temperature)
             return loss
 
+        def shuffle() -> None:
+            net.train()
+            order["perm"] = torch.randperm(n, generator=generator).to(device)
+
         def step(b: int) -> torch.Tensor:
-            if b == 0:
-                net.train()
-                order["perm"] = torch.randperm(n, generator=generator).to(device)
             idx = order["perm"][b * self.batch_size : (b + 1) * self.batch_size]
             return loss_of([x[idx] for x in rows], True)
 
@@ -165,7 +166,7 @@ class TwoTower(DeepModel):
                 with torch.no_grad():
                     return float(loss_of(held_rows, False))
 
-        fit_module(self, net, step, n_batches, validate)
+        fit_module(self, net, step, n_batches, validate, shuffle)
         self._after_load()
         self._measure_priors(data if not choices else None)
 
