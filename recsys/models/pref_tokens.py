@@ -18,6 +18,12 @@ score(u, i) = consensus(i) + image_bias(i) + taste(u) . z(i)
   queries (half of the episodes with short histories, as new users have, half with long ones, as seen users
   have); early stopping on ``val_seen`` (``recsys.models.base.DATA_POLICY``), each fitted user scored from its
   full training history.
+* seen users' refinement (not in the paper): the ridge strength is learned for histories of every length, so a
+  fitted user's taste is refit on its whole training history with that strength times ``seen_reg_scale_``, the
+  multiple of ``SEEN_REG_SCALES`` with the lowest validation loss on ``val_seen`` (1 unless another is strictly
+  better). New users keep the learned strength.
+
+What follows the paper and what is ours: README.md, "pref_tokens: the paper and this reproduction".
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ from recsys.models.torch_utils import (
 SHORT_HISTORY = 24
 #: temperature of the softmax that mixes the selected tokens (over cosine similarities)
 MIX_TEMPERATURE = 0.1
+#: multiples of the learned history ridge strength tried for the seen users' refinement (chosen on val_seen)
+SEEN_REG_SCALES = (1.0, 0.03, 0.1, 0.3, 3.0, 10.0)
 
 
 class _PrefNet(nn.Module):
@@ -74,9 +82,10 @@ class _PrefNet(nn.Module):
         top = sim.topk(self.n_selected, dim=-1)
         return top.indices, torch.softmax(top.values / MIX_TEMPERATURE, -1), (1.0 - top.values).mean()
 
-    def taste(self, z, resid, mask, demo):
+    def taste(self, z, resid, mask, demo, reg_scale: float = 1.0):
         """Taste vectors (batch x dim) from histories: ``z`` (batch x L x dim) of the rated images, ``resid``
-        their residual scores, ``mask`` 1 for real entries; ``demo`` (batch x n_demo). And the key loss."""
+        their residual scores, ``mask`` 1 for real entries; ``demo`` (batch x n_demo). And the key loss.
+        ``reg_scale`` multiplies the learned ridge strength of the history fit (the seen users' refinement)."""
         z = z * mask[..., None]
         resid = resid * mask
         summary = (z * resid[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
@@ -87,7 +96,7 @@ class _PrefNet(nn.Module):
         else:
             prior = self.demo_taste(demo)
         eye = torch.eye(z.shape[-1], device=z.device)
-        gram = z.transpose(1, 2) @ z + self.log_reg.exp() * eye
+        gram = z.transpose(1, 2) @ z + reg_scale * self.log_reg.exp() * eye
         rhs = z.transpose(1, 2) @ (resid - (z @ prior[..., None]).squeeze(-1))[..., None]
         return prior + torch.linalg.solve(gram, rhs).squeeze(-1), key_loss
 
@@ -209,8 +218,36 @@ class PrefTokens(DeepModel):
         with deterministic_algorithms():  # the gradient of the gather of z is a scatter-add
             fit_module(self, net, step, n_steps, validate, shuffle)
         self._after_load()
+        self.seen_reg_scale_ = 1.0
+        if held is not None and len(held):
+            self.seen_reg_scale_ = self._seen_reg_scale(histories, held, choices)
         self.taste_ = np.zeros((dataset.n_users, self.dim), np.float32)
-        self.taste_[[h[0] for h in histories]] = self._fold_rows(histories, choices)
+        self.taste_[[h[0] for h in histories]] = self._fold_rows(histories, choices, self.seen_reg_scale_)
+
+    def _seen_reg_scale(self, histories: list[tuple], held: Ratings | Choices, choices: bool) -> float:
+        """The multiple of ``SEEN_REG_SCALES`` whose refit of the fitted users' tastes from their whole training
+        histories scores the validation split best (mean squared error of ratings, log loss of choices); the
+        first, 1, unless another is strictly better."""
+        users = np.array([h[0] for h in histories], np.int64)
+        row_of = np.full(int(users.max()) + 1, -1, np.int64)
+        row_of[users] = np.arange(len(users))
+        user_idx = held.user_idx
+        keep = (user_idx <= users.max()) & (row_of[np.minimum(user_idx, users.max())] >= 0)
+        if not keep.any():
+            return 1.0
+        rows = row_of[user_idx[keep]]
+        a, b, y = self._rows(held, np.flatnonzero(keep))
+        losses = []
+        for scale in SEEN_REG_SCALES:
+            taste = self._fold_rows(histories, choices, scale).astype(np.float64)
+            diff = self._score0[a] - self._score0[b] + ((self._z[a] - self._z[b]) * taste[rows]).sum(-1)
+            if choices:
+                loss = y * np.logaddexp(0.0, -diff) + (1 - y) * np.logaddexp(0.0, diff)
+            else:
+                loss = (diff - y) ** 2
+            losses.append(float(np.mean(loss)))
+        best = int(np.argmin(losses))
+        return float(SEEN_REG_SCALES[best]) if losses[best] < losses[0] else 1.0
 
     def _rows(self, data, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(image a, image b, target) of some rows of ratings (b: NONE) or of choices."""
@@ -274,9 +311,9 @@ class PrefTokens(DeepModel):
             [(r.user_idx, r.image_a, r.image_b, r.choice) for r in references], choices=True
         )
 
-    def _fold_rows(self, histories: list[tuple], choices: bool) -> np.ndarray:
+    def _fold_rows(self, histories: list[tuple], choices: bool, reg_scale: float = 1.0) -> np.ndarray:
         """Taste vectors of (user, image a, image b, target) histories of ratings or, with ``choices``, of choices
-        (see the fitting section)."""
+        (see the fitting section), with the history ridge's strength times ``reg_scale``."""
         out = np.zeros((len(histories), self.dim), np.float32)
         z_all = torch.as_tensor(self._z)
         for start in range(0, len(histories), 256):
@@ -287,7 +324,7 @@ class PrefTokens(DeepModel):
             s0 = torch.as_tensor(self._score0, dtype=torch.float32)
             resid = target - (s0[hist_a] - s0[hist_b])
             with torch.no_grad():
-                taste, _ = self.net_.taste(z_all[hist_a] - z_all[hist_b], resid, hist_m, demo)
+                taste, _ = self.net_.taste(z_all[hist_a] - z_all[hist_b], resid, hist_m, demo, reg_scale)
             out[start : start + len(chunk)] = taste.numpy()
         return out
 

@@ -41,16 +41,48 @@ def test_references_in_scores_out(model, small_sim):
     np.testing.assert_allclose(single, with_refs[:1], rtol=1e-5, atol=1e-5)
 
 
+def _history(model, ratings, rows):
+    return (int(ratings.user_idx[rows[0]]), ratings.image_idx[rows], np.full(len(rows), len(model.base_)),
+            ratings.score[rows])  # fmt: skip
+
+
 def test_a_seen_user_is_scored_from_its_whole_history(model, small_sim):
-    """A fitted user's taste is the fold of every one of its training ratings, not of a sample of them."""
+    """A fitted user's taste is the fold of every one of its training ratings (with the seen users' ridge
+    strength), not of a sample of them."""
     r = small_sim.ratings["train"]
     user = int(r.user_idx[0])
     rows = np.flatnonzero(r.user_idx == user)
     assert len(rows) > 40
-    whole = model.fold_in([References(user, r.image_idx[rows], r.score[rows])])[0]
+    whole = model._fold_rows([_history(model, r, rows)], False, model.seen_reg_scale_)[0]
     np.testing.assert_allclose(model.user_vectors()[user], whole, rtol=1e-4, atol=1e-5)
-    part = model.fold_in([References(user, r.image_idx[rows[:32]], r.score[rows[:32]])])[0]
+    part = model._fold_rows([_history(model, r, rows[:32])], False, model.seen_reg_scale_)[0]
     assert not np.allclose(part, whole, atol=1e-3)
+
+
+def test_the_seen_users_refinement_is_the_ridge_strength_best_on_val_seen(model, small_sim):
+    """The seen users' ridge strength is the multiple with the lowest val_seen squared error, recomputed here
+    from the model's scores of each candidate's tastes; new users keep the learned strength."""
+    from recsys.models.pref_tokens import SEEN_REG_SCALES
+
+    train, val = small_sim.ratings["train"], small_sim.ratings["val_seen"]
+    users = np.unique(train.user_idx)
+    histories = [_history(model, train, np.flatnonzero(train.user_idx == u)) for u in users]
+    errors = []
+    for scale in SEEN_REG_SCALES:
+        taste = dict(zip(users.tolist(), model._fold_rows(histories, False, scale), strict=True))
+        seen = np.isin(val.user_idx, users)
+        pred = [model._score_folded([taste[int(u)]], [np.array([i])])[0][0]
+                for u, i in zip(val.user_idx[seen], val.image_idx[seen], strict=True)]  # fmt: skip
+        errors.append(float(np.mean((np.array(pred) - val.score[seen]) ** 2)))
+    best = int(np.argmin(errors))
+    expected = SEEN_REG_SCALES[best] if errors[best] < errors[0] else 1.0
+    assert model.seen_reg_scale_ == expected
+    refs = References(int(users[0]), train.image_idx[train.user_idx == users[0]],
+                      train.score[train.user_idx == users[0]])  # fmt: skip
+    np.testing.assert_allclose(
+        model.fold_in([refs])[0], model._fold_rows([_history(model, train, np.flatnonzero(train.user_idx ==
+                                                    users[0]))], False, 1.0)[0], rtol=1e-5, atol=1e-6
+    )  # fmt: skip
 
 
 def test_active_tokens(model, small_sim):
