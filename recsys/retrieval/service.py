@@ -9,6 +9,10 @@
     POST /rank                        {"user_id"} or {"references"}, plus {"image_ids"} and/or {"images": [{"name",
                                       "data" (base64)}]}: the candidates best first, with their scores and ranks
 
+Ids: a user or image id in a JSON body may be a JSON number or a string, and is matched to the data's ids
+either way (``196`` finds user ``"196"`` of a table whose ids are text, ``"196"`` finds user 196 of one whose
+ids are integers; ``Dataset.user_index``); in a path it is text, matched the same way.
+
 Limits (:class:`ServiceLimits`; ``recsys serve`` sets them with the flags named, defaults in brackets):
 
 * a request body is at most ``max_body_bytes`` (``--max-body-bytes``, [262144] = 256 KiB: twice the largest
@@ -80,7 +84,7 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -114,6 +118,10 @@ DISCONNECT_POLL_S = 0.05
 MAX_DETAIL_CHARS = 300
 
 T = TypeVar("T")
+
+#: A user or image id in a JSON body: a number or a string, matched to the data's ids either way (a JSON
+#: true or 1.5 is a 422, not an id)
+Id = StrictInt | StrictStr
 
 
 @dataclass(frozen=True)
@@ -165,7 +173,9 @@ class ServiceLimits:
 
 
 class Reference(BaseModel):
-    image_id: int | str
+    """One rating of a new user: an image of the data and the score the person gave it."""
+
+    image_id: Id
     score: float
 
 
@@ -187,14 +197,14 @@ def request_models(limits: ServiceLimits) -> tuple[type[BaseModel], type[BaseMod
         k: int = Field(10, ge=1, le=MAX_K)
 
     class ScoreRequest(BaseModel):
-        user_id: str | None = None
+        user_id: Id | None = None
         references: list[Reference] | None = Field(None, max_length=limits.max_references)
-        image_ids: list[int | str] = Field(min_length=1, max_length=limits.max_image_ids)
+        image_ids: list[Id] = Field(min_length=1, max_length=limits.max_image_ids)
 
     class RankRequest(BaseModel):
-        user_id: str | None = None
+        user_id: Id | None = None
         references: list[Reference] | None = Field(None, max_length=limits.max_references)
-        image_ids: list[int | str] = Field(default_factory=list, max_length=limits.max_image_ids)
+        image_ids: list[Id] = Field(default_factory=list, max_length=limits.max_image_ids)
         images: list[Upload] = Field(default_factory=list, max_length=limits.max_uploads)
 
     return SimilarRequest, ScoreRequest, RankRequest
