@@ -1,7 +1,7 @@
 """What a person reads about the HTTP service and sends to it: ``/docs`` rendered with no internet (its assets
 served by the app, checked in headless Chromium with every other host unreachable), a summary and a
-description on every route, ids given as JSON numbers or strings, and a body sent without a JSON content type
-answered with a 422 that says so."""
+description on every route, ids given as JSON numbers or strings, and every ``curl`` command of the README's
+service sections run against a live server on simulated data."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import dataclasses
 import fnmatch
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import tomllib
@@ -19,12 +20,17 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from PIL import Image
 from test_service import assert_one_line, serving
 
 from recsys.models import create_model
-from recsys.retrieval.service import SWAGGER_UI_DIR, create_app
+from recsys.retrieval.service import EXAMPLES, SWAGGER_UI_DIR, Health, create_app
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+#: the README sections whose curl commands are run (the service's endpoints are documented in them)
+SERVICE_SECTIONS = ("## Recommendations (top-N)", "## Similar users")
+#: the encoder of the ``tiny_sim`` fixture (tests/conftest.py)
+TINY_ENCODER = "clip:recsys-test-tiny/random"
 #: Chromium with every host but 127.0.0.1 unresolvable: only the server under test answers
 OFFLINE_CHROMIUM = [
     "--headless",
@@ -206,3 +212,151 @@ def test_a_body_without_a_json_content_type_is_a_422_that_says_so(client, small_
         assert "Content-Type: application/json" in detail and got in detail
     ok = client.post("/score", content=body, headers={"content-type": "application/json"})
     assert ok.status_code == 200
+
+
+# ---------------------------------------------------------------------- the README's curl commands
+def _complete(command: str) -> bool:
+    """Whether ``command`` is a whole shell command (no open quote, no line continuation)."""
+    if command.rstrip().endswith("\\"):
+        return False
+    try:
+        shlex.split(command, comments=True)
+    except ValueError:  # an open quote: the command goes on on the next line
+        return False
+    return True
+
+
+def readme_curl_commands() -> list[str]:
+    """Every ``curl`` command in the bash blocks of the README's service sections, as written there."""
+    text = README.read_text()
+    commands = []
+    for heading in SERVICE_SECTIONS:
+        start = text.index(f"\n{heading}\n")
+        end = text.find("\n## ", start + 1)
+        for block in re.findall(r"```bash\n(.*?)```", text[start:end], re.S):
+            lines = block.splitlines()
+            i = 0
+            while i < len(lines):
+                if lines[i].startswith("curl "):
+                    command = lines[i]
+                    while not _complete(command):
+                        i += 1
+                        command += "\n" + lines[i]
+                    commands.append(command)
+                i += 1
+    return commands
+
+
+def _same_shape(answer, example, where: str = "answer") -> None:
+    """``answer`` has the keys of the documented ``example`` (dicts), and each item of a list has those of
+    the example's first item; a neighbour's ``shared_*`` keys name the data's own category columns (and may
+    list none)."""
+    if isinstance(example, dict):
+        assert isinstance(answer, dict), f"{where}: {answer!r} is not an object"
+        shared = {key for key in example if key.startswith("shared_")}
+        if shared:
+            assert all(key.startswith("shared_") for key in set(answer) - set(example)), where
+            assert set(example) - shared <= set(answer), where
+        else:
+            assert set(answer) == set(example), f"{where}: keys {sorted(answer)} != {sorted(example)}"
+        for key in set(example) & set(answer):
+            _same_shape(answer[key], example[key], f"{where}.{key}")
+    elif isinstance(example, list):
+        assert isinstance(answer, list), f"{where}: {answer!r} is not a list"
+        # the categories two people share may be none; every other list answers with something
+        assert answer or where.rsplit(".", 1)[-1].startswith("shared_"), f"{where} is empty"
+        for i, item in enumerate(answer):
+            _same_shape(item, example[0], f"{where}[{i}]")
+
+
+#: the documented example (``EXAMPLES``) each route's answer must match
+ROUTE_EXAMPLES = {
+    "/users/{user_id}/similar": "similar",
+    "/users/{user_id}/recommend": "recommend",
+    "/users/similar": "similar",
+    "/score": "score",
+    "/rank": "rank",
+}
+
+
+def _route(path: str, templates: list[str]) -> str:
+    """The route template (``/users/{user_id}/similar``) that a called path matches; a fixed path first."""
+    for template in sorted(templates, key=lambda t: "{" in t):
+        if re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", template), path):
+            return template
+    raise AssertionError(f"{path} is no route of the service")
+
+
+def test_the_readme_curl_commands_answer_as_documented(tiny_sim, tiny_home, tmp_path, monkeypatch):
+    """Each curl command is run by bash as the README writes it, against uvicorn serving user_ridge with the
+    encoder of the data's features; only the port and the README's example ids (a user and two images of
+    PAMELA) are replaced by ones of the simulated data."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not on PATH: the README's curl commands were not run")
+    monkeypatch.setenv("RECSYS_HOME", str(tiny_home))
+    _, data = tiny_sim
+    model = create_model("user_ridge").fit(data)
+    commands = readme_curl_commands()
+    assert len(commands) >= 7, commands
+    train = data.ratings["train"]
+    user = int(np.bincount(train.user_idx).argmax())  # the user with the most ratings: has a taste
+    ids = {
+        "p_1a2b3c4d": str(data.user_ids[user]),
+        "1049071": str(data.image_ids[train.image_idx[0]]),
+        "1494357": str(data.image_ids[train.image_idx[1]]),
+    }
+    assert len(set(ids.values())) == 3
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "new.png")  # the file the README's upload sends
+    wrap = "curl() { command curl -w '\\n%{http_code}' \"$@\"; }\n"  # the status code after the body
+    called = set()
+    app = create_app(model, data, encoder=TINY_ENCODER)
+    templates = list(app.openapi()["paths"])
+    with serving(app) as base:
+        for command in commands:
+            script = command.replace("localhost:8000", base.removeprefix("http://"))
+            for readme_id, our_id in ids.items():
+                script = re.sub(rf"\b{readme_id}\b", our_id, script)
+            run = subprocess.run(
+                ["bash", "-c", wrap + script], cwd=tmp_path, capture_output=True, text=True, timeout=120
+            )
+            assert run.returncode == 0, f"{command}\n{run.stderr}"
+            body, _, status = run.stdout.rpartition("\n")
+            assert status.startswith("2"), f"{command}\nanswered {status}: {body}"
+            answer = json.loads(body)
+            path = re.search(r"localhost:8000(/[^ '?]*)", command).group(1)
+            if path == "/health":
+                assert set(answer) == set(Health.model_fields) and answer["users"] == len(data.train_users())
+                called.add(path)
+                continue
+            route = _route(path, templates)
+            name = ROUTE_EXAMPLES[route]
+            _same_shape(answer, EXAMPLES[name][200]["content"]["application/json"]["example"])
+            called.add(route)
+            asked = re.search(r'[?&]n=(\d+)|[?&]k=(\d+)|"k": (\d+)', script)
+            if asked:  # as many as asked for (the data hold more than that)
+                count = int(next(group for group in asked.groups() if group))
+                listed = answer["recommendations"] if name == "recommend" else answer
+                assert len(listed) == count, command
+            if name == "score":
+                expected = model.predict(
+                    np.full(2, user),
+                    np.array([data.image_index(int(ids[i])) for i in ("1049071", "1494357")]),
+                )
+                np.testing.assert_allclose([row["score"] for row in answer["scores"]], expected, rtol=1e-6)
+            if name == "rank" and "new.png" in command:
+                assert sorted(map(str, (row["image_id"] for row in answer["ranking"]))) == sorted(
+                    [ids["1494357"], "new.png"]
+                )
+    assert called == set(templates)  # every endpoint has a README command
+
+
+def test_the_readme_curl_commands_are_read_whole():
+    """Commands over several lines (an open quote, a trailing backslash) are read whole, and every one that
+    sends a body says it is JSON (without it the service answers 422, as the test above checks)."""
+    commands = readme_curl_commands()
+    rank = [command for command in commands if "new.png" in command]
+    assert len(rank) == 1 and rank[0].count("\n") == 1 and rank[0].endswith("base64 -w0 new.png)\"'\"}]}'")
+    continued = [command for command in commands if "\\\n" in command]
+    assert len(continued) == 3 and all(command.rstrip().endswith("}'") for command in continued)
+    assert all("-d " not in command or "Content-Type: application/json" in command for command in commands)
