@@ -231,9 +231,30 @@ class Health(BaseModel):
     images: int = Field(description="images of the data")
 
 
+class ErrorDetail(BaseModel):
+    """Every 4xx and 5xx answer: one line that never repeats the request."""
+
+    detail: str = Field(description="what went wrong, in one line")
+
+
+#: the errors every model route may answer (``install_error_handlers`` makes each body an ErrorDetail)
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorDetail, "description": description}
+    for status, description in [
+        (404, "An unknown user or image, or a user the model was not fitted on."),
+        (413, "A body or a list over a limit of the service (the detail names it)."),
+        (422, "A malformed body, a value out of range, or a body not sent as JSON (the first problem)."),
+        (503, "Every model thread is busy and the queue is full: retry."),
+        (504, "The model did not answer within the service's timeout."),
+    ]
+}
+
+
 def _example(example: Any, description: str) -> dict[int | str, dict[str, Any]]:
-    """The ``responses`` of a route whose 200 body is ``example`` (shown in the schema and in /docs)."""
-    return {200: {"description": description, "content": {"application/json": {"example": example}}}}
+    """The ``responses`` of a route whose 200 body is ``example`` (shown in the schema and in /docs), and its
+    errors."""
+    ok = {"description": description, "content": {"application/json": {"example": example}}}
+    return {200: ok, **_ERRORS}
 
 
 _NEIGHBOUR = {
@@ -649,7 +670,7 @@ def create_app(
             gc.unfreeze()
 
     app = FastAPI(
-        title="recsys similar users",
+        title="recsys: similar users, recommendations, scores",
         description=(
             f"{model.name} on {dataset.name}"
             + (" (SIMULATED data)" if dataset.simulated else "")

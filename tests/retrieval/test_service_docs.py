@@ -70,6 +70,14 @@ def test_every_route_has_a_summary_and_a_description(client):
         assert "example" in ok["content"]["application/json"] or path == "/health"
     health = paths["/health"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert health == {"$ref": "#/components/schemas/Health"}
+    # errors are documented as they are answered: {"detail": "one line"}, never FastAPI's validation list
+    for path, method, op in operations:
+        errors = {status: r for status, r in op["responses"].items() if status[0] in "45"}
+        assert path == "/health" or {"404", "413", "422", "503", "504"} <= set(errors), f"{method} {path}"
+        for answer in errors.values():
+            schema = answer["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/ErrorDetail"}
+    assert "HTTPValidationError" not in client.get("/openapi.json").json()["components"]["schemas"]
 
 
 class _Assets(HTMLParser):
