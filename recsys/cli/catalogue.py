@@ -120,5 +120,8 @@ COMMANDS: dict[str, Command] = {
         help="HTTP service: similar users and scores (FastAPI)",
         example="recsys serve --model user_ridge --port 8000\n"
         "recsys serve --max-references 500 --workers 8 --timeout 5",
+        description="Serve one fitted model over HTTP: similar users, recommendations, scores and rankings of "
+        "a fitted or a new user (JSON). http://HOST:PORT/docs describes every endpoint and sends requests from "
+        "the page; it needs no internet.",
     ),
 }

@@ -159,14 +159,14 @@ class Dataset:
 
     def user_index(self, user_id) -> int:
         """The index of an external user id; a clear error for an unknown one."""
-        key = _coerce_id(user_id, self.user_ids)
+        key = _coerce_id(user_id, self.user_ids, self._user_index)
         if key not in self._user_index:
             raise UnknownId(f"unknown user id {user_id!r} in {self.name}")
         return self._user_index[key]
 
     def image_index(self, image_id) -> int:
         """The index of an external image id; a clear error for an unknown one."""
-        key = _coerce_id(image_id, self.image_ids)
+        key = _coerce_id(image_id, self.image_ids, self._image_index)
         if key not in self._image_index:
             raise UnknownId(f"unknown image id {image_id!r} in {self.name}")
         return self._image_index[key]
@@ -579,11 +579,19 @@ class FitView(Dataset):
         return self.expected
 
 
-def _coerce_id(value, ids: np.ndarray):
-    """Ids typed on a command line arrive as strings; match the dataset's id type."""
+def _coerce_id(value, ids: np.ndarray, index: dict):
+    """Match an id to the dataset's id type: ids typed on a command line (or in a URL) arrive as strings, and
+    a JSON body may give a text id such as ``"196"`` as the number 196."""
     if ids.dtype.kind in "iu" and isinstance(value, str):
         try:
             return int(value)
         except ValueError:
             return value
+    if (
+        ids.dtype.kind in "OUS"
+        and isinstance(value, int | np.integer)
+        and not isinstance(value, bool)
+        and value not in index
+    ):
+        return str(value)
     return value

@@ -8,6 +8,12 @@
     POST /score                       {"user_id"} or {"references"}, plus {"image_ids"}: predicted scores
     POST /rank                        {"user_id"} or {"references"}, plus {"image_ids"} and/or {"images": [{"name",
                                       "data" (base64)}]}: the candidates best first, with their scores and ranks
+    GET  /docs                        Swagger UI of the OpenAPI schema (``/openapi.json``), its script and style
+                                      served by the service itself from ``static/swagger-ui`` (no internet needed)
+
+Ids: a user or image id in a JSON body may be a JSON number or a string, and is matched to the data's ids
+either way (``196`` finds user ``"196"`` of a table whose ids are text, ``"196"`` finds user 196 of one whose
+ids are integers; ``Dataset.user_index``); in a path it is text, matched the same way.
 
 Limits (:class:`ServiceLimits`; ``recsys serve`` sets them with the flags named, defaults in brackets):
 
@@ -74,13 +80,16 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -113,7 +122,16 @@ DISCONNECT_POLL_S = 0.05
 #: The longest ``detail`` sent (longer ones, e.g. naming a very long unknown id, are cut with "...").
 MAX_DETAIL_CHARS = 300
 
+#: Swagger UI's script, style and icon (swagger-ui-dist, Apache-2.0; its LICENSE and NOTICE beside them)
+SWAGGER_UI_DIR = Path(__file__).parent / "static" / "swagger-ui"
+#: where the app serves them
+DOCS_ASSETS_URL = "/docs-assets"
+
 T = TypeVar("T")
+
+#: A user or image id in a JSON body: a number or a string, matched to the data's ids either way (a JSON
+#: true or 1.5 is a 422, not an id)
+Id = StrictInt | StrictStr
 
 
 @dataclass(frozen=True)
@@ -165,7 +183,9 @@ class ServiceLimits:
 
 
 class Reference(BaseModel):
-    image_id: int | str
+    """One rating of a new user: an image of the data and the score the person gave it."""
+
+    image_id: Id
     score: float
 
 
@@ -187,17 +207,96 @@ def request_models(limits: ServiceLimits) -> tuple[type[BaseModel], type[BaseMod
         k: int = Field(10, ge=1, le=MAX_K)
 
     class ScoreRequest(BaseModel):
-        user_id: str | None = None
+        user_id: Id | None = None
         references: list[Reference] | None = Field(None, max_length=limits.max_references)
-        image_ids: list[int | str] = Field(min_length=1, max_length=limits.max_image_ids)
+        image_ids: list[Id] = Field(min_length=1, max_length=limits.max_image_ids)
 
     class RankRequest(BaseModel):
-        user_id: str | None = None
+        user_id: Id | None = None
         references: list[Reference] | None = Field(None, max_length=limits.max_references)
-        image_ids: list[int | str] = Field(default_factory=list, max_length=limits.max_image_ids)
+        image_ids: list[Id] = Field(default_factory=list, max_length=limits.max_image_ids)
         images: list[Upload] = Field(default_factory=list, max_length=limits.max_uploads)
 
     return SimilarRequest, ScoreRequest, RankRequest
+
+
+class Health(BaseModel):
+    """What ``GET /health`` answers."""
+
+    status: str = Field(description='"ok" while the service answers')
+    model: str = Field(description="the served model's name")
+    dataset: str = Field(description="the data it was fitted on (simulated data say so in the name)")
+    simulated: bool = Field(description="whether the data are simulated (not real people)")
+    users: int = Field(description="fitted users: those the model was fitted on, found by id")
+    images: int = Field(description="images of the data")
+
+
+class ErrorDetail(BaseModel):
+    """Every 4xx and 5xx answer: one line that never repeats the request."""
+
+    detail: str = Field(description="what went wrong, in one line")
+
+
+#: the errors every model route may answer (``install_error_handlers`` makes each body an ErrorDetail)
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorDetail, "description": description}
+    for status, description in [
+        (404, "An unknown user or image, or a user the model was not fitted on."),
+        (413, "A body or a list over a limit of the service (the detail names it)."),
+        (422, "A malformed body, a value out of range, or a body not sent as JSON (the first problem)."),
+        (503, "Every model thread is busy and the queue is full: retry."),
+        (504, "The model did not answer within the service's timeout."),
+    ]
+}
+
+
+def _example(example: Any, description: str) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` of a route whose 200 body is ``example`` (shown in the schema and in /docs), and its
+    errors."""
+    ok = {"description": description, "content": {"application/json": {"example": example}}}
+    return {200: ok, **_ERRORS}
+
+
+_NEIGHBOUR = {
+    "user_id": "p_1a2b3c4d",
+    "score": 0.83,
+    "shared_group": ["portrait"],
+    "shared_style": ["watercolour"],
+    "co_rated": 12,
+    "agreement": 0.61,
+}
+#: the documented 200 bodies of the routes (their keys are the ones the code returns)
+EXAMPLES = {
+    "similar": _example(
+        [_NEIGHBOUR],
+        "The k most similar fitted users, most similar first: the cosine similarity of their taste vectors "
+        "(score), the categories (e.g. group, style) both rate above their own average, how many images both "
+        "rated (co_rated) and their Pearson agreement on those (null under 3).",
+    ),
+    "recommend": _example(
+        {
+            "model": "mf",
+            "user_id": "p_1a2b3c4d",
+            "recommendations": [{"rank": 1, "image_id": 1494357, "score": 4.2, "rated": False}],
+        },
+        "The n highest-scored images, best first; rated says whether the user rated the image in the data the "
+        "model was fitted on (only true with include_rated=true).",
+    ),
+    "score": _example(
+        {"model": "user_ridge", "scores": [{"image_id": 1494357, "score": 3.7}]},
+        "One predicted score per image id, in the order of the request's image_ids.",
+    ),
+    "rank": _example(
+        {
+            "model": "user_ridge",
+            "ranking": [
+                {"rank": 1, "image_id": "new.png", "score": 4.1},
+                {"rank": 2, "image_id": 1494357, "score": 3.7},
+            ],
+        },
+        "The candidates best first; an uploaded image is named by its name.",
+    ),
+}
 
 
 # ---------------------------------------------------------------------- one-line errors
@@ -263,6 +362,18 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
     return one_line(line)
 
 
+def _is_body_error(errors: list[dict[str, Any]]) -> bool:
+    """Whether any validation error is about the request body."""
+    return any(tuple(error.get("loc", ()))[:1] == ("body",) for error in errors)
+
+
+def _is_json_type(content_type: str) -> bool:
+    """Whether a Content-Type header names JSON (``application/json``, ``application/x+json``), as FastAPI
+    decides whether to parse a body as JSON."""
+    kind = content_type.split(";")[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+
+
 def _error(status: int, detail: object, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": one_line(detail)}, status_code=status, headers=headers)
 
@@ -280,6 +391,15 @@ def install_error_handlers(app: FastAPI) -> None:
         over = describe_list_over_limit(errors)
         if over is not None:
             return _error(413, over)
+        content_type = request.headers.get("content-type", "")
+        if _is_body_error(errors) and not _is_json_type(content_type):
+            # FastAPI reads a body of another type as a form: its errors would not say what is wrong
+            got = one_line(content_type.split(";")[0], 60) or "none"
+            return _error(
+                422,
+                f"the body must be JSON sent with Content-Type: application/json (got {got}; "
+                "curl: -H 'Content-Type: application/json')",
+            )
         return _error(422, describe_validation_errors(errors))
 
     async def server_error(request: Request, exc: Exception) -> JSONResponse:
@@ -550,10 +670,29 @@ def create_app(
             gc.unfreeze()
 
     app = FastAPI(
-        title="recsys similar users",
-        description=f"{model.name} on {dataset.name}" + (" (SIMULATED data)" if dataset.simulated else ""),
+        title="recsys: similar users, recommendations, scores",
+        description=(
+            f"{model.name} on {dataset.name}"
+            + (" (SIMULATED data)" if dataset.simulated else "")
+            + '. Ids in a JSON body may be numbers or strings; every error is {"detail": "one line"}.'
+        ),
         lifespan=lifespan,
+        docs_url=None,  # served below with local assets: the default page loads them from a CDN
+        redoc_url=None,  # ReDoc's script would come from a CDN too
     )
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=SWAGGER_UI_DIR), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")  # behind a proxy that mounts the app on a path
+        return get_swagger_ui_html(
+            openapi_url=root + (app.openapi_url or "/openapi.json"),
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon-32x32.png",
+        )
+
     app.state.pool = pool
     app.state.upload_pool = upload_pool
     app.state.limits = limits
@@ -578,15 +717,36 @@ def create_app(
         except UserError as err:
             raise HTTPException(422, str(err)) from None
 
-    @app.get("/health")
+    @app.get(
+        "/health",
+        summary="Whether the service is up, and what it serves",
+        description="The model, the data and how many users and images they hold. Answered at once, even while "
+        "every model thread is busy.",
+        response_model=Health,
+        response_description="The service's model and data, and how many users and images they hold.",
+    )
     async def health() -> dict:
         return dict(health_body)
 
-    @app.get("/users/{user_id}/similar")
+    @app.get(
+        "/users/{user_id}/similar",
+        summary="The users most similar to a fitted user",
+        description="The k fitted users whose taste vectors are closest (cosine) to this user's, most similar "
+        "first, never the user itself. 404 for an unknown user; 422 for a user without training ratings (send "
+        "their references to POST /users/similar) or k outside 1..1000.",
+        responses=EXAMPLES["similar"],
+    )
     async def similar_to_user(user_id: str, k: int = Query(10, ge=1, le=MAX_K)) -> list[dict]:
         return await run(lambda: similar.by_user(user_id, k))
 
-    @app.get("/users/{user_id}/recommend")
+    @app.get(
+        "/users/{user_id}/recommend",
+        summary="The n images the model scores highest for a fitted user",
+        description="Every image of the data scored by the model for this user; the images the user rated in the "
+        "data the model was fitted on are left out unless include_rated=true; best first, equal scores in the "
+        "data's order of images. 404 for an unknown user or one the model was not fitted on.",
+        responses=EXAMPLES["recommend"],
+    )
     async def recommend_to_user(
         user_id: str, n: int = Query(10, ge=1, le=MAX_K), include_rated: bool = False
     ) -> dict:
@@ -601,7 +761,14 @@ def create_app(
 
         return {"model": model.name, "user_id": user_id, "recommendations": await run(call)}
 
-    @app.post("/users/similar")
+    @app.post(
+        "/users/similar",
+        summary="The users most similar to a new user, from reference ratings",
+        description="The new user is folded into the model's taste space from their references (image ids of the "
+        "data and the scores they gave), then the k nearest fitted users are found. 404 for an unknown image; "
+        "422 for a score outside the data's range; 413 for more references than the service allows.",
+        responses=EXAMPLES["similar"],
+    )
     async def similar_to_references(body: SimilarRequest) -> list[dict]:
         def call() -> list[dict]:
             refs = references_of(body.references)
@@ -609,7 +776,13 @@ def create_app(
 
         return await run(call)
 
-    @app.post("/score")
+    @app.post(
+        "/score",
+        summary="Predicted scores of images for a fitted or a new user",
+        description="Give either user_id (a fitted user) or references (a new user, folded in without a refit), "
+        "and the image_ids to score. 404 for an unknown user or image, or a user the model was not fitted on.",
+        responses=EXAMPLES["score"],
+    )
     async def score(body: ScoreRequest) -> dict:
         if (body.user_id is None) == (body.references is None):
             raise HTTPException(
@@ -636,7 +809,15 @@ def create_app(
             ],
         }
 
-    @app.post("/rank")
+    @app.post(
+        "/rank",
+        summary="A person's candidate images, best first",
+        description="Give either user_id or references, and candidates: image_ids of the data and/or new images "
+        'uploaded as base64 in JSON ({"name", "data"}), embedded by the encoder named by recsys serve --encoder '
+        "and scored from their features (no refit). Uploads are checked against a budget of count, bytes and "
+        "pixels before any work starts (413 over it).",
+        responses=EXAMPLES["rank"],
+    )
     async def rank(body: RankRequest, request: Request) -> dict:
         from recsys.ranking import check_encoder, check_new_names, new_images, rank_images
 
