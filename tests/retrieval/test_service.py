@@ -353,10 +353,10 @@ def test_health_is_answered_while_every_model_thread_hangs(small_sim, fitted):
             ]
             assert gated.entered.acquire(timeout=10)
             time.sleep(0.5)  # the others arrive and wait
-            start = time.perf_counter()
-            health = httpx.get(f"{base}/health", timeout=3)
+            # the gate opens only after this answer: a /health queued behind the model calls would never come
+            # back and time out (a generous limit, so that a loaded machine does not fail the test)
+            health = httpx.get(f"{base}/health", timeout=10)
             assert health.status_code == 200 and health.json()["status"] == "ok"
-            assert time.perf_counter() - start < 1
         finally:
             gated.gate.set()
         assert [f.result().status_code for f in hanging] == [200] * n
