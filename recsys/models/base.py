@@ -36,7 +36,9 @@
   the model itself is not changed (the service scores from several threads). A model whose image side is per
   image id raises ``NewImagesNotSupported`` (one line), the default.
 * ``save(path)`` / ``Model.load(path)``: ``recsys.models.persistence`` (JSON, ``.npz``, torch state dicts).
-  Fitted state is every public attribute ending with ``_``; a model with a torch module writes
+  Fitted state is every public attribute ending with ``_``, each declared in the class's ``state_schema``
+  (``recsys.models.schema``: kinds, dtypes and shapes in data sizes and hyperparameters), which a load checks
+  before anything is used; a model with a torch module writes
   ``_build_module`` to make the empty module that the saved weights are loaded into, and ``_after_load`` for
   anything it keeps only in memory.
 """

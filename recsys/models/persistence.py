@@ -11,6 +11,15 @@ A saved model is a directory:
 The directory is written beside its destination and renamed into place, so a reader sees the old model or
 the new one, never a mix. Anything unreadable (truncated, corrupt, another format, a newer version, another
 model) raises :class:`SavedModelError`, one line naming the directory and the problem.
+
+Reading checks the state against the model's declared ``state_schema`` (``recsys.models.schema``): the keys of
+``state.json``, the JSON kind of each value, and the dtype and shape of each array from its npy header, with
+dimensions bound by the hyperparameters and the sizes of the data the model is loaded for. Only the members of
+``arrays.npz`` that the checked state names are opened; each is refused before its data is read when its zip
+entry unpacks to more than ``MAX_ARRAY_BYTES`` or is compressed more than ``MAX_COMPRESSION_RATIO`` to one, or
+its header disagrees with the schema or declares more than the cap; all of them together are capped by
+``MAX_TOTAL_BYTES`` (and half the memory available). Float arrays must be finite unless declared otherwise.
+Torch weights are checked by name, dtype and shape against the module the model builds before they are loaded.
 """
 
 from __future__ import annotations
@@ -256,15 +265,19 @@ class _Arrays:
         self.zip: zipfile.ZipFile | None = None
 
     def __enter__(self) -> _Arrays:
-        file = path_npz = self.path / "arrays.npz"
+        file = self.path / "arrays.npz"
         try:
-            regular_file(path_npz, "a saved model's arrays")
+            regular_file(file, "a saved model's arrays")
         except FileNotFoundError:
             raise SavedModelError(f"{self.path}: arrays.npz is missing") from None
         except NotARegularFile as err:
             raise SavedModelError(str(err)) from None
         self.handle = open(file, "rb")  # noqa: SIM115 - closed by __exit__
-        self.zip = zipfile.ZipFile(self.handle)
+        try:
+            self.zip = zipfile.ZipFile(self.handle)  # reads the central directory only
+        except BaseException:
+            self.handle.close()
+            raise
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -342,11 +355,12 @@ def _plan(key: str, entry: Any, spec: Any, arrays: _Arrays, bindings: Bindings) 
     if isinstance(spec, list):  # any one of the alternatives, the first that fits
         errors = []
         for alternative in spec:
-            trial = bindings.copy()
+            trial, total = bindings.copy(), arrays.total
             try:
                 planned = _plan(key, entry, alternative, arrays, trial)
             except SchemaMismatch as err:
                 errors.append((_entry_kind(entry) == _spec_kind(alternative), err))
+                arrays.total = total  # the bytes of an alternative that did not fit are not read
                 continue
             bindings.values = trial.values
             return planned
