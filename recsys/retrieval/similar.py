@@ -282,7 +282,8 @@ def load_or_fit_model(
         try:
             return Model.load(directory, dataset), directory, False
         except UserError as error:
-            print(f"saved model in {directory} is unusable ({error}); refitting", file=sys.stderr)
+            reason = str(error).removesuffix("; refit")
+            print(f"saved model in {directory} is unusable ({reason}); refitting", file=sys.stderr)
     if progress:
         print(f"fitting {model_name} on {dataset.name} (saved to {directory} for next time)")
     model.fit(dataset)
