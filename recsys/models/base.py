@@ -36,7 +36,9 @@
   the model itself is not changed (the service scores from several threads). A model whose image side is per
   image id raises ``NewImagesNotSupported`` (one line), the default.
 * ``save(path)`` / ``Model.load(path)``: ``recsys.models.persistence`` (JSON, ``.npz``, torch state dicts).
-  Fitted state is every public attribute ending with ``_``; a model with a torch module writes
+  Fitted state is every public attribute ending with ``_``, each declared in the class's ``state_schema``
+  (``recsys.models.schema``: kinds, dtypes and shapes in data sizes and hyperparameters), which a load checks
+  before anything is used; a model with a torch module writes
   ``_build_module`` to make the empty module that the saved weights are loaded into, and ``_after_load`` for
   anything it keeps only in memory.
 """
@@ -91,6 +93,17 @@ DATA_POLICY = DataPolicy()
 
 class Model(ABC):
     """Base class of every model; see the module docstring for the contract."""
+
+    #: the fitted state every model saves (``recsys.models.schema``); each model adds its own keys
+    state_schema: ClassVar[dict[str, Any]] = {
+        "known_": "bool[users]",
+        "n_images_": "int=images",
+        "image_layout_": {"features": ["int", "None"], "metadata": "list[str]"},
+        "fit_split_": "str",
+        "validation_split_": ["str", "None"],
+        "fitted_on_": "str",
+        "fitted_": "bool",
+    }
 
     #: registry name (presets of the same class get their own name from the registry)
     name: ClassVar[str] = "model"
@@ -411,11 +424,13 @@ class Model(ABC):
         return write_model_dir(path, config, fitted_state(self))
 
     @classmethod
-    def load(cls, path: str | Path) -> Model:
-        """Load a model saved by ``save``, without refitting; ``SavedModelError`` if it cannot be used."""
+    def load(cls, path: str | Path, dataset: Dataset | None = None) -> Model:
+        """Load a model saved by ``save``, without refitting; ``SavedModelError`` (one line) if it cannot be used:
+        unreadable, or its state not what the model's ``state_schema`` declares (for ``dataset``'s sizes, given
+        the dataset it is loaded for)."""
         from recsys.models.registry import load_model
 
-        return load_model(path)
+        return load_model(path, dataset)
 
 
 def append_rows(table: np.ndarray, rows: np.ndarray) -> np.ndarray:

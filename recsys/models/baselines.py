@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import numpy as np
 
 from recsys.data.dataset import Dataset, Ratings, References
 from recsys.data.encodings import ImageInputs
 from recsys.errors import NewImagesNotSupported, UserError
 from recsys.models.base import Model, append_rows
-from recsys.models.linear import consensus_map
+from recsys.models.linear import consensus_map, linear_map_spec
 from recsys.models.params import Hyperparameters, non_negative, positive
 
 
 class _ImageScoreModel(Model):
     """A non-personalised model: one fitted score per image (``image_score_``), the same for every user. A new
     image's score comes from ``_score_images``."""
+
+    state_schema: ClassVar[dict[str, Any]] = {"image_score_": "float[images]"}
 
     needs_known_users = False
 
@@ -35,6 +39,8 @@ class _ImageScoreModel(Model):
 class GlobalMean(_ImageScoreModel):
     """The mean training score for every pair: the floor every model must clear."""
 
+    state_schema: ClassVar[dict[str, Any]] = {"mean_": "float"}
+
     name = "global_mean"
 
     def _fit(self, dataset: Dataset, ratings: Ratings, split: str) -> None:
@@ -53,6 +59,12 @@ class MetadataMean(_ImageScoreModel):
     (``cells_``: their codes, -1 below their depth; ``cell_score_``), so a new image takes the value of its
     deepest seen cell, the global mean without one.
     """
+
+    state_schema: ClassVar[dict[str, Any]] = {
+        "mean_": "float",
+        "cells_": "int[cells, columns]",
+        "cell_score_": "float[cells]",
+    }
 
     name = "metadata_mean"
 
@@ -101,6 +113,8 @@ class MetadataMean(_ImageScoreModel):
 
 class Ridge(_ImageScoreModel):
     """One ridge regression of the score on image features and metadata one-hots. Not personalised."""
+
+    state_schema: ClassVar[dict[str, Any]] = {"consensus_": linear_map_spec("design", "1")}
 
     name = "ridge"
 
@@ -155,6 +169,15 @@ class UserRidge(Model):
     default, 17 on MovieLens-100k with genre and decade metadata, whose weights from a few references then
     overfit and ranked a new user's queries worse with 10 references than with none).
     """
+
+    state_schema: ClassVar[dict[str, Any]] = {
+        "design_": "float[images, design]",
+        "consensus_": linear_map_spec("design", "1"),
+        "global_score_": "float[images]",
+        "user_alpha_": "float",
+        "bias_": "float[users]",
+        "weights_": "float[users, design]",
+    }
 
     name = "user_ridge"
 
@@ -223,6 +246,8 @@ class UserRidge(Model):
 
 class Oracle(Model):
     """The simulator's noise-free expected score of each rating: the ceiling (simulated data only)."""
+
+    state_schema: ClassVar[dict[str, Any]] = {"truth_key_": "int[pairs]", "truth_value_": "float[pairs]"}
 
     name = "oracle"
     needs_known_users = False

@@ -14,6 +14,7 @@ formula. Predictions are clipped to the dataset's score range.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -22,9 +23,10 @@ from recsys.data.encodings import ImageInputs
 from recsys.errors import NewImagesNotSupported
 from recsys.models.base import Model, append_rows
 from recsys.models.factor import ImageMap
-from recsys.models.linear import LinearMap, ridge
+from recsys.models.linear import LinearMap, linear_map_spec, ridge
 from recsys.models.params import Hyperparameters, at_least_one, positive
 from recsys.models.persistence import state_record
+from recsys.models.schema import Record
 
 
 def clip_scores(scores: np.ndarray, score_range: np.ndarray) -> np.ndarray:
@@ -138,6 +140,18 @@ def fit_model_baseline(dataset: Dataset, ratings: Ratings, params: BiasParams) -
     )
 
 
+#: the state schema of a fitted ``Baseline``
+BASELINE_SPEC = Record(
+    "Baseline",
+    mu="float",
+    user_bias="float[users]",
+    item_bias="float[images]",
+    user_prior="float[users+1]",
+    user_reg="float",
+    item_map=[linear_map_spec("design", "1"), "None"],
+)
+
+
 class BiasParams(Hyperparameters):
     """The baseline estimates' hyperparameters (user_reg, item_reg and epochs default to Surprise's
     BaselineOnly's)."""
@@ -151,6 +165,12 @@ class BiasParams(Hyperparameters):
 
 class Biases(Model):
     """``mu + b_u + b_i`` by alternating least squares (see the module docstring)."""
+
+    state_schema: ClassVar[dict[str, Any]] = {
+        "score_range_": "float~[2]",
+        "baseline_": BASELINE_SPEC,
+        "placed_": "bool[images]",
+    }
 
     name = "biases"
     Params = BiasParams

@@ -11,6 +11,7 @@ per-dimension penalty is ``noise variance / prior variance``, estimated from the
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -18,8 +19,9 @@ from recsys.data.dataset import Dataset, Ratings, References
 from recsys.data.encodings import ImageInputs
 from recsys.errors import NewImagesNotSupported
 from recsys.models.base import Model, append_rows
-from recsys.models.linear import LinearMap, ridge
+from recsys.models.linear import LinearMap, linear_map_spec, ridge
 from recsys.models.persistence import state_record
+from recsys.models.schema import Record
 
 #: the smallest residual variance a fold-in assumes (in squared score units; far below any rating scale's noise)
 MIN_NOISE = 1e-6
@@ -193,6 +195,18 @@ def calibrate(raw: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     return float(scores.mean() - b * raw.mean()), b
 
 
+#: the state schema of a fitted ``FoldIn``
+FOLD_IN_SPEC = Record(
+    "FoldIn",
+    item_vecs="float[images, factors]",
+    item_offset="float[images]",
+    a="float",
+    b="float",
+    prior="float[users+1, factors+1]",
+    penalty="float[factors+1]",
+)
+
+
 class FactorModel(Model):
     """Base of the factor models (mf, als, bpr, lightfm): calibrated factor scoring, factors for images absent
     from the fit through the image design, and the fold-in of new users (see the module docstring).
@@ -205,6 +219,13 @@ class FactorModel(Model):
     placed ones (``average_image``): it scores as the user's score of the average image. New images get their
     item parameters from ``item_map_``.
     """
+
+    state_schema: ClassVar[dict[str, Any]] = {
+        "scorable_": "bool[images]",
+        "item_map_": [linear_map_spec("design", "factors+1"), "None"],
+        "fold_": FOLD_IN_SPEC,
+        "user_vecs_": "float[users, factors+1]",
+    }
 
     fold_: FoldIn
     item_map_: LinearMap | None

@@ -8,6 +8,8 @@ to mean-centred cosine over co-ratings, shrunk by ``n_common / (n_common + shrin
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -15,8 +17,8 @@ from recsys.data.dataset import Dataset, Ratings, References, group_by
 from recsys.data.encodings import ImageInputs
 from recsys.errors import NewImagesNotSupported, UserError
 from recsys.models.base import Model, append_rows
-from recsys.models.biases import BiasParams, clip_scores, fit_model_baseline, placed_images
-from recsys.models.linear import consensus_map
+from recsys.models.biases import BASELINE_SPEC, BiasParams, clip_scores, fit_model_baseline, placed_images
+from recsys.models.linear import consensus_map, linear_map_spec
 from recsys.models.params import Hyperparameters, at_least_one, hyper, non_negative
 
 #: item_knn's similarities (auto: embedding when the dataset has image features, else pearson_baseline)
@@ -111,6 +113,13 @@ class _KNNBase(Model):
     """What both kNNs keep: each fitted user's ratings, and which images they place (``placed_images``: an image
     without training ratings and without features scores by the baseline alone, no neighbour having rated it)."""
 
+    state_schema: ClassVar[dict[str, Any]] = {
+        "rated_start_": "int[users+1]",
+        "rated_image_": "int[ratings]",
+        "rated_score_": "float[ratings]",
+        "placed_": "bool[images]",
+    }
+
     def _placeable(self, image_idx: np.ndarray) -> np.ndarray:
         return self.placed_[image_idx]
 
@@ -150,6 +159,13 @@ class ItemKNN(_KNNBase):
     ``centre_residuals=False`` (and features absent) the defaults are KNNBaseline's (k 40, similarity shrinkage
     100, baseline regularisation 15 / 10 over 10 epochs), and so are its predictions.
     """
+
+    state_schema: ClassVar[dict[str, Any]] = {
+        "score_range_": "float~[2]",
+        "baseline_": BASELINE_SPEC,
+        "embedding_": ["float[images, features]", "None"],
+        "item_sim_": ["float[images, images]", "None"],
+    }
 
     name = "item_knn"
 
@@ -253,6 +269,18 @@ class UserKNN(_KNNBase):
     Users are compared by cosine of taste vectors (mean-centred ratings projected on image features), searched
     exactly (one product with the fitted users' taste vectors, in numpy: a few thousand users need no index);
     without features, by co-rating cosine."""
+
+    state_schema: ClassVar[dict[str, Any]] = {
+        "global_": "float",
+        "user_mean_": "float[users]",
+        "embedding_": ["float[images, features]", "None"],
+        "consensus_": [linear_map_spec("design", "1"), "None"],
+        "item_score_": "float[images]",
+        "train_users_": "int[train_users]",
+        "centred_": "sparse float[users, images]",
+        "taste_": ["float[users, features]", "None"],
+        "rating_basis_": ["float[images, basis]", "None"],
+    }
 
     name = "user_knn"
 

@@ -11,6 +11,7 @@ granularity (the centres are kept) times LightFM's item feature embeddings (``it
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -19,7 +20,7 @@ from recsys.data.dataset import Dataset, Ratings
 from recsys.data.encodings import ImageInputs
 from recsys.models.factor import FactorModel, average_image
 from recsys.models.implicit_models import likes_matrix
-from recsys.models.linear import LinearMap
+from recsys.models.linear import LinearMap, linear_map_spec
 from recsys.models.params import Hyperparameters, at_least_one, hyper, non_negative, positive
 
 
@@ -85,6 +86,13 @@ def user_feature_matrix(dataset: Dataset, fitted_users: np.ndarray) -> sp.csr_ma
 
 class LightFMModel(FactorModel):
     """LightFM hybrid (see the module docstring)."""
+
+    state_schema: ClassVar[dict[str, Any]] = {
+        "cluster_centres_": ["float[clusters, features]", "None"],
+        "cluster_sizes_": "list[int]",
+        # the item design here is the cluster memberships beside the metadata one-hots
+        "item_map_": [linear_map_spec("item_design", "factors+1"), "None"],
+    }
 
     name = "lightfm"
 

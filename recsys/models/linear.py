@@ -9,6 +9,7 @@ import numpy as np
 
 from recsys.data.dataset import Ratings
 from recsys.models.persistence import state_record
+from recsys.models.schema import Record
 
 
 @state_record
@@ -30,6 +31,11 @@ class LinearMap:
     def scores(self, design: np.ndarray) -> np.ndarray:
         """(n,) outputs of a map with one output."""
         return self(design).ravel()
+
+
+def linear_map_spec(inputs: str, outputs: str) -> Record:
+    """The state schema of a ``LinearMap`` from ``inputs`` design columns to ``outputs`` (dimension names)."""
+    return Record("LinearMap", coef=f"float[{inputs}, {outputs}]", intercept=f"float[{outputs}]")
 
 
 def ridge(

@@ -20,6 +20,8 @@ by Newton steps.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import numpy as np
 
 from recsys.data.choices import ChoiceReferences, Choices
@@ -67,6 +69,8 @@ def als_solve(
 
 class MatrixFactorization(FactorModel):
     """Biased MF by ALS with a feature prior on items (see the module docstring)."""
+
+    state_schema: ClassVar[dict[str, Any]] = {"score_range_": "float~[2]", "history_": "list[float~]"}
 
     name = "mf"
     learns_from = (Ratings, Choices)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -92,6 +92,14 @@ def transformers_available() -> bool:
 class MLLMScorer(Model):
     """A multimodal LLM reads liked/disliked reference pairs and scores a candidate by p("+") (needs the
     ``mllm`` extra, local weights and a GPU; otherwise reported as unsupported)."""
+
+    state_schema: ClassVar[dict[str, Any]] = {
+        "prompts_": ["list[str]", "None"],
+        "image_paths_": ["list[str]", "None"],
+        "ref_user_": "int[references]",
+        "ref_image_": "int[references]",
+        "ref_score_": "float[references]",
+    }
 
     name = "mllm_scorer"
 

@@ -17,6 +17,8 @@ r_u(i) = sum_k w_uk * (-||f(x_i) - p_k||^2),  w_u = softmax(alpha_u),  P(a chose
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import numpy as np
 import torch
 from torch import nn
@@ -78,6 +80,13 @@ def pairs_from_ratings(ratings: Ratings, per_rating: int, seed: int) -> Choices:
 
 class PalB(Model):
     """PAL-B: each user a mixture of shared ideal points over frozen image features, learned from choices."""
+
+    state_schema: ClassVar[dict[str, Any]] = {
+        "features_": "float[images, inputs]",
+        "history_": "dict",
+        "net_": "module",
+        "scale_": "float[2]",
+    }
 
     name = "pal"
     learns_from = (Ratings, Choices)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -103,6 +104,8 @@ class _PrefNet(nn.Module):
 
 class PrefTokens(DeepModel):
     """Preference tokens selected per user from a learnable pool, refined by the user's whole history."""
+
+    state_schema: ClassVar[dict[str, Any]] = {"taste_": "float[users, dim]", "seen_reg_scale_": "float"}
 
     name = "pref_tokens"
     learns_from = (Ratings, Choices)

@@ -17,18 +17,35 @@ standardised projections: ``with_new_images``).
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import numpy as np
 
 from recsys.data.dataset import Dataset, Ratings, References
 from recsys.data.encodings import ImageInputs, with_intercept
 from recsys.models.base import Model, append_rows
 from recsys.models.factor import MIN_NOISE
-from recsys.models.linear import consensus_map
+from recsys.models.linear import consensus_map, linear_map_spec
 from recsys.models.params import Hyperparameters, non_negative, positive
 
 
 class PreferenceProfile(Model):
     """Interpretable preference profiles (type / group / style / visual-direction affinities) scored additively."""
+
+    state_schema: ClassVar[dict[str, Any]] = {
+        "consensus_map_": linear_map_spec("design", "1"),
+        "consensus_": "float[images]",
+        "directions_": ["float[features, directions]", "None"],
+        "projection_mean_": ["float[directions]", "None"],
+        "projection_std_": ["float[directions]", "None"],
+        "dimensions_": "float[images, dimensions]",
+        "dimension_names_": "list[str]",
+        "demo_": "float[users+1, demo]",
+        "demo_map_": "float[demo, dimensions+1]",
+        "noise_": "float",
+        "prior_precision_": "float[dimensions+1]",
+        "profiles_": "float[users+1, dimensions+1]",
+    }
 
     name = "profile"
 

@@ -11,6 +11,7 @@ from typing import Any
 from recsys.errors import UserError
 from recsys.extras import missing_reason, require
 from recsys.models.persistence import SavedModelError, read_config, read_state
+from recsys.models.schema import merged_schema
 
 _REGISTRY: dict[str, str] = {
     "global_mean": "recsys.models.baselines:GlobalMean",
@@ -180,8 +181,12 @@ def create_model(name: str, **params: Any):
     return model
 
 
-def load_model(path: str | Path):
-    """A model saved by ``Model.save``, without refitting; ``SavedModelError`` (one line) if it is unusable."""
+def load_model(path: str | Path, dataset=None):
+    """A model saved by ``Model.save``, without refitting; ``SavedModelError`` (one line) if it is unusable.
+
+    Its state is checked against the model's declared ``state_schema`` (``recsys.models.schema``), with the
+    dimensions bound by its hyperparameters and, given the ``dataset`` it is loaded for, by that data's sizes
+    (a model saved for other data is then refused too)."""
     path = Path(path)
     config = read_config(path)
     try:
@@ -192,7 +197,17 @@ def load_model(path: str | Path):
         raise SavedModelError(
             f"{path}: holds a {config.get('class')} model, not {config['model']} ({type(model).__name__})"
         )
-    state = read_state(path, model._build_module)
+    sizes = {
+        name: value
+        for name, value in model.get_params().items()
+        if isinstance(value, int) and not isinstance(value, bool)
+    }
+    if dataset is not None:
+        sizes |= {"users": dataset.n_users, "images": dataset.n_images}
+        sizes["metadata"] = len(dataset.metadata().names)
+        if dataset.image_features is not None:
+            sizes["features"] = int(dataset.image_features.shape[1])
+    state = read_state(path, model._build_module, merged_schema(type(model)), sizes)
     vars(model).update(state)
     model._after_load()
     model.fitted_ = True

@@ -10,6 +10,7 @@ import math
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from recsys.data.dataset import Dataset, Ratings
 from recsys.data.encodings import ImageInputs, with_intercept
 from recsys.distributed import local_rank, rank_and_world
 from recsys.models.base import Model, append_rows
-from recsys.models.linear import consensus_map
+from recsys.models.linear import consensus_map, linear_map_spec
 from recsys.models.params import DEVICES, Hyperparameters, at_least_one, hyper, non_negative, positive
 from recsys.threads import configure_torch_threads
 
@@ -95,6 +96,17 @@ def input_tensors(model, device) -> dict[str, torch.Tensor]:
 
 class DeepModel(Model):
     """Base of the deep models over frozen image features (``DeepParams``)."""
+
+    state_schema: ClassVar[dict[str, Any]] = {
+        "base_map_": [linear_map_spec("design", "1"), "None"],
+        "base_": "float[images]",
+        "features_": "float[images, inputs]",
+        "codes_": "int[images, columns]",
+        "meta_": {"meta_sizes": "list[int]"},
+        "demo_": "float[users+1, demo]",
+        "history_": "dict",
+        "net_": "module",
+    }
 
     def _start_fit(self, dataset: Dataset, data: Ratings | Choices):
         """Seeds everything, chooses the device and keeps the inputs (``set_image_inputs``); returns the seeded

@@ -22,6 +22,7 @@ score(u, i) = consensus(i) + image_bias(i) + demographic_bias(u) + user_bias(u) 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -72,6 +73,8 @@ class _TwoTowerNet(nn.Module):
 
 class TwoTower(DeepModel):
     """Two-tower hybrid: image MLP x user mixture of shared taste prototypes, on top of the global ridge."""
+
+    state_schema: ClassVar[dict[str, Any]] = {"priors_": "float[4]"}
 
     name = "two_tower"
     learns_from = (Ratings, Choices)

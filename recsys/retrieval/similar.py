@@ -280,9 +280,10 @@ def load_or_fit_model(
     directory = fitted_model_dir(workspace, model_name, model.get_params(), dataset, fit_on)
     if (directory / "config.json").is_file():
         try:
-            return Model.load(directory), directory, False
+            return Model.load(directory, dataset), directory, False
         except UserError as error:
-            print(f"saved model in {directory} is unusable ({error}); refitting", file=sys.stderr)
+            reason = str(error).removesuffix("; refit")
+            print(f"saved model in {directory} is unusable ({reason}); refitting", file=sys.stderr)
     if progress:
         print(f"fitting {model_name} on {dataset.name} (saved to {directory} for next time)")
     model.fit(dataset)
