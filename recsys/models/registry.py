@@ -30,6 +30,7 @@ _REGISTRY: dict[str, str] = {
     "profile": "recsys.models.profile:PreferenceProfile",
     "pal": "recsys.models.pal:PalB",
     "mllm_scorer": "recsys.models.mllm:MLLMScorer",
+    "blend": "recsys.models.blend:Blend",
 }
 
 #: models that need an extra, checked before their module is imported (the torch models' modules cannot be
@@ -60,10 +61,12 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "mllm": ("mllm_scorer",),
     # models of pairwise choices (they run on ratings too, made into choices); in the default set on choices
     "choices": ("pal",),
+    # stacks of other models' predictions, weighted on the validation split
+    "ensembles": ("blend",),
 }
 #: the default set: everything but the MLLM scorer, which needs weights and a GPU
 GROUPS["all"] = tuple(
-    name for group in ("baselines", "classical", "deep", "ablations") for name in GROUPS[group]
+    name for group in ("baselines", "classical", "deep", "ablations", "ensembles") for name in GROUPS[group]
 )
 BASELINES = GROUPS["baselines"]
 
