@@ -127,7 +127,7 @@ def models_with_role(role: str) -> list[str]:
 
 
 def model_group(name: str) -> str:
-    """The first named group (of baselines, classical, deep, ablations, mllm, choices) that holds ``name``."""
+    """The first named group (of baselines, classical, deep, ablations, mllm, choices, ensembles) that holds ``name``."""
     return next((g for g, members in GROUPS.items() if g != "all" and name in members), "-")
 
 
