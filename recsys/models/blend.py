@@ -15,11 +15,13 @@ The two tasks get their own weights:
   penalty ``shrinkage`` (a pseudo-count of validation ratings); the penalty is chosen on val_seen by two-fold
   cross-validation within each user's validation ratings (mean user SROCC), from ``SHRINKAGE_GRID``, and
   ``shrinkage`` > 0 fixes it instead.
-* new users: the same regression, global only, on pseudo-new-user episodes built from val_seen users: each
-  user's ``references`` references drawn from their train ratings (a seeded permutation per user, keyed by the
-  crc32 of the user id, as the evaluation's episodes are), scored by each base's ``predict_new`` on the user's
-  val_seen ratings. The base models did fit those users' train ratings, so the episodes are slightly easier for
-  the bases than a truly new user; the queries are still held out.
+* new users: the same regression, global only, once per number of references in ``shots``, on pseudo-new-user
+  episodes built from val_seen users: each user's first k train ratings in a seeded permutation (per user, keyed
+  by the crc32 of the user id, as the evaluation's episodes are) as references, their val_seen ratings as
+  queries, scored by each base's ``predict_new``. A new user with n references is scored with the weights of the
+  largest k <= n: with few references the bases' standardised predictions are noisier and get smaller weights,
+  which keeps the blend on the rating scale at k = 0. The base models did fit those users' train ratings, so the
+  episodes are slightly easier for the bases than a truly new user; the queries are still held out.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from recsys.data.dataset import Dataset, Ratings, References
 from recsys.data.encodings import ImageInputs
 from recsys.errors import UserError
 from recsys.models.base import Model
-from recsys.models.params import Hyperparameters, at_least_one, hyper
+from recsys.models.params import Hyperparameters, hyper
 
 #: base models of ``bases="auto"``: with image features or metadata, and for a plain table of ratings
 AUTO_BASES = ("user_ridge", "mf", "profile")
@@ -62,7 +64,9 @@ class Blend(Model):
         shrinkage: float = hyper(
             0.0, low=0.0, doc="per-user ridge toward the global weights; 0 chooses it on val_seen"
         )
-        references: int = at_least_one(10, "references of each pseudo-new user fitting the new-user weights")
+        shots: tuple[int, ...] = hyper(
+            (0, 1, 2, 5, 10, 20), low=0, doc="numbers of references with their own new-user weights"
+        )
         seed: int = hyper(0, doc="seed of the base models that take one and of the reference draws")
 
     # ------------------------------------------------------------------ fit
@@ -93,7 +97,7 @@ class Blend(Model):
                 self.user_weights_[u] = _user_weights(
                     z[rows], target[rows] - self.intercept_, self.weights_, self.shrinkage_
                 )
-            self.new_weights_, self.new_intercept_ = self._new_user_weights(dataset, ratings, held)
+            self._new_user_weights(dataset, ratings, held)
         self.user_weights_[~self.known_] = self.weights_
 
     def _base_names(self, dataset: Dataset) -> list[str]:
@@ -122,7 +126,8 @@ class Blend(Model):
         self.weights_ = np.full(n, float(self.spread_[self.known_].mean()) / n)
         self.intercept_ = 0.0
         self.shrinkage_ = float("inf")
-        self.new_weights_, self.new_intercept_ = self.weights_.copy(), 0.0
+        self.new_shots_ = np.zeros(1, dtype=np.int64)
+        self.new_weights_, self.new_intercept_ = self.weights_[None].copy(), np.zeros(1)
 
     def _user_stats(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each base's mean and spread of its predictions for ``users`` over the sample images."""
@@ -140,26 +145,33 @@ class Blend(Model):
         z = (p - self.centre_[user_idx]) / self.spread_[user_idx]
         return z, np.asarray(score, np.float64) - self.centre_[user_idx].mean(axis=1)
 
-    def _new_user_weights(
-        self, dataset: Dataset, ratings: Ratings, held: Ratings
-    ) -> tuple[np.ndarray, float]:
-        """Global weights of the new-user task from pseudo-new-user episodes of the val_seen users."""
+    def _new_user_weights(self, dataset: Dataset, ratings: Ratings, held: Ratings) -> None:
+        """Global weights of the new-user task per number of references (``shots``), from pseudo-new-user
+        episodes of the val_seen users; the seen users' weights where no episode can be drawn."""
         train_rows = dict(_groups(ratings.user_idx))
-        references, queries, scores = [], [], []
+        drawn, queries, scores = [], [], []
         for u, rows in _groups(held.user_idx):
             own = train_rows.get(u)
             if own is None:
                 continue
             key = zlib.crc32(str(dataset.user_ids[u]).encode())
-            drawn = own[np.random.default_rng([self.seed, key]).permutation(len(own))[: self.references]]
-            references.append(References(int(u), ratings.image_idx[drawn], ratings.score[drawn]))
+            drawn.append((u, own[np.random.default_rng([self.seed, key]).permutation(len(own))]))
             queries.append(held.image_idx[rows])
             scores.append(held.score[rows])
-        if not references:
-            return self.weights_.copy(), self.intercept_
-        z, levels = self._new_design(references, queries)
-        target = np.concatenate(scores).astype(np.float64) - np.concatenate(levels)
-        return _stack(np.concatenate(z), target)
+        self.new_shots_ = np.array(sorted(set(self.shots) | {0}), dtype=np.int64)
+        self.new_weights_ = np.tile(self.weights_, (len(self.new_shots_), 1))
+        self.new_intercept_ = np.full(len(self.new_shots_), self.intercept_)
+        for row, k in enumerate(self.new_shots_):
+            enough = [i for i, (_, order) in enumerate(drawn) if len(order) >= k]
+            if not enough:
+                continue
+            references = [
+                References(u, ratings.image_idx[order[:k]], ratings.score[order[:k]])
+                for u, order in (drawn[i] for i in enough)
+            ]
+            z, levels = self._new_design(references, [queries[i] for i in enough])
+            target = np.concatenate([scores[i] for i in enough]).astype(np.float64) - np.concatenate(levels)
+            self.new_weights_[row], self.new_intercept_[row] = _stack(np.concatenate(z), target)
 
     def _new_design(
         self, references: list[References], images: list[np.ndarray]
@@ -184,7 +196,11 @@ class Blend(Model):
 
     def _predict_new(self, references: list[References], images: list[np.ndarray]) -> list[np.ndarray]:
         z, levels = self._new_design(references, images)
-        return [lv + self.new_intercept_ + zu @ self.new_weights_ for zu, lv in zip(z, levels, strict=True)]
+        out = []
+        for refs, zu, level in zip(references, z, levels, strict=True):
+            row = int(np.searchsorted(self.new_shots_, len(refs.image_idx), side="right")) - 1
+            out.append(level + self.new_intercept_[row] + zu @ self.new_weights_[row])
+        return out
 
     def _placeable(self, image_idx: np.ndarray) -> np.ndarray:
         """Placed where every base model places the image (otherwise a base scores its fallback)."""

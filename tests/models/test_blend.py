@@ -107,7 +107,7 @@ def test_fit_including_val_seen_has_nothing_to_weigh_on_and_blends_alike(small_s
     model = create_model("blend", bases=CHEAP).fit(small_sim, "train+val_seen")
     assert model.validation_split_ is None
     assert model.weights_[0] == model.weights_[1] > 0
-    np.testing.assert_array_equal(model.new_weights_, model.weights_)
+    np.testing.assert_array_equal(model.new_weights_, model.weights_[None])
 
 
 @pytest.mark.parametrize("bases", ["blend", "nonesuch", " , "])
