@@ -79,10 +79,11 @@ def test_user_weights_run_from_least_squares_to_the_global_weights():
 
 
 def test_weights_come_from_val_seen_and_never_from_test(small_sim):
-    """Other val_seen ratings give other weights; other test ratings give the same weights, to the bit."""
+    """Other val_seen ratings give other weights; other test or val_unseen ratings give the same weights, to the
+    bit."""
     model = create_model("blend", bases=CHEAP).fit(small_sim)
     rng = np.random.default_rng(0)
-    for split in ("test_seen", "test_unseen"):
+    for split in ("test_seen", "test_unseen", "val_unseen"):
         n = len(small_sim.ratings[split])
         other = create_model("blend", bases=CHEAP).fit(_with_scores(small_sim, split, rng.uniform(1, 5, n)))
         for key in ("weights_", "intercept_", "user_weights_", "new_weights_", "new_intercept_"):
