@@ -101,16 +101,20 @@ class Blend(Model):
         self.user_weights_[~self.known_] = self.weights_
 
     def _base_names(self, dataset: Dataset) -> list[str]:
-        from recsys.models.registry import list_models
+        """The base models: ``bases``, or those of ``auto`` that the dataset's side information supports. The
+        oracle (it reads the ground truth) and blend itself cannot be bases."""
+        from recsys.models.registry import list_models, model_class
 
         if self.bases == "auto":
             inputs = dataset.image_features is not None or len(dataset.metadata().names) > 0
             return list(AUTO_BASES if inputs else PLAIN_BASES)
         names = [n.strip() for n in self.bases.split(",") if n.strip()]
-        unknown = [n for n in names if n not in list_models() or n == self.name]
-        if not names or unknown:
+        bad = [n for n in names if n not in list_models() or n == self.name]
+        bad += [n for n in names if n not in bad and model_class(n).needs_ground_truth]
+        if not names or bad:
             raise UserError(
-                f"{self.name}: bases must name registered models other than blend, got {self.bases!r}"
+                f"{self.name}: bases must name registered models other than blend and the oracle, got "
+                f"{self.bases!r}"
             )
         return list(dict.fromkeys(names))
 

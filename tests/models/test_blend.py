@@ -111,7 +111,7 @@ def test_fit_including_val_seen_has_nothing_to_weigh_on_and_blends_alike(small_s
     np.testing.assert_array_equal(model.new_weights_, model.weights_[None])
 
 
-@pytest.mark.parametrize("bases", ["blend", "nonesuch", " , "])
+@pytest.mark.parametrize("bases", ["blend", "nonesuch", " , ", "mf,oracle"])
 def test_bad_bases_are_a_one_line_error(small_sim, bases):
     with pytest.raises(UserError, match="bases must name registered models") as err:
         create_model("blend", bases=bases).fit(small_sim)
