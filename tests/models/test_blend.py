@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from recsys.data.dataset import Ratings
+from recsys.data.dataset import Ratings, References
 from recsys.errors import UserError
 from recsys.evaluation.evaluator import Evaluator
 from recsys.models import create_model
@@ -116,3 +116,21 @@ def test_bad_bases_are_a_one_line_error(small_sim, bases):
     with pytest.raises(UserError, match="bases must name registered models") as err:
         create_model("blend", bases=bases).fit(small_sim)
     assert "\n" not in str(err.value)
+
+
+def test_a_new_user_is_scored_with_the_weights_of_the_largest_fitted_count_not_above_theirs(small_sim):
+    """With 3 references the weights fitted at k = 2 score (shots 0, 1, 2, 5, ...): changing any other row of
+    the new-user weights leaves the scores as they are, changing that row changes them."""
+    model = create_model("blend", bases=CHEAP).fit(small_sim)
+    assert model.new_shots_.tolist() == [0, 1, 2, 5, 10, 20]
+    r = small_sim.ratings["test_unseen"]
+    rows = np.flatnonzero(r.user_idx == r.user_idx[0])
+    refs = [References(int(r.user_idx[0]), r.image_idx[rows[:3]], r.score[rows[:3]])]
+    queries = [r.image_idx[rows[3:]]]
+    before = model.predict_new(refs, queries)[0]
+    others = model.new_weights_.copy()
+    others[[0, 1, 3, 4, 5]] += 1.0
+    model.new_weights_ = others
+    np.testing.assert_array_equal(model.predict_new(refs, queries)[0], before)
+    others[2] += 1.0
+    assert not np.allclose(model.predict_new(refs, queries)[0], before)
