@@ -123,7 +123,7 @@ class Leaderboard:
 
 
 def default_models(dataset: Dataset) -> list[str]:
-    """Every registered model (baselines, classical, deep, ablations), the oracle only where a ground truth exists;
+    """Every registered model (baselines, classical, deep, ablations, ensembles), the oracle only where a ground truth exists;
     on choices also the models of choices (``GROUPS["choices"]``)."""
     extra = list(GROUPS["choices"]) if is_choice_data(dataset) else []
     return [m for m in GROUPS["all"] if m != "oracle" or dataset.ground_truth is not None] + extra

@@ -200,7 +200,7 @@ def add_models_argument(parser: argparse.ArgumentParser, default: str) -> None:
         "--models",
         type=name_list,
         default=None,
-        help=f"comma-separated models or groups (baselines, classical, deep, ablations, choices, all); default: {default}",
+        help=f"comma-separated models or groups (baselines, classical, deep, ablations, ensembles, choices, all); default: {default}",
     )
 
 

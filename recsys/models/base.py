@@ -366,6 +366,14 @@ class Model(ABC):
             "metadata to scores"
         )
 
+    def saved_schema(self, path: Path) -> dict[str, Any]:
+        """The schema a saved copy of this model at ``path`` is checked against (``recsys.models.schema``): the
+        class's ``state_schema`` merged over its bases. A model whose state depends on what it saved (an ensemble
+        of other models) reads what it needs from ``path`` first."""
+        from recsys.models.schema import merged_schema
+
+        return merged_schema(type(self))
+
     def _build_module(self, key: str, state: dict[str, Any]) -> Any:
         """An empty torch module for the saved weights of attribute ``key``, shaped from the other ``state``."""
         raise TypeError(f"{self.name} saved a module {key} but cannot build one")

@@ -11,7 +11,6 @@ from typing import Any
 from recsys.errors import UserError
 from recsys.extras import missing_reason, require
 from recsys.models.persistence import SavedModelError, read_config, read_state
-from recsys.models.schema import merged_schema
 
 _REGISTRY: dict[str, str] = {
     "global_mean": "recsys.models.baselines:GlobalMean",
@@ -31,6 +30,7 @@ _REGISTRY: dict[str, str] = {
     "profile": "recsys.models.profile:PreferenceProfile",
     "pal": "recsys.models.pal:PalB",
     "mllm_scorer": "recsys.models.mllm:MLLMScorer",
+    "blend": "recsys.models.blend:Blend",
 }
 
 #: models that need an extra, checked before their module is imported (the torch models' modules cannot be
@@ -61,10 +61,12 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "mllm": ("mllm_scorer",),
     # models of pairwise choices (they run on ratings too, made into choices); in the default set on choices
     "choices": ("pal",),
+    # stacks of other models' predictions, weighted on the validation split
+    "ensembles": ("blend",),
 }
 #: the default set: everything but the MLLM scorer, which needs weights and a GPU
 GROUPS["all"] = tuple(
-    name for group in ("baselines", "classical", "deep", "ablations") for name in GROUPS[group]
+    name for group in ("baselines", "classical", "deep", "ablations", "ensembles") for name in GROUPS[group]
 )
 BASELINES = GROUPS["baselines"]
 
@@ -125,7 +127,7 @@ def models_with_role(role: str) -> list[str]:
 
 
 def model_group(name: str) -> str:
-    """The first named group (of baselines, classical, deep, ablations, mllm, choices) that holds ``name``."""
+    """The first named group (of baselines, classical, deep, ablations, mllm, choices, ensembles) that holds ``name``."""
     return next((g for g, members in GROUPS.items() if g != "all" and name in members), "-")
 
 
@@ -207,7 +209,7 @@ def load_model(path: str | Path, dataset=None):
         sizes["metadata"] = len(dataset.metadata().names)
         if dataset.image_features is not None:
             sizes["features"] = int(dataset.image_features.shape[1])
-    state = read_state(path, model._build_module, merged_schema(type(model)), sizes)
+    state = read_state(path, model._build_module, model.saved_schema(path), sizes)
     vars(model).update(state)
     model._after_load()
     model.fitted_ = True

@@ -194,6 +194,32 @@ def spec_words(spec: Any) -> str:
     return _spec_words(spec)
 
 
+def renamed_dims(spec: Any, prefix: str) -> Any:
+    """``spec`` with every dimension name but the data sizes prefixed by ``prefix``: the schema of a model kept
+    inside another (an ensemble's base), whose hyperparameter and free dimensions must not bind the outer
+    model's names or another base's."""
+    if isinstance(spec, list):
+        return [renamed_dims(s, prefix) for s in spec]
+    if isinstance(spec, dict):
+        return {k: renamed_dims(s, prefix) for k, s in spec.items()}
+    if isinstance(spec, Record):
+        return Record(spec.name, **{k: renamed_dims(s, prefix) for k, s in spec.fields.items()})
+    if not isinstance(spec, str):
+        return spec
+    if spec.startswith("int="):
+        name = spec[4:]
+        return spec if name in DATA_SIZES else f"int={prefix}{name}"
+    match = _ARRAY.match(spec.strip())
+    if match is None or match.group(2) == "list":
+        return spec
+    dims = []
+    for dim in (d.strip() for d in match.group(4).split(",") if d.strip()):
+        name, sign, offset = _DIM.match(dim).groups()
+        renamed = name if name.isdigit() or name in DATA_SIZES else prefix + name
+        dims.append(renamed + ("" if sign is None else f"{sign}{offset}"))
+    return f"{match.group(1) or ''}{match.group(2)}{match.group(3)}[{', '.join(dims)}]"
+
+
 def merged_schema(cls: type) -> dict[str, Any]:
     """``state_schema`` of ``cls`` and its bases, the most derived declaration of a key winning."""
     schema: dict[str, Any] = {}

@@ -282,3 +282,37 @@ def test_load_or_fit_refits_a_tampered_model_with_one_line(small_sim, tmp_path, 
     np.testing.assert_array_equal(again.predict(users, users), first.predict(users, users))
     _, _, fitted = load_or_fit_model("mf", small_sim, params=params, workspace=tmp_path, progress=False)
     assert not fitted  # the refitted model was saved whole
+
+
+# ------------------------------------------------------------------------------------------ ensembles
+def test_renamed_dims_keeps_the_data_sizes_and_prefixes_every_other_name():
+    from recsys.models.schema import Record, renamed_dims
+
+    assert renamed_dims("float[users, factors+1]", "b0_") == "float[users, b0_factors+1]"
+    assert renamed_dims("sparse float~[images, 3]", "b0_") == "sparse float~[images, 3]"
+    assert renamed_dims(["int=images", "int=dim", "list[str]", "module"], "b0_") == [
+        "int=images",
+        "int=b0_dim",
+        "list[str]",
+        "module",
+    ]
+    record = renamed_dims(Record("FoldIn", item_vecs="float[images, k]", a="float"), "b1_")
+    assert record == Record("FoldIn", item_vecs="float[images, b1_k]", a="float")
+
+
+def test_a_blend_is_checked_base_by_base(small_sim, tmp_path):
+    """blend's state holds its bases' under base<i>__: a round trip gives the same scores; a base's array of the
+    wrong shape, or bases_ naming a model that is not a base, is one line."""
+    model = create_model("blend", bases="user_ridge,mf").fit(small_sim)
+    assert set(fitted_state(model)) == set(model.saved_schema(model.save(tmp_path / "b")))
+    users = np.flatnonzero(model.known_)[:20]
+    loaded = Model.load(tmp_path / "b", small_sim)
+    np.testing.assert_array_equal(loaded.predict(users, users), model.predict(users, users))
+    rows = _copy(tmp_path / "b", tmp_path / "rows")
+    arrays = _arrays(rows)
+    arrays["base1__user_vecs_"] = arrays["base1__user_vecs_"][:5]
+    _write_arrays(rows, arrays)
+    _refused(rows, "base1__user_vecs_", small_sim)
+    named = _copy(tmp_path / "b", tmp_path / "named")
+    _edit_state(named, lambda s: s["bases_"].update(value=["oracle", "mf"]))
+    _refused(named, "not a base model of blend")
