@@ -1,7 +1,7 @@
 """The optional parts of the suite, installed as extras of ``recsys-pamela``, and the one-line error that names
 the install command when one is missing.
 
-    deep         torch, open_clip: two_tower, pref_tokens, pal (and mf on pairwise choices); image embedding
+    deep         torch, open_clip: two_tower, pref_tokens, pal, pal_a (and mf on pairwise choices); image embedding
                  (``recsys features``, ``--encoder``, ranking new image files)
     implicit     implicit, LightFM: als, bpr, lightfm
     faiss        FAISS: the index of similar-users, similar-images and the service

@@ -103,6 +103,7 @@ def test_every_module_imports_without_the_extras_but_those_that_need_one(tmp_pat
             "two_tower",
             "pref_tokens",
             "pal",
+            "pal_a",
         }
     )
     assert {p for p, (base, _) in PRESETS.items() if base in needing} == set(PRESETS)

@@ -75,7 +75,7 @@ COMMANDS: dict[str, Command] = {
     "train": Command(
         help="fit one model on the training split and save it (data parallel under torchrun)",
         description="Fit one model on the data's training split and save it, by default where similar-users, "
-        "rank and serve reload it. Under torchrun the torch models (two_tower, pref_tokens, pal) train data "
+        "rank and serve reload it. Under torchrun the torch models (two_tower, pref_tokens, pal, pal_a) train data "
         "parallel with DistributedDataParallel, each process on its share of every epoch's batches, and process "
         "0 saves.",
         example="recsys train --model two_tower --data data/sim --out models/two_tower\n"

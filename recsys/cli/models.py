@@ -128,8 +128,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = create_model(args.model, **params)
     if launched() and not _trains_data_parallel(model):
         raise UserError(
-            f"{args.model} does not train across processes (the torch models two_tower, pref_tokens and pal "
-            "do); run `recsys train` without torchrun"
+            f"{args.model} does not train across processes (the torch models two_tower, pref_tokens, pal and "
+            "pal_a do); run `recsys train` without torchrun"
         )
     with process_group("recsys train"):
         if args.data is None:  # the simulated default is written once, by rank 0, then read by every rank

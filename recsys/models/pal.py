@@ -1,22 +1,36 @@
-"""PAL-B: a mixture of ideal points over frozen image features (PAL, Chen et al., ICLR 2025), on choices.
+"""PAL (Chen et al., ICLR 2025, "PAL: Pluralistic Alignment Framework"): two reward models over frozen image
+features, learned from choices with the Bradley-Terry loss. Both give each user u mixture weights
+w_u = softmax(alpha_u) over K shared prototypes and differ in how a mixture makes a reward.
 
-r_u(i) = sum_k w_uk * (-||f(x_i) - p_k||^2),  w_u = softmax(alpha_u),  P(a chosen over b) = sigmoid(r_u(a) - r_u(b))
+* ``pal`` (``PalB``), PAL-B as published: r_u(x, y) = s * cos(f(y), sum_k w_uk g_k(x)). f is an MLP projector of
+  the image's features, g_1..g_K are MLP projectors of the prompt x (the K prototypes, conditioned on the prompt),
+  s = exp(logit scale) is learned (capped at 100). The datasets here carry no prompt embeddings, so the prompt
+  input is one constant: the prototypes are K learned points (each g_k of that constant), the same for every
+  prompt; conditioning on nothing, as the paper's model would with an empty prompt.
+* ``pal_a`` (``PalA``), PAL-A, a mixture of ideal points: r_u(y) = sum_k w_uk * (-||f(y) - p_k||^2) with f linear
+  and p_1..p_K free ideal points. Sum_k w_k(-||f - p_k||^2) ranks any two images exactly as
+  -||f - sum_k w_k p_k||^2 does (the terms in ||p_k||^2 cancel in a difference), so each user is one ideal point,
+  the weighted mean of the prototypes.
 
-* f: a linear map of the frozen image features into ``dim`` dimensions; p_1..p_K: ``n_prototypes`` ideal points
-  shared by everyone (each a preference model: nearer is better); alpha_u: a user's mixture logits.
-* Trained with the Bradley-Terry loss on the training choices (a tie counts half for each side), Adam, early
-  stopping on the validation choices (``val_seen``). On ratings it learns from choices made of them: pairs of one
-  user's ratings with different scores, the higher one chosen; its scores are then mapped to the rating scale by
-  one affine fit on the training ratings (choice probabilities then follow those scores, as for every model:
-  ``Model.predict_choices``).
-* New images: their rewards from their features, through f and the ideal points (``with_new_images``).
-* New users: only their mixture logits are fitted, to their reference choices (or ratings made into choices), by
-  MAP with a Gaussian prior at 0 (the population's even mixture), f and the ideal points frozen; with no
-  reference they get the even mixture.
+Shared by both:
+
+* P(a chosen over b) = sigmoid(r_u(a) - r_u(b)); a tie counts half for each side. Adam, early stopping on the
+  validation choices (``val_seen``), an L2 weight ``user_reg`` on the users' mixture logits. On ratings they learn
+  from choices made of them (pairs of one user's ratings with different scores, the higher one chosen); their
+  scores are then mapped to the rating scale by one affine fit on the training ratings (choice probabilities then
+  follow those scores, as for every model: ``Model.predict_choices``).
+* New images: their rewards from their features through f (``with_new_images``).
+* New users: only their mixture logits are fitted, everything else frozen, by MAP under the population prior: a
+  Gaussian per prototype whose mean is the log of the fitted users' mean mixture weights (centred) and whose
+  spread is that of the fitted users' centred logits around it. With no reference a new user gets the prior mean,
+  i.e. the population's mean mixture; each reference choice adds its Bradley-Terry log likelihood, so one choice
+  moves a user only as far as the population's spread allows. Each user's fit depends on their own references
+  only (the same whether folded alone or with others).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -36,27 +50,18 @@ from recsys.models.torch_utils import (
     seed_everything,
 )
 
-
-class _PalNet(nn.Module):
-    def __init__(self, n_features: int, n_users: int, dim: int, n_prototypes: int):
-        super().__init__()
-        self.project = nn.Linear(n_features, dim, bias=False)
-        self.points = nn.Parameter(torch.randn(n_prototypes, dim) * 0.5)
-        self.logits = nn.Embedding(n_users, n_prototypes)
-        nn.init.zeros_(self.logits.weight)
-
-    def distances(self, features: torch.Tensor) -> torch.Tensor:
-        """-||f(x) - p_k||^2 of every image and ideal point (n x K): each ideal point's reward."""
-        return -torch.cdist(self.project(features), self.points).pow(2)
-
-    @staticmethod
-    def reward(rewards: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        return (torch.softmax(logits, -1) * rewards).sum(-1)
+#: the least spread of a prototype's logit in the population prior (a population that agrees on a prototype
+#: must still let a new user's references move it a little)
+MIN_PRIOR_SPREAD = 0.05
+#: the least mean weight whose log is a prior mean (a prototype nobody uses gets a finite, very low prior)
+MIN_PRIOR_WEIGHT = 1e-4
+#: the largest reward scale of PAL-B's cosine link, as published
+MAX_LOGIT_SCALE = 100.0
 
 
 def _bradley_terry(diff: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
-    """Mean logistic loss of reward differences ``diff`` (a minus b) for outcomes ``choice`` (1 a, 0 b, 0.5 tie)."""
-    return (choice * nn.functional.softplus(-diff) + (1 - choice) * nn.functional.softplus(diff)).mean()
+    """Logistic loss of reward differences ``diff`` (a minus b) for outcomes ``choice`` (1 a, 0 b, 0.5 tie)."""
+    return choice * nn.functional.softplus(-diff) + (1 - choice) * nn.functional.softplus(diff)
 
 
 def pairs_from_ratings(ratings: Ratings, per_rating: int, seed: int) -> Choices:
@@ -78,22 +83,103 @@ def pairs_from_ratings(ratings: Ratings, per_rating: int, seed: int) -> Choices:
     return Choices.concat(parts)
 
 
-class PalB(Model):
-    """PAL-B: each user a mixture of shared ideal points over frozen image features, learned from choices."""
+def population_prior(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, spread) per prototype of the Gaussian prior on a new user's mixture logits, from fitted users' logits
+    (n x K): the mean is the centred log of their mean mixture weights (its softmax is that mean mixture), the
+    spread the root mean square of their centred logits around it (at least ``MIN_PRIOR_SPREAD``)."""
+    logits = np.asarray(logits, np.float64)
+    k = logits.shape[1]
+    if not len(logits):
+        return np.zeros(k), np.ones(k)
+    weights = _softmax(logits).mean(0)
+    mean = np.log(np.maximum(weights, MIN_PRIOR_WEIGHT))
+    mean -= mean.mean()
+    centred = logits - logits.mean(-1, keepdims=True)
+    spread = np.sqrt(((centred - mean) ** 2).mean(0))
+    return mean, np.maximum(spread, MIN_PRIOR_SPREAD)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+class _PalANet(nn.Module):
+    """PAL-A: a linear projection f and K free ideal points; users' mixture logits."""
+
+    def __init__(self, n_features: int, n_users: int, dim: int, n_prototypes: int):
+        super().__init__()
+        self.project = nn.Linear(n_features, dim, bias=False)
+        self.points = nn.Parameter(torch.randn(n_prototypes, dim) * 0.5)
+        self.logits = nn.Embedding(n_users, n_prototypes)
+        nn.init.zeros_(self.logits.weight)
+
+    def distances(self, features: torch.Tensor) -> torch.Tensor:
+        """-||f(x) - p_k||^2 of every image and ideal point (n x K): each ideal point's reward."""
+        return -torch.cdist(self.project(features), self.points).pow(2)
+
+    def diff(self, features: torch.Tensor, users, a, b) -> torch.Tensor:
+        """r_u(a) - r_u(b) of some choices."""
+        rewards = self.distances(features)
+        weights = torch.softmax(self.logits(users), -1)
+        return (weights * (rewards[a] - rewards[b])).sum(-1)
+
+
+def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+    """A projector: two linear layers with a GELU between (the paper's two-layer MLP projector)."""
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, n_out))
+
+
+class _PalBNet(nn.Module):
+    """PAL-B: the item projector f, K prompt projectors g_k, users' mixture logits and the learned logit scale."""
+
+    def __init__(
+        self, n_features: int, n_prompt: int, n_users: int, dim: int, hidden: int, n_prototypes: int
+    ):
+        super().__init__()
+        self.project_item = _mlp(n_features, hidden, dim)
+        self.project_prompt = nn.ModuleList(_mlp(n_prompt, hidden, dim) for _ in range(n_prototypes))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.logits = nn.Embedding(n_users, n_prototypes)
+        nn.init.zeros_(self.logits.weight)
+
+    def items(self, features: torch.Tensor) -> torch.Tensor:
+        """f(y) / ||f(y)||: the images in the preference space, unit length (n x dim)."""
+        return nn.functional.normalize(self.project_item(features), dim=-1)
+
+    def prototypes(self, prompts: torch.Tensor) -> torch.Tensor:
+        """g_k(x) of each prompt and prototype (n x K x dim)."""
+        return torch.stack([g(prompts) for g in self.project_prompt], 1)
+
+    def scale(self) -> torch.Tensor:
+        return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+    @staticmethod
+    def preference(weights: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        """sum_k w_k g_k(x) / its norm: a user's preference for a prompt, unit length (n x dim)."""
+        return nn.functional.normalize((weights.unsqueeze(-1) * prototypes).sum(-2), dim=-1)
+
+    def diff(self, features: torch.Tensor, prompts: torch.Tensor, users, a, b) -> torch.Tensor:
+        """r_u(x, a) - r_u(x, b) of some choices (``prompts``: one row each)."""
+        preference = self.preference(torch.softmax(self.logits(users), -1), self.prototypes(prompts))
+        return self.scale() * (preference * (self.items(features[a]) - self.items(features[b]))).sum(-1)
+
+
+class _Pal(Model):
+    """What PAL-A and PAL-B share: the fit on choices or ratings, and new users' MAP mixture logits."""
 
     state_schema: ClassVar[dict[str, Any]] = {
         "features_": "float[images, inputs]",
         "history_": "dict",
         "net_": "module",
         "scale_": "float[2]",
+        "prior_mean_": "float[n_prototypes]",
+        "prior_spread_": "float[n_prototypes]",
     }
-
-    name = "pal"
     learns_from = (Ratings, Choices)
 
     class Params(TrainParams):
-        dim: int = at_least_one(16, "dimensions of the projected image features")
-        n_prototypes: int = at_least_one(8, "shared ideal points (preference models)")
+        n_prototypes: int = at_least_one(8, "shared prototypes (preference models)")
         user_reg: float = non_negative(0.1, "L2 weight on the users' mixture logits")
         pairs_per_rating: int = at_least_one(4, "choices made of each rating (on rating data)")
         batch_size: int = at_least_one(4096, "choices per batch")
@@ -101,10 +187,24 @@ class PalB(Model):
         lr: float = non_negative(0.01, "Adam learning rate")
         patience: int = at_least_one(5, "epochs without validation improvement before stopping")
         foldin_steps: int = at_least_one(100, "gradient steps fitting a new user's mixture logits")
-        foldin_reg: float = non_negative(1.0, "Gaussian prior weight on a new user's mixture logits")
+        foldin_reg: float = non_negative(
+            1.0, "weight of the population prior on a new user's mixture logits (1: the prior as fitted)"
+        )
 
-    def _build_module(self, key: str, state: dict) -> _PalNet:
-        return _PalNet(state["features_"].shape[1], len(state["known_"]), self.dim, self.n_prototypes)
+    # ------------------------------------------------------------------ what each variant writes
+    def _make_net(self, dataset: Dataset) -> nn.Module:
+        raise NotImplementedError
+
+    def _batch_diff(self, net: nn.Module, features: torch.Tensor, users, a, b) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _fold_diff(self, weights: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """r(a) - r(b) of choices of new users with mixture weights ``weights`` (one row per choice)."""
+        raise NotImplementedError
+
+    def _rewards_of(self, weights: np.ndarray, images: np.ndarray) -> np.ndarray:
+        """Rewards (before the rating scale) of one user with mixture ``weights`` (K,) for ``images``."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, dataset: Dataset, data: Ratings | Choices, split: str) -> None:
@@ -113,7 +213,7 @@ class PalB(Model):
         self.features_ = dataset.image_inputs()
         on_ratings = isinstance(data, Ratings)
         pairs = pairs_from_ratings(data, self.pairs_per_rating, self.seed) if on_ratings else data
-        net = _PalNet(self.features_.shape[1], dataset.n_users, self.dim, self.n_prototypes).to(device)
+        net = self._make_net(dataset).to(device)
         features = torch.as_tensor(self.features_, device=device)
         t = {
             name: torch.as_tensor(getattr(pairs, name), device=device)
@@ -123,10 +223,7 @@ class PalB(Model):
         order = {}
 
         def loss_of(users, a, b, choice) -> torch.Tensor:
-            rewards = net.distances(features)
-            logits = net.logits(users)
-            diff = net.reward(rewards[a], logits) - net.reward(rewards[b], logits)
-            return _bradley_terry(diff, choice)
+            return _bradley_terry(self._batch_diff(net, features, users, a, b), choice).mean()
 
         def shuffle() -> None:
             net.train()
@@ -156,6 +253,8 @@ class PalB(Model):
 
         with deterministic_algorithms():  # the gradients of the gathers are scatter-adds
             fit_module(self, net, step, n_batches, validate, shuffle)
+        logits = self.net_.logits.weight.detach().double().numpy()
+        self.prior_mean_, self.prior_spread_ = population_prior(logits[self.known_])
         self._after_load()
         self.scale_ = np.array([0.0, 1.0])  # choices: rewards as they are
         if on_ratings:  # one affine map of rewards to the rating scale, on the training ratings
@@ -173,25 +272,9 @@ class PalB(Model):
         return None if held is None else held.subset(self.known_[held.user_idx])
 
     def _after_load(self) -> None:
-        with torch.no_grad():
-            self._rewards = self.net_.distances(torch.as_tensor(self.features_)).double().numpy()
-            self._weights = torch.softmax(self.net_.logits.weight, -1).double().numpy()
+        self._weights = torch.softmax(self.net_.logits.weight.detach(), -1).double().numpy()
 
-    def _new_image_state(self, inputs: ImageInputs) -> dict:
-        """New images' features and their rewards: the distances of their projections to the ideal points."""
-        features = inputs.inputs()
-        with torch.no_grad():
-            rewards = self.net_.distances(torch.as_tensor(features)).double().numpy()
-        return {
-            "features_": append_rows(self.features_, features),
-            "_rewards": append_rows(self._rewards, rewards),
-        }
-
-    # ------------------------------------------------------------------ scoring
-    def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
-        reward = (self._rewards[image_idx] * self._weights[user_idx]).sum(-1)
-        return self.scale_[0] + self.scale_[1] * reward
-
+    # ------------------------------------------------------------------ new users
     def _fold(self, references: list[References]) -> np.ndarray:
         """Mixture logits (n x K) of new users from reference ratings, made into choices."""
         made = []
@@ -206,9 +289,12 @@ class PalB(Model):
         return self._fold_choices(made)
 
     def _fold_choices(self, references: list[ChoiceReferences]) -> np.ndarray:
-        """Mixture logits (n x K) fitted to each new user's reference choices (MAP, prior at 0)."""
-        logits = torch.zeros(len(references), self.n_prototypes, requires_grad=True)
-        rewards = torch.as_tensor(self._rewards, dtype=torch.float32)
+        """Mixture logits (n x K) of new users: the MAP under the population prior of each one's reference choices.
+        The loss is a sum of per-user terms and Adam scales each coordinate on its own, so a user's logits do not
+        depend on who else is folded in the same call."""
+        mean = torch.as_tensor(self.prior_mean_, dtype=torch.float32)
+        spread = torch.as_tensor(self.prior_spread_, dtype=torch.float32)
+        logits = mean.repeat(len(references), 1).requires_grad_(True)
         rows, a, b, choice = [], [], [], []
         for row, refs in enumerate(references):
             rows += [row] * len(refs)
@@ -218,36 +304,136 @@ class PalB(Model):
         if not rows:
             return logits.detach().numpy()
         rows = torch.as_tensor(rows)
-        gap = rewards[torch.as_tensor(np.concatenate(a))] - rewards[torch.as_tensor(np.concatenate(b))]
+        a, b = torch.as_tensor(np.concatenate(a)), torch.as_tensor(np.concatenate(b))
         choice = torch.as_tensor(np.concatenate(choice))
         optimiser = torch.optim.Adam([logits], lr=0.1)
-        counts = torch.bincount(rows, minlength=len(references)).clamp(min=1).float()
         with torch.enable_grad():
             for _ in range(self.foldin_steps):
                 optimiser.zero_grad()
-                diff = (torch.softmax(logits[rows], -1) * gap).sum(-1)
-                nll = choice * nn.functional.softplus(-diff) + (1 - choice) * nn.functional.softplus(diff)
-                per_user = torch.zeros(len(references)).index_add(0, rows, nll) / counts
-                loss = per_user.sum() + self.foldin_reg * logits.pow(2).sum() / len(references)
+                diff = self._fold_diff(torch.softmax(logits[rows], -1), a, b)
+                prior = 0.5 * self.foldin_reg * ((logits - mean) / spread).pow(2).sum()
+                loss = _bradley_terry(diff, choice).sum() + prior
                 loss.backward()
                 optimiser.step()
         return logits.detach().numpy()
 
-    @staticmethod
-    def _softmax(logits: np.ndarray) -> np.ndarray:
-        e = np.exp(logits - logits.max(-1, keepdims=True))
-        return e / e.sum(-1, keepdims=True)
-
     def _score_folded(self, states: np.ndarray, images: list[np.ndarray]) -> list[np.ndarray]:
-        weights = self._softmax(np.asarray(states, np.float64))
+        weights = _softmax(np.asarray(states, np.float64))
         return [
-            self.scale_[0] + self.scale_[1] * (self._rewards[i] @ w)
+            self.scale_[0] + self.scale_[1] * self._rewards_of(w, np.asarray(i, np.int64))
             for w, i in zip(weights, images, strict=True)
         ]
 
     def _user_vectors(self) -> np.ndarray:
-        """Mixture weights over the ideal points (n_users x K); the even mixture for users not fitted."""
-        return np.where(self.known_[:, None], self._weights, 1.0 / self.n_prototypes)
+        """Mixture weights over the prototypes (n_users x K); the population prior's mixture for users not fitted."""
+        return np.where(self.known_[:, None], self._weights, _softmax(self.prior_mean_))
 
     def _taste(self, states: np.ndarray) -> np.ndarray:
-        return self._softmax(np.asarray(states, np.float64))
+        return _softmax(np.asarray(states, np.float64))
+
+
+class PalA(_Pal):
+    """PAL-A: a mixture of ideal points over frozen image features (each user one point, the weighted mean of K
+    shared ideal points), learned from choices."""
+
+    name = "pal_a"
+
+    class Params(_Pal.Params):
+        dim: int = at_least_one(16, "dimensions of the projected image features")
+
+    def _make_net(self, dataset: Dataset) -> _PalANet:
+        return _PalANet(self.features_.shape[1], dataset.n_users, self.dim, self.n_prototypes)
+
+    def _build_module(self, key: str, state: dict) -> _PalANet:
+        return _PalANet(state["features_"].shape[1], len(state["known_"]), self.dim, self.n_prototypes)
+
+    def _batch_diff(self, net: _PalANet, features, users, a, b) -> torch.Tensor:
+        return net.diff(features, users, a, b)
+
+    def _after_load(self) -> None:
+        super()._after_load()
+        with torch.no_grad():
+            self._rewards = self.net_.distances(torch.as_tensor(self.features_)).double().numpy()
+
+    def _new_image_state(self, inputs: ImageInputs) -> dict:
+        """New images' features and their rewards: the distances of their projections to the ideal points."""
+        features = inputs.inputs()
+        with torch.no_grad():
+            rewards = self.net_.distances(torch.as_tensor(features)).double().numpy()
+        return {
+            "features_": append_rows(self.features_, features),
+            "_rewards": append_rows(self._rewards, rewards),
+        }
+
+    def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
+        reward = (self._rewards[image_idx] * self._weights[user_idx]).sum(-1)
+        return self.scale_[0] + self.scale_[1] * reward
+
+    def _fold_diff(self, weights: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        rewards = torch.as_tensor(self._rewards, dtype=torch.float32)
+        return (weights * (rewards[a] - rewards[b])).sum(-1)
+
+    def _rewards_of(self, weights: np.ndarray, images: np.ndarray) -> np.ndarray:
+        return self._rewards[images] @ weights
+
+
+class PalB(_Pal):
+    """PAL-B as published: K prompt-conditioned prototypes from MLP projectors, an MLP projector of the image, a
+    cosine link with a learned scale; each user a mixture of the prototypes, learned from choices. The datasets
+    carry no prompt embeddings, so the prototypes are conditioned on a constant prompt (see the module)."""
+
+    name = "pal"
+
+    class Params(_Pal.Params):
+        dim: int = at_least_one(32, "dimensions of the preference space the projectors map into")
+        hidden: int = at_least_one(64, "hidden width of the projectors' two-layer MLPs")
+
+    #: width of the prompt input: one constant, as no prompt embeddings are read
+    N_PROMPT = 1
+
+    def _make_net(self, dataset: Dataset) -> _PalBNet:
+        return self._net(self.features_.shape[1], dataset.n_users)
+
+    def _net(self, n_features: int, n_users: int) -> _PalBNet:
+        return _PalBNet(n_features, self.N_PROMPT, n_users, self.dim, self.hidden, self.n_prototypes)
+
+    def _build_module(self, key: str, state: dict) -> _PalBNet:
+        return self._net(state["features_"].shape[1], len(state["known_"]))
+
+    def _batch_diff(self, net: _PalBNet, features, users, a, b) -> torch.Tensor:
+        prompts = torch.ones(len(users), self.N_PROMPT, device=features.device)
+        return net.diff(features, prompts, users, a, b)
+
+    def _after_load(self) -> None:
+        super()._after_load()
+        with torch.no_grad():
+            self._items = self.net_.items(torch.as_tensor(self.features_)).double().numpy()
+            prototypes = self.net_.prototypes(torch.ones(1, self.N_PROMPT))[0]
+            self._prototypes = prototypes.double().numpy()
+            self._scale = float(self.net_.scale())
+            self._preferences = self._preference(self._weights)
+
+    def _preference(self, weights: np.ndarray) -> np.ndarray:
+        """Unit preference vectors (n x dim) of mixture weights (n x K), for the constant prompt."""
+        mixed = weights @ self._prototypes
+        return mixed / np.maximum(np.linalg.norm(mixed, axis=-1, keepdims=True), 1e-12)
+
+    def _new_image_state(self, inputs: ImageInputs) -> dict:
+        """New images' features and their projections into the preference space."""
+        features = inputs.inputs()
+        with torch.no_grad():
+            items = self.net_.items(torch.as_tensor(features)).double().numpy()
+        return {"features_": append_rows(self.features_, features), "_items": append_rows(self._items, items)}
+
+    def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
+        reward = self._scale * (self._items[image_idx] * self._preferences[user_idx]).sum(-1)
+        return self.scale_[0] + self.scale_[1] * reward
+
+    def _fold_diff(self, weights: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        items = torch.as_tensor(self._items, dtype=torch.float32)
+        prototypes = torch.as_tensor(self._prototypes, dtype=torch.float32)
+        preference = _PalBNet.preference(weights, prototypes)
+        return self._scale * (preference * (items[a] - items[b])).sum(-1)
+
+    def _rewards_of(self, weights: np.ndarray, images: np.ndarray) -> np.ndarray:
+        return self._scale * (self._items[images] @ self._preference(weights[None])[0])

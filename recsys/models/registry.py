@@ -29,6 +29,7 @@ _REGISTRY: dict[str, str] = {
     "pref_tokens": "recsys.models.pref_tokens:PrefTokens",
     "profile": "recsys.models.profile:PreferenceProfile",
     "pal": "recsys.models.pal:PalB",
+    "pal_a": "recsys.models.pal:PalA",
     "mllm_scorer": "recsys.models.mllm:MLLMScorer",
     "blend": "recsys.models.blend:Blend",
 }
@@ -42,6 +43,7 @@ EXTRA_OF: dict[str, str] = {
     "two_tower": "deep",
     "pref_tokens": "deep",
     "pal": "deep",
+    "pal_a": "deep",
 }
 
 #: named presets: (registered model, the hyperparameters it fixes); the ablations of the deep models
@@ -60,7 +62,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "ablations": tuple(PRESETS),
     "mllm": ("mllm_scorer",),
     # models of pairwise choices (they run on ratings too, made into choices); in the default set on choices
-    "choices": ("pal",),
+    "choices": ("pal", "pal_a"),
     # stacks of other models' predictions, weighted on the validation split
     "ensembles": ("blend",),
 }
@@ -90,6 +92,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "pref_tokens": (IMAGE_INPUT,),
     "profile": (IMAGE_INPUT,),
     "pal": (IMAGE_INPUT,),
+    "pal_a": (IMAGE_INPUT,),
     "mllm_scorer": ("the mllm extra", "local weights", "a GPU", "image files"),
 }
 

@@ -7,9 +7,11 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from recsys.cli import main
 from recsys.data import load_dataset
+from recsys.data.choices import ChoiceReferences
 from recsys.data.simulate_pairs import PickapicSimulationConfig, simulate_pickapic
 from recsys.evaluation.pairwise import (
     MIN_USER_PAIRS,
@@ -20,6 +22,7 @@ from recsys.evaluation.pairwise import (
 )
 from recsys.leaderboard import run_leaderboard
 from recsys.models import create_model
+from recsys.models.pal import MIN_PRIOR_SPREAD, _softmax, population_prior
 
 SMALL = PickapicSimulationConfig(
     seed=0, users=60, prompts_per_user=30, detailed_images=False, image_size=16, feature_dim=32
@@ -86,29 +89,102 @@ def test_references_and_queries_are_disjoint_and_queries_fixed_across_k(choices)
     )  # draws differ
 
 
-def test_pal_learns_from_choices(choices):
+@pytest.mark.parametrize("name", ["pal", "pal_a"])
+def test_pal_learns_from_choices_and_one_reference_keeps_the_population(choices, name):
     # 3 draws: the five new users' values are averaged over enough draws for their interval to clear chance
-    board = run_leaderboard(choices, ["pal"], progress=False, jobs=1, draws=3)
+    board = run_leaderboard(choices, [name], progress=False, jobs=1, draws=3)
     rows = {(r.model, r.split, r.shots): r for r in board.rows}
-    assert rows[("pal", "test_seen", None)].metrics["user_choice_acc"] > 0.52  # chance is 0.5
+    assert rows[(name, "test_seen", None)].metrics["user_choice_acc"] > 0.52  # chance is 0.5
     for k in (0, 8):  # the lower end of the interval over users is above chance
-        assert rows[("pal", "test_unseen", k)].ci95["user_choice_acc"][0] > 0.52
+        assert rows[(name, "test_unseen", k)].ci95["user_choice_acc"][0] > 0.52
     oracle = rows[("oracle", "test_unseen", 8)].metrics["choice_acc"]
-    assert 0.7 < oracle <= 1.0 and rows[("pal", "test_unseen", 8)].metrics["choice_acc"] < oracle
+    assert 0.7 < oracle <= 1.0 and rows[(name, "test_unseen", 8)].metrics["choice_acc"] < oracle
+    # MAP under the population prior: one reference choice does not undo what the population says
+    zero, one = (rows[(name, "test_unseen", k)].metrics["user_choice_acc"] for k in (0, 1))
+    assert one >= zero - 0.01
 
 
-def test_pal_new_user_weights_follow_the_references(choices):
+def _references(model, n_users: int, per_user: int, seed: int) -> list[ChoiceReferences]:
+    rng = np.random.default_rng(seed)
+    n = model.features_.shape[0]
+    return [
+        ChoiceReferences(
+            -1,
+            rng.integers(0, n, per_user),
+            rng.integers(0, n, per_user),
+            rng.integers(0, 2, per_user).astype(np.float32),
+        )
+        for _ in range(n_users)
+    ]
+
+
+@pytest.fixture(scope="module")
+def pal_models(choices):
+    return {name: create_model(name, epochs=20).fit(choices) for name in ("pal", "pal_a")}
+
+
+@pytest.mark.parametrize("name", ["pal", "pal_a"])
+def test_a_new_users_fit_does_not_depend_on_who_is_folded_with_them(pal_models, name):
+    model = pal_models[name]
+    refs = _references(model, 6, 5, seed=1) + [ChoiceReferences(-1, [], [], [])]
+    together = model._fold_choices(refs)
+    alone = np.vstack([model._fold_choices([r]) for r in refs])
+    np.testing.assert_allclose(together, alone, atol=1e-6)
+    # no reference: the prior mean, whose softmax is the fitted users' mean mixture
+    np.testing.assert_allclose(together[-1], model.prior_mean_, atol=1e-6)
+    weights = torch.softmax(model.net_.logits.weight[model.known_].detach().double(), -1).mean(0).numpy()
+    np.testing.assert_allclose(_softmax(together[-1:].astype(np.float64))[0], weights, atol=1e-5)
+
+
+def test_population_prior_by_hand():
+    logits = np.array([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    mean, spread = population_prior(logits)
+    e = np.exp(logits)
+    weights = (e / e.sum(1, keepdims=True)).mean(0)  # symmetric: (a, b, a)
+    expected = np.log(weights) - np.log(weights).mean()
+    np.testing.assert_allclose(mean, expected)
+    centred = logits - 1.0  # every row has mean 1
+    np.testing.assert_allclose(
+        spread, np.maximum(np.sqrt(((centred - expected) ** 2).mean(0)), MIN_PRIOR_SPREAD)
+    )
+    agreeing = population_prior(np.ones((4, 3)))
+    np.testing.assert_allclose(agreeing[0], 0.0, atol=1e-12)
+    np.testing.assert_allclose(agreeing[1], MIN_PRIOR_SPREAD)
+
+
+def test_pal_a_new_user_weights_follow_the_references(pal_models):
     """Reference choices that all prefer one ideal point's images move the new user's mixture toward it."""
-    model = create_model("pal", epochs=20).fit(choices)
+    model = pal_models["pal_a"]
     rewards = model._rewards
     favourite = int(np.argmax(rewards.std(0)))
     order = np.argsort(rewards[:, favourite])
     best, worst = order[-20:], order[:20]
-    from recsys.data.choices import ChoiceReferences
-
     refs = ChoiceReferences(-1, best, worst, np.ones(20, np.float32))
-    weights = model._softmax(model._fold_choices([refs]))[0]
-    assert weights[favourite] > 1.0 / model.n_prototypes
+    weights = _softmax(model._fold_choices([refs]).astype(np.float64))[0]
+    assert weights[favourite] > _softmax(model.prior_mean_)[favourite]
+
+
+def test_pal_b_scores_are_the_cosine_of_the_image_and_the_mixed_prototypes(pal_models, choices):
+    """The fitted scores (numpy) against the network's own forward pass (torch): s * cos(f(y), sum_k w_k g_k)."""
+    model = pal_models["pal"]
+    net = model.net_
+    users = np.flatnonzero(model.known_)[:5]
+    a, b = np.arange(5), np.arange(5, 10)
+    with torch.no_grad():
+        prompts = torch.ones(5, 1)
+        diff = (
+            net.diff(torch.as_tensor(model.features_), prompts, torch.as_tensor(users), a, b).double().numpy()
+        )
+        f = net.project_item(torch.as_tensor(model.features_[a])).double().numpy()
+        g = torch.stack([p(prompts) for p in net.project_prompt], 1).double().numpy()
+    w = _softmax(net.logits.weight.detach().double().numpy()[users])
+    u = (w[:, :, None] * g).sum(1)
+    cos = (f * u).sum(1) / np.linalg.norm(f, axis=1) / np.linalg.norm(u, axis=1)
+    scale = min(np.exp(float(net.logit_scale.detach())), 100.0)
+    np.testing.assert_allclose(model._predict(users, a), scale * cos, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        model._predict(users, a) - model._predict(users, b), diff, rtol=1e-4, atol=1e-4
+    )
 
 
 def test_rating_models_are_unsupported_on_choices_with_the_reason(choices):

@@ -247,7 +247,7 @@ def test_validation_is_the_policy_split_of_the_fit_data_kind(small_sim):
 #: models whose image side is per image id: they cannot score new images, and say so in one line
 CANNOT_SCORE_NEW_IMAGES = {"oracle"}
 #: models that compute in float32 (torch, LightFM): their new-image scores agree to float32 precision only
-FLOAT32 = {"lightfm", "pal"} | {m for m in MODELS if m.startswith(("two_tower", "pref_tokens"))}
+FLOAT32 = {"lightfm", "pal", "pal_a"} | {m for m in MODELS if m.startswith(("two_tower", "pref_tokens"))}
 
 
 def _unrated_images(dataset, n: int = 12) -> np.ndarray:

@@ -19,9 +19,14 @@ from recsys.models.torch_utils import rank_batches, train_loop
 from recsys.retrieval.similar import fitted_model_dir, load_or_fit_model
 
 ROOT = Path(__file__).resolve().parents[2]
-#: the fits under torchrun: two_tower as test_two_tower.py fits it; pref_tokens and pal briefly (their steps
+#: the fits under torchrun: two_tower as test_two_tower.py fits it; pref_tokens, pal and pal_a briefly (their steps
 #: draw episodes per rank, and leave a parameter unused on ratings)
-FITS = {"two_tower": {"epochs": 6, "seed": 0}, "pref_tokens": {"epochs": 2}, "pal": {"epochs": 2}}
+FITS = {
+    "two_tower": {"epochs": 6, "seed": 0},
+    "pref_tokens": {"epochs": 2},
+    "pal": {"epochs": 2},
+    "pal_a": {"epochs": 2},
+}
 
 
 @pytest.mark.parametrize(("n_batches", "world"), [(5, 2), (6, 2), (7, 3), (1, 2), (4, 1)])
