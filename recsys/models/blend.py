@@ -61,7 +61,7 @@ class Blend(Model):
     state_schema: ClassVar[dict[str, Any]] = {
         "bases_": "list[str]",
         "base_params_": "list[dict]",
-        "sample_": "int[sample]",
+        "sample_": "int[sample] < images",
         "centre_": "float[users, bases]",
         "spread_": "float[users, bases]",
         "weights_": "float[bases]",

@@ -114,8 +114,8 @@ class _KNNBase(Model):
     without training ratings and without features scores by the baseline alone, no neighbour having rated it)."""
 
     state_schema: ClassVar[dict[str, Any]] = {
-        "rated_start_": "int[users+1]",
-        "rated_image_": "int[ratings]",
+        "rated_image_": "int[ratings] < images",  # before rated_start_, whose bound it sets
+        "rated_start_": "int[users+1] < ratings+1",
         "rated_score_": "float[ratings]",
         "placed_": "bool[images]",
     }
@@ -276,7 +276,7 @@ class UserKNN(_KNNBase):
         "embedding_": ["float[images, features]", "None"],
         "consensus_": [linear_map_spec("design", "1"), "None"],
         "item_score_": "float[images]",
-        "train_users_": "int[train_users]",
+        "train_users_": "int[train_users] < users",
         "centred_": "sparse float[users, images]",
         "taste_": ["float[users, features]", "None"],
         "rating_basis_": ["float[images, basis]", "None"],

@@ -96,8 +96,8 @@ class MLLMScorer(Model):
     state_schema: ClassVar[dict[str, Any]] = {
         "prompts_": ["list[str]", "None"],
         "image_paths_": ["list[str]", "None"],
-        "ref_user_": "int[references]",
-        "ref_image_": "int[references]",
+        "ref_user_": "int[references] < users",
+        "ref_image_": "int[references] < images",
         "ref_score_": "float[references]",
     }
 

@@ -240,6 +240,7 @@ class _Pending:
 
     member: str
     finite: bool
+    below: int | None = None
 
 
 @dataclasses.dataclass
@@ -342,11 +343,13 @@ class _Arrays:
                 f"arrays.npz declares {self.total} bytes in all, over the cap of {self.total_cap()}"
             )
 
-    def read(self, member: str, finite: bool) -> np.ndarray:
+    def read(self, member: str, finite: bool, below: int | None = None) -> np.ndarray:
         with self.zip.open(f"{member}.npy") as stream:
             array = np.lib.format.read_array(stream, allow_pickle=False, max_header_size=MAX_HEADER_BYTES)
         if finite and array.dtype.kind in "fc" and not np.isfinite(array).all():
             raise SchemaMismatch(f"arrays.npz: {member} holds non-finite values")
+        if below is not None and array.size and (array.min() < 0 or array.max() >= below):
+            raise SchemaMismatch(f"arrays.npz: {member} holds indices outside [0, {below})")
         return array
 
 
@@ -399,7 +402,13 @@ def _plan(key: str, entry: Any, spec: Any, arrays: _Arrays, bindings: Bindings) 
         if entry != {"array": key}:
             raise SchemaMismatch(f"state.json: {key} names another array")
         arrays.header(key, array, array.dims, bindings)
-        return _Pending(key, array.finite)
+        below = None
+        if array.below is not None:
+            (bound,) = bindings.expected((array.below,), bindings.values)
+            if bound == "?":
+                raise SchemaMismatch(f"state.json: {key}'s bound {array.below} is not known when it is read")
+            below = int(bound)
+        return _Pending(key, array.finite, below)
     shape = entry.get("shape")
     if set(entry) != {"sparse", "shape"} or entry["sparse"] != key or not _ints(shape, 2):
         raise SchemaMismatch(f"state.json: {key} is not a sparse matrix entry")
@@ -415,7 +424,7 @@ def _plan(key: str, entry: Any, spec: Any, arrays: _Arrays, bindings: Bindings) 
 def _resolve(entry: Any, arrays: _Arrays) -> Any:
     """The value of a planned entry: its arrays read, its records built."""
     if isinstance(entry, _Pending):
-        return arrays.read(entry.member, entry.finite)
+        return arrays.read(entry.member, entry.finite, entry.below)
     if isinstance(entry, _PendingSparse):
         parts = [arrays.read(f"{entry.key}.{p}", entry.finite) for p in ("data", "indices", "indptr")]
         matrix = sp.csr_matrix(tuple(parts), shape=entry.shape)
@@ -513,6 +522,13 @@ def _read_json(path: Path, name: str) -> Any:
 def _read_torch(file: Path) -> dict:
     import torch
 
+    cap = _Arrays.total_cap()
+    try:
+        size = file.stat().st_size
+    except OSError as err:
+        raise SavedModelError(f"{file.parent}: {file.name} is unreadable ({_first_line(err)})") from None
+    if size > cap:  # torch reads the whole file into memory: refused before a byte of it is read
+        raise SavedModelError(f"{file.parent}: {file.name} holds {size} bytes, over the cap of {cap}; refit")
     try:
         data = read_bytes(file, "a saved model's weights")
         modules = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)

@@ -6,7 +6,9 @@ declares the keys every model has). A spec is one of
 * an array: ``"float[users, factors+1]"`` (dtype kind ``float``, ``int``, ``bool`` or an exact numpy dtype such
   as ``float32``; a float array must be finite unless written ``float~``), each dimension a number, a size of
   the data (``users``, ``images``, ``features``, ``metadata``), a hyperparameter (``factors``) or any other name
-  (bound by its first use, so that every array using it agrees), optionally ``+ n`` or ``- n``;
+  (bound by its first use, so that every array using it agrees), optionally ``+ n`` or ``- n``; an index array
+  adds its bound, ``"int[ratings] < images"``: every value in [0, images), checked when it is read, so that a
+  tampered index is refused instead of failing where it is used;
 * a sparse matrix: ``"sparse float[users, images]"`` (stored as CSR data, indices and indptr);
 * ``"module"``: the weights of a torch module (checked against the module the model builds, in
   ``persistence``);
@@ -33,7 +35,7 @@ import numpy as np
 #: sizes of the data a model is fitted on, bound before the state is checked
 DATA_SIZES = ("users", "images", "features", "metadata")
 
-_ARRAY = re.compile(r"^(sparse\s+)?([a-z]+[0-9]*)(~?)\[(.*)\]$")
+_ARRAY = re.compile(r"^(sparse\s+)?([a-z]+[0-9]*)(~?)\[(.*)\](?:\s*<\s*(\S+))?$")
 _DIM = re.compile(r"^([A-Za-z_][A-Za-z_0-9]*|\d+)\s*(?:([+-])\s*(\d+))?$")
 _KINDS = {"float": "f", "int": "iu", "bool": "b"}
 
@@ -62,6 +64,7 @@ class ArraySpec:
     dims: tuple[str, ...]
     finite: bool
     sparse: bool
+    below: str | None = None  # an index array: every value in [0, below), ``below`` a dimension
 
     def dtype_ok(self, dtype: np.dtype) -> bool:
         if self.dtype in _KINDS:
@@ -77,7 +80,7 @@ def parse_array(spec: Any) -> ArraySpec | None:
     if match is None or match.group(2) in ("list",):
         return None
     dims = tuple(d.strip() for d in match.group(4).split(",") if d.strip())
-    return ArraySpec(match.group(2), dims, match.group(3) != "~", bool(match.group(1)))
+    return ArraySpec(match.group(2), dims, match.group(3) != "~", bool(match.group(1)), match.group(5))
 
 
 class Bindings:
@@ -217,7 +220,12 @@ def renamed_dims(spec: Any, prefix: str) -> Any:
         name, sign, offset = _DIM.match(dim).groups()
         renamed = name if name.isdigit() or name in DATA_SIZES else prefix + name
         dims.append(renamed + ("" if sign is None else f"{sign}{offset}"))
-    return f"{match.group(1) or ''}{match.group(2)}{match.group(3)}[{', '.join(dims)}]"
+    below = ""
+    if match.group(5):
+        name, sign, offset = _DIM.match(match.group(5)).groups()
+        renamed = name if name.isdigit() or name in DATA_SIZES else prefix + name
+        below = f" < {renamed}" + ("" if sign is None else f"{sign}{offset}")
+    return f"{match.group(1) or ''}{match.group(2)}{match.group(3)}[{', '.join(dims)}]{below}"
 
 
 def merged_schema(cls: type) -> dict[str, Any]:

@@ -316,3 +316,28 @@ def test_a_blend_is_checked_base_by_base(small_sim, tmp_path):
     named = _copy(tmp_path / "b", tmp_path / "named")
     _edit_state(named, lambda s: s["bases_"].update(value=["oracle", "mf"]))
     _refused(named, "not a base model of blend")
+
+
+def test_torch_weights_over_the_memory_cap_are_refused_before_they_are_read(saved, tmp_path, monkeypatch):
+    """torch reads modules.pt whole: a file larger than the cap is one line, and not a byte of it is read."""
+    target = _copy(saved["two_tower"], tmp_path / "big")
+    size = (target / "modules.pt").stat().st_size
+    monkeypatch.setattr(persistence._Arrays, "total_cap", staticmethod(lambda: size - 1))
+    monkeypatch.setattr(persistence, "read_bytes", lambda *a, **k: pytest.fail("modules.pt was read"))
+    with pytest.raises(SavedModelError, match=f"modules.pt holds {size} bytes, over the cap of {size - 1}"):
+        persistence._read_torch(target / "modules.pt")
+
+
+def test_an_index_out_of_range_is_refused_when_read(saved, tmp_path):
+    """user_knn's rated_image_ indexes the images: a tampered index is one line at load, not an IndexError
+    when a user is scored."""
+    target = _copy(saved["user_knn"], tmp_path / "index")
+    arrays = _arrays(target)
+    rated = arrays["rated_image_"].copy()
+    rated[3] = 10**6
+    _write_arrays(target, arrays | {"rated_image_": rated})
+    _refused(target, r"rated_image_ holds indices outside \[0, ")
+    from recsys.models.schema import parse_array, renamed_dims
+
+    assert parse_array("int[ratings] < images").below == "images"
+    assert renamed_dims("int[n] < k+1", "b0_") == "int[b0_n] < b0_k+1"
