@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import rankdata
 
+from recsys.cli.common import check_params, parse_params
 from recsys.data import load_dataset
 from recsys.data.worlds import KINDS, World, get_worlds, simulate_world
 from recsys.errors import UserError
@@ -94,6 +95,7 @@ def run_world(world: World, kind: str, models: list[str], args) -> dict:
             draws=args.draws,
             progress=False,
             jobs=args.jobs,
+            params=args.params,
         )
         leaderboard_seconds = time.perf_counter() - start
     rows = []
@@ -273,6 +275,7 @@ def write_json(path: Path, payload: dict) -> None:
 
 #: the arguments that decide a world's result: a resumed run must have the same
 RESULT_ARGUMENTS = (
+    "params",
     "seed",
     "draws",
     "users",
@@ -293,7 +296,10 @@ def resumed_worlds(args, models: dict[str, list[str]]) -> dict[tuple[str, str], 
         except (OSError, ValueError) as err:
             raise UserError(f"--resume {path}: cannot be read ({type(err).__name__}: {err})") from None
         for name in RESULT_ARGUMENTS:
-            if earlier.get("arguments", {}).get(name) != getattr(args, name):
+            # a file written before --params existed ran every model at its defaults
+            if earlier.get("arguments", {}).get(name, {} if name == "params" else None) != getattr(
+                args, name
+            ):
                 raise UserError(
                     f"--resume {path}: made with --{name.replace('_', '-')} "
                     f"{earlier.get('arguments', {}).get(name)}, not {getattr(args, name)}"
@@ -330,6 +336,12 @@ def main() -> None:
         "--workspace", type=Path, default=None, help="default: $RECSYS_WORKSPACE, else ./runs"
     )
     parser.add_argument(
+        "--params",
+        default=None,
+        help='JSON hyperparameters per model, as recsys leaderboard takes them, e.g. {"pref_tokens": {"hidden": 128}}: '
+        "to judge a model's defaults on the family of worlds",
+    )
+    parser.add_argument(
         "--resume",
         type=Path,
         action="append",
@@ -340,6 +352,11 @@ def main() -> None:
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # each world's table as soon as it is done, even into a file
     args.jobs = args.jobs if args.jobs == "auto" else int(args.jobs)
+    try:
+        args.params = parse_params(args.params, per_model=True)
+        check_params(args.params)
+    except UserError as err:
+        parser.error(str(err))
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     if not kinds or any(k not in KINDS for k in kinds):
         parser.error(f"--kinds: choose from {', '.join(KINDS)}")
