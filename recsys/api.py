@@ -6,6 +6,8 @@
 >>> rec.predict_new({"i1": 5, "i2": 1}, items=["i3", "i4"])  # a new user, from reference ratings
 >>> rec.similar_users(user_id="u1", k=5)                   # or references={"i1": 5, "i2": 1}
 >>> rec.recommend("u1", n=10)                               # the 10 best items u1 has not rated
+>>> rec.evaluate("test_seen")                               # the leaderboard's metrics on a test split
+>>> rec.save("my-model"); Recommender.load("my-model", "ratings.csv")  # the fitted model, no pickle
 
 Everything takes and returns the ids of the table; the integer indices models use stay inside.
 """
@@ -56,6 +58,49 @@ class Recommender:
             raise UserError(f"{model}: {err}") from None
         self.model, self._similar = fitted, None
         return self
+
+    def save(self, path: str | Path) -> Path:
+        """Save the fitted model to the directory ``path`` (JSON, npz and torch weights, never a pickle;
+        ``Model.save``); returns it. The data are not saved: :meth:`load` reads them again."""
+        return self._fitted().save(path)
+
+    @classmethod
+    def load(cls, path: str | Path, data: str | Path | None = None, **kwargs: Any) -> Recommender:
+        """A recommender over the data at ``data`` (as :meth:`load_data`, with the same keyword arguments as when
+        the model was fitted) with the model saved at ``path``; a saved model that does not fit those data (other
+        sizes, a damaged file) is a one-line ``UserError``."""
+        dataset = load_dataset(data, **kwargs)
+        return cls(dataset, Model.load(path, dataset))
+
+    def evaluate(
+        self, split: str = "test_seen", shots: int | None = None, *, seed: int = 0, draws: int = 5
+    ) -> dict:
+        """The fitted model's metrics on the test split ``split`` as the leaderboard computes them (its protocol
+        ``seed`` and reference ``draws``); on an unseen split each new user gets ``shots`` references (default 10),
+        scored on the queries of ``recsys leaderboard --shots 0,10`` (0, 10 and ``shots``). Choices are scored
+        by the pairwise protocol. Returns ``{metric: value}``."""
+        from recsys.data.dataset import is_unseen_split
+        from recsys.evaluation.evaluator import Evaluator
+        from recsys.evaluation.pairwise import PAIR_SHOTS, pair_evaluator
+        from recsys.leaderboard import is_choice_data
+
+        model = self._fitted()
+        if is_unseen_split(split):
+            shots = 10 if shots is None else int(shots)
+            if shots < 0:
+                raise UserError(f"shots must be at least 0, got {shots}")
+        elif shots is not None:
+            raise UserError(f"{split} holds fitted users: shots apply to unseen splits only")
+        if is_choice_data(self.dataset):
+            tasks = tuple(sorted({*PAIR_SHOTS, shots})) if shots is not None else PAIR_SHOTS
+            evaluator = pair_evaluator(self.dataset, shots=tasks, seed=seed, draws=draws)
+        else:
+            tasks = tuple(sorted({0, 10, shots})) if shots is not None else (0, 10)
+            evaluator = Evaluator(self.dataset, shots=tasks, seed=seed, draws=draws)
+        result = evaluator.evaluate(model, split, shots)
+        if result.metrics is None:
+            raise UserError(f"{model.name} on {split}: {result.reason or result.status}")
+        return dict(result.metrics)
 
     def _fitted(self) -> Model:
         if self.model is None:

@@ -114,3 +114,25 @@ def test_demographics_must_match_a_user(table, tmp_path):
 def test_fit_first(table):
     with pytest.raises(UserError, match="fit"):
         Recommender.load_data(table).predict(["u1"], ["i1"])
+
+
+def test_evaluate_gives_the_leaderboard_metrics_and_rmse_by_hand(table):
+    rec = Recommender.load_data(table, holdout="random:0.1").fit("mf", epochs=5)
+    metrics = rec.evaluate("test_seen")
+    ratings = rec.dataset.ratings["test_seen"]
+    errors = rec.model.predict(ratings.user_idx, ratings.image_idx) - ratings.score
+    assert metrics["rmse"] == pytest.approx(float(np.sqrt(np.mean(errors**2))), rel=1e-6)
+    assert {"user_srocc", "pairwise_acc", "ndcg@10"} <= set(metrics)
+    with pytest.raises(UserError, match="shots apply to unseen splits only"):
+        rec.evaluate("test_seen", shots=5)
+
+
+def test_save_and_load_give_the_same_predictions(table, tmp_path):
+    rec = Recommender.load_data(table, holdout="random:0.1").fit("biases")
+    saved = rec.save(tmp_path / "model")
+    again = Recommender.load(saved, table, holdout="random:0.1")
+    users, items = ["u1", "u2", "u3"], ["i4", "i5", "i6"]
+    np.testing.assert_array_equal(again.predict(users, items), rec.predict(users, items))
+    other = write_table(tmp_path / "other.csv", users=30, items=90, per_user=30, seed=1)
+    with pytest.raises(UserError):  # saved for other data: other sizes
+        Recommender.load(saved, other)
