@@ -80,9 +80,8 @@ class Recommender:
         scored on the queries of ``recsys leaderboard --shots 0,10`` (0, 10 and ``shots``). Choices are scored
         by the pairwise protocol. Returns ``{metric: value}``."""
         from recsys.data.dataset import is_unseen_split
-        from recsys.evaluation.evaluator import Evaluator
-        from recsys.evaluation.pairwise import PAIR_SHOTS, pair_evaluator
-        from recsys.leaderboard import is_choice_data
+        from recsys.evaluation.pairwise import PAIR_SHOTS
+        from recsys.leaderboard import build_evaluator, is_choice_data
 
         model = self._fitted()
         if is_unseen_split(split):
@@ -91,13 +90,11 @@ class Recommender:
                 raise UserError(f"shots must be at least 0, got {shots}")
         elif shots is not None:
             raise UserError(f"{split} holds fitted users: shots apply to unseen splits only")
-        if is_choice_data(self.dataset):
-            tasks = tuple(sorted({*PAIR_SHOTS, shots})) if shots is not None else PAIR_SHOTS
-            evaluator = pair_evaluator(self.dataset, shots=tasks, seed=seed, draws=draws)
-        else:
-            tasks = tuple(sorted({0, 10, shots})) if shots is not None else (0, 10)
-            evaluator = Evaluator(self.dataset, shots=tasks, seed=seed, draws=draws)
-        result = evaluator.evaluate(model, split, shots)
+        tasks = PAIR_SHOTS if is_choice_data(self.dataset) else (0, 10)
+        tasks = tuple(sorted({*tasks, shots})) if shots is not None else tasks
+        result = build_evaluator(self.dataset, shots=tasks, seed=seed, draws=draws).evaluate(
+            model, split, shots
+        )
         if result.metrics is None:
             raise UserError(f"{model.name} on {split}: {result.reason or result.status}")
         return dict(result.metrics)

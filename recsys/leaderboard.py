@@ -129,6 +129,39 @@ def default_models(dataset: Dataset) -> list[str]:
     return [m for m in GROUPS["all"] if m != "oracle" or dataset.ground_truth is not None] + extra
 
 
+def build_evaluator(
+    dataset: Dataset,
+    *,
+    task: str = "predict",
+    shots: Sequence[int] | None = None,
+    seed: int = 0,
+    draws: int = DEFAULT_DRAWS,
+    fixed_queries: bool = True,
+    references: str = "random",
+    reference_pool: int | None = None,
+    topn_ks: Sequence[int] = TOPN_KS,
+    relevant_at: float | None = None,
+) -> Evaluator:
+    """The leaderboard's evaluator of ``dataset`` (arguments as ``run_leaderboard``): the top-N scorer for
+    ``task="topn"``, the pairwise protocol on choices, else the rating protocol (``shots=None``: 0 and 10)."""
+    if task == "topn":
+        return Evaluator(dataset, shots=(0,), seed=seed, draws=draws, scorer=TopNScorer(topn_ks, relevant_at))
+    if is_choice_data(dataset):
+        return pair_evaluator(dataset, shots=shots or PAIR_SHOTS, seed=seed, draws=draws)
+    try:
+        return Evaluator(
+            dataset,
+            shots=shots or (0, 10),
+            seed=seed,
+            draws=draws,
+            fixed_queries=fixed_queries,
+            references=references,
+            reference_pool=reference_pool,
+        )
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
 def run_leaderboard(
     dataset: Dataset,
     models: Sequence[str] | None = None,
@@ -200,24 +233,18 @@ def run_leaderboard(
         )
     if draws < 1:
         raise UserError(f"--draws must be at least 1, got {draws}")
-    if task == "topn":
-        scorer = TopNScorer(topn_ks, relevant_at)
-        evaluator = Evaluator(dataset, shots=(0,), seed=seed, draws=draws, scorer=scorer)
-    elif choices:
-        evaluator = pair_evaluator(dataset, shots=shots or PAIR_SHOTS, seed=seed, draws=draws)
-    else:
-        try:
-            evaluator = Evaluator(
-                dataset,
-                shots=shots or (0, 10),
-                seed=seed,
-                draws=draws,
-                fixed_queries=fixed_queries,
-                references=references,
-                reference_pool=reference_pool,
-            )
-        except ValueError as err:
-            raise UserError(str(err)) from None
+    evaluator = build_evaluator(
+        dataset,
+        task=task,
+        shots=shots,
+        seed=seed,
+        draws=draws,
+        fixed_queries=fixed_queries,
+        references=references,
+        reference_pool=reference_pool,
+        topn_ks=topn_ks,
+        relevant_at=relevant_at,
+    )
     shots = () if task == "topn" else evaluator.shots  # the top-N task draws no references
     board = Leaderboard(
         dataset,

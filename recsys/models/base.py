@@ -59,6 +59,7 @@ from recsys.data.encodings import ImageInputs
 from recsys.errors import ColdStartNotSupported, DataNotSupported, NewImagesNotSupported, UserError
 from recsys.models.params import DataSizes, Hyperparameters, check_memory
 from recsys.models.persistence import SAVE_FORMAT, fitted_state, write_model_dir
+from recsys.models.schema import merged_schema
 
 
 @dataclass(frozen=True)
@@ -370,8 +371,6 @@ class Model(ABC):
         """The schema a saved copy of this model at ``path`` is checked against (``recsys.models.schema``): the
         class's ``state_schema`` merged over its bases. A model whose state depends on what it saved (an ensemble
         of other models) reads what it needs from ``path`` first."""
-        from recsys.models.schema import merged_schema
-
         return merged_schema(type(self))
 
     def _build_module(self, key: str, state: dict[str, Any]) -> Any:

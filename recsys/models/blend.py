@@ -121,15 +121,11 @@ class Blend(Model):
     def _base_names(self, dataset: Dataset) -> list[str]:
         """The base models: ``bases``, or those of ``auto`` that the dataset's side information supports. The
         oracle (it reads the ground truth) and blend itself cannot be bases."""
-        from recsys.models.registry import list_models, model_class
-
         if self.bases == "auto":
             inputs = dataset.image_features is not None or len(dataset.metadata().names) > 0
             return list(AUTO_BASES if inputs else PLAIN_BASES)
         names = [n.strip() for n in self.bases.split(",") if n.strip()]
-        bad = [n for n in names if n not in list_models() or n == self.name]
-        bad += [n for n in names if n not in bad and model_class(n).needs_ground_truth]
-        if not names or bad:
+        if not names or _not_bases(names, self.name):
             raise UserError(
                 f"{self.name}: bases must name registered models other than blend and the oracle, got "
                 f"{self.bases!r}"
@@ -238,7 +234,7 @@ class Blend(Model):
         """Its own ``state_schema`` first (the bases' names and hyperparameters are read before their state),
         then each base's declared schema under ``base<i>__``, its dimension names kept apart per base."""
         from recsys.files import read_json
-        from recsys.models.registry import create_model, list_models
+        from recsys.models.registry import create_model
 
         index = read_json(Path(path) / "state.json", "a saved model's state index")
         try:
@@ -251,7 +247,7 @@ class Blend(Model):
             isinstance(n, str) and isinstance(p, dict) for n, p in zip(names, params, strict=True)
         ):
             raise SavedModelError(f"{path}: state.json does not name the blend's bases and their parameters")
-        bad = [n for n in names if n not in list_models() or n in ("blend", "oracle")]
+        bad = _not_bases(names, self.name)
         if bad:
             raise SavedModelError(f"{path}: state.json names {bad[0][:40]!r}, not a base model of blend")
         schema = super().saved_schema(path)
@@ -289,6 +285,15 @@ class Blend(Model):
             base._after_load()
             base.fitted_ = True
             self._bases.append(base)
+
+
+def _not_bases(names: list[str], own: str) -> list[str]:
+    """The names that cannot be bases: unregistered ones, the blend itself (``own``) and models that read the
+    simulator's ground truth (the oracle)."""
+    from recsys.models.registry import list_models, model_class
+
+    known = set(list_models())
+    return [n for n in names if n not in known or n == own or model_class(n).needs_ground_truth]
 
 
 def _flatten(bases: list[Model]) -> dict[str, Any]:

@@ -215,16 +215,14 @@ def renamed_dims(spec: Any, prefix: str) -> Any:
     match = _ARRAY.match(spec.strip())
     if match is None or match.group(2) == "list":
         return spec
-    dims = []
-    for dim in (d.strip() for d in match.group(4).split(",") if d.strip()):
+
+    def rename(dim: str) -> str:
         name, sign, offset = _DIM.match(dim).groups()
         renamed = name if name.isdigit() or name in DATA_SIZES else prefix + name
-        dims.append(renamed + ("" if sign is None else f"{sign}{offset}"))
-    below = ""
-    if match.group(5):
-        name, sign, offset = _DIM.match(match.group(5)).groups()
-        renamed = name if name.isdigit() or name in DATA_SIZES else prefix + name
-        below = f" < {renamed}" + ("" if sign is None else f"{sign}{offset}")
+        return renamed + ("" if sign is None else f"{sign}{offset}")
+
+    dims = [rename(d.strip()) for d in match.group(4).split(",") if d.strip()]
+    below = f" < {rename(match.group(5))}" if match.group(5) else ""
     return f"{match.group(1) or ''}{match.group(2)}{match.group(3)}[{', '.join(dims)}]{below}"
 
 
