@@ -50,6 +50,7 @@ from features.cache import (
     sha256_file,
 )
 from features.encoders import ClipEncoder, load_encoder
+from recsys.data.features_file import sidecar_path
 from recsys.data.images import open_image
 from recsys.distributed import rank_and_world, rank_device, together
 from recsys.errors import UserError
@@ -110,14 +111,12 @@ class Embeddings:
 
 def bad_sidecar_path(path: str | Path) -> Path:
     """``X.npz`` -> ``X.bad.json``: the inputs left out of ``X.npz``."""
-    path = Path(path)
-    return path.with_name(path.name.removesuffix(".npz") + ".bad.json")
+    return sidecar_path(path, "bad.json")
 
 
 def text_output_path(path: str | Path) -> Path:
     """``X.npz`` -> ``X.text.npz``: where the prompt embeddings of the image features file ``X.npz`` go."""
-    path = Path(path)
-    return path.with_name(path.name.removesuffix(".npz") + ".text.npz")
+    return sidecar_path(path, "text.npz")
 
 
 def _jsonable(value):

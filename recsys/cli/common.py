@@ -236,8 +236,13 @@ def fit_data(dataset, fit_on: str):
     return dataset.all_as_train() if fit_on == "all" else dataset
 
 
+def prompt_features_arg(value: str) -> Path | bool:
+    """--prompt-features: a file, or ``none`` (read no prompt embeddings, not even the file beside the features)."""
+    return False if value == "none" else Path(value)
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """--data, --image-features, --encoder, --checkpoint, --holdout, --columns, --sep, --no-header,
+    """--data, --image-features, --prompt-features, --encoder, --checkpoint, --holdout, --columns, --sep, --no-header,
     --score-range, --seed: the dataset."""
     parser.add_argument(
         "--data",
@@ -246,6 +251,13 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         help="PAMELA directory or rating table (CSV/Parquet); default: the simulated PAMELA (cached)",
     )
     parser.add_argument("--image-features", type=Path, default=None, help=".npz with image_id and embedding")
+    parser.add_argument(
+        "--prompt-features",
+        type=prompt_features_arg,
+        default=None,
+        help=".npz with image_id and embedding of each image's prompt, or none (default: X.text.npz beside "
+        "--image-features X.npz, if it exists)",
+    )
     parser.add_argument(
         "--encoder",
         default=None,
@@ -302,6 +314,7 @@ def dataset_from_args(args: argparse.Namespace, path=None, problems: list[str] |
     ds = load_dataset(
         args.data if path is None else path,
         image_features=args.image_features,
+        prompt_features=getattr(args, "prompt_features", None),
         holdout=args.holdout,
         seed=args.seed,
         score_range=args.score_range,

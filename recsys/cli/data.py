@@ -14,6 +14,7 @@ from recsys.cli.common import (
     add_data_arguments,
     add_table_arguments,
     dataset_from_args,
+    prompt_features_arg,
     score_range,
 )
 from recsys.data.simulate import WORLD_KNOBS, SimulationConfig
@@ -54,6 +55,13 @@ def add_parsers(subparsers) -> None:
     val = add_command(sub, "validate")
     val.add_argument("path", type=Path, help="PAMELA directory or rating table (CSV/Parquet)")
     val.add_argument("--image-features", type=Path, default=None, help=".npz with image_id and embedding")
+    val.add_argument(
+        "--prompt-features",
+        type=prompt_features_arg,
+        default=None,
+        help=".npz with image_id and embedding of each image's prompt, or none (default: X.text.npz beside "
+        "--image-features X.npz)",
+    )
     val.add_argument("--holdout", default=None, help="random:F or users:F for tables without a split column")
     add_table_arguments(val)
     val.add_argument(
@@ -149,6 +157,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(
             f"image features: {summary['image_features']['dim']}-d from {summary['image_features']['source']}"
         )
+    if summary["prompt_features"]:
+        prompts = summary["prompt_features"]
+        print(f"prompt features: {prompts['dim']}-d from {prompts['source']}")
     print("no problems found")
     return 0
 

@@ -14,7 +14,7 @@ from recsys.data.choices import Choices
 from recsys.data.dataset import SPLITS, Dataset, Ratings, References, is_unseen_split
 from recsys.data.delimited import parse_sep
 from recsys.data.encodings import ImageInputs
-from recsys.data.features_file import read_image_features
+from recsys.data.features_file import read_image_features, sidecar_path
 from recsys.data.pamela import is_pamela_dir, load_pamela
 from recsys.data.piaa import (
     find_flickr_aes_csv,
@@ -69,6 +69,7 @@ def load_dataset(
     path: str | Path | None = None,
     *,
     image_features: str | Path | None = None,
+    prompt_features: str | Path | bool | None = None,
     holdout: str | None = None,
     seed: int = 0,
     score_range: tuple[float, float] | None = None,
@@ -88,6 +89,10 @@ def load_dataset(
             cache directory).
         image_features: an ``.npz`` with ``image_id`` and ``embedding``; simulated data use their own file
             when this is None.
+        prompt_features: an ``.npz`` like ``image_features`` holding each image's prompt embedding; when None,
+            ``X.text.npz`` beside the image features file ``X.npz`` is read if it exists (``recsys features
+            embed --text`` writes it, and so does the Pick-a-Pic simulator). Images it leaves out as having no
+            prompt (listed in its ``.bad.json``) get a zero row. False: read none.
         holdout: ``random:F`` or ``users:F`` for data without splits (tables without a split column, Pick-a-Pic,
             PARA, LAPIS, FLICKR-AES; see each loader for its rule and default).
         seed: seed of the holdout.
@@ -128,15 +133,25 @@ def load_dataset(
         )
     else:
         ds = PIAA_LOADERS[kind](root, holdout=holdout, seed=seed, problems=problems)
+    left_out = np.empty(0, np.int64)
     if image_features is not None:
         left_out = _left_out_images(Path(image_features), ds)
         features = read_image_features(image_features, ds.image_ids, allow_missing=left_out)
         ds = ds.with_image_features(features, str(image_features))
-        if len(left_out):
-            ds, dropped = ds.drop_images(left_out)
-            print(
-                f"dropped {dropped} ratings of {len(left_out)} image(s) left out of {image_features} (see its .bad.json)"
-            )
+        if prompt_features is None and sidecar_path(image_features, "text.npz").is_file():
+            prompt_features = sidecar_path(image_features, "text.npz")
+    if prompt_features not in (
+        None,
+        False,
+    ):  # images without a prompt (its .bad.json) get a zero row: no prompt
+        no_prompt = np.union1d(left_out, _left_out_images(Path(prompt_features), ds))
+        prompts = read_image_features(prompt_features, ds.image_ids, allow_missing=no_prompt)
+        ds = ds.with_prompt_features(prompts, str(prompt_features))
+    if len(left_out):
+        ds, dropped = ds.drop_images(left_out)
+        print(
+            f"dropped {dropped} ratings of {len(left_out)} image(s) left out of {image_features} (see its .bad.json)"
+        )
     return ds
 
 
@@ -169,7 +184,7 @@ def data_kind(root: Path) -> str:
 
 def _left_out_images(features_file: Path, ds: Dataset) -> np.ndarray:
     """Indices of images listed as undecodable in ``X.bad.json`` beside ``X.npz`` (``--skip-bad-images``)."""
-    sidecar = features_file.with_name(features_file.name.removesuffix(".npz") + ".bad.json")
+    sidecar = sidecar_path(features_file, "bad.json")
     if not sidecar.is_file():
         return np.empty(0, np.int64)
     try:

@@ -109,6 +109,10 @@ class Dataset:
         ground_truth_choices: split name -> float32 expected choice per pair, P(a) + P(tie) / 2 (simulated only).
         splits_made_by: how the splits were made, as outputs say it (``holdout both:0.1,0.05 (the default),
             seed 0``, ``the table's split column``); None for data that come with their splits.
+        prompt_features: float32 (n_images, d) or None: an embedding of the prompt each image was generated from
+            (images of one prompt share the row; an image without a prompt has a zero row), read by models
+            conditioned on the prompt (``pal``).
+        prompt_source: what made ``prompt_features`` (file path).
     """
 
     name: str
@@ -127,6 +131,8 @@ class Dataset:
     choices: dict[str, Choices] = field(default_factory=dict)
     ground_truth_choices: dict[str, np.ndarray] | None = None
     splits_made_by: str | None = None
+    prompt_features: np.ndarray | None = None
+    prompt_source: str | None = None
     _user_index: dict = field(default_factory=dict, repr=False)
     _image_index: dict = field(default_factory=dict, repr=False)
     #: encodings built once per dataset (a copy made with ``replace`` starts empty)
@@ -296,19 +302,26 @@ class Dataset:
         """What a model may read of the dataset's images ``image_idx``: their features and encoded metadata."""
         image_idx = np.atleast_1d(np.asarray(image_idx, np.int64))
         features = None if self.image_features is None else self.image_features[image_idx]
-        return encodings.ImageInputs(features, self.metadata().rows(image_idx))
+        prompts = None if self.prompt_features is None else self.prompt_features[image_idx]
+        return encodings.ImageInputs(features, self.metadata().rows(image_idx), prompts)
 
     def new_image_inputs(
-        self, features: np.ndarray | None, metadata: pd.DataFrame | None = None
+        self,
+        features: np.ndarray | None,
+        metadata: pd.DataFrame | None = None,
+        prompts: np.ndarray | None = None,
     ) -> encodings.ImageInputs:
         """What a model may read of images the dataset does not hold, encoded as the dataset encodes its own: their
-        features (float32, m x d, from the encoder of ``image_features``; None when the dataset has none) and their
+        features (float32, m x d, from the encoder of ``image_features``; None when the dataset has none), their
         metadata (a frame of m rows with any of the dataset's image columns, index = how errors name the images;
-        None or a missing value: encoded as the dataset encodes a missing value).
+        None or a missing value: encoded as the dataset encodes a missing value) and the embeddings of their
+        prompts (float32, m x d, like ``prompt_features``; None: unknown, and a model conditioned on the prompt
+        uses its documented stand-in).
 
         Raises:
             UserError: features of another width, non-finite, or given to a dataset without any (or missing for one
-                with them); a metadata frame of another length, with an unknown column or an unknown level.
+                with them); a metadata frame of another length, with an unknown column or an unknown level;
+                prompts of another width or count, non-finite, or given to a dataset without prompt features.
         """
         if features is None:
             if self.image_features is not None:
@@ -330,6 +343,8 @@ class Dataset:
             if not np.isfinite(features).all():
                 raise UserError("new image features contain NaN or infinite values")
             n = len(features)
+        if prompts is not None:
+            prompts = self._new_prompts(prompts, n)
         if metadata is None:
             metadata = pd.DataFrame(index=range(n))
         if len(metadata) != n:
@@ -340,7 +355,21 @@ class Dataset:
                 f"new image metadata has column(s) {', '.join(map(str, unknown))} that {self.name}'s images lack; "
                 f"its columns: {', '.join(map(str, self.images.columns)) or 'none'}"
             )
-        return encodings.ImageInputs(features, self.metadata().encode(metadata))
+        return encodings.ImageInputs(features, self.metadata().encode(metadata), prompts)
+
+    def _new_prompts(self, prompts: np.ndarray, n: int) -> np.ndarray:
+        """New images' prompt embeddings, checked against the data's (see ``new_image_inputs``)."""
+        prompts = np.asarray(prompts, np.float32)
+        if self.prompt_features is None:
+            raise UserError(f"{self.name} has no prompt features, so new images' prompts cannot be used")
+        if prompts.shape != (n, self.prompt_features.shape[1]):
+            raise UserError(
+                f"new images' prompt features have shape {prompts.shape}; expected ({n}, "
+                f"{self.prompt_features.shape[1]}) like the data's ({self.prompt_source})"
+            )
+        if not np.isfinite(prompts).all():
+            raise UserError("new images' prompt features contain NaN or infinite values")
+        return prompts
 
     def user_design(self, fitted_users: np.ndarray, *, categorical_only: bool = False) -> np.ndarray:
         """Demographics of every user, encoded on ``fitted_users`` only (float32, (n_users + 1) x d; the last
@@ -363,6 +392,17 @@ class Dataset:
         if not np.isfinite(features).all():
             raise UserError(f"image features from {source} contain NaN or infinite values")
         return replace(self, image_features=features, feature_source=source)
+
+    def with_prompt_features(self, features: np.ndarray, source: str) -> Dataset:
+        """A copy whose ``prompt_features`` are ``features`` (float32, one row per image: its prompt's embedding)."""
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        if features.ndim != 2 or features.shape[0] != self.n_images:
+            raise UserError(
+                f"prompt features from {source} have shape {features.shape}; expected ({self.n_images}, d)"
+            )
+        if not np.isfinite(features).all():
+            raise UserError(f"prompt features from {source} contain NaN or infinite values")
+        return replace(self, prompt_features=features, prompt_source=source)
 
     def all_as_train(self) -> Dataset:
         """A copy whose every rating (and choice) is in ``train``: what ``--fit-on all`` fits on, so that every
@@ -443,6 +483,8 @@ class Dataset:
         digest.update("\x00".join(map(str, self.image_ids.tolist())).encode())
         if self.image_features is not None:
             digest.update(self.image_features.tobytes())
+        if self.prompt_features is not None:  # nothing added without them: fingerprints of other data stay
+            digest.update(b"prompts:" + self.prompt_features.tobytes())
         return digest.hexdigest()[:16]
 
     def split_table(self) -> pd.DataFrame:
@@ -529,6 +571,9 @@ class Dataset:
             "image_features": None
             if self.image_features is None
             else {"dim": int(self.image_features.shape[1]), "source": self.feature_source},
+            "prompt_features": None
+            if self.prompt_features is None
+            else {"dim": int(self.prompt_features.shape[1]), "source": self.prompt_source},
         }
         for split in self.splits:
             r = self.ratings[split]

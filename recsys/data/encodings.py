@@ -89,10 +89,12 @@ class ImageInputs:
         features: float32 (m, d) image features, or None when the dataset has none.
         metadata: these images' metadata with the dataset's columns, levels and sizes (``Metadata.rows`` of the
             dataset's images, ``Metadata.encode`` of new ones).
+        prompts: float32 (m, d) embeddings of the prompts the images were made from, or None when not known.
     """
 
     features: np.ndarray | None
     metadata: Metadata
+    prompts: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.metadata.codes)

@@ -1,5 +1,8 @@
 """Precomputed image features: an ``.npz`` with ``image_id`` (n) and ``embedding`` (float32, n x d).
 
+The embeddings of the images' prompts, when there are any, are a file of the same format beside it,
+``X.text.npz`` for ``X.npz`` (one row per image: its prompt's embedding), read into ``Dataset.prompt_features``.
+
 ``image_id`` is int64 (PAMELA) or fixed-width unicode strings (``dtype '<U36'`` for Pick-a-Pic's UUIDs, file names
 for PARA): ``np.array(ids, dtype=str)``. An object array would be pickled by ``np.savez`` and is refused.
 """
@@ -90,6 +93,13 @@ def read_image_features(
             "re-embed those images, or leave them out of the file and their ratings out of the data"
         )
     return features
+
+
+def sidecar_path(features_file: str | Path, kind: str) -> Path:
+    """``X.npz`` -> ``X.<kind>``: a file that goes with the image features file ``X.npz``: ``text.npz`` (the
+    embeddings of its images' prompts, same format, keyed by image id) or ``bad.json`` (the images left out)."""
+    path = Path(features_file)
+    return path.with_name(path.name.removesuffix(".npz") + "." + kind)
 
 
 def _kind_name(dtype: np.dtype) -> str:

@@ -23,6 +23,7 @@ The choices:
 
 Written: ``data/<split>-NNNNN-of-MMMMM.parquet`` (every published column, JPEGs of ``image_size`` pixels in
 ``jpg_0``/``jpg_1``), ``image_features.npz`` (the simulator's image features keyed by uid),
+``image_features.text.npz`` (each image's prompt embedding, ``prompt_embeddings``),
 ``simulation/choice_probabilities.csv``, ``simulation/users.csv`` (taste groups) and ``simulation.json``.
 """
 
@@ -48,6 +49,7 @@ from tqdm.auto import tqdm
 from recsys.data.features_file import write_image_features
 from recsys.data.pickapic import CHOICE_PROBABILITIES, SIMULATION_MANIFEST
 from recsys.data.simulate import (
+    ATTRIBUTE_WORDS,
     DEFAULT_INDIVIDUAL_SHARE,
     N_TASTE_GROUPS,
     WORLD_KNOBS,
@@ -324,12 +326,17 @@ def simulate_pickapic(
         tmp / "simulation" / "users.csv", index=False
     )
     write_image_features(tmp / "image_features.npz", uids.astype(str), world.features)
+    shown = np.concatenate(prompt_images)
+    prompt_of_image = np.repeat(np.arange(n_prompts), [len(images) for images in prompt_images])
+    text = prompt_embeddings(world, np.array([images[0] for images in prompt_images]), config)
+    write_image_features(tmp / "image_features.text.npz", uids[shown].astype(str), text[prompt_of_image])
     manifest = {
         "name": f"simulated Pick-a-Pic (seed {config.seed}{world_label(config)})",
         "simulated": True,
         "note": "Simulated pairwise choices in Pick-a-Pic v2's format; not choices by real people.",
         "config": asdict(config),
         "image_features": "image_features.npz",
+        "prompt_features": "image_features.text.npz",
         "ground_truth": CHOICE_PROBABILITIES,
         "rows": written,
         "choices": int(is_choice.sum()),
@@ -340,6 +347,27 @@ def simulate_pickapic(
         out.rmdir()
     os.replace(tmp, out)
     return out
+
+
+def prompt_embeddings(
+    world: _World, first_images: np.ndarray, config: PickapicSimulationConfig
+) -> np.ndarray:
+    """A simulated text encoder's embedding (float32, prompts x ``feature_dim``) of each prompt, from what its
+    caption says of its first image: the visual group, the style (or photorealism) and the signs of the four
+    attributes its words name, through a fixed random linear map, plus a little noise per prompt. Drawn from a
+    generator of its own, so the rest of the simulation is the same with or without it."""
+    rng = np.random.default_rng([config.seed, 2])
+    said = np.concatenate(
+        [
+            np.eye(len(world.groups))[world.image_group[first_images]],
+            np.eye(len(world.styles) + 1)[world.image_style[first_images]],
+            np.sign(world.attributes[first_images, : len(ATTRIBUTE_WORDS)]),
+        ],
+        axis=1,
+    )
+    text_map = rng.normal(0.0, 1.0 / math.sqrt(said.shape[1]), (said.shape[1], config.feature_dim))
+    noise = rng.normal(0.0, 0.1, (len(first_images), config.feature_dim))
+    return (said @ text_map + noise).astype(np.float32)
 
 
 def _take(values, positions: np.ndarray):

@@ -4,9 +4,11 @@ w_u = softmax(alpha_u) over K shared prototypes and differ in how a mixture make
 
 * ``pal`` (``PalB``), PAL-B as published: r_u(x, y) = s * cos(f(y), sum_k w_uk g_k(x)). f is an MLP projector of
   the image's features, g_1..g_K are MLP projectors of the prompt x (the K prototypes, conditioned on the prompt),
-  s = exp(logit scale) is learned (capped at 100). The datasets here carry no prompt embeddings, so the prompt
-  input is one constant: the prototypes are K learned points (each g_k of that constant), the same for every
-  prompt; conditioning on nothing, as the paper's model would with an empty prompt.
+  s = exp(logit scale) is learned (capped at 100). The prompt x of an image is its row of
+  ``Dataset.prompt_features`` (read from ``X.text.npz`` beside the image features ``X.npz``; the Pick-a-Pic
+  simulator writes one). Data without prompt embeddings give every image one constant prompt: the prototypes are
+  then K learned points (each g_k of that constant), the same for every prompt; conditioning on nothing, as the
+  paper's model would with an empty prompt.
 * ``pal_a`` (``PalA``), PAL-A, a mixture of ideal points: r_u(y) = sum_k w_uk * (-||f(y) - p_k||^2) with f linear
   and p_1..p_K free ideal points. Sum_k w_k(-||f - p_k||^2) ranks any two images exactly as
   -||f - sum_k w_k p_k||^2 does (the terms in ||p_k||^2 cancel in a difference), so each user is one ideal point,
@@ -31,6 +33,7 @@ Shared by both:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -198,8 +201,9 @@ class _Pal(Model):
     def _batch_diff(self, net: nn.Module, features: torch.Tensor, users, a, b) -> torch.Tensor:
         raise NotImplementedError
 
-    def _fold_diff(self, weights: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """r(a) - r(b) of choices of new users with mixture weights ``weights`` (one row per choice)."""
+    def _fold_diff(self, a: torch.Tensor, b: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """For choices (a, b) of new users, a function of mixture weights (one row per choice) giving
+        r(a) - r(b); what does not depend on the weights is gathered once, before the fit's steps."""
         raise NotImplementedError
 
     def _rewards_of(self, weights: np.ndarray, images: np.ndarray) -> np.ndarray:
@@ -307,10 +311,11 @@ class _Pal(Model):
         a, b = torch.as_tensor(np.concatenate(a)), torch.as_tensor(np.concatenate(b))
         choice = torch.as_tensor(np.concatenate(choice))
         optimiser = torch.optim.Adam([logits], lr=0.1)
+        diff_of = self._fold_diff(a, b)
         with torch.enable_grad():
             for _ in range(self.foldin_steps):
                 optimiser.zero_grad()
-                diff = self._fold_diff(torch.softmax(logits[rows], -1), a, b)
+                diff = diff_of(torch.softmax(logits[rows], -1))
                 prior = 0.5 * self.foldin_reg * ((logits - mean) / spread).pow(2).sum()
                 loss = _bradley_terry(diff, choice).sum() + prior
                 loss.backward()
@@ -369,9 +374,10 @@ class PalA(_Pal):
         reward = (self._rewards[image_idx] * self._weights[user_idx]).sum(-1)
         return self.scale_[0] + self.scale_[1] * reward
 
-    def _fold_diff(self, weights: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def _fold_diff(self, a: torch.Tensor, b: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         rewards = torch.as_tensor(self._rewards, dtype=torch.float32)
-        return (weights * (rewards[a] - rewards[b])).sum(-1)
+        gap = rewards[a] - rewards[b]
+        return lambda weights: (weights * gap).sum(-1)
 
     def _rewards_of(self, weights: np.ndarray, images: np.ndarray) -> np.ndarray:
         return self._rewards[images] @ weights
@@ -379,61 +385,170 @@ class PalA(_Pal):
 
 class PalB(_Pal):
     """PAL-B as published: K prompt-conditioned prototypes from MLP projectors, an MLP projector of the image, a
-    cosine link with a learned scale; each user a mixture of the prototypes, learned from choices. The datasets
-    carry no prompt embeddings, so the prototypes are conditioned on a constant prompt (see the module)."""
+    cosine link with a learned scale; each user a mixture of the prototypes, learned from choices. Each image is
+    scored under its own prompt (``Dataset.prompt_features``; the two images of a comparison share it); data
+    without prompt embeddings give every image one constant prompt (see the module)."""
 
     name = "pal"
+
+    state_schema: ClassVar[dict[str, Any]] = {
+        "prompt_table_": "float[prompts, prompt_inputs]",  # before prompt_of_, whose bound it sets
+        "prompt_of_": "int[images] < prompts",
+    }
 
     class Params(_Pal.Params):
         dim: int = at_least_one(32, "dimensions of the preference space the projectors map into")
         hidden: int = at_least_one(64, "hidden width of the projectors' two-layer MLPs")
 
-    #: width of the prompt input: one constant, as no prompt embeddings are read
-    N_PROMPT = 1
+    def _fit(self, dataset: Dataset, data: Ratings | Choices, split: str) -> None:
+        self.prompt_table_, self.prompt_of_ = prompt_table(dataset.prompt_features, dataset.n_images)
+        self._device_prompts = {}
+        super()._fit(dataset, data, split)
 
     def _make_net(self, dataset: Dataset) -> _PalBNet:
-        return self._net(self.features_.shape[1], dataset.n_users)
+        return self._net(self.features_.shape[1], self.prompt_table_.shape[1], dataset.n_users)
 
-    def _net(self, n_features: int, n_users: int) -> _PalBNet:
-        return _PalBNet(n_features, self.N_PROMPT, n_users, self.dim, self.hidden, self.n_prototypes)
+    def _net(self, n_features: int, n_prompt: int, n_users: int) -> _PalBNet:
+        return _PalBNet(n_features, n_prompt, n_users, self.dim, self.hidden, self.n_prototypes)
 
     def _build_module(self, key: str, state: dict) -> _PalBNet:
-        return self._net(state["features_"].shape[1], len(state["known_"]))
+        return self._net(state["features_"].shape[1], state["prompt_table_"].shape[1], len(state["known_"]))
+
+    def conditioned(self) -> bool:
+        """True when the images' prompts differ (the model was fitted with prompt embeddings)."""
+        return len(self.prompt_table_) > 1
 
     def _batch_diff(self, net: _PalBNet, features, users, a, b) -> torch.Tensor:
-        prompts = torch.ones(len(users), self.N_PROMPT, device=features.device)
-        return net.diff(features, prompts, users, a, b)
+        weights = torch.softmax(net.logits(users), -1)
+        items_a, items_b = net.items(features[a]), net.items(features[b])
+        if not self.conditioned():  # the constant prompt, one row per choice
+            prompts = self._prompts_on(features.device).expand(len(users), -1).contiguous()
+            preference = net.preference(weights, net.prototypes(prompts))
+            return net.scale() * (preference * (items_a - items_b)).sum(-1)
+        table, prompt_of = self._prompts_on(features.device), self._prompt_of_on(features.device)
+        used, where = torch.unique(torch.cat([prompt_of[a], prompt_of[b]]), return_inverse=True)
+        prototypes = net.prototypes(table[used])  # one pass per distinct prompt of the batch
+        where_a, where_b = where[: len(a)], where[len(a) :]
+        reward_a = (net.preference(weights, prototypes[where_a]) * items_a).sum(-1)
+        reward_b = (net.preference(weights, prototypes[where_b]) * items_b).sum(-1)
+        return net.scale() * (reward_a - reward_b)
+
+    def _prompts_on(self, device) -> torch.Tensor:
+        key = ("table", str(device))
+        if key not in self._device_prompts:
+            self._device_prompts[key] = torch.as_tensor(self.prompt_table_, device=device)
+        return self._device_prompts[key]
+
+    def _prompt_of_on(self, device) -> torch.Tensor:
+        key = ("of", str(device))
+        if key not in self._device_prompts:
+            self._device_prompts[key] = torch.as_tensor(self.prompt_of_, device=device)
+        return self._device_prompts[key]
 
     def _after_load(self) -> None:
         super()._after_load()
+        self._device_prompts = {}
         with torch.no_grad():
             self._items = self.net_.items(torch.as_tensor(self.features_)).double().numpy()
-            prototypes = self.net_.prototypes(torch.ones(1, self.N_PROMPT))[0]
-            self._prototypes = prototypes.double().numpy()
+            self._prototypes = self._prototypes_of(self.prompt_table_)
             self._scale = float(self.net_.scale())
-            self._preferences = self._preference(self._weights)
+            # per user for the single prompt of unconditioned data (the common case: no per-prompt work)
+            self._preferences = None if self.conditioned() else _unit(self._weights @ self._prototypes[0])
 
-    def _preference(self, weights: np.ndarray) -> np.ndarray:
-        """Unit preference vectors (n x dim) of mixture weights (n x K), for the constant prompt."""
-        mixed = weights @ self._prototypes
-        return mixed / np.maximum(np.linalg.norm(mixed, axis=-1, keepdims=True), 1e-12)
+    def _prototypes_of(self, prompts: np.ndarray) -> np.ndarray:
+        """g_k(x) of prompt rows (float64, n x K x dim), in chunks."""
+        with torch.no_grad():
+            parts = [
+                self.net_.prototypes(torch.as_tensor(prompts[start : start + PROMPT_CHUNK])).double().numpy()
+                for start in range(0, len(prompts), PROMPT_CHUNK)
+            ]
+        return np.concatenate(parts) if parts else np.zeros((0, self.n_prototypes, self.dim))
 
     def _new_image_state(self, inputs: ImageInputs) -> dict:
-        """New images' features and their projections into the preference space."""
+        """New images' features and their projections into the preference space; their prompts' embeddings when
+        ``inputs`` has them (on a model fitted with prompts), else the mean prompt of the fitted images, one row
+        added to the table (a constant-prompt model keeps its one prompt)."""
         features = inputs.inputs()
         with torch.no_grad():
             items = self.net_.items(torch.as_tensor(features)).double().numpy()
-        return {"features_": append_rows(self.features_, features), "_items": append_rows(self._items, items)}
+        state = {
+            "features_": append_rows(self.features_, features),
+            "_items": append_rows(self._items, items),
+            "_device_prompts": {},
+        }
+        if not self.conditioned():
+            state["prompt_of_"] = append_rows(self.prompt_of_, np.zeros(len(features), np.int64))
+            return state
+        if inputs.prompts is not None and inputs.prompts.shape[1] == self.prompt_table_.shape[1]:
+            new_prompts = np.asarray(inputs.prompts, np.float32)
+            new_of = len(self.prompt_table_) + np.arange(len(features))
+        else:
+            counts = np.bincount(self.prompt_of_[: self.n_images_], minlength=len(self.prompt_table_))
+            new_prompts = (counts @ self.prompt_table_.astype(np.float64) / max(counts.sum(), 1))[None]
+            new_prompts = new_prompts.astype(np.float32)
+            new_of = np.full(len(features), len(self.prompt_table_))
+        state |= {
+            "prompt_table_": append_rows(self.prompt_table_, new_prompts),
+            "prompt_of_": append_rows(self.prompt_of_, new_of.astype(np.int64)),
+            "_prototypes": append_rows(self._prototypes, self._prototypes_of(new_prompts)),
+        }
+        return state
+
+    def _rewards(self, weights: np.ndarray, images: np.ndarray) -> np.ndarray:
+        """Rewards (before the rating scale) of images under their prompts for mixture weights (one row each)."""
+        out = np.empty(len(images))
+        for start in range(0, len(images), PROMPT_CHUNK):
+            rows = slice(start, start + PROMPT_CHUNK)
+            prototypes = self._prototypes[self.prompt_of_[images[rows]]]
+            preference = _unit(np.einsum("nk,nkd->nd", weights[rows], prototypes))
+            out[rows] = self._scale * (self._items[images[rows]] * preference).sum(-1)
+        return out
 
     def _predict(self, user_idx: np.ndarray, image_idx: np.ndarray) -> np.ndarray:
-        reward = self._scale * (self._items[image_idx] * self._preferences[user_idx]).sum(-1)
+        if self._preferences is not None:
+            reward = self._scale * (self._items[image_idx] * self._preferences[user_idx]).sum(-1)
+        else:
+            reward = self._rewards(self._weights[user_idx], image_idx)
         return self.scale_[0] + self.scale_[1] * reward
 
-    def _fold_diff(self, weights: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def _fold_diff(self, a: torch.Tensor, b: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         items = torch.as_tensor(self._items, dtype=torch.float32)
         prototypes = torch.as_tensor(self._prototypes, dtype=torch.float32)
-        preference = _PalBNet.preference(weights, prototypes)
-        return self._scale * (preference * (items[a] - items[b])).sum(-1)
+        items_a, items_b = items[a], items[b]
+        if not self.conditioned():
+            gap = items_a - items_b
+            return lambda weights: self._scale * (_PalBNet.preference(weights, prototypes[0]) * gap).sum(-1)
+        prompt_of = torch.as_tensor(self.prompt_of_)
+        prototypes_a, prototypes_b = prototypes[prompt_of[a]], prototypes[prompt_of[b]]
+
+        def diff(weights: torch.Tensor) -> torch.Tensor:
+            reward_a = (_PalBNet.preference(weights, prototypes_a) * items_a).sum(-1)
+            reward_b = (_PalBNet.preference(weights, prototypes_b) * items_b).sum(-1)
+            return self._scale * (reward_a - reward_b)
+
+        return diff
 
     def _rewards_of(self, weights: np.ndarray, images: np.ndarray) -> np.ndarray:
-        return self._scale * (self._items[images] @ self._preference(weights[None])[0])
+        if not self.conditioned():
+            return self._scale * (self._items[images] @ _unit(weights[None] @ self._prototypes[0])[0])
+        return self._rewards(np.broadcast_to(weights, (len(images), len(weights))), images)
+
+
+#: prompts (or scored rows) per pass through the prompt projectors
+PROMPT_CHUNK = 65536
+
+
+def prompt_table(prompts: np.ndarray | None, n_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct prompt rows (float32, P x d), each image's row in it (int64, n_images)) of per-image prompt
+    embeddings; without any, one constant prompt (a single 1) for every image."""
+    if prompts is None:
+        return np.ones((1, 1), np.float32), np.zeros(n_images, np.int64)
+    prompts = np.ascontiguousarray(prompts, np.float32)
+    rows = prompts.view(np.dtype((np.void, prompts.dtype.itemsize * prompts.shape[1]))).ravel()
+    _, first, prompt_of = np.unique(rows, return_index=True, return_inverse=True)
+    return prompts[first], prompt_of.astype(np.int64).ravel()
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)

@@ -124,6 +124,46 @@ def test_features_file_alignment_and_missing_images(tmp_path):
         load_dataset(tmp_path, image_features=tmp_path / "h.npz")
 
 
+def test_prompt_features_beside_the_image_features_are_read(tmp_path, capsys):
+    """X.text.npz beside X.npz is read into prompt_features (each image's prompt), aligned like the image
+    features; --prompt-features names another file; a file missing images is one line, exit 2."""
+    write_pamela(tmp_path, good_splits())
+    ids = np.array([11, 10, 3, 2, 1])
+    write_image_features(tmp_path / "f.npz", ids, np.ones((5, 4), np.float32) + np.arange(5)[:, None])
+    assert load_dataset(tmp_path, image_features=tmp_path / "f.npz").prompt_features is None
+    prompts = np.arange(10, dtype=np.float32).reshape(5, 2) + 1
+    write_image_features(tmp_path / "f.text.npz", ids, prompts)
+    ds = load_dataset(tmp_path, image_features=tmp_path / "f.npz")
+    assert ds.prompt_source == str(tmp_path / "f.text.npz")
+    for idx, image_id in enumerate(ds.image_ids):
+        np.testing.assert_array_equal(ds.prompt_features[idx], prompts[list(ids).index(image_id)])
+    assert ds.summary()["prompt_features"] == {"dim": 2, "source": str(tmp_path / "f.text.npz")}
+    assert (
+        load_dataset(tmp_path, image_features=tmp_path / "f.npz", prompt_features=False).prompt_features
+        is None
+    )
+    other = load_dataset(tmp_path, image_features=tmp_path / "f.npz", prompt_features=tmp_path / "f.npz")
+    assert other.prompt_features.shape == (5, 4) and other.fingerprint() != ds.fingerprint()
+    write_image_features(tmp_path / "short.npz", ids[1:], prompts[1:])
+    (tmp_path / "short.bad.json").write_text(
+        json.dumps({"left_out": [{"image_id": 11, "reason": "no prompt"}]})
+    )
+    no_prompt = load_dataset(
+        tmp_path, image_features=tmp_path / "f.npz", prompt_features=tmp_path / "short.npz"
+    )
+    np.testing.assert_array_equal(no_prompt.prompt_features[no_prompt.image_index(11)], 0.0)
+    assert len(no_prompt.ratings["test_seen"]) == 2  # its ratings stay: only its prompt is unknown
+    (tmp_path / "short.bad.json").unlink()
+    assert main(["data", "validate", str(tmp_path), "--image-features", str(tmp_path / "f.npz")]) == 0
+    assert "prompt features: 2-d from" in capsys.readouterr().out
+    assert main(["data", "validate", str(tmp_path), "--image-features", str(tmp_path / "f.npz"),
+                 "--prompt-features", "none"]) == 0  # fmt: skip
+    assert "prompt features" not in capsys.readouterr().out
+    assert main(["data", "validate", str(tmp_path), "--prompt-features", str(tmp_path / "short.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "short.npz: 1 of the dataset's 5 images are missing" in err
+
+
 def make_table(tmp_path, n_users=30, n_items=40, seed=0):
     rng = np.random.default_rng(seed)
     rows = [

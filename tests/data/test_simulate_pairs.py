@@ -92,6 +92,11 @@ def test_the_loader_reads_it_with_ground_truth_and_features(sim_dir):
     for split in ds.choice_splits:
         assert ds.ground_truth_choices[split].shape == ds.choices[split].choice.shape
     assert ds.image_features is not None and ds.image_features.shape == (ds.n_images, 16)
+    # each image's prompt embedding: the two images of a comparison share it, and prompts differ
+    assert ds.prompt_features is not None and ds.prompt_features.shape == (ds.n_images, 16)
+    train = ds.choices["train"]
+    np.testing.assert_array_equal(ds.prompt_features[train.image_a], ds.prompt_features[train.image_b])
+    assert len(np.unique(ds.prompt_features, axis=0)) > ds.n_images // 4
     # the ground truth file names each row's probabilities; they sum to one
     truth = pd.read_csv(sim_dir / "simulation" / "choice_probabilities.csv")
     np.testing.assert_allclose(truth[["p_image_0", "p_tie", "p_image_1"]].sum(axis=1), 1.0, atol=3e-6)

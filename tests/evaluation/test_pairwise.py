@@ -165,13 +165,18 @@ def test_pal_a_new_user_weights_follow_the_references(pal_models):
 
 
 def test_pal_b_scores_are_the_cosine_of_the_image_and_the_mixed_prototypes(pal_models, choices):
-    """The fitted scores (numpy) against the network's own forward pass (torch): s * cos(f(y), sum_k w_k g_k)."""
+    """The fitted scores (numpy) against the network's own forward pass (torch): s * cos(f(y), sum_k w_k g_k(x)),
+    x the prompt embedding of the image, read from the simulator's image_features.text.npz."""
     model = pal_models["pal"]
+    assert choices.prompt_features is not None and model.conditioned()
     net = model.net_
     users = np.flatnonzero(model.known_)[:5]
-    a, b = np.arange(5), np.arange(5, 10)
+    # five comparisons of the data, whose two images share their prompt
+    pairs = choices.choices["train"]
+    a, b = pairs.image_a[:5], pairs.image_b[:5]
+    np.testing.assert_array_equal(choices.prompt_features[a], choices.prompt_features[b])
     with torch.no_grad():
-        prompts = torch.ones(5, 1)
+        prompts = torch.as_tensor(choices.prompt_features[a])
         diff = (
             net.diff(torch.as_tensor(model.features_), prompts, torch.as_tensor(users), a, b).double().numpy()
         )
