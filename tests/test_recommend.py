@@ -173,3 +173,26 @@ def test_get_recommend(plain, mf, tmp_path):
     served = TestClient(create_app(model, new_users, similar))
     response = served.get(f"/users/{absent}/recommend")
     assert response.status_code == 404 and "was not fitted" in response.json()["detail"]
+
+
+def test_integer_ids_come_back_as_integers(tmp_path):
+    """On a table with integer ids (MovieLens's u.data), the service answers with the data's own ids: 196, not
+    "196", for the user asked about, the recommended images and the similar users."""
+    from recsys.retrieval.similar import SimilarUsers
+
+    text = write_table(tmp_path / "text.csv")
+    table = pd.read_csv(text)
+    table["user_id"] = table["user_id"].str[1:].astype(int) + 100
+    table["item_id"] = table["item_id"].str[1:].astype(int) + 1000
+    table.to_csv(tmp_path / "ratings.csv", index=False)
+    data = load_dataset(tmp_path / "ratings.csv", holdout="random:0.2")
+    assert data.user_ids.dtype.kind in "iu"
+    model = create_model("mf", factors=4).fit(data)
+    client = TestClient(create_app(model, data, SimilarUsers(model, data)))
+    body = client.get("/users/103/recommend", params={"n": 3}).json()
+    assert body["user_id"] == 103
+    assert all(isinstance(r["image_id"], int) and r["image_id"] >= 1000 for r in body["recommendations"])
+    neighbours = client.get("/users/103/similar", params={"k": 4}).json()
+    assert len(neighbours) == 4
+    assert all(isinstance(n["user_id"], int) and n["user_id"] >= 100 for n in neighbours)
+    assert 103 not in [n["user_id"] for n in neighbours]

@@ -759,7 +759,11 @@ def create_app(
                 )
             return recommend(model, dataset, user_id=user_id, n=n, include_rated=include_rated)
 
-        return {"model": model.name, "user_id": user_id, "recommendations": await run(call)}
+        recommendations = await run(call)
+        own_id = dataset.user_ids[[dataset.user_index(user_id)]].tolist()[
+            0
+        ]  # as the data holds it: 196, not "196"
+        return {"model": model.name, "user_id": own_id, "recommendations": recommendations}
 
     @app.post(
         "/users/similar",

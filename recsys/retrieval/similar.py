@@ -144,11 +144,9 @@ class SimilarUsers:
 
     def _neighbours(self, positions: np.ndarray, scores: np.ndarray, taste: Taste) -> list[dict]:
         out = []
-        for user, score in zip(self.users[positions].tolist(), scores.tolist(), strict=True):
-            user_id = self.dataset.user_ids[user]
-            out.append(
-                {"user_id": str(user_id), "score": float(score), **explain_pair(taste, self._tastes[user])}
-            )
+        ids = self.dataset.user_ids[self.users[positions]].tolist()  # the data's own ids: int or str
+        for user, user_id, score in zip(self.users[positions].tolist(), ids, scores.tolist(), strict=True):
+            out.append({"user_id": user_id, "score": float(score), **explain_pair(taste, self._tastes[user])})
         return out
 
     def by_user(self, user_id, k: int = 10) -> list[dict]:
