@@ -701,6 +701,11 @@ def embed_dataset(
     return out
 
 
+def has_prompts(ds) -> bool:
+    """True when some image of the dataset has a prompt (a non-blank ``prompt``)."""
+    return any(p is not None and p.strip() for p in _dataset_column(ds, "prompt"))
+
+
 def _embed_images_and_prompts(
     ds, encoder: ClipEncoder, paths: list, pickapic_root: Path | None, text: bool, settings: dict
 ) -> tuple[Embeddings, Embeddings | None]:
@@ -768,14 +773,22 @@ def embed_dataset_features(
     skip_bad_images: bool = False,
     **kwargs,
 ):
-    """A copy of a ``recsys.data.Dataset`` whose ``image_features`` are the encoder's image embeddings.
+    """A copy of a ``recsys.data.Dataset`` whose ``image_features`` are the encoder's image embeddings and, when
+    its images have prompts, whose ``prompt_features`` are the encoder's text embeddings of them (an image
+    without a prompt: a zero row).
 
     With ``skip_bad_images``, bad images get zero rows and their ratings are dropped (``ds.drop_images``), with
     a warning naming how many. Other keyword arguments go to ``embed_dataset``.
     """
+    from recsys.data import with_prompt_file
     from recsys.data.features_file import read_image_features
 
-    out = embed_dataset(ds, encoder_name, checkpoint=checkpoint, skip_bad_images=skip_bad_images, **kwargs)
+    text = kwargs.pop("text", has_prompts(ds))
+    out = embed_dataset(
+        ds, encoder_name, checkpoint=checkpoint, skip_bad_images=skip_bad_images, text=text, **kwargs
+    )
+    if text:
+        ds = with_prompt_file(ds, text_output_path(out), f"{encoder_name} (prompts)")
     sidecar = bad_sidecar_path(out)
     if not sidecar.is_file():
         features = read_image_features(out, np.asarray(ds.image_ids))

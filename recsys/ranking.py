@@ -41,10 +41,15 @@ class NewImages:
 
 
 def new_images(
-    dataset: Dataset, names: Sequence[str], features: np.ndarray, metadata: pd.DataFrame | None = None
+    dataset: Dataset,
+    names: Sequence[str],
+    features: np.ndarray,
+    metadata: pd.DataFrame | None = None,
+    prompts: np.ndarray | None = None,
 ) -> NewImages:
     """New candidate images named ``names``, with feature rows ``features`` (aligned; from the encoder of the
-    dataset's features) and optional ``metadata`` (one row each), encoded as ``dataset`` encodes its images.
+    dataset's features), optional ``metadata`` (one row each) and optional ``prompts`` (the embedding of each
+    one's prompt, by the encoder of the dataset's prompt features), encoded as ``dataset`` encodes its images.
 
     Raises:
         UserError: no names, a name twice or the id of a dataset image, features of another shape.
@@ -54,7 +59,7 @@ def new_images(
         raise UserError(f"rank: {len(features)} feature rows for {len(names)} new images")
     if metadata is not None:
         metadata = metadata.set_axis(names, axis=0)
-    return NewImages(names, dataset.new_image_inputs(features, metadata))
+    return NewImages(names, dataset.new_image_inputs(features, metadata, prompts))
 
 
 def check_new_names(dataset: Dataset, names: Sequence[str]) -> list[str]:

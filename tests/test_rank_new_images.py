@@ -58,6 +58,7 @@ def with_images_appended(data, names, rows):
         image_ids=np.concatenate([data.image_ids.astype(object), np.array(names, dtype=object)]),
         images=pd.concat([data.images.astype(object), blank], ignore_index=True),
         image_features=np.vstack([data.image_features, rows]),
+        prompt_features=None,  # mf reads no prompts
     )
 
 
@@ -185,6 +186,8 @@ def test_post_rank_with_uploads_scores_them_without_a_refit(tiny_sim, monkeypatc
         dict(zip(names[:2], expected.tolist(), strict=True)), rel=1e-6, abs=1e-6
     )
     # one-line errors
+    alone = client.post("/rank", json={"references": refs, "image_ids": known, "prompt": "a fox"})
+    assert alone.status_code == 422 and "upload images with it" in alone.json()["detail"]
     bad = client.post("/rank", json={"references": refs, "images": [{"name": "x.png", "data": "%%%"}]})
     assert bad.status_code == 422 and "not base64" in bad.json()["detail"]
     broken = [{"name": "x.png", "data": base64.b64encode(b"not an image").decode()}]
@@ -200,3 +203,68 @@ def test_post_rank_with_uploads_scores_them_without_a_refit(tiny_sim, monkeypatc
     monkeypatch.setattr(MatrixFactorization, "_new_image_state", Model._new_image_state)
     answer = client.post("/rank", json={"references": refs, "images": uploads[:1]})
     assert answer.status_code == 422 and answer.json()["detail"].startswith("mf cannot score images")
+
+
+def test_rank_command_scores_new_images_under_their_prompt(
+    tiny_sim, tmp_path, capsys, monkeypatch, tiny_home
+):
+    """The data's prompts are embedded with its images (--encoder), and --prompt gives the new images' prompt,
+    embedded by the same encoder's text tower: pal (conditioned on the prompt) scores them under it, checked
+    against the saved model scoring them with the prompt embedded apart; without --prompt, the data's mean
+    prompt, which scores them differently."""
+    from recsys.retrieval.similar import load_or_fit_model
+
+    root, data = tiny_sim
+    assert data.prompt_features is not None and data.prompt_source == f"{TINY_ENCODER} (prompts)"
+    monkeypatch.setenv("RECSYS_HOME", str(tiny_home))
+    folder = tmp_path / "candidates"
+    folder.mkdir()
+    names, blobs = ["p1.png", "p2.png", "p3.png"], pngs(3, seed=7)
+    for name, blob in zip(names, blobs, strict=True):
+        (folder / name).write_bytes(blob)
+    user = str(data.user_ids[np.flatnonzero(np.bincount(data.ratings["train"].user_idx))[0]])
+    workspace = tmp_path / "ws"
+    args = ["rank", "--data", str(root), "--encoder", TINY_ENCODER, "--model", "pal", "--user", user]
+    args += ["--workspace", str(workspace), "--images", str(folder), "--json"]
+
+    def ranked(extra: list[str]) -> dict:
+        assert main([*args, *extra]) == 0
+        printed = capsys.readouterr().out
+        return {r["image_id"]: r["score"] for r in json.loads(printed[printed.index("[") :])}
+
+    with_prompt = ranked(["--prompt", "a red fox in the snow"])
+    model, _, _ = load_or_fit_model("pal", data, workspace=workspace, progress=False)
+    assert model.conditioned()
+    text = load_encoder(TINY_ENCODER, device="cpu").encode_text_batch(["a red fox in the snow"])
+    prompts = np.repeat(np.asarray(text, np.float32), 3, axis=0)
+    new = new_images(data, names, embedded(names, blobs), prompts=prompts)
+    expected = {r["image_id"]: r["score"] for r in rank_images(model, data, [], new=new, user_id=user)}
+    assert with_prompt == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    mean_prompt = ranked([])
+    assert mean_prompt != pytest.approx(with_prompt, rel=1e-6, abs=1e-9)
+    ids = tmp_path / "ids.txt"
+    ids.write_text(f"{data.image_ids[0]}\n")
+    assert main([*args[:-3], "--images", str(ids), "--prompt", "a fox"]) == 2
+    assert "--prompt gives the prompt of new images" in capsys.readouterr().err
+
+
+def test_post_rank_scores_uploads_under_their_prompt(tiny_sim, monkeypatch, tiny_home):
+    """POST /rank with a prompt: pal scores the uploads under the prompt's embedding by the served encoder."""
+    _, data = tiny_sim
+    monkeypatch.setenv("RECSYS_HOME", str(tiny_home))
+    model = create_model("pal", epochs=3).fit(data)
+    client = TestClient(create_app(model, data, encoder=TINY_ENCODER))
+    names, blobs = ["q1.png", "q2.png"], pngs(2, seed=2)
+    uploads = [{"name": n, "data": base64.b64encode(b).decode()} for n, b in zip(names, blobs, strict=True)]
+    user = str(data.user_ids[np.flatnonzero(model.known_)[0]])
+    answer = client.post("/rank", json={"user_id": user, "images": uploads, "prompt": "a quiet harbour"})
+    assert answer.status_code == 200, answer.text
+    text = load_encoder(TINY_ENCODER, device="cpu").encode_text_batch(["a quiet harbour"])
+    new = new_images(data, names, embedded(names, blobs), prompts=np.repeat(text, 2, axis=0))
+    expected = {r["image_id"]: r["score"] for r in rank_images(model, data, [], new=new, user_id=user)}
+    got = {r["image_id"]: r["score"] for r in answer.json()["ranking"]}
+    assert got == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    plain = client.post("/rank", json={"user_id": user, "images": uploads}).json()["ranking"]
+    assert {r["image_id"]: r["score"] for r in plain} != pytest.approx(got, rel=1e-6, abs=1e-9)
+    empty = client.post("/rank", json={"user_id": user, "images": uploads, "prompt": ""})
+    assert empty.status_code == 422

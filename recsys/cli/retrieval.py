@@ -84,6 +84,12 @@ def add_parsers(subparsers) -> None:
         "with --encoder (the encoder of the data's features) and scored by the fitted model from their features, "
         "without a refit",
     )
+    rank.add_argument(
+        "--prompt",
+        default=None,
+        help="the prompt the new images (a folder) were generated from, embedded with --encoder's text tower; for "
+        "models conditioned on the prompt (pal). Without it they are scored under the data's mean prompt",
+    )
     rank.add_argument("--json", action="store_true", help="print JSON, best first")
     rank.set_defaults(func=cmd_rank)
 
@@ -209,6 +215,10 @@ def cmd_rank(args: argparse.Namespace) -> int:
     image_ids = [] if files is not None else _read_lines(args.images)
     if files is None and not image_ids:
         raise UserError(f"{args.images}: no candidate image ids (one a line)")
+    if args.prompt is not None and (files is None or not args.prompt.strip()):
+        raise UserError(
+            "rank: --prompt gives the prompt of new images: a non-empty text, with --images FOLDER"
+        )
     params = parse_params(args.params)
     _check_model_params(args.model, params)
     workspace = workspace_for_models(args)
@@ -223,7 +233,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
             embedded = embed_images(files, names, encoder, checkpoint=args.checkpoint, progress=not args.json)
         except BadImagesError as err:
             raise err.remedy(f"fix them or remove them from {args.images}") from None
-        new = new_images(ds, names, embedded.embedding)
+        new = new_images(ds, names, embedded.embedding, prompts=_prompt_rows(ds, args, encoder, len(names)))
     references = None
     if args.references is not None:
         items, scores = _read_references(args.references)
@@ -239,6 +249,21 @@ def cmd_rank(args: argparse.Namespace) -> int:
         for row in ranking:
             print(f"{row['rank']:>4}. {row['image_id']!s:<20} {row['score']:.3f}")
     return 0
+
+
+def _prompt_rows(ds, args: argparse.Namespace, encoder: str, n: int) -> np.ndarray | None:
+    """``--prompt`` embedded by the encoder's text tower, one row per new image; None without it."""
+    if args.prompt is None:
+        return None
+    if ds.prompt_features is None:
+        raise UserError(
+            f"rank: --prompt needs the data's prompts embedded alike, and {ds.name} has no prompt features "
+            "(its images have no prompts)"
+        )
+    from features.embed import embed_texts
+
+    row = embed_texts([args.prompt], ["--prompt"], encoder, checkpoint=args.checkpoint, progress=False)
+    return np.repeat(row.embedding, n, axis=0)
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:

@@ -39,6 +39,7 @@ __all__ = [
     "is_unseen_split",
     "load_dataset",
     "default_data_dir",
+    "with_prompt_file",
 ]
 
 
@@ -140,13 +141,8 @@ def load_dataset(
         ds = ds.with_image_features(features, str(image_features))
         if prompt_features is None and sidecar_path(image_features, "text.npz").is_file():
             prompt_features = sidecar_path(image_features, "text.npz")
-    if prompt_features not in (
-        None,
-        False,
-    ):  # images without a prompt (its .bad.json) get a zero row: no prompt
-        no_prompt = np.union1d(left_out, _left_out_images(Path(prompt_features), ds))
-        prompts = read_image_features(prompt_features, ds.image_ids, allow_missing=no_prompt)
-        ds = ds.with_prompt_features(prompts, str(prompt_features))
+    if prompt_features is not None and prompt_features is not False:
+        ds = with_prompt_file(ds, Path(prompt_features), left_out=left_out)
     if len(left_out):
         ds, dropped = ds.drop_images(left_out)
         print(
@@ -180,6 +176,19 @@ def data_kind(root: Path) -> str:
     if is_pairs_table(root):
         return "pairs table"
     return "rating table"
+
+
+def with_prompt_file(
+    ds: Dataset, path: Path, source: str | None = None, *, left_out: np.ndarray | None = None
+) -> Dataset:
+    """``ds`` with the prompt embeddings of ``path`` (an ``.npz`` keyed by image id, as image features are) as its
+    ``prompt_features``; images the file leaves out as having no prompt (listed in its ``.bad.json``) and the
+    images ``left_out`` of the image features get a zero row. ``source`` names them (default: the path)."""
+    no_prompt = _left_out_images(path, ds)
+    if left_out is not None:
+        no_prompt = np.union1d(no_prompt, left_out)
+    prompts = read_image_features(path, ds.image_ids, allow_missing=no_prompt)
+    return ds.with_prompt_features(prompts, source or str(path))
 
 
 def _left_out_images(features_file: Path, ds: Dataset) -> np.ndarray:

@@ -101,6 +101,8 @@ from recsys.retrieval.index import VectorIndex
 from recsys.retrieval.similar import SimilarUsers
 
 MAX_K = 1000
+#: the longest prompt POST /rank embeds (the text encoder truncates far shorter ones anyway)
+MAX_PROMPT_CHARS = 2000
 #: Defaults of :class:`ServiceLimits` (and of ``recsys serve``'s flags).
 DEFAULT_MAX_BODY_BYTES = 1 << 18
 DEFAULT_MAX_REFERENCES = 1000
@@ -216,6 +218,13 @@ def request_models(limits: ServiceLimits) -> tuple[type[BaseModel], type[BaseMod
         references: list[Reference] | None = Field(None, max_length=limits.max_references)
         image_ids: list[Id] = Field(default_factory=list, max_length=limits.max_image_ids)
         images: list[Upload] = Field(default_factory=list, max_length=limits.max_uploads)
+        prompt: str | None = Field(
+            None,
+            min_length=1,
+            max_length=MAX_PROMPT_CHARS,
+            description="the prompt the uploaded images were generated from (for models conditioned on it, pal); "
+            "without it they are scored under the data's mean prompt",
+        )
 
     return SimilarRequest, ScoreRequest, RankRequest
 
@@ -833,7 +842,13 @@ def create_app(
             raise HTTPException(422, "give candidates: image_ids of the data, images to upload, or both")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limits.timeout_s
-        rows = None
+        if body.prompt is not None and (not body.images or dataset.prompt_features is None):
+            raise HTTPException(
+                422,
+                "prompt gives the prompt of uploaded images"
+                + (f"; {dataset.name} has no prompt features" if body.images else ": upload images with it"),
+            )
+        rows = prompts = None
         names = [upload.name for upload in body.images]
         if body.images:
             try:
@@ -849,10 +864,13 @@ def create_app(
                 cancel=cancel,
                 gone=request.is_disconnected,
             )
+            if body.prompt is not None:
+                text = await run(lambda: embedder.embed_prompt(body.prompt), upload_pool)
+                prompts = np.repeat(text, len(names), axis=0)
 
         def call() -> list[dict]:
             refs = None if body.references is None else references_of(body.references)
-            new = None if rows is None else new_images(dataset, names, rows)
+            new = None if rows is None else new_images(dataset, names, rows, prompts=prompts)
             return rank_images(
                 model, dataset, list(body.image_ids), new=new, user_id=body.user_id, references=refs
             )
@@ -889,6 +907,10 @@ class UploadEmbedder:
             self.encoder()
         except Exception:  # the first upload loads it again and answers the error in one line
             pass
+
+    def embed_prompt(self, prompt: str) -> np.ndarray:
+        """The encoder's text embedding of one prompt (float32, 1 x d), as the data's prompts were embedded."""
+        return np.asarray(self.encoder().encode_text_batch([prompt]), np.float32)
 
     def embed(self, uploads: list[tuple[str, bytes]], cancel: threading.Event) -> np.ndarray:
         """Embedding rows (float32, one per upload, in order) of (name, bytes) uploads.
