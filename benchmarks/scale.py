@@ -66,7 +66,7 @@ def load_world(path: Path) -> dict:
 
     start = time.perf_counter()
     ds = load_dataset(path)
-    return {"seconds": time.perf_counter() - start, "choices": sum(len(c) for c in ds.choices.values()),
+    return {"seconds": time.perf_counter() - start, "loaded_choices": sum(len(c) for c in ds.choices.values()),
             "images": ds.n_images, "users": ds.n_users}  # fmt: skip
 
 
@@ -81,10 +81,10 @@ def run_model(path: Path, model: str) -> dict:
     seconds = time.perf_counter() - start
     scores = {}
     for row in board.rows:
-        k = row.k if row.split != SEEN else None
+        k = row.shots if row.split != SEEN else None
         if row.split == SEEN or k == UNSEEN_SHOTS:
             key = f"{row.split}" if k is None else f"{row.split}@{k}"
-            scores.setdefault(row.model, {})[key] = row.metrics.get("user_choice_acc")
+            scores.setdefault(row.model, {})[key] = (row.metrics or {}).get("user_choice_acc")
     fit = next(r.fit_seconds for r in board.rows if r.model == model)
     return {"fit_seconds": fit, "seconds": seconds, "scores": scores}
 
@@ -134,7 +134,7 @@ def table(records: list[dict], models: list[str]) -> str:
     ]
     for n in sorted({r["choices"] for r in records}):
         rows = {r["step"]: r for r in records if r["choices"] == n}
-        loaded = rows.get("load", {}).get("choices")
+        loaded = rows.get("load", {}).get("loaded_choices")
         label = f"{n:,}" + (f" ({loaded:,})" if loaded else "")
         if "simulate" in rows:
             r = rows["simulate"]
