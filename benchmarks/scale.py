@@ -14,7 +14,9 @@ leaderboard --models M --jobs 1``'s protocol: test_seen, test_unseen at 0, 1, 2,
 5 draws), so its peak memory (the child's maximum resident set, ``os.wait4``) is the model's. Printed per model:
 fit seconds, fit + evaluate seconds (the leaderboard call, without loading), peak GB, and user choice accuracy
 on test_seen and on test_unseen with 8 references; the oracle (the simulator's ground truth) is the ceiling.
-"sequential total" is the load plus every model's fit and evaluation, one after another.
+"sequential total" is the load plus every model's fit and evaluation, one after another. Last, ``recsys
+leaderboard --models <all of them> --no-tracking`` itself (its worker processes as it chooses them: two on two
+cores): its wall seconds and the peak of the resident memory of it and its workers together.
 
 Every finished step is appended to ``OUT/scale.jsonl``, so an interrupted run resumes where it stopped (delete the
 file, or a world directory, to measure again). All numbers are on SIMULATED data.
@@ -29,6 +31,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -43,15 +46,51 @@ DEFAULT_MODELS = "mf,pal,two_tower,pref_tokens"
 SEEN, UNSEEN_SHOTS = "test_seen", 8
 
 
-def _child(args: list[str], log: Path) -> tuple[float, float, int]:
-    """Run ``python benchmarks/scale.py`` with ``args`` in a process of its own: (seconds, peak GB of its
-    resident memory, exit status); its output goes to ``log``."""
+def _child(command: list[str], log: Path) -> tuple[float, float, float, int]:
+    """Run ``command`` in a process of its own: (seconds, peak GB of its resident memory, peak GB of the resident
+    memory of it and its descendants together (sampled twice a second), exit status); output goes to ``log``."""
     start = time.perf_counter()
+    peak_tree = [0.0]
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, __file__, *args], stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.5):
+                peak_tree[0] = max(peak_tree[0], _tree_rss_gb(process.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         _, status, usage = os.wait4(process.pid, 0)
+        stop.set()
+        sampler.join()
     process.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - start, usage.ru_maxrss / 1024**2, process.returncode
+    peak = usage.ru_maxrss / 1024**2
+    return time.perf_counter() - start, peak, max(peak, peak_tree[0]), process.returncode
+
+
+def _tree_rss_gb(pid: int) -> float:
+    """Resident memory (GB) of process ``pid`` and all its descendants now (from /proc; 0 where it is not)."""
+    parent = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                parent[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+            except (OSError, ValueError):
+                continue
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        children = [child for child, up in parent.items() if up in frontier and child not in tree]
+        tree.update(children)
+        frontier = children
+    pages = 0
+    for member in tree:
+        try:
+            pages += int((Path("/proc") / str(member) / "statm").read_text().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1024**3
 
 
 def simulate_world(path: Path, users: int, feature_dtype: str) -> None:
@@ -96,7 +135,7 @@ def measure(out: Path, choices: list[int], models: list[str], feature_dtype: str
     ledger = out / "scale.jsonl"
     done = [json.loads(line) for line in ledger.read_text().splitlines()] if ledger.is_file() else []
     have = {(r["choices"], r["step"]) for r in done}
-    steps = [(n, step) for n in choices for step in ("simulate", "load", *models)]
+    steps = [(n, step) for n in choices for step in ("simulate", "load", *models, "leaderboard")]
     bar = tqdm(steps, desc="scale", unit="step")
     for n, step in bar:
         bar.set_postfix_str(f"{n:,} choices: {step}")
@@ -104,25 +143,33 @@ def measure(out: Path, choices: list[int], models: list[str], feature_dtype: str
             continue
         world = out / f"pickapic-{n}"
         log = out / "logs" / f"{n}-{step}.log"
+        here = [sys.executable, __file__]
         if step == "simulate":
             if (world / "simulation.json").is_file():  # simulated by an earlier run: not timed again
                 continue
-            args = ["--simulate", str(world), str(math.ceil(n / CHOICES_PER_USER)), feature_dtype]
+            command = [*here, "--simulate", str(world), str(math.ceil(n / CHOICES_PER_USER)), feature_dtype]
         elif step == "load":
-            args = ["--load", str(world)]
+            command = [*here, "--load", str(world)]
+        elif step == "leaderboard":  # the command itself, its worker processes as it chooses them
+            command = [sys.executable, "-m", "recsys.cli", "leaderboard", "--data", str(world), "--models",
+                       ",".join(models), "--no-tracking", "--out", str(out / f"leaderboard-{n}"), "--overwrite"]  # fmt: skip
         else:
-            args = ["--model", str(world), step]
-        seconds, peak_gb, status = _child(args, log)
+            command = [*here, "--model", str(world), step]
+        seconds, peak_gb, tree_gb, status = _child(command, log)
         if status != 0:
             raise SystemExit(f"{step} at {n:,} choices failed (exit {status}); see {log}")
-        record = {"choices": n, "step": step, "wall_seconds": seconds, "peak_gb": peak_gb}
+        record = {"choices": n, "step": step, "wall_seconds": seconds, "peak_gb": peak_gb, "tree_gb": tree_gb}
         lines = log.read_text().splitlines()
         result = next((json.loads(x[7:]) for x in reversed(lines) if x.startswith("RESULT ")), {})
         record |= result
         done.append(record)
         with open(ledger, "a") as file:
             file.write(json.dumps(record) + "\n")
-    return [r for r in done if r["choices"] in choices and r["step"] in ("simulate", "load", *models)]
+    return [
+        r
+        for r in done
+        if r["choices"] in choices and r["step"] in ("simulate", "load", *models, "leaderboard")
+    ]
 
 
 def table(records: list[dict], models: list[str]) -> str:
@@ -162,6 +209,12 @@ def table(records: list[dict], models: list[str]) -> str:
             total = rows["load"]["seconds"] + sum(rows[m]["seconds"] for m in models)
             peak = max(rows[m]["peak_gb"] for m in models)
             lines.append(f"| {label} | sequential total | | {total:.0f} | {peak:.1f} | | |")
+        if "leaderboard" in rows:
+            r = rows["leaderboard"]
+            lines.append(
+                f"| {label} | `recsys leaderboard` (load, fit, evaluate, write) | | {r['wall_seconds']:.0f} | "
+                f"{r['tree_gb']:.1f} (all processes) | | |"
+            )
     return "\n".join(lines)
 
 
