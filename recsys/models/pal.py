@@ -370,8 +370,9 @@ class PalA(_Pal):
         return self.scale_[0] + self.scale_[1] * reward
 
     def _fold_diff(self, weights: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        rewards = torch.as_tensor(self._rewards, dtype=torch.float32)
-        return (weights * (rewards[a] - rewards[b])).sum(-1)
+        # the rows of a and b made float32 (not the whole catalogue's, at every fold-in step)
+        reward_a, reward_b = (torch.as_tensor(self._rewards[i.numpy()], dtype=torch.float32) for i in (a, b))
+        return (weights * (reward_a - reward_b)).sum(-1)
 
     def _rewards_of(self, weights: np.ndarray, images: np.ndarray) -> np.ndarray:
         return self._rewards[images] @ weights
@@ -430,10 +431,11 @@ class PalB(_Pal):
         return self.scale_[0] + self.scale_[1] * reward
 
     def _fold_diff(self, weights: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        items = torch.as_tensor(self._items, dtype=torch.float32)
+        # the rows of a and b made float32 (not the whole catalogue's, at every fold-in step)
+        item_a, item_b = (torch.as_tensor(self._items[i.numpy()], dtype=torch.float32) for i in (a, b))
         prototypes = torch.as_tensor(self._prototypes, dtype=torch.float32)
         preference = _PalBNet.preference(weights, prototypes)
-        return self._scale * (preference * (items[a] - items[b])).sum(-1)
+        return self._scale * (preference * (item_a - item_b)).sum(-1)
 
     def _rewards_of(self, weights: np.ndarray, images: np.ndarray) -> np.ndarray:
         return self._scale * (self._items[images] @ self._preference(weights[None])[0])
