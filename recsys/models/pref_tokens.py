@@ -59,6 +59,8 @@ SEEN_REG_SCALES = (1.0, 0.03, 0.1, 0.3, 3.0, 10.0)
 #: catalogues up to this many images run the image tower on every image in each training step; larger ones on
 #: the images the step's batch shows (the tower's cost per step then does not grow with the catalogue)
 WHOLE_TOWER_IMAGES = 20_000
+#: users whose validation episodes are scored at once (bounds the padded validation batch on large data)
+VALIDATION_USERS = 2048
 
 
 class _PrefNet(nn.Module):
@@ -216,12 +218,20 @@ class PrefTokens(DeepModel):
                 (u, *by_user[u], *self._rows(held, rows)) for u, rows in held.by_user() if u in by_user
             ]
             if val_episodes:
-                val_batch = _pad(val_episodes, device)
+                # VALIDATION_USERS users at a time (one batch on smaller data, as before), the mean over all queries
+                val_batches = [
+                    _pad(val_episodes[start : start + VALIDATION_USERS], device)
+                    for start in range(0, len(val_episodes), VALIDATION_USERS)
+                ]
+                val_queries = [int(batch[-1].sum()) for batch in val_batches]
 
                 def validate() -> float:
                     net.eval()
                     with torch.no_grad():
-                        return float(loss_of(val_batch, False))
+                        if len(val_batches) == 1:
+                            return float(loss_of(val_batches[0], False))
+                        losses = [float(loss_of(batch, False)) for batch in val_batches]
+                        return sum(x * n for x, n in zip(losses, val_queries, strict=True)) / sum(val_queries)
 
         with deterministic_algorithms():  # the gradient of the gather of z is a scatter-add
             fit_module(self, net, step, n_steps, validate, shuffle)

@@ -146,3 +146,15 @@ def test_the_tower_on_the_shown_images_equals_the_whole_catalogues_gathered(monk
         torch.testing.assert_close(shown_z[local], whole_z[original])
         torch.testing.assert_close(shown_s0[local], whole_s0[original])
     assert torch.equal(same_z, whole_z) and torch.equal(same_s0, whole_s0)
+
+
+def test_validation_in_batches_of_users_is_the_mean_over_all_queries(small_sim, monkeypatch):
+    from recsys.models import pref_tokens
+
+    whole = create_model("pref_tokens", epochs=3, seed=0).fit(small_sim)
+    monkeypatch.setattr(pref_tokens, "VALIDATION_USERS", 7)  # the small simulation's users in many batches
+    batched = create_model("pref_tokens", epochs=3, seed=0).fit(small_sim)
+    assert len(whole.history_["val_loss"]) == 3
+    # the same training; each epoch's validation loss the same mean, summed in another order
+    np.testing.assert_array_equal(whole.history_["train_loss"], batched.history_["train_loss"])
+    np.testing.assert_allclose(whole.history_["val_loss"], batched.history_["val_loss"], rtol=1e-5)
