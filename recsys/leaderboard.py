@@ -383,11 +383,15 @@ def _fit_and_score(
 #: ``jobs="auto"`` uses worker processes only for runs this large (starting a worker costs ~3 s of imports)
 AUTO_JOBS_MIN_RATINGS = 20_000
 AUTO_JOBS_MIN_MODELS = 4
+#: ... and only while the image features are at most this large: each worker holds its own copy of the data (a
+#: million simulated Pick-a-Pic choices carry 1.5 GB of float16 features), so beyond it memory, not cores, limits
+AUTO_JOBS_MAX_FEATURE_BYTES = 2**30
 
 
 def resolve_jobs(jobs: int | str, dataset: Dataset, fit_split: str, n_models: int) -> int:
     """Worker processes for a run: ``jobs`` itself, or for ``"auto"`` one per core (at most 2; the models'
-    own threads are then set to 1) when the run has enough models and ratings to pay for starting them."""
+    own threads are then set to 1) when the run has enough models and ratings to pay for starting them and its
+    image features are small enough to copy into each worker."""
     if jobs != "auto":
         if not isinstance(jobs, int) or jobs < 1:
             raise UserError(f"--jobs must be a positive integer or auto, got {jobs!r}")
@@ -396,6 +400,9 @@ def resolve_jobs(jobs: int | str, dataset: Dataset, fit_split: str, n_models: in
         len(dataset.ratings.get(p, ())) + len(dataset.choices.get(p, ())) for p in fit_split.split("+")
     )
     if n_models < AUTO_JOBS_MIN_MODELS or n_ratings < AUTO_JOBS_MIN_RATINGS:
+        return 1
+    features = dataset.image_features
+    if features is not None and features.nbytes > AUTO_JOBS_MAX_FEATURE_BYTES:
         return 1
     return min(2, available_cores(), n_models)
 

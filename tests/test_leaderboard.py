@@ -156,3 +156,18 @@ def test_worker_processes_give_the_serial_rows(small_sim):
     assert resolve_jobs("auto", small_sim, "train", len(models)) == 1
     with pytest.raises(UserError, match="--jobs"):
         resolve_jobs(0, small_sim, "train", 3)
+
+
+def test_auto_jobs_stay_in_one_process_when_the_features_are_too_large_to_copy(monkeypatch):
+    from types import SimpleNamespace
+
+    from recsys import leaderboard
+
+    monkeypatch.setattr(leaderboard, "available_cores", lambda: 2)
+    many = {"train": np.zeros(30_000)}  # only their length is read
+    small = SimpleNamespace(ratings=many, choices={}, image_features=np.zeros((10, 4), np.float16))
+    assert leaderboard.resolve_jobs("auto", small, "train", 4) == 2
+    assert leaderboard.resolve_jobs("auto", small, "train", 3) == 1  # too few models to pay for workers
+    monkeypatch.setattr(leaderboard, "AUTO_JOBS_MAX_FEATURE_BYTES", 79)  # the features are 10 x 4 x 2 bytes
+    assert leaderboard.resolve_jobs("auto", small, "train", 4) == 1
+    assert leaderboard.resolve_jobs(2, small, "train", 4) == 2  # asked for: as asked

@@ -44,6 +44,12 @@ def add_parsers(subparsers) -> None:
         "--no-images", action="store_true", help="skip rendering PNGs (with --pickapic: flat JPEGs)"
     )
     sim.add_argument(
+        "--feature-dtype",
+        choices=("float32", "float16"),
+        default="float32",
+        help="with --pickapic: the type of image_features.npz's embedding (float16 halves it; default float32)",
+    )
+    sim.add_argument(
         "--pickapic",
         action="store_true",
         help="write simulated Pick-a-Pic v2 choices instead (data/<split>-*.parquet with JPEGs, "
@@ -95,6 +101,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             users=args.users,
             feature_dim=args.feature_dim,
             detailed_images=not args.no_images,
+            feature_dtype=args.feature_dtype,
             **{name: getattr(args, name) for name in WORLD_KNOBS},
         )
         out = simulate_pickapic(args.out, config)

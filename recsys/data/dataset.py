@@ -100,7 +100,8 @@ class Dataset:
         images: one row per image: metadata columns (PAMELA: type, group, style, prompt, path).
         ratings: split name -> Ratings. Has ``train`` unless the data are pairwise choices only.
         score_range: (low, high) of valid scores.
-        image_features: float32 (n_images, d) or None; rows aligned to image_idx.
+        image_features: float32 (or float16, as a features file stores it) (n_images, d) or None; rows aligned
+            to image_idx.
         feature_source: what made ``image_features`` (file path or encoder name).
         ground_truth: split name -> float32 noise-free expected score per rating (simulated data only).
         root: the directory the data were loaded from, if any.
@@ -383,8 +384,9 @@ class Dataset:
 
     # ----------------------------------------------------------------- derived datasets
     def with_image_features(self, features: np.ndarray, source: str) -> Dataset:
-        """A copy whose ``image_features`` are ``features`` (float32, aligned to image_idx)."""
-        features = np.ascontiguousarray(features, dtype=np.float32)
+        """A copy whose ``image_features`` are ``features`` (float32, or float16 kept so; aligned to image_idx)."""
+        dtype = np.float16 if np.asarray(features).dtype == np.float16 else np.float32
+        features = np.ascontiguousarray(features, dtype=dtype)
         if features.ndim != 2 or features.shape[0] != self.n_images:
             raise UserError(
                 f"image features from {source} have shape {features.shape}; expected ({self.n_images}, d)"
@@ -394,8 +396,10 @@ class Dataset:
         return replace(self, image_features=features, feature_source=source)
 
     def with_prompt_features(self, features: np.ndarray, source: str) -> Dataset:
-        """A copy whose ``prompt_features`` are ``features`` (float32, one row per image: its prompt's embedding)."""
-        features = np.ascontiguousarray(features, dtype=np.float32)
+        """A copy whose ``prompt_features`` are ``features`` (float32, or float16 kept so; one row per image: its
+        prompt's embedding)."""
+        dtype = np.float16 if np.asarray(features).dtype == np.float16 else np.float32
+        features = np.ascontiguousarray(features, dtype=dtype)
         if features.ndim != 2 or features.shape[0] != self.n_images:
             raise UserError(
                 f"prompt features from {source} have shape {features.shape}; expected ({self.n_images}, d)"

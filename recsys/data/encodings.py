@@ -152,14 +152,15 @@ def encode_metadata(images: pd.DataFrame) -> Metadata:
 
 
 def image_design(
-    features: np.ndarray | None, metadata: Metadata, metadata_weight: float
+    features: np.ndarray | None, metadata: Metadata, metadata_weight: float, dtype=np.float64
 ) -> np.ndarray | None:
-    """Image features beside metadata one-hots scaled by ``metadata_weight`` (float64); None without either."""
+    """Image features beside metadata one-hots scaled by ``metadata_weight`` (float64, or ``dtype``: float32 holds
+    the same values when the features are float32 or float16, at half the memory); None without either."""
     parts = []
     if features is not None:
-        parts.append(features.astype(np.float64))
+        parts.append(features.astype(dtype))
     if metadata.onehot.shape[1]:
-        parts.append(metadata_weight * metadata.onehot)
+        parts.append((metadata_weight * metadata.onehot).astype(dtype))
     return np.hstack(parts) if parts else None
 
 

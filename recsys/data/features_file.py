@@ -5,10 +5,15 @@ The embeddings of the images' prompts, when there are any, are a file of the sam
 
 ``image_id`` is int64 (PAMELA) or fixed-width unicode strings (``dtype '<U36'`` for Pick-a-Pic's UUIDs, file names
 for PARA): ``np.array(ids, dtype=str)``. An object array would be pickled by ``np.savez`` and is refused.
+
+``embedding`` may be float16 (half the size; the simulator's ``feature_dtype``): it is then read as float16, the
+dataset keeps it so, and the models cast what they use. An embedding stored uncompressed (``numpy.savez``, not
+``savez_compressed``) is memory-mapped, so reading a dataset's rows never holds a second copy of the whole file.
 """
 
 from __future__ import annotations
 
+import struct
 import zipfile
 from pathlib import Path
 
@@ -37,7 +42,9 @@ def read_image_features(
                     f"{path}: lacks array(s) {', '.join(missing)}; it needs image_id and embedding"
                 )
             file_ids = data["image_id"]
-            embedding = data["embedding"]
+            embedding = mapped_member(path, "embedding")
+            if embedding is None:  # compressed: read whole
+                embedding = data["embedding"]
     except (OSError, ValueError, zipfile.BadZipFile) as err:
         if "allow_pickle" in str(err):
             raise UserError(
@@ -81,11 +88,17 @@ def read_image_features(
             f"{path}: {len(absent)} of the dataset's {len(image_ids)} images are missing from the features "
             f"file (first: {first}); embed them or remove their ratings"
         )
-    features = embedding[np.maximum(rows, 0)].astype(np.float32)
-    features[rows < 0] = 0.0
-    if not np.isfinite(features).all():
-        raise UserError(f"{path}: embedding holds NaN or infinite values")
-    zero = (rows >= 0) & ~features.any(axis=1)
+    dtype = np.float16 if embedding.dtype == np.float16 else np.float32
+    features = np.empty((len(rows), embedding.shape[1]), dtype)
+    zero = np.zeros(len(rows), dtype=bool)
+    for start in range(0, len(rows), CHECK_ROWS):  # gathered and checked in blocks: no whole-size temporaries
+        block = features[start : start + CHECK_ROWS]
+        block[:] = embedding[np.maximum(rows[start : start + CHECK_ROWS], 0)]
+        block[rows[start : start + CHECK_ROWS] < 0] = 0.0
+        if not np.isfinite(block).all():
+            raise UserError(f"{path}: embedding holds NaN or infinite values")
+        zero[start : start + CHECK_ROWS] = ~block.any(axis=1)
+    zero &= rows >= 0
     if zero.any():
         first = ", ".join(str(v) for v in image_ids[zero][:5])
         raise UserError(
@@ -100,6 +113,39 @@ def sidecar_path(features_file: str | Path, kind: str) -> Path:
     embeddings of its images' prompts, same format, keyed by image id) or ``bad.json`` (the images left out)."""
     path = Path(features_file)
     return path.with_name(path.name.removesuffix(".npz") + "." + kind)
+#: rows gathered and checked at once when reading a features file
+CHECK_ROWS = 65_536
+
+
+def mapped_member(path: str | Path, name: str) -> np.ndarray | None:
+    """The array ``name`` of the ``.npz`` at ``path`` as a read-only memory map, when it is stored uncompressed
+    with a numeric type; None otherwise (compressed, or not a plain array: read it with ``numpy.load``)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo(f"{name}.npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+        with open(path, "rb") as file:
+            file.seek(info.header_offset)
+            local = file.read(30)  # the member's local header: its name and extra field come next
+            if local[:4] != b"PK\x03\x04":
+                return None
+            name_length, extra_length = struct.unpack("<HH", local[26:30])
+            file.seek(info.header_offset + 30 + name_length + extra_length)
+            version = np.lib.format.read_magic(file)
+            read_header = {
+                (1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0,
+            }.get(version)
+            if read_header is None:
+                return None
+            shape, fortran, dtype = read_header(file)
+            offset = file.tell()
+    except (KeyError, OSError, ValueError, zipfile.BadZipFile):
+        return None
+    if dtype.kind not in "iuf" or offset + dtype.itemsize * int(np.prod(shape)) > Path(path).stat().st_size:
+        return None
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape, order="F" if fortran else "C", offset=offset)
 
 
 def _kind_name(dtype: np.dtype) -> str:
@@ -107,13 +153,17 @@ def _kind_name(dtype: np.dtype) -> str:
     return names.get(dtype.kind, "non-numeric")
 
 
-def write_image_features(path: str | Path, image_ids: np.ndarray, embedding: np.ndarray) -> None:
-    """Write the features file atomically (a reader never sees a half-written file)."""
+def write_image_features(
+    path: str | Path, image_ids: np.ndarray, embedding: np.ndarray, *, dtype: str = "float32"
+) -> None:
+    """Write the features file atomically (a reader never sees a half-written file), the embedding as ``dtype``
+    (float32 or float16), uncompressed so that readers memory-map it; a memory-mapped ``embedding`` of that type
+    is copied in blocks, never read whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
     ids = np.asarray(image_ids)
     if ids.dtype.kind == "O":  # string ids as fixed-width unicode: an object array would be pickled
         ids = ids.astype(str)
-    np.savez(tmp, image_id=ids, embedding=np.asarray(embedding, dtype=np.float32))
+    np.savez(tmp, image_id=ids, embedding=np.asarray(embedding, dtype=dtype))
     tmp.replace(path)

@@ -72,6 +72,8 @@ AGE_BINS = (
 QUALITY_LABELS = ("poor", "fair", "good", "great", "excellent")
 N_ATTRIBUTES = 12  # continuous content attributes; the first four are rendered into the PNGs
 N_TASTE_GROUPS = 6  # the default world's
+#: images whose features are computed at once (bounds the simulator's memory on a million images)
+FEATURE_CHUNK = 65_536
 #: spread of a group's taste and of a user's individual deviation in the default world
 GROUP_TASTE_SD, INDIVIDUAL_TASTE_SD = 0.3, 0.13
 #: the default world's share of taste variance that is individual (about 0.158)
@@ -265,7 +267,9 @@ def quality_label(score: float) -> str:
 class _World:
     """All latent draws of one simulation."""
 
-    def __init__(self, config: SimulationConfig, aggregates: dict):
+    def __init__(self, config: SimulationConfig, aggregates: dict, features_into: np.ndarray | None = None):
+        """Draw the world; its image features go into ``features_into`` (n_images x feature_dim, e.g. a float16
+        memory map) when given, else into a new float32 array."""
         self.config = config
         rng = np.random.default_rng(config.seed)
         self.rng = rng
@@ -356,23 +360,31 @@ class _World:
         self.user_scale = np.exp(rng.normal(0, 0.2, n_users))
         self.user_noise = rng.uniform(0.6, 0.95, n_users) * config.noise_scale
 
-        # ---- image features: a fixed random nonlinear map of the content, plus noise
+        # ---- image features: a fixed random nonlinear map of the content, plus noise, FEATURE_CHUNK images at a
+        # time into ``features_into`` (or a new float32 array): the draws are the same whatever the chunk size
         hidden = 96
         w1 = rng.normal(0, 1.0 / math.sqrt(n_content), (n_content, hidden)) * 1.6
         b1 = rng.normal(0, 0.3, hidden)
         w2 = rng.normal(0, 1.0 / math.sqrt(hidden), (hidden, config.feature_dim))
-        seen = self.content
-        if config.hidden_attributes:  # the last attributes are invisible to the features
-            seen = seen.copy()
-            seen[:, n_content - config.hidden_attributes :] = 0.0
         if config.feature_map == "tanh":
-            signal = np.tanh(seen @ w1 + b1) @ w2
+            feature_map = lambda seen: np.tanh(seen @ w1 + b1) @ w2  # noqa: E731
         else:
-            signal = self._other_feature_map(seen, config.feature_map, config.feature_dim, side)
-        signal /= np.linalg.norm(signal, axis=1, keepdims=True)
-        noise = rng.normal(0, 1.0 / math.sqrt(config.feature_dim), (n_img, config.feature_dim))
-        features = signal + config.feature_noise * noise
-        self.features = (features / np.linalg.norm(features, axis=1, keepdims=True)).astype(np.float32)
+            feature_map = self._other_feature_map(n_content, config.feature_map, config.feature_dim, side)
+        self.features = (
+            np.empty((n_img, config.feature_dim), np.float32) if features_into is None else features_into
+        )
+        for start in range(0, n_img, FEATURE_CHUNK):
+            seen = self.content[start : start + FEATURE_CHUNK]
+            if config.hidden_attributes:  # the last attributes are invisible to the features
+                seen = seen.copy()
+                seen[:, n_content - config.hidden_attributes :] = 0.0
+            signal = feature_map(seen)
+            signal /= np.linalg.norm(signal, axis=1, keepdims=True)
+            noise = rng.normal(0, 1.0 / math.sqrt(config.feature_dim), (len(seen), config.feature_dim))
+            features = signal + config.feature_noise * noise
+            self.features[start : start + len(seen)] = (
+                features / np.linalg.norm(features, axis=1, keepdims=True)
+            ).astype(np.float32)
 
     def _attribute_products(self, side: np.random.Generator) -> np.ndarray:
         """(n_img, N_ATTRIBUTES): products of as many random pairs of content attributes (on the content's
@@ -383,20 +395,20 @@ class _World:
         return scaled[:, first[pairs]] * scaled[:, second[pairs]]
 
     @staticmethod
-    def _other_feature_map(content: np.ndarray, form: str, dim: int, side: np.random.Generator) -> np.ndarray:
-        """Features of another generator than the default tanh net: a random 3-layer ReLU net (He-scaled), or
-        random cosine features of an RBF kernel of length 2.5 over the content (similar content, similar
-        features; unlike content, unrelated ones)."""
-        n_content = content.shape[1]
+    def _other_feature_map(n_content: int, form: str, dim: int, side: np.random.Generator):
+        """The map of content rows to features of another generator than the default tanh net (its weights drawn
+        now, once): a random 3-layer ReLU net (He-scaled), or random cosine features of an RBF kernel of length
+        2.5 over the content (similar content, similar features; unlike content, unrelated ones)."""
         if form == "relu":
             width = 128
-            h = np.maximum(content @ side.normal(0, math.sqrt(2.0 / n_content), (n_content, width)), 0)
-            h = np.maximum(
-                h @ side.normal(0, math.sqrt(2.0 / width), (width, width)) + side.normal(0, 0.1, width), 0
-            )
-            return h @ side.normal(0, 1.0 / math.sqrt(width), (width, dim))
+            first = side.normal(0, math.sqrt(2.0 / n_content), (n_content, width))
+            second = side.normal(0, math.sqrt(2.0 / width), (width, width))
+            second_bias = side.normal(0, 0.1, width)
+            last = side.normal(0, 1.0 / math.sqrt(width), (width, dim))
+            return lambda content: np.maximum(np.maximum(content @ first, 0) @ second + second_bias, 0) @ last
         frequencies = side.normal(0, 1.0 / 2.5, (n_content, dim))
-        return np.cos(content @ frequencies + side.uniform(0, 2 * math.pi, dim))
+        phases = side.uniform(0, 2 * math.pi, dim)
+        return lambda content: np.cos(content @ frequencies + phases)
 
     def _content_matrix(self) -> np.ndarray:
         n = len(self.image_type)

@@ -22,8 +22,9 @@ The choices:
   prompts; the rest go to ``train`` in ``train_shards`` shards.
 
 Written: ``data/<split>-NNNNN-of-MMMMM.parquet`` (every published column, JPEGs of ``image_size`` pixels in
-``jpg_0``/``jpg_1``), ``image_features.npz`` (the simulator's image features keyed by uid),
-``image_features.text.npz`` (each image's prompt embedding, ``prompt_embeddings``),
+``jpg_0``/``jpg_1``), ``image_features.npz`` (the simulator's image features keyed by uid, float32 or with
+``feature_dtype`` float16, uncompressed so that the loader memory-maps it), ``image_features.text.npz`` (each
+image's prompt embedding, ``write_prompt_embeddings``, of the same type),
 ``simulation/choice_probabilities.csv``, ``simulation/users.csv`` (taste groups) and ``simulation.json``.
 """
 
@@ -92,6 +93,14 @@ PICKAPIC_SCHEMA = pa.schema(
 )
 
 
+#: the embedding types the simulator writes (float16 halves the features file; the loader memory-maps either)
+FEATURE_DTYPES = ("float32", "float16")
+#: rows written at once (a parquet row group): with their JPEGs, the most the simulator holds of the table
+CHUNK_ROWS = 20_000
+#: the published splits each row is in once (the *_unique splits repeat rows of validation and test)
+PRIMARY_SPLITS = ("train", "validation", "test")
+
+
 def write_pickapic_shard(path: str | Path, columns: dict) -> None:
     """Write one parquet shard in the published format: ``columns`` maps each column of ``PICKAPIC_SCHEMA`` to
     its values (one per row), typed by the schema."""
@@ -125,6 +134,7 @@ class PickapicSimulationConfig:
     same_image_share: float = 0.01
     published_holdout_users: float = 0.1  # users whose rows go to the published validation and test files
     train_shards: int = 2
+    feature_dtype: str = "float32"  # of image_features.npz's embedding: float32, or float16 (half the size)
 
     def validate(self) -> None:
         # `recsys data simulate --pickapic` sets users (and the images' detail) only: the rest are named as the
@@ -145,6 +155,8 @@ class PickapicSimulationConfig:
                 raise UserError(f"{name} {getattr(self, name)}: choose 0 <= value < 0.5")
         if self.train_shards < 1:
             raise UserError("train_shards must be at least 1")
+        if self.feature_dtype not in FEATURE_DTYPES:
+            raise UserError(f"--feature-dtype {self.feature_dtype}: choose {' or '.join(FEATURE_DTYPES)}")
 
 
 def choice_probabilities(
@@ -160,12 +172,19 @@ def choice_probabilities(
 
 
 def simulate_pickapic(
-    out: str | Path, config: PickapicSimulationConfig | None = None, *, progress: bool = True
+    out: str | Path,
+    config: PickapicSimulationConfig | None = None,
+    *,
+    progress: bool = True,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> Path:
     """Write a simulated Pick-a-Pic v2 directory to ``out`` and return its path (see the module docstring).
 
     Written into a temporary sibling directory and moved into place at the end, so an interrupted run never
-    leaves a directory that loads.
+    leaves a directory that loads. Streamed: the image features go to a memory-mapped scratch file as they are
+    drawn, and the table is written ``chunk_rows`` rows (one parquet row group) at a time, JPEGs rendered per
+    chunk, so memory holds the compact per-row numbers and one chunk, never every row's strings and JPEGs. The
+    files' contents are the same whatever ``chunk_rows``.
     """
     config = config or PickapicSimulationConfig()
     config.validate()
@@ -188,7 +207,16 @@ def simulate_pickapic(
         **{name: getattr(config, name) for name in WORLD_KNOBS},
     )
     aggregates = load_aggregates()
-    world = _World(world_config, aggregates)
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    (tmp / "data").mkdir(parents=True)
+    (tmp / "simulation").mkdir()
+    scratch = tmp / "features.scratch.npy"  # the features as drawn, until image_features.npz is written
+    features = np.lib.format.open_memmap(
+        scratch, mode="w+", dtype=config.feature_dtype, shape=(world_config.images, config.feature_dim)
+    )
+    world = _World(world_config, aggregates, features_into=features)
     rng = world.rng
     image_model = rng.integers(len(MODELS), size=world_config.images)
     world.idiosyncratic += np.asarray(MODEL_APPEAL)[image_model]
@@ -248,32 +276,38 @@ def simulate_pickapic(
     ranking_id = np.empty(n_rows, np.int64)
     ranking_id[np.argsort(created, kind="stable")] = 100_000 + np.arange(n_rows)
 
-    jpegs = _render_jpegs(world, config, progress)
     a, b = rows["a"].to_numpy(), rows["b"].to_numpy()
     label_0 = np.where(unlabelled, 0.0, np.where(same, 0.5, rows["label"].to_numpy()))
     label_1 = np.where(unlabelled, 0.0, 1.0 - label_0)
-    best = np.where(label_0 == 1.0, uids[a], np.where(label_0 == 0.0, uids[b], ""))
-    best[unlabelled | same] = ""
-    table = {
-        "are_different": ~same,
-        "best_image_uid": best,
-        "caption": captions[rows["prompt"].to_numpy()],
-        "created_at": created,
-        "has_label": ~unlabelled,
-        "image_0_uid": uids[a],
-        "image_0_url": np.array([f"https://simulated.invalid/pickapic/{u}.jpg" for u in uids])[a],
-        "image_1_uid": uids[b],
-        "image_1_url": np.array([f"https://simulated.invalid/pickapic/{u}.jpg" for u in uids])[b],
-        "jpg_0": [jpegs[i] for i in a.tolist()],
-        "jpg_1": [jpegs[i] for i in b.tolist()],
-        "label_0": label_0,
-        "label_1": label_1,
-        "model_0": np.array(MODELS)[image_model[a]],
-        "model_1": np.array(MODELS)[image_model[b]],
-        "ranking_id": ranking_id,
-        "user_id": user_ids[rows["user"].to_numpy()],
-        "num_example_per_prompt": comparisons[rows["prompt"].to_numpy()],
-    }
+    row_prompt, row_user = rows["prompt"].to_numpy(), rows["user"].to_numpy()
+    renderer = _JpegRenderer(world, config)
+
+    def table_part(positions: np.ndarray) -> dict:
+        """The published columns of some rows, their JPEGs rendered now (never every image's at once)."""
+        a_, b_, l0 = a[positions], b[positions], label_0[positions]
+        jpeg = renderer.jpegs(np.concatenate([a_, b_]))
+        best = np.where(l0 == 1.0, uids[a_], np.where(l0 == 0.0, uids[b_], ""))
+        best[unlabelled[positions] | same[positions]] = ""
+        return {
+            "are_different": ~same[positions],
+            "best_image_uid": best,
+            "caption": captions[row_prompt[positions]],
+            "created_at": created[positions],
+            "has_label": ~unlabelled[positions],
+            "image_0_uid": uids[a_],
+            "image_0_url": [f"https://simulated.invalid/pickapic/{u}.jpg" for u in uids[a_]],
+            "image_1_uid": uids[b_],
+            "image_1_url": [f"https://simulated.invalid/pickapic/{u}.jpg" for u in uids[b_]],
+            "jpg_0": [jpeg[i] for i in a_.tolist()],
+            "jpg_1": [jpeg[i] for i in b_.tolist()],
+            "label_0": l0,
+            "label_1": label_1[positions],
+            "model_0": np.array(MODELS)[image_model[a_]],
+            "model_1": np.array(MODELS)[image_model[b_]],
+            "ranking_id": ranking_id[positions],
+            "user_id": user_ids[row_user[positions]],
+            "num_example_per_prompt": comparisons[row_prompt[positions]],
+        }
 
     # ---- published splits: a share of users to validation and test
     n_held = round(config.published_holdout_users * config.users)
@@ -281,15 +315,11 @@ def simulate_pickapic(
     split_of_user = np.full(config.users, "train", dtype=object)
     split_of_user[held[: n_held // 2]] = "validation"
     split_of_user[held[n_held // 2 :]] = "test"
-    split_of = split_of_user[rows["user"].to_numpy()]
+    split_of = split_of_user[row_user]
     first_of_prompt = rows["step"].to_numpy() == 0
 
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "data").mkdir(parents=True)
-    (tmp / "simulation").mkdir()
     written = {}
+    bar = tqdm(total=n_rows, desc="writing shards", unit="row", disable=not progress)
     for split, mask in (
         ("train", split_of == "train"),
         ("validation", split_of == "validation"),
@@ -302,34 +332,39 @@ def simulate_pickapic(
             continue
         shards = np.array_split(positions, config.train_shards if split == "train" else 1)
         for i, shard in enumerate(shards):
-            part = {name: _take(values, shard) for name, values in table.items()}
             path = tmp / "data" / f"{split}-{i:05d}-of-{len(shards):05d}.parquet"
-            write_pickapic_shard(path, part)
+            with pq.ParquetWriter(path, PICKAPIC_SCHEMA) as writer:  # one row group per chunk of rows
+                for first in range(0, max(len(shard), 1), chunk_rows):
+                    part = table_part(shard[first : first + chunk_rows])
+                    writer.write_table(pa.Table.from_pydict(part, schema=PICKAPIC_SCHEMA))
+                    bar.update(min(chunk_rows, len(shard) - first) if split in PRIMARY_SPLITS else 0)
         written[split] = len(positions)
+    bar.close()
 
-    is_choice = ~unlabelled & ~same
-    pd.DataFrame(
-        {
-            "ranking_id": ranking_id[is_choice],
-            "user_id": table["user_id"][is_choice],
-            "image_0_uid": uids[a][is_choice],
-            "image_1_uid": uids[b][is_choice],
-            "p_image_0": np.round(rows["p_a"].to_numpy()[is_choice], 6),
-            "p_tie": np.round(rows["p_tie"].to_numpy()[is_choice], 6),
-            "p_image_1": np.round(rows["p_b"].to_numpy()[is_choice], 6),
-            "expected_label_0": np.round(
-                rows["p_a"].to_numpy()[is_choice] + 0.5 * rows["p_tie"].to_numpy()[is_choice], 6
-            ),
-        }
-    ).to_csv(tmp / CHOICE_PROBABILITIES, index=False)
+    is_choice = np.flatnonzero(~unlabelled & ~same)
+    probabilities = tmp / CHOICE_PROBABILITIES
+    for first in range(0, max(len(is_choice), 1), chunk_rows):
+        at = is_choice[first : first + chunk_rows]
+        p_a, p_tie = rows["p_a"].to_numpy()[at], rows["p_tie"].to_numpy()[at]
+        pd.DataFrame(
+            {
+                "ranking_id": ranking_id[at],
+                "user_id": user_ids[row_user[at]],
+                "image_0_uid": uids[a[at]],
+                "image_1_uid": uids[b[at]],
+                "p_image_0": np.round(p_a, 6),
+                "p_tie": np.round(p_tie, 6),
+                "p_image_1": np.round(rows["p_b"].to_numpy()[at], 6),
+                "expected_label_0": np.round(p_a + 0.5 * p_tie, 6),
+            }
+        ).to_csv(probabilities, index=False, mode="a" if first else "w", header=not first)
     pd.DataFrame({"user_id": user_ids, "taste_group": world.taste_group}).to_csv(
         tmp / "simulation" / "users.csv", index=False
     )
-    write_image_features(tmp / "image_features.npz", uids.astype(str), world.features)
-    shown = np.concatenate(prompt_images)
-    prompt_of_image = np.repeat(np.arange(n_prompts), [len(images) for images in prompt_images])
-    text = prompt_embeddings(world, np.array([images[0] for images in prompt_images]), config)
-    write_image_features(tmp / "image_features.text.npz", uids[shown].astype(str), text[prompt_of_image])
+    write_image_features(tmp / "image_features.npz", uids, world.features, dtype=config.feature_dtype)
+    write_prompt_embeddings(tmp / "image_features.text.npz", world, prompt_images, uids, config)
+    del world.features  # the memory map of the features' scratch file, removed now
+    scratch.unlink()
     manifest = {
         "name": f"simulated Pick-a-Pic (seed {config.seed}{world_label(config)})",
         "simulated": True,
@@ -339,8 +374,8 @@ def simulate_pickapic(
         "prompt_features": "image_features.text.npz",
         "ground_truth": CHOICE_PROBABILITIES,
         "rows": written,
-        "choices": int(is_choice.sum()),
-        "ties": int((is_choice & (label_0 == 0.5)).sum()),
+        "choices": len(is_choice),
+        "ties": int((label_0[is_choice] == 0.5).sum()),
     }
     (tmp / SIMULATION_MANIFEST).write_text(json.dumps(manifest, indent=2))
     if out.exists():
@@ -349,49 +384,72 @@ def simulate_pickapic(
     return out
 
 
-def prompt_embeddings(
-    world: _World, first_images: np.ndarray, config: PickapicSimulationConfig
-) -> np.ndarray:
-    """A simulated text encoder's embedding (float32, prompts x ``feature_dim``) of each prompt, from what its
-    caption says of its first image: the visual group, the style (or photorealism) and the signs of the four
-    attributes its words name, through a fixed random linear map, plus a little noise per prompt. Drawn from a
-    generator of its own, so the rest of the simulation is the same with or without it."""
+#: prompts whose embeddings are drawn at once (bounded memory at any size)
+PROMPT_CHUNK = 16_384
+
+
+def write_prompt_embeddings(
+    path: Path, world: _World, prompt_images: list[np.ndarray], uids: np.ndarray, config: PickapicSimulationConfig
+) -> None:
+    """Write each shown image's prompt embedding (``feature_dim`` wide, ``feature_dtype``) to ``path``, keyed by
+    uid: a simulated text encoder's embedding of what the prompt's caption says of its first image (the visual
+    group, the style or photorealism, the signs of the four attributes its words name) through a fixed random
+    linear map, plus a little noise per prompt. Drawn a chunk of prompts at a time into a memory-mapped scratch
+    file, from a generator of its own, so the rest of the simulation is the same with or without it."""
     rng = np.random.default_rng([config.seed, 2])
-    said = np.concatenate(
-        [
-            np.eye(len(world.groups))[world.image_group[first_images]],
-            np.eye(len(world.styles) + 1)[world.image_style[first_images]],
-            np.sign(world.attributes[first_images, : len(ATTRIBUTE_WORDS)]),
-        ],
-        axis=1,
+    n_said = len(world.groups) + len(world.styles) + 1 + len(ATTRIBUTE_WORDS)
+    text_map = rng.normal(0.0, 1.0 / math.sqrt(n_said), (n_said, config.feature_dim))
+    sizes = np.array([len(images) for images in prompt_images])
+    first = np.array([images[0] for images in prompt_images])
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    scratch = path.with_name("prompts.scratch.npy")
+    rows = np.lib.format.open_memmap(
+        scratch, mode="w+", dtype=config.feature_dtype, shape=(int(starts[-1]), config.feature_dim)
     )
-    text_map = rng.normal(0.0, 1.0 / math.sqrt(said.shape[1]), (said.shape[1], config.feature_dim))
-    noise = rng.normal(0.0, 0.1, (len(first_images), config.feature_dim))
-    return (said @ text_map + noise).astype(np.float32)
+    for p0 in range(0, len(first), PROMPT_CHUNK):
+        p1 = min(p0 + PROMPT_CHUNK, len(first))
+        said = np.concatenate(
+            [
+                np.eye(len(world.groups))[world.image_group[first[p0:p1]]],
+                np.eye(len(world.styles) + 1)[world.image_style[first[p0:p1]]],
+                np.sign(world.attributes[first[p0:p1], : len(ATTRIBUTE_WORDS)]),
+            ],
+            axis=1,
+        )
+        text = said @ text_map + rng.normal(0.0, 0.1, (p1 - p0, config.feature_dim))
+        rows[starts[p0] : starts[p1]] = np.repeat(text, sizes[p0:p1], axis=0)
+    write_image_features(path, uids[np.concatenate(prompt_images)], rows, dtype=config.feature_dtype)
+    del rows
+    scratch.unlink()
 
 
-def _take(values, positions: np.ndarray):
-    if isinstance(values, list):
-        return [values[i] for i in positions.tolist()]
-    return np.asarray(values)[positions]
+class _JpegRenderer:
+    """JPEGs of the images of a chunk of rows, rendered on demand (``_render_jpeg``: the same bytes for an image
+    however often it is asked for); the last chunk's are kept, since a prompt's rows may straddle two chunks."""
+
+    def __init__(self, world: _World, config: PickapicSimulationConfig) -> None:
+        self.world, self.config = world, config
+        self.kept: dict[int, bytes] = {}
+
+    def jpegs(self, images: np.ndarray) -> dict[int, bytes]:
+        wanted = np.unique(images).tolist()
+        self.kept = {
+            i: self.kept[i] if i in self.kept else _render_jpeg(self.world, self.config, i) for i in wanted
+        }
+        return self.kept
 
 
-def _render_jpegs(world: _World, config: PickapicSimulationConfig, progress: bool) -> list[bytes]:
-    """One JPEG per image: the simulator's rendering, or a flat swatch of its hue and brightness."""
+def _render_jpeg(world: _World, config: PickapicSimulationConfig, i: int) -> bytes:
+    """The JPEG of image ``i``: the simulator's rendering, or a flat swatch of its hue and brightness."""
     from PIL import Image
 
-    jpegs = []
-    for i in tqdm(range(len(world.image_type)), desc="rendering JPEGs", unit="img", disable=not progress):
-        if config.detailed_images:
-            image = _render(world, i, max(16, config.image_size)).resize(
-                (config.image_size, config.image_size)
-            )
-        else:
-            hue = (world.image_group[i] / len(world.groups) + 0.1 * world.attributes[i, 4]) % 1.0
-            value = 0.3 + 0.3 * (np.tanh(world.attributes[i, 1] / 1.5) + 1)
-            rgb = tuple(int(255 * c) for c in colorsys.hsv_to_rgb(hue, 0.6, float(np.clip(value, 0, 1))))
-            image = Image.new("RGB", (config.image_size, config.image_size), rgb)
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=85)
-        jpegs.append(buffer.getvalue())
-    return jpegs
+    if config.detailed_images:
+        image = _render(world, i, max(16, config.image_size)).resize((config.image_size, config.image_size))
+    else:
+        hue = (world.image_group[i] / len(world.groups) + 0.1 * world.attributes[i, 4]) % 1.0
+        value = 0.3 + 0.3 * (np.tanh(world.attributes[i, 1] / 1.5) + 1)
+        rgb = tuple(int(255 * c) for c in colorsys.hsv_to_rgb(hue, 0.6, float(np.clip(value, 0, 1))))
+        image = Image.new("RGB", (config.image_size, config.image_size), rgb)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()

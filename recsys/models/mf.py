@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from recsys.data import encodings
 from recsys.data.choices import ChoiceReferences, Choices
 from recsys.data.dataset import Dataset, Ratings
 from recsys.extras import require
@@ -180,9 +181,9 @@ class MatrixFactorization(FactorModel):
         from recsys.models.torch_utils import deterministic_algorithms, seed_everything
 
         seed_everything(self.seed)
-        design = dataset.image_design(required=False)
-        design = np.zeros((dataset.n_images, 0)) if design is None else design
-        x = torch.tensor(np.asarray(design, np.float32))
+        # Dataset.image_design()'s design (metadata weight 0.5) made in float32: its values, half its memory
+        design = encodings.image_design(dataset.image_features, dataset.metadata(), 0.5, np.float32)
+        x = torch.from_numpy(np.zeros((dataset.n_images, 0), np.float32) if design is None else design)
         k, n = self.factors, len(pairs)
         counts = np.bincount(np.concatenate([pairs.image_a, pairs.image_b]), minlength=dataset.n_images)
         users = torch.nn.Parameter(torch.randn(dataset.n_users, k) * 0.1)

@@ -375,8 +375,9 @@ class PalA(_Pal):
         return self.scale_[0] + self.scale_[1] * reward
 
     def _fold_diff(self, a: torch.Tensor, b: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-        rewards = torch.as_tensor(self._rewards, dtype=torch.float32)
-        gap = rewards[a] - rewards[b]
+        # the rows of a and b made float32 once (not the whole catalogue's)
+        reward_a, reward_b = (torch.as_tensor(self._rewards[i.numpy()], dtype=torch.float32) for i in (a, b))
+        gap = reward_a - reward_b
         return lambda weights: (weights * gap).sum(-1)
 
     def _rewards_of(self, weights: np.ndarray, images: np.ndarray) -> np.ndarray:
@@ -512,14 +513,15 @@ class PalB(_Pal):
         return self.scale_[0] + self.scale_[1] * reward
 
     def _fold_diff(self, a: torch.Tensor, b: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-        items = torch.as_tensor(self._items, dtype=torch.float32)
-        prototypes = torch.as_tensor(self._prototypes, dtype=torch.float32)
-        items_a, items_b = items[a], items[b]
+        # the rows of a and b made float32 once (not the whole catalogue's)
+        items_a, items_b = (torch.as_tensor(self._items[i.numpy()], dtype=torch.float32) for i in (a, b))
         if not self.conditioned():
+            prototypes = torch.as_tensor(self._prototypes[0], dtype=torch.float32)
             gap = items_a - items_b
-            return lambda weights: self._scale * (_PalBNet.preference(weights, prototypes[0]) * gap).sum(-1)
-        prompt_of = torch.as_tensor(self.prompt_of_)
-        prototypes_a, prototypes_b = prototypes[prompt_of[a]], prototypes[prompt_of[b]]
+            return lambda weights: self._scale * (_PalBNet.preference(weights, prototypes) * gap).sum(-1)
+        prototypes_a, prototypes_b = (
+            torch.as_tensor(self._prototypes[self.prompt_of_[i.numpy()]], dtype=torch.float32) for i in (a, b)
+        )
 
         def diff(weights: torch.Tensor) -> torch.Tensor:
             reward_a = (_PalBNet.preference(weights, prototypes_a) * items_a).sum(-1)
@@ -543,10 +545,10 @@ def prompt_table(prompts: np.ndarray | None, n_images: int) -> tuple[np.ndarray,
     embeddings; without any, one constant prompt (a single 1) for every image."""
     if prompts is None:
         return np.ones((1, 1), np.float32), np.zeros(n_images, np.int64)
-    prompts = np.ascontiguousarray(prompts, np.float32)
+    prompts = np.ascontiguousarray(prompts)  # float16 data stay float16 until the distinct rows are found
     rows = prompts.view(np.dtype((np.void, prompts.dtype.itemsize * prompts.shape[1]))).ravel()
     _, first, prompt_of = np.unique(rows, return_index=True, return_inverse=True)
-    return prompts[first], prompt_of.astype(np.int64).ravel()
+    return prompts[first].astype(np.float32), prompt_of.astype(np.int64).ravel()
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:

@@ -56,6 +56,11 @@ SHORT_HISTORY = 24
 MIX_TEMPERATURE = 0.1
 #: multiples of the learned history ridge strength tried for the seen users' refinement (chosen on val_seen)
 SEEN_REG_SCALES = (1.0, 0.03, 0.1, 0.3, 3.0, 10.0)
+#: catalogues up to this many images run the image tower on every image in each training step; larger ones on
+#: the images the step's batch shows (the tower's cost per step then does not grow with the catalogue)
+WHOLE_TOWER_IMAGES = 20_000
+#: users whose validation episodes are scored at once (bounds the padded validation batch on large data)
+VALIDATION_USERS = 2048
 
 
 class _PrefNet(nn.Module):
@@ -163,8 +168,10 @@ class PrefTokens(DeepModel):
 
         def loss_of(batch, train: bool) -> torch.Tensor:
             users, hist_a, hist_b, hist_y, hist_m, query_a, query_b, query_y, query_m = batch
-            z_all, bias_all = net.tower(t["features"], t["codes"])
-            z_all, s0 = _with_none(z_all), _with_none(t["base"] + bias_all)
+            # the image tower runs on the images the batch shows only (its cost no longer grows with the catalogue)
+            z_all, s0, (hist_a, hist_b, query_a, query_b) = _tower_of_shown(
+                net.tower, t, (hist_a, hist_b, query_a, query_b)
+            )
             target = net.gap() * (2 * hist_y - 1) if choices else hist_y
             resid = target - (s0[hist_a] - s0[hist_b])
             taste, key_loss = net.taste(z_all[hist_a] - z_all[hist_b], resid, hist_m, t["demo"][users])
@@ -211,12 +218,20 @@ class PrefTokens(DeepModel):
                 (u, *by_user[u], *self._rows(held, rows)) for u, rows in held.by_user() if u in by_user
             ]
             if val_episodes:
-                val_batch = _pad(val_episodes, device)
+                # VALIDATION_USERS users at a time (one batch on smaller data, as before), the mean over all queries
+                val_batches = [
+                    _pad(val_episodes[start : start + VALIDATION_USERS], device)
+                    for start in range(0, len(val_episodes), VALIDATION_USERS)
+                ]
+                val_queries = [int(batch[-1].sum()) for batch in val_batches]
 
                 def validate() -> float:
                     net.eval()
                     with torch.no_grad():
-                        return float(loss_of(val_batch, False))
+                        if len(val_batches) == 1:
+                            return float(loss_of(val_batches[0], False))
+                        losses = [float(loss_of(batch, False)) for batch in val_batches]
+                        return sum(x * n for x, n in zip(losses, val_queries, strict=True)) / sum(val_queries)
 
         with deterministic_algorithms():  # the gradient of the gather of z is a scatter-add
             fit_module(self, net, step, n_steps, validate, shuffle)
@@ -356,6 +371,27 @@ class PrefTokens(DeepModel):
                 chosen, _, _ = self.net_.select(self.net_.demo_query(demo) + self.net_.summary(summary))
             out.append(chosen[0].numpy())
         return out
+
+
+def _tower_of_shown(
+    tower: nn.Module, t: dict[str, torch.Tensor], indices: tuple[torch.Tensor, ...]
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+    """(z, base score plus image bias) of the images that ``indices`` (image indices, NONE = n_images) show, NONE's
+    rows zero, and ``indices`` renumbered into those rows: the tower's output on the whole catalogue, gathered at
+    ``indices``, at the cost of the shown images only. A catalogue of at most ``WHOLE_TOWER_IMAGES`` images runs
+    whole (its dropout draws, hence its numbers, as they always were; a batch shows much of it anyway)."""
+    n_images = len(t["base"])
+    if n_images <= WHOLE_TOWER_IMAGES:
+        z_all, bias_all = tower(t["features"].float(), t["codes"])
+        return _with_none(z_all), _with_none(t["base"] + bias_all), indices
+    shown, local = torch.unique(torch.cat([i.reshape(-1) for i in indices]), return_inverse=True)
+    real = shown.clamp(max=n_images - 1)
+    none = (shown == n_images)[:, None]
+    z, bias = tower(t["features"][real].float(), t["codes"][real])
+    z, s0 = z.masked_fill(none, 0.0), (t["base"][real] + bias).masked_fill(none[:, 0], 0.0)
+    sizes = [i.numel() for i in indices]
+    renumbered = tuple(part.reshape(i.shape) for part, i in zip(local.split(sizes), indices, strict=True))
+    return z, s0, renumbered
 
 
 def _with_none(x: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ from PIL import Image
 from scipy.special import ndtr
 
 from recsys.data import load_dataset
+from recsys.data.features_file import mapped_member
 from recsys.data.pickapic import PICKAPIC_COLUMNS
 from recsys.data.simulate_pairs import (
     PICKAPIC_SCHEMA,
@@ -133,3 +135,61 @@ def test_same_seed_same_data_and_config_checks(tmp_path, sim_dir):
         simulate_pickapic(again, SMALL, progress=False)
     with pytest.raises(UserError, match="--users 3"):
         simulate_pickapic(tmp_path / "x", PickapicSimulationConfig(users=3), progress=False)
+
+
+def test_the_files_are_the_same_whatever_the_chunk_size(tmp_path, sim_dir):
+    # written 7 rows at a time (many row groups, prompts cut across chunks) against the default's one chunk
+    chunked = simulate_pickapic(tmp_path / "chunked", SMALL, progress=False, chunk_rows=7)
+    for shard in sorted((sim_dir / "data").iterdir()):
+        assert pq.ParquetFile(chunked / "data" / shard.name).num_row_groups > 1
+        assert pq.ParquetFile(shard).num_row_groups == 1
+        assert pq.read_table(chunked / "data" / shard.name).equals(pq.read_table(shard))
+    for name in ("simulation/choice_probabilities.csv", "simulation/users.csv"):
+        assert (chunked / name).read_bytes() == (sim_dir / name).read_bytes()
+    with np.load(chunked / "image_features.npz") as mine, np.load(sim_dir / "image_features.npz") as theirs:
+        for name in ("image_id", "embedding"):  # (the zip's member times differ between runs)
+            np.testing.assert_array_equal(mine[name], theirs[name])
+    # an image's JPEG is the same bytes in every row that shows it, wherever the chunks cut
+    table = pq.read_table(chunked / "data" / "train-00000-of-00002.parquet").to_pandas()
+    shown = pd.concat(
+        [
+            table[["image_0_uid", "jpg_0"]].set_axis(["uid", "jpg"], axis=1),
+            table[["image_1_uid", "jpg_1"]].set_axis(["uid", "jpg"], axis=1),
+        ]
+    )
+    assert (shown.groupby("uid")["jpg"].nunique() == 1).all()
+    assert shown["uid"].duplicated().any()  # kept images do appear in several rows
+
+
+def test_float16_features_are_memory_mapped_and_load_as_the_float32_ones(tmp_path, sim_dir):
+    half = simulate_pickapic(tmp_path / "half", replace(SMALL, feature_dtype="float16"), progress=False)
+    with np.load(half / "image_features.npz") as f16, np.load(sim_dir / "image_features.npz") as f32:
+        assert f16["embedding"].dtype == np.float16 and f32["embedding"].dtype == np.float32
+        np.testing.assert_array_equal(f16["embedding"], f32["embedding"].astype(np.float16))
+        np.testing.assert_array_equal(f16["image_id"], f32["image_id"])
+        mapped = mapped_member(half / "image_features.npz", "embedding")
+        assert isinstance(mapped, np.memmap)
+        np.testing.assert_array_equal(mapped, f16["embedding"])
+    # the same parquet shards; the dataset keeps the float16 rows, within float16 rounding of the float32 ones
+    for shard in sorted((sim_dir / "data").iterdir()):
+        assert pq.read_table(half / "data" / shard.name).equals(pq.read_table(shard))
+    ds16, ds32 = load_dataset(half), load_dataset(sim_dir)
+    assert ds16.image_features.dtype == np.float16 and ds32.image_features.dtype == np.float32
+    np.testing.assert_array_equal(ds16.image_ids, ds32.image_ids)
+    np.testing.assert_array_equal(ds16.image_features, ds32.image_features.astype(np.float16))
+    # unit-norm rows: every value within half a float16 step at 1 (2**-12) of its float32 value
+    assert np.abs(ds16.image_features.astype(np.float32) - ds32.image_features).max() <= 2**-12
+    with pytest.raises(UserError, match="--feature-dtype float64"):
+        simulate_pickapic(tmp_path / "x", replace(SMALL, feature_dtype="float64"), progress=False)
+
+
+def test_only_an_uncompressed_numeric_member_is_memory_mapped(tmp_path):
+    values = np.arange(12, dtype=np.float32).reshape(4, 3)
+    np.savez(tmp_path / "plain.npz", image_id=np.array(["a", "b", "c", "d"]), embedding=values)
+    np.savez_compressed(tmp_path / "packed.npz", embedding=values)
+    mapped = mapped_member(tmp_path / "plain.npz", "embedding")
+    assert isinstance(mapped, np.memmap) and mapped.shape == (4, 3)
+    np.testing.assert_array_equal(mapped, values)
+    assert mapped_member(tmp_path / "plain.npz", "image_id") is None  # strings: read by numpy.load
+    assert mapped_member(tmp_path / "packed.npz", "embedding") is None
+    assert mapped_member(tmp_path / "plain.npz", "nothing") is None

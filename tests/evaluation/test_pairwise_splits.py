@@ -28,9 +28,7 @@ CHANCE = 0.02
 def pickapic(tmp_path_factory):
     path = tmp_path_factory.mktemp("shortcut") / "pickapic"
     with pytest.MonkeyPatch.context() as patch:  # the loader never reads the JPEGs: skip rendering them
-        patch.setattr(
-            simulate_pairs, "_render_jpegs", lambda world, config, progress: [b""] * len(world.features)
-        )
+        patch.setattr(simulate_pairs, "_render_jpeg", lambda world, config, i: b"")
         simulate_pairs.simulate_pickapic(path, WORLD, progress=False)
     return load_dataset(path, image_features=path / "image_features.npz")
 

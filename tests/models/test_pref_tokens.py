@@ -110,3 +110,51 @@ def test_bad_hyperparameters_are_value_errors():
         create_model("pref_tokens").clone(history_reg=0.0)
     with pytest.raises(ValueError, match="n_selected"):
         create_model("pref_tokens").clone(n_selected=20, pool_size=8)
+
+
+def test_the_tower_on_the_shown_images_equals_the_whole_catalogues_gathered(monkeypatch):
+    import torch
+
+    from recsys.models import pref_tokens
+    from recsys.models.torch_utils import ImageTower
+
+    torch.manual_seed(0)
+    tower = ImageTower(6, [3, 2], hidden=8, dim=4, dropout=0.1).eval()  # eval: no dropout draws to compare
+    n = 10
+    t = {
+        "features": torch.randn(n, 6),
+        "codes": torch.stack([torch.arange(n) % 3, torch.arange(n) % 2], 1),
+        "base": torch.randn(n),
+    }
+    # image 10 is NONE (a rating's second image); 0 also pads; images 4 and 8 are shown by no index
+    indices = (
+        torch.tensor([[1, 2, 10], [0, 0, 0]]),
+        torch.tensor([[10, 10, 3]]),
+        torch.tensor([7, 9, 1, 5, 6]),
+    )
+    with torch.no_grad():
+        z, bias = tower(t["features"], t["codes"])
+        whole_z = torch.cat([z, torch.zeros(1, 4)])
+        whole_s0 = torch.cat([t["base"] + bias, torch.zeros(1)])
+        monkeypatch.setattr(pref_tokens, "WHOLE_TOWER_IMAGES", 0)
+        shown_z, shown_s0, renumbered = pref_tokens._tower_of_shown(tower, t, indices)
+        monkeypatch.setattr(pref_tokens, "WHOLE_TOWER_IMAGES", n)
+        same_z, same_s0, same = pref_tokens._tower_of_shown(tower, t, indices)
+    assert len(shown_z) == 9  # the 8 shown images and NONE, not the whole catalogue
+    for original, local, kept in zip(indices, renumbered, same, strict=True):
+        assert local.shape == original.shape and torch.equal(kept, original)
+        torch.testing.assert_close(shown_z[local], whole_z[original])
+        torch.testing.assert_close(shown_s0[local], whole_s0[original])
+    assert torch.equal(same_z, whole_z) and torch.equal(same_s0, whole_s0)
+
+
+def test_validation_in_batches_of_users_is_the_mean_over_all_queries(small_sim, monkeypatch):
+    from recsys.models import pref_tokens
+
+    whole = create_model("pref_tokens", epochs=3, seed=0).fit(small_sim)
+    monkeypatch.setattr(pref_tokens, "VALIDATION_USERS", 7)  # the small simulation's users in many batches
+    batched = create_model("pref_tokens", epochs=3, seed=0).fit(small_sim)
+    assert len(whole.history_["val_loss"]) == 3
+    # the same training; each epoch's validation loss the same mean, summed in another order
+    np.testing.assert_array_equal(whole.history_["train_loss"], batched.history_["train_loss"])
+    np.testing.assert_allclose(whole.history_["val_loss"], batched.history_["val_loss"], rtol=1e-5)
