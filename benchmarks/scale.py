@@ -7,7 +7,8 @@ and 16 GB on the 2-core machine, pref_tokens' fit within 60 s per 100k choices.
         [--out DIR] [--feature-dtype float16] [--json]
 
 Per size: the simulator writes a world of ``ceil(choices / CHOICES_PER_USER)`` users (``recsys data simulate
---pickapic --no-images``: flat JPEGs; features float16 unless ``--feature-dtype float32``) into
+--pickapic --no-images``: flat JPEGs; features float16 unless ``--feature-dtype float32``; no prompt
+embeddings, so ``pal`` runs with one constant prompt: the simulated tastes do not depend on the prompt) into
 ``OUT/pickapic-<choices>`` (kept: a later run reuses it); then one process loads it (the loader's seconds and
 peak memory), and one process per model loads it and runs the leaderboard for that model alone (``recsys
 leaderboard --models M --jobs 1``'s protocol: test_seen, test_unseen at 0, 1, 2, 4 and 8 reference choices,
@@ -96,7 +97,9 @@ def _tree_rss_gb(pid: int) -> float:
 def simulate_world(path: Path, users: int, feature_dtype: str) -> None:
     from recsys.data.simulate_pairs import PickapicSimulationConfig, simulate_pickapic
 
-    config = PickapicSimulationConfig(seed=0, users=users, detailed_images=False, feature_dtype=feature_dtype)
+    config = PickapicSimulationConfig(
+        seed=0, users=users, detailed_images=False, feature_dtype=feature_dtype, prompt_embeddings=False
+    )
     simulate_pickapic(path, config, progress=True)
 
 

@@ -113,6 +113,8 @@ def sidecar_path(features_file: str | Path, kind: str) -> Path:
     embeddings of its images' prompts, same format, keyed by image id) or ``bad.json`` (the images left out)."""
     path = Path(features_file)
     return path.with_name(path.name.removesuffix(".npz") + "." + kind)
+
+
 #: rows gathered and checked at once when reading a features file
 CHECK_ROWS = 65_536
 

@@ -135,6 +135,7 @@ class PickapicSimulationConfig:
     published_holdout_users: float = 0.1  # users whose rows go to the published validation and test files
     train_shards: int = 2
     feature_dtype: str = "float32"  # of image_features.npz's embedding: float32, or float16 (half the size)
+    prompt_embeddings: bool = True  # write image_features.text.npz (each image's prompt embedding)
 
     def validate(self) -> None:
         # `recsys data simulate --pickapic` sets users (and the images' detail) only: the rest are named as the
@@ -362,7 +363,8 @@ def simulate_pickapic(
         tmp / "simulation" / "users.csv", index=False
     )
     write_image_features(tmp / "image_features.npz", uids, world.features, dtype=config.feature_dtype)
-    write_prompt_embeddings(tmp / "image_features.text.npz", world, prompt_images, uids, config)
+    if config.prompt_embeddings:
+        write_prompt_embeddings(tmp / "image_features.text.npz", world, prompt_images, uids, config)
     del world.features  # the memory map of the features' scratch file, removed now
     scratch.unlink()
     manifest = {
@@ -371,7 +373,7 @@ def simulate_pickapic(
         "note": "Simulated pairwise choices in Pick-a-Pic v2's format; not choices by real people.",
         "config": asdict(config),
         "image_features": "image_features.npz",
-        "prompt_features": "image_features.text.npz",
+        "prompt_features": "image_features.text.npz" if config.prompt_embeddings else None,
         "ground_truth": CHOICE_PROBABILITIES,
         "rows": written,
         "choices": len(is_choice),
@@ -389,7 +391,11 @@ PROMPT_CHUNK = 16_384
 
 
 def write_prompt_embeddings(
-    path: Path, world: _World, prompt_images: list[np.ndarray], uids: np.ndarray, config: PickapicSimulationConfig
+    path: Path,
+    world: _World,
+    prompt_images: list[np.ndarray],
+    uids: np.ndarray,
+    config: PickapicSimulationConfig,
 ) -> None:
     """Write each shown image's prompt embedding (``feature_dim`` wide, ``feature_dtype``) to ``path``, keyed by
     uid: a simulated text encoder's embedding of what the prompt's caption says of its first image (the visual
