@@ -50,6 +50,13 @@ def add_parsers(subparsers) -> None:
         help="with --pickapic: the type of image_features.npz's embedding (float16 halves it; default float32)",
     )
     sim.add_argument(
+        "--prompt-taste",
+        type=float,
+        default=None,
+        help="with --pickapic: under prompts naming an art style, each person's own taste is multiplied by "
+        "1 - 2 x this (0 to 1; default 0: taste does not depend on the prompt)",
+    )
+    sim.add_argument(
         "--pickapic",
         action="store_true",
         help="write simulated Pick-a-Pic v2 choices instead (data/<split>-*.parquet with JPEGs, "
@@ -93,6 +100,8 @@ def add_parsers(subparsers) -> None:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from recsys.data.simulate import simulate
 
+    if args.prompt_taste is not None and not args.pickapic:
+        raise UserError("--prompt-taste applies to simulated choices (--pickapic) only")
     if args.pickapic:
         from recsys.data.simulate_pairs import PickapicSimulationConfig, simulate_pickapic
 
@@ -102,6 +111,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             feature_dim=args.feature_dim,
             detailed_images=not args.no_images,
             feature_dtype=args.feature_dtype,
+            prompt_taste=args.prompt_taste or 0.0,
             **{name: getattr(args, name) for name in WORLD_KNOBS},
         )
         out = simulate_pickapic(args.out, config)

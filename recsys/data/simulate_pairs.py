@@ -9,6 +9,9 @@ The choices:
   comes from one of ``MODELS`` (a generator), which shifts its consensus appeal by ``MODEL_APPEAL``.
 * The first comparison shows the prompt's first two images; after it the chosen image (the kept one on a tie)
   stays, on a random side, against the next new image, as Pick-a-Pic's interface does.
+* ``prompt_taste`` (default 0) makes taste depend on the prompt: under a prompt whose caption names an art style,
+  a user's own taste term in ``mu`` is multiplied by 1 - 2 * ``prompt_taste`` (``score_under_prompt``), so
+  only a model that reads the prompt can tell those comparisons from the others.
 * A user perceives each image at its expected score ``mu`` (the rating model's, before clipping) plus
   independent N(0, sigma_u^2) noise (the user's rating noise) and chooses the image perceived higher, or calls a
   tie when the two are within ``tie_margin``. With d = mu_a - mu_b and s = sigma_u * sqrt(2):
@@ -136,6 +139,9 @@ class PickapicSimulationConfig:
     train_shards: int = 2
     feature_dtype: str = "float32"  # of image_features.npz's embedding: float32, or float16 (half the size)
     prompt_embeddings: bool = True  # write image_features.text.npz (each image's prompt embedding)
+    prompt_taste: float = (
+        0.0  # under prompts that name an art style, own taste times 1 - 2 x this (1: reversed)
+    )
 
     def validate(self) -> None:
         # `recsys data simulate --pickapic` sets users (and the images' detail) only: the rest are named as the
@@ -154,6 +160,8 @@ class PickapicSimulationConfig:
         for name in ("unlabelled_share", "same_image_share", "published_holdout_users"):
             if not 0.0 <= getattr(self, name) < 0.5:
                 raise UserError(f"{name} {getattr(self, name)}: choose 0 <= value < 0.5")
+        if not 0.0 <= self.prompt_taste <= 1.0:
+            raise UserError(f"--prompt-taste {self.prompt_taste}: choose 0 to 1")
         if self.train_shards < 1:
             raise UserError("train_shards must be at least 1")
         if self.feature_dtype not in FEATURE_DTYPES:
@@ -236,6 +244,7 @@ def simulate_pickapic(
 
     # ---- comparisons, step by step: the chosen image stays against the next new one
     current = np.array([images[0] for images in prompt_images])
+    styled = world.image_style[current] >= 0  # the prompt's caption names an art style (its first image's)
     columns: dict[str, list] = {k: [] for k in ("prompt", "step", "a", "b", "label", "p_a", "p_tie", "p_b")}
     for step in range(config.max_comparisons):
         active = np.flatnonzero(comparisons > step)
@@ -244,8 +253,12 @@ def simulate_pickapic(
         kept_first = rng.random(len(active)) < 0.5
         a, b = np.where(kept_first, kept, new), np.where(kept_first, new, kept)
         users = prompt_user[active]
+        reversed_ = styled[active]
         p_a, p_tie, p_b = choice_probabilities(
-            world.mean_score(users, a), world.mean_score(users, b), world.user_noise[users], config.tie_margin
+            score_under_prompt(world, users, a, reversed_, config.prompt_taste),
+            score_under_prompt(world, users, b, reversed_, config.prompt_taste),
+            world.user_noise[users],
+            config.tie_margin,
         )
         draw = rng.random(len(active))
         label = np.where(draw < p_a, 1.0, np.where(draw < p_a + p_b, 0.0, 0.5))
@@ -367,8 +380,9 @@ def simulate_pickapic(
         write_prompt_embeddings(tmp / "image_features.text.npz", world, prompt_images, uids, config)
     del world.features  # the memory map of the features' scratch file, removed now
     scratch.unlink()
+    prompt_label = f", prompt_taste={config.prompt_taste:g}" if config.prompt_taste else ""
     manifest = {
-        "name": f"simulated Pick-a-Pic (seed {config.seed}{world_label(config)})",
+        "name": f"simulated Pick-a-Pic (seed {config.seed}{world_label(config)}{prompt_label})",
         "simulated": True,
         "note": "Simulated pairwise choices in Pick-a-Pic v2's format; not choices by real people.",
         "config": asdict(config),
@@ -384,6 +398,20 @@ def simulate_pickapic(
         out.rmdir()
     os.replace(tmp, out)
     return out
+
+
+def score_under_prompt(
+    world: _World, users: np.ndarray, images: np.ndarray, reversed_: np.ndarray, prompt_taste: float
+) -> np.ndarray:
+    """mu of each (user, image) as the user perceives the image under its prompt: the world's expected score,
+    except that under a prompt naming an art style (``reversed_``) the user's own taste term is multiplied by
+    1 - 2 * ``prompt_taste`` (1: the user likes under such prompts what they dislike elsewhere). With
+    ``prompt_taste`` 0, the world's expected score itself."""
+    mu = world.mean_score(users, images)
+    if prompt_taste == 0.0:
+        return mu
+    personal = np.einsum("ij,ij->i", world.taste[users], world.taste_content[images])
+    return mu - 2.0 * prompt_taste * world.user_scale[users] * personal * reversed_
 
 
 #: prompts whose embeddings are drawn at once (bounded memory at any size)

@@ -193,3 +193,44 @@ def test_only_an_uncompressed_numeric_member_is_memory_mapped(tmp_path):
     assert mapped_member(tmp_path / "plain.npz", "image_id") is None  # strings: read by numpy.load
     assert mapped_member(tmp_path / "packed.npz", "embedding") is None
     assert mapped_member(tmp_path / "plain.npz", "nothing") is None
+
+
+def test_prompt_taste_reverses_own_taste_under_art_prompts_only(tmp_path):
+    """With prompt_taste, comparisons under a caption that names an art style change and the others do not:
+    under such prompts the difference of perceived means is consensus + (1 - 2 t) * own taste, so its value at
+    t = 0.5 is the mean of its values at t = 0 and t = 1 (read back from the probabilities: for one user,
+    ndtri(P(a)) - ndtri(P(b)) is proportional to the difference)."""
+    from scipy.special import ndtri
+
+    tables = {}
+    for taste in (0.0, 0.5, 1.0):
+        config = replace(SMALL, prompt_taste=taste, users=20)
+        root = simulate_pickapic(tmp_path / f"t{taste}", config, progress=False)
+        truth = pd.read_csv(root / "simulation" / "choice_probabilities.csv")
+        captions = pd.concat(pq.read_table(f, columns=["ranking_id", "caption"]).to_pandas()
+                             for f in sorted((root / "data").glob("*.parquet"))).drop_duplicates("ranking_id")  # fmt: skip
+        tables[taste] = truth.merge(captions, on="ranking_id")
+        if taste:
+            assert f"prompt_taste={taste:g}" in json.loads((root / "simulation.json").read_text())["name"]
+    key = ["ranking_id", "image_0_uid", "image_1_uid"]
+    both = tables[0.0].merge(tables[1.0], on=key, suffixes=("_0", "_1")).merge(tables[0.5], on=key)
+    styled = both["caption"].str.contains("in the style of")
+    assert styled.any() and (~styled).any()
+    plain = both[~styled]
+    np.testing.assert_array_equal(plain["p_image_0_0"], plain["p_image_0_1"])
+    art = both[styled]
+    assert (art["p_image_0_0"] != art["p_image_0_1"]).mean() > 0.9
+    inner = (
+        art[[c for c in art.columns if c.startswith(("p_image_0", "p_image_1"))]]
+        .apply(lambda p: p.between(0.02, 0.98))
+        .all(axis=1)
+    )
+    art = art[inner]
+    assert len(art) > 20
+
+    def gap(suffix: str) -> np.ndarray:
+        return ndtri(art[f"p_image_0{suffix}"]) - ndtri(art[f"p_image_1{suffix}"])
+
+    np.testing.assert_allclose(gap(""), (gap("_0") + gap("_1")) / 2, atol=2e-3)
+    with pytest.raises(UserError, match="prompt-taste"):
+        replace(SMALL, prompt_taste=1.5).validate()
