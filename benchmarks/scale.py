@@ -12,7 +12,8 @@ embeddings, so ``pal`` runs with one constant prompt: the simulated tastes do no
 ``OUT/pickapic-<choices>`` (kept: a later run reuses it); then one process loads it (the loader's seconds and
 peak memory), and one process per model loads it and runs the leaderboard for that model alone (``recsys
 leaderboard --models M --jobs 1``'s protocol: test_seen, test_unseen at 0, 1, 2, 4 and 8 reference choices,
-5 draws), so its peak memory (the child's maximum resident set, ``os.wait4``) is the model's. Printed per model:
+5 draws), so its peak memory (the child's maximum resident set, ``os.wait4``) is the model's (the orchestrating
+process stays small: Linux carries a spawning process's resident high-water mark into its child through exec). Printed per model:
 fit seconds, fit + evaluate seconds (the leaderboard call, without loading), peak GB, and user choice accuracy
 on test_seen and on test_unseen with 8 references; the oracle (the simulator's ground truth) is the ceiling.
 "sequential total" is the load plus every model's fit and evaluation, one after another. Last, ``recsys
