@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +26,23 @@ def small_sim_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_sim(small_sim_dir):
     return load_dataset(small_sim_dir)
+
+
+#: the benchmark scripts (not a package: their tests load them by path)
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """``load_benchmark("scale")``: the module of ``benchmarks/scale.py``."""
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"{name}_benchmark", BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 #: a CLIP small enough to build and run in milliseconds (random weights): the encoder of upload tests

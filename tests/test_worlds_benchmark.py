@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "worlds.py"
 
 
 @pytest.fixture(scope="module")
-def worlds():
-    spec = importlib.util.spec_from_file_location("worlds_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def worlds(load_benchmark):
+    return load_benchmark("worlds")
 
 
 def result(world: str, seen: dict, new: dict) -> dict:

@@ -385,28 +385,24 @@ class Dataset:
     # ----------------------------------------------------------------- derived datasets
     def with_image_features(self, features: np.ndarray, source: str) -> Dataset:
         """A copy whose ``image_features`` are ``features`` (float32, or float16 kept so; aligned to image_idx)."""
-        dtype = np.float16 if np.asarray(features).dtype == np.float16 else np.float32
-        features = np.ascontiguousarray(features, dtype=dtype)
-        if features.ndim != 2 or features.shape[0] != self.n_images:
-            raise UserError(
-                f"image features from {source} have shape {features.shape}; expected ({self.n_images}, d)"
-            )
-        if not np.isfinite(features).all():
-            raise UserError(f"image features from {source} contain NaN or infinite values")
+        features = self._per_image_rows(features, f"image features from {source}")
         return replace(self, image_features=features, feature_source=source)
 
     def with_prompt_features(self, features: np.ndarray, source: str) -> Dataset:
         """A copy whose ``prompt_features`` are ``features`` (float32, or float16 kept so; one row per image: its
         prompt's embedding)."""
+        features = self._per_image_rows(features, f"prompt features from {source}")
+        return replace(self, prompt_features=features, prompt_source=source)
+
+    def _per_image_rows(self, features: np.ndarray, what: str) -> np.ndarray:
+        """``features`` as one contiguous float32 (or float16, kept so) row per image, checked finite."""
         dtype = np.float16 if np.asarray(features).dtype == np.float16 else np.float32
         features = np.ascontiguousarray(features, dtype=dtype)
         if features.ndim != 2 or features.shape[0] != self.n_images:
-            raise UserError(
-                f"prompt features from {source} have shape {features.shape}; expected ({self.n_images}, d)"
-            )
+            raise UserError(f"{what} have shape {features.shape}; expected ({self.n_images}, d)")
         if not np.isfinite(features).all():
-            raise UserError(f"prompt features from {source} contain NaN or infinite values")
-        return replace(self, prompt_features=features, prompt_source=source)
+            raise UserError(f"{what} contain NaN or infinite values")
+        return features
 
     def all_as_train(self) -> Dataset:
         """A copy whose every rating (and choice) is in ``train``: what ``--fit-on all`` fits on, so that every

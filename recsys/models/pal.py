@@ -423,10 +423,11 @@ class PalB(_Pal):
         weights = torch.softmax(net.logits(users), -1)
         items_a, items_b = net.items(features[a]), net.items(features[b])
         if not self.conditioned():  # the constant prompt, one row per choice
-            prompts = self._prompts_on(features.device).expand(len(users), -1).contiguous()
+            prompts = self._on_device("prompt_table_", features.device).expand(len(users), -1).contiguous()
             preference = net.preference(weights, net.prototypes(prompts))
             return net.scale() * (preference * (items_a - items_b)).sum(-1)
-        table, prompt_of = self._prompts_on(features.device), self._prompt_of_on(features.device)
+        table = self._on_device("prompt_table_", features.device)
+        prompt_of = self._on_device("prompt_of_", features.device)
         used, where = torch.unique(torch.cat([prompt_of[a], prompt_of[b]]), return_inverse=True)
         prototypes = net.prototypes(table[used])  # one pass per distinct prompt of the batch
         where_a, where_b = where[: len(a)], where[len(a) :]
@@ -434,16 +435,11 @@ class PalB(_Pal):
         reward_b = (net.preference(weights, prototypes[where_b]) * items_b).sum(-1)
         return net.scale() * (reward_a - reward_b)
 
-    def _prompts_on(self, device) -> torch.Tensor:
-        key = ("table", str(device))
+    def _on_device(self, name: str, device) -> torch.Tensor:
+        """The fitted array ``name`` (``prompt_table_`` or ``prompt_of_``) as a tensor on ``device``, made once."""
+        key = (name, str(device))
         if key not in self._device_prompts:
-            self._device_prompts[key] = torch.as_tensor(self.prompt_table_, device=device)
-        return self._device_prompts[key]
-
-    def _prompt_of_on(self, device) -> torch.Tensor:
-        key = ("of", str(device))
-        if key not in self._device_prompts:
-            self._device_prompts[key] = torch.as_tensor(self.prompt_of_, device=device)
+            self._device_prompts[key] = torch.as_tensor(getattr(self, name), device=device)
         return self._device_prompts[key]
 
     def _after_load(self) -> None:
